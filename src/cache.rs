@@ -1,0 +1,118 @@
+//! A bounded cache whose entries expire after a time-to-live measured on the
+//! injected clock.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+#[derive(Clone)]
+struct Entry<V> {
+    value: V,
+    loaded_at: DateTime<Utc>,
+}
+
+/// Size-bounded, TTL-expiring cache. A TTL of zero disables it.
+///
+/// Invalidation bumps a generation counter; a load that started before an
+/// invalidation is not inserted afterwards, so a change made through the
+/// same instance is never hidden by a slow concurrent read of the old state.
+pub(crate) struct TtlCache<K, V> {
+    entries: quick_cache::sync::Cache<K, Entry<V>>,
+    ttl: TimeDelta,
+    generation: AtomicU64,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+        TtlCache {
+            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// The cached value, if loaded less than a TTL before `now`.
+    pub(crate) fn get(&self, key: &K, now: DateTime<Utc>) -> Option<V> {
+        if !self.enabled() {
+            return None;
+        }
+        let entry = self.entries.get(key)?;
+        // A clock set backwards makes the age negative: treat as fresh only
+        // while within the TTL on either side.
+        let age = now - entry.loaded_at;
+        (age < self.ttl && age > -self.ttl).then_some(entry.value)
+    }
+
+    /// Read before loading; pass to [`insert`](Self::insert).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a value loaded at `now`, unless an invalidation happened since
+    /// `generation` was read.
+    pub(crate) fn insert(&self, key: K, value: V, now: DateTime<Utc>, generation: u64) {
+        if self.enabled() && self.generation() == generation {
+            self.entries.insert(
+                key,
+                Entry {
+                    value,
+                    loaded_at: now,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn invalidate(&self, key: &K) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.remove(key);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.clear();
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> std::fmt::Debug for TtlCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlCache")
+            .field("len", &self.entries.len())
+            .field("capacity", &self.entries.capacity())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_after_ttl_and_skips_stale_loads() {
+        let t0 = DateTime::UNIX_EPOCH;
+        let cache = TtlCache::new(10, Duration::from_secs(5));
+        let generation = cache.generation();
+        cache.insert(1, "a", t0, generation);
+        assert_eq!(cache.get(&1, t0 + TimeDelta::seconds(4)), Some("a"));
+        assert_eq!(cache.get(&1, t0 + TimeDelta::seconds(5)), None);
+
+        // A load that began before an invalidation is dropped.
+        let stale_generation = cache.generation();
+        cache.invalidate(&1);
+        cache.insert(1, "old", t0, stale_generation);
+        assert_eq!(cache.get(&1, t0), None);
+    }
+
+    #[test]
+    fn zero_ttl_disables() {
+        let cache = TtlCache::new(10, Duration::ZERO);
+        cache.insert(1, "a", DateTime::UNIX_EPOCH, cache.generation());
+        assert_eq!(cache.get(&1, DateTime::UNIX_EPOCH), None);
+    }
+}

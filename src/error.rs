@@ -1,0 +1,200 @@
+//! The crate's error type.
+//!
+//! Every fallible operation returns [`Result<T>`](Result). An [`Error`] is
+//! opaque: match on its [`ErrorKind`], read its message, and walk its
+//! [`source`](std::error::Error::source) chain. Expected outcomes — a limit
+//! denial, an absent organization, a disabled feature — are values, never
+//! errors.
+
+use std::fmt;
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in categories a caller can act on.
+///
+/// New kinds may be added, so matches need a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The thing asked for does not exist where its absence is not a normal
+    /// outcome (for example the organization named in a write).
+    NotFound,
+    /// A create collided with an existing row, such as a taken slug.
+    AlreadyExists,
+    /// The operation raced with another change; retrying may succeed.
+    Conflict,
+    /// The caller passed a value that does not validate. The message names
+    /// the field.
+    InvalidInput,
+    /// No valid identity was presented (bad or expired token).
+    Unauthenticated,
+    /// The identity is known but not allowed to do this: a missing
+    /// membership, a role too low, or a role rule that would be broken.
+    PermissionDenied,
+    /// The library or a backend is misconfigured.
+    Config,
+    /// A backend could not be reached or is overloaded; retrying may succeed.
+    Unavailable,
+    /// Anything else: a bug, or a backend answering something unexpected.
+    Unexpected,
+}
+
+impl ErrorKind {
+    /// A short lowercase name, stable across releases, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Config => "config",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unexpected => "unexpected",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error type of every fallible operation in this crate.
+///
+/// ```
+/// use tenancy::{ErrorKind, Slug};
+///
+/// let err = Slug::parse("Not A Slug").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(err.field(), Some("slug"));
+/// assert!(!err.is_retryable());
+/// ```
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    field: Option<&'static str>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    /// An error of `kind` with a human-readable message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            field: None,
+            source: None,
+        }
+    }
+
+    /// An [`ErrorKind::InvalidInput`] error naming the offending field.
+    pub fn invalid_input(field: &'static str, message: impl Into<String>) -> Self {
+        Error {
+            field: Some(field),
+            ..Error::new(ErrorKind::InvalidInput, message)
+        }
+    }
+
+    /// An [`ErrorKind::PermissionDenied`] error.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::PermissionDenied, message)
+    }
+
+    /// An [`ErrorKind::NotFound`] error.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    /// Attaches the underlying cause, kept intact for the `source` chain.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable message, without the kind or the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// For [`ErrorKind::InvalidInput`], the name of the field that failed
+    /// validation.
+    pub fn field(&self) -> Option<&'static str> {
+        self.field
+    }
+
+    /// Whether repeating the same call may succeed: true for
+    /// [`ErrorKind::Unavailable`] and [`ErrorKind::Conflict`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Conflict)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(field) = self.field {
+            d.field("field", &field);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.kind)?;
+        if let Some(field) = self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_kind_field_and_source() {
+        let io = std::io::Error::other("disk on fire");
+        let err = Error::invalid_input("slug", "must be lowercase").with_source(io);
+        assert_eq!(
+            err.to_string(),
+            "invalid_input: slug: must be lowercase (disk on fire)"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn only_transient_kinds_are_retryable() {
+        assert!(Error::new(ErrorKind::Unavailable, "down").is_retryable());
+        assert!(Error::new(ErrorKind::Conflict, "raced").is_retryable());
+        assert!(!Error::permission_denied("no").is_retryable());
+    }
+}

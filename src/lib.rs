@@ -1,0 +1,96 @@
+//! # tenancy
+//!
+//! The multi-tenant layer for SaaS applications built on Supabase:
+//! organizations with members and roles, org-scoped access, per-organization
+//! feature flags, usage tracking of AI/API calls, and usage limits enforced
+//! before expensive operations.
+//!
+//! - [`Tenancy`] is the facade, built with [`Tenancy::builder`] over a
+//!   [`Store`].
+//! - [`TenantContext`] is a user acting in one organization with a role. It
+//!   exists only after the store has confirmed the membership.
+//! - Features: [`Tenancy::has_feature`] and [`Tenancy::feature_config`],
+//!   managed by a [`PlatformOperator`].
+//! - Usage and limits: [`Tenancy::record_usage`], [`Tenancy::check_limit`],
+//!   and [`Tenancy::reserve`] → [`Tenancy::commit`] / [`Tenancy::release`]
+//!   for expensive operations. See [`metering`] for the guarantees.
+//! - Stores: [`MemoryStore`] (embedded). Every backend passes the same
+//!   [`conformance`] suite (feature `test-util`).
+//!
+//! Expected outcomes are values — a limit denial is a [`LimitDecision`], an
+//! absent organization is `None`, a disabled feature is `false` — and
+//! errors ([`Error`], with an [`ErrorKind`]) are for failures.
+//!
+//! ## Quickstart
+//!
+//! ```
+//! use rust_decimal_macros::dec;
+//! use tenancy::{Action, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role, Tenancy, UserId};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+//! let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+//! let operator = PlatformOperator::new("quickstart");
+//! let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
+//!
+//! // Alice creates an organization and invites Bob as a member.
+//! let acme = tenancy.create_organization(alice, NewOrganization::new("Acme", "acme")?).await?;
+//! let as_alice = tenancy.context(alice, acme.id).await?;
+//! tenancy.add_member(&as_alice, bob, Role::Member).await?;
+//!
+//! // Bob may write data but not manage members.
+//! let as_bob = tenancy.context(bob, acme.id).await?;
+//! assert!(as_bob.can(Action::WriteData));
+//! assert!(!as_bob.can(Action::ManageMembers));
+//!
+//! // Features are off until the operator turns them on.
+//! assert!(!tenancy.has_feature(&as_bob, "veo_avatars").await?);
+//! tenancy.enable_feature(&operator, acme.id, "veo_avatars").await?;
+//! assert!(tenancy.has_feature(&as_bob, "veo_avatars").await?);
+//!
+//! // Limits are checked and held before expensive work.
+//! tenancy.set_limit(&operator, acme.id, NewLimit::from_limit_type("monthly_tokens", dec!(1000))?).await?;
+//! let ReserveOutcome::Granted(hold) = tenancy.reserve(&as_bob, "tokens", dec!(800)).await? else {
+//!     panic!("800 of 1000 fits");
+//! };
+//! assert!(!tenancy.check_limit(&as_bob, "tokens", dec!(300)).await?.allowed);
+//! tenancy.commit(&hold, dec!(650)).await?;
+//! assert!(tenancy.check_limit(&as_bob, "tokens", dec!(300)).await?.allowed);
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cache;
+pub mod clock;
+pub mod context;
+pub mod error;
+pub mod features;
+pub mod ids;
+pub mod limits;
+pub mod memory;
+pub mod metering;
+pub mod org;
+pub mod store;
+mod tenancy;
+pub mod usage;
+
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod conformance;
+
+pub use async_trait::async_trait;
+
+pub use crate::clock::{Clock, FakeClock, SystemClock};
+pub use crate::context::{Action, PlatformOperator, Role, TenantContext};
+pub use crate::error::{Error, ErrorKind, Result};
+pub use crate::features::Feature;
+pub use crate::ids::{EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId};
+pub use crate::limits::{
+    AlertKey, AlertSink, AlertThresholds, CurrentPeriods, DecidingLimit, Limit, LimitAlert,
+    LimitDecision, LimitLevel, LimitMode, LimitScope, LimitType, LimitUsage, LogAlertSink,
+    MemoryAlertSink, NewLimit, Period, PeriodKey, Reservation, ReserveOutcome, UsageLine,
+};
+pub use crate::memory::MemoryStore;
+pub use crate::org::{Membership, NewOrganization, OrgMembership, Organization};
+pub use crate::store::{DynStore, Store};
+pub use crate::tenancy::{Tenancy, TenancyBuilder};
+pub use crate::usage::{UsageEvent, UsageRecord};
