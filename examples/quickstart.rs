@@ -1,2 +1,203 @@
-//! Placeholder.
-fn main() {}
+//! The main job of `tenancy` on the embedded store, with no setup:
+//!
+//! ```text
+//! cargo run --example quickstart
+//! ```
+//!
+//! Two organizations, members with roles, an org switch, a feature-gated
+//! action allowed and denied, a role-denied admin action, and a usage limit
+//! enforced with a reservation.
+
+use rust_decimal_macros::dec;
+use tenancy::{
+    Action, LimitScope, MemoryAlertSink, MemoryStore, NewLimit, NewOrganization, PlatformOperator,
+    ReserveOutcome, Role, Tenancy, TenantContext, UsageEvent, UserId,
+};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> tenancy::Result<()> {
+    let alerts = std::sync::Arc::new(MemoryAlertSink::new());
+    let tenancy = Tenancy::builder()
+        .store(MemoryStore::new())
+        .shared_alert_sink(alerts.clone())
+        .build()?;
+    let operator = PlatformOperator::new("quickstart");
+
+    let alice = UserId::new_v7();
+    let bob = UserId::new_v7();
+    let carol = UserId::new_v7();
+
+    section("Organizations and members");
+    let acme = tenancy
+        .create_organization(alice, NewOrganization::new("Acme Ads", "acme-ads")?)
+        .await?;
+    let globex = tenancy
+        .create_organization(
+            carol,
+            NewOrganization::new("Globex", "globex")?.timezone("Asia/Tokyo")?,
+        )
+        .await?;
+    println!("alice created {} ({})", acme.name, acme.slug);
+    println!(
+        "carol created {} ({}, {})",
+        globex.name, globex.slug, globex.timezone
+    );
+
+    let alice_at_acme = tenancy.context(alice, acme.id).await?;
+    tenancy
+        .add_member(&alice_at_acme, bob, Role::Member)
+        .await?;
+    let carol_at_globex = tenancy.context(carol, globex.id).await?;
+    tenancy
+        .add_member(&carol_at_globex, bob, Role::Viewer)
+        .await?;
+    for m in tenancy.members(&alice_at_acme).await? {
+        let name = name_of(m.user_id, alice, bob, carol);
+        println!("  {} member: {name:<6} role: {}", acme.slug, m.role);
+    }
+
+    section("Bob's org selector and an org switch");
+    for entry in tenancy.orgs_for_user(bob).await? {
+        println!("  {:<10} as {}", entry.organization.slug, entry.role);
+    }
+    let bob_ctx = tenancy.default_context(bob).await?.expect("bob has orgs");
+    describe(&bob_ctx, "default");
+    let bob_at_globex = tenancy.switch_org(&bob_ctx, globex.id).await?;
+    describe(&bob_at_globex, "switched");
+    let stranger = tenancy.context(alice, globex.id).await;
+    println!("  alice asks for a Globex context: {}", outcome(&stranger));
+
+    section("Feature access");
+    let render = |ctx: &TenantContext, allowed: bool| {
+        let org = &ctx.organization().slug;
+        if allowed {
+            println!("  {org}: veo_avatars is on  -> rendering avatar video");
+        } else {
+            println!("  {org}: veo_avatars is off -> 403, upgrade to use avatars");
+        }
+    };
+    tenancy
+        .enable_feature(&operator, acme.id, "veo_avatars")
+        .await?;
+    render(
+        &bob_ctx,
+        tenancy.has_feature(&bob_ctx, "veo_avatars").await?,
+    );
+    render(
+        &bob_at_globex,
+        tenancy.has_feature(&bob_at_globex, "veo_avatars").await?,
+    );
+
+    section("Roles");
+    let attempt = tenancy
+        .add_member(&bob_ctx, UserId::new_v7(), Role::Viewer)
+        .await;
+    println!(
+        "  bob (member) adds a viewer to acme-ads: {}",
+        outcome(&attempt)
+    );
+    let attempt = tenancy.change_role(&bob_ctx, bob, Role::Admin).await;
+    println!(
+        "  bob promotes himself to admin:         {}",
+        outcome(&attempt)
+    );
+    println!(
+        "  can bob write data? {}; delete the org? {}",
+        bob_ctx.can(Action::WriteData),
+        bob_ctx.can(Action::DeleteOrganization)
+    );
+
+    section("Usage limits");
+    tenancy
+        .set_limit(
+            &operator,
+            acme.id,
+            NewLimit::from_limit_type("monthly_tokens", dec!(10000))?,
+        )
+        .await?;
+    tenancy
+        .record_usage(
+            UsageEvent::new(acme.id)
+                .user(alice)
+                .ai_call("openai", "gpt-4o", "ad_copy")
+                .tokens(6000, 500, 1500)
+                .cost_usd(dec!(0.0345)),
+        )
+        .await?;
+    let decision = tenancy.check_limit(&bob_ctx, "tokens", dec!(1500)).await?;
+    println!(
+        "  used {} of {:?} tokens; 1500 more allowed: {} ({:?})",
+        decision.used,
+        decision.limit.unwrap_or_default(),
+        decision.allowed,
+        decision.level
+    );
+    match tenancy.reserve(&bob_ctx, "tokens", dec!(1500)).await? {
+        ReserveOutcome::Granted(hold) => {
+            println!("  reserved 1500 tokens for a generation; it used 1200");
+            tenancy.commit(&hold, dec!(1200)).await?;
+        }
+        ReserveOutcome::Denied(d) => println!("  denied: {d:?}"),
+    }
+    match tenancy.reserve(&bob_ctx, "tokens", dec!(1500)).await? {
+        ReserveOutcome::Granted(_) => println!("  unexpected: granted"),
+        ReserveOutcome::Denied(d) => println!(
+            "  next 1500 denied: {} left, resets at {}",
+            d.remaining.unwrap_or_default(),
+            d.resets_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+        ),
+    }
+    for alert in alerts.alerts() {
+        println!(
+            "  alert: {} reached {}% of its {} {} limit",
+            alert.key.metric, alert.key.threshold_percent, alert.key.period.period, alert.key.scope
+        );
+    }
+    for line in tenancy.usage_summary(&bob_ctx).await? {
+        let scope = match line.scope {
+            LimitScope::Organization => "org-wide",
+            LimitScope::User(_) => "bob",
+        };
+        println!(
+            "  summary: {:<9} {:<7} {scope:<8} used {:>6} limit {:>7} ({}%)",
+            line.metric.as_str(),
+            line.period.as_str(),
+            line.used,
+            line.limit
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into()),
+            line.percent
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    Ok(())
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+fn describe(ctx: &TenantContext, label: &str) {
+    println!(
+        "  {label}: bob acts in {} as {}",
+        ctx.organization().slug,
+        ctx.role()
+    );
+}
+
+fn outcome<T>(result: &tenancy::Result<T>) -> String {
+    match result {
+        Ok(_) => "allowed".into(),
+        Err(e) => format!("refused ({})", e.kind()),
+    }
+}
+
+fn name_of(user: UserId, alice: UserId, bob: UserId, carol: UserId) -> &'static str {
+    match user {
+        u if u == alice => "alice",
+        u if u == bob => "bob",
+        u if u == carol => "carol",
+        _ => "someone",
+    }
+}

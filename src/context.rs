@@ -159,9 +159,7 @@ impl Action {
             | Action::Leave => Role::Viewer,
             Action::WriteData | Action::ConsumeUsage => Role::Member,
             Action::RenameOrganization | Action::ManageMembers => Role::Admin,
-            Action::ManageAdmins | Action::ManageOwners | Action::DeleteOrganization => {
-                Role::Owner
-            }
+            Action::ManageAdmins | Action::ManageOwners | Action::DeleteOrganization => Role::Owner,
         }
     }
 }
@@ -400,21 +398,45 @@ mod tests {
 
         // admins manage members and viewers
         assert!(ok(&admin, other, change(None, Some(Role::Member))));
-        assert!(ok(&admin, other, change(Some(Role::Viewer), Some(Role::Member))));
+        assert!(ok(
+            &admin,
+            other,
+            change(Some(Role::Viewer), Some(Role::Member))
+        ));
         assert!(ok(&admin, other, change(Some(Role::Member), None)));
         // ...but not owners or admins
-        assert!(!ok(&admin, other, change(Some(Role::Member), Some(Role::Owner))));
+        assert!(!ok(
+            &admin,
+            other,
+            change(Some(Role::Member), Some(Role::Owner))
+        ));
         assert!(!ok(&admin, other, change(None, Some(Role::Admin))));
         assert!(!ok(&admin, other, change(Some(Role::Owner), None)));
         // owners do everything to others
-        assert!(ok(&owner, other, change(Some(Role::Member), Some(Role::Owner))));
-        assert!(ok(&owner, other, change(Some(Role::Owner), Some(Role::Viewer))));
+        assert!(ok(
+            &owner,
+            other,
+            change(Some(Role::Member), Some(Role::Owner))
+        ));
+        assert!(ok(
+            &owner,
+            other,
+            change(Some(Role::Owner), Some(Role::Viewer))
+        ));
         // members manage nobody
         assert!(!ok(&member, other, change(None, Some(Role::Viewer))));
         // nobody raises their own role; lowering and leaving are fine
         let me = member.user();
-        assert!(!ok(&member, me, change(Some(Role::Member), Some(Role::Admin))));
-        assert!(ok(&member, me, change(Some(Role::Member), Some(Role::Viewer))));
+        assert!(!ok(
+            &member,
+            me,
+            change(Some(Role::Member), Some(Role::Admin))
+        ));
+        assert!(ok(
+            &member,
+            me,
+            change(Some(Role::Member), Some(Role::Viewer))
+        ));
         assert!(ok(&member, me, change(Some(Role::Member), None)));
         let err = authorize_membership_change(
             &admin,

@@ -108,12 +108,19 @@ impl Tenancy {
 
     /// Turns `key` on for `org`, keeping its config.
     pub async fn enable_feature(&self, op: &PlatformOperator, org: OrgId, key: &str) -> Result<()> {
-        self.update_feature(op, org, key, |f| f.enabled = true).await
+        self.update_feature(op, org, key, |f| f.enabled = true)
+            .await
     }
 
     /// Turns `key` off for `org`, keeping its config.
-    pub async fn disable_feature(&self, op: &PlatformOperator, org: OrgId, key: &str) -> Result<()> {
-        self.update_feature(op, org, key, |f| f.enabled = false).await
+    pub async fn disable_feature(
+        &self,
+        op: &PlatformOperator,
+        org: OrgId,
+        key: &str,
+    ) -> Result<()> {
+        self.update_feature(op, org, key, |f| f.enabled = false)
+            .await
     }
 
     /// Sets `key`'s config for `org`, keeping whether it is enabled (a new
@@ -125,13 +132,20 @@ impl Tenancy {
         key: &str,
         config: impl Serialize,
     ) -> Result<()> {
-        let config = serde_json::to_value(config)
-            .map_err(|e| Error::invalid_input("config", "does not serialize to JSON").with_source(e))?;
-        self.update_feature(op, org, key, |f| f.config = config).await
+        let config = serde_json::to_value(config).map_err(|e| {
+            Error::invalid_input("config", "does not serialize to JSON").with_source(e)
+        })?;
+        self.update_feature(op, org, key, |f| f.config = config)
+            .await
     }
 
     /// Deletes `key`'s row for `org`; whether it existed.
-    pub async fn remove_feature(&self, op: &PlatformOperator, org: OrgId, key: &str) -> Result<bool> {
+    pub async fn remove_feature(
+        &self,
+        op: &PlatformOperator,
+        org: OrgId,
+        key: &str,
+    ) -> Result<bool> {
         let key = FeatureKey::parse(key)?;
         let removed = self.inner.store.delete_feature(org, &key).await;
         self.inner.features.invalidate(&org);

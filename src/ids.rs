@@ -245,12 +245,7 @@ fn check_slug(input: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_key(
-    field: &'static str,
-    input: &str,
-    max_len: usize,
-    extra: &[u8],
-) -> Result<()> {
+fn check_key(field: &'static str, input: &str, max_len: usize, extra: &[u8]) -> Result<()> {
     let bad = |why: String| Err(Error::invalid_input(field, format!("{input:?} {why}")));
     if input.is_empty() || input.len() > max_len {
         return bad(format!("must be 1 to {max_len} characters long"));
@@ -313,7 +308,10 @@ mod tests {
             Some("feature_key")
         );
         assert!(MetricKey::parse("cost_usd").is_ok());
-        assert_eq!(MetricKey::parse("cost-usd").unwrap_err().field(), Some("metric"));
+        assert_eq!(
+            MetricKey::parse("cost-usd").unwrap_err().field(),
+            Some("metric")
+        );
         assert_eq!(MetricKey::tokens().as_str(), "tokens");
     }
 
@@ -357,7 +355,8 @@ mod tests {
 
         #[test]
         fn valid_metric_keys_parse(s in "[a-z][a-z0-9_]{0,62}") {
-            prop_assert_eq!(MetricKey::parse(&s).unwrap().as_str(), s.as_str());
+            let key = MetricKey::parse(&s).unwrap();
+            prop_assert_eq!(key.as_str(), s.as_str());
         }
     }
 }

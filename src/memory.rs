@@ -128,7 +128,8 @@ impl State {
             outcome.inserted += 1;
             let org = record.org();
             let tenant = self.tenant(org).ok_or_else(|| org_not_found(org))?;
-            let scopes = [None, record.user().map(Some)];
+            // Org-wide (`None`) always; the user's own when there is one.
+            let scopes = [Some(None), record.user().map(Some)];
             for (metric, amount) in &record.amounts {
                 for user in scopes.iter().flatten() {
                     for period in [record.periods.daily, record.periods.monthly] {
@@ -196,7 +197,9 @@ impl Tenant {
         self.limits
             .iter()
             .filter(|l| metric.is_none_or(|m| m == &l.metric))
-            .filter(|l| l.scope == LimitScope::Organization || l.scope.user() == user && user.is_some())
+            .filter(|l| {
+                l.scope == LimitScope::Organization || l.scope.user() == user && user.is_some()
+            })
             .map(|l| {
                 let period = periods.key(l.period);
                 LimitUsage {
@@ -313,7 +316,9 @@ impl Store for MemoryStore {
                 format!("user {} is already a member of {org}", membership.user_id),
             ));
         }
-        tenant.members.insert(membership.user_id, membership.clone());
+        tenant
+            .members
+            .insert(membership.user_id, membership.clone());
         state
             .orgs_of_user
             .entry(membership.user_id)
@@ -331,7 +336,11 @@ impl Store for MemoryStore {
     ) -> Result<Membership> {
         let mut state = self.lock();
         let tenant = state.tenant_mut(org)?;
-        let owners = tenant.members.values().filter(|m| m.role == Role::Owner).count();
+        let owners = tenant
+            .members
+            .values()
+            .filter(|m| m.role == Role::Owner)
+            .count();
         let member = tenant
             .members
             .get_mut(&user)
@@ -347,8 +356,15 @@ impl Store for MemoryStore {
     async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
         let mut state = self.lock();
         let tenant = state.tenant_mut(org)?;
-        let owners = tenant.members.values().filter(|m| m.role == Role::Owner).count();
-        let member = tenant.members.get(&user).ok_or_else(|| not_member(org, user))?;
+        let owners = tenant
+            .members
+            .values()
+            .filter(|m| m.role == Role::Owner)
+            .count();
+        let member = tenant
+            .members
+            .get(&user)
+            .ok_or_else(|| not_member(org, user))?;
         check_expected(member, expected)?;
         if member.role == Role::Owner && owners == 1 {
             return Err(last_owner(org));
@@ -384,7 +400,10 @@ impl Store for MemoryStore {
 
     async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
         let state = self.lock();
-        Ok(state.tenant(org).map(|t| t.limits.clone()).unwrap_or_default())
+        Ok(state
+            .tenant(org)
+            .map(|t| t.limits.clone())
+            .unwrap_or_default())
     }
 
     async fn put_limit(&self, limit: &Limit) -> Result<Limit> {
@@ -442,7 +461,8 @@ impl Store for MemoryStore {
                 }
             })
             .collect();
-        counters.sort_by(|a, b| (&a.metric, a.period, a.scope).cmp(&(&b.metric, b.period, b.scope)));
+        counters
+            .sort_by(|a, b| (&a.metric, a.period, a.scope).cmp(&(&b.metric, b.period, b.scope)));
         Ok(UsageSnapshot { limits, counters })
     }
 
@@ -525,7 +545,5 @@ fn check_expected(member: &Membership, expected: Role) -> Result<()> {
 }
 
 fn last_owner(org: OrgId) -> Error {
-    Error::permission_denied(format!(
-        "organization {org} must keep at least one owner"
-    ))
+    Error::permission_denied(format!("organization {org} must keep at least one owner"))
 }

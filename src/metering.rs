@@ -27,8 +27,8 @@ use crate::context::{Action, PlatformOperator, TenantContext};
 use crate::error::{Error, Result};
 use crate::ids::{LimitId, MetricKey, OrgId, ReservationId, UserId};
 use crate::limits::{
-    AlertKey, CurrentPeriods, Limit, LimitAlert, LimitDecision, LimitScope, NewLimit,
-    Reservation, ReserveOutcome, UsageLine, decide, level_of, validate_amount,
+    AlertKey, CurrentPeriods, Limit, LimitAlert, LimitDecision, LimitScope, NewLimit, Reservation,
+    ReserveOutcome, UsageLine, decide, level_of, validate_amount,
 };
 use crate::store::{CommitOutcome, RecordOutcome, ReserveRequest, UsageQuery};
 use crate::tenancy::Tenancy;
@@ -99,7 +99,12 @@ impl Tenancy {
 
     /// Removes a limit from `org`; whether it existed. Platform operators
     /// only.
-    pub async fn remove_limit(&self, op: &PlatformOperator, org: OrgId, id: LimitId) -> Result<bool> {
+    pub async fn remove_limit(
+        &self,
+        op: &PlatformOperator,
+        org: OrgId,
+        id: LimitId,
+    ) -> Result<bool> {
         let result = self.inner.store.delete_limit(org, id).await;
         self.inner.metering.invalidate(&org);
         tracing::info!(operator = op.name(), %org, limit = %id, "limit removed");
@@ -173,7 +178,13 @@ impl Tenancy {
                 now,
             })
             .await?;
-        Ok(decide(&metric, amount, &snapshot.limits, tz, self.warning_percent()))
+        Ok(decide(
+            &metric,
+            amount,
+            &snapshot.limits,
+            tz,
+            self.warning_percent(),
+        ))
     }
 
     /// Atomically checks every applicable limit and, if `estimate` fits
@@ -225,7 +236,11 @@ impl Tenancy {
     /// atomic step. `actual` may exceed the estimate; it is recorded in
     /// full (see the [module docs](crate::metering)). Retrying a commit
     /// counts once.
-    pub async fn commit(&self, reservation: &Reservation, actual: Decimal) -> Result<CommitOutcome> {
+    pub async fn commit(
+        &self,
+        reservation: &Reservation,
+        actual: Decimal,
+    ) -> Result<CommitOutcome> {
         let actual = validate_amount("actual", actual)?;
         let event = UsageEvent::new(reservation.org)
             .user(reservation.user)

@@ -9,17 +9,14 @@ use chrono::{DateTime, Utc};
 
 use crate::cache::TtlCache;
 use crate::clock::{Clock, SystemClock};
-use crate::context::{
-    Action, MembershipChange, Role, TenantContext, authorize_membership_change,
-};
+use crate::context::{Action, MembershipChange, Role, TenantContext, authorize_membership_change};
 use crate::error::{Error, ErrorKind, Result};
 use crate::features::OrgFeatures;
 use crate::ids::{OrgId, Slug, UserId};
 use crate::limits::{AlertSink, AlertThresholds, LogAlertSink};
 use crate::metering::OrgMetering;
 use crate::org::{
-    Membership, NewOrganization, OrgMembership, Organization, default_membership,
-    validate_org_name,
+    Membership, NewOrganization, OrgMembership, Organization, default_membership, validate_org_name,
 };
 use crate::store::{DynStore, Store};
 
@@ -269,7 +266,11 @@ impl Tenancy {
     ) -> Result<Organization> {
         ctx.require(Action::RenameOrganization)?;
         let name = validate_org_name(name)?;
-        let org = self.inner.store.rename_organization(ctx.org(), &name).await?;
+        let org = self
+            .inner
+            .store
+            .rename_organization(ctx.org(), &name)
+            .await?;
         self.inner.memberships.clear();
         Ok(org)
     }
@@ -302,11 +303,16 @@ impl Tenancy {
             Some(m) => m,
             None => {
                 let generation = cache.generation();
-                let m = self.inner.store.membership(org, user).await?.ok_or_else(|| {
-                    Error::permission_denied(format!(
-                        "user {user} is not a member of organization {org}"
-                    ))
-                })?;
+                let m = self
+                    .inner
+                    .store
+                    .membership(org, user)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::permission_denied(format!(
+                            "user {user} is not a member of organization {org}"
+                        ))
+                    })?;
                 cache.insert((org, user), m.clone(), now, generation);
                 m
             }
@@ -438,7 +444,11 @@ impl Tenancy {
                 after: None,
             },
         )?;
-        let result = self.inner.store.remove_member(ctx.org(), user, current).await;
+        let result = self
+            .inner
+            .store
+            .remove_member(ctx.org(), user, current)
+            .await;
         self.inner.memberships.invalidate(&(ctx.org(), user));
         result
     }

@@ -99,7 +99,10 @@ impl MemoryAlertSink {
 
     /// The alerts delivered so far, oldest first.
     pub fn alerts(&self) -> Vec<LimitAlert> {
-        self.alerts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -176,7 +179,10 @@ mod tests {
         let t = AlertThresholds::default();
         assert_eq!(t.crossed(dec!(79), dec!(100)).count(), 0);
         assert_eq!(t.crossed(dec!(80), dec!(100)).collect::<Vec<_>>(), vec![80]);
-        assert_eq!(t.crossed(dec!(150), dec!(100)).collect::<Vec<_>>(), vec![80, 90, 100]);
+        assert_eq!(
+            t.crossed(dec!(150), dec!(100)).collect::<Vec<_>>(),
+            vec![80, 90, 100]
+        );
         // A zero limit is crossed by any usage, and not by none.
         assert_eq!(t.crossed(dec!(1), dec!(0)).count(), 3);
         assert_eq!(t.crossed(dec!(0), dec!(0)).count(), 0);
@@ -184,7 +190,10 @@ mod tests {
 
     #[test]
     fn thresholds_validate_and_sort() {
-        assert_eq!(AlertThresholds::new([100, 50, 50]).unwrap().percents(), &[50, 100]);
+        assert_eq!(
+            AlertThresholds::new([100, 50, 50]).unwrap().percents(),
+            &[50, 100]
+        );
         assert_eq!(
             AlertThresholds::new([1001]).unwrap_err().field(),
             Some("alert_thresholds")

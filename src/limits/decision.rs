@@ -176,7 +176,13 @@ mod tests {
     use chrono::NaiveDate;
     use rust_decimal_macros::dec;
 
-    fn usage(scope: LimitScope, period: Period, value: Decimal, used: Decimal, mode: LimitMode) -> LimitUsage {
+    fn usage(
+        scope: LimitScope,
+        period: Period,
+        value: Decimal,
+        used: Decimal,
+        mode: LimitMode,
+    ) -> LimitUsage {
         LimitUsage {
             limit: Limit {
                 id: LimitId::new_v7(),
@@ -209,7 +215,13 @@ mod tests {
     fn tightest_limit_wins() {
         let user = LimitScope::User(UserId::new_v7());
         let limits = [
-            usage(LimitScope::Organization, Period::Monthly, dec!(1000), dec!(100), LimitMode::Hard),
+            usage(
+                LimitScope::Organization,
+                Period::Monthly,
+                dec!(1000),
+                dec!(100),
+                LimitMode::Hard,
+            ),
             usage(user, Period::Daily, dec!(50), dec!(45), LimitMode::Hard),
         ];
         let d = decide(&MetricKey::tokens(), dec!(10), &limits, Tz::UTC, dec!(80));
@@ -227,7 +239,13 @@ mod tests {
 
     #[test]
     fn soft_limits_allow_but_report_exceeded() {
-        let limits = [usage(LimitScope::Organization, Period::Daily, dec!(10), dec!(10), LimitMode::Soft)];
+        let limits = [usage(
+            LimitScope::Organization,
+            Period::Daily,
+            dec!(10),
+            dec!(10),
+            LimitMode::Soft,
+        )];
         let d = decide(&MetricKey::tokens(), dec!(1), &limits, Tz::UTC, dec!(80));
         assert!(d.allowed);
         assert_eq!(d.level, LimitLevel::Exceeded);
@@ -237,8 +255,20 @@ mod tests {
     #[test]
     fn a_denying_hard_limit_beats_a_tighter_soft_one() {
         let limits = [
-            usage(LimitScope::Organization, Period::Daily, dec!(10), dec!(100), LimitMode::Soft),
-            usage(LimitScope::Organization, Period::Monthly, dec!(100), dec!(95), LimitMode::Hard),
+            usage(
+                LimitScope::Organization,
+                Period::Daily,
+                dec!(10),
+                dec!(100),
+                LimitMode::Soft,
+            ),
+            usage(
+                LimitScope::Organization,
+                Period::Monthly,
+                dec!(100),
+                dec!(95),
+                LimitMode::Hard,
+            ),
         ];
         let d = decide(&MetricKey::tokens(), dec!(10), &limits, Tz::UTC, dec!(80));
         assert!(!d.allowed);

@@ -181,22 +181,44 @@ mod tests {
     #[test]
     fn new_york_day_across_spring_forward() {
         // 8 March 2026: clocks go from 02:00 EST to 03:00 EDT; the day is 23h.
-        let key = PeriodKey::containing(Period::Daily, utc("2026-03-08T12:00:00Z"), America::New_York);
-        assert_eq!(key.starts_at(America::New_York), utc("2026-03-08T05:00:00Z"));
-        assert_eq!(key.resets_at(America::New_York), utc("2026-03-09T04:00:00Z"));
+        let key = PeriodKey::containing(
+            Period::Daily,
+            utc("2026-03-08T12:00:00Z"),
+            America::New_York,
+        );
+        assert_eq!(
+            key.starts_at(America::New_York),
+            utc("2026-03-08T05:00:00Z")
+        );
+        assert_eq!(
+            key.resets_at(America::New_York),
+            utc("2026-03-09T04:00:00Z")
+        );
     }
 
     #[test]
     fn new_york_month_across_fall_back() {
-        let key = PeriodKey::containing(Period::Monthly, utc("2026-11-15T12:00:00Z"), America::New_York);
-        assert_eq!(key.starts_at(America::New_York), utc("2026-11-01T04:00:00Z"));
-        assert_eq!(key.resets_at(America::New_York), utc("2026-12-01T05:00:00Z"));
+        let key = PeriodKey::containing(
+            Period::Monthly,
+            utc("2026-11-15T12:00:00Z"),
+            America::New_York,
+        );
+        assert_eq!(
+            key.starts_at(America::New_York),
+            utc("2026-11-01T04:00:00Z")
+        );
+        assert_eq!(
+            key.resets_at(America::New_York),
+            utc("2026-12-01T05:00:00Z")
+        );
     }
 
     #[test]
     fn tokyo_month_end() {
-        let before = PeriodKey::containing(Period::Monthly, utc("2026-01-31T14:59:59Z"), Asia::Tokyo);
-        let after = PeriodKey::containing(Period::Monthly, utc("2026-01-31T15:00:00Z"), Asia::Tokyo);
+        let before =
+            PeriodKey::containing(Period::Monthly, utc("2026-01-31T14:59:59Z"), Asia::Tokyo);
+        let after =
+            PeriodKey::containing(Period::Monthly, utc("2026-01-31T15:00:00Z"), Asia::Tokyo);
         assert_eq!(before.start.to_string(), "2026-01-01");
         assert_eq!(after.start.to_string(), "2026-02-01");
         assert_eq!(before.resets_at(Asia::Tokyo), utc("2026-01-31T15:00:00Z"));
@@ -210,7 +232,10 @@ mod tests {
         let tz: Tz = "America/Santiago".parse().unwrap();
         let day = NaiveDate::from_ymd_opt(2025, 9, 7).unwrap();
         let start = local_start_of_day(day, tz);
-        assert_eq!(start.with_timezone(&tz).format("%H:%M").to_string(), "01:00");
+        assert_eq!(
+            start.with_timezone(&tz).format("%H:%M").to_string(),
+            "01:00"
+        );
     }
 
     #[test]

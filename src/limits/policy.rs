@@ -129,14 +129,12 @@ impl LimitType {
     /// Parses a `limit_type` string; an unknown period prefix or invalid
     /// metric is `InvalidInput` naming `limit_type`.
     pub fn parse(input: &str) -> Result<LimitType> {
-        let (period, metric) = input
-            .split_once('_')
-            .ok_or_else(|| {
-                Error::invalid_input(
-                    "limit_type",
-                    format!("{input:?} is not <daily|monthly>_<metric>"),
-                )
-            })?;
+        let (period, metric) = input.split_once('_').ok_or_else(|| {
+            Error::invalid_input(
+                "limit_type",
+                format!("{input:?} is not <daily|monthly>_<metric>"),
+            )
+        })?;
         let period = Period::parse(period).map_err(|_| {
             Error::invalid_input(
                 "limit_type",
@@ -248,7 +246,10 @@ mod tests {
 
     #[test]
     fn max_amount_is_ten_to_the_eighteenth() {
-        assert_eq!(MAX_AMOUNT, Decimal::from_str("1000000000000000000").unwrap());
+        assert_eq!(
+            MAX_AMOUNT,
+            Decimal::from_str("1000000000000000000").unwrap()
+        );
     }
 
     #[test]
@@ -257,20 +258,36 @@ mod tests {
         let err = validate_amount("amount", Decimal::NEGATIVE_ONE).unwrap_err();
         assert_eq!(err.field(), Some("amount"));
         let too_big = MAX_AMOUNT + Decimal::ONE;
-        assert_eq!(validate_amount("limit_value", too_big).unwrap_err().field(), Some("limit_value"));
+        assert_eq!(
+            validate_amount("limit_value", too_big).unwrap_err().field(),
+            Some("limit_value")
+        );
     }
 
     #[test]
     fn limit_types() {
         let t = LimitType::parse("monthly_tokens").unwrap();
         assert_eq!((t.metric.as_str(), t.period), ("tokens", Period::Monthly));
-        assert_eq!(LimitType::parse("daily_cost").unwrap().to_string(), "daily_cost_usd");
+        assert_eq!(
+            LimitType::parse("daily_cost").unwrap().to_string(),
+            "daily_cost_usd"
+        );
         assert_eq!(
             LimitType::parse("daily_cost_usd").unwrap(),
             LimitType::parse("daily_cost").unwrap()
         );
-        for bad in ["tokens", "hourly_tokens", "daily_", "daily_Tokens", "monthly"] {
-            assert_eq!(LimitType::parse(bad).unwrap_err().field(), Some("limit_type"), "{bad}");
+        for bad in [
+            "tokens",
+            "hourly_tokens",
+            "daily_",
+            "daily_Tokens",
+            "monthly",
+        ] {
+            assert_eq!(
+                LimitType::parse(bad).unwrap_err().field(),
+                Some("limit_type"),
+                "{bad}"
+            );
         }
     }
 }

@@ -269,21 +269,39 @@ mod tests {
         let org = OrgId::new_v7();
         let now = Utc::now();
         let neg = UsageEvent::new(org).quantity(MetricKey::ads_created(), dec!(-1));
-        assert_eq!(neg.into_record(now, Tz::UTC).unwrap_err().field(), Some("quantity"));
+        assert_eq!(
+            neg.into_record(now, Tz::UTC).unwrap_err().field(),
+            Some("quantity")
+        );
         let neg_cost = UsageEvent::new(org).cost_usd(dec!(-0.01));
-        assert_eq!(neg_cost.into_record(now, Tz::UTC).unwrap_err().field(), Some("cost_usd"));
+        assert_eq!(
+            neg_cost.into_record(now, Tz::UTC).unwrap_err().field(),
+            Some("cost_usd")
+        );
         let big = UsageEvent::new(org).metadata(serde_json::json!("x".repeat(MAX_METADATA_BYTES)));
-        assert_eq!(big.into_record(now, Tz::UTC).unwrap_err().field(), Some("metadata"));
+        assert_eq!(
+            big.into_record(now, Tz::UTC).unwrap_err().field(),
+            Some("metadata")
+        );
         let long = UsageEvent::new(org).ai_call("p", "m".repeat(200), "op");
-        assert_eq!(long.into_record(now, Tz::UTC).unwrap_err().field(), Some("model"));
+        assert_eq!(
+            long.into_record(now, Tz::UTC).unwrap_err().field(),
+            Some("model")
+        );
         let huge = UsageEvent::new(org).tokens(u64::MAX, u64::MAX, u64::MAX);
-        assert_eq!(huge.into_record(now, Tz::UTC).unwrap_err().field(), Some("tokens"));
+        assert_eq!(
+            huge.into_record(now, Tz::UTC).unwrap_err().field(),
+            Some("tokens")
+        );
     }
 
     #[test]
     fn record_fills_id_and_time() {
         let now = Utc::now();
-        let r = UsageEvent::new(OrgId::new_v7()).tokens(1, 0, 0).into_record(now, Tz::UTC).unwrap();
+        let r = UsageEvent::new(OrgId::new_v7())
+            .tokens(1, 0, 0)
+            .into_record(now, Tz::UTC)
+            .unwrap();
         assert_eq!(r.occurred_at, now);
         assert_eq!(r.event.id, Some(r.id));
     }

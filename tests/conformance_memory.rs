@@ -1,0 +1,11 @@
+//! The conformance suite against the embedded [`MemoryStore`].
+
+use std::sync::Arc;
+
+use tenancy::{DynStore, MemoryStore};
+
+async fn memory_store() -> Option<Arc<DynStore>> {
+    Some(Arc::new(MemoryStore::new()))
+}
+
+tenancy::conformance_tests!(memory_store);
