@@ -1,0 +1,195 @@
+-- tenancy: the tables.
+--
+-- Organizations and memberships, per-org feature flags, usage limits, the
+-- usage event log, per-period counters, reservations (holds) and alert
+-- dedupe records. Every key leads with organization_id (ready to distribute
+-- by tenant), except usage_events whose primary key is the client event id:
+-- dedupe is global, as in MemoryStore.
+--
+-- Idempotent: `if not exists` everywhere.
+
+create schema if not exists tenancy;
+
+-- Whether PostgreSQL knows the time zone `tz` (IANA names, as chrono-tz).
+create or replace function tenancy.is_timezone(tz text) returns boolean
+language plpgsql immutable
+set search_path = ''
+as $$
+begin
+  perform pg_catalog.now() at time zone tz;
+  return true;
+exception when others then
+  return false;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- organizations
+
+create table if not exists public.organizations (
+  id uuid primary key default gen_random_uuid(),
+  name text not null
+    constraint organizations_name_check
+    check (char_length(btrim(name)) between 1 and 200),
+  slug text not null
+    constraint organizations_slug_key unique
+    constraint organizations_slug_check
+    check (slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' and char_length(slug) <= 63),
+  -- The creator. Null only for a system organization (the "Default" org that
+  -- adopt_table creates for pre-existing rows) or after the user is deleted.
+  -- The `owner` role in user_organizations, not this column, grants rights.
+  owner_user_id uuid references auth.users (id) on delete set null,
+  timezone text not null default 'UTC'
+    constraint organizations_timezone_check check (tenancy.is_timezone(timezone)),
+  created_at timestamptz not null default now()
+);
+
+create index if not exists organizations_owner_user_id_idx
+  on public.organizations (owner_user_id);
+
+-- ---------------------------------------------------------------------------
+-- user_organizations
+
+create table if not exists public.user_organizations (
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  role text not null
+    constraint user_organizations_role_check
+    check (role in ('owner', 'admin', 'member', 'viewer')),
+  created_at timestamptz not null default now(),
+  constraint user_organizations_pkey primary key (organization_id, user_id),
+  constraint user_organizations_user_id_organization_id_key unique (user_id, organization_id)
+);
+
+-- ---------------------------------------------------------------------------
+-- org_features
+
+create table if not exists public.org_features (
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  feature_key text not null
+    constraint org_features_feature_key_check
+    check (feature_key ~ '^[a-z][a-z0-9_.-]{0,63}$'),
+  enabled boolean not null default false,
+  config jsonb,
+  updated_at timestamptz not null default now(),
+  constraint org_features_pkey primary key (organization_id, feature_key)
+);
+
+-- ---------------------------------------------------------------------------
+-- usage_limits
+--
+-- The plan's columns (organization_id, user_id, limit_type, limit_value,
+-- period) suffice to insert a row: `metric` is derived from `limit_type` by
+-- a trigger (monthly_tokens -> tokens, monthly_cost -> cost_usd,
+-- daily_ads -> ads_created, <period>_<metric> -> <metric>), `mode` defaults
+-- to hard.
+
+create table if not exists public.usage_limits (
+  id uuid not null default gen_random_uuid(),
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  -- null = org-wide
+  user_id uuid references auth.users (id) on delete cascade,
+  limit_type text not null,
+  limit_value numeric not null
+    constraint usage_limits_limit_value_check check (limit_value >= 0),
+  period text not null
+    constraint usage_limits_period_check check (period in ('daily', 'monthly')),
+  mode text not null default 'hard'
+    constraint usage_limits_mode_check check (mode in ('hard', 'soft')),
+  metric text not null
+    constraint usage_limits_metric_check check (metric ~ '^[a-z][a-z0-9_]{0,62}$'),
+  created_at timestamptz not null default now(),
+  -- user_id, or the nil uuid for org-wide: lets the one-limit-per-slot rule
+  -- be a plain unique constraint (usable as a PostgREST on_conflict target).
+  scope_user_id uuid not null
+    generated always as (coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid)) stored,
+  constraint usage_limits_pkey primary key (organization_id, id),
+  constraint usage_limits_slot_key unique (organization_id, scope_user_id, metric, period)
+);
+
+create index if not exists usage_limits_user_id_idx on public.usage_limits (user_id);
+
+-- ---------------------------------------------------------------------------
+-- usage_events: the log. Written only by the record RPCs.
+
+create table if not exists public.usage_events (
+  id uuid primary key,
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  user_id uuid,
+  provider text not null default '',
+  model text not null default '',
+  operation text not null default '',
+  input_tokens bigint not null default 0 constraint usage_events_input_tokens_check check (input_tokens >= 0),
+  cached_input_tokens bigint not null default 0 constraint usage_events_cached_input_tokens_check check (cached_input_tokens >= 0),
+  output_tokens bigint not null default 0 constraint usage_events_output_tokens_check check (output_tokens >= 0),
+  quantities jsonb not null default '{}'::jsonb,
+  cost_usd numeric constraint usage_events_cost_usd_check check (cost_usd >= 0),
+  occurred_at timestamptz not null,
+  metadata jsonb,
+  -- What the event was counted as: the period keys (in the org's time zone
+  -- at recording time) and the amount per metric. Enough to rebuild the
+  -- counters from the log.
+  daily_start date not null,
+  monthly_start date not null,
+  amounts jsonb not null default '{}'::jsonb,
+  recorded_at timestamptz not null default now()
+);
+
+create index if not exists usage_events_org_occurred_idx
+  on public.usage_events (organization_id, occurred_at desc);
+
+-- ---------------------------------------------------------------------------
+-- usage_counters: one row per (org, scope, metric, period): a limit check
+-- reads a row, never a SUM over events. scope_user_id is the user, or the
+-- nil uuid for the org-wide counter.
+
+create table if not exists public.usage_counters (
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  scope_user_id uuid not null,
+  metric text not null
+    constraint usage_counters_metric_check check (metric ~ '^[a-z][a-z0-9_]{0,62}$'),
+  period text not null
+    constraint usage_counters_period_check check (period in ('daily', 'monthly')),
+  period_start date not null,
+  used numeric not null default 0 constraint usage_counters_used_check check (used >= 0),
+  updated_at timestamptz not null default now(),
+  constraint usage_counters_pkey
+    primary key (organization_id, scope_user_id, metric, period, period_start)
+);
+
+-- ---------------------------------------------------------------------------
+-- usage_reservations: holds written by reserve, dropped by commit/release,
+-- ignored once expired.
+
+create table if not exists public.usage_reservations (
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  id uuid not null,
+  user_id uuid not null,
+  metric text not null,
+  amount numeric not null constraint usage_reservations_amount_check check (amount >= 0),
+  daily_start date not null,
+  monthly_start date not null,
+  expires_at timestamptz not null,
+  created_at timestamptz not null default now(),
+  constraint usage_reservations_pkey primary key (organization_id, id)
+);
+
+create index if not exists usage_reservations_org_metric_idx
+  on public.usage_reservations (organization_id, metric, expires_at);
+
+-- ---------------------------------------------------------------------------
+-- usage_alerts: one row per alert fired (dedupe).
+
+create table if not exists public.usage_alerts (
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  scope_user_id uuid not null,
+  metric text not null,
+  period text not null
+    constraint usage_alerts_period_check check (period in ('daily', 'monthly')),
+  period_start date not null,
+  threshold_percent integer not null
+    constraint usage_alerts_threshold_percent_check check (threshold_percent > 0),
+  fired_at timestamptz not null default now(),
+  constraint usage_alerts_pkey
+    primary key (organization_id, scope_user_id, metric, period, period_start, threshold_percent)
+);

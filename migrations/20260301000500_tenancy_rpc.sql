@@ -1,0 +1,556 @@
+-- tenancy: the RPCs PostgREST exposes under /rpc/. They implement the
+-- Store trait's atomic primitives (see notes/sql.md for the contract).
+--
+-- All are `security invoker` with an empty search_path: service_role (which
+-- bypasses RLS) runs the writers; a user JWT may call only the readers, for
+-- organizations it belongs to and for its own user id. Amounts go out as
+-- JSON strings (exact decimals); they come in as strings or numbers.
+
+-- ---------------------------------------------------------------------------
+-- JSON shapes shared by the readers (the serde shapes of the Rust types).
+
+-- {scope: organization} for null (or the nil uuid), else {scope: user, user_id}.
+create or replace function tenancy.scope_json(user_id uuid) returns jsonb
+language sql immutable
+set search_path = ''
+as $$
+  select case
+    when user_id is null or user_id = '00000000-0000-0000-0000-000000000000'::uuid
+      then jsonb_build_object('scope', 'organization')
+    else jsonb_build_object('scope', 'user', 'user_id', user_id)
+  end
+$$;
+
+-- A limit: {id, org, scope: {scope: organization} | {scope: user, user_id},
+-- metric, period, value, mode, created_at, limit_type}.
+create or replace function tenancy.limit_json(l public.usage_limits) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'id', l.id,
+    'org', l.organization_id,
+    'scope', tenancy.scope_json(l.user_id),
+    'metric', l.metric,
+    'period', l.period,
+    'value', l.limit_value::text,
+    'mode', l.mode,
+    'created_at', l.created_at,
+    'limit_type', l.limit_type
+  )
+$$;
+
+-- The applicable limits of (org, user, metric?) in the given periods, each
+-- with used (its counter) and reserved (unexpired holds of the same metric
+-- and period, only the user's for a per-user limit). One statement, so one
+-- snapshot: a commit landing meanwhile is seen entirely or not at all.
+create or replace function tenancy.limit_usages(
+  org uuid, for_user uuid, for_metric text, daily date, monthly date, as_of timestamptz
+) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(jsonb_agg(jsonb_build_object(
+      'limit', tenancy.limit_json(u.l),
+      'period', jsonb_build_object('period', (u.l).period, 'start', u.pstart),
+      'used', u.used::text,
+      'reserved', u.reserved::text
+    ) order by (u.l).created_at, (u.l).id), '[]'::jsonb)
+  from (
+    select l, p.pstart,
+      coalesce((
+        select c.used from public.usage_counters c
+        where c.organization_id = org
+          and c.scope_user_id = l.scope_user_id
+          and c.metric = l.metric
+          and c.period = l.period
+          and c.period_start = p.pstart
+      ), 0) as used,
+      coalesce((
+        select sum(r.amount) from public.usage_reservations r
+        where r.organization_id = org
+          and r.metric = l.metric
+          and r.expires_at > as_of
+          and (case l.period when 'daily' then r.daily_start else r.monthly_start end) = p.pstart
+          and (l.user_id is null or r.user_id = l.user_id)
+      ), 0) as reserved
+    from public.usage_limits l
+    cross join lateral (
+      select case l.period when 'daily' then daily else monthly end as pstart
+    ) p
+    where l.organization_id = org
+      and (for_metric is null or l.metric = for_metric)
+      and (l.user_id is null or (for_user is not null and l.user_id = for_user))
+  ) u
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_record_usage(events jsonb) -> {inserted, duplicates}
+--
+-- events: [{id, organization_id, user_id?, provider?, model?, operation?,
+--   input_tokens?, cached_input_tokens?, output_tokens?, quantities?,
+--   cost_usd?, occurred_at, metadata?, daily_start, monthly_start,
+--   amounts: {metric: amount}}]
+-- Inserts each new event (ON CONFLICT (id) DO NOTHING; a repeated id inside
+-- the batch counts once) and adds its amounts to the org-wide counters and,
+-- with a user, the user's, daily and monthly — only for newly inserted
+-- events. One statement: all of the batch or none.
+
+create or replace function public.tenancy_record_usage(events jsonb) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_total integer;
+  v_inserted integer;
+  v_missing uuid;
+begin
+  if events is null or jsonb_typeof(events) <> 'array' then
+    raise exception 'events must be a JSON array' using errcode = '22023';
+  end if;
+  v_total := jsonb_array_length(events);
+  if v_total = 0 then
+    return jsonb_build_object('inserted', 0, 'duplicates', 0);
+  end if;
+
+  select x.org into v_missing
+  from (select distinct (e ->> 'organization_id')::uuid as org from jsonb_array_elements(events) e) x
+  where not exists (select 1 from public.organizations o where o.id = x.org)
+  limit 1;
+  if found then
+    raise exception 'organization % does not exist', v_missing using errcode = 'P0002';
+  end if;
+
+  if exists (
+    select 1 from jsonb_array_elements(events) e
+    cross join lateral jsonb_each(coalesce(e -> 'amounts', '{}'::jsonb)) a
+    where (a.value #>> '{}')::numeric < 0
+  ) then
+    raise exception 'amounts must be zero or more' using errcode = '22023';
+  end if;
+
+  with input as (
+    select distinct on (x.id) x.*
+    from jsonb_array_elements(events) with ordinality as a(e, n)
+    cross join lateral jsonb_to_record(a.e) as x(
+      id uuid, organization_id uuid, user_id uuid, provider text, model text, operation text,
+      input_tokens bigint, cached_input_tokens bigint, output_tokens bigint, quantities jsonb,
+      cost_usd numeric, occurred_at timestamptz, metadata jsonb, daily_start date,
+      monthly_start date, amounts jsonb)
+    order by x.id, a.n
+  ),
+  inserted as (
+    insert into public.usage_events (
+      id, organization_id, user_id, provider, model, operation, input_tokens,
+      cached_input_tokens, output_tokens, quantities, cost_usd, occurred_at, metadata,
+      daily_start, monthly_start, amounts)
+    select i.id, i.organization_id, i.user_id, coalesce(i.provider, ''), coalesce(i.model, ''),
+      coalesce(i.operation, ''), coalesce(i.input_tokens, 0), coalesce(i.cached_input_tokens, 0),
+      coalesce(i.output_tokens, 0), coalesce(i.quantities, '{}'::jsonb), i.cost_usd,
+      i.occurred_at, i.metadata, i.daily_start, i.monthly_start,
+      coalesce(i.amounts, '{}'::jsonb)
+    from input i
+    on conflict (id) do nothing
+    returning organization_id, user_id, daily_start, monthly_start, amounts
+  ),
+  deltas as (
+    select i.organization_id, s.scope_user_id, a.key as metric, p.period, p.period_start,
+      sum((a.value #>> '{}')::numeric) as amount
+    from inserted i
+    cross join lateral jsonb_each(i.amounts) a
+    cross join lateral (values ('00000000-0000-0000-0000-000000000000'::uuid), (i.user_id)) s(scope_user_id)
+    cross join lateral (values ('daily', i.daily_start), ('monthly', i.monthly_start)) p(period, period_start)
+    where s.scope_user_id is not null
+    group by 1, 2, 3, 4, 5
+  ),
+  bumped as (
+    insert into public.usage_counters as c
+      (organization_id, scope_user_id, metric, period, period_start, used)
+    -- A fixed order, so concurrent batches lock shared counters in the same
+    -- order and cannot deadlock.
+    select d.organization_id, d.scope_user_id, d.metric, d.period, d.period_start, d.amount
+    from deltas d
+    order by d.organization_id, d.scope_user_id, d.metric collate "C", d.period, d.period_start
+    on conflict (organization_id, scope_user_id, metric, period, period_start)
+    do update set used = c.used + excluded.used, updated_at = pg_catalog.now()
+    returning 1
+  )
+  select count(*) into v_inserted from inserted;
+
+  return jsonb_build_object('inserted', v_inserted, 'duplicates', v_total - v_inserted);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_reserve(org_id, user_id, metric, amount, daily_start,
+--   monthly_start, now, expires_at, reservation_id) -> {granted, limits}
+--
+-- Check-and-reserve in one step, serialized per (org, metric) with an
+-- advisory transaction lock: reads every applicable limit (org-wide and the
+-- user's) with used and reserved (unexpired holds, excluding this request),
+-- grants iff amount fits under every hard limit, and writes the hold only
+-- when granted. Drops the org's expired holds on the way.
+
+create or replace function public.tenancy_reserve(
+  org_id uuid,
+  user_id uuid,
+  metric text,
+  amount numeric,
+  daily_start date,
+  monthly_start date,
+  now timestamptz,
+  expires_at timestamptz,
+  reservation_id uuid
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_org uuid := tenancy_reserve.org_id;
+  v_user uuid := tenancy_reserve.user_id;
+  v_metric text := tenancy_reserve.metric;
+  v_amount numeric := tenancy_reserve.amount;
+  v_daily date := tenancy_reserve.daily_start;
+  v_monthly date := tenancy_reserve.monthly_start;
+  v_now timestamptz := tenancy_reserve.now;
+  v_expires timestamptz := tenancy_reserve.expires_at;
+  v_id uuid := tenancy_reserve.reservation_id;
+  v_limits jsonb;
+  v_granted boolean;
+begin
+  if v_org is null or v_user is null or v_metric is null or v_id is null
+     or v_daily is null or v_monthly is null or v_now is null or v_expires is null then
+    raise exception 'every argument of tenancy_reserve is required' using errcode = '22023';
+  end if;
+  if v_amount is null or v_amount < 0 then
+    raise exception 'amount must be zero or more' using errcode = '22023';
+  end if;
+  if not exists (select 1 from public.organizations o where o.id = v_org) then
+    raise exception 'organization % does not exist', v_org using errcode = 'P0002';
+  end if;
+
+  perform pg_catalog.pg_advisory_xact_lock(
+    pg_catalog.hashtextextended('tenancy.reserve:' || v_org::text || ':' || v_metric, 0));
+
+  delete from public.usage_reservations r
+  where r.organization_id = v_org and r.expires_at <= v_now;
+
+  -- After the lock, so this statement's snapshot sees every earlier grant.
+  v_limits := tenancy.limit_usages(v_org, v_user, v_metric, v_daily, v_monthly, v_now);
+  select coalesce(bool_and(
+      (x -> 'limit' ->> 'mode') = 'soft'
+      or (x ->> 'used')::numeric + (x ->> 'reserved')::numeric + v_amount
+         <= (x -> 'limit' ->> 'value')::numeric
+    ), true)
+  into v_granted
+  from jsonb_array_elements(v_limits) x;
+
+  if v_granted then
+    insert into public.usage_reservations as r
+      (organization_id, id, user_id, metric, amount, daily_start, monthly_start, expires_at)
+    values (v_org, v_id, v_user, v_metric, v_amount, v_daily, v_monthly, v_expires)
+    on conflict (organization_id, id) do update set
+      user_id = excluded.user_id, metric = excluded.metric, amount = excluded.amount,
+      daily_start = excluded.daily_start, monthly_start = excluded.monthly_start,
+      expires_at = excluded.expires_at;
+  end if;
+
+  return jsonb_build_object('granted', v_granted, 'limits', v_limits);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_commit_reservation(org_id, reservation_id, event) ->
+--   {released_hold, recorded}
+-- Records `event` (one element of tenancy_record_usage's array; its
+-- organization_id must be org_id) if new and drops the hold if present, in
+-- one transaction. Retrying is harmless.
+
+create or replace function public.tenancy_commit_reservation(
+  org_id uuid, reservation_id uuid, event jsonb
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_org uuid := tenancy_commit_reservation.org_id;
+  v_id uuid := tenancy_commit_reservation.reservation_id;
+  v_recorded jsonb;
+  v_released integer;
+begin
+  if event is null or jsonb_typeof(event) <> 'object' then
+    raise exception 'event must be a JSON object' using errcode = '22023';
+  end if;
+  if (event ->> 'organization_id')::uuid is distinct from v_org then
+    raise exception 'the event belongs to another organization than the reservation'
+      using errcode = '22023';
+  end if;
+  v_recorded := public.tenancy_record_usage(jsonb_build_array(event));
+  delete from public.usage_reservations r where r.organization_id = v_org and r.id = v_id;
+  get diagnostics v_released = row_count;
+  return jsonb_build_object(
+    'released_hold', v_released > 0,
+    'recorded', (v_recorded ->> 'inserted')::integer = 1
+  );
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_release_reservation(org_id, reservation_id) -> {released}
+
+create or replace function public.tenancy_release_reservation(
+  org_id uuid, reservation_id uuid
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_released integer;
+begin
+  delete from public.usage_reservations r
+  where r.organization_id = tenancy_release_reservation.org_id
+    and r.id = tenancy_release_reservation.reservation_id;
+  get diagnostics v_released = row_count;
+  return jsonb_build_object('released', v_released > 0);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_usage_snapshot(org_id, daily_start, monthly_start, now,
+--   user_id?, metric?) -> {limits, counters}
+-- The check and the summary: applicable limits with usage (org-wide, plus
+-- the user's when user_id is given) and every counter in scope for the
+-- current periods, with reserved amounts. A user JWT may read only orgs it
+-- belongs to, and only its own user_id (else 42501).
+
+create or replace function public.tenancy_usage_snapshot(
+  org_id uuid,
+  daily_start date,
+  monthly_start date,
+  now timestamptz,
+  user_id uuid default null,
+  metric text default null
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_org uuid := tenancy_usage_snapshot.org_id;
+  v_user uuid := tenancy_usage_snapshot.user_id;
+  v_metric text := tenancy_usage_snapshot.metric;
+  v_daily date := tenancy_usage_snapshot.daily_start;
+  v_monthly date := tenancy_usage_snapshot.monthly_start;
+  v_now timestamptz := tenancy_usage_snapshot.now;
+  v_nil constant uuid := '00000000-0000-0000-0000-000000000000';
+begin
+  perform tenancy.require_reader(v_org, v_user);
+  return (
+    select jsonb_build_object(
+      'limits', tenancy.limit_usages(v_org, v_user, v_metric, v_daily, v_monthly, v_now),
+      'counters', coalesce((
+        select jsonb_agg(jsonb_build_object(
+            'scope', tenancy.scope_json(c.scope_user_id),
+            'metric', c.metric,
+            'period', jsonb_build_object('period', c.period, 'start', c.period_start),
+            'used', c.used::text,
+            'reserved', coalesce((
+              select sum(r.amount) from public.usage_reservations r
+              where r.organization_id = v_org
+                and r.metric = c.metric
+                and r.expires_at > v_now
+                and (case c.period when 'daily' then r.daily_start else r.monthly_start end)
+                    = c.period_start
+                and (c.scope_user_id = v_nil or r.user_id = c.scope_user_id)
+            ), 0)::text
+          ) order by c.metric collate "C", c.period, c.period_start,
+                     c.scope_user_id <> v_nil, c.scope_user_id)
+        from public.usage_counters c
+        where c.organization_id = v_org
+          and (c.scope_user_id = v_nil or (v_user is not null and c.scope_user_id = v_user))
+          and (v_metric is null or c.metric = v_metric)
+          and ((c.period = 'daily' and c.period_start = v_daily)
+               or (c.period = 'monthly' and c.period_start = v_monthly))
+      ), '[]'::jsonb)
+    )
+  );
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_claim_alert(org_id, metric, period, period_start,
+--   threshold_percent, fired_at, user_id?) -> {claimed}
+-- True for exactly one caller per key, however many race.
+
+create or replace function public.tenancy_claim_alert(
+  org_id uuid,
+  metric text,
+  period text,
+  period_start date,
+  threshold_percent integer,
+  fired_at timestamptz,
+  user_id uuid default null
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_org uuid := tenancy_claim_alert.org_id;
+  v_claimed integer;
+begin
+  if not exists (select 1 from public.organizations o where o.id = v_org) then
+    raise exception 'organization % does not exist', v_org using errcode = 'P0002';
+  end if;
+  insert into public.usage_alerts
+    (organization_id, scope_user_id, metric, period, period_start, threshold_percent, fired_at)
+  values (
+    v_org,
+    coalesce(tenancy_claim_alert.user_id, '00000000-0000-0000-0000-000000000000'::uuid),
+    tenancy_claim_alert.metric,
+    tenancy_claim_alert.period,
+    tenancy_claim_alert.period_start,
+    tenancy_claim_alert.threshold_percent,
+    tenancy_claim_alert.fired_at
+  )
+  on conflict do nothing;
+  get diagnostics v_claimed = row_count;
+  return jsonb_build_object('claimed', v_claimed > 0);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_put_limit(limit_id, org_id, metric, period, limit_value, mode?,
+--   user_id?, created_at?) -> SETOF usage_limits (one row)
+-- Sets the limit of its (org, scope, metric, period) slot: updates value
+-- and mode of the existing one (keeping id and created_at) or inserts.
+
+create or replace function public.tenancy_put_limit(
+  limit_id uuid,
+  org_id uuid,
+  metric text,
+  period text,
+  limit_value numeric,
+  mode text default 'hard',
+  user_id uuid default null,
+  created_at timestamptz default null
+) returns setof public.usage_limits
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_id uuid;
+begin
+  if not exists (select 1 from public.organizations o where o.id = tenancy_put_limit.org_id) then
+    raise exception 'organization % does not exist', tenancy_put_limit.org_id
+      using errcode = 'P0002';
+  end if;
+  insert into public.usage_limits as l
+    (id, organization_id, user_id, metric, period, limit_value, mode, created_at)
+  values (
+    coalesce(tenancy_put_limit.limit_id, gen_random_uuid()),
+    tenancy_put_limit.org_id,
+    tenancy_put_limit.user_id,
+    tenancy_put_limit.metric,
+    tenancy_put_limit.period,
+    tenancy_put_limit.limit_value,
+    coalesce(tenancy_put_limit.mode, 'hard'),
+    coalesce(tenancy_put_limit.created_at, pg_catalog.now())
+  )
+  on conflict on constraint usage_limits_slot_key
+  do update set limit_value = excluded.limit_value, mode = excluded.mode
+  returning l.id into v_id;
+  return query select l.* from public.usage_limits l
+    where l.organization_id = tenancy_put_limit.org_id and l.id = v_id;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_create_organization(name, slug, timezone?, id?, owner_user_id?,
+--   created_at?) -> SETOF organizations (one row)
+-- Inserts the organization; a trigger makes owner_user_id its owner in the
+-- same transaction. A user JWT creates organizations owned by itself only
+-- (owner_user_id omitted or its own id); service_role names the owner.
+-- A taken slug is 23505.
+
+create or replace function public.tenancy_create_organization(
+  name text,
+  slug text,
+  timezone text default 'UTC',
+  id uuid default null,
+  owner_user_id uuid default null,
+  created_at timestamptz default null
+) returns setof public.organizations
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_id uuid := coalesce(tenancy_create_organization.id, gen_random_uuid());
+  v_owner uuid := tenancy_create_organization.owner_user_id;
+begin
+  if not tenancy.is_privileged() then
+    if (select auth.uid()) is null then
+      raise exception 'creating an organization needs a signed-in user' using errcode = '42501';
+    end if;
+    if v_owner is not null and v_owner <> (select auth.uid()) then
+      raise exception 'a user may create organizations only for itself' using errcode = '42501';
+    end if;
+    v_owner := (select auth.uid());
+  elsif v_owner is null then
+    raise exception 'owner_user_id is required' using errcode = '22023';
+  end if;
+
+  insert into public.organizations (id, name, slug, owner_user_id, timezone, created_at)
+  values (
+    v_id,
+    btrim(tenancy_create_organization.name),
+    tenancy_create_organization.slug,
+    v_owner,
+    coalesce(tenancy_create_organization.timezone, 'UTC'),
+    coalesce(tenancy_create_organization.created_at, pg_catalog.now())
+  );
+  -- Read back after the owner row exists, so RLS lets a user JWT see it.
+  return query select o.* from public.organizations o where o.id = v_id;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Who may call what.
+
+revoke all on function
+  tenancy.limit_json(public.usage_limits),
+  tenancy.scope_json(uuid),
+  tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz)
+from public;
+grant execute on function
+  tenancy.limit_json(public.usage_limits),
+  tenancy.scope_json(uuid),
+  tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz)
+to authenticated, service_role;
+
+revoke all on function
+  public.tenancy_record_usage(jsonb),
+  public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid),
+  public.tenancy_commit_reservation(uuid, uuid, jsonb),
+  public.tenancy_release_reservation(uuid, uuid),
+  public.tenancy_usage_snapshot(uuid, date, date, timestamptz, uuid, text),
+  public.tenancy_claim_alert(uuid, text, text, date, integer, timestamptz, uuid),
+  public.tenancy_put_limit(uuid, uuid, text, text, numeric, text, uuid, timestamptz),
+  public.tenancy_create_organization(text, text, text, uuid, uuid, timestamptz)
+from public, anon, authenticated;
+
+-- Workers and the back end (service_role): everything.
+grant execute on function
+  public.tenancy_record_usage(jsonb),
+  public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid),
+  public.tenancy_commit_reservation(uuid, uuid, jsonb),
+  public.tenancy_release_reservation(uuid, uuid),
+  public.tenancy_usage_snapshot(uuid, date, date, timestamptz, uuid, text),
+  public.tenancy_claim_alert(uuid, text, text, date, integer, timestamptz, uuid),
+  public.tenancy_put_limit(uuid, uuid, text, text, numeric, text, uuid, timestamptz),
+  public.tenancy_create_organization(text, text, text, uuid, uuid, timestamptz)
+to service_role;
+
+-- User JWTs: the readers (own orgs, own user id) and creating an org they own.
+grant execute on function
+  public.tenancy_usage_snapshot(uuid, date, date, timestamptz, uuid, text),
+  public.tenancy_create_organization(text, text, text, uuid, uuid, timestamptz)
+to authenticated;

@@ -1,0 +1,509 @@
+//! A private PostgreSQL cluster for live tests and benches.
+//!
+//! [`Cluster::start`] runs `initdb` in a temporary directory, starts
+//! `postgres` on a free 127.0.0.1 port (its unix socket inside that
+//! directory), creates the database [`DATABASE`], and applies the
+//! Supabase-like bootstrap (`tests/fixtures/supabase_bootstrap.sql`) and
+//! every file of `migrations/` in lexical order. It never touches a system
+//! cluster.
+//!
+//! Binaries come from `$TENANCY_PG_BIN` when set (strictly: nothing else is
+//! tried), else the newest `/usr/lib/postgresql/*/bin`. Without them, the
+//! harness prints a `SKIPPED` line and returns `None` — or panics when
+//! `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
+//!
+//! When running as root (initdb refuses to), the cluster runs as the
+//! `postgres` system user (else `nobody`) through `runuser`.
+//!
+//! [`Cluster::shared`] starts one cluster per process. Statics are never
+//! dropped, so a small watchdog process stops the cluster and removes its
+//! directory once the test process has exited; a [`Cluster`] that is
+//! dropped normally stops itself at once (`pg_ctl stop -m fast`).
+//!
+//! Acting as a PostgREST request: [`act`] opens a transaction on a
+//! connection of the `authenticator` role, `set local role` and sets
+//! `request.jwt.claims`, exactly like PostgREST does.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use tokio_postgres::{Client, NoTls, Transaction};
+use uuid::Uuid;
+
+/// The database the harness creates, bootstrapped and migrated.
+pub const DATABASE: &str = "tenancy";
+
+/// The nil uuid: the org-wide scope in counters and alerts.
+pub const NIL: Uuid = Uuid::nil();
+
+/// A running private cluster. Dropping it stops the server and deletes its
+/// files.
+#[derive(Debug)]
+pub struct Cluster {
+    root: Option<tempfile::TempDir>,
+    bin: PathBuf,
+    port: u16,
+    password: String,
+    run_as: Option<String>,
+    watchdog: Option<Child>,
+}
+
+static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+
+/// Where the PostgreSQL binaries are, if anywhere.
+pub fn find_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TENANCY_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").is_file().then_some(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn live_required() -> bool {
+    std::env::var("TENANCY_REQUIRE_LIVE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The directory of `migrations/`.
+pub fn migrations_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+}
+
+/// The migration files, sorted, as (file name, SQL).
+pub fn migrations() -> Vec<(String, String)> {
+    let mut files: Vec<PathBuf> = fs::read_dir(migrations_dir())
+        .expect("read migrations/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let sql = fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {name}: {e}"));
+            (name, sql)
+        })
+        .collect()
+}
+
+/// The Supabase-like bootstrap SQL.
+pub fn bootstrap_sql() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/supabase_bootstrap.sql");
+    fs::read_to_string(path).expect("read tests/fixtures/supabase_bootstrap.sql")
+}
+
+/// Applies the bootstrap and then every migration, each in one batch.
+pub async fn apply_all(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(&bootstrap_sql()).await?;
+    for (_, sql) in migrations() {
+        client.batch_execute(&sql).await?;
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free loopback port")
+        .port()
+}
+
+fn running_as_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn user_exists(name: &str) -> bool {
+    Command::new("id")
+        .args(["-u", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Cluster {
+    /// The cluster shared by every test of this process, started on first
+    /// use; `None` when PostgreSQL is not installed (see the module docs).
+    pub fn shared() -> Option<&'static Cluster> {
+        SHARED.get_or_init(Cluster::start).as_ref()
+    }
+
+    /// Starts a new cluster with [`DATABASE`] ready; `None` when PostgreSQL
+    /// is not installed and live tests are not required.
+    pub fn start() -> Option<Cluster> {
+        let Some(bin) = find_bin() else {
+            let why = match std::env::var_os("TENANCY_PG_BIN") {
+                Some(dir) => format!("no initdb in TENANCY_PG_BIN={}", dir.to_string_lossy()),
+                None => "initdb not found; set TENANCY_PG_BIN".to_owned(),
+            };
+            if live_required() {
+                panic!("TENANCY_REQUIRE_LIVE is set but PostgreSQL is missing: {why}");
+            }
+            // Straight to the stderr handle: libtest captures `eprintln!`
+            // of passing tests, and this line must be seen.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: live PostgreSQL tests ({why})");
+            return None;
+        };
+        let run_as = running_as_root().then(|| {
+            if user_exists("postgres") {
+                "postgres"
+            } else {
+                "nobody"
+            }
+            .to_owned()
+        });
+        let base = if run_as.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let root = tempfile::Builder::new()
+            .prefix("tenancy-pg-")
+            .tempdir_in(base)
+            .expect("create a temp dir for the cluster");
+        let password = Uuid::new_v4().simple().to_string();
+        let mut cluster = Cluster {
+            root: Some(root),
+            bin,
+            port: 0,
+            password,
+            run_as,
+            watchdog: None,
+        };
+        cluster.init();
+        cluster.start_server();
+        cluster.spawn_watchdog();
+        cluster.prepare_database();
+        Some(cluster)
+    }
+
+    fn root(&self) -> &Path {
+        self.root.as_ref().expect("cluster root").path()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root().join("data")
+    }
+
+    /// A command running `tool` from the PostgreSQL bin dir, as the
+    /// unprivileged user when we are root.
+    fn tool(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        }
+    }
+
+    fn init(&self) {
+        let pwfile = self.root().join("pwfile");
+        fs::File::create(&pwfile)
+            .and_then(|mut f| writeln!(f, "{}", self.password))
+            .expect("write pwfile");
+        if let Some(user) = &self.run_as {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{user}:"))
+                    .arg(self.root()),
+                "chown the cluster dir",
+            );
+        }
+        run(
+            self.tool("initdb")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        let _ = fs::remove_file(pwfile);
+    }
+
+    fn start_server(&mut self) {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            self.port = free_port();
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                self.port,
+                self.root().display()
+            );
+            let out = self
+                .tool("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.root().join("postgres.log"))
+                .args(["-w", "-t", "60", "-o", &options, "start"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run pg_ctl start");
+            if out.status.success() {
+                return;
+            }
+            last_error = format!(
+                "{}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(self.root().join("postgres.log")).unwrap_or_default()
+            );
+        }
+        panic!("pg_ctl start failed three times:\n{last_error}");
+    }
+
+    /// Stops the server and removes the directory after this process exits,
+    /// for clusters that are never dropped (statics).
+    fn spawn_watchdog(&mut self) {
+        let runas = match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- "),
+            None => String::new(),
+        };
+        let script = format!(
+            "trap '' INT HUP; while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             if [ -f '{data}/postmaster.pid' ]; then {runas}'{pg_ctl}' -D '{data}' -m immediate stop; fi; \
+             rm -rf '{root}'",
+            pid = std::process::id(),
+            data = self.data_dir().display(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            root = self.root().display(),
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the cluster watchdog");
+        self.watchdog = Some(child);
+    }
+
+    fn prepare_database(&self) {
+        let url = self.url("postgres");
+        let app_url = self.url(DATABASE);
+        let password = self.password.clone();
+        // Own thread and runtime: callers may already be inside a runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let admin = connect_url(&url).await;
+                admin
+                    .batch_execute(&format!("create database {DATABASE}"))
+                    .await
+                    .expect("create database");
+                let db = connect_url(&app_url).await;
+                apply_all(&db)
+                    .await
+                    .expect("apply bootstrap and migrations");
+                db.batch_execute(&format!("alter role authenticator password '{password}'"))
+                    .await
+                    .expect("set the authenticator password");
+            });
+        })
+        .join()
+        .expect("prepare the database");
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection string for the superuser `postgres` to `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres password={} dbname={db}",
+            self.port, self.password
+        )
+    }
+
+    /// A connection string for the `authenticator` role (what PostgREST
+    /// logs in as) to `db`.
+    pub fn authenticator_url(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=authenticator password={} dbname={db}",
+            self.port, self.password
+        )
+    }
+
+    /// A superuser connection to [`DATABASE`], driven on the current runtime.
+    pub async fn superuser(&self) -> Client {
+        connect_url(&self.url(DATABASE)).await
+    }
+
+    /// An `authenticator` connection to [`DATABASE`], for [`act`].
+    pub async fn authenticator(&self) -> Client {
+        connect_url(&self.authenticator_url(DATABASE)).await
+    }
+
+    /// Creates an empty database named `name` (no bootstrap, no migrations)
+    /// and returns a superuser connection to it.
+    pub async fn create_database(&self, name: &str) -> Client {
+        let admin = connect_url(&self.url("postgres")).await;
+        admin
+            .batch_execute(&format!("create database \"{name}\""))
+            .await
+            .expect("create database");
+        connect_url(&self.url(name)).await
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.root().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+        // TempDir's drop removes the files.
+        self.root.take();
+    }
+}
+
+/// Connects to `url` and drives the connection on the current runtime.
+pub async fn connect_url(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test cluster: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// The anon key, no user.
+    Anon,
+    /// A user JWT: role `authenticated`, `sub` = the user.
+    User(Uuid),
+    /// The service-role key.
+    Service,
+}
+
+impl Actor {
+    /// The database role PostgREST switches to.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Actor::Anon => "anon",
+            Actor::User(_) => "authenticated",
+            Actor::Service => "service_role",
+        }
+    }
+
+    /// The JWT claims PostgREST puts in `request.jwt.claims`.
+    pub fn claims(&self) -> serde_json::Value {
+        match self {
+            Actor::Anon => serde_json::json!({ "role": "anon" }),
+            Actor::User(user) => serde_json::json!({
+                "sub": user.to_string(),
+                "role": "authenticated",
+                "aud": "authenticated",
+            }),
+            Actor::Service => serde_json::json!({ "role": "service_role" }),
+        }
+    }
+}
+
+/// Runs `f` in a transaction acting as `actor`, like one PostgREST request:
+/// `set local role …` and `set_config('request.jwt.claims', …, true)`.
+/// Commits when `f` succeeds, rolls back when it fails, and returns its
+/// result (the database error, with its SQLSTATE, on failure).
+pub async fn act<T, F>(client: &mut Client, actor: Actor, f: F) -> Result<T, tokio_postgres::Error>
+where
+    F: AsyncFnOnce(&Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+{
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("set local role {}", actor.role()))
+        .await?;
+    tx.execute(
+        "select set_config('request.jwt.claims', $1, true)",
+        &[&actor.claims().to_string()],
+    )
+    .await?;
+    match f(&tx).await {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Inserts a user into `auth.users` (as the superuser) and returns its id.
+pub async fn create_user(client: &Client) -> Uuid {
+    let id = Uuid::new_v4();
+    client
+        .execute(
+            "insert into auth.users (id, email) values ($1, $2)",
+            &[&id, &format!("{id}@example.test")],
+        )
+        .await
+        .expect("insert auth.users");
+    id
+}
