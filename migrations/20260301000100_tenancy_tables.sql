@@ -3,8 +3,8 @@
 -- Organizations and memberships, per-org feature flags, usage limits, the
 -- usage event log, per-period counters, reservations (holds) and alert
 -- dedupe records. Every key leads with organization_id (ready to distribute
--- by tenant), except usage_events whose primary key is the client event id:
--- dedupe is global, as in MemoryStore.
+-- by tenant); usage_events is keyed by (organization_id, client event id),
+-- so a retried event is recognised within its organization.
 --
 -- Idempotent: `if not exists` everywhere.
 
@@ -113,7 +113,7 @@ create index if not exists usage_limits_user_id_idx on public.usage_limits (user
 -- usage_events: the log. Written only by the record RPCs.
 
 create table if not exists public.usage_events (
-  id uuid primary key,
+  id uuid not null,
   organization_id uuid not null references public.organizations (id) on delete cascade,
   user_id uuid,
   provider text not null default '',
@@ -132,7 +132,8 @@ create table if not exists public.usage_events (
   daily_start date not null,
   monthly_start date not null,
   amounts jsonb not null default '{}'::jsonb,
-  recorded_at timestamptz not null default now()
+  recorded_at timestamptz not null default now(),
+  primary key (organization_id, id)
 );
 
 create index if not exists usage_events_org_occurred_idx

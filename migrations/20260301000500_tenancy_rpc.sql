@@ -91,7 +91,7 @@ $$;
 --   input_tokens?, cached_input_tokens?, output_tokens?, quantities?,
 --   cost_usd?, occurred_at, metadata?, daily_start, monthly_start,
 --   amounts: {metric: amount}}]
--- Inserts each new event (ON CONFLICT (id) DO NOTHING; a repeated id inside
+-- Inserts each new event (ON CONFLICT (organization_id, id) DO NOTHING; a repeated id inside
 -- the batch counts once) and adds its amounts to the org-wide counters and,
 -- with a user, the user's, daily and monthly — only for newly inserted
 -- events. One statement: all of the batch or none.
@@ -130,14 +130,14 @@ begin
   end if;
 
   with input as (
-    select distinct on (x.id) x.*
+    select distinct on (x.organization_id, x.id) x.*
     from jsonb_array_elements(events) with ordinality as a(e, n)
     cross join lateral jsonb_to_record(a.e) as x(
       id uuid, organization_id uuid, user_id uuid, provider text, model text, operation text,
       input_tokens bigint, cached_input_tokens bigint, output_tokens bigint, quantities jsonb,
       cost_usd numeric, occurred_at timestamptz, metadata jsonb, daily_start date,
       monthly_start date, amounts jsonb)
-    order by x.id, a.n
+    order by x.organization_id, x.id, a.n
   ),
   inserted as (
     insert into public.usage_events (
@@ -150,7 +150,7 @@ begin
       i.occurred_at, i.metadata, i.daily_start, i.monthly_start,
       coalesce(i.amounts, '{}'::jsonb)
     from input i
-    on conflict (id) do nothing
+    on conflict (organization_id, id) do nothing
     returning organization_id, user_id, daily_start, monthly_start, amounts
   ),
   deltas as (

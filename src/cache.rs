@@ -5,22 +5,24 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
-
 #[derive(Clone)]
 struct Entry<V> {
     value: V,
-    loaded_at: DateTime<Utc>,
+    /// Microseconds since the Unix epoch, from `Clock::coarse_unix_micros`.
+    loaded_at: i64,
 }
 
-/// Size-bounded, TTL-expiring cache. A TTL of zero disables it.
+/// Size-bounded, TTL-expiring cache. A TTL of zero disables it. Times are
+/// microseconds since the Unix epoch, read with
+/// [`Clock::coarse_unix_micros`](crate::Clock::coarse_unix_micros): this is
+/// on the hot path of every cached lookup.
 ///
 /// Invalidation bumps a generation counter; a load that started before an
 /// invalidation is not inserted afterwards, so a change made through the
 /// same instance is never hidden by a slow concurrent read of the old state.
 pub(crate) struct TtlCache<K, V> {
     entries: quick_cache::sync::Cache<K, Entry<V>>,
-    ttl: TimeDelta,
+    ttl_micros: i64,
     generation: AtomicU64,
 }
 
@@ -28,25 +30,25 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         TtlCache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
-            ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX),
+            ttl_micros: i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX),
             generation: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        !self.ttl.is_zero()
+        self.ttl_micros > 0
     }
 
     /// The cached value, if loaded less than a TTL before `now`.
-    pub(crate) fn get(&self, key: &K, now: DateTime<Utc>) -> Option<V> {
+    pub(crate) fn get(&self, key: &K, now: i64) -> Option<V> {
         if !self.enabled() {
             return None;
         }
         let entry = self.entries.get(key)?;
         // A clock set backwards makes the age negative: treat as fresh only
         // while within the TTL on either side.
-        let age = now - entry.loaded_at;
-        (age < self.ttl && age > -self.ttl).then_some(entry.value)
+        let age = now.saturating_sub(entry.loaded_at);
+        (age < self.ttl_micros && age > -self.ttl_micros).then_some(entry.value)
     }
 
     /// Read before loading; pass to [`insert`](Self::insert).
@@ -56,7 +58,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// Caches a value loaded at `now`, unless an invalidation happened since
     /// `generation` was read.
-    pub(crate) fn insert(&self, key: K, value: V, now: DateTime<Utc>, generation: u64) {
+    pub(crate) fn insert(&self, key: K, value: V, now: i64, generation: u64) {
         if self.enabled() && self.generation() == generation {
             self.entries.insert(
                 key,
@@ -84,7 +86,7 @@ impl<K: Eq + Hash + Clone, V: Clone> std::fmt::Debug for TtlCache<K, V> {
         f.debug_struct("TtlCache")
             .field("len", &self.entries.len())
             .field("capacity", &self.entries.capacity())
-            .field("ttl", &self.ttl)
+            .field("ttl_micros", &self.ttl_micros)
             .finish()
     }
 }
@@ -95,12 +97,13 @@ mod tests {
 
     #[test]
     fn expires_after_ttl_and_skips_stale_loads() {
-        let t0 = DateTime::UNIX_EPOCH;
+        let t0 = 1_000_000_000;
+        let second = 1_000_000;
         let cache = TtlCache::new(10, Duration::from_secs(5));
         let generation = cache.generation();
         cache.insert(1, "a", t0, generation);
-        assert_eq!(cache.get(&1, t0 + TimeDelta::seconds(4)), Some("a"));
-        assert_eq!(cache.get(&1, t0 + TimeDelta::seconds(5)), None);
+        assert_eq!(cache.get(&1, t0 + 4 * second), Some("a"));
+        assert_eq!(cache.get(&1, t0 + 5 * second), None);
 
         // A load that began before an invalidation is dropped.
         let stale_generation = cache.generation();
@@ -112,7 +115,7 @@ mod tests {
     #[test]
     fn zero_ttl_disables() {
         let cache = TtlCache::new(10, Duration::ZERO);
-        cache.insert(1, "a", DateTime::UNIX_EPOCH, cache.generation());
-        assert_eq!(cache.get(&1, DateTime::UNIX_EPOCH), None);
+        cache.insert(1, "a", 0, cache.generation());
+        assert_eq!(cache.get(&1, 0), None);
     }
 }

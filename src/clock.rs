@@ -15,6 +15,14 @@ use chrono::{DateTime, TimeZone, Utc};
 pub trait Clock: Debug + Send + Sync + 'static {
     /// The current instant.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The current time in microseconds since the Unix epoch, possibly a few
+    /// milliseconds coarse. Caches read it on every hit to enforce their
+    /// TTL, so it should be cheap; the default derives it from
+    /// [`now`](Self::now).
+    fn coarse_unix_micros(&self) -> i64 {
+        self.now().timestamp_micros()
+    }
 }
 
 /// The system's wall clock. The default.
@@ -24,6 +32,15 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    /// On Linux, `CLOCK_REALTIME_COARSE`: a few nanoseconds instead of a
+    /// full clock read, at the kernel tick's resolution (1–4 ms), which is
+    /// plenty for cache TTLs of seconds.
+    #[cfg(target_os = "linux")]
+    fn coarse_unix_micros(&self) -> i64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        t.tv_sec.saturating_mul(1_000_000) + t.tv_nsec / 1_000
     }
 }
 
@@ -84,6 +101,10 @@ impl Default for FakeClock {
 }
 
 impl Clock for FakeClock {
+    fn coarse_unix_micros(&self) -> i64 {
+        self.micros_since_epoch.load(Ordering::SeqCst)
+    }
+
     fn now(&self) -> DateTime<Utc> {
         let micros = self.micros_since_epoch.load(Ordering::SeqCst);
         Utc.timestamp_micros(micros)

@@ -214,7 +214,7 @@ pub async fn organizations_create_and_look_up(store: Arc<DynStore>) {
         .await
         .unwrap()
         .expect("found by id");
-    assert_eq!(org.owner_user_id, s.owner);
+    assert_eq!(org.owner_user_id, Some(s.owner));
     assert_eq!(org.name, "Acme");
     let by_slug = s
         .tenancy

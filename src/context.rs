@@ -350,7 +350,7 @@ mod tests {
             id: OrgId::new_v7(),
             name: "Acme".into(),
             slug: Slug::parse("acme").unwrap(),
-            owner_user_id: UserId::new_v7(),
+            owner_user_id: Some(UserId::new_v7()),
             timezone: chrono_tz::UTC,
             created_at: DateTime::UNIX_EPOCH,
         };

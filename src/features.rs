@@ -2,7 +2,7 @@
 //!
 //! A feature is off unless a row enables it. Reads go through a per-org
 //! cache (bounded size, configurable TTL); a change made through the same
-//! [`Tenancy`](crate::Tenancy) invalidates it at once, and a change made
+//! [`Tenancy`] invalidates it at once, and a change made
 //! elsewhere (another instance, SQL) is seen within the TTL.
 
 use std::collections::HashMap;
@@ -31,9 +31,13 @@ pub struct Feature {
 }
 
 /// An organization's features as loaded into the cache, by key.
+///
+/// Keys are hashed with foldhash: this lookup is on the hot path of every
+/// `has_feature`, keys are short, and the map's contents come from the
+/// operator, not from requests, so HashDoS resistance buys nothing here.
 #[derive(Debug, Default)]
 pub(crate) struct OrgFeatures {
-    by_key: HashMap<FeatureKey, Feature>,
+    by_key: HashMap<FeatureKey, Feature, foldhash::fast::RandomState>,
 }
 
 impl OrgFeatures {
@@ -72,6 +76,10 @@ impl Tenancy {
     /// ```
     pub async fn has_feature(&self, ctx: &TenantContext, key: &str) -> Result<bool> {
         let key = FeatureKey::validate(key)?;
+        // The cached path stays synchronous: no nested future on a hit.
+        if let Some(hit) = self.inner.features.get(&ctx.org(), self.cache_now()) {
+            return Ok(hit.is_enabled(key));
+        }
         Ok(self.org_features(ctx.org()).await?.is_enabled(key))
     }
 
@@ -188,7 +196,7 @@ impl Tenancy {
 
     /// The organization's features, from the cache when fresh.
     async fn org_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
-        let now = self.now();
+        let now = self.cache_now();
         let cache = &self.inner.features;
         if let Some(hit) = cache.get(&org, now) {
             return Ok(hit);

@@ -245,7 +245,28 @@ fn check_slug(input: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_key(field: &'static str, input: &str, max_len: usize, extra: &[u8]) -> Result<()> {
+/// A set of bytes as a lookup table, so checking a byte is one load.
+const fn byte_set(allowed: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+const FEATURE_KEY_BYTES: [bool; 256] =
+    byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_-.");
+const METRIC_KEY_BYTES: [bool; 256] = byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_");
+
+fn check_key(
+    field: &'static str,
+    input: &str,
+    max_len: usize,
+    allowed: &[bool; 256],
+    allowed_text: &str,
+) -> Result<()> {
     let bad = |why: String| Err(Error::invalid_input(field, format!("{input:?} {why}")));
     if input.is_empty() || input.len() > max_len {
         return bad(format!("must be 1 to {max_len} characters long"));
@@ -253,22 +274,20 @@ fn check_key(field: &'static str, input: &str, max_len: usize, extra: &[u8]) -> 
     if !input.as_bytes()[0].is_ascii_lowercase() {
         return bad("must start with a lowercase ASCII letter".into());
     }
-    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b);
-    if !input.bytes().all(allowed) {
-        let extra = String::from_utf8_lossy(extra);
+    if !input.bytes().all(|b| allowed[usize::from(b)]) {
         return bad(format!(
-            "may hold only lowercase ASCII letters, digits and {extra:?}"
+            "may hold only lowercase ASCII letters, digits and {allowed_text}"
         ));
     }
     Ok(())
 }
 
 fn check_feature_key(input: &str) -> Result<()> {
-    check_key("feature_key", input, 64, b"_-.")
+    check_key("feature_key", input, 64, &FEATURE_KEY_BYTES, "'_', '-', '.'")
 }
 
 fn check_metric_key(input: &str) -> Result<()> {
-    check_key("metric", input, 63, b"_")
+    check_key("metric", input, 63, &METRIC_KEY_BYTES, "'_'")
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub mod memory;
 pub mod metering;
 pub mod org;
 pub mod store;
+#[cfg(feature = "supabase")]
+#[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]
+pub mod supabase;
 mod tenancy;
 pub mod usage;
 

@@ -68,8 +68,8 @@ struct State {
     tenants: HashMap<OrgId, Tenant>,
     slugs: HashMap<Slug, OrgId>,
     orgs_of_user: HashMap<UserId, BTreeSet<OrgId>>,
-    /// Every event id ever recorded: the dedupe set.
-    events: HashSet<EventId>,
+    /// Every event ever recorded, by organization and id: the dedupe set.
+    events: HashSet<(OrgId, EventId)>,
 }
 
 impl MemoryStore {
@@ -117,11 +117,12 @@ impl State {
 
     /// Applies a batch of records, all or nothing; returns how many were new.
     fn record(&mut self, batch: &[&UsageRecord]) -> Result<RecordOutcome> {
-        let mut fresh: HashSet<EventId> = HashSet::new();
+        let mut fresh: HashSet<(OrgId, EventId)> = HashSet::new();
         let mut staged: HashMap<(OrgId, CounterKey), Decimal> = HashMap::new();
         let mut outcome = RecordOutcome::default();
         for record in batch {
-            if self.events.contains(&record.id) || !fresh.insert(record.id) {
+            let key = (record.org(), record.id);
+            if self.events.contains(&key) || !fresh.insert(key) {
                 outcome.duplicates += 1;
                 continue;
             }
@@ -229,23 +230,23 @@ impl Store for MemoryStore {
                 format!("organization {} exists", org.id),
             ));
         }
-        let owner = Membership {
-            user_id: org.owner_user_id,
-            organization_id: org.id,
-            role: Role::Owner,
-            created_at: org.created_at,
-        };
+        let mut members = BTreeMap::new();
+        if let Some(owner) = org.owner_user_id {
+            let membership = Membership {
+                user_id: owner,
+                organization_id: org.id,
+                role: Role::Owner,
+                created_at: org.created_at,
+            };
+            members.insert(owner, membership);
+            state.orgs_of_user.entry(owner).or_default().insert(org.id);
+        }
         state.slugs.insert(org.slug.clone(), org.id);
-        state
-            .orgs_of_user
-            .entry(org.owner_user_id)
-            .or_default()
-            .insert(org.id);
         state.tenants.insert(
             org.id,
             Tenant {
                 org: Some(org.clone()),
-                members: BTreeMap::from([(org.owner_user_id, owner)]),
+                members,
                 ..Tenant::default()
             },
         );

@@ -369,7 +369,7 @@ impl Tenancy {
     /// The organization's time zone and limits, from the cache when fresh.
     /// `NotFound` if the organization does not exist.
     pub(crate) async fn metering(&self, org: OrgId) -> Result<Arc<OrgMetering>> {
-        let now = self.now();
+        let now = self.cache_now();
         let cache = &self.inner.metering;
         if let Some(hit) = cache.get(&org, now) {
             return Ok(hit);

@@ -22,8 +22,11 @@ pub struct Organization {
     /// Unique URL name.
     pub slug: Slug,
     /// The user who created it. They start as its owner; the `owner` role,
-    /// not this column, decides permissions afterwards.
-    pub owner_user_id: UserId,
+    /// not this column, decides permissions afterwards. `None` for an
+    /// organization created without an owner (the "Default" organization
+    /// that `tenancy.adopt_table` makes for legacy rows) or whose creator's
+    /// account was deleted.
+    pub owner_user_id: Option<UserId>,
     /// The IANA time zone its daily and monthly usage periods follow.
     pub timezone: Tz,
     /// When it was created.

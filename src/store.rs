@@ -132,7 +132,8 @@ pub struct CommitOutcome {
 pub trait Store: Debug + Send + Sync + 'static {
     // ---- organizations -------------------------------------------------
 
-    /// Inserts `org` and makes `org.owner_user_id` its owner, atomically.
+    /// Inserts `org` and, when `org.owner_user_id` is set, makes that user
+    /// its owner, atomically.
     /// `AlreadyExists` if the slug (or id) is taken.
     async fn create_organization(&self, org: &Organization) -> Result<()>;
 
@@ -208,8 +209,9 @@ pub trait Store: Debug + Send + Sync + 'static {
 
     // ---- usage: the atomic primitives ----------------------------------
 
-    /// Records a batch of usage, idempotently by event id: an event whose id
-    /// is already stored is skipped and its amounts are not counted again.
+    /// Records a batch of usage, idempotently by (organization, event id):
+    /// an event already stored is skipped and its amounts are not counted
+    /// again.
     /// For each new event, every amount is added to the org-wide counters
     /// and, when the event has a user, to that user's, for the daily and
     /// monthly periods in the record. All of a batch is applied or none.

@@ -225,6 +225,11 @@ impl Tenancy {
         self.inner.clock.now()
     }
 
+    /// The cache clock: cheap, possibly a few milliseconds coarse.
+    pub(crate) fn cache_now(&self) -> i64 {
+        self.inner.clock.coarse_unix_micros()
+    }
+
     // ---- organizations -------------------------------------------------
 
     /// Creates an organization; `owner` becomes its owner and
@@ -238,7 +243,7 @@ impl Tenancy {
             id: OrgId::new_v7(),
             name: new.name,
             slug: new.slug,
-            owner_user_id: owner,
+            owner_user_id: Some(owner),
             timezone: new.timezone,
             created_at: self.now(),
         };
@@ -298,8 +303,9 @@ impl Tenancy {
     /// exist, indistinguishably — is `PermissionDenied`.
     pub async fn context(&self, user: UserId, org: OrgId) -> Result<TenantContext> {
         let now = self.now();
+        let cache_now = self.cache_now();
         let cache = &self.inner.memberships;
-        let membership = match cache.get(&(org, user), now) {
+        let membership = match cache.get(&(org, user), cache_now) {
             Some(m) => m,
             None => {
                 let generation = cache.generation();
@@ -313,7 +319,7 @@ impl Tenancy {
                             "user {user} is not a member of organization {org}"
                         ))
                     })?;
-                cache.insert((org, user), m.clone(), now, generation);
+                cache.insert((org, user), m.clone(), cache_now, generation);
                 m
             }
         };

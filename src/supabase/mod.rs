@@ -1,0 +1,2 @@
+//! `SupabaseStore`: the production backend over PostgREST (feature
+//! `supabase`). Work in progress.
