@@ -69,6 +69,9 @@ pub mod limits;
 pub mod memory;
 pub mod metering;
 pub mod org;
+#[cfg(feature = "supabase")]
+#[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]
+pub mod scope;
 pub mod store;
 #[cfg(feature = "supabase")]
 #[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]

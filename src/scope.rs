@@ -1,0 +1,2 @@
+//! Org filters for query builders and scoped table handles. Work in
+//! progress.
