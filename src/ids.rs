@@ -256,8 +256,7 @@ const fn byte_set(allowed: &[u8]) -> [bool; 256] {
     table
 }
 
-const FEATURE_KEY_BYTES: [bool; 256] =
-    byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_-.");
+const FEATURE_KEY_BYTES: [bool; 256] = byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_-.");
 const METRIC_KEY_BYTES: [bool; 256] = byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_");
 
 fn check_key(
@@ -283,7 +282,13 @@ fn check_key(
 }
 
 fn check_feature_key(input: &str) -> Result<()> {
-    check_key("feature_key", input, 64, &FEATURE_KEY_BYTES, "'_', '-', '.'")
+    check_key(
+        "feature_key",
+        input,
+        64,
+        &FEATURE_KEY_BYTES,
+        "'_', '-', '.'",
+    )
 }
 
 fn check_metric_key(input: &str) -> Result<()> {

@@ -85,6 +85,11 @@ pub mod conformance;
 
 pub use async_trait::async_trait;
 
+/// Compiles the README's code samples as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use crate::clock::{Clock, FakeClock, SystemClock};
 pub use crate::context::{Action, PlatformOperator, Role, TenantContext};
 pub use crate::error::{Error, ErrorKind, Result};
