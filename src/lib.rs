@@ -82,6 +82,9 @@ pub mod usage;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod conformance;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod faults;
 
 pub use async_trait::async_trait;
 
@@ -104,4 +107,6 @@ pub use crate::memory::MemoryStore;
 pub use crate::org::{Membership, NewOrganization, OrgMembership, Organization};
 pub use crate::store::{DynStore, Store};
 pub use crate::tenancy::{Tenancy, TenancyBuilder};
-pub use crate::usage::{UsageEvent, UsageRecord};
+pub use crate::usage::{
+    PriceTable, RecorderConfig, RecorderStats, UsageEvent, UsageRecord, UsageRecorder,
+};

@@ -172,10 +172,8 @@ impl UsageEvent {
         Ok(amounts)
     }
 
-    /// Validates the event and resolves its id, time and amounts into the
-    /// record a store writes. `tz` is the organization's time zone, which
-    /// decides the periods the event counts in.
-    pub fn into_record(self, now: DateTime<Utc>, tz: Tz) -> Result<UsageRecord> {
+    /// Checks labels, metadata and amounts; `InvalidInput` naming the field.
+    pub fn validate(&self) -> Result<()> {
         for (field, label) in [
             ("provider", &self.provider),
             ("model", &self.model),
@@ -188,15 +186,25 @@ impl UsageEvent {
                 ));
             }
         }
-        let metadata_bytes = serde_json::to_vec(&self.metadata)
-            .map_err(|e| Error::invalid_input("metadata", "not serializable").with_source(e))?
-            .len();
-        if metadata_bytes > MAX_METADATA_BYTES {
-            return Err(Error::invalid_input(
-                "metadata",
-                format!("{metadata_bytes} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
-            ));
+        if !self.metadata.is_null() {
+            let metadata_bytes = serde_json::to_vec(&self.metadata)
+                .map_err(|e| Error::invalid_input("metadata", "not serializable").with_source(e))?
+                .len();
+            if metadata_bytes > MAX_METADATA_BYTES {
+                return Err(Error::invalid_input(
+                    "metadata",
+                    format!("{metadata_bytes} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
+                ));
+            }
         }
+        self.amounts().map(drop)
+    }
+
+    /// Validates the event and resolves its id, time and amounts into the
+    /// record a store writes. `tz` is the organization's time zone, which
+    /// decides the periods the event counts in.
+    pub fn into_record(self, now: DateTime<Utc>, tz: Tz) -> Result<UsageRecord> {
+        self.validate()?;
         let amounts = self.amounts()?;
         let id = self.id.unwrap_or_else(EventId::new_v7);
         let occurred_at = self.occurred_at.unwrap_or(now);

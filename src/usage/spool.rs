@@ -1,0 +1,196 @@
+//! The recorder's on-disk spool: append-only JSON Lines files of events that
+//! could not be delivered yet.
+//!
+//! Each recorder appends to its own file, `<instance>.jsonl`, so two
+//! recorders sharing a directory never interleave writes. To replay, a file
+//! is first renamed to `<name>.replaying` (so new spills go to a fresh
+//! file), its events are delivered, and then it is deleted. Files left by a
+//! recorder that crashed or was dropped — `*.jsonl` and `*.replaying` alike —
+//! are replayed by the next recorder started on the directory. Replaying an
+//! event twice is harmless: recording is idempotent by event id.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::usage::UsageEvent;
+
+/// When the spool file is flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SpoolSync {
+    /// `fsync` after every append: a spilled event survives a power loss.
+    /// The default; spilling only happens while the backend is down, so its
+    /// cost is paid rarely.
+    #[default]
+    EveryWrite,
+    /// Leave flushing to the operating system: survives a process crash,
+    /// not a power loss.
+    Never,
+}
+
+#[derive(Debug)]
+pub(crate) struct Spool {
+    dir: PathBuf,
+    instance: Uuid,
+    sync: SpoolSync,
+    /// The file this recorder appends to, opened lazily.
+    current: Option<File>,
+    /// How many replay files this instance has cut, for unique names.
+    cuts: u64,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("spool: {what} {}", path.display()),
+    )
+    .with_source(e)
+}
+
+impl Spool {
+    pub(crate) fn open(dir: &Path, instance: Uuid, sync: SpoolSync) -> Result<Spool> {
+        fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        Ok(Spool {
+            dir: dir.to_owned(),
+            instance,
+            sync,
+            current: None,
+            cuts: 0,
+        })
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.jsonl", self.instance))
+    }
+
+    /// Appends events, one JSON object per line, and syncs per the policy.
+    pub(crate) fn append<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a UsageEvent>,
+    ) -> Result<usize> {
+        let path = self.current_path();
+        if self.current.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_error("cannot open", &path, e))?;
+            // Held while the file is open: tells other recorders sharing the
+            // directory that this file is alive and not theirs to replay.
+            file.lock().map_err(|e| io_error("cannot lock", &path, e))?;
+            self.current = Some(file);
+        }
+        let mut buffer = Vec::new();
+        let mut count = 0;
+        for event in events {
+            serde_json::to_writer(&mut buffer, event).map_err(|e| {
+                Error::new(ErrorKind::Unexpected, "spool: event does not serialize").with_source(e)
+            })?;
+            buffer.push(b'\n');
+            count += 1;
+        }
+        let file = self.current.as_mut().expect("opened above");
+        file.write_all(&buffer)
+            .map_err(|e| io_error("cannot write", &path, e))?;
+        if self.sync == SpoolSync::EveryWrite {
+            file.sync_data()
+                .map_err(|e| io_error("cannot sync", &path, e))?;
+        }
+        Ok(count)
+    }
+
+    /// Moves every spooled file aside for replay — this instance's current
+    /// file and any left by others — and returns their paths.
+    pub(crate) fn take_for_replay(&mut self) -> Result<Vec<PathBuf>> {
+        self.current = None;
+        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list", &self.dir, e))?;
+        let mut files = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("replaying") => files.push(path),
+                Some("jsonl") => {
+                    if !self.is_own(&path) && is_locked_by_a_live_recorder(&path) {
+                        continue;
+                    }
+                    self.cuts += 1;
+                    let target = self
+                        .dir
+                        .join(format!("{}-{}.replaying", self.instance, self.cuts));
+                    fs::rename(&path, &target).map_err(|e| io_error("cannot move", &path, e))?;
+                    files.push(target);
+                }
+                _ => {}
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Whether `path` is one of this instance's files.
+    pub(crate) fn is_own(&self, path: &Path) -> bool {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&self.instance.to_string()))
+    }
+
+    /// Whether any spooled file is waiting, this instance's or another's.
+    pub(crate) fn has_pending(&self) -> bool {
+        fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                matches!(
+                    e.path().extension().and_then(|x| x.to_str()),
+                    Some("jsonl" | "replaying")
+                )
+            })
+        })
+    }
+}
+
+/// Reads a spool file. A line that does not parse (torn by a crash
+/// mid-append) is skipped with an error log; its `record` call never
+/// returned success.
+pub(crate) fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
+    let file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
+    let mut events = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| io_error("cannot read", path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<UsageEvent>(&line) {
+            Ok(event) => events.push(event),
+            Err(e) => tracing::error!(path = %path.display(), line = number + 1, error = %e,
+                "spool: skipping an unreadable line"),
+        }
+    }
+    Ok(events)
+}
+
+/// Deletes a replayed file. Already gone is fine: another recorder replayed
+/// it too (harmless, recording is idempotent).
+pub(crate) fn remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_error("cannot remove", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether another recorder holds the lock on `path` (it is still
+/// appending to it).
+fn is_locked_by_a_live_recorder(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(fs::TryLockError::WouldBlock) => true,
+        Err(fs::TryLockError::Error(_)) => false,
+    }
+}

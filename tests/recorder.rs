@@ -1,0 +1,371 @@
+//! `UsageRecorder` against `MemoryStore` behind an in-process fault injector:
+//! outages, 5xx bursts, lost responses, double delivery, drops and
+//! shutdowns. After each, the database holds exactly the sum of the unique
+//! events recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tenancy::faults::FaultyStore;
+use tenancy::usage::{Backpressure, RecorderConfig, UnknownModelPolicy, UsageRecorder};
+use tenancy::{
+    DynStore, ErrorKind, LimitScope, MemoryStore, MetricKey, NewOrganization, Period, PriceTable,
+    Role, Tenancy, TenantContext, UsageEvent, UserId,
+};
+
+struct Rig {
+    tenancy: Tenancy,
+    faults: Arc<FaultyStore>,
+    ctx: TenantContext,
+}
+
+async fn rig() -> Rig {
+    let faults = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let tenancy = Tenancy::builder()
+        .shared_store(faults.clone() as Arc<DynStore>)
+        .build()
+        .unwrap();
+    let owner = UserId::new_v7();
+    let org = tenancy
+        .create_organization(owner, NewOrganization::new("Acme", "acme").unwrap())
+        .await
+        .unwrap();
+    let ctx = tenancy.context(owner, org.id).await.unwrap();
+    Rig {
+        tenancy,
+        faults,
+        ctx,
+    }
+}
+
+fn fast(config: RecorderConfig) -> RecorderConfig {
+    RecorderConfig {
+        flush_interval: Duration::from_millis(20),
+        retry_min_delay: Duration::from_millis(5),
+        retry_max_delay: Duration::from_millis(50),
+        ..config
+    }
+}
+
+impl Rig {
+    fn event(&self, tokens: u64) -> UsageEvent {
+        UsageEvent::new(self.ctx.org())
+            .user(self.ctx.user())
+            .ai_call("openai", "gpt-4o", "ad_copy")
+            .tokens(tokens, 0, 0)
+    }
+
+    /// Org-wide tokens stored this month.
+    async fn stored_tokens(&self) -> Decimal {
+        let lines = self.tenancy.usage_summary(&self.ctx).await.unwrap();
+        lines
+            .iter()
+            .find(|l| {
+                l.metric == MetricKey::tokens()
+                    && l.period == Period::Monthly
+                    && l.scope == LimitScope::Organization
+            })
+            .map_or(Decimal::ZERO, |l| l.used)
+    }
+}
+
+/// Records `n` events of 1..=n tokens; returns their sum.
+fn record_many(recorder: &UsageRecorder, rig: &Rig, n: u64) -> Decimal {
+    for i in 1..=n {
+        recorder.record(rig.event(i)).expect("record");
+    }
+    Decimal::from(n * (n + 1) / 2)
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..500 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn batches_by_size_and_flush_does_not_wait_for_the_interval() {
+    let rig = rig().await;
+    let config = RecorderConfig {
+        flush_interval: Duration::from_secs(3600),
+        ..RecorderConfig::default()
+    };
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let expected = record_many(&recorder, &rig, 1_200);
+    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+        .await
+        .expect("flush returns without waiting an hour")
+        .unwrap();
+    assert_eq!(rig.stored_tokens().await, expected);
+    let stats = recorder.stats();
+    assert_eq!(
+        (stats.recorded, stats.sent, stats.queued),
+        (1_200, 1_200, 0)
+    );
+    assert_eq!(
+        rig.faults.usage_calls(),
+        3,
+        "500 + 500 + 200: one call per batch"
+    );
+    let report = recorder.shutdown(Duration::from_secs(1)).await;
+    assert!(report.undelivered.is_empty());
+}
+
+#[tokio::test]
+async fn an_outage_spills_to_the_spool_and_replays_on_recovery() {
+    let rig = rig().await;
+    let spool = tempfile::tempdir().unwrap();
+    let config = fast(RecorderConfig {
+        batch_size: 50,
+        max_buffered_events: 100,
+        ..RecorderConfig::default().with_spool_dir(spool.path())
+    });
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    rig.faults.set_down(true);
+    let expected = record_many(&recorder, &rig, 400);
+    let stats = recorder.stats();
+    assert!(
+        stats.spooled >= 250,
+        "memory holds 100 + a batch in flight: {stats:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(recorder.stats().retried > 0);
+    assert_eq!(rig.stored_tokens().await, Decimal::ZERO);
+
+    rig.faults.set_down(false);
+    tokio::time::timeout(Duration::from_secs(20), recorder.flush())
+        .await
+        .expect("flush after recovery")
+        .unwrap();
+    assert_eq!(rig.stored_tokens().await, expected);
+    let stats = recorder.stats();
+    assert_eq!(stats.sent, 400, "{stats:?}");
+    assert!(stats.replayed >= 250, "{stats:?}");
+    recorder.shutdown(Duration::from_secs(1)).await;
+    let left = std::fs::read_dir(spool.path()).unwrap().count();
+    assert_eq!(left, 0, "replayed spool files are removed");
+}
+
+#[tokio::test]
+async fn bursts_lost_responses_and_double_delivery_count_once() {
+    let rig = rig().await;
+    let recorder = UsageRecorder::start(
+        rig.tenancy.clone(),
+        fast(RecorderConfig {
+            batch_size: 25,
+            ..RecorderConfig::default()
+        }),
+    )
+    .unwrap();
+    rig.faults.fail_next(4);
+    rig.faults.land_then_fail_next(3);
+    rig.faults.set_deliver_twice(true);
+    let expected = record_many(&recorder, &rig, 300);
+    recorder.flush().await.unwrap();
+    assert_eq!(rig.stored_tokens().await, expected);
+    let stats = recorder.stats();
+    // A batch whose response was lost is resent and found already stored.
+    assert_eq!(stats.sent + stats.duplicates, 300, "{stats:?}");
+    assert!(
+        stats.duplicates > 0,
+        "lost responses were retried: {stats:?}"
+    );
+    assert!(stats.retried >= 7, "{stats:?}");
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_dropped_recorder_is_replayed_by_the_next_one() {
+    let rig = rig().await;
+    let spool = tempfile::tempdir().unwrap();
+    let config = fast(RecorderConfig::default().with_spool_dir(spool.path()));
+    rig.faults.set_down(true);
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config.clone()).unwrap();
+    let expected = record_many(&recorder, &rig, 120);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(recorder);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rig.stored_tokens().await, Decimal::ZERO);
+
+    rig.faults.set_down(false);
+    let next = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    eventually("the spool to be replayed", async || {
+        next.stats().replayed == 120
+    })
+    .await;
+    assert_eq!(rig.stored_tokens().await, expected);
+    next.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
+    let rig = rig().await;
+    let spool = tempfile::tempdir().unwrap();
+    let config = fast(RecorderConfig::default().with_spool_dir(spool.path()));
+    rig.faults.set_down(true);
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config.clone()).unwrap();
+    let expected = record_many(&recorder, &rig, 80);
+    let report = recorder.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(report.stats.spooled, 80);
+    assert!(report.undelivered.is_empty());
+
+    rig.faults.set_down(false);
+    let next = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    eventually("the spool to be replayed", async || {
+        next.stats().replayed == 80
+    })
+    .await;
+    assert_eq!(rig.stored_tokens().await, expected);
+    next.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn without_a_spool_a_full_buffer_rejects_and_nothing_is_dropped() {
+    let rig = rig().await;
+    let config = fast(RecorderConfig {
+        batch_size: 10,
+        max_buffered_events: 20,
+        backpressure: Backpressure::Reject,
+        ..RecorderConfig::default()
+    });
+    rig.faults.set_down(true);
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let mut accepted = 0u64;
+    let rejection = loop {
+        match recorder.record(rig.event(1)) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1_000, "the buffer is bounded");
+    };
+    assert_eq!(rejection.kind(), ErrorKind::Unavailable);
+    assert!(rejection.is_retryable());
+    let report = recorder.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(
+        report.undelivered.len() as u64,
+        accepted,
+        "every accepted event is handed back"
+    );
+    assert_eq!(report.stats.recorded, accepted);
+}
+
+#[tokio::test]
+async fn invalid_events_are_rejected_at_record_and_never_enqueued() {
+    let rig = rig().await;
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), RecorderConfig::default()).unwrap();
+    let negative = rig.event(1).quantity(MetricKey::ads_created(), dec!(-1));
+    let oversized = rig
+        .event(1)
+        .metadata(serde_json::json!({ "blob": "x".repeat(10_000) }));
+    for (event, field) in [(negative, "quantity"), (oversized, "metadata")] {
+        let err = recorder.record(event).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.field()),
+            (ErrorKind::InvalidInput, Some(field))
+        );
+    }
+    let err = recorder
+        .record_activity(&rig.ctx, "Ads Created!", "brand/1")
+        .unwrap_err();
+    assert_eq!(err.field(), Some("metric"));
+    let bad_org: Result<UsageEvent, _> =
+        serde_json::from_str(r#"{"org": "not-a-uuid", "quantities": {}}"#);
+    assert!(bad_org.is_err());
+    assert_eq!(
+        tenancy::OrgId::parse("not-a-uuid").unwrap_err().field(),
+        Some("org_id")
+    );
+    assert_eq!(recorder.stats().recorded, 0);
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn activity_events_count_as_metrics() {
+    let rig = rig().await;
+    let member = UserId::new_v7();
+    rig.tenancy
+        .add_member(&rig.ctx, member, Role::Member)
+        .await
+        .unwrap();
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), RecorderConfig::default()).unwrap();
+    recorder
+        .record_activity(&rig.ctx, "ads_created", "brand/7")
+        .unwrap();
+    recorder
+        .record_activity(&rig.ctx, "ads_created", "brand/8")
+        .unwrap();
+    recorder.flush().await.unwrap();
+    let decision = rig
+        .tenancy
+        .check_limit(&rig.ctx, "ads_created", dec!(0))
+        .await
+        .unwrap();
+    assert!(decision.allowed);
+    let lines = rig.tenancy.usage_summary(&rig.ctx).await.unwrap();
+    let ads = lines
+        .iter()
+        .find(|l| l.metric == MetricKey::ads_created() && l.scope == LimitScope::Organization)
+        .expect("ads line");
+    assert_eq!(ads.used, dec!(2));
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn costs_come_from_the_price_table_unless_supplied() {
+    let rig = rig().await;
+    let config = RecorderConfig::default().with_prices(PriceTable::shipped());
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    // gpt-4o: $2.50 / $1.25 / $10 per million input / cached / output.
+    recorder
+        .record(rig.event(0).tokens(1_000_000, 1_000_000, 100_000))
+        .unwrap();
+    recorder.record(rig.event(10).cost_usd(dec!(7))).unwrap();
+    let unknown = rig.event(10).ai_call("acme-ai", "mystery-1", "x");
+    recorder.record(unknown.clone()).unwrap();
+    recorder.flush().await.unwrap();
+    let lines = rig.tenancy.usage_summary(&rig.ctx).await.unwrap();
+    let cost = lines
+        .iter()
+        .find(|l| {
+            l.metric == MetricKey::cost_usd()
+                && l.period == Period::Monthly
+                && l.scope == LimitScope::Organization
+        })
+        .expect("cost line");
+    assert_eq!(
+        cost.used,
+        dec!(11.75),
+        "4.75 computed + 7 supplied + 0 unknown"
+    );
+    recorder.shutdown(Duration::from_secs(1)).await;
+
+    let strict = RecorderConfig {
+        unknown_model: UnknownModelPolicy::Error,
+        ..RecorderConfig::default().with_prices(PriceTable::shipped())
+    };
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), strict).unwrap();
+    assert_eq!(recorder.record(unknown).unwrap_err().field(), Some("model"));
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
+    let rig = rig().await;
+    let recorder =
+        UsageRecorder::start(rig.tenancy.clone(), fast(RecorderConfig::default())).unwrap();
+    recorder.record(rig.event(5)).unwrap();
+    let orphan = UsageEvent::new(tenancy::OrgId::new_v7()).tokens(9, 0, 0);
+    recorder.record(orphan).unwrap();
+    recorder.record(rig.event(7)).unwrap();
+    recorder.flush().await.unwrap();
+    assert_eq!(rig.stored_tokens().await, dec!(12));
+    let stats = recorder.stats();
+    assert_eq!((stats.sent, stats.failed), (2, 1));
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
