@@ -1,2 +1,249 @@
-//! Placeholder.
-fn main() {}
+//! A small command-line tool for the platform operator: organizations,
+//! members, features, limits, and a usage-vs-limits table.
+//!
+//! Uses the service client from `SUPABASE_URL` and
+//! `SUPABASE_SERVICE_ROLE_KEY`.
+//!
+//! ```sh
+//! cargo run --example admin --features supabase -- orgs
+//! cargo run --example admin --features supabase -- create-org "Acme" acme <owner-user-id>
+//! cargo run --example admin --features supabase -- members <org>
+//! cargo run --example admin --features supabase -- add-member <org> <user-id> member
+//! cargo run --example admin --features supabase -- features <org>
+//! cargo run --example admin --features supabase -- enable <org> veo_avatars
+//! cargo run --example admin --features supabase -- disable <org> veo_avatars
+//! cargo run --example admin --features supabase -- limits <org>
+//! cargo run --example admin --features supabase -- set-limit <org> monthly_tokens 1000000 [soft]
+//! cargo run --example admin --features supabase -- usage <org>
+//! ```
+//!
+//! `<org>` is an organization id or slug.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use tenancy::store::UsageQuery;
+use tenancy::supabase::SupabaseStore;
+use tenancy::{
+    CurrentPeriods, Error, ErrorKind, Membership, NewLimit, NewOrganization, OrgId, Organization,
+    PlatformOperator, Role, Store, Tenancy, UserId,
+};
+
+const USAGE: &str = "usage: admin <orgs | create-org NAME SLUG OWNER | members ORG | \
+add-member ORG USER ROLE | features ORG | enable ORG KEY | disable ORG KEY | limits ORG | \
+set-limit ORG LIMIT_TYPE VALUE [soft] | usage ORG>";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    for var in ["SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"] {
+        if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
+            eprintln!(
+                "admin: set {var} (the service client needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == ErrorKind::InvalidInput && e.field() == Some("command") => {
+            eprintln!("admin: {}\n{USAGE}", e.message());
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn arg<'a>(args: &'a [String], i: usize, name: &str) -> tenancy::Result<&'a str> {
+    args.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| Error::invalid_input("command", format!("missing {name}")))
+}
+
+async fn find_org(store: &SupabaseStore, key: &str) -> tenancy::Result<Organization> {
+    let found = match OrgId::parse(key) {
+        Ok(id) => store.organization(id).await?,
+        Err(_) => {
+            store
+                .organization_by_slug(&tenancy::Slug::parse(key)?)
+                .await?
+        }
+    };
+    found.ok_or_else(|| Error::not_found(format!("no organization {key:?}")))
+}
+
+async fn run(args: &[String]) -> tenancy::Result<()> {
+    let store = SupabaseStore::from_env()?;
+    let tenancy = Tenancy::builder().store(store.clone()).build()?;
+    let op = PlatformOperator::new("admin-cli");
+    match args[0].as_str() {
+        "orgs" => {
+            let orgs: Vec<Organization> = store
+                .fetch(store.from("organizations").select("*").order("created_at"))
+                .await?;
+            println!("{:<36}  {:<24}  {:<16}  name", "id", "slug", "timezone");
+            for o in orgs {
+                println!(
+                    "{:<36}  {:<24}  {:<16}  {}",
+                    o.id.to_string(),
+                    o.slug.as_str(),
+                    o.timezone.name(),
+                    o.name
+                );
+            }
+        }
+        "create-org" => {
+            let owner = UserId::parse(arg(args, 3, "OWNER")?)?;
+            let new = NewOrganization::new(arg(args, 1, "NAME")?, arg(args, 2, "SLUG")?)?;
+            let org = tenancy.create_organization(owner, new).await?;
+            println!("created {} ({})", org.slug.as_str(), org.id);
+        }
+        "members" => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            for m in store.members(org.id).await? {
+                println!(
+                    "{}  {:<7}  since {}",
+                    m.user_id,
+                    m.role.as_str(),
+                    m.created_at
+                );
+            }
+        }
+        "add-member" => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            let membership = Membership {
+                user_id: UserId::parse(arg(args, 2, "USER")?)?,
+                organization_id: org.id,
+                role: Role::parse(arg(args, 3, "ROLE")?)?,
+                created_at: Utc::now(),
+            };
+            store.add_member(&membership).await?;
+            println!(
+                "added {} as {}",
+                membership.user_id,
+                membership.role.as_str()
+            );
+        }
+        "features" => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            for f in tenancy.features_of(&op, org.id).await? {
+                let state = if f.enabled { "on " } else { "off" };
+                println!("{state}  {:<32}  {}", f.key.as_str(), f.config);
+            }
+        }
+        cmd @ ("enable" | "disable") => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            let key = arg(args, 2, "KEY")?;
+            if cmd == "enable" {
+                tenancy.enable_feature(&op, org.id, key).await?;
+            } else {
+                tenancy.disable_feature(&op, org.id, key).await?;
+            }
+            println!("{key}: {cmd}d for {}", org.slug.as_str());
+        }
+        "limits" => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            for l in tenancy.limits_of(&op, org.id).await? {
+                println!(
+                    "{}  {:<8}  {:<20}  {:>16}  {}",
+                    l.id,
+                    l.period.as_str(),
+                    l.metric.as_str(),
+                    l.value,
+                    l.scope
+                );
+            }
+        }
+        "set-limit" => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            let value = arg(args, 3, "VALUE")?
+                .parse()
+                .map_err(|_| Error::invalid_input("command", "VALUE must be a number"))?;
+            let mut new = NewLimit::from_limit_type(arg(args, 2, "LIMIT_TYPE")?, value)?;
+            if args.get(4).is_some_and(|m| m == "soft") {
+                new = new.soft();
+            }
+            let limit = tenancy.set_limit(&op, org.id, new).await?;
+            println!(
+                "limit {} set: {} {}",
+                limit.id,
+                limit.value,
+                limit.mode.as_str()
+            );
+        }
+        "usage" => {
+            let org = find_org(&store, arg(args, 1, "ORG")?).await?;
+            let now = Utc::now();
+            let snapshot = store
+                .usage_snapshot(&UsageQuery {
+                    org: org.id,
+                    user: None,
+                    metric: None,
+                    periods: CurrentPeriods::at(now, org.timezone),
+                    now,
+                })
+                .await?;
+            println!(
+                "{:<20}  {:<8}  {:>16}  {:>16}  {:>16}  {:>7}",
+                "metric", "period", "used", "reserved", "limit", "%"
+            );
+            for c in &snapshot.counters {
+                let limit = snapshot.limits.iter().find(|l| {
+                    l.limit.metric == c.metric
+                        && l.limit.period == c.period.period
+                        && l.limit.scope == c.scope
+                });
+                let (value, percent) = match limit {
+                    Some(l) if !l.limit.value.is_zero() => (
+                        l.limit.value.to_string(),
+                        ((c.used + c.reserved) * rust_decimal::Decimal::ONE_HUNDRED
+                            / l.limit.value)
+                            .round_dp(1)
+                            .to_string(),
+                    ),
+                    Some(l) => (l.limit.value.to_string(), "-".to_owned()),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                println!(
+                    "{:<20}  {:<8}  {:>16}  {:>16}  {:>16}  {:>7}",
+                    c.metric.as_str(),
+                    c.period.period.as_str(),
+                    c.used,
+                    c.reserved,
+                    value,
+                    percent
+                );
+            }
+            for l in snapshot.limits.iter().filter(|l| {
+                !snapshot
+                    .counters
+                    .iter()
+                    .any(|c| c.metric == l.limit.metric && c.period.period == l.limit.period)
+            }) {
+                println!(
+                    "{:<20}  {:<8}  {:>16}  {:>16}  {:>16}  {:>7}",
+                    l.limit.metric.as_str(),
+                    l.limit.period.as_str(),
+                    l.used,
+                    l.reserved,
+                    l.limit.value,
+                    "0"
+                );
+            }
+        }
+        other => {
+            return Err(Error::invalid_input(
+                "command",
+                format!("unknown command {other:?}"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,2 +1,256 @@
-//! `SupabaseStore`: the production backend over PostgREST (feature
-//! `supabase`). Work in progress.
+//! [`SupabaseStore`]: the production backend, PostgREST through the
+//! [`postgrest`] crate (feature `supabase`).
+//!
+//! Reads and plain writes are table requests; every atomic primitive
+//! (record a batch, reserve, commit, release, claim an alert, set a limit,
+//! create an organization with its owner) is one call of an SQL function
+//! shipped in `migrations/`, so each store method is exactly one round trip
+//! in the common case.
+//!
+//! Two kinds of client, as in Supabase:
+//!
+//! - the **service client** ([`SupabaseStore::builder`] with the
+//!   service-role key, or [`SupabaseStore::from_env`]): bypasses RLS, for
+//!   workers and back ends — what [`Tenancy`](crate::Tenancy) runs on;
+//! - a **user client** (the anon key plus the user's access token, see
+//!   [`SupabaseStore::user_client`]): every request runs as that user and
+//!   row-level security decides what it may read and write. Raw builders
+//!   from [`SupabaseStore::from`] carry the same identity.
+//!
+//! Errors: PostgREST's `{code, message, details, hint}` and the HTTP status
+//! are mapped onto [`ErrorKind`] in one place; the raw
+//! response is kept as the error's source, an [`ApiError`].
+//!
+//! ```no_run
+//! use tenancy::supabase::SupabaseStore;
+//! use tenancy::Tenancy;
+//!
+//! # fn main() -> tenancy::Result<()> {
+//! // SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY from the environment.
+//! let store = SupabaseStore::from_env()?;
+//! let tenancy = Tenancy::builder().store(store).build()?;
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod error;
+mod rows;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable as _};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+
+pub use builder::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ENV_ANON_KEY, ENV_JWT_SECRET, ENV_SERVICE_ROLE_KEY,
+    ENV_URL, RetryConfig, SupabaseStoreBuilder,
+};
+pub use error::ApiError;
+
+use crate::error::{Error, ErrorKind, Result};
+use error::Failure;
+
+/// The [`Store`](crate::Store) over a Supabase project's PostgREST API.
+///
+/// Cheap to clone: clones share the HTTP client and its connection pool.
+#[derive(Clone)]
+pub struct SupabaseStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rest_url: String,
+    /// `apikey` and `Authorization`, marked sensitive.
+    headers: HeaderMap,
+    http: reqwest::Client,
+    timeout: Duration,
+    retry: RetryConfig,
+    anon_key: Option<String>,
+    user_client: bool,
+}
+
+impl std::fmt::Debug for SupabaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupabaseStore")
+            .field("rest_url", &self.inner.rest_url)
+            .field(
+                "client",
+                &if self.inner.user_client {
+                    "user"
+                } else {
+                    "service"
+                },
+            )
+            .field("timeout", &self.inner.timeout)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a call may be repeated after a failure that might have been
+/// applied (a timeout, a 5xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotent {
+    Yes,
+    No,
+}
+
+impl SupabaseStore {
+    /// A builder: set the URL and a key, then [`build`](SupabaseStoreBuilder::build).
+    pub fn builder() -> SupabaseStoreBuilder {
+        SupabaseStoreBuilder::new()
+    }
+
+    /// The service client from `SUPABASE_URL` and
+    /// `SUPABASE_SERVICE_ROLE_KEY` (and `SUPABASE_ANON_KEY`, kept for
+    /// [`user_client`](Self::user_client)). A missing or malformed variable
+    /// is a [`Config`](ErrorKind::Config) error naming it.
+    pub fn from_env() -> Result<SupabaseStore> {
+        let builder = SupabaseStoreBuilder::from_env();
+        if std::env::var(ENV_SERVICE_ROLE_KEY).map_or(true, |v| v.trim().is_empty()) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("{ENV_SERVICE_ROLE_KEY} is not set: the service client needs it"),
+            ));
+        }
+        builder.build()
+    }
+
+    /// A user client for the holder of `access_token` (their session
+    /// JWT): same REST URL and HTTP client, the anon key as `apikey`, the
+    /// token as bearer. RLS applies to everything it does. `Config` if no
+    /// anon key was configured.
+    pub fn user_client(&self, access_token: &str) -> Result<SupabaseStore> {
+        let anon = self.inner.anon_key.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{ENV_ANON_KEY} is not set: user clients need the anon key"),
+            )
+        })?;
+        SupabaseStore::builder()
+            .rest_url(self.inner.rest_url.clone())
+            .anon_key(anon)
+            .access_token(access_token)
+            .http_client(self.inner.http.clone())
+            .timeout(self.inner.timeout)
+            .retry(self.inner.retry)
+            .build()
+    }
+
+    /// The PostgREST base URL requests go to.
+    pub fn rest_url(&self) -> &str {
+        &self.inner.rest_url
+    }
+
+    /// Whether this is a user client (RLS applies) rather than the service
+    /// client.
+    pub fn is_user_client(&self) -> bool {
+        self.inner.user_client
+    }
+
+    /// A raw query builder for `table`, carrying this client's identity
+    /// and HTTP client. Pair it with [`ForOrg`](crate::scope::ForOrg) to
+    /// scope it to a tenant, or use [`scoped`](crate::scope::scoped).
+    pub fn from(&self, table: &str) -> postgrest::Builder {
+        postgrest::Builder::new(
+            format!("{}/{}", self.inner.rest_url, table),
+            None,
+            self.inner.headers.clone(),
+            self.inner.http.clone(),
+        )
+    }
+
+    /// A raw builder calling the SQL function `function` with the JSON
+    /// object `params`.
+    pub fn rpc(&self, function: &str, params: impl Into<String>) -> postgrest::Builder {
+        postgrest::Builder::new(
+            format!("{}/rpc/{}", self.inner.rest_url, function),
+            None,
+            self.inner.headers.clone(),
+            self.inner.http.clone(),
+        )
+        .rpc(params)
+    }
+
+    /// Sends `request` (retrying as configured) and returns the status and
+    /// body of a successful response; failures are mapped onto kinds.
+    pub async fn execute(&self, request: postgrest::Builder) -> Result<(u16, Vec<u8>)> {
+        let (status, body) = self
+            .send("PostgREST request", Idempotent::No, request)
+            .await?;
+        Ok((status.as_u16(), body))
+    }
+
+    /// Sends `request` and decodes a successful response's JSON body into
+    /// `T`. A body that does not decode is [`Unexpected`](ErrorKind::Unexpected),
+    /// carrying the status and an excerpt.
+    pub async fn fetch<T: DeserializeOwned>(&self, request: postgrest::Builder) -> Result<T> {
+        self.call("PostgREST request", Idempotent::No, request)
+            .await
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        let r = self.inner.retry;
+        ExponentialBuilder::default()
+            .with_min_delay(r.min_delay)
+            .with_max_delay(r.max_delay)
+            .with_max_times(r.max_retries)
+            .with_jitter()
+    }
+
+    async fn send_once(
+        &self,
+        request: postgrest::Builder,
+        what: &str,
+    ) -> Result<(StatusCode, Vec<u8>), Failure> {
+        let response = request
+            .build()
+            .timeout(self.inner.timeout)
+            .send()
+            .await
+            .map_err(|e| error::from_transport(e, what))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| error::from_transport(e, what))?;
+        if !status.is_success() {
+            return Err(error::from_status(status, &body, what));
+        }
+        Ok((status, body.to_vec()))
+    }
+
+    /// One call with retries.
+    pub(crate) async fn send(
+        &self,
+        what: &str,
+        idempotent: Idempotent,
+        request: postgrest::Builder,
+    ) -> Result<(StatusCode, Vec<u8>)> {
+        let attempt = || self.send_once(request.clone(), what);
+        attempt
+            .retry(self.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| f.retryable(idempotent == Idempotent::Yes))
+            .notify(|f: &Failure, delay| {
+                tracing::debug!(error = %f.error, ?delay, "retrying a PostgREST call");
+            })
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// One call with retries, decoding the JSON body.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        idempotent: Idempotent,
+        request: postgrest::Builder,
+    ) -> Result<T> {
+        let (status, body) = self.send(what, idempotent, request).await?;
+        serde_json::from_slice(&body).map_err(|e| error::unexpected_body(status, &body, what, e))
+    }
+}

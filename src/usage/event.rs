@@ -197,7 +197,27 @@ impl UsageEvent {
                 ));
             }
         }
-        self.amounts().map(drop)
+        // The same checks as `amounts()`, without allocating: this runs on
+        // every `UsageRecorder::record`.
+        let tokens = u128::from(self.input_tokens)
+            + u128::from(self.cached_input_tokens)
+            + u128::from(self.output_tokens);
+        let tokens = Decimal::from_i128_with_scale(tokens as i128, 0);
+        validate_amount("tokens", tokens)?;
+        if let Some(cost) = self.cost_usd {
+            validate_amount("cost_usd", cost)?;
+        }
+        for (metric, amount) in &self.quantities {
+            validate_amount("quantity", *amount)?;
+            // A quantity named `tokens` or `cost_usd` adds to the field.
+            let base = match metric.as_str() {
+                "tokens" => tokens,
+                "cost_usd" => self.cost_usd.unwrap_or_default(),
+                _ => Decimal::ZERO,
+            };
+            validate_amount("quantity", base + *amount)?;
+        }
+        Ok(())
     }
 
     /// Validates the event and resolves its id, time and amounts into the

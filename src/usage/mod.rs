@@ -3,7 +3,7 @@
 
 mod event;
 mod price;
-mod recorder;
+pub mod recorder;
 mod spool;
 
 pub use event::{MAX_LABEL_CHARS, MAX_METADATA_BYTES, UsageEvent, UsageRecord};

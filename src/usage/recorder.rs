@@ -215,7 +215,7 @@ struct Shared {
 }
 
 /// A batching, non-blocking usage recorder for worker services. Cheap to
-/// clone; clones share the queue. See the [module docs](self) for the
+/// clone; clones share the queue. See the [module docs](crate::usage::recorder) for the
 /// delivery guarantees.
 ///
 /// ```

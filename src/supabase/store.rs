@@ -1,0 +1,409 @@
+//! `impl Store for SupabaseStore`: one PostgREST request per method in the
+//! common case.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::rows::{
+    Claimed, CreateOrgArgs, EventArg, FeatureRow, FeatureWrite, LIMIT_COLUMNS, LimitRow,
+    MEMBERSHIP_WITH_ORG, MembershipRow, PutLimitArgs, Released,
+};
+use super::{Idempotent, SupabaseStore};
+use crate::context::Role;
+use crate::error::{Error, ErrorKind, Result};
+use crate::features::Feature;
+use crate::ids::{FeatureKey, LimitId, OrgId, ReservationId, Slug, UserId};
+use crate::limits::{AlertKey, Limit};
+use crate::org::{Membership, OrgMembership, Organization};
+use crate::store::{
+    CommitOutcome, RecordOutcome, ReserveRequest, ReserveResult, Store, UsageQuery, UsageSnapshot,
+};
+use crate::usage::UsageRecord;
+
+const ORGS: &str = "organizations";
+const MEMBERS: &str = "user_organizations";
+const FEATURES: &str = "org_features";
+const LIMITS: &str = "usage_limits";
+
+fn to_body(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| {
+        Error::new(ErrorKind::Unexpected, "cannot serialize a request body").with_source(e)
+    })
+}
+
+/// The body of an RPC call: top-level nulls are left out, so the SQL
+/// defaults (all null) apply. The stand-in passes a JSON `null` argument
+/// as an empty string, which no `uuid` or `text` default survives.
+fn rpc_body(args: &impl Serialize) -> Result<String> {
+    let mut value = serde_json::to_value(args).map_err(|e| {
+        Error::new(ErrorKind::Unexpected, "cannot serialize RPC arguments").with_source(e)
+    })?;
+    if let serde_json::Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    to_body(&value)
+}
+
+/// Rows returned by a delete: only whether there were any matters.
+#[derive(Debug, Deserialize)]
+struct Deleted {}
+
+fn not_member(org: OrgId, user: UserId) -> Error {
+    Error::not_found(format!("user {user} is not a member of organization {org}"))
+}
+
+impl SupabaseStore {
+    /// Why a compare-and-set on a membership matched no row: the member is
+    /// gone (`NotFound`) or their role changed (`Conflict`).
+    async fn membership_cas_failed(&self, org: OrgId, user: UserId) -> Error {
+        match self.membership(org, user).await {
+            Ok(Some(m)) => Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "user {user}'s role changed to {} meanwhile; reload and retry",
+                    m.role
+                ),
+            ),
+            Ok(None) => not_member(org, user),
+            Err(e) => e,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SupabaseStore {
+    async fn create_organization(&self, org: &Organization) -> Result<()> {
+        let what = format!("creating organization {}", org.slug.as_str());
+        let args = CreateOrgArgs {
+            id: org.id,
+            name: &org.name,
+            slug: org.slug.as_str(),
+            timezone: org.timezone.name(),
+            owner_user_id: org.owner_user_id,
+            created_at: org.created_at,
+        };
+        let request = if org.owner_user_id.is_some() {
+            // The RPC inserts the organization and (by trigger) its owner in
+            // one transaction.
+            self.rpc("tenancy_create_organization", rpc_body(&args)?)
+        } else {
+            // No owner: a plain insert (the RPC requires one).
+            self.from(ORGS).insert(to_body(&args)?)
+        };
+        let _: Vec<Organization> = self.call(&what, Idempotent::No, request).await?;
+        Ok(())
+    }
+
+    async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {
+        let request = self.from(ORGS).select("*").eq("id", id.to_string());
+        let rows: Vec<Organization> = self
+            .call("reading an organization", Idempotent::Yes, request)
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn organization_by_slug(&self, slug: &Slug) -> Result<Option<Organization>> {
+        let request = self.from(ORGS).select("*").eq("slug", slug.as_str());
+        let rows: Vec<Organization> = self
+            .call("reading an organization by slug", Idempotent::Yes, request)
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn rename_organization(&self, id: OrgId, name: &str) -> Result<Organization> {
+        let request = self
+            .from(ORGS)
+            .eq("id", id.to_string())
+            .update(to_body(&json!({ "name": name }))?);
+        let rows: Vec<Organization> = self
+            .call("renaming an organization", Idempotent::Yes, request)
+            .await?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found(format!("organization {id} does not exist")))
+    }
+
+    async fn delete_organization(&self, id: OrgId) -> Result<bool> {
+        let request = self
+            .from(ORGS)
+            .eq("id", id.to_string())
+            .select("id")
+            .delete();
+        let rows: Vec<Deleted> = self
+            .call("deleting an organization", Idempotent::No, request)
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<OrgMembership>> {
+        let request = self
+            .from(MEMBERS)
+            .select(MEMBERSHIP_WITH_ORG)
+            .eq("organization_id", org.to_string())
+            .eq("user_id", user.to_string());
+        let rows: Vec<MembershipRow> = self
+            .call("reading a membership", Idempotent::Yes, request)
+            .await?;
+        Ok(rows.into_iter().next().map(OrgMembership::from))
+    }
+
+    async fn memberships_of_user(&self, user: UserId) -> Result<Vec<OrgMembership>> {
+        let request = self
+            .from(MEMBERS)
+            .select(MEMBERSHIP_WITH_ORG)
+            .eq("user_id", user.to_string())
+            .order("organization_id");
+        let rows: Vec<MembershipRow> = self
+            .call("reading a user's memberships", Idempotent::Yes, request)
+            .await?;
+        Ok(rows.into_iter().map(OrgMembership::from).collect())
+    }
+
+    async fn members(&self, org: OrgId) -> Result<Vec<Membership>> {
+        let request = self
+            .from(MEMBERS)
+            .select("organization_id,user_id,role,created_at")
+            .eq("organization_id", org.to_string())
+            .order("user_id");
+        self.call("reading members", Idempotent::Yes, request).await
+    }
+
+    async fn add_member(&self, membership: &Membership) -> Result<()> {
+        let request = self.from(MEMBERS).insert(to_body(membership)?);
+        let _: Vec<Membership> = self
+            .call("adding a member", Idempotent::No, request)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_member_role(
+        &self,
+        org: OrgId,
+        user: UserId,
+        expected: Role,
+        role: Role,
+    ) -> Result<Membership> {
+        // Compare-and-set: the filter on the expected role makes the update
+        // match nothing if the role changed; the last-owner rule is a
+        // trigger (42501 → PermissionDenied).
+        let request = self
+            .from(MEMBERS)
+            .eq("organization_id", org.to_string())
+            .eq("user_id", user.to_string())
+            .eq("role", expected.as_str())
+            .update(to_body(&json!({ "role": role }))?);
+        let rows: Vec<Membership> = self
+            .call("changing a member's role", Idempotent::No, request)
+            .await?;
+        match rows.into_iter().next() {
+            Some(m) => Ok(m),
+            None => Err(self.membership_cas_failed(org, user).await),
+        }
+    }
+
+    async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
+        let request = self
+            .from(MEMBERS)
+            .eq("organization_id", org.to_string())
+            .eq("user_id", user.to_string())
+            .eq("role", expected.as_str())
+            .select("user_id")
+            .delete();
+        let rows: Vec<Deleted> = self
+            .call("removing a member", Idempotent::No, request)
+            .await?;
+        if rows.is_empty() {
+            return Err(self.membership_cas_failed(org, user).await);
+        }
+        Ok(())
+    }
+
+    async fn features(&self, org: OrgId) -> Result<Vec<Feature>> {
+        let request = self
+            .from(FEATURES)
+            .select("feature_key,enabled,config,updated_at")
+            .eq("organization_id", org.to_string())
+            .order("feature_key");
+        let rows: Vec<FeatureRow> = self
+            .call("reading features", Idempotent::Yes, request)
+            .await?;
+        Ok(rows.into_iter().map(Feature::from).collect())
+    }
+
+    async fn put_feature(&self, org: OrgId, feature: &Feature) -> Result<()> {
+        let row = FeatureWrite {
+            organization_id: org,
+            feature_key: &feature.key,
+            enabled: feature.enabled,
+            config: &feature.config,
+            updated_at: feature.updated_at,
+        };
+        let request = self
+            .from(FEATURES)
+            .upsert(to_body(&row)?)
+            .on_conflict("organization_id,feature_key")
+            .select("feature_key");
+        let _: Vec<Deleted> = self
+            .call("writing a feature", Idempotent::Yes, request)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_feature(&self, org: OrgId, key: &FeatureKey) -> Result<bool> {
+        let request = self
+            .from(FEATURES)
+            .eq("organization_id", org.to_string())
+            .eq("feature_key", key.as_str())
+            .select("feature_key")
+            .delete();
+        let rows: Vec<Deleted> = self
+            .call("deleting a feature", Idempotent::No, request)
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
+        let request = self
+            .from(LIMITS)
+            .select(LIMIT_COLUMNS)
+            .eq("organization_id", org.to_string())
+            .order("created_at,id");
+        let rows: Vec<LimitRow> = self
+            .call("reading limits", Idempotent::Yes, request)
+            .await?;
+        Ok(rows.into_iter().map(Limit::from).collect())
+    }
+
+    async fn put_limit(&self, limit: &Limit) -> Result<Limit> {
+        let args = PutLimitArgs {
+            limit_id: limit.id,
+            org_id: limit.org,
+            metric: &limit.metric,
+            period: limit.period,
+            limit_value: limit.value,
+            mode: limit.mode,
+            user_id: limit.scope.user(),
+            created_at: limit.created_at,
+        };
+        let request = self
+            .rpc("tenancy_put_limit", rpc_body(&args)?)
+            .select(LIMIT_COLUMNS);
+        let rows: Vec<LimitRow> = self
+            .call("setting a limit", Idempotent::Yes, request)
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(Limit::from)
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "tenancy_put_limit returned no row"))
+    }
+
+    async fn delete_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
+        let request = self
+            .from(LIMITS)
+            .eq("organization_id", org.to_string())
+            .eq("id", id.to_string())
+            .select("id")
+            .delete();
+        let rows: Vec<Deleted> = self
+            .call("deleting a limit", Idempotent::No, request)
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
+        if batch.is_empty() {
+            return Ok(RecordOutcome::default());
+        }
+        let events: Vec<EventArg<'_>> = batch.iter().map(EventArg::from).collect();
+        let request = self.rpc(
+            "tenancy_record_usage",
+            rpc_body(&json!({ "events": events }))?,
+        );
+        // Idempotent by event id: safe to retry after any transient failure.
+        self.call("recording usage", Idempotent::Yes, request).await
+    }
+
+    async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
+        let args = json!({
+            "org_id": query.org,
+            "daily_start": query.periods.daily.start,
+            "monthly_start": query.periods.monthly.start,
+            "now": query.now,
+            "user_id": query.user,
+            "metric": query.metric,
+        });
+        let request = self.rpc("tenancy_usage_snapshot", rpc_body(&args)?);
+        self.call("reading usage", Idempotent::Yes, request).await
+    }
+
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult> {
+        let args = json!({
+            "org_id": request.org,
+            "user_id": request.user,
+            "metric": request.metric,
+            "amount": request.amount,
+            "daily_start": request.periods.daily.start,
+            "monthly_start": request.periods.monthly.start,
+            "now": request.now,
+            "expires_at": request.expires_at,
+            "reservation_id": request.id,
+        });
+        // Not idempotent: a retried grant would count its own first hold.
+        let call = self.rpc("tenancy_reserve", rpc_body(&args)?);
+        self.call("reserving", Idempotent::No, call).await
+    }
+
+    async fn commit_reservation(
+        &self,
+        org: OrgId,
+        id: ReservationId,
+        usage: &UsageRecord,
+    ) -> Result<CommitOutcome> {
+        if usage.org() != org {
+            return Err(Error::invalid_input(
+                "org_id",
+                "the usage record belongs to another organization than the reservation",
+            ));
+        }
+        let args = json!({
+            "org_id": org,
+            "reservation_id": id,
+            "event": EventArg::from(usage),
+        });
+        let request = self.rpc("tenancy_commit_reservation", rpc_body(&args)?);
+        // Retrying a commit is harmless: the event id dedupes, the hold is
+        // deleted at most once.
+        self.call("committing a reservation", Idempotent::Yes, request)
+            .await
+    }
+
+    async fn release_reservation(&self, org: OrgId, id: ReservationId) -> Result<bool> {
+        let args = json!({ "org_id": org, "reservation_id": id });
+        let request = self.rpc("tenancy_release_reservation", rpc_body(&args)?);
+        let released: Released = self
+            .call("releasing a reservation", Idempotent::No, request)
+            .await?;
+        Ok(released.released)
+    }
+
+    async fn claim_alert(&self, key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool> {
+        let args = json!({
+            "org_id": key.org,
+            "metric": key.metric,
+            "period": key.period.period,
+            "period_start": key.period.start,
+            "threshold_percent": key.threshold_percent,
+            "fired_at": fired_at,
+            "user_id": key.scope.user(),
+        });
+        let request = self.rpc("tenancy_claim_alert", rpc_body(&args)?);
+        // Not retried after an ambiguous failure: a retry would read its
+        // own first claim as someone else's.
+        let claimed: Claimed = self
+            .call("claiming an alert", Idempotent::No, request)
+            .await?;
+        Ok(claimed.claimed)
+    }
+}
