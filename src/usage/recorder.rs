@@ -188,7 +188,9 @@ struct Counters {
 
 #[derive(Debug, Default)]
 struct Queue {
-    events: VecDeque<UsageEvent>,
+    /// Boxed, so a growing queue moves and touches 8 bytes per event, not
+    /// the whole event: `record` stays flat while the backend is down.
+    events: VecDeque<Box<UsageEvent>>,
     /// No more `record` calls are accepted.
     closed: bool,
     /// Stop retrying at this instant and persist what is left.
@@ -291,10 +293,17 @@ impl UsageRecorder {
     pub fn record(&self, mut event: UsageEvent) -> Result<EventId> {
         let shared = &self.handle.shared;
         event.validate()?;
-        let id = *event.id.get_or_insert_with(EventId::new_v7);
-        if event.occurred_at.is_none() {
-            event.occurred_at = Some(shared.tenancy.now());
-        }
+        // One clock read serves both the event time and its UUIDv7.
+        let now = shared.tenancy.now();
+        let id = *event.id.get_or_insert_with(|| {
+            let unix = uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                now.timestamp().max(0) as u64,
+                now.timestamp_subsec_nanos(),
+            );
+            EventId::from(Uuid::new_v7(unix))
+        });
+        event.occurred_at.get_or_insert(now);
         shared.price(&mut event)?;
         shared.enqueue(event)?;
         Ok(id)
@@ -353,7 +362,7 @@ impl UsageRecorder {
         }
         // Whatever is still queued (the flusher did not get to it) is
         // persisted now.
-        let leftover: Vec<UsageEvent> = lock(&shared.queue).events.drain(..).collect();
+        let leftover: Vec<UsageEvent> = lock(&shared.queue).events.drain(..).map(|e| *e).collect();
         shared.persist(leftover);
         ShutdownReport {
             stats: shared.stats(),
@@ -380,7 +389,7 @@ impl Drop for Handle {
             }
             queue.closed = true;
             queue.give_up_at = Some(Instant::now());
-            queue.events.drain(..).collect()
+            queue.events.drain(..).map(|e| *e).collect()
         };
         shared.room.notify_all();
         shared.wake.notify_one();
@@ -471,6 +480,7 @@ impl Shared {
     }
 
     fn enqueue(&self, event: UsageEvent) -> Result<()> {
+        let event = Box::new(event);
         let mut queue = lock(&self.queue);
         loop {
             if queue.closed {
@@ -492,7 +502,7 @@ impl Shared {
             // Memory is full: spill this event to the spool if there is one.
             if let Some(spool) = &self.spool {
                 drop(queue);
-                match lock(spool).append([&event]) {
+                match lock(spool).append([&*event]) {
                     Ok(_) => {
                         self.counters.recorded.fetch_add(1, Ordering::SeqCst);
                         self.counters.spooled.fetch_add(1, Ordering::SeqCst);
@@ -530,7 +540,7 @@ impl Shared {
     fn take_batch(&self) -> Vec<UsageEvent> {
         let mut queue = lock(&self.queue);
         let n = queue.events.len().min(self.config.batch_size);
-        let batch: Vec<UsageEvent> = queue.events.drain(..n).collect();
+        let batch: Vec<UsageEvent> = queue.events.drain(..n).map(|e| *e).collect();
         drop(queue);
         if !batch.is_empty() {
             self.room.notify_all();
