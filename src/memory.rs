@@ -162,6 +162,31 @@ impl State {
 }
 
 impl Tenant {
+    /// Checks that `user` is a member whose role is still `expected`, and
+    /// that moving them to `after` (`None`: removing them) keeps an owner.
+    fn check_change(
+        &self,
+        org: OrgId,
+        user: UserId,
+        expected: Role,
+        after: Option<Role>,
+    ) -> Result<()> {
+        let member = self
+            .members
+            .get(&user)
+            .ok_or_else(|| not_member(org, user))?;
+        check_expected(member, expected)?;
+        let owners = self
+            .members
+            .values()
+            .filter(|m| m.role == Role::Owner)
+            .count();
+        if member.role == Role::Owner && after != Some(Role::Owner) && owners == 1 {
+            return Err(last_owner(org));
+        }
+        Ok(())
+    }
+
     fn used(&self, user: Option<UserId>, metric: &MetricKey, period: PeriodKey) -> Decimal {
         let key = CounterKey {
             user,
@@ -337,19 +362,11 @@ impl Store for MemoryStore {
     ) -> Result<Membership> {
         let mut state = self.lock();
         let tenant = state.tenant_mut(org)?;
-        let owners = tenant
-            .members
-            .values()
-            .filter(|m| m.role == Role::Owner)
-            .count();
+        tenant.check_change(org, user, expected, Some(role))?;
         let member = tenant
             .members
             .get_mut(&user)
             .ok_or_else(|| not_member(org, user))?;
-        check_expected(member, expected)?;
-        if member.role == Role::Owner && role != Role::Owner && owners == 1 {
-            return Err(last_owner(org));
-        }
         member.role = role;
         Ok(member.clone())
     }
@@ -357,19 +374,7 @@ impl Store for MemoryStore {
     async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
         let mut state = self.lock();
         let tenant = state.tenant_mut(org)?;
-        let owners = tenant
-            .members
-            .values()
-            .filter(|m| m.role == Role::Owner)
-            .count();
-        let member = tenant
-            .members
-            .get(&user)
-            .ok_or_else(|| not_member(org, user))?;
-        check_expected(member, expected)?;
-        if member.role == Role::Owner && owners == 1 {
-            return Err(last_owner(org));
-        }
+        tenant.check_change(org, user, expected, None)?;
         tenant.members.remove(&user);
         if let Some(orgs) = state.orgs_of_user.get_mut(&user) {
             orgs.remove(&org);
