@@ -1,0 +1,423 @@
+//! Extractors: the tenant context, feature gates and metered operations.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use axum::Json;
+use axum::extract::{FromRef, FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::axum::token::TokenVerifier;
+use crate::context::TenantContext;
+use crate::error::{Error, ErrorKind};
+use crate::ids::OrgId;
+use crate::limits::{LimitDecision, Reservation, ReserveOutcome};
+use crate::store::CommitOutcome;
+use crate::tenancy::Tenancy;
+
+/// Where a request names its organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrgSource {
+    /// A header; `X-Org-Id` by default.
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// A path parameter (`/orgs/{org_id}/…`).
+    Path(String),
+}
+
+impl Default for OrgSource {
+    fn default() -> Self {
+        OrgSource::Header("x-org-id".into())
+    }
+}
+
+/// What the extractors need: the facade, the token verifier and the org
+/// source. Put it in your router state and implement `FromRef` (or use it
+/// as the state itself).
+#[derive(Debug, Clone)]
+pub struct TenantAuth {
+    tenancy: Tenancy,
+    verifier: TokenVerifier,
+    org_source: OrgSource,
+}
+
+impl TenantAuth {
+    /// Authenticates with `verifier` and resolves contexts with `tenancy`;
+    /// the org comes from the `X-Org-Id` header.
+    pub fn new(tenancy: Tenancy, verifier: TokenVerifier) -> Self {
+        TenantAuth {
+            tenancy,
+            verifier,
+            org_source: OrgSource::default(),
+        }
+    }
+
+    /// Takes the org from somewhere else.
+    pub fn with_org_source(mut self, source: OrgSource) -> Self {
+        self.org_source = source;
+        self
+    }
+
+    /// The facade.
+    pub fn tenancy(&self) -> &Tenancy {
+        &self.tenancy
+    }
+
+    /// Resolves the request's tenant context: verifies the bearer token,
+    /// reads the org (or falls back to the user's default org), and
+    /// re-checks membership.
+    pub async fn authenticate<S: Send + Sync>(
+        &self,
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<TenantContext, TenantRejection> {
+        let token = bearer_token(parts).ok_or(TenantRejection::Unauthenticated)?;
+        let claims = self.verifier.verify_async(token).await.map_err(|e| {
+            tracing::debug!(error = %e, "token rejected");
+            TenantRejection::Unauthenticated
+        })?;
+        let user = claims
+            .user_id()
+            .map_err(|_| TenantRejection::Unauthenticated)?;
+        let org = match self.requested_org(parts, state).await? {
+            Some(org) => org,
+            None => {
+                return match self.tenancy.default_context(user).await {
+                    Ok(Some(ctx)) => Ok(ctx),
+                    Ok(None) => Err(TenantRejection::NoOrganization),
+                    Err(e) => Err(TenantRejection::from_error(e)),
+                };
+            }
+        };
+        self.tenancy
+            .context(user, org)
+            .await
+            .map_err(TenantRejection::from_error)
+    }
+
+    async fn requested_org<S: Send + Sync>(
+        &self,
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<OrgId>, TenantRejection> {
+        let raw: Option<String> = match &self.org_source {
+            OrgSource::Header(name) => parts
+                .headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            OrgSource::Cookie(name) => cookie(parts, name),
+            OrgSource::Path(param) => {
+                Path::<HashMap<String, String>>::from_request_parts(parts, state)
+                    .await
+                    .ok()
+                    .and_then(|Path(params)| params.get(param).cloned())
+            }
+        };
+        match raw.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(raw) => OrgId::parse(raw)
+                .map(Some)
+                .map_err(|_| TenantRejection::BadOrgId),
+        }
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Why a request was refused. Turns into a JSON response that names the
+/// problem without leaking details (token errors are logged at debug level
+/// instead).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TenantRejection {
+    /// 401: no token, or a bad, expired or forged one.
+    Unauthenticated,
+    /// 400: the org id is not a UUID.
+    BadOrgId,
+    /// 403: the user is not a member of the requested organization.
+    NotAMember,
+    /// 403: the user belongs to no organization.
+    NoOrganization,
+    /// 403: the feature is off for the organization.
+    FeatureDisabled(&'static str),
+    /// 403: the role may not do this.
+    Forbidden,
+    /// 429: a limit would be exceeded.
+    LimitExceeded(Box<LimitDecision>),
+    /// 503: the store could not be reached.
+    Unavailable,
+    /// 500: anything else.
+    Internal,
+}
+
+impl TenantRejection {
+    /// Maps a store error met while resolving the context.
+    pub fn from_error(error: Error) -> Self {
+        match error.kind() {
+            ErrorKind::PermissionDenied => TenantRejection::NotAMember,
+            ErrorKind::Unauthenticated => TenantRejection::Unauthenticated,
+            ErrorKind::InvalidInput => TenantRejection::BadOrgId,
+            ErrorKind::Unavailable | ErrorKind::Conflict => {
+                tracing::warn!(error = %error, "tenant resolution unavailable");
+                TenantRejection::Unavailable
+            }
+            _ => {
+                tracing::error!(error = %error, "tenant resolution failed");
+                TenantRejection::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for TenantRejection {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            TenantRejection::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthenticated", "message": "a valid access token is required"}),
+            ),
+            TenantRejection::BadOrgId => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_org_id", "message": "the organization id is not a UUID"}),
+            ),
+            TenantRejection::NotAMember => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "not_a_member", "message": "you are not a member of this organization"}),
+            ),
+            TenantRejection::NoOrganization => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "no_organization", "message": "you belong to no organization"}),
+            ),
+            TenantRejection::FeatureDisabled(key) => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "feature_disabled", "feature": key}),
+            ),
+            TenantRejection::Forbidden => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "message": "your role does not allow this"}),
+            ),
+            TenantRejection::LimitExceeded(decision) => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({
+                        "error": "limit_exceeded",
+                        "metric": decision.metric,
+                        "requested": decision.requested,
+                        "used": decision.used,
+                        "reserved": decision.reserved,
+                        "limit": decision.limit,
+                        "remaining": decision.remaining,
+                        "resets_at": decision.resets_at,
+                    })),
+                )
+                    .into_response();
+                if let Some(secs) = decision.retry_after_secs(Utc::now()) {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                return response;
+            }
+            TenantRejection::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "unavailable", "message": "try again shortly"}),
+            ),
+            TenantRejection::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal"}),
+            ),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The request's [`TenantContext`]: a verified user in an organization they
+/// belong to. Resolved once per request and shared with the other
+/// extractors.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantContext);
+
+impl<S> FromRequestParts<S> for Tenant
+where
+    TenantAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = TenantRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ctx) = parts.extensions.get::<TenantContext>() {
+            return Ok(Tenant(ctx.clone()));
+        }
+        let auth = TenantAuth::from_ref(state);
+        let ctx = auth.authenticate(parts, state).await?;
+        parts.extensions.insert(ctx.clone());
+        Ok(Tenant(ctx))
+    }
+}
+
+/// A feature, named at the type level for [`FeatureGate`].
+///
+/// ```
+/// struct VeoAvatars;
+/// impl tenancy::axum::FeatureName for VeoAvatars {
+///     const KEY: &'static str = "veo_avatars";
+/// }
+/// ```
+pub trait FeatureName: Send + Sync + 'static {
+    /// The feature key.
+    const KEY: &'static str;
+}
+
+/// Refuses the request with 403 unless the organization has feature `F`.
+#[derive(Debug)]
+pub struct FeatureGate<F>(TenantContext, PhantomData<F>);
+
+impl<F> FeatureGate<F> {
+    /// The tenant context.
+    pub fn context(&self) -> &TenantContext {
+        &self.0
+    }
+}
+
+impl<S, F> FromRequestParts<S> for FeatureGate<F>
+where
+    TenantAuth: FromRef<S>,
+    S: Send + Sync,
+    F: FeatureName,
+{
+    type Rejection = TenantRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Tenant(ctx) = Tenant::from_request_parts(parts, state).await?;
+        let auth = TenantAuth::from_ref(state);
+        match auth.tenancy.has_feature(&ctx, F::KEY).await {
+            Ok(true) => Ok(FeatureGate(ctx, PhantomData)),
+            Ok(false) => Err(TenantRejection::FeatureDisabled(F::KEY)),
+            Err(e) => Err(TenantRejection::from_error(e)),
+        }
+    }
+}
+
+/// A metered operation, named at the type level for [`Metered`]: the
+/// metric it consumes and the amount to reserve up front.
+pub trait MeteredOperation: Send + Sync + 'static {
+    /// The metric (`tokens`).
+    const METRIC: &'static str;
+    /// The estimate reserved before the handler runs.
+    fn estimate() -> Decimal;
+}
+
+/// Reserves `M::estimate()` of `M::METRIC` before the handler runs, or
+/// refuses with 429 (`Retry-After` and a JSON body with used, limit and
+/// resets_at). The handler reports the actual amount with
+/// [`commit`](Metered::commit); if it returns without committing (an error
+/// path), the hold is released.
+#[derive(Debug)]
+pub struct Metered<M> {
+    ctx: TenantContext,
+    tenancy: Tenancy,
+    reservation: Option<Reservation>,
+    _operation: PhantomData<M>,
+}
+
+impl<M> Metered<M> {
+    /// The tenant context.
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// The reservation held for this request.
+    pub fn reservation(&self) -> Option<&Reservation> {
+        self.reservation.as_ref()
+    }
+
+    /// Records the actual amount and drops the hold.
+    pub async fn commit(mut self, actual: Decimal) -> crate::Result<CommitOutcome> {
+        let reservation = self
+            .reservation
+            .take()
+            .ok_or_else(|| Error::new(ErrorKind::Conflict, "already committed"))?;
+        self.tenancy.commit(&reservation, actual).await
+    }
+
+    /// Records a full usage event (tokens, cost, model) and drops the hold.
+    pub async fn commit_event(mut self, event: crate::UsageEvent) -> crate::Result<CommitOutcome> {
+        let reservation = self
+            .reservation
+            .take()
+            .ok_or_else(|| Error::new(ErrorKind::Conflict, "already committed"))?;
+        self.tenancy.commit_event(&reservation, event).await
+    }
+}
+
+impl<M> Drop for Metered<M> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            let tenancy = self.tenancy.clone();
+            // Released in the background: the handler has already answered.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = tenancy.release(&reservation).await {
+                        tracing::warn!(error = %e, "releasing an uncommitted reservation failed; it will expire");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl<S, M> FromRequestParts<S> for Metered<M>
+where
+    TenantAuth: FromRef<S>,
+    S: Send + Sync,
+    M: MeteredOperation,
+{
+    type Rejection = TenantRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Tenant(ctx) = Tenant::from_request_parts(parts, state).await?;
+        let auth = TenantAuth::from_ref(state);
+        match auth.tenancy.reserve(&ctx, M::METRIC, M::estimate()).await {
+            Ok(ReserveOutcome::Granted(reservation)) => Ok(Metered {
+                ctx,
+                tenancy: auth.tenancy.clone(),
+                reservation: Some(reservation),
+                _operation: PhantomData,
+            }),
+            Ok(ReserveOutcome::Denied(decision)) => {
+                Err(TenantRejection::LimitExceeded(Box::new(decision)))
+            }
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(TenantRejection::Forbidden),
+            Err(e) => Err(TenantRejection::from_error(e)),
+        }
+    }
+}

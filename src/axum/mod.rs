@@ -1,0 +1,33 @@
+//! Host integration for axum (feature `axum`): turn a Supabase access token
+//! into a [`TenantContext`](crate::TenantContext) in a few lines.
+//!
+//! - [`TokenVerifier`] checks the token: HS256 with the project's JWT
+//!   secret, or RS256/ES256 with a JWKS document (JSON or a cached URL);
+//!   expiry with a leeway; audience `authenticated`. `alg: none`, bad
+//!   signatures, expired and malformed tokens are all a 401 whose body
+//!   leaks nothing.
+//! - [`TenantAuth`] holds the verifier, the facade and where the org comes
+//!   from ([`OrgSource`]: the `X-Org-Id` header by default, a cookie, or a
+//!   path parameter); without one, the user's default org. Membership is
+//!   always re-checked: a non-member gets 403.
+//! - Extractors: [`Tenant`] (the context), [`FeatureGate<F>`] (403 when the
+//!   feature is off), [`Metered<M>`] (reserves before the handler, commits
+//!   what the handler reports, releases otherwise; a denial is 429 with
+//!   `Retry-After` and a JSON body).
+//!
+//! ```ignore
+//! #[derive(Clone)]
+//! struct App { auth: TenantAuth }
+//! impl FromRef<App> for TenantAuth { fn from_ref(app: &App) -> Self { app.auth.clone() } }
+//!
+//! async fn me(Tenant(ctx): Tenant) -> String { format!("{} in {}", ctx.user(), ctx.org()) }
+//! ```
+
+mod extract;
+mod token;
+
+pub use extract::{
+    FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource, Tenant, TenantAuth,
+    TenantRejection,
+};
+pub use token::{Claims, TokenVerifier};

@@ -1,0 +1,374 @@
+//! The example host app over real HTTP on loopback, driven by reqwest, with
+//! tokens signed in the test.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/host_app.rs"]
+mod host_app;
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tenancy::{PlatformOperator, UserId};
+
+struct Server {
+    base: String,
+    demo: host_app::Demo,
+    http: reqwest::Client,
+}
+
+async fn server() -> Server {
+    let demo = host_app::demo().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = host_app::router(demo.app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Server {
+        base,
+        demo,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn token(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn claims(user: UserId, exp_from_now: i64, aud: &str) -> Value {
+    json!({"sub": user.to_string(), "aud": aud, "role": "authenticated",
+           "exp": chrono::Utc::now().timestamp() + exp_from_now})
+}
+
+impl Server {
+    async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        org: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(org) = org {
+            request = request.header("X-Org-Id", org);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        org: Option<String>,
+        body: Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(org) = org {
+            request = request.header("X-Org-Id", org);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_verified() {
+    let s = server().await;
+    let alice = s.demo.alice;
+    let secret = host_app::DEMO_JWT_SECRET;
+    let (status, _) = s
+        .get(
+            "/brands",
+            Some(&token(claims(alice, 3600, "authenticated"), secret)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let none = {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = b64.encode(claims(alice, 3600, "authenticated").to_string());
+        format!("{header}.{payload}.")
+    };
+    let refused = [
+        (
+            "expired",
+            token(claims(alice, -3600, "authenticated"), secret),
+        ),
+        (
+            "bad signature",
+            token(
+                claims(alice, 3600, "authenticated"),
+                "another-secret-of-at-least-32-chars!!",
+            ),
+        ),
+        ("alg none", none),
+        ("wrong audience", token(claims(alice, 3600, "anon"), secret)),
+        ("malformed", "not-a-jwt".to_owned()),
+    ];
+    for (what, bad) in refused {
+        let (status, body) = s.get("/brands", Some(&bad), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            body,
+            json!({"error": "unauthenticated", "message": "a valid access token is required"}),
+            "{what}: no details leak"
+        );
+    }
+    let (status, _) = s.get("/orgs", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no token");
+}
+
+#[tokio::test]
+async fn the_org_is_rechecked_and_can_be_switched() {
+    let s = server().await;
+    let alice = host_app::sign_token(s.demo.alice);
+    let bob = host_app::sign_token(s.demo.bob);
+
+    // Bob is not in Globex, whatever he claims.
+    let (status, body) = s
+        .get("/brands", Some(&bob), Some(s.demo.globex.to_string()))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_a_member"))
+    );
+    let (status, _) = s
+        .get("/brands", Some(&bob), Some("not-a-uuid".into()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Alice's default is Acme (joined first); she switches to Globex.
+    let created = s
+        .post("/brands", &alice, None, json!({"name": "Bolt"}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (_, acme_brands) = s.get("/brands", Some(&alice), None).await;
+    assert_eq!(acme_brands, json!([{"id": 1, "name": "Bolt"}]));
+    let (status, globex_brands) = s
+        .get("/brands", Some(&alice), Some(s.demo.globex.to_string()))
+        .await;
+    assert_eq!((status, globex_brands), (StatusCode::OK, json!([])));
+    // She is only a viewer there.
+    let refused = s
+        .post(
+            "/brands",
+            &alice,
+            Some(s.demo.globex.to_string()),
+            json!({"name": "X"}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let (_, orgs) = s
+        .get("/orgs", Some(&alice), Some(s.demo.globex.to_string()))
+        .await;
+    assert_eq!(orgs["active"], json!(s.demo.globex.to_string()));
+    assert_eq!(orgs["orgs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn features_gate_routes() {
+    let s = server().await;
+    let alice = host_app::sign_token(s.demo.alice);
+    let on = s.post("/avatars", &alice, None, json!({})).await;
+    assert_eq!(on.status(), StatusCode::OK);
+    let off = s
+        .post(
+            "/avatars",
+            &alice,
+            Some(s.demo.globex.to_string()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(off.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        off.json::<Value>().await.unwrap(),
+        json!({"error": "feature_disabled", "feature": "veo_avatars"})
+    );
+
+    let operator = PlatformOperator::new("test");
+    s.demo
+        .app
+        .auth
+        .tenancy()
+        .enable_feature(&operator, s.demo.globex, "veo_avatars")
+        .await
+        .unwrap();
+    let now_on = s
+        .post(
+            "/avatars",
+            &alice,
+            Some(s.demo.globex.to_string()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(now_on.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_limit_hit_is_429_with_retry_after_and_figures() {
+    let s = server().await;
+    let bob = host_app::sign_token(s.demo.bob);
+    let mut granted = 0;
+    let denied = loop {
+        let response = s
+            .post("/generate", &bob, None, json!({"prompt": "summer sale"}))
+            .await;
+        if response.status() != StatusCode::OK {
+            break response;
+        }
+        granted += 1;
+        assert!(granted < 100);
+    };
+    // Each generation reserves 2000 and uses 1511: six fit in 10 000.
+    assert_eq!(granted, 6);
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = denied.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 0 && retry_after <= 31 * 24 * 3600);
+    let body: Value = denied.json().await.unwrap();
+    let resets_at = body["resets_at"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body,
+        json!({"error": "limit_exceeded", "metric": "tokens", "requested": "2000", "used": "9066",
+               "reserved": "0", "limit": "10000", "remaining": "934", "resets_at": resets_at})
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_overshoot() {
+    let s = server().await;
+    let bob = host_app::sign_token(s.demo.bob);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (http, url, bob) = (s.http.clone(), format!("{}/generate", s.base), bob.clone());
+        tasks.spawn(async move {
+            http.post(url)
+                .bearer_auth(bob)
+                .json(&json!({"prompt": "p"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let mut ok = 0;
+    while let Some(status) = tasks.join_next().await {
+        match status.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Releases of denied holds happen in the background; give them a moment.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ctx = s
+        .demo
+        .app
+        .auth
+        .tenancy()
+        .context(s.demo.bob, s.demo.acme)
+        .await
+        .unwrap();
+    let used = s
+        .demo
+        .app
+        .auth
+        .tenancy()
+        .check_limit(&ctx, "tokens", 0.into())
+        .await
+        .unwrap()
+        .used;
+    assert!(used <= 10_000.into(), "used {used}");
+    assert_eq!(used, (ok * 1_501).into(), "{ok} generations of 1501 tokens");
+    // 2000-token holds: 5 fit at once, 6 once commits free the unused 499s,
+    // never a 7th (6 × 1501 + 2000 > 10 000).
+    assert!((5..=6).contains(&ok), "got {ok}");
+}
+
+fn es256_token(user: UserId, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("fixtures/es256_test_key.pem"))
+        .unwrap();
+    jsonwebtoken::encode(&header, &claims(user, 3600, "authenticated"), &key).unwrap()
+}
+
+const TEST_JWKS: &str = include_str!("fixtures/es256_test_jwks.json");
+
+#[tokio::test]
+async fn asymmetric_tokens_verify_against_a_jwks() {
+    use tenancy::ErrorKind;
+    use tenancy::axum::TokenVerifier;
+
+    let user = UserId::new_v7();
+    let verifier = TokenVerifier::jwks_json(TEST_JWKS).unwrap();
+    let claims = verifier.verify(&es256_token(user, "test-es256")).unwrap();
+    assert_eq!(claims.user_id().unwrap(), user);
+    let unknown_kid = verifier
+        .verify(&es256_token(user, "rotated-away"))
+        .unwrap_err();
+    assert_eq!(unknown_kid.kind(), ErrorKind::Unauthenticated);
+    let hs256 = host_app::sign_token(user);
+    assert_eq!(
+        verifier.verify(&hs256).unwrap_err().kind(),
+        ErrorKind::Unauthenticated
+    );
+    assert_eq!(
+        TokenVerifier::jwks_json("{").unwrap_err().kind(),
+        ErrorKind::Config
+    );
+
+    // The same keys fetched from a URL, cached.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let jwks_server = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { ([("content-type", "application/json")], TEST_JWKS) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, jwks_server).await.unwrap() });
+    let remote = TokenVerifier::jwks_url(url, reqwest::Client::new(), Duration::from_secs(600));
+    for _ in 0..3 {
+        let claims = remote
+            .verify_async(&es256_token(user, "test-es256"))
+            .await
+            .unwrap();
+        assert_eq!(claims.user_id().unwrap(), user);
+    }
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached"
+    );
+    let err = remote
+        .verify_async(&es256_token(user, "rotated-away"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "an unknown kid refetches"
+    );
+}
