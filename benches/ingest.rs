@@ -1,0 +1,325 @@
+//! Sustained usage ingest into PostgreSQL through the PostgREST stand-in
+//! (private cluster, loopback, same host): the [`UsageRecorder`] against a
+//! naive recorder that sends one request per event
+//! (`Tenancy::record_usage`), in events per second, and their ratio. The
+//! issue's target for the recorder is 25,000 events/s.
+//!
+//! Then, to see what several batches in flight would give (the recorder has
+//! one flusher, so one batch in flight), a sweep of concurrent
+//! `record_usage_batch` calls and of several recorders side by side.
+//!
+//! `cargo bench --all-features --bench ingest` (needs the `[[bench]]` entry
+//! with `harness = false` and `required-features = ["supabase"]`). Prints a
+//! plain summary after criterion's report. Skips (with a line) when
+//! PostgreSQL or the stand-in is missing.
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
+#[path = "../tests/support/postgrest.rs"]
+mod postgrest_server;
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use rust_decimal_macros::dec;
+use tenancy::supabase::SupabaseStore;
+use tenancy::usage::{RecorderConfig, UsageRecorder};
+use tenancy::{NewLimit, NewOrganization, OrgId, PlatformOperator, Tenancy, UsageEvent, UserId};
+use tokio::runtime::Runtime;
+
+use postgrest_server::Server;
+
+/// Events per recorder measurement.
+const RECORDER_EVENTS: usize = 20_000;
+/// Events per naive measurement (one request each).
+const NAIVE_EVENTS: usize = 1_000;
+/// The issue's target.
+const TARGET: f64 = 25_000.0;
+
+fn store(server: &Server) -> SupabaseStore {
+    SupabaseStore::builder()
+        .rest_url(server.url())
+        .service_role_key(server.service_key())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("store")
+}
+
+/// A fresh org (no limits unless `limited`) and a user in it.
+async fn org(tenancy: &Tenancy, limited: bool) -> (OrgId, UserId) {
+    let owner = UserId::new_v7();
+    let slug = format!(
+        "ingest-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let org = tenancy
+        .create_organization(owner, NewOrganization::new("Ingest", &slug).unwrap())
+        .await
+        .expect("org");
+    if limited {
+        tenancy
+            .set_limit(
+                &PlatformOperator::new("bench"),
+                org.id,
+                NewLimit::from_limit_type("monthly_tokens", dec!(1000000000000000)).unwrap(),
+            )
+            .await
+            .expect("limit");
+    }
+    (org.id, owner)
+}
+
+fn event(org: OrgId, user: UserId, i: usize) -> UsageEvent {
+    UsageEvent::new(org)
+        .user(user)
+        .ai_call("openai", "gpt-4o", "ingest")
+        .tokens(100 + (i % 1_000) as u64, 0, 50)
+        .cost_usd(dec!(0.0012))
+}
+
+fn recorder_config(batch_size: usize, events: usize) -> RecorderConfig {
+    RecorderConfig {
+        batch_size,
+        max_buffered_events: events.max(batch_size),
+        ..RecorderConfig::default()
+    }
+}
+
+/// Records `events` on `recorders` UsageRecorders (round robin) as fast as
+/// `record` allows and flushes; the time from the first `record` to the
+/// end of the flush.
+async fn run_recorders(
+    tenancy: &Tenancy,
+    org: OrgId,
+    user: UserId,
+    recorders: usize,
+    batch_size: usize,
+    events: usize,
+) -> Duration {
+    let all: Vec<UsageRecorder> = (0..recorders)
+        .map(|_| {
+            UsageRecorder::start(
+                tenancy.clone(),
+                recorder_config(batch_size, events / recorders + batch_size),
+            )
+            .expect("recorder")
+        })
+        .collect();
+    let started = Instant::now();
+    for i in 0..events {
+        all[i % recorders]
+            .record(event(org, user, i))
+            .expect("record");
+        // Let the flushers run on a busy runtime now and then.
+        if i % 5_000 == 4_999 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for recorder in &all {
+        recorder.flush().await.expect("flush");
+    }
+    let elapsed = started.elapsed();
+    let mut sent = 0;
+    for recorder in all {
+        sent += recorder.shutdown(Duration::from_secs(10)).await.stats.sent;
+    }
+    assert_eq!(sent, events as u64, "every event stored once");
+    elapsed
+}
+
+/// One `record_usage` request per event, `concurrency` at a time.
+async fn run_naive(
+    tenancy: &Tenancy,
+    org: OrgId,
+    user: UserId,
+    concurrency: usize,
+    events: usize,
+) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let tenancy = tenancy.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..events).step_by(concurrency) {
+                let outcome = tenancy
+                    .record_usage(event(org, user, i))
+                    .await
+                    .expect("record_usage");
+                assert_eq!(outcome.inserted, 1);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("naive task");
+    }
+    started.elapsed()
+}
+
+/// `events` as batches of `batch_size` through `record_usage_batch`,
+/// `in_flight` batches at a time.
+async fn run_batches(
+    tenancy: &Tenancy,
+    org: OrgId,
+    user: UserId,
+    in_flight: usize,
+    batch_size: usize,
+    events: usize,
+) -> Duration {
+    let batches = events / batch_size;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..in_flight {
+        let tenancy = tenancy.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in (t..batches).step_by(in_flight) {
+                let batch: Vec<UsageEvent> = (0..batch_size)
+                    .map(|i| event(org, user, b * batch_size + i))
+                    .collect();
+                let outcome = tenancy.record_usage_batch(batch).await.expect("batch");
+                assert_eq!(outcome.inserted, batch_size);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("batch task");
+    }
+    started.elapsed()
+}
+
+fn rate(events: usize, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+fn criterion_benches(c: &mut Criterion, rt: &Runtime, tenancy: &Tenancy) {
+    let (org, user) = rt.block_on(org(tenancy, false));
+    let mut group = c.benchmark_group("ingest");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(RECORDER_EVENTS as u64));
+    group.bench_function("usage_recorder_batch_500", |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += run_recorders(tenancy, org, user, 1, 500, RECORDER_EVENTS).await;
+            }
+            total
+        })
+    });
+    group.throughput(Throughput::Elements(NAIVE_EVENTS as u64));
+    group.bench_function("naive_one_request_per_event", |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += run_naive(tenancy, org, user, 1, NAIVE_EVENTS).await;
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// The median of `runs` timings of `f`, as events/s.
+async fn median_rate<F, Fut>(runs: usize, events: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    let mut rates = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        rates.push(rate(events, f().await));
+    }
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rates[rates.len() / 2]
+}
+
+async fn summary(tenancy: &Tenancy) {
+    let (org, user) = org(tenancy, false).await;
+    let (limited_org, limited_user) = self::org(tenancy, true).await;
+    println!();
+    println!("== ingest summary (PostgreSQL + PostgREST stand-in on loopback, median of 3) ==");
+    let recorder = median_rate(3, RECORDER_EVENTS, || {
+        run_recorders(tenancy, org, user, 1, 500, RECORDER_EVENTS)
+    })
+    .await;
+    let recorder_1000 = median_rate(3, RECORDER_EVENTS, || {
+        run_recorders(tenancy, org, user, 1, 1_000, RECORDER_EVENTS)
+    })
+    .await;
+    let recorder_limited = median_rate(3, RECORDER_EVENTS, || {
+        run_recorders(tenancy, limited_org, limited_user, 1, 500, RECORDER_EVENTS)
+    })
+    .await;
+    let naive = median_rate(3, NAIVE_EVENTS, || {
+        run_naive(tenancy, org, user, 1, NAIVE_EVENTS)
+    })
+    .await;
+    let naive_8 = median_rate(3, NAIVE_EVENTS * 2, || {
+        run_naive(tenancy, org, user, 8, NAIVE_EVENTS * 2)
+    })
+    .await;
+    println!(
+        "UsageRecorder (default config, batch 500, 1 batch in flight): {recorder:>9.0} events/s \
+         ({RECORDER_EVENTS} events, record→flush)"
+    );
+    println!(
+        "UsageRecorder, batch 1000:                                 {recorder_1000:>9.0} events/s"
+    );
+    println!(
+        "UsageRecorder, batch 500, org with a monthly_tokens limit:  {recorder_limited:>9.0} events/s \
+         (one usage snapshot per batch for alerts)"
+    );
+    println!("naive, one record_usage request per event, sequential:     {naive:>9.0} events/s");
+    println!("naive, one request per event, 8 concurrent:                {naive_8:>9.0} events/s");
+    println!(
+        "ratio UsageRecorder / naive sequential: {:.1}x; / naive 8-concurrent: {:.1}x",
+        recorder / naive,
+        recorder / naive_8
+    );
+    println!(
+        "target {TARGET:.0} events/s: {}",
+        if recorder >= TARGET { "MET" } else { "NOT MET" }
+    );
+    println!();
+    println!("-- batches in flight (record_usage_batch, 20,000 events) --");
+    for batch_size in [500, 1_000] {
+        for in_flight in [1, 2, 4, 8] {
+            let r = median_rate(3, 20_000, || {
+                run_batches(tenancy, org, user, in_flight, batch_size, 20_000)
+            })
+            .await;
+            println!("batch {batch_size:>5}, {in_flight} in flight: {r:>9.0} events/s");
+        }
+    }
+    println!();
+    println!("-- several UsageRecorders side by side (batch 500, {RECORDER_EVENTS} events) --");
+    for recorders in [2, 4] {
+        let r = median_rate(3, RECORDER_EVENTS, || {
+            run_recorders(tenancy, org, user, recorders, 500, RECORDER_EVENTS)
+        })
+        .await;
+        println!("{recorders} recorders: {r:>9.0} events/s");
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // then there is nothing to run quickly.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let Some(server) = Server::shared() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tenancy = Tenancy::builder().store(store(server)).build().unwrap();
+    let mut criterion = Criterion::default().configure_from_args();
+    criterion_benches(&mut criterion, &rt, &tenancy);
+    criterion.final_summary();
+    rt.block_on(summary(&tenancy));
+}
