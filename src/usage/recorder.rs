@@ -591,6 +591,15 @@ impl Shared {
                     Delivery::Stopped(events) => self.persist(events),
                 }
             }
+            // Files can appear behind our back: a recorder in this process
+            // dropped a moment ago still held its file's lock at our last
+            // look. One directory listing per interval finds them.
+            if let Some(spool) = &self.spool
+                && !self.spool_pending.load(Ordering::SeqCst)
+                && lock(spool).has_pending()
+            {
+                self.spool_pending.store(true, Ordering::SeqCst);
+            }
             if self.spool_pending.load(Ordering::SeqCst) && !self.stopping() {
                 self.replay().await;
             }
