@@ -372,3 +372,85 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
         "an unknown kid refetches"
     );
 }
+
+#[tokio::test]
+async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
+    use axum::extract::FromRef;
+    use tenancy::axum::{OrgSource, Tenant, TenantAuth};
+
+    #[derive(Clone)]
+    struct State(TenantAuth);
+    impl FromRef<State> for TenantAuth {
+        fn from_ref(state: &State) -> TenantAuth {
+            state.0.clone()
+        }
+    }
+    async fn whoami(Tenant(ctx): Tenant) -> String {
+        ctx.org().to_string()
+    }
+
+    let demo = host_app::demo().await.unwrap();
+    let alice = host_app::sign_token(demo.alice);
+    let by_path = axum::Router::new()
+        .route("/orgs/{org_id}/whoami", axum::routing::get(whoami))
+        .with_state(State(
+            demo.app
+                .auth
+                .clone()
+                .with_org_source(OrgSource::Path("org_id".into())),
+        ));
+    let by_cookie = axum::Router::new()
+        .route("/whoami", axum::routing::get(whoami))
+        .with_state(State(
+            demo.app
+                .auth
+                .clone()
+                .with_org_source(OrgSource::Cookie("org".into())),
+        ));
+    let serve = |router: axum::Router| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        base
+    };
+    let (path_base, cookie_base) = (serve(by_path).await, serve(by_cookie).await);
+    let http = reqwest::Client::new();
+
+    let response = http
+        .get(format!("{path_base}/orgs/{}/whoami", demo.globex))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), demo.globex.to_string());
+    let stranger = http
+        .get(format!(
+            "{path_base}/orgs/{}/whoami",
+            tenancy::OrgId::new_v7()
+        ))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), StatusCode::FORBIDDEN);
+
+    let response = http
+        .get(format!("{cookie_base}/whoami"))
+        .bearer_auth(&alice)
+        .header("cookie", format!("theme=dark; org={}", demo.globex))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), demo.globex.to_string());
+    let default = http
+        .get(format!("{cookie_base}/whoami"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        default.text().await.unwrap(),
+        demo.acme.to_string(),
+        "no cookie: the default org"
+    );
+}
