@@ -4,7 +4,8 @@
 //! a time, prices it, puts it in a queue and returns; it never waits on the
 //! network. A background task started on the current tokio runtime sends the
 //! queue in batches — by size (default 500) or every interval (default 1 s),
-//! one store call per batch — through [`Tenancy::record_usage_batch`], so
+//! one store call per batch, up to `max_in_flight` (default 4) at once —
+//! through [`Tenancy::record_usage_batch`], so
 //! counters, limits and alerts see the usage exactly as on the request path.
 //!
 //! # Never lost, never doubled
@@ -80,6 +81,9 @@ pub struct RecorderConfig {
     pub batch_size: usize,
     /// Longest an event waits before its batch is sent. Default 1 s.
     pub flush_interval: Duration,
+    /// Batches sent concurrently. Default 4: with one, every batch waits a
+    /// full round trip for the one before.
+    pub max_in_flight: usize,
     /// Events kept in memory before spilling to the spool. Default 100 000.
     pub max_buffered_events: usize,
     /// Where to spool events that cannot be delivered. Default none.
@@ -104,6 +108,7 @@ impl Default for RecorderConfig {
         RecorderConfig {
             batch_size: 500,
             flush_interval: Duration::from_secs(1),
+            max_in_flight: 4,
             max_buffered_events: 100_000,
             spool_dir: None,
             spool_sync: SpoolSync::default(),
@@ -136,6 +141,9 @@ impl RecorderConfig {
         }
         if self.max_buffered_events < self.batch_size {
             return bad("recorder max_buffered_events must be at least batch_size");
+        }
+        if self.max_in_flight == 0 {
+            return bad("recorder max_in_flight must be at least 1");
         }
         if self.flush_interval.is_zero() {
             return bad("recorder flush_interval must be longer than zero");
@@ -191,12 +199,27 @@ struct Queue {
     /// Boxed, so a growing queue moves and touches 8 bytes per event, not
     /// the whole event: `record` stays flat while the backend is down.
     events: VecDeque<Box<UsageEvent>>,
+    /// Events ever pushed; an event's position in this count is its queue
+    /// sequence number.
+    pushed: u64,
+    /// Events ever taken into batches (a prefix of the sequence).
+    taken: u64,
     /// No more `record` calls are accepted.
     closed: bool,
     /// Stop retrying at this instant and persist what is left.
     give_up_at: Option<Instant>,
     /// Undelivered events when there is no spool to put them in.
     undelivered: Vec<UsageEvent>,
+}
+
+/// What `flush` waits on. Batches finish out of order, so queue progress is
+/// the contiguous prefix of queue sequence numbers whose batches settled.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Every queued event below this sequence number is settled.
+    queue_settled: u64,
+    /// Own spilled events delivered from the spool.
+    spill_settled: u64,
 }
 
 #[derive(Debug)]
@@ -209,11 +232,16 @@ struct Shared {
     /// Wakes the flusher: a full batch, a flush, a shutdown.
     wake: Notify,
     counters: Counters,
-    /// How many of this recorder's own events are settled (stored or
-    /// failed for good), for `flush`.
-    settled: watch::Sender<u64>,
+    /// How far this recorder's own events are settled, for `flush`.
+    progress: watch::Sender<Progress>,
+    /// Settled batches past the contiguous prefix: start → end.
+    finished: Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// Own events spilled to the spool by `record` (memory full).
+    spilled: AtomicU64,
     spool: Option<Mutex<Spool>>,
     spool_pending: AtomicBool,
+    /// A `flush` wants partial batches sent now.
+    urgent: AtomicBool,
 }
 
 /// A batching, non-blocking usage recorder for worker services. Cheap to
@@ -274,9 +302,12 @@ impl UsageRecorder {
             room: Condvar::new(),
             wake: Notify::new(),
             counters: Counters::default(),
-            settled: watch::Sender::new(0),
+            progress: watch::Sender::new(Progress::default()),
+            finished: Mutex::default(),
+            spilled: AtomicU64::new(0),
             spool,
             spool_pending: AtomicBool::new(spool_pending),
+            urgent: AtomicBool::new(false),
         });
         let flusher = tokio::spawn(Arc::clone(&shared).run());
         Ok(UsageRecorder {
@@ -332,11 +363,13 @@ impl UsageRecorder {
     /// `tokio::time::timeout` if needed.
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.handle.shared;
-        let target = shared.counters.recorded.load(Ordering::SeqCst);
-        let mut settled = shared.settled.subscribe();
+        let queued = lock(&shared.queue).pushed;
+        let spilled = shared.spilled.load(Ordering::SeqCst);
+        let mut progress = shared.progress.subscribe();
+        shared.urgent.store(true, Ordering::SeqCst);
         shared.wake.notify_one();
-        settled
-            .wait_for(|&n| n >= target)
+        progress
+            .wait_for(|p| p.queue_settled >= queued && p.spill_settled >= spilled)
             .await
             .map(drop)
             .map_err(|_| Error::new(ErrorKind::Unavailable, "the recorder's flusher has stopped"))
@@ -353,6 +386,7 @@ impl UsageRecorder {
             queue.give_up_at = Some(Instant::now() + deadline);
         }
         shared.room.notify_all();
+        shared.wake.notify_waiters();
         shared.wake.notify_one();
         let flusher = lock(&self.handle.flusher).take();
         if let Some(flusher) = flusher {
@@ -392,6 +426,7 @@ impl Drop for Handle {
             queue.events.drain(..).map(|e| *e).collect()
         };
         shared.room.notify_all();
+        shared.wake.notify_waiters();
         shared.wake.notify_one();
         let count = leftover.len();
         shared.persist(leftover);
@@ -432,10 +467,16 @@ impl Shared {
         }
     }
 
-    fn settle(&self, own: usize) {
-        if own > 0 {
-            self.settled.send_modify(|n| *n += own as u64);
-        }
+    /// Marks the queue events `start..end` settled and moves the
+    /// contiguous prefix forward.
+    fn settle_range(&self, start: u64, end: u64) {
+        let mut finished = lock(&self.finished);
+        finished.insert(start, end);
+        self.progress.send_modify(|p| {
+            while let Some(end) = finished.remove(&p.queue_settled) {
+                p.queue_settled = end;
+            }
+        });
     }
 
     /// Fills in the cost from the price table, per the unknown-model policy.
@@ -491,6 +532,7 @@ impl Shared {
             }
             if queue.events.len() < self.config.max_buffered_events {
                 queue.events.push_back(event);
+                queue.pushed += 1;
                 let full_batch = queue.events.len() >= self.config.batch_size;
                 drop(queue);
                 self.counters.recorded.fetch_add(1, Ordering::SeqCst);
@@ -506,6 +548,7 @@ impl Shared {
                     Ok(_) => {
                         self.counters.recorded.fetch_add(1, Ordering::SeqCst);
                         self.counters.spooled.fetch_add(1, Ordering::SeqCst);
+                        self.spilled.fetch_add(1, Ordering::SeqCst);
                         self.spool_pending.store(true, Ordering::SeqCst);
                         return Ok(());
                     }
@@ -536,16 +579,24 @@ impl Shared {
         }
     }
 
-    /// Takes the next batch off the queue.
-    fn take_batch(&self) -> Vec<UsageEvent> {
+    /// Takes the next batch off the queue, with the queue sequence number
+    /// of its first event. A partial batch only when `partial` (the
+    /// interval has passed, a flush asked, or the recorder is closing).
+    fn take_batch(&self, partial: bool) -> (u64, Vec<UsageEvent>) {
         let mut queue = lock(&self.queue);
-        let n = queue.events.len().min(self.config.batch_size);
+        let partial = partial || queue.closed;
+        let mut n = queue.events.len().min(self.config.batch_size);
+        if n < self.config.batch_size && !partial {
+            n = 0;
+        }
         let batch: Vec<UsageEvent> = queue.events.drain(..n).map(|e| *e).collect();
+        let start = queue.taken;
+        queue.taken += n as u64;
         drop(queue);
         if !batch.is_empty() {
             self.room.notify_all();
         }
-        batch
+        (start, batch)
     }
 
     fn give_up_at(&self) -> Option<Instant> {
@@ -576,20 +627,62 @@ impl Shared {
         lock(&self.queue).undelivered.extend(events);
     }
 
-    /// The flusher: sends batches, replays the spool, until shut down.
+    /// The flusher: keeps up to `max_in_flight` batches going, replays the
+    /// spool when idle, until shut down.
     async fn run(self: Arc<Self>) {
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut ranges = std::collections::HashMap::new();
+        let interval = self.config.flush_interval;
+        // When a partial batch may go out, so an event waits at most about
+        // one interval.
+        let mut partial_due = tokio::time::Instant::now() + interval;
         loop {
-            // Send everything queued, a batch at a time.
-            loop {
-                let batch = self.take_batch();
+            while in_flight.len() < self.config.max_in_flight {
+                let partial = self.urgent.load(Ordering::SeqCst)
+                    || tokio::time::Instant::now() >= partial_due;
+                let (start, batch) = self.take_batch(partial);
                 if batch.is_empty() {
+                    if lock(&self.queue).events.is_empty() {
+                        self.urgent.store(false, Ordering::SeqCst);
+                        partial_due = tokio::time::Instant::now() + interval;
+                    }
                     break;
                 }
-                let own = batch.len();
-                match self.deliver(batch).await {
-                    Delivery::Settled => self.settle(own),
-                    Delivery::Stopped(events) => self.persist(events),
+                let end = start + batch.len() as u64;
+                let me = Arc::clone(&self);
+                let task = in_flight.spawn(async move { me.deliver(batch).await });
+                ranges.insert(task.id(), (start, end));
+            }
+            if !in_flight.is_empty() {
+                tokio::select! {
+                    Some(joined) = in_flight.join_next_with_id() => {
+                        let (id, delivery) = match joined {
+                            Ok((id, delivery)) => (id, Some(delivery)),
+                            Err(e) => {
+                                // Only a panic gets here; its events stay
+                                // unsettled and `flush` reports nothing false.
+                                tracing::error!(error = %e, "a usage delivery task failed");
+                                (e.id(), None)
+                            }
+                        };
+                        if let Some((start, end)) = ranges.remove(&id) {
+                            match delivery {
+                                Some(Delivery::Settled) => self.settle_range(start, end),
+                                Some(Delivery::Stopped(events)) => {
+                                    self.persist(events);
+                                    self.settle_range(start, end);
+                                }
+                                None => {}
+                            }
+                        }
+                    }
+                    _ = self.wake.notified() => {}
+                    // Only with a free slot: otherwise a due partial batch
+                    // could not be sent anyway, and this would spin.
+                    _ = tokio::time::sleep_until(partial_due),
+                        if in_flight.len() < self.config.max_in_flight => {}
                 }
+                continue;
             }
             // Files can appear behind our back: a recorder in this process
             // dropped a moment ago still held its file's lock at our last
@@ -612,7 +705,7 @@ impl Shared {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.config.flush_interval) => {}
+                _ = tokio::time::sleep_until(partial_due) => {}
             }
         }
     }
@@ -647,7 +740,8 @@ impl Shared {
                             .replayed
                             .fetch_add(chunk.len() as u64, Ordering::SeqCst);
                         if own {
-                            self.settle(chunk.len());
+                            self.progress
+                                .send_modify(|p| p.spill_settled += chunk.len() as u64);
                         }
                     }
                     // The file stays; the next recorder replays it (resent
