@@ -7,82 +7,28 @@
 -- JSON strings (exact decimals); they come in as strings or numbers.
 
 -- ---------------------------------------------------------------------------
--- JSON shapes shared by the readers (the serde shapes of the Rust types).
-
--- {scope: organization} for null (or the nil uuid), else {scope: user, user_id}.
-create or replace function tenancy.scope_json(user_id uuid) returns jsonb
-language sql immutable
-set search_path = ''
-as $$
-  select case
-    when user_id is null or user_id = '00000000-0000-0000-0000-000000000000'::uuid
-      then jsonb_build_object('scope', 'organization')
-    else jsonb_build_object('scope', 'user', 'user_id', user_id)
-  end
-$$;
-
--- A limit: {id, org, scope: {scope: organization} | {scope: user, user_id},
--- metric, period, value, mode, created_at, limit_type}.
-create or replace function tenancy.limit_json(l public.usage_limits) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select jsonb_build_object(
-    'id', l.id,
-    'org', l.organization_id,
-    'scope', tenancy.scope_json(l.user_id),
-    'metric', l.metric,
-    'period', l.period,
-    'value', l.limit_value::text,
-    'mode', l.mode,
-    'created_at', l.created_at,
-    'limit_type', l.limit_type
-  )
-$$;
-
--- The applicable limits of (org, user, metric?) in the given periods, each
--- with used (its counter) and reserved (unexpired holds of the same metric
--- and period, only the user's for a per-user limit). One statement, so one
--- snapshot: a commit landing meanwhile is seen entirely or not at all.
-create or replace function tenancy.limit_usages(
-  org uuid, for_user uuid, for_metric text, daily date, monthly date, as_of timestamptz
-) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select coalesce(jsonb_agg(jsonb_build_object(
-      'limit', tenancy.limit_json(u.l),
-      'period', jsonb_build_object('period', (u.l).period, 'start', u.pstart),
-      'used', u.used::text,
-      'reserved', u.reserved::text
-    ) order by (u.l).created_at, (u.l).id), '[]'::jsonb)
-  from (
-    select l, p.pstart,
-      coalesce((
-        select c.used from public.usage_counters c
-        where c.organization_id = org
-          and c.scope_user_id = l.scope_user_id
-          and c.metric = l.metric
-          and c.period = l.period
-          and c.period_start = p.pstart
-      ), 0) as used,
-      coalesce((
-        select sum(r.amount) from public.usage_reservations r
-        where r.organization_id = org
-          and r.metric = l.metric
-          and r.expires_at > as_of
-          and (case l.period when 'daily' then r.daily_start else r.monthly_start end) = p.pstart
-          and (l.user_id is null or r.user_id = l.user_id)
-      ), 0) as reserved
-    from public.usage_limits l
-    cross join lateral (
-      select case l.period when 'daily' then daily else monthly end as pstart
-    ) p
-    where l.organization_id = org
-      and (for_metric is null or l.metric = for_metric)
-      and (l.user_id is null or (for_user is not null and l.user_id = for_user))
-  ) u
-$$;
+-- The limits JSON shared by tenancy_reserve and tenancy_usage_snapshot (the
+-- serde shape of the Rust types):
+--   [{limit: {id, org, scope: {scope: organization} | {scope: user, user_id},
+--             metric, period, value, mode, created_at, limit_type},
+--     period: {period, start}, used, reserved}]
+-- ordered by the limit's created_at, id: the applicable limits of (org,
+-- user, metric?) in the current periods, each with used (its counter) and
+-- reserved (unexpired holds of the same metric and period, only the user's
+-- for a per-user limit). One statement, so one snapshot: a commit landing
+-- meanwhile is seen entirely or not at all.
+--
+-- The query is written out in both functions (keep them in step) rather
+-- than called through a helper. Speed, see notes/supabase_perf.md: a
+-- plpgsql function plans each statement once per connection and caches the
+-- plan, while a `language sql` function with a `set` clause (as these
+-- helpers needed for search_path) is never inlined and is parsed and planned
+-- again on every call — the nested helpers (limit_usages -> limit_json ->
+-- scope_json, per row) cost several times the lookups themselves, and a
+-- nested plpgsql helper still pays a call with its own `set search_path`.
+drop function if exists tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz);
+drop function if exists tenancy.limit_json(public.usage_limits);
+drop function if exists tenancy.scope_json(uuid);
 
 -- ---------------------------------------------------------------------------
 -- tenancy_record_usage(events jsonb) -> {inserted, duplicates}
@@ -153,13 +99,22 @@ begin
     on conflict (organization_id, id) do nothing
     returning organization_id, user_id, daily_start, monthly_start, amounts
   ),
-  deltas as (
-    select i.organization_id, s.scope_user_id, a.key as metric, p.period, p.period_start,
+  -- Summed per (org, user, periods, metric) first, then spread over the
+  -- scopes and periods: 4x fewer rows to build and sum than spreading each
+  -- event (sums are exact, so the totals are the same).
+  per_user as (
+    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, a.key as metric,
       sum((a.value #>> '{}')::numeric) as amount
     from inserted i
     cross join lateral jsonb_each(i.amounts) a
-    cross join lateral (values ('00000000-0000-0000-0000-000000000000'::uuid), (i.user_id)) s(scope_user_id)
-    cross join lateral (values ('daily', i.daily_start), ('monthly', i.monthly_start)) p(period, period_start)
+    group by 1, 2, 3, 4, 5
+  ),
+  deltas as (
+    select u.organization_id, s.scope_user_id, u.metric, p.period, p.period_start,
+      sum(u.amount) as amount
+    from per_user u
+    cross join lateral (values ('00000000-0000-0000-0000-000000000000'::uuid), (u.user_id)) s(scope_user_id)
+    cross join lateral (values ('daily', u.daily_start), ('monthly', u.monthly_start)) p(period, period_start)
     where s.scope_user_id is not null
     group by 1, 2, 3, 4, 5
   ),
@@ -236,14 +191,60 @@ begin
   where r.organization_id = v_org and r.expires_at <= v_now;
 
   -- After the lock, so this statement's snapshot sees every earlier grant.
-  v_limits := tenancy.limit_usages(v_org, v_user, v_metric, v_daily, v_monthly, v_now);
-  select coalesce(bool_and(
-      (x -> 'limit' ->> 'mode') = 'soft'
-      or (x ->> 'used')::numeric + (x ->> 'reserved')::numeric + v_amount
-         <= (x -> 'limit' ->> 'value')::numeric
-    ), true)
-  into v_granted
-  from jsonb_array_elements(v_limits) x;
+  -- The limits JSON (see the top of this file) and the decision, in one
+  -- statement.
+  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+      'limit', pg_catalog.jsonb_build_object(
+        'id', u.id,
+        'org', u.organization_id,
+        'scope', case when u.user_id is null
+            or u.user_id = '00000000-0000-0000-0000-000000000000'::uuid
+          then pg_catalog.jsonb_build_object('scope', 'organization')
+          else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', u.user_id) end,
+        'metric', u.metric,
+        'period', u.period,
+        'value', u.limit_value::text,
+        'mode', u.mode,
+        'created_at', u.created_at,
+        'limit_type', u.limit_type),
+      'period', pg_catalog.jsonb_build_object('period', u.period, 'start', u.pstart),
+      'used', u.used::text,
+      'reserved', u.reserved::text
+    ) order by u.created_at, u.id), '[]'::jsonb),
+    coalesce(pg_catalog.bool_and(
+      u.mode = 'soft' or u.used + u.reserved + v_amount <= u.limit_value), true)
+  into v_limits, v_granted
+  from (
+    select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
+      l.created_at, l.limit_type, p.pstart,
+      coalesce((
+        select c.used from public.usage_counters c
+        where c.organization_id = v_org
+          and c.scope_user_id = l.scope_user_id
+          and c.metric = l.metric
+          and c.period = l.period
+          and c.period_start = p.pstart
+      ), 0) as used,
+      coalesce((
+        select sum(r.amount) from public.usage_reservations r
+        where r.organization_id = v_org
+          and r.metric = l.metric
+          and r.expires_at > v_now
+          and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
+              = p.pstart
+          and (l.user_id is null or r.user_id = l.user_id)
+      ), 0) as reserved
+    from public.usage_limits l
+    cross join lateral (
+      select case l.period
+        when 'daily' then v_daily else v_monthly end as pstart
+    ) p
+    where l.organization_id = v_org
+      and (v_metric is null or l.metric = v_metric)
+      and (l.user_id is null
+           or (v_user is not null and l.user_id = v_user))
+    offset 0 -- evaluate used and reserved once per limit
+  ) u;
 
   if v_granted then
     insert into public.usage_reservations as r
@@ -331,7 +332,7 @@ create or replace function public.tenancy_usage_snapshot(
   user_id uuid default null,
   metric text default null
 ) returns jsonb
-language plpgsql
+language plpgsql stable
 set search_path = ''
 as $$
 declare
@@ -343,15 +344,75 @@ declare
   v_now timestamptz := tenancy_usage_snapshot.now;
   v_nil constant uuid := '00000000-0000-0000-0000-000000000000';
 begin
-  perform tenancy.require_reader(v_org, v_user);
+  -- tenancy.require_reader, whose first test (tenancy.is_privileged) is
+  -- repeated here as a cached plpgsql statement: the service role, the
+  -- common caller, then skips both function calls.
+  if not coalesce((
+    select r.rolbypassrls or r.rolsuper from pg_catalog.pg_roles r
+    where r.rolname = current_user
+  ), false) then
+    perform tenancy.require_reader(v_org, v_user);
+  end if;
   return (
-    select jsonb_build_object(
-      'limits', tenancy.limit_usages(v_org, v_user, v_metric, v_daily, v_monthly, v_now),
+    select pg_catalog.jsonb_build_object(
+      'limits', (
+        select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+            'limit', pg_catalog.jsonb_build_object(
+              'id', u.id,
+              'org', u.organization_id,
+              'scope', case when u.user_id is null
+                  or u.user_id = '00000000-0000-0000-0000-000000000000'::uuid
+                then pg_catalog.jsonb_build_object('scope', 'organization')
+                else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', u.user_id) end,
+              'metric', u.metric,
+              'period', u.period,
+              'value', u.limit_value::text,
+              'mode', u.mode,
+              'created_at', u.created_at,
+              'limit_type', u.limit_type),
+            'period', pg_catalog.jsonb_build_object('period', u.period, 'start', u.pstart),
+            'used', u.used::text,
+            'reserved', u.reserved::text
+          ) order by u.created_at, u.id), '[]'::jsonb)
+        from (
+          select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
+            l.created_at, l.limit_type, p.pstart,
+            coalesce((
+              select c.used from public.usage_counters c
+              where c.organization_id = v_org
+                and c.scope_user_id = l.scope_user_id
+                and c.metric = l.metric
+                and c.period = l.period
+                and c.period_start = p.pstart
+            ), 0) as used,
+            coalesce((
+              select sum(r.amount) from public.usage_reservations r
+              where r.organization_id = v_org
+                and r.metric = l.metric
+                and r.expires_at > v_now
+                and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
+                    = p.pstart
+                and (l.user_id is null or r.user_id = l.user_id)
+            ), 0) as reserved
+          from public.usage_limits l
+          cross join lateral (
+            select case l.period
+              when 'daily' then v_daily else v_monthly end as pstart
+          ) p
+          where l.organization_id = v_org
+            and (v_metric is null or l.metric = v_metric)
+            and (l.user_id is null
+                 or (v_user is not null and l.user_id = v_user))
+          offset 0 -- evaluate used and reserved once per limit
+        ) u
+      ),
       'counters', coalesce((
-        select jsonb_agg(jsonb_build_object(
-            'scope', tenancy.scope_json(c.scope_user_id),
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+            'scope', case when c.scope_user_id = v_nil
+              then pg_catalog.jsonb_build_object('scope', 'organization')
+              else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', c.scope_user_id) end,
             'metric', c.metric,
-            'period', jsonb_build_object('period', c.period, 'start', c.period_start),
+            'period', pg_catalog.jsonb_build_object('period', c.period, 'start', c.period_start),
             'used', c.used::text,
             'reserved', coalesce((
               select sum(r.amount) from public.usage_reservations r
@@ -514,17 +575,6 @@ $$;
 
 -- ---------------------------------------------------------------------------
 -- Who may call what.
-
-revoke all on function
-  tenancy.limit_json(public.usage_limits),
-  tenancy.scope_json(uuid),
-  tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz)
-from public;
-grant execute on function
-  tenancy.limit_json(public.usage_limits),
-  tenancy.scope_json(uuid),
-  tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz)
-to authenticated, service_role;
 
 revoke all on function
   public.tenancy_record_usage(jsonb),
