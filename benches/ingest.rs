@@ -260,7 +260,7 @@ async fn summary(tenancy: &Tenancy) {
     })
     .await;
     println!(
-        "UsageRecorder (default config, batch 500, 1 batch in flight): {recorder:>9.0} events/s \
+        "UsageRecorder (default config, batch 500, 4 in flight): {recorder:>9.0} events/s \
          ({RECORDER_EVENTS} events, record→flush)"
     );
     println!(

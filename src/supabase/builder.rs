@@ -11,6 +11,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// The environment variable holding the project URL.
 pub const ENV_URL: &str = "SUPABASE_URL";
+/// The environment variable overriding the REST base (`{SUPABASE_URL}/rest/v1`
+/// by default), for self-hosted PostgREST served elsewhere.
+pub const ENV_REST_URL: &str = "SUPABASE_REST_URL";
 /// The environment variable holding the service-role key.
 pub const ENV_SERVICE_ROLE_KEY: &str = "SUPABASE_SERVICE_ROLE_KEY";
 /// The environment variable holding the anon key.
@@ -111,8 +114,9 @@ impl SupabaseStoreBuilder {
         SupabaseStoreBuilder::default()
     }
 
-    /// A builder reading `SUPABASE_URL`, `SUPABASE_SERVICE_ROLE_KEY` and
-    /// `SUPABASE_ANON_KEY` from the process environment. Call
+    /// A builder reading `SUPABASE_URL`, `SUPABASE_SERVICE_ROLE_KEY`,
+    /// `SUPABASE_ANON_KEY` and, when set, `SUPABASE_REST_URL` (the REST
+    /// base, for self-hosted PostgREST) from the process environment. Call
     /// [`build`](Self::build) to validate.
     pub fn from_env() -> Self {
         Self::from_env_with(|name| std::env::var(name).ok())
@@ -123,6 +127,7 @@ impl SupabaseStoreBuilder {
     pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Self {
         SupabaseStoreBuilder {
             url: lookup(ENV_URL),
+            rest_url: lookup(ENV_REST_URL),
             service_role_key: lookup(ENV_SERVICE_ROLE_KEY),
             anon_key: lookup(ENV_ANON_KEY),
             ..SupabaseStoreBuilder::default()
@@ -195,7 +200,7 @@ impl SupabaseStoreBuilder {
     /// [`Config`](ErrorKind::Config) error naming the variable.
     pub fn build(self) -> Result<SupabaseStore> {
         let rest_url = match non_empty(self.rest_url) {
-            Some(rest) => parse_base(&rest, "the REST URL (rest_url)")?,
+            Some(rest) => parse_base(&rest, "the REST URL (rest_url / SUPABASE_REST_URL)")?,
             None => {
                 let url = non_empty(self.url).ok_or_else(|| {
                     config(format!(
@@ -341,6 +346,14 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(store.rest_url(), "https://x.supabase.co/rest/v1");
+        let self_hosted = SupabaseStoreBuilder::from_env_with(|name| match name {
+            ENV_REST_URL => Some("http://127.0.0.1:3000".to_owned()),
+            ENV_SERVICE_ROLE_KEY => Some("key".to_owned()),
+            _ => None,
+        })
+        .build()
+        .unwrap();
+        assert_eq!(self_hosted.rest_url(), "http://127.0.0.1:3000");
         let store = SupabaseStore::builder()
             .rest_url("http://127.0.0.1:3000/")
             .anon_key("anon")

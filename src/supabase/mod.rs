@@ -46,8 +46,8 @@ use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 
 pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ENV_ANON_KEY, ENV_JWT_SECRET, ENV_SERVICE_ROLE_KEY,
-    ENV_URL, RetryConfig, SupabaseStoreBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, ENV_ANON_KEY, ENV_JWT_SECRET, ENV_REST_URL,
+    ENV_SERVICE_ROLE_KEY, ENV_URL, RetryConfig, SupabaseStoreBuilder,
 };
 pub use error::ApiError;
 
