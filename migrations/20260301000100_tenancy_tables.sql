@@ -114,7 +114,11 @@ create index if not exists usage_limits_user_id_idx on public.usage_limits (user
 
 create table if not exists public.usage_events (
   id uuid not null,
-  organization_id uuid not null references public.organizations (id) on delete cascade,
+  -- No foreign key: checking one per row was most of the record RPC's time
+  -- (one lookup and row lock per event). The record RPC checks each batch's
+  -- organizations once, and tenancy.delete_org_usage_events cascades
+  -- deletes (20260301000300_tenancy_triggers.sql).
+  organization_id uuid not null,
   user_id uuid,
   provider text not null default '',
   model text not null default '',
@@ -135,6 +139,9 @@ create table if not exists public.usage_events (
   recorded_at timestamptz not null default now(),
   primary key (organization_id, id)
 );
+
+-- Databases migrated before the key was dropped.
+alter table public.usage_events drop constraint if exists usage_events_organization_id_fkey;
 
 create index if not exists usage_events_org_occurred_idx
   on public.usage_events (organization_id, occurred_at desc);

@@ -174,3 +174,25 @@ revoke all on function
   tenancy.user_organizations_guard(),
   tenancy.usage_limits_derive()
 from public;
+
+-- ---------------------------------------------------------------------------
+-- usage_events has no foreign key (see the table); deleting an organization
+-- deletes its events here instead. Security definer: the deleting user (an
+-- owner) has no privilege on usage_events, as with a cascade.
+
+create or replace function tenancy.delete_org_usage_events()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  delete from public.usage_events where organization_id = old.id;
+  return old;
+end;
+$$;
+
+drop trigger if exists organizations_delete_usage_events on public.organizations;
+create trigger organizations_delete_usage_events
+  after delete on public.organizations
+  for each row execute function tenancy.delete_org_usage_events();

@@ -59,6 +59,15 @@ begin
     return jsonb_build_object('inserted', 0, 'duplicates', 0);
   end if;
 
+  -- usage_events has no foreign key (one check per row was most of this
+  -- function's time): lock the batch's organizations once instead, as the
+  -- key would, so an organization deleted concurrently waits for this
+  -- transaction and its delete trigger then removes these events too.
+  perform 1 from public.organizations o
+  where o.id in (select distinct (e ->> 'organization_id')::uuid from jsonb_array_elements(events) e)
+  order by o.id
+  for key share;
+
   select x.org into v_missing
   from (select distinct (e ->> 'organization_id')::uuid as org from jsonb_array_elements(events) e) x
   where not exists (select 1 from public.organizations o where o.id = x.org)

@@ -725,7 +725,19 @@ async fn creating_an_organization_makes_its_creator_owner() {
     .await;
     assert_denied(anon, "anon creating an org");
 
-    // Deleting the organization cascades, last owner included.
+    // Deleting the organization cascades, last owner and usage log included
+    // (usage_events has no foreign key; a delete trigger does it).
+    record(
+        &db,
+        &json!([event(
+            org,
+            Some(alice),
+            json!({"tokens": "30"}),
+            day(),
+            month()
+        )]),
+    )
+    .await;
     let deleted = act(&mut conn, Actor::User(alice), async |tx| {
         tx.execute("delete from organizations where id = $1", &[&org])
             .await
@@ -741,6 +753,15 @@ async fn creating_an_organization_makes_its_creator_owner() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+    let events: i64 = db
+        .query_one(
+            "select count(*) from usage_events where organization_id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 0, "the organization's usage events go with it");
 }
 
 // ---- the isolation matrix ---------------------------------------------------------
