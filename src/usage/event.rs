@@ -202,11 +202,18 @@ impl UsageEvent {
         let tokens = u128::from(self.input_tokens)
             + u128::from(self.cached_input_tokens)
             + u128::from(self.output_tokens);
-        let tokens = Decimal::from_i128_with_scale(tokens as i128, 0);
-        validate_amount("tokens", tokens)?;
+        // Integer comparison first: the common case never builds a Decimal.
+        const MAX_TOKENS: u128 = 1_000_000_000_000_000_000;
+        if tokens > MAX_TOKENS {
+            validate_amount("tokens", Decimal::from_i128_with_scale(tokens as i128, 0))?;
+        }
         if let Some(cost) = self.cost_usd {
             validate_amount("cost_usd", cost)?;
         }
+        if self.quantities.is_empty() {
+            return Ok(());
+        }
+        let tokens = Decimal::from_i128_with_scale(tokens as i128, 0);
         for (metric, amount) in &self.quantities {
             validate_amount("quantity", *amount)?;
             // A quantity named `tokens` or `cost_usd` adds to the field.
