@@ -34,6 +34,9 @@ use crate::store::{CommitOutcome, RecordOutcome, ReserveRequest, UsageQuery};
 use crate::tenancy::Tenancy;
 use crate::usage::{UsageEvent, UsageRecord};
 
+/// Organizations' metering, as loaded for one write.
+type OrgMeterings = std::collections::HashMap<OrgId, Arc<OrgMetering>>;
+
 /// What metering needs to know about an organization, cached like features.
 #[derive(Debug)]
 pub(crate) struct OrgMetering {
@@ -141,13 +144,23 @@ impl Tenancy {
     pub async fn record_usage_batch(&self, events: Vec<UsageEvent>) -> Result<RecordOutcome> {
         let now = self.now();
         let mut records = Vec::with_capacity(events.len());
+        // One lookup per organization, not per event: with the cache off
+        // each lookup is two store reads.
+        let mut meterings = OrgMeterings::new();
         for event in events {
-            let metering = self.metering(event.org).await?;
+            let metering = match meterings.get(&event.org) {
+                Some(m) => Arc::clone(m),
+                None => {
+                    let m = self.metering(event.org).await?;
+                    meterings.insert(event.org, Arc::clone(&m));
+                    m
+                }
+            };
             records.push(event.into_record(now, metering.timezone)?);
         }
         let outcome = self.inner.store.record_usage(&records).await?;
         if outcome.inserted > 0 {
-            self.raise_alerts(&records, now).await;
+            self.raise_alerts(&records, &meterings, now).await;
         }
         Ok(outcome)
     }
@@ -276,7 +289,9 @@ impl Tenancy {
             .commit_reservation(reservation.org, reservation.id, &record)
             .await?;
         if outcome.recorded {
-            self.raise_alerts(std::slice::from_ref(&record), now).await;
+            let meterings = OrgMeterings::from([(reservation.org, metering)]);
+            self.raise_alerts(std::slice::from_ref(&record), &meterings, now)
+                .await;
         }
         Ok(outcome)
     }
@@ -392,23 +407,30 @@ impl Tenancy {
 
     /// Fires the alerts that newly recorded usage may have crossed. Never
     /// fails: the usage is already stored, so problems are logged.
-    async fn raise_alerts(&self, records: &[UsageRecord], now: DateTime<Utc>) {
+    /// `meterings` holds every organization of `records`, as loaded for
+    /// the write.
+    async fn raise_alerts(
+        &self,
+        records: &[UsageRecord],
+        meterings: &OrgMeterings,
+        now: DateTime<Utc>,
+    ) {
         if self.inner.alert_thresholds.percents().is_empty() {
             return;
         }
         // One snapshot per (org, user, periods) that has limits in play.
         let mut groups: BTreeSet<(OrgId, Option<UserId>, CurrentPeriods)> = BTreeSet::new();
         for record in records {
-            match self.metering(record.org()).await {
-                Ok(m) if m.has_limits_for(record) => {
-                    groups.insert((record.org(), record.user(), record.periods));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(org = %record.org(), error = %e, "alert check skipped"),
+            if meterings
+                .get(&record.org())
+                .is_some_and(|m| m.has_limits_for(record))
+            {
+                groups.insert((record.org(), record.user(), record.periods));
             }
         }
         for (org, user, periods) in groups {
-            if let Err(e) = self.raise_alerts_for(org, user, periods, now).await {
+            let tz = meterings[&org].timezone;
+            if let Err(e) = self.raise_alerts_for(org, user, periods, tz, now).await {
                 tracing::error!(%org, error = %e, "alert check failed; usage was recorded");
             }
         }
@@ -419,9 +441,9 @@ impl Tenancy {
         org: OrgId,
         user: Option<UserId>,
         periods: CurrentPeriods,
+        tz: Tz,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let tz = self.metering(org).await?.timezone;
         let query = UsageQuery {
             org,
             user,
