@@ -19,6 +19,25 @@
 -- Returns the default organization's id, or null when no row needed it.
 -- Run it as the table's owner (a migration); it is not granted to API roles.
 
+-- A row of an adopted table never changes organization, whoever updates it
+-- (service_role included): an upsert that collides with another
+-- organization's row, or an update naming another organization, fails
+-- instead of taking the row over. Move data between organizations by
+-- copying it, deliberately.
+create or replace function tenancy.keep_organization_id()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if new.organization_id is distinct from old.organization_id then
+    raise exception 'a row of % cannot move to another organization', tg_table_name
+      using errcode = '42501';
+  end if;
+  return new;
+end;
+$$;
+
 create or replace function tenancy.adopt_table(
   target regclass,
   default_org_name text default 'Default',
@@ -67,6 +86,10 @@ begin
   execute format('create index if not exists %I on %s (organization_id)',
                  left(v_table, 40) || '_organization_id_idx', target);
   execute format('alter table %s enable row level security', target);
+  execute format('drop trigger if exists tenancy_keep_organization_id on %s', target);
+  execute format(
+    'create trigger tenancy_keep_organization_id before update of organization_id on %s '
+    'for each row execute function tenancy.keep_organization_id()', target);
 
   for v_policy in
     select p.polname from pg_catalog.pg_policy p

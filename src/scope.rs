@@ -20,7 +20,7 @@
 //!
 //! let brands = store.table(ctx, "brands");
 //! let all: Vec<Brand> = brands.list("id,name").await?;
-//! let acme: Vec<Brand> = brands.fetch(brands.select("id,name").eq("name", "Acme")).await?;
+//! let acme: Vec<Brand> = brands.fetch("id,name", |q| q.eq("name", "Acme")).await?;
 //! let _: Vec<Brand> = brands.insert(&[serde_json::json!({ "name": "New" })]).await?;
 //! # Ok(()) }
 //! ```
@@ -123,27 +123,32 @@ impl ScopedTable {
         &self.column
     }
 
-    fn filtered(&self) -> postgrest::Builder {
-        self.store
-            .from(&self.table)
-            .for_org_id(&self.column, self.org)
+    /// `refine`'s builder with the tenant filter applied after it, so a
+    /// refinement that starts over from another builder is still scoped
+    /// (PostgREST ANDs every filter).
+    fn scoped(
+        &self,
+        refine: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
+        start: postgrest::Builder,
+    ) -> postgrest::Builder {
+        refine(start.for_org_id(&self.column, self.org)).for_org_id(&self.column, self.org)
     }
 
-    /// A filtered read of `columns`, to refine with more filters, order
-    /// and limits and run with [`fetch`](Self::fetch).
-    pub fn select(&self, columns: &str) -> postgrest::Builder {
-        self.filtered().select(columns)
-    }
-
-    /// Runs a builder (from [`select`](Self::select)) and decodes the rows.
-    pub async fn fetch<T: DeserializeOwned>(&self, query: postgrest::Builder) -> Result<Vec<T>> {
+    /// Reads `columns` of the organization's rows that `refine` selects and
+    /// orders (`|q| q.eq("name", "Acme").order("id")`), and decodes them.
+    pub async fn fetch<T: DeserializeOwned>(
+        &self,
+        columns: &str,
+        refine: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
+    ) -> Result<Vec<T>> {
+        let query = self.scoped(refine, self.store.from(&self.table).select(columns));
         let what = format!("reading {}", self.table);
         self.store.call(&what, Idempotent::Yes, query).await
     }
 
     /// Every row of the organization, `columns` of each.
     pub async fn list<T: DeserializeOwned>(&self, columns: &str) -> Result<Vec<T>> {
-        self.fetch(self.select(columns)).await
+        self.fetch(columns, |q| q).await
     }
 
     /// Inserts `rows`, each stamped with the organization; returns the
@@ -158,7 +163,9 @@ impl ScopedTable {
 
     /// Inserts or merges `rows` on the unique columns `on_conflict`, each
     /// stamped with the organization. A row naming another organization is
-    /// `PermissionDenied` and nothing is sent.
+    /// `PermissionDenied` and nothing is sent. A conflict with another
+    /// organization's row is refused by the database: tables adopted with
+    /// `tenancy.adopt_table` never let a row change organization.
     pub async fn upsert<T: Serialize, R: DeserializeOwned>(
         &self,
         rows: &[T],
@@ -184,7 +191,9 @@ impl ScopedTable {
         patch: &T,
     ) -> Result<Vec<R>> {
         let patch = self.stamp(to_value(patch)?, false)?;
-        let request = filter(self.filtered()).update(patch.to_string());
+        let request = self
+            .scoped(filter, self.store.from(&self.table))
+            .update(patch.to_string());
         let what = format!("updating {}", self.table);
         self.store.call(&what, Idempotent::No, request).await
     }
@@ -194,7 +203,7 @@ impl ScopedTable {
         &self,
         filter: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
     ) -> Result<Vec<R>> {
-        let request = filter(self.filtered()).delete();
+        let request = self.scoped(filter, self.store.from(&self.table)).delete();
         let what = format!("deleting from {}", self.table);
         self.store.call(&what, Idempotent::No, request).await
     }

@@ -317,15 +317,47 @@ async fn scoped_table_filters_stamps_and_refuses_other_orgs() {
     let acme: Vec<Brand> = acme_brands.list("*").await.unwrap();
     assert_eq!(acme.len(), 2);
     let soap: Vec<Brand> = acme_brands
-        .fetch(acme_brands.select("*").eq("name", "Soap"))
+        .fetch("*", |q| q.eq("name", "Soap"))
         .await
         .unwrap();
     assert_eq!(soap.len(), 1);
     let widgets_from_acme: Vec<Brand> = acme_brands
-        .fetch(acme_brands.select("*").eq("name", "Widgets"))
+        .fetch("*", |q| q.eq("name", "Widgets"))
         .await
         .unwrap();
     assert!(widgets_from_acme.is_empty());
+    // A refinement that starts over from an unscoped builder is still
+    // scoped: the tenant filter is applied after it.
+    let restarted: Vec<Brand> = acme_brands
+        .fetch("*", |_| t.service.from("brands").select("*"))
+        .await
+        .unwrap();
+    assert!(
+        restarted.iter().all(|b| b.name != "Widgets"),
+        "{restarted:?}"
+    );
+    assert_eq!(restarted.len(), 2);
+    let stolen: Vec<Brand> = acme_brands
+        .update(|_| t.service.from("brands"), &json!({"name": "Pwned"}))
+        .await
+        .unwrap();
+    assert!(stolen.iter().all(|b| b.name == "Pwned") && stolen.len() == 2);
+    let _: Vec<Brand> = acme_brands
+        .update(|q| q.eq("name", "Pwned"), &json!({"name": "Soap"}))
+        .await
+        .unwrap();
+
+    // An upsert colliding with another org's row (same id) is refused by
+    // the database, on the service client too, and the row is unchanged.
+    let widgets: Vec<serde_json::Value> = globex_brands.list("id,name").await.unwrap();
+    let widgets_id = widgets[0]["id"].clone();
+    let takeover = acme_brands
+        .upsert::<_, Brand>(&[json!({"id": widgets_id, "name": "Mine now"})], "id")
+        .await
+        .unwrap_err();
+    assert_eq!(takeover.kind(), ErrorKind::PermissionDenied, "{takeover}");
+    let globex: Vec<Brand> = globex_brands.list("*").await.unwrap();
+    assert_eq!(globex[0].name, "Widgets");
 
     // A row naming another org is refused before any request: the server
     // below is unreachable, so a sent request would be Unavailable.
@@ -378,13 +410,17 @@ async fn scoped_table_filters_stamps_and_refuses_other_orgs() {
     let globex: Vec<Brand> = globex_brands.list("*").await.unwrap();
     assert_eq!(globex[0].name, "Widgets");
 
-    // The raw filter, on a user client, and a configurable column.
-    let as_bob = user_client(server, &t.service, t.bob);
-    let rows: Vec<Brand> = as_bob
-        .fetch(as_bob.from("brands").select("*").for_org(&bob_ctx))
+    // The raw filter, on the service client (RLS would hide other orgs'
+    // rows on a user client, so only the filter is tested here), and a
+    // configurable column on a user client.
+    let rows: Vec<Brand> = t
+        .service
+        .fetch(t.service.from("brands").select("*").for_org(&bob_ctx))
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].name, "Widgets");
+    let as_bob = user_client(server, &t.service, t.bob);
     let custom = as_bob.table(&bob_ctx, "organizations").org_column("id");
     assert_eq!(custom.column(), "id");
     let orgs: Vec<serde_json::Value> = custom.list("id,name").await.unwrap();
