@@ -138,11 +138,22 @@ async fn user_client_cannot_read_another_orgs_rows() {
         Some(t.acme.id)
     );
     assert_eq!(as_alice.members(t.acme.id).await.unwrap().len(), 1);
+    // Both orgs get a feature, a limit and usage, so "nothing of Bob's"
+    // below is a refusal, not an empty table.
+    let operator = tenancy::PlatformOperator::new("test");
+    for org in [t.acme.id, t.globex.id] {
+        t.tenancy
+            .enable_feature(&operator, org, "beta")
+            .await
+            .unwrap();
+        let limit = tenancy::NewLimit::from_limit_type("monthly_tokens", 100.into()).unwrap();
+        t.tenancy.set_limit(&operator, org, limit).await.unwrap();
+        t.tenancy
+            .record_usage(tenancy::UsageEvent::new(org).tokens(5, 0, 0))
+            .await
+            .unwrap();
+    }
     // Bob's org, its members and features: nothing.
-    t.tenancy
-        .enable_feature(&tenancy::PlatformOperator::new("test"), t.globex.id, "beta")
-        .await
-        .unwrap();
     assert_eq!(as_alice.organization(t.globex.id).await.unwrap(), None);
     assert_eq!(
         as_alice.organization_by_slug(&t.globex.slug).await.unwrap(),
@@ -170,16 +181,26 @@ async fn user_client_cannot_read_another_orgs_rows() {
         } else {
             "organization_id"
         };
-        let rows: Vec<serde_json::Value> = as_alice
+        let read = |org: tenancy::OrgId| {
+            as_alice.fetch::<Vec<serde_json::Value>>(
+                as_alice.from(table).select("*").eq(column, org.to_string()),
+            )
+        };
+        let own = read(t.acme.id).await.unwrap();
+        assert!(!own.is_empty(), "{table}: Alice reads her own org's rows");
+        let rows = read(t.globex.id).await.unwrap();
+        assert!(rows.is_empty(), "{table}: {rows:?}");
+        let service_sees: Vec<serde_json::Value> = t
+            .service
             .fetch(
-                as_alice
+                t.service
                     .from(table)
                     .select("*")
                     .eq(column, t.globex.id.to_string()),
             )
             .await
             .unwrap();
-        assert!(rows.is_empty(), "{table}: {rows:?}");
+        assert!(!service_sees.is_empty(), "{table}: Bob's rows exist");
     }
     // The usage RPC refuses another org outright.
     let err = as_alice
