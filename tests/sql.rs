@@ -1272,7 +1272,19 @@ async fn membership_role_rules_hold_in_sql() {
         .await
     })
     .await;
-    assert!(sqlstate(&res).is_some(), "moving a membership: {res:?}");
+    assert_denied(res, "a user moving a membership");
+    // The trigger refuses it for the service role too (users are already
+    // stopped by column privileges).
+    let res = act(&mut conn, Actor::Service, async |tx| {
+        tx.execute(
+            "update user_organizations set organization_id = $1 where organization_id = $2 and user_id = $3",
+            &[&w.org_b, &w.org_a, &w.member_a],
+        )
+        .await
+    })
+    .await;
+    assert_denied(res, "service_role moving a membership");
+    assert_eq!(role_of(w.member_a).await.as_deref(), Some("member"));
 
     // A removed member reads nothing any more.
     let res = act(&mut conn, Actor::User(w.owner_a), async |tx| {
