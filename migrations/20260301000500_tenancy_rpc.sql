@@ -564,6 +564,9 @@ begin
       raise exception 'a user may create organizations only for itself' using errcode = '42501';
     end if;
     v_owner := (select auth.uid());
+    -- Users do not choose ids: a chosen id could match rows an earlier
+    -- organization left behind in tables without a foreign key.
+    v_id := gen_random_uuid();
   elsif v_owner is null then
     raise exception 'owner_user_id is required' using errcode = '22023';
   end if;

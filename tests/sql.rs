@@ -666,6 +666,21 @@ async fn creating_an_organization_makes_its_creator_owner() {
     assert_eq!(row.get::<_, Uuid>(2), alice);
     assert_eq!(row.get::<_, String>(3), "owner");
 
+    // A user cannot choose the new organization's id.
+    let wanted = Uuid::now_v7();
+    let chosen: Uuid = act(&mut conn, Actor::User(alice), async |tx| {
+        Ok(tx
+            .query_one(
+                "select id from tenancy_create_organization(name => 'Mine', slug => $1, id => $2)",
+                &[&unique_slug("mine"), &wanted],
+            )
+            .await?
+            .get(0))
+    })
+    .await
+    .expect("a user creates another organization");
+    assert_ne!(chosen, wanted, "the id a user asked for is ignored");
+
     let taken = act(&mut conn, Actor::User(bob), async |tx| {
         tx.query(
             "select * from tenancy_create_organization(name => 'X', slug => $1)",
