@@ -197,13 +197,6 @@ async fn put_limit(
     .expect("put limit");
 }
 
-fn sqlstate<T: std::fmt::Debug>(result: &Result<T, Error>) -> Option<SqlState> {
-    match result {
-        Ok(_) => None,
-        Err(e) => e.code().cloned(),
-    }
-}
-
 #[track_caller]
 fn assert_code<T: std::fmt::Debug>(result: Result<T, Error>, code: SqlState, what: &str) {
     match &result {
