@@ -316,11 +316,16 @@ impl Store for SupabaseStore {
         if batch.is_empty() {
             return Ok(RecordOutcome::default());
         }
-        let events: Vec<EventArg<'_>> = batch.iter().map(EventArg::from).collect();
-        let request = self.rpc(
-            "tenancy_record_usage",
-            rpc_body(&json!({ "events": events }))?,
-        );
+        // Serialized straight to the body: no top-level nulls to strip, and
+        // a batch is large enough that an intermediate `Value` costs.
+        #[derive(Serialize)]
+        struct RecordArgs<'a> {
+            events: Vec<EventArg<'a>>,
+        }
+        let args = RecordArgs {
+            events: batch.iter().map(EventArg::from).collect(),
+        };
+        let request = self.rpc("tenancy_record_usage", to_body(&args)?);
         // Idempotent by event id: safe to retry after any transient failure.
         self.call("recording usage", Idempotent::Yes, request).await
     }
