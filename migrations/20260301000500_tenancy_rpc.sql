@@ -18,14 +18,11 @@
 -- for a per-user limit). One statement, so one snapshot: a commit landing
 -- meanwhile is seen entirely or not at all.
 --
--- The query is written out in both functions (keep them in step) rather
--- than called through a helper. Speed, see notes/supabase_perf.md: a
--- plpgsql function plans each statement once per connection and caches the
--- plan, while a `language sql` function with a `set` clause (as these
--- helpers needed for search_path) is never inlined and is parsed and planned
--- again on every call — the nested helpers (limit_usages -> limit_json ->
--- scope_json, per row) cost several times the lookups themselves, and a
--- nested plpgsql helper still pays a call with its own `set search_path`.
+-- The rows come from tenancy.limit_usage (below), which PostgreSQL inlines
+-- into each caller's statement. Speed, see notes/supabase_perf.md: helpers
+-- with a `set` clause (as the earlier limit_usages -> limit_json ->
+-- scope_json needed for search_path) are never inlined and are re-planned
+-- on every call.
 drop function if exists tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz);
 drop function if exists tenancy.limit_json(public.usage_limits);
 drop function if exists tenancy.scope_json(uuid);
@@ -146,6 +143,59 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- tenancy.limit_usage: the applicable limits of an org (org-wide, plus the
+-- user's own when a user is given; one metric or all), each with its usage
+-- and unexpired holds in the given period keys. Shared by reserve and the
+-- snapshot. `language sql`, `stable`, no `set` clause, not security
+-- definer, every name schema-qualified: so PostgreSQL inlines it into the
+-- calling statement, whose plan plpgsql caches per connection (a helper
+-- with `set search_path` is re-planned on every call instead, which cost
+-- reserve and check_limit about half a millisecond each).
+
+create or replace function tenancy.limit_usage(
+  p_org uuid, p_user uuid, p_metric text, p_daily date, p_monthly date, p_now timestamptz
+) returns table (
+  id uuid, organization_id uuid, user_id uuid, metric text, period text,
+  limit_value numeric, mode text, created_at timestamptz, limit_type text,
+  pstart date, used numeric, reserved numeric
+)
+language sql
+stable
+as $$
+  select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
+    l.created_at, l.limit_type, p.pstart,
+    coalesce((
+      select c.used from public.usage_counters c
+      where c.organization_id = p_org
+        and c.scope_user_id = l.scope_user_id
+        and c.metric = l.metric
+        and c.period = l.period
+        and c.period_start = p.pstart
+    ), 0) as used,
+    coalesce((
+      select sum(r.amount) from public.usage_reservations r
+      where r.organization_id = p_org
+        and r.metric = l.metric
+        and r.expires_at > p_now
+        and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
+            = p.pstart
+        and (l.user_id is null or r.user_id = l.user_id)
+    ), 0) as reserved
+  from public.usage_limits l
+  cross join lateral (
+    select case l.period when 'daily' then p_daily else p_monthly end as pstart
+  ) p
+  where l.organization_id = p_org
+    and (p_metric is null or l.metric = p_metric)
+    and (l.user_id is null or (p_user is not null and l.user_id = p_user))
+  offset 0 -- evaluate used and reserved once per limit
+$$;
+
+revoke all on function tenancy.limit_usage(uuid, uuid, text, date, date, timestamptz) from public;
+grant execute on function tenancy.limit_usage(uuid, uuid, text, date, date, timestamptz)
+  to authenticated, service_role;
+
+-- ---------------------------------------------------------------------------
 -- tenancy_reserve(org_id, user_id, metric, amount, daily_start,
 --   monthly_start, now, expires_at, reservation_id) -> {granted, limits}
 --
@@ -223,37 +273,7 @@ begin
     coalesce(pg_catalog.bool_and(
       u.mode = 'soft' or u.used + u.reserved + v_amount <= u.limit_value), true)
   into v_limits, v_granted
-  from (
-    select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
-      l.created_at, l.limit_type, p.pstart,
-      coalesce((
-        select c.used from public.usage_counters c
-        where c.organization_id = v_org
-          and c.scope_user_id = l.scope_user_id
-          and c.metric = l.metric
-          and c.period = l.period
-          and c.period_start = p.pstart
-      ), 0) as used,
-      coalesce((
-        select sum(r.amount) from public.usage_reservations r
-        where r.organization_id = v_org
-          and r.metric = l.metric
-          and r.expires_at > v_now
-          and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
-              = p.pstart
-          and (l.user_id is null or r.user_id = l.user_id)
-      ), 0) as reserved
-    from public.usage_limits l
-    cross join lateral (
-      select case l.period
-        when 'daily' then v_daily else v_monthly end as pstart
-    ) p
-    where l.organization_id = v_org
-      and (v_metric is null or l.metric = v_metric)
-      and (l.user_id is null
-           or (v_user is not null and l.user_id = v_user))
-    offset 0 -- evaluate used and reserved once per limit
-  ) u;
+  from tenancy.limit_usage(v_org, v_user, v_metric, v_daily, v_monthly, v_now) u;
 
   if v_granted then
     insert into public.usage_reservations as r
@@ -383,37 +403,7 @@ begin
             'used', u.used::text,
             'reserved', u.reserved::text
           ) order by u.created_at, u.id), '[]'::jsonb)
-        from (
-          select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
-            l.created_at, l.limit_type, p.pstart,
-            coalesce((
-              select c.used from public.usage_counters c
-              where c.organization_id = v_org
-                and c.scope_user_id = l.scope_user_id
-                and c.metric = l.metric
-                and c.period = l.period
-                and c.period_start = p.pstart
-            ), 0) as used,
-            coalesce((
-              select sum(r.amount) from public.usage_reservations r
-              where r.organization_id = v_org
-                and r.metric = l.metric
-                and r.expires_at > v_now
-                and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
-                    = p.pstart
-                and (l.user_id is null or r.user_id = l.user_id)
-            ), 0) as reserved
-          from public.usage_limits l
-          cross join lateral (
-            select case l.period
-              when 'daily' then v_daily else v_monthly end as pstart
-          ) p
-          where l.organization_id = v_org
-            and (v_metric is null or l.metric = v_metric)
-            and (l.user_id is null
-                 or (v_user is not null and l.user_id = v_user))
-          offset 0 -- evaluate used and reserved once per limit
-        ) u
+        from tenancy.limit_usage(v_org, v_user, v_metric, v_daily, v_monthly, v_now) u
       ),
       'counters', coalesce((
         select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
