@@ -86,18 +86,12 @@ impl SupabaseStore {
     /// `table` scoped to the context's organization, on this client (the
     /// service client, or a user client where RLS applies as well).
     pub fn table(&self, ctx: &TenantContext, table: &str) -> ScopedTable {
-        scoped(self, ctx, table)
-    }
-}
-
-/// `table` scoped to the context's organization on `store`; the same as
-/// [`SupabaseStore::table`].
-pub fn scoped(store: &SupabaseStore, ctx: &TenantContext, table: &str) -> ScopedTable {
-    ScopedTable {
-        store: store.clone(),
-        table: table.to_owned(),
-        column: DEFAULT_ORG_COLUMN.to_owned(),
-        org: ctx.org(),
+        ScopedTable {
+            store: self.clone(),
+            table: table.to_owned(),
+            column: DEFAULT_ORG_COLUMN.to_owned(),
+            org: ctx.org(),
+        }
     }
 }
 
@@ -126,7 +120,7 @@ impl ScopedTable {
     /// `refine`'s builder with the tenant filter applied after it, so a
     /// refinement that starts over from another builder is still scoped
     /// (PostgREST ANDs every filter).
-    fn scoped(
+    fn with_tenant_filter(
         &self,
         refine: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
         start: postgrest::Builder,
@@ -141,7 +135,7 @@ impl ScopedTable {
         columns: &str,
         refine: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
     ) -> Result<Vec<T>> {
-        let query = self.scoped(refine, self.store.from(&self.table).select(columns));
+        let query = self.with_tenant_filter(refine, self.store.from(&self.table).select(columns));
         let what = format!("reading {}", self.table);
         self.store.call(&what, Idempotent::Yes, query).await
     }
@@ -192,7 +186,7 @@ impl ScopedTable {
     ) -> Result<Vec<R>> {
         let patch = self.stamp(to_value(patch)?, false)?;
         let request = self
-            .scoped(filter, self.store.from(&self.table))
+            .with_tenant_filter(filter, self.store.from(&self.table))
             .update(patch.to_string());
         let what = format!("updating {}", self.table);
         self.store.call(&what, Idempotent::No, request).await
@@ -203,7 +197,9 @@ impl ScopedTable {
         &self,
         filter: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
     ) -> Result<Vec<R>> {
-        let request = self.scoped(filter, self.store.from(&self.table)).delete();
+        let request = self
+            .with_tenant_filter(filter, self.store.from(&self.table))
+            .delete();
         let what = format!("deleting from {}", self.table);
         self.store.call(&what, Idempotent::No, request).await
     }

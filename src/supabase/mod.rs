@@ -154,7 +154,7 @@ impl SupabaseStore {
 
     /// A raw query builder for `table`, carrying this client's identity
     /// and HTTP client. Pair it with [`ForOrg`](crate::scope::ForOrg) to
-    /// scope it to a tenant, or use [`scoped`](crate::scope::scoped).
+    /// scope it to a tenant, or use [`table`](SupabaseStore::table).
     pub fn from(&self, table: &str) -> postgrest::Builder {
         postgrest::Builder::new(
             format!("{}/{}", self.inner.rest_url, table),
