@@ -77,7 +77,9 @@ as $$
 $$;
 
 -- Whether `org` has an owner other than `excluded_user`. For the last-owner
--- rule; answers only about orgs the caller may manage (see the trigger).
+-- rule in the membership trigger. Executable by `authenticated` (the
+-- trigger runs as the caller), so by direct SQL — not through PostgREST,
+-- which does not expose this schema — it answers for any org id.
 create or replace function tenancy.other_owner_exists(org uuid, excluded_user uuid) returns boolean
 language sql stable security definer
 set search_path = ''

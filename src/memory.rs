@@ -89,10 +89,6 @@ fn org_not_found(org: OrgId) -> Error {
     Error::not_found(format!("organization {org} does not exist"))
 }
 
-fn not_member(org: OrgId, user: UserId) -> Error {
-    Error::not_found(format!("user {user} is not a member of organization {org}"))
-}
-
 impl State {
     fn tenant(&self, org: OrgId) -> Option<&Tenant> {
         self.tenants.get(&org).filter(|t| t.org.is_some())
@@ -174,7 +170,7 @@ impl Tenant {
         let member = self
             .members
             .get(&user)
-            .ok_or_else(|| not_member(org, user))?;
+            .ok_or_else(|| crate::store::not_a_member(org, user))?;
         check_expected(member, expected)?;
         let owners = self
             .members
@@ -366,7 +362,7 @@ impl Store for MemoryStore {
         let member = tenant
             .members
             .get_mut(&user)
-            .ok_or_else(|| not_member(org, user))?;
+            .ok_or_else(|| crate::store::not_a_member(org, user))?;
         member.role = role;
         Ok(member.clone())
     }

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::TenantContext;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::ids::OrgId;
 use crate::supabase::{Idempotent, SupabaseStore};
 
@@ -230,14 +230,11 @@ impl ScopedTable {
             None => {}
             Some(Value::String(named)) if named.eq_ignore_ascii_case(&org) => {}
             Some(other) => {
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    format!(
-                        "a row for {} names {} = {other} but the active organization is {org}; \
+                return Err(Error::permission_denied(format!(
+                    "a row for {} names {} = {other} but the active organization is {org}; \
                          nothing was sent",
-                        self.table, self.column
-                    ),
-                ));
+                    self.table, self.column
+                )));
             }
         }
         Ok(row)

@@ -28,6 +28,12 @@ use crate::limits::{AlertKey, CurrentPeriods, Limit, LimitScope, LimitUsage, Per
 use crate::org::{Membership, OrgMembership, Organization};
 use crate::usage::UsageRecord;
 
+/// The `NotFound` error a store returns for a membership that does not
+/// exist.
+pub(crate) fn not_a_member(org: OrgId, user: UserId) -> crate::Error {
+    crate::Error::not_found(format!("user {user} is not a member of organization {org}"))
+}
+
 /// A store behind a pointer: what [`Tenancy`](crate::Tenancy) holds.
 pub type DynStore = dyn Store;
 

@@ -466,11 +466,8 @@ impl Tenancy {
 
     async fn current_role(&self, ctx: &TenantContext, user: UserId) -> Result<Role> {
         let membership = self.inner.store.membership(ctx.org(), user).await?;
-        membership.map(|m| m.role).ok_or_else(|| {
-            Error::not_found(format!(
-                "user {user} is not a member of organization {}",
-                ctx.org()
-            ))
-        })
+        membership
+            .map(|m| m.role)
+            .ok_or_else(|| crate::store::not_a_member(ctx.org(), user))
     }
 }

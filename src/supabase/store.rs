@@ -50,10 +50,6 @@ fn rpc_body(args: &impl Serialize) -> Result<String> {
 #[derive(Debug, Deserialize)]
 struct Deleted {}
 
-fn not_member(org: OrgId, user: UserId) -> Error {
-    Error::not_found(format!("user {user} is not a member of organization {org}"))
-}
-
 impl SupabaseStore {
     /// Why a compare-and-set on a membership matched no row: the member is
     /// gone (`NotFound`) or their role changed (`Conflict`).
@@ -66,7 +62,7 @@ impl SupabaseStore {
                     m.role
                 ),
             ),
-            Ok(None) => not_member(org, user),
+            Ok(None) => crate::store::not_a_member(org, user),
             Err(e) => e,
         }
     }
