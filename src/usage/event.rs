@@ -179,7 +179,8 @@ impl UsageEvent {
             ("model", &self.model),
             ("operation", &self.operation),
         ] {
-            if label.chars().count() > MAX_LABEL_CHARS {
+            // A char is at least one byte: only long labels need counting.
+            if label.len() > MAX_LABEL_CHARS && label.chars().count() > MAX_LABEL_CHARS {
                 return Err(Error::invalid_input(
                     field,
                     format!("longer than {MAX_LABEL_CHARS} characters"),

@@ -38,6 +38,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -185,7 +186,6 @@ pub struct ShutdownReport {
 
 #[derive(Debug, Default)]
 struct Counters {
-    recorded: AtomicU64,
     sent: AtomicU64,
     duplicates: AtomicU64,
     retried: AtomicU64,
@@ -196,9 +196,14 @@ struct Counters {
 
 #[derive(Debug, Default)]
 struct Queue {
-    /// Boxed, so a growing queue moves and touches 8 bytes per event, not
-    /// the whole event: `record` stays flat while the backend is down.
-    events: VecDeque<Box<UsageEvent>>,
+    /// Queued events, already cut into batches: every chunk but the last
+    /// holds exactly `batch_size` events. `record` pushes into the last
+    /// chunk, whose capacity is reserved up front, so it never moves the
+    /// events already queued (and stays flat while the backend is down);
+    /// the flusher takes a whole chunk as a batch without copying.
+    chunks: VecDeque<Vec<UsageEvent>>,
+    /// Events in `chunks`.
+    len: usize,
     /// Events ever pushed; an event's position in this count is its queue
     /// sequence number.
     pushed: u64,
@@ -212,6 +217,42 @@ struct Queue {
     undelivered: Vec<UsageEvent>,
 }
 
+impl Queue {
+    /// Appends `event`; true when that completes a batch.
+    fn push(&mut self, event: UsageEvent, batch_size: usize) -> bool {
+        let chunk = match self.chunks.back_mut() {
+            Some(chunk) if chunk.len() < batch_size => chunk,
+            _ => {
+                self.chunks.push_back(Vec::with_capacity(batch_size));
+                self.chunks.back_mut().expect("just pushed")
+            }
+        };
+        chunk.push(event);
+        self.len += 1;
+        self.pushed += 1;
+        chunk.len() == batch_size
+    }
+
+    /// The oldest chunk, if it is a full batch or `partial` allows less.
+    fn pop_batch(&mut self, batch_size: usize, partial: bool) -> Vec<UsageEvent> {
+        match self.chunks.front() {
+            Some(chunk) if partial || chunk.len() == batch_size => {
+                let batch = self.chunks.pop_front().expect("front exists");
+                self.len -= batch.len();
+                self.taken += batch.len() as u64;
+                batch
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every queued event, oldest first.
+    fn drain(&mut self) -> Vec<UsageEvent> {
+        self.len = 0;
+        self.chunks.drain(..).flatten().collect()
+    }
+}
+
 /// What `flush` waits on. Batches finish out of order, so queue progress is
 /// the contiguous prefix of queue sequence numbers whose batches settled.
 #[derive(Debug, Clone, Copy, Default)]
@@ -222,9 +263,46 @@ struct Progress {
     spill_settled: u64,
 }
 
+/// Event ids for one recorder: UUIDv7, the event's millisecond, then a
+/// 74-bit counter that starts at a random value and goes up by one per id
+/// (RFC 9562, section 6.2, method 1). Ids are unique within a recorder by
+/// construction, so one random draw serves them all; two recorders'
+/// counters would have to start within a few billion of each other, out of
+/// 2^74, to collide. Ids are not secrets: they need only be unique.
+#[derive(Debug)]
+struct EventIds {
+    /// The counter's top 10 bits, fixed.
+    high: u128,
+    /// The counter's low 64 bits.
+    low: AtomicU64,
+}
+
+impl EventIds {
+    fn new() -> Self {
+        let seed = Uuid::new_v4().as_u128();
+        EventIds {
+            high: (seed >> 64) & 0x3ff,
+            low: AtomicU64::new(seed as u64),
+        }
+    }
+
+    fn next(&self, at: DateTime<Utc>) -> EventId {
+        let counter = (self.high << 64) | u128::from(self.low.fetch_add(1, Ordering::Relaxed));
+        let millis = at.timestamp_millis().clamp(0, (1 << 48) - 1) as u128;
+        // unix_ts_ms (48) | ver 7 (4) | rand_a (12) | var 0b10 (2) | rand_b (62)
+        let bits = (millis << 80)
+            | (0x7 << 76)
+            | ((counter >> 62) << 64)
+            | (0b10 << 62)
+            | (counter & ((1 << 62) - 1));
+        EventId::from(Uuid::from_u128(bits))
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     tenancy: Tenancy,
+    ids: EventIds,
     config: RecorderConfig,
     queue: Mutex<Queue>,
     /// Signalled when the queue shrinks, for `Backpressure::Block`.
@@ -297,6 +375,7 @@ impl UsageRecorder {
         let spool_pending = spool.as_ref().is_some_and(|s| lock(s).has_pending());
         let shared = Arc::new(Shared {
             tenancy,
+            ids: EventIds::new(),
             config,
             queue: Mutex::new(Queue::default()),
             room: Condvar::new(),
@@ -326,14 +405,10 @@ impl UsageRecorder {
         event.validate()?;
         // One clock read serves both the event time and its UUIDv7.
         let now = shared.tenancy.now();
-        let id = *event.id.get_or_insert_with(|| {
-            let unix = uuid::Timestamp::from_unix(
-                uuid::NoContext,
-                now.timestamp().max(0) as u64,
-                now.timestamp_subsec_nanos(),
-            );
-            EventId::from(Uuid::new_v7(unix))
-        });
+        let id = match event.id {
+            Some(id) => id,
+            None => *event.id.insert(shared.ids.next(now)),
+        };
         event.occurred_at.get_or_insert(now);
         shared.price(&mut event)?;
         shared.enqueue(event)?;
@@ -396,7 +471,7 @@ impl UsageRecorder {
         }
         // Whatever is still queued (the flusher did not get to it) is
         // persisted now.
-        let leftover: Vec<UsageEvent> = lock(&shared.queue).events.drain(..).map(|e| *e).collect();
+        let leftover = lock(&shared.queue).drain();
         shared.persist(leftover);
         ShutdownReport {
             stats: shared.stats(),
@@ -418,12 +493,12 @@ impl Drop for Handle {
         let shared = &self.shared;
         let leftover: Vec<UsageEvent> = {
             let mut queue = lock(&shared.queue);
-            if queue.closed && queue.events.is_empty() {
+            if queue.closed && queue.len == 0 {
                 return; // shut down properly
             }
             queue.closed = true;
             queue.give_up_at = Some(Instant::now());
-            queue.events.drain(..).map(|e| *e).collect()
+            queue.drain()
         };
         shared.room.notify_all();
         shared.wake.notify_waiters();
@@ -455,9 +530,10 @@ enum Delivery {
 impl Shared {
     fn stats(&self) -> RecorderStats {
         let c = &self.counters;
+        let queue = lock(&self.queue);
         RecorderStats {
-            queued: lock(&self.queue).events.len() as u64,
-            recorded: c.recorded.load(Ordering::SeqCst),
+            queued: queue.len as u64,
+            recorded: queue.pushed + self.spilled.load(Ordering::SeqCst),
             sent: c.sent.load(Ordering::SeqCst),
             duplicates: c.duplicates.load(Ordering::SeqCst),
             retried: c.retried.load(Ordering::SeqCst),
@@ -520,9 +596,28 @@ impl Shared {
         Ok(())
     }
 
+    #[inline]
     fn enqueue(&self, event: UsageEvent) -> Result<()> {
-        let event = Box::new(event);
         let mut queue = lock(&self.queue);
+        if queue.closed || queue.len >= self.config.max_buffered_events {
+            return self.enqueue_when_full(queue, event);
+        }
+        let full_batch = queue.push(event, self.config.batch_size);
+        drop(queue);
+        if full_batch {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// `enqueue` when the recorder is closed or memory is full: spill,
+    /// reject or block.
+    #[cold]
+    fn enqueue_when_full<'a>(
+        &'a self,
+        mut queue: MutexGuard<'a, Queue>,
+        event: UsageEvent,
+    ) -> Result<()> {
         loop {
             if queue.closed {
                 return Err(Error::new(
@@ -530,12 +625,10 @@ impl Shared {
                     "the usage recorder is shut down",
                 ));
             }
-            if queue.events.len() < self.config.max_buffered_events {
-                queue.events.push_back(event);
-                queue.pushed += 1;
-                let full_batch = queue.events.len() >= self.config.batch_size;
+            if queue.len < self.config.max_buffered_events {
+                // Room was made while this call waited.
+                let full_batch = queue.push(event, self.config.batch_size);
                 drop(queue);
-                self.counters.recorded.fetch_add(1, Ordering::SeqCst);
                 if full_batch {
                     self.wake.notify_one();
                 }
@@ -544,9 +637,8 @@ impl Shared {
             // Memory is full: spill this event to the spool if there is one.
             if let Some(spool) = &self.spool {
                 drop(queue);
-                match lock(spool).append([&*event]) {
+                match lock(spool).append([&event]) {
                     Ok(_) => {
-                        self.counters.recorded.fetch_add(1, Ordering::SeqCst);
                         self.counters.spooled.fetch_add(1, Ordering::SeqCst);
                         self.spilled.fetch_add(1, Ordering::SeqCst);
                         self.spool_pending.store(true, Ordering::SeqCst);
@@ -585,13 +677,8 @@ impl Shared {
     fn take_batch(&self, partial: bool) -> (u64, Vec<UsageEvent>) {
         let mut queue = lock(&self.queue);
         let partial = partial || queue.closed;
-        let mut n = queue.events.len().min(self.config.batch_size);
-        if n < self.config.batch_size && !partial {
-            n = 0;
-        }
-        let batch: Vec<UsageEvent> = queue.events.drain(..n).map(|e| *e).collect();
         let start = queue.taken;
-        queue.taken += n as u64;
+        let batch = queue.pop_batch(self.config.batch_size, partial);
         drop(queue);
         if !batch.is_empty() {
             self.room.notify_all();
@@ -642,7 +729,7 @@ impl Shared {
                     || tokio::time::Instant::now() >= partial_due;
                 let (start, batch) = self.take_batch(partial);
                 if batch.is_empty() {
-                    if lock(&self.queue).events.is_empty() {
+                    if lock(&self.queue).len == 0 {
                         self.urgent.store(false, Ordering::SeqCst);
                         partial_due = tokio::time::Instant::now() + interval;
                     }
@@ -698,7 +785,7 @@ impl Shared {
             }
             let (closed, empty) = {
                 let queue = lock(&self.queue);
-                (queue.closed, queue.events.is_empty())
+                (queue.closed, queue.len == 0)
             };
             if closed && empty {
                 return;
@@ -827,5 +914,67 @@ impl Shared {
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = self.wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::OrgId;
+
+    #[test]
+    fn event_ids_are_v7_in_the_events_millisecond_and_count_up() {
+        let ids = EventIds::new();
+        let at = DateTime::from_timestamp_millis(1_767_225_600_123).unwrap();
+        let first = Uuid::from(ids.next(at));
+        let second = Uuid::from(ids.next(at));
+        for id in [first, second] {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+            assert_eq!(
+                secs * 1000 + u64::from(nanos / 1_000_000),
+                1_767_225_600_123
+            );
+        }
+        // Same millisecond: the counter orders them.
+        assert!(second > first);
+        // Another recorder starts elsewhere.
+        assert_ne!(Uuid::from(EventIds::new().next(at)), first);
+    }
+
+    #[test]
+    fn event_id_counter_carries_across_the_variant_bits() {
+        let ids = EventIds {
+            high: 0,
+            low: AtomicU64::new((1 << 62) - 1),
+        };
+        let at = DateTime::from_timestamp_millis(0).unwrap();
+        let below = Uuid::from(ids.next(at));
+        let above = Uuid::from(ids.next(at));
+        assert_eq!(above.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(above.get_version_num(), 7);
+        assert!(above > below);
+    }
+
+    #[test]
+    fn the_queue_cuts_batches_as_events_arrive() {
+        let org = OrgId::new_v7();
+        let mut queue = Queue::default();
+        let completed: Vec<bool> = (0..7)
+            .map(|_| queue.push(UsageEvent::new(org), 3))
+            .collect();
+        assert_eq!(completed, [false, false, true, false, false, true, false]);
+        assert_eq!(queue.len, 7);
+        assert_eq!(queue.pop_batch(3, false).len(), 3);
+        assert_eq!(queue.pop_batch(3, false).len(), 3);
+        // The last chunk holds one event: only a partial take gets it.
+        assert!(queue.pop_batch(3, false).is_empty());
+        assert_eq!(queue.pop_batch(3, true).len(), 1);
+        assert_eq!((queue.len, queue.pushed, queue.taken), (0, 7, 7));
+        queue.push(UsageEvent::new(org), 3);
+        queue.push(UsageEvent::new(org), 3);
+        assert_eq!(queue.drain().len(), 2);
+        assert_eq!(queue.len, 0);
     }
 }
