@@ -186,6 +186,85 @@ async fn run_batches(
     started.elapsed()
 }
 
+/// CPU seconds used so far by this process, the stand-in, and every
+/// `postgres` process on the machine (with reaped children), read from
+/// `/proc`: where an ingested event's CPU goes.
+#[derive(Debug, Clone, Copy)]
+struct CpuSplit {
+    client: f64,
+    stand_in: f64,
+    postgres: f64,
+}
+
+impl CpuSplit {
+    fn now(stand_in_pid: u32) -> CpuSplit {
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = entry.path().join("stat");
+            if let Ok(text) = std::fs::read_to_string(&stat)
+                && text.contains("(postgres)")
+            {
+                postgres += cpu_seconds(&text, true);
+            }
+        }
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        CpuSplit {
+            client: cpu_seconds(&read("/proc/self/stat"), false),
+            stand_in: cpu_seconds(&read(&format!("/proc/{stand_in_pid}/stat")), false),
+            postgres,
+        }
+    }
+
+    /// Microseconds per event in each, from `self` to `later`.
+    fn per_event(&self, later: &CpuSplit, events: usize) -> (f64, f64, f64) {
+        let us = |a: f64, b: f64| (b - a) * 1e6 / events as f64;
+        (
+            us(self.client, later.client),
+            us(self.stand_in, later.stand_in),
+            us(self.postgres, later.postgres),
+        )
+    }
+}
+
+/// utime + stime (+ cutime + cstime) from a `/proc/<pid>/stat` line.
+fn cpu_seconds(stat: &str, with_children: bool) -> f64 {
+    // Fields after the `(comm)`, which may contain spaces: state is the
+    // first, utime the 12th, stime, cutime, cstime follow.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    if fields.len() < 4 {
+        return 0.0;
+    }
+    let ticks = fields[0]
+        + fields[1]
+        + if with_children {
+            fields[2] + fields[3]
+        } else {
+            0.0
+        };
+    ticks / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
@@ -234,15 +313,25 @@ where
     rates[rates.len() / 2]
 }
 
-async fn summary(tenancy: &Tenancy) {
+async fn summary(tenancy: &Tenancy, stand_in_pid: u32) {
     let (org, user) = org(tenancy, false).await;
     let (limited_org, limited_user) = self::org(tenancy, true).await;
     println!();
     println!("== ingest summary (PostgreSQL + PostgREST stand-in on loopback, median of 3) ==");
+    let cpu_before = CpuSplit::now(stand_in_pid);
     let recorder = median_rate(3, RECORDER_EVENTS, || {
         run_recorders(tenancy, org, user, 1, 500, RECORDER_EVENTS)
     })
     .await;
+    let (client_us, stand_in_us, postgres_us) =
+        cpu_before.per_event(&CpuSplit::now(stand_in_pid), 3 * RECORDER_EVENTS);
+    if quick() {
+        println!(
+            "UsageRecorder (default config): {recorder:.0} events/s; CPU per event: client \
+             {client_us:.1} µs, stand-in {stand_in_us:.1} µs, PostgreSQL {postgres_us:.1} µs"
+        );
+        return;
+    }
     let recorder_1000 = median_rate(3, RECORDER_EVENTS, || {
         run_recorders(tenancy, org, user, 1, 1_000, RECORDER_EVENTS)
     })
@@ -262,6 +351,11 @@ async fn summary(tenancy: &Tenancy) {
     println!(
         "UsageRecorder (default config, batch 500, 4 in flight): {recorder:>9.0} events/s \
          ({RECORDER_EVENTS} events, record→flush)"
+    );
+    println!(
+        "  CPU per event: client {client_us:.1} µs, stand-in {stand_in_us:.1} µs, \
+         PostgreSQL {postgres_us:.1} µs (2 cores: at most {:.0} events/s if CPU-bound)",
+        2e6 / (client_us + stand_in_us + postgres_us)
     );
     println!(
         "UsageRecorder, batch 1000:                                 {recorder_1000:>9.0} events/s"
@@ -303,6 +397,12 @@ async fn summary(tenancy: &Tenancy) {
     }
 }
 
+/// `TENANCY_BENCH_QUICK=1`: only the default recorder's rate and CPU split,
+/// no criterion run and no sweeps (for trying a change).
+fn quick() -> bool {
+    std::env::var_os("TENANCY_BENCH_QUICK").is_some()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
     // then there is nothing to run quickly.
@@ -318,8 +418,10 @@ fn main() {
         .build()
         .unwrap();
     let tenancy = Tenancy::builder().store(store(server)).build().unwrap();
-    let mut criterion = Criterion::default().configure_from_args();
-    criterion_benches(&mut criterion, &rt, &tenancy);
-    criterion.final_summary();
-    rt.block_on(summary(&tenancy));
+    if !quick() {
+        let mut criterion = Criterion::default().configure_from_args();
+        criterion_benches(&mut criterion, &rt, &tenancy);
+        criterion.final_summary();
+    }
+    rt.block_on(summary(&tenancy, server.pid()));
 }

@@ -142,7 +142,6 @@ fn batch(orgs: &[Uuid], users: &[Uuid]) -> Value {
                 "metadata": {"request": i},
                 "daily_start": "2026-03-14",
                 "monthly_start": "2026-03-01",
-                "amounts": {"tokens": 1950, "cost_usd": "0.0123"},
             })
         })
         .collect();

@@ -130,18 +130,20 @@ create table if not exists public.usage_events (
   cost_usd numeric constraint usage_events_cost_usd_check check (cost_usd >= 0),
   occurred_at timestamptz not null,
   metadata jsonb,
-  -- What the event was counted as: the period keys (in the org's time zone
-  -- at recording time) and the amount per metric. Enough to rebuild the
-  -- counters from the log.
+  -- The period keys the event was counted in (in the org's time zone at
+  -- recording time). With the token columns, cost_usd and quantities, enough
+  -- to rebuild the counters from the log.
   daily_start date not null,
   monthly_start date not null,
-  amounts jsonb not null default '{}'::jsonb,
   recorded_at timestamptz not null default now(),
   primary key (organization_id, id)
 );
 
 -- Databases migrated before the key was dropped.
 alter table public.usage_events drop constraint if exists usage_events_organization_id_fkey;
+-- The amounts per metric used to be sent and stored with each event; the
+-- record RPC now derives them from the event's own columns.
+alter table public.usage_events drop column if exists amounts;
 
 create index if not exists usage_events_org_occurred_idx
   on public.usage_events (organization_id, occurred_at desc);

@@ -196,3 +196,23 @@ drop trigger if exists organizations_delete_usage_events on public.organizations
 create trigger organizations_delete_usage_events
   after delete on public.organizations
   for each row execute function tenancy.delete_org_usage_events();
+
+-- `truncate organizations cascade` fires no row trigger and reaches only
+-- tables with a foreign key, so the log is truncated with it here.
+
+create or replace function tenancy.truncate_usage_events()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  truncate public.usage_events;
+  return null;
+end;
+$$;
+
+drop trigger if exists organizations_truncate_usage_events on public.organizations;
+create trigger organizations_truncate_usage_events
+  after truncate on public.organizations
+  for each statement execute function tenancy.truncate_usage_events();

@@ -28,91 +28,103 @@ drop function if exists tenancy.limit_json(public.usage_limits);
 drop function if exists tenancy.scope_json(uuid);
 
 -- ---------------------------------------------------------------------------
--- tenancy_record_usage(events jsonb) -> {inserted, duplicates}
+-- tenancy_record_usage(jsonb) -> {inserted, duplicates}
 --
--- events: [{id, organization_id, user_id?, provider?, model?, operation?,
---   input_tokens?, cached_input_tokens?, output_tokens?, quantities?,
---   cost_usd?, occurred_at, metadata?, daily_start, monthly_start,
---   amounts: {metric: amount}}]
--- Inserts each new event (ON CONFLICT (organization_id, id) DO NOTHING; a repeated id inside
--- the batch counts once) and adds its amounts to the org-wide counters and,
--- with a user, the user's, daily and monthly — only for newly inserted
--- events. One statement: all of the batch or none.
+-- The one argument is unnamed, so PostgREST passes the request body to it
+-- as it is, parsed once, instead of taking it apart as named arguments.
+-- It is the events: [{id, organization_id, user_id?, provider?, model?,
+--   operation?, input_tokens?, cached_input_tokens?, output_tokens?,
+--   quantities?: {metric: amount}, cost_usd?, occurred_at, metadata?,
+--   daily_start, monthly_start}]
+-- Inserts each new event (ON CONFLICT (organization_id, id) DO NOTHING, which
+-- also counts an id repeated inside the batch once) and adds what it counts
+-- towards — `tokens` (input + cached input + output, when any), `cost_usd`
+-- (when given) and each quantity — to the org-wide counters and, with a
+-- user, the user's, daily and monthly; only for newly inserted events. One
+-- statement: all of the batch or none.
 
-create or replace function public.tenancy_record_usage(events jsonb) returns jsonb
+-- The argument used to be named `events`; a name cannot be dropped in place.
+drop function if exists public.tenancy_record_usage(jsonb);
+
+create function public.tenancy_record_usage(jsonb) returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_total integer;
-  v_inserted integer;
+  events alias for $1;
+  v_orgs uuid[];
+  v_locked integer;
   v_missing uuid;
+  v_inserted integer;
+  v_bad_amount boolean;
 begin
   if events is null or jsonb_typeof(events) <> 'array' then
     raise exception 'events must be a JSON array' using errcode = '22023';
   end if;
-  v_total := jsonb_array_length(events);
-  if v_total = 0 then
+  select array_agg(distinct (e ->> 'organization_id')::uuid) into v_orgs
+  from jsonb_array_elements(events) e;
+  if v_orgs is null then
     return jsonb_build_object('inserted', 0, 'duplicates', 0);
+  end if;
+  if array_position(v_orgs, null) is not null then
+    raise exception 'every event needs an organization_id' using errcode = '22023';
   end if;
 
   -- usage_events has no foreign key (one check per row was most of this
   -- function's time): lock the batch's organizations once instead, as the
   -- key would, so an organization deleted concurrently waits for this
   -- transaction and its delete trigger then removes these events too.
-  perform 1 from public.organizations o
-  where o.id in (select distinct (e ->> 'organization_id')::uuid from jsonb_array_elements(events) e)
-  order by o.id
-  for key share;
-
-  select x.org into v_missing
-  from (select distinct (e ->> 'organization_id')::uuid as org from jsonb_array_elements(events) e) x
-  where not exists (select 1 from public.organizations o where o.id = x.org)
-  limit 1;
-  if found then
+  perform 1 from public.organizations o where o.id = any (v_orgs) order by o.id for key share;
+  get diagnostics v_locked = row_count;
+  if v_locked < cardinality(v_orgs) then
+    select x into v_missing from unnest(v_orgs) x
+    where not exists (select 1 from public.organizations o where o.id = x)
+    limit 1;
     raise exception 'organization % does not exist', v_missing using errcode = 'P0002';
   end if;
 
-  if exists (
-    select 1 from jsonb_array_elements(events) e
-    cross join lateral jsonb_each(coalesce(e -> 'amounts', '{}'::jsonb)) a
-    where (a.value #>> '{}')::numeric < 0
-  ) then
-    raise exception 'amounts must be zero or more' using errcode = '22023';
-  end if;
-
-  with input as (
-    select distinct on (x.organization_id, x.id) x.*
-    from jsonb_array_elements(events) with ordinality as a(e, n)
-    cross join lateral jsonb_to_record(a.e) as x(
-      id uuid, organization_id uuid, user_id uuid, provider text, model text, operation text,
-      input_tokens bigint, cached_input_tokens bigint, output_tokens bigint, quantities jsonb,
-      cost_usd numeric, occurred_at timestamptz, metadata jsonb, daily_start date,
-      monthly_start date, amounts jsonb)
-    order by x.organization_id, x.id, a.n
-  ),
-  inserted as (
+  with inserted as (
     insert into public.usage_events (
       id, organization_id, user_id, provider, model, operation, input_tokens,
       cached_input_tokens, output_tokens, quantities, cost_usd, occurred_at, metadata,
-      daily_start, monthly_start, amounts)
-    select i.id, i.organization_id, i.user_id, coalesce(i.provider, ''), coalesce(i.model, ''),
-      coalesce(i.operation, ''), coalesce(i.input_tokens, 0), coalesce(i.cached_input_tokens, 0),
-      coalesce(i.output_tokens, 0), coalesce(i.quantities, '{}'::jsonb), i.cost_usd,
-      i.occurred_at, i.metadata, i.daily_start, i.monthly_start,
-      coalesce(i.amounts, '{}'::jsonb)
-    from input i
+      daily_start, monthly_start)
+    select x.id, x.organization_id, x.user_id, coalesce(x.provider, ''), coalesce(x.model, ''),
+      coalesce(x.operation, ''), coalesce(x.input_tokens, 0), coalesce(x.cached_input_tokens, 0),
+      coalesce(x.output_tokens, 0), coalesce(x.quantities, '{}'::jsonb), x.cost_usd,
+      x.occurred_at, x.metadata, x.daily_start, x.monthly_start
+    from jsonb_to_recordset(events) as x(
+      id uuid, organization_id uuid, user_id uuid, provider text, model text, operation text,
+      input_tokens bigint, cached_input_tokens bigint, output_tokens bigint, quantities jsonb,
+      cost_usd numeric, occurred_at timestamptz, metadata jsonb, daily_start date,
+      monthly_start date)
     on conflict (organization_id, id) do nothing
-    returning organization_id, user_id, daily_start, monthly_start, amounts
+    returning organization_id, user_id, daily_start, monthly_start,
+      input_tokens + cached_input_tokens + output_tokens as tokens, cost_usd, quantities
+  ),
+  -- What each new event counts towards, as in UsageEvent::amounts: a
+  -- quantity named `tokens` or `cost_usd` adds to that metric.
+  amounts as (
+    select i.organization_id, i.user_id, i.daily_start, i.monthly_start,
+      'tokens' as metric, i.tokens::numeric as amount
+    from inserted i where i.tokens > 0
+    union all
+    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, 'cost_usd', i.cost_usd
+    from inserted i where i.cost_usd is not null
+    union all
+    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, q.key,
+      (q.value #>> '{}')::numeric
+    from inserted i cross join lateral jsonb_each(i.quantities) q
+    where i.quantities <> '{}'::jsonb
   ),
   -- Summed per (org, user, periods, metric) first, then spread over the
-  -- scopes and periods: 4x fewer rows to build and sum than spreading each
+  -- scopes and periods: fewer rows to build and sum than spreading each
   -- event (sums are exact, so the totals are the same).
   per_user as (
-    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, a.key as metric,
-      sum((a.value #>> '{}')::numeric) as amount
-    from inserted i
-    cross join lateral jsonb_each(i.amounts) a
+    select a.organization_id, a.user_id, a.daily_start, a.monthly_start, a.metric,
+      sum(a.amount) as amount,
+      -- NaN sorts above Infinity, so this refuses both, and negatives.
+      bool_or(a.amount < 0 or a.amount >= 'Infinity'::numeric) as bad_amount
+    from amounts a
     group by 1, 2, 3, 4, 5
   ),
   deltas as (
@@ -136,9 +148,18 @@ begin
     do update set used = c.used + excluded.used, updated_at = pg_catalog.now()
     returning 1
   )
-  select count(*) into v_inserted from inserted;
-
-  return jsonb_build_object('inserted', v_inserted, 'duplicates', v_total - v_inserted);
+  select (select count(*) from inserted),
+    coalesce((select bool_or(u.bad_amount) from per_user u), false)
+  into v_inserted, v_bad_amount;
+  -- Checked after the fact, in the one pass over the amounts: raising
+  -- here rolls the whole statement back all the same.
+  if v_bad_amount then
+    raise exception 'amounts must be zero or more' using errcode = '22023';
+  end if;
+  return jsonb_build_object(
+    'inserted', v_inserted,
+    'duplicates', jsonb_array_length(events) - v_inserted
+  );
 end
 $$;
 

@@ -14,6 +14,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use pg::{Actor, Cluster, act, create_user};
 use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
@@ -67,7 +68,9 @@ async fn add_member(db: &Client, org: Uuid, user: Uuid, role: &str) {
     .expect("add member");
 }
 
-/// One event for the record RPC.
+/// One event for the record RPC that counts exactly `amounts`
+/// (`{metric: amount}`): given as its quantities, with no tokens and no
+/// cost of its own (`record_counts_each_event_once` covers those).
 fn event(
     org: Uuid,
     user: Option<Uuid>,
@@ -82,16 +85,14 @@ fn event(
         "provider": "openai",
         "model": "gpt-4o",
         "operation": "ad_copy",
-        "input_tokens": 10,
+        "input_tokens": 0,
         "cached_input_tokens": 0,
-        "output_tokens": 20,
-        "quantities": {},
-        "cost_usd": "0.01",
+        "output_tokens": 0,
+        "quantities": amounts,
         "occurred_at": noon(),
         "metadata": {"request": "r1"},
         "daily_start": daily,
         "monthly_start": monthly,
-        "amounts": amounts,
     })
 }
 
@@ -325,6 +326,31 @@ async fn migrations_apply_to_an_empty_database_and_reapply_cleanly() {
         .get(0);
     assert_eq!(policies, 14, "policies are replaced, not duplicated");
     assert_catalog(&db).await;
+
+    // Truncating organizations (its own database: it empties the table)
+    // takes the usage log along, which no foreign key or row trigger does.
+    let org: Uuid = db
+        .query_one(
+            "insert into organizations (name, slug) values ('Gone', 'gone') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    record(
+        &db,
+        &json!([event(org, None, json!({"tokens": 1}), day(), month())]),
+    )
+    .await;
+    db.batch_execute("truncate organizations cascade")
+        .await
+        .unwrap();
+    let events: i64 = db
+        .query_one("select count(*) from usage_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 0, "truncating organizations empties the usage log");
 }
 
 #[tokio::test]
@@ -1080,6 +1106,89 @@ async fn writes_naming_another_org_are_refused() {
     }
 }
 
+/// Every row of `table` for `org`, as the service role reads them.
+async fn rows_as_service(conn: &mut Client, table: &str, org: Uuid) -> Value {
+    let sql = format!(
+        "select coalesce(jsonb_agg(to_jsonb(t) order by to_jsonb(t)::text), '[]') \
+         from public.{table} t where organization_id = $1"
+    );
+    act(conn, Actor::Service, async |tx| {
+        Ok(tx.query_one(&sql, &[&org]).await?.get::<_, Value>(0))
+    })
+    .await
+    .unwrap()
+}
+
+/// The usage tables are written only through the service RPCs: an owner's
+/// JWT may not update, delete or truncate their rows (42501, no table
+/// privilege), in its own organization or another, and every row stays as
+/// it was.
+#[tokio::test]
+async fn users_cannot_update_or_delete_usage_rows() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let mut conn = pg.authenticator().await;
+    for (table, set) in [
+        ("usage_events", "cost_usd = 0, quantities = '{}'"),
+        ("usage_counters", "used = 0"),
+        ("usage_reservations", "amount = 1e12"),
+        ("usage_alerts", "threshold_percent = 1"),
+    ] {
+        let mut before = Vec::new();
+        for (org, owner) in [(w.org_a, w.owner_a), (w.org_b, w.owner_b)] {
+            let rows = rows_as_service(&mut conn, table, org).await;
+            let n = rows.as_array().unwrap().len();
+            assert!(n > 0, "positive control: {table} has rows to attack");
+            assert_eq!(
+                visible(&mut conn, Actor::User(owner), table, org)
+                    .await
+                    .unwrap(),
+                n as i64,
+                "positive control: the org's own owner sees its {table} rows"
+            );
+            before.push(rows);
+        }
+        for (org, whose) in [(w.org_a, "its own org"), (w.org_b, "another org")] {
+            for sql in [
+                format!("update public.{table} set {set} where organization_id = $1"),
+                format!("delete from public.{table} where organization_id = $1"),
+            ] {
+                let res = act(&mut conn, Actor::User(w.owner_a), async |tx| {
+                    tx.execute(&sql, &[&org]).await
+                })
+                .await;
+                assert_denied(res, &format!("owner of A, {whose}: {sql}"));
+            }
+        }
+        // RLS does not apply to truncate: the privilege alone must refuse it.
+        let sql = format!("truncate public.{table}");
+        let res = act(&mut conn, Actor::User(w.owner_a), async |tx| {
+            tx.batch_execute(&sql).await
+        })
+        .await;
+        assert_denied(res, &sql);
+        for ((org, owner), rows) in [(w.org_a, w.owner_a), (w.org_b, w.owner_b)]
+            .into_iter()
+            .zip(before)
+        {
+            let n = rows.as_array().unwrap().len() as i64;
+            assert_eq!(
+                rows_as_service(&mut conn, table, org).await,
+                rows,
+                "{table} rows are unchanged"
+            );
+            assert_eq!(
+                visible(&mut conn, Actor::User(owner), table, org)
+                    .await
+                    .unwrap(),
+                n,
+                "{table}: the owner still sees its rows"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn org_owners_cannot_grant_features_or_raise_limits() {
     let Some(pg) = Cluster::shared() else { return };
@@ -1350,14 +1459,21 @@ async fn record_counts_each_event_once() {
         day(),
         month(),
     );
-    let batch = json!([e1.clone(), e2, e1.clone()]);
+    // An AI call: its own tokens (10 + 5 + 20) and cost count, and a
+    // quantity named `tokens` adds to them.
+    let mut e3 = event(org, None, json!({"tokens": 1}), day(), month());
+    e3["input_tokens"] = json!(10);
+    e3["cached_input_tokens"] = json!(5);
+    e3["output_tokens"] = json!(20);
+    e3["cost_usd"] = json!("0.01");
+    let batch = json!([e1.clone(), e2, e1.clone(), e3.clone()]);
     assert_eq!(
         record(&db, &batch).await,
-        json!({"inserted": 2, "duplicates": 1})
+        json!({"inserted": 3, "duplicates": 1})
     );
     assert_eq!(
         record(&db, &batch).await,
-        json!({"inserted": 0, "duplicates": 3})
+        json!({"inserted": 0, "duplicates": 4})
     );
     assert_eq!(
         record(&db, &json!([])).await,
@@ -1368,12 +1484,12 @@ async fn record_counts_each_event_once() {
         let start = if period == "daily" { day() } else { month() };
         assert_eq!(
             counter(&db, org, pg::NIL, "tokens", period, start).await,
-            "42"
+            "78"
         );
         assert_eq!(counter(&db, org, user, "tokens", period, start).await, "30");
         assert_eq!(
             counter(&db, org, pg::NIL, "cost_usd", period, start).await,
-            "0.25"
+            "0.26"
         );
         assert_eq!(
             counter(&db, org, pg::NIL, "ads_created", period, start).await,
@@ -1392,12 +1508,12 @@ async fn record_counts_each_event_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(events, 2);
+    assert_eq!(events, 3);
     let stored = db
         .query_one(
             "select provider, model, operation, input_tokens, output_tokens, cost_usd::text, metadata, occurred_at \
              from usage_events where id = $1",
-            &[&e1["id"].as_str().unwrap().parse::<Uuid>().unwrap()],
+            &[&e3["id"].as_str().unwrap().parse::<Uuid>().unwrap()],
         )
         .await
         .unwrap();
@@ -1427,10 +1543,181 @@ async fn record_counts_each_event_once() {
         .query_one("select tenancy_record_usage($1)", &[&missing_org])
         .await;
     assert_code(res, SqlState::NO_DATA_FOUND, "unknown organization");
+    let no_org = json!([{"id": Uuid::now_v7(), "occurred_at": noon(),
+        "daily_start": day(), "monthly_start": month()}]);
+    let res = db
+        .query_one("select tenancy_record_usage($1)", &[&no_org])
+        .await;
+    assert_code(res, SqlState::INVALID_PARAMETER_VALUE, "no organization_id");
+    for nan in [json!("NaN"), json!("Infinity")] {
+        let res = db
+            .query_one(
+                "select tenancy_record_usage($1)",
+                &[&json!([event(
+                    org,
+                    None,
+                    json!({ "images": nan }),
+                    day(),
+                    month()
+                )])],
+            )
+            .await;
+        assert_code(
+            res,
+            SqlState::INVALID_PARAMETER_VALUE,
+            "a NaN or infinite amount",
+        );
+    }
     assert_eq!(
         counter(&db, org, pg::NIL, "tokens", "daily", day()).await,
-        "42"
+        "78"
     );
+}
+
+/// How long a racing statement may take before the test calls it a hang.
+const RACE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn backend_pid(db: &Client) -> i32 {
+    db.query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Returns once backend `waiter` waits for a lock held by backend `holder`.
+async fn blocked_by(monitor: &Client, waiter: i32, holder: i32) {
+    loop {
+        let blocked: bool = monitor
+            .query_one(
+                "select $2 = any (pg_blocking_pids($1))",
+                &[&waiter, &holder],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// (usage_events, usage_counters) rows of `org` that `db` sees.
+async fn usage_rows(db: &Client, org: Uuid) -> (i64, i64) {
+    let row = db
+        .query_one(
+            "select (select count(*) from usage_events where organization_id = $1), \
+             (select count(*) from usage_counters where organization_id = $1)",
+            &[&org],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Record and an organization delete serialize on the organization's row
+/// (usage_events has no foreign key): a delete waits for an open record and
+/// then takes its events and counters along; a record waits for an open
+/// delete and then fails whole (P0002), storing nothing for any org.
+#[tokio::test]
+async fn record_and_an_organization_delete_serialize() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let (a, b) = (pg.superuser().await, pg.superuser().await);
+    let (a_pid, b_pid) = (backend_pid(&a).await, backend_pid(&b).await);
+    let user = create_user(&db).await;
+    let delete_org = "delete from organizations where id = $1";
+
+    // a. Record first. Without amounts no counter is written, so no foreign
+    // key check locks the organization: only record's own lock holds the
+    // delete back.
+    for (amounts, counters) in [(json!({"tokens": 7}), 4), (json!({}), 0)] {
+        let x = create_org(&db, user).await;
+        a.batch_execute("begin").await.unwrap();
+        let batch = json!([event(x, Some(user), amounts.clone(), day(), month())]);
+        assert_eq!(
+            record(&a, &batch).await,
+            json!({"inserted": 1, "duplicates": 0})
+        );
+        assert_eq!(usage_rows(&a, x).await, (1, counters), "{amounts}");
+        let params: [&(dyn ToSql + Sync); 1] = [&x];
+        let mut delete = std::pin::pin!(b.execute(delete_org, &params));
+        tokio::time::timeout(RACE_LIMIT, async {
+            tokio::select! {
+                res = &mut delete => panic!("the delete ran past an open record ({amounts}): {res:?}"),
+                () = blocked_by(&db, b_pid, a_pid) => {}
+            }
+        })
+        .await
+        .expect("the delete waits for the record's transaction");
+        a.batch_execute("commit").await.unwrap();
+        let deleted = tokio::time::timeout(RACE_LIMIT, delete)
+            .await
+            .expect("the delete finishes once the record commits");
+        assert_eq!(deleted.unwrap(), 1);
+        assert_eq!(
+            usage_rows(&db, x).await,
+            (0, 0),
+            "the committed batch went with its organization ({amounts})"
+        );
+    }
+
+    // b. Delete first; the batch also names a live organization, z.
+    let y = create_org(&db, user).await;
+    let z = create_org(&db, user).await;
+    record(
+        &db,
+        &json!([event(y, Some(user), json!({"tokens": 5}), day(), month())]),
+    )
+    .await;
+    b.batch_execute("begin").await.unwrap();
+    assert_eq!(b.execute(delete_org, &[&y]).await.unwrap(), 1);
+    let batch = json!([
+        event(z, Some(user), json!({"tokens": 3}), day(), month()),
+        event(y, Some(user), json!({"tokens": 3}), day(), month()),
+    ]);
+    let params: [&(dyn ToSql + Sync); 1] = [&batch];
+    let mut rec = std::pin::pin!(a.query_one("select tenancy_record_usage($1)", &params));
+    tokio::time::timeout(RACE_LIMIT, async {
+        tokio::select! {
+            res = &mut rec => panic!("the record ran past an open delete: {res:?}"),
+            () = blocked_by(&db, a_pid, b_pid) => {}
+        }
+    })
+    .await
+    .expect("the record waits for the delete's transaction");
+    b.batch_execute("commit").await.unwrap();
+    let res = tokio::time::timeout(RACE_LIMIT, rec)
+        .await
+        .expect("the record finishes once the delete commits");
+    let message = res
+        .as_ref()
+        .err()
+        .and_then(Error::as_db_error)
+        .map(|e| e.message().to_owned());
+    assert_code(
+        res,
+        SqlState::NO_DATA_FOUND,
+        "recording for an organization deleted meanwhile",
+    );
+    assert_eq!(
+        message,
+        Some(format!("organization {y} does not exist")),
+        "the error names the deleted organization"
+    );
+    assert_eq!(usage_rows(&db, y).await, (0, 0));
+    assert_eq!(
+        usage_rows(&db, z).await,
+        (0, 0),
+        "all of the batch or none: nothing for the live organization either"
+    );
+    // Positive control: z itself records fine.
+    let batch = json!([event(z, Some(user), json!({"tokens": 3}), day(), month())]);
+    assert_eq!(
+        record(&a, &batch).await,
+        json!({"inserted": 1, "duplicates": 0})
+    );
+    assert_eq!(usage_rows(&db, z).await, (1, 4));
 }
 
 #[tokio::test]

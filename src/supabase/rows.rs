@@ -130,7 +130,9 @@ pub(super) struct CreateOrgArgs<'a> {
 }
 
 /// One event of `tenancy_record_usage` (and the `event` of
-/// `tenancy_commit_reservation`).
+/// `tenancy_commit_reservation`). Every key is always written, nulls
+/// included: PostgREST refuses an array body whose objects have different
+/// keys (PGRST102).
 #[derive(Debug, Serialize)]
 pub(super) struct EventArg<'a> {
     id: EventId,
@@ -148,16 +150,11 @@ pub(super) struct EventArg<'a> {
     metadata: &'a serde_json::Value,
     daily_start: NaiveDate,
     monthly_start: NaiveDate,
-    amounts: BTreeMap<&'a MetricKey, Decimal>,
 }
 
 impl<'a> From<&'a UsageRecord> for EventArg<'a> {
     fn from(r: &'a UsageRecord) -> Self {
         let e = &r.event;
-        let mut amounts: BTreeMap<&MetricKey, Decimal> = BTreeMap::new();
-        for (metric, amount) in &r.amounts {
-            *amounts.entry(metric).or_default() += *amount;
-        }
         EventArg {
             id: r.id,
             organization_id: e.org,
@@ -174,7 +171,6 @@ impl<'a> From<&'a UsageRecord> for EventArg<'a> {
             metadata: &e.metadata,
             daily_start: r.periods.daily.start,
             monthly_start: r.periods.monthly.start,
-            amounts,
         }
     }
 }

@@ -312,16 +312,11 @@ impl Store for SupabaseStore {
         if batch.is_empty() {
             return Ok(RecordOutcome::default());
         }
-        // Serialized straight to the body: no top-level nulls to strip, and
+        // The function's one argument is unnamed, so the body is the events
+        // array itself, passed on as it is. Serialized straight to the body:
         // a batch is large enough that an intermediate `Value` costs.
-        #[derive(Serialize)]
-        struct RecordArgs<'a> {
-            events: Vec<EventArg<'a>>,
-        }
-        let args = RecordArgs {
-            events: batch.iter().map(EventArg::from).collect(),
-        };
-        let request = self.rpc("tenancy_record_usage", to_body(&args)?);
+        let events: Vec<EventArg<'_>> = batch.iter().map(EventArg::from).collect();
+        let request = self.rpc("tenancy_record_usage", to_body(&events)?);
         // Idempotent by event id: safe to retry after any transient failure.
         self.call("recording usage", Idempotent::Yes, request).await
     }
