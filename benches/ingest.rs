@@ -4,13 +4,15 @@
 //! (`Tenancy::record_usage`), in events per second, and their ratio. The
 //! issue's target for the recorder is 25,000 events/s.
 //!
-//! Then, to see what several batches in flight would give (the recorder has
-//! one flusher, so one batch in flight), a sweep of concurrent
-//! `record_usage_batch` calls and of several recorders side by side.
+//! The summary also splits the CPU each event costs between this process,
+//! the stand-in and PostgreSQL (read from `/proc`): on 2 shared cores their
+//! sum bounds the rate. Then a sweep of concurrent `record_usage_batch`
+//! calls (batches in flight) and of several recorders side by side.
 //!
 //! `cargo bench --all-features --bench ingest` (needs the `[[bench]]` entry
 //! with `harness = false` and `required-features = ["supabase"]`). Prints a
-//! plain summary after criterion's report. Skips (with a line) when
+//! plain summary after criterion's report; `TENANCY_BENCH_QUICK=1` prints
+//! only the default recorder's rate and CPU split. Skips (with a line) when
 //! PostgreSQL or the stand-in is missing.
 
 #[path = "../tests/support/pg.rs"]
