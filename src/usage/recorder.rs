@@ -10,6 +10,9 @@
 //!
 //! # Never lost, never doubled
 //!
+//! - Every event has an id before it is queued: the caller's, or a UUIDv7
+//!   of the event's millisecond and a per-recorder counter, unique within
+//!   the recorder by construction and ordered by recording.
 //! - Transient failures are retried with exponential backoff and jitter.
 //!   Every retry resends the same event ids, and the store counts an id once.
 //! - While the backend is down, events wait in memory up to
@@ -29,7 +32,8 @@
 //!   undelivered events are handed back in the [`ShutdownReport`].
 //!
 //! A process killed outright (SIGKILL, power loss) loses what was only in
-//! memory: at most `max_buffered_events` plus one batch in flight.
+//! memory: at most `max_buffered_events` plus the `max_in_flight` batches
+//! being sent.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
