@@ -1602,6 +1602,29 @@ async fn blocked_by(monitor: &Client, waiter: i32, holder: i32) {
     }
 }
 
+/// Proves `statement` (running on backend `waiter`) waits for backend
+/// `holder`'s open transaction: it does not finish before `holder` shows as
+/// blocking it. Leaves `statement` pending.
+async fn assert_waits_for<F>(
+    statement: &mut std::pin::Pin<&mut F>,
+    monitor: &Client,
+    waiter: i32,
+    holder: i32,
+    what: &str,
+) where
+    F: std::future::Future,
+    F::Output: std::fmt::Debug,
+{
+    tokio::time::timeout(RACE_LIMIT, async {
+        tokio::select! {
+            res = statement.as_mut() => panic!("{what} ran past an open transaction: {res:?}"),
+            () = blocked_by(monitor, waiter, holder) => {}
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} never showed as waiting"));
+}
+
 /// (usage_events, usage_counters) rows of `org` that `db` sees.
 async fn usage_rows(db: &Client, org: Uuid) -> (i64, i64) {
     let row = db
@@ -1642,14 +1665,8 @@ async fn record_and_an_organization_delete_serialize() {
         assert_eq!(usage_rows(&a, x).await, (1, counters), "{amounts}");
         let params: [&(dyn ToSql + Sync); 1] = [&x];
         let mut delete = std::pin::pin!(b.execute(delete_org, &params));
-        tokio::time::timeout(RACE_LIMIT, async {
-            tokio::select! {
-                res = &mut delete => panic!("the delete ran past an open record ({amounts}): {res:?}"),
-                () = blocked_by(&db, b_pid, a_pid) => {}
-            }
-        })
-        .await
-        .expect("the delete waits for the record's transaction");
+        let what = format!("the delete after a record of {amounts}");
+        assert_waits_for(&mut delete, &db, b_pid, a_pid, &what).await;
         a.batch_execute("commit").await.unwrap();
         let deleted = tokio::time::timeout(RACE_LIMIT, delete)
             .await
@@ -1678,14 +1695,7 @@ async fn record_and_an_organization_delete_serialize() {
     ]);
     let params: [&(dyn ToSql + Sync); 1] = [&batch];
     let mut rec = std::pin::pin!(a.query_one("select tenancy_record_usage($1)", &params));
-    tokio::time::timeout(RACE_LIMIT, async {
-        tokio::select! {
-            res = &mut rec => panic!("the record ran past an open delete: {res:?}"),
-            () = blocked_by(&db, a_pid, b_pid) => {}
-        }
-    })
-    .await
-    .expect("the record waits for the delete's transaction");
+    assert_waits_for(&mut rec, &db, a_pid, b_pid, "the record after a delete").await;
     b.batch_execute("commit").await.unwrap();
     let res = tokio::time::timeout(RACE_LIMIT, rec)
         .await
