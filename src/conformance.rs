@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
             daily_rollover_in_tokyo,
             monthly_rollover_in_new_york_across_dst,
             alerts_fire_once_per_threshold,
+            alert_checks_read_org_wide_limits_once_per_batch,
             failing_alert_sink_never_fails_the_write,
             soft_limits_allow_and_alert,
             usage_summary_lines,
@@ -1213,6 +1214,46 @@ pub async fn alerts_fire_once_per_threshold(store: Arc<DynStore>) {
         .collect();
     assert_eq!(april.len(), 1);
     assert_eq!(april[0].key.threshold_percent, 80);
+}
+
+/// The alert check after a batch reads the org-wide limits once, however
+/// many users the batch has, plus one read per user with limits of their
+/// own; each limit's alerts still fire once.
+pub async fn alert_checks_read_org_wide_limits_once_per_batch(store: Arc<DynStore>) {
+    let counting = Arc::new(crate::faults::FaultyStore::new(Arc::clone(&store)));
+    let s = scene(Arc::clone(&counting) as Arc<DynStore>).await;
+    let capped = UserId::new_v7();
+    s.limit(monthly("tokens", 1_000)).await;
+    s.limit(monthly("tokens", 100).for_user(capped)).await;
+    let tokens = |user, n| UsageEvent::new(s.org).user(user).tokens(n, 0, 0);
+
+    // 50 users at 10 tokens, and the capped user at 90 (90 % of their own).
+    let mut batch: Vec<UsageEvent> = (0..50).map(|_| tokens(UserId::new_v7(), 10)).collect();
+    batch.push(tokens(capped, 90));
+    let before = counting.snapshot_calls();
+    s.tenancy.record_usage_batch(batch).await.unwrap();
+    assert_eq!(
+        counting.snapshot_calls() - before,
+        2,
+        "one read for the org-wide limit, one for the capped user's own"
+    );
+    let fired = |scope| -> Vec<u32> {
+        s.alerts
+            .alerts()
+            .into_iter()
+            .filter(|a| a.key.scope == scope)
+            .map(|a| a.key.threshold_percent)
+            .collect()
+    };
+    assert_eq!(fired(LimitScope::User(capped)), vec![80, 90]);
+    assert!(fired(LimitScope::Organization).is_empty(), "590 of 1000");
+
+    // 250 more from other users take the org to 84 %: its alert fires once,
+    // and the capped user's do not fire again.
+    let batch: Vec<UsageEvent> = (0..25).map(|_| tokens(UserId::new_v7(), 10)).collect();
+    s.tenancy.record_usage_batch(batch).await.unwrap();
+    assert_eq!(fired(LimitScope::Organization), vec![80]);
+    assert_eq!(fired(LimitScope::User(capped)), vec![80, 90]);
 }
 
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 //!
 //! For proving that usage recording loses nothing and doubles nothing
 //! whatever the backend does. Only the usage writes are faulty; every other
-//! method passes straight through.
+//! method passes straight through (usage snapshot reads are counted, for
+//! tests of how many a write costs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +35,7 @@ pub struct FaultyStore {
     deliver_twice: AtomicBool,
     delay_micros: AtomicU64,
     calls: AtomicU64,
+    snapshot_calls: AtomicU64,
 }
 
 impl FaultyStore {
@@ -47,6 +49,7 @@ impl FaultyStore {
             deliver_twice: AtomicBool::new(false),
             delay_micros: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            snapshot_calls: AtomicU64::new(0),
         }
     }
 
@@ -81,6 +84,11 @@ impl FaultyStore {
     /// How many usage writes were attempted.
     pub fn usage_calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// How many usage snapshots were read (limit checks, alert checks).
+    pub fn snapshot_calls(&self) -> u64 {
+        self.snapshot_calls.load(Ordering::SeqCst)
     }
 
     fn take(counter: &AtomicUsize) -> bool {
@@ -200,6 +208,7 @@ impl Store for FaultyStore {
         self.inner.delete_limit(org, id).await
     }
     async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
+        self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.usage_snapshot(query).await
     }
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult> {

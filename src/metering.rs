@@ -27,7 +27,7 @@ use crate::context::{Action, PlatformOperator, TenantContext};
 use crate::error::{Error, Result};
 use crate::ids::{LimitId, MetricKey, OrgId, ReservationId, UserId};
 use crate::limits::{
-    AlertKey, CurrentPeriods, Limit, LimitAlert, LimitDecision, LimitScope, NewLimit, Reservation,
+    AlertKey, CurrentPeriods, Limit, LimitAlert, LimitDecision, NewLimit, Reservation,
     ReserveOutcome, UsageLine, decide, level_of, validate_amount,
 };
 use crate::store::{CommitOutcome, RecordOutcome, ReserveRequest, UsageQuery};
@@ -45,12 +45,12 @@ pub(crate) struct OrgMetering {
 }
 
 impl OrgMetering {
-    /// Whether any limit could be affected by `record`.
-    fn has_limits_for(&self, record: &UsageRecord) -> bool {
-        self.limits.iter().any(|l| {
-            (l.scope == LimitScope::Organization || l.scope.user() == record.user())
-                && record.amounts.iter().any(|(m, _)| m == &l.metric)
-        })
+    /// Whether `record` counts towards an org-wide limit (`None`) or one of
+    /// its user's own (`Some(user)`).
+    fn touches_limit(&self, record: &UsageRecord, user: Option<UserId>) -> bool {
+        self.limits
+            .iter()
+            .any(|l| l.scope.user() == user && record.amounts.iter().any(|(m, _)| m == &l.metric))
     }
 }
 
@@ -418,14 +418,21 @@ impl Tenancy {
         if self.inner.alert_thresholds.percents().is_empty() {
             return;
         }
-        // One snapshot per (org, user, periods) that has limits in play.
+        // One snapshot per (org, periods) for the org-wide limits, and one
+        // per user only for users with limits of their own: a batch from a
+        // thousand users of an org with one org-wide limit reads it once.
         let mut groups: BTreeSet<(OrgId, Option<UserId>, CurrentPeriods)> = BTreeSet::new();
         for record in records {
-            if meterings
-                .get(&record.org())
-                .is_some_and(|m| m.has_limits_for(record))
+            let Some(metering) = meterings.get(&record.org()) else {
+                continue;
+            };
+            if metering.touches_limit(record, None) {
+                groups.insert((record.org(), None, record.periods));
+            }
+            if let Some(user) = record.user()
+                && metering.touches_limit(record, Some(user))
             {
-                groups.insert((record.org(), record.user(), record.periods));
+                groups.insert((record.org(), Some(user), record.periods));
             }
         }
         for (org, user, periods) in groups {
@@ -436,6 +443,8 @@ impl Tenancy {
         }
     }
 
+    /// Fires the alerts of `org`'s org-wide limits (`user` `None`) or of
+    /// `user`'s own limits.
     async fn raise_alerts_for(
         &self,
         org: OrgId,
@@ -452,7 +461,13 @@ impl Tenancy {
             now,
         };
         let snapshot = self.inner.store.usage_snapshot(&query).await?;
-        for usage in &snapshot.limits {
+        // A user's snapshot includes the org-wide limits, which their own
+        // group checks.
+        let own = snapshot
+            .limits
+            .iter()
+            .filter(|u| u.limit.scope.user() == user);
+        for usage in own {
             let crossed: Vec<u32> = self
                 .inner
                 .alert_thresholds
