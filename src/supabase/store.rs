@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -51,6 +52,24 @@ fn rpc_body(args: &impl Serialize) -> Result<String> {
 struct Deleted {}
 
 impl SupabaseStore {
+    /// The first row `request` returns, if any.
+    async fn first_row<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        idempotent: Idempotent,
+        request: postgrest::Builder,
+    ) -> Result<Option<T>> {
+        let rows: Vec<T> = self.call(what, idempotent, request).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Whether a delete (that selects a column) removed any row. Not
+    /// retried: a retry after a delete that landed would report `false`.
+    async fn deleted_any(&self, what: &str, request: postgrest::Builder) -> Result<bool> {
+        let rows: Vec<Deleted> = self.call(what, Idempotent::No, request).await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Why a compare-and-set on a membership matched no row: the member is
     /// gone (`NotFound`) or their role changed (`Conflict`).
     async fn membership_cas_failed(&self, org: OrgId, user: UserId) -> Error {
@@ -94,18 +113,14 @@ impl Store for SupabaseStore {
 
     async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {
         let request = self.from(ORGS).select("*").eq("id", id.to_string());
-        let rows: Vec<Organization> = self
-            .call("reading an organization", Idempotent::Yes, request)
-            .await?;
-        Ok(rows.into_iter().next())
+        self.first_row("reading an organization", Idempotent::Yes, request)
+            .await
     }
 
     async fn organization_by_slug(&self, slug: &Slug) -> Result<Option<Organization>> {
         let request = self.from(ORGS).select("*").eq("slug", slug.as_str());
-        let rows: Vec<Organization> = self
-            .call("reading an organization by slug", Idempotent::Yes, request)
-            .await?;
-        Ok(rows.into_iter().next())
+        self.first_row("reading an organization by slug", Idempotent::Yes, request)
+            .await
     }
 
     async fn rename_organization(&self, id: OrgId, name: &str) -> Result<Organization> {
@@ -113,11 +128,8 @@ impl Store for SupabaseStore {
             .from(ORGS)
             .eq("id", id.to_string())
             .update(to_body(&json!({ "name": name }))?);
-        let rows: Vec<Organization> = self
-            .call("renaming an organization", Idempotent::Yes, request)
-            .await?;
-        rows.into_iter()
-            .next()
+        self.first_row("renaming an organization", Idempotent::Yes, request)
+            .await?
             .ok_or_else(|| Error::not_found(format!("organization {id} does not exist")))
     }
 
@@ -127,10 +139,7 @@ impl Store for SupabaseStore {
             .eq("id", id.to_string())
             .select("id")
             .delete();
-        let rows: Vec<Deleted> = self
-            .call("deleting an organization", Idempotent::No, request)
-            .await?;
-        Ok(!rows.is_empty())
+        self.deleted_any("deleting an organization", request).await
     }
 
     async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<OrgMembership>> {
@@ -139,10 +148,10 @@ impl Store for SupabaseStore {
             .select(MEMBERSHIP_WITH_ORG)
             .eq("organization_id", org.to_string())
             .eq("user_id", user.to_string());
-        let rows: Vec<MembershipRow> = self
-            .call("reading a membership", Idempotent::Yes, request)
+        let row: Option<MembershipRow> = self
+            .first_row("reading a membership", Idempotent::Yes, request)
             .await?;
-        Ok(rows.into_iter().next().map(OrgMembership::from))
+        Ok(row.map(OrgMembership::from))
     }
 
     async fn memberships_of_user(&self, user: UserId) -> Result<Vec<OrgMembership>> {
@@ -190,10 +199,10 @@ impl Store for SupabaseStore {
             .eq("user_id", user.to_string())
             .eq("role", expected.as_str())
             .update(to_body(&json!({ "role": role }))?);
-        let rows: Vec<Membership> = self
-            .call("changing a member's role", Idempotent::No, request)
+        let changed = self
+            .first_row("changing a member's role", Idempotent::No, request)
             .await?;
-        match rows.into_iter().next() {
+        match changed {
             Some(m) => Ok(m),
             None => Err(self.membership_cas_failed(org, user).await),
         }
@@ -207,10 +216,7 @@ impl Store for SupabaseStore {
             .eq("role", expected.as_str())
             .select("user_id")
             .delete();
-        let rows: Vec<Deleted> = self
-            .call("removing a member", Idempotent::No, request)
-            .await?;
-        if rows.is_empty() {
+        if !self.deleted_any("removing a member", request).await? {
             return Err(self.membership_cas_failed(org, user).await);
         }
         Ok(())
@@ -254,10 +260,7 @@ impl Store for SupabaseStore {
             .eq("feature_key", key.as_str())
             .select("feature_key")
             .delete();
-        let rows: Vec<Deleted> = self
-            .call("deleting a feature", Idempotent::No, request)
-            .await?;
-        Ok(!rows.is_empty())
+        self.deleted_any("deleting a feature", request).await
     }
 
     async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
@@ -286,12 +289,10 @@ impl Store for SupabaseStore {
         let request = self
             .rpc("tenancy_put_limit", rpc_body(&args)?)
             .select(LIMIT_COLUMNS);
-        let rows: Vec<LimitRow> = self
-            .call("setting a limit", Idempotent::Yes, request)
+        let row: Option<LimitRow> = self
+            .first_row("setting a limit", Idempotent::Yes, request)
             .await?;
-        rows.into_iter()
-            .next()
-            .map(Limit::from)
+        row.map(Limit::from)
             .ok_or_else(|| Error::new(ErrorKind::Unexpected, "tenancy_put_limit returned no row"))
     }
 
@@ -302,10 +303,7 @@ impl Store for SupabaseStore {
             .eq("id", id.to_string())
             .select("id")
             .delete();
-        let rows: Vec<Deleted> = self
-            .call("deleting a limit", Idempotent::No, request)
-            .await?;
-        Ok(!rows.is_empty())
+        self.deleted_any("deleting a limit", request).await
     }
 
     async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
