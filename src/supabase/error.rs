@@ -298,7 +298,9 @@ pub(crate) fn from_transport(err: reqwest::Error, what: &str) -> Failure {
 mod tests {
     use super::*;
 
-    fn kind(status: u16, body: &str) -> ErrorKind {
+    /// The kind of an HTTP `status` answer carrying PostgREST's `code`.
+    fn kind(status: u16, code: &str) -> ErrorKind {
+        let body = format!(r#"{{"code":"{code}","message":"m"}}"#);
         from_status(StatusCode::from_u16(status).unwrap(), body.as_bytes(), "t")
             .error
             .kind()
@@ -306,51 +308,32 @@ mod tests {
 
     #[test]
     fn codes_win_over_statuses() {
-        // The stand-in answers 42501 with 401; the code decides.
-        assert_eq!(
-            kind(401, r#"{"code":"42501","message":"denied"}"#),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            kind(401, r#"{"code":"PGRST303","message":"JWT expired"}"#),
-            ErrorKind::Unauthenticated
-        );
-        assert_eq!(
-            kind(409, r#"{"code":"23505","message":"dup"}"#),
-            ErrorKind::AlreadyExists
-        );
-        assert_eq!(
-            kind(409, r#"{"code":"23503","message":"fk"}"#),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            kind(404, r#"{"code":"PGRST202","message":"no fn"}"#),
-            ErrorKind::Config
-        );
-        assert_eq!(
-            kind(400, r#"{"code":"22023","message":"bad"}"#),
-            ErrorKind::InvalidInput
-        );
-        assert_eq!(
-            kind(500, r#"{"code":"40001","message":"ser"}"#),
-            ErrorKind::Conflict
-        );
-        assert_eq!(
-            kind(503, r#"{"code":"PGRST001","message":"db down"}"#),
-            ErrorKind::Unavailable
-        );
+        use ErrorKind::*;
+        // (status, code, kind): the stand-in answers 42501 with 401, say;
+        // the code decides.
+        let cases = [
+            (401, "42501", PermissionDenied),
+            (401, "PGRST303", Unauthenticated),
+            (409, "23505", AlreadyExists),
+            (409, "23503", NotFound),
+            (404, "PGRST202", Config),
+            (400, "22023", InvalidInput),
+            (500, "40001", Conflict),
+            (503, "PGRST001", Unavailable),
+        ];
+        for (status, code, expected) in cases {
+            assert_eq!(kind(status, code), expected, "{status} {code}");
+        }
     }
 
     #[test]
     fn unknown_codes_fall_back_to_the_status() {
-        assert_eq!(
-            kind(403, r#"{"code":"XX999","message":"?"}"#),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            kind(500, r#"{"code":"P0001","message":"raised"}"#),
-            ErrorKind::Unexpected
-        );
+        for (status, code, expected) in [
+            (403, "XX999", ErrorKind::PermissionDenied),
+            (500, "P0001", ErrorKind::Unexpected),
+        ] {
+            assert_eq!(kind(status, code), expected, "{status} {code}");
+        }
     }
 
     #[test]
