@@ -277,7 +277,8 @@ struct Progress {
 struct EventIds {
     /// The counter's top 10 bits, fixed.
     high: u128,
-    /// The counter's low 64 bits.
+    /// The counter's low 64 bits, the part that counts: unique for 2^64
+    /// ids, far more than a recorder will ever make.
     low: AtomicU64,
 }
 
