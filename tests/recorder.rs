@@ -89,6 +89,57 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Eight threads record through clones of one recorder at once, with small
+/// batches several in flight and a burst of failures among them: every
+/// event is stored once, and every id handed out is distinct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_recording_at_once_store_every_event_once() {
+    const THREADS: u64 = 8;
+    const PER_THREAD: u64 = 2_000;
+    let rig = rig().await;
+    let config = fast(RecorderConfig {
+        batch_size: 64,
+        max_in_flight: 4,
+        ..RecorderConfig::default()
+    });
+    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    rig.faults.fail_next(5);
+    let ids: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (recorder, rig) = (recorder.clone(), &rig);
+                scope.spawn(move || {
+                    (1..=PER_THREAD)
+                        .map(|i| recorder.record(rig.event(t * PER_THREAD + i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let total = THREADS * PER_THREAD;
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len() as u64, total, "every id distinct");
+    tokio::time::timeout(Duration::from_secs(30), recorder.flush())
+        .await
+        .expect("flush")
+        .unwrap();
+    assert_eq!(
+        rig.stored_tokens().await,
+        Decimal::from(total * (total + 1) / 2)
+    );
+    let stats = recorder.stats();
+    assert_eq!(
+        (stats.recorded, stats.sent, stats.queued),
+        (total, total, 0)
+    );
+    assert_eq!(stats.retried, 5, "the burst was retried");
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn batches_by_size_and_flush_does_not_wait_for_the_interval() {
     let rig = rig().await;
