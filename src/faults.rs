@@ -25,12 +25,14 @@ use crate::store::{
 };
 use crate::usage::UsageRecord;
 
-/// A store whose `record_usage` misbehaves on demand.
+/// A store whose usage writes (`record_usage`, `commit_reservation`)
+/// misbehave on demand.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<DynStore>,
     down: AtomicBool,
     fail_next: AtomicUsize,
+    garble_next: AtomicUsize,
     land_then_fail_next: AtomicUsize,
     deliver_twice: AtomicBool,
     delay_micros: AtomicU64,
@@ -45,6 +47,7 @@ impl FaultyStore {
             inner,
             down: AtomicBool::new(false),
             fail_next: AtomicUsize::new(0),
+            garble_next: AtomicUsize::new(0),
             land_then_fail_next: AtomicUsize::new(0),
             deliver_twice: AtomicBool::new(false),
             delay_micros: AtomicU64::new(0),
@@ -61,6 +64,12 @@ impl FaultyStore {
     /// A burst: the next `n` usage writes fail with `Unavailable` (a 5xx).
     pub fn fail_next(&self, n: usize) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Nonsense: the next `n` usage writes fail with `Unexpected`, as for a
+    /// response the store does not understand. Not retryable.
+    pub fn garble_next(&self, n: usize) {
+        self.garble_next.store(n, Ordering::SeqCst);
     }
 
     /// Timeouts: the next `n` usage writes land, then report `Unavailable`
@@ -116,6 +125,12 @@ impl FaultyStore {
         }
         if Self::take(&self.fail_next) {
             return Err(Self::unavailable("503"));
+        }
+        if Self::take(&self.garble_next) {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                "injected fault: a response the store does not understand",
+            ));
         }
         let outcome = write().await?;
         if Self::take(&self.land_then_fail_next) {

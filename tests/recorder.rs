@@ -420,3 +420,27 @@ async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
     assert_eq!((stats.sent, stats.failed), (2, 1));
     recorder.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A response the store does not understand is not retried forever: the
+/// batch is split, each event is tried once more on its own, and what still
+/// fails is counted and logged, so `flush` returns.
+#[tokio::test]
+async fn an_unexpected_failure_is_not_retried_forever() {
+    let rig = rig().await;
+    let recorder =
+        UsageRecorder::start(rig.tenancy.clone(), fast(RecorderConfig::default())).unwrap();
+    record_many(&recorder, &rig, 3);
+    // The batch, then each of its three events on its own.
+    rig.faults.garble_next(4);
+    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    let stats = recorder.stats();
+    assert_eq!((stats.sent, stats.failed, stats.retried), (0, 3, 0));
+    // The next event goes through.
+    recorder.record(rig.event(10)).unwrap();
+    recorder.flush().await.unwrap();
+    assert_eq!(rig.stored_tokens().await, dec!(10));
+    recorder.shutdown(Duration::from_secs(1)).await;
+}

@@ -871,7 +871,7 @@ impl Shared {
                         .fetch_add(outcome.duplicates as u64, Ordering::SeqCst);
                     return Delivery::Settled;
                 }
-                Err(e) if e.is_retryable() || e.kind() == ErrorKind::Unexpected => {
+                Err(e) if e.is_retryable() => {
                     if self.stopping() {
                         return Delivery::Stopped(batch);
                     }
