@@ -37,6 +37,14 @@ use crate::usage::{UsageEvent, UsageRecord};
 /// Organizations' metering, as loaded for one write.
 type OrgMeterings = std::collections::HashMap<OrgId, Arc<OrgMetering>>;
 
+/// A batch validated and resolved by [`Tenancy::prepare_usage`], ready for
+/// [`Tenancy::write_usage`].
+#[derive(Debug)]
+pub(crate) struct PreparedUsage {
+    records: Vec<UsageRecord>,
+    meterings: OrgMeterings,
+}
+
 /// What metering needs to know about an organization, cached like features.
 #[derive(Debug)]
 pub(crate) struct OrgMetering {
@@ -142,8 +150,21 @@ impl Tenancy {
     /// Records a batch of usage events in one store call, all or nothing.
     /// Every event is validated before anything is written.
     pub async fn record_usage_batch(&self, events: Vec<UsageEvent>) -> Result<RecordOutcome> {
+        let prepared = self.prepare_usage(events).await?;
+        self.write_usage(&prepared).await
+    }
+
+    /// The first half of [`record_usage_batch`](Self::record_usage_batch):
+    /// validates the events and resolves them into store records in their
+    /// organizations' time zones. The recorder prepares a batch once and
+    /// retries only [`write_usage`](Self::write_usage).
+    pub(crate) async fn prepare_usage(
+        &self,
+        events: impl IntoIterator<Item = UsageEvent>,
+    ) -> Result<PreparedUsage> {
         let now = self.now();
-        let mut records = Vec::with_capacity(events.len());
+        let events = events.into_iter();
+        let mut records = Vec::with_capacity(events.size_hint().0);
         // One lookup per organization, not per event: with the cache off
         // each lookup is two store reads.
         let mut meterings = OrgMeterings::new();
@@ -158,9 +179,17 @@ impl Tenancy {
             };
             records.push(event.into_record(now, metering.timezone)?);
         }
-        let outcome = self.inner.store.record_usage(&records).await?;
+        Ok(PreparedUsage { records, meterings })
+    }
+
+    /// The second half of [`record_usage_batch`](Self::record_usage_batch):
+    /// one store call, then the alert check. Safe to repeat: the store
+    /// counts each event id once.
+    pub(crate) async fn write_usage(&self, prepared: &PreparedUsage) -> Result<RecordOutcome> {
+        let outcome = self.inner.store.record_usage(&prepared.records).await?;
         if outcome.inserted > 0 {
-            self.raise_alerts(&records, &meterings, now).await;
+            self.raise_alerts(&prepared.records, &prepared.meterings, self.now())
+                .await;
         }
         Ok(outcome)
     }

@@ -825,15 +825,18 @@ impl Shared {
                 }
             };
             tracing::info!(path = %path.display(), events = events.len(), "replaying spooled usage");
-            for chunk in events.chunks(self.config.batch_size) {
-                match self.deliver(chunk.to_vec()).await {
+            let mut events = events.into_iter();
+            loop {
+                let chunk: Vec<UsageEvent> = events.by_ref().take(self.config.batch_size).collect();
+                let n = chunk.len() as u64;
+                if n == 0 {
+                    break;
+                }
+                match self.deliver(chunk).await {
                     Delivery::Settled => {
-                        self.counters
-                            .replayed
-                            .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                        self.counters.replayed.fetch_add(n, Ordering::SeqCst);
                         if own {
-                            self.progress
-                                .send_modify(|p| p.spill_settled += chunk.len() as u64);
+                            self.progress.send_modify(|p| p.spill_settled += n);
                         }
                     }
                     // The file stays; the next recorder replays it (resent
@@ -860,8 +863,18 @@ impl Shared {
             .with_jitter()
             .without_max_times()
             .build();
+        // Prepared (validated, resolved into store records) once; only the
+        // write is retried. `batch` stays for splitting and for giving back.
+        let mut prepared = None;
         loop {
-            match self.tenancy.record_usage_batch(batch.clone()).await {
+            let written = match &prepared {
+                Some(prepared) => self.tenancy.write_usage(prepared).await,
+                None => match self.tenancy.prepare_usage(batch.iter().cloned()).await {
+                    Ok(ready) => self.tenancy.write_usage(prepared.insert(ready)).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match written {
                 Ok(outcome) => {
                     self.counters
                         .sent
