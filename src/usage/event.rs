@@ -146,12 +146,17 @@ impl UsageEvent {
         self
     }
 
+    /// Input + cached input + output tokens.
+    pub fn total_tokens(&self) -> u128 {
+        u128::from(self.input_tokens)
+            + u128::from(self.cached_input_tokens)
+            + u128::from(self.output_tokens)
+    }
+
     /// The amount of each metric this event counts towards, validated.
     pub fn amounts(&self) -> Result<Vec<(MetricKey, Decimal)>> {
         let mut amounts = Vec::with_capacity(2 + self.quantities.len());
-        let tokens = u128::from(self.input_tokens)
-            + u128::from(self.cached_input_tokens)
-            + u128::from(self.output_tokens);
+        let tokens = self.total_tokens();
         if tokens > 0 {
             let tokens = Decimal::from_i128_with_scale(tokens as i128, 0);
             amounts.push((MetricKey::tokens(), validate_amount("tokens", tokens)?));
@@ -173,36 +178,11 @@ impl UsageEvent {
     }
 
     /// Checks labels, metadata and amounts; `InvalidInput` naming the field.
+    /// Accepts exactly the events whose [`amounts`](Self::amounts) succeed,
+    /// without allocating: this runs on every `UsageRecorder::record`.
     pub fn validate(&self) -> Result<()> {
-        for (field, label) in [
-            ("provider", &self.provider),
-            ("model", &self.model),
-            ("operation", &self.operation),
-        ] {
-            // A char is at least one byte: only long labels need counting.
-            if label.len() > MAX_LABEL_CHARS && label.chars().count() > MAX_LABEL_CHARS {
-                return Err(Error::invalid_input(
-                    field,
-                    format!("longer than {MAX_LABEL_CHARS} characters"),
-                ));
-            }
-        }
-        if !self.metadata.is_null() {
-            let metadata_bytes = serde_json::to_vec(&self.metadata)
-                .map_err(|e| Error::invalid_input("metadata", "not serializable").with_source(e))?
-                .len();
-            if metadata_bytes > MAX_METADATA_BYTES {
-                return Err(Error::invalid_input(
-                    "metadata",
-                    format!("{metadata_bytes} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
-                ));
-            }
-        }
-        // The same checks as `amounts()`, without allocating: this runs on
-        // every `UsageRecorder::record`.
-        let tokens = u128::from(self.input_tokens)
-            + u128::from(self.cached_input_tokens)
-            + u128::from(self.output_tokens);
+        self.validate_labels_and_metadata()?;
+        let tokens = self.total_tokens();
         // Integer comparison first: the common case never builds a Decimal.
         const MAX_TOKENS: u128 = 1_000_000_000_000_000_000;
         if tokens > MAX_TOKENS {
@@ -228,11 +208,42 @@ impl UsageEvent {
         Ok(())
     }
 
+    fn validate_labels_and_metadata(&self) -> Result<()> {
+        for (field, label) in [
+            ("provider", &self.provider),
+            ("model", &self.model),
+            ("operation", &self.operation),
+        ] {
+            // A char is at least one byte: only long labels need counting.
+            if label.len() > MAX_LABEL_CHARS && label.chars().count() > MAX_LABEL_CHARS {
+                return Err(Error::invalid_input(
+                    field,
+                    format!("longer than {MAX_LABEL_CHARS} characters"),
+                ));
+            }
+        }
+        if !self.metadata.is_null() {
+            let mut size = ByteCount(0);
+            serde_json::to_writer(&mut size, &self.metadata)
+                .map_err(|e| Error::invalid_input("metadata", "not serializable").with_source(e))?;
+            if size.0 > MAX_METADATA_BYTES {
+                return Err(Error::invalid_input(
+                    "metadata",
+                    format!(
+                        "{} bytes serialized; the limit is {MAX_METADATA_BYTES}",
+                        size.0
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates the event and resolves its id, time and amounts into the
     /// record a store writes. `tz` is the organization's time zone, which
     /// decides the periods the event counts in.
     pub fn into_record(self, now: DateTime<Utc>, tz: Tz) -> Result<UsageRecord> {
-        self.validate()?;
+        self.validate_labels_and_metadata()?;
         let amounts = self.amounts()?;
         let id = self.id.unwrap_or_else(EventId::new_v7);
         let occurred_at = self.occurred_at.unwrap_or(now);
@@ -247,6 +258,21 @@ impl UsageEvent {
                 ..self
             },
         })
+    }
+}
+
+/// Counts the bytes written to it: the serialized size of metadata without
+/// building the string.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -329,6 +355,30 @@ mod tests {
             huge.into_record(now, Tz::UTC).unwrap_err().field(),
             Some("tokens")
         );
+    }
+
+    proptest::proptest! {
+        /// `validate` (allocation-free, on every `record`) accepts exactly
+        /// what `amounts` (on every write) accepts.
+        #[test]
+        fn validate_agrees_with_amounts(
+            input in proptest::prelude::any::<u64>(),
+            output in proptest::prelude::any::<u64>(),
+            cost in proptest::option::of((-3i64..i64::MAX, 0u32..3)),
+            quantities in proptest::collection::vec(
+                (0usize..3, -3i64..i64::MAX, 0u32..3), 0..4),
+        ) {
+            // Mantissas up to i64::MAX at scales 0..3 straddle MAX_AMOUNT.
+            let names = ["tokens", "cost_usd", "images"];
+            let mut e = UsageEvent::new(OrgId::new_v7()).tokens(input, 0, output);
+            if let Some((mantissa, scale)) = cost {
+                e = e.cost_usd(Decimal::new(mantissa, scale));
+            }
+            for (name, mantissa, scale) in quantities {
+                e = e.quantity(MetricKey::parse(names[name]).unwrap(), Decimal::new(mantissa, scale));
+            }
+            proptest::prop_assert_eq!(e.validate().is_ok(), e.amounts().is_ok(), "{:?}", e);
+        }
     }
 
     #[test]

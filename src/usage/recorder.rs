@@ -11,8 +11,8 @@
 //! # Never lost, never doubled
 //!
 //! - Every event has an id before it is queued: the caller's, or a UUIDv7
-//!   of the event's millisecond and a per-recorder counter, unique within
-//!   the recorder by construction and ordered by recording.
+//!   of the millisecond it was recorded in and a per-recorder counter,
+//!   unique within the recorder by construction and ordered by recording.
 //! - Transient failures are retried with exponential backoff and jitter.
 //!   Every retry resends the same event ids, and the store counts an id once.
 //! - While the backend is down, events wait in memory up to
@@ -267,7 +267,7 @@ struct Progress {
     spill_settled: u64,
 }
 
-/// Event ids for one recorder: UUIDv7, the event's millisecond, then a
+/// Event ids for one recorder: UUIDv7, the recording millisecond, then a
 /// 74-bit counter that starts at a random value and goes up by one per id
 /// (RFC 9562, section 6.2, method 1). Ids are unique within a recorder by
 /// construction, so one random draw serves them all; two recorders'
@@ -414,8 +414,8 @@ impl UsageRecorder {
             Some(id) => id,
             None => *event.id.insert(shared.ids.next(now)),
         };
-        event.occurred_at.get_or_insert(now);
-        shared.price(&mut event)?;
+        let at = *event.occurred_at.get_or_insert(now);
+        shared.price(&mut event, at)?;
         shared.enqueue(event)?;
         Ok(id)
     }
@@ -560,16 +560,15 @@ impl Shared {
         });
     }
 
-    /// Fills in the cost from the price table, per the unknown-model policy.
-    fn price(&self, event: &mut UsageEvent) -> Result<()> {
+    /// Fills in the cost from the price table at the prices in effect `at`
+    /// (the event's time), per the unknown-model policy.
+    fn price(&self, event: &mut UsageEvent, at: DateTime<Utc>) -> Result<()> {
         let Some(prices) = &self.config.prices else {
             return Ok(());
         };
-        let tokens = event.input_tokens + event.cached_input_tokens + event.output_tokens;
-        if event.cost_usd.is_some() || tokens == 0 || event.model.is_empty() {
+        if event.cost_usd.is_some() || event.total_tokens() == 0 || event.model.is_empty() {
             return Ok(());
         }
-        let at = event.occurred_at.unwrap_or_else(|| self.tenancy.now());
         match prices.cost(
             &event.provider,
             &event.model,
