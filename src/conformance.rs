@@ -578,7 +578,7 @@ pub async fn feature_cache_is_bounded_by_ttl(store: Arc<DynStore>) {
         key: FeatureKey::parse("exports").unwrap(),
         enabled: true,
         config: serde_json::Value::Null,
-        updated_at: s.clock.now_utc(),
+        updated_at: crate::Clock::now(&s.clock),
     };
     store.put_feature(s.org, &feature).await.unwrap();
     assert!(
@@ -1356,10 +1356,4 @@ pub async fn usage_summary_lines(store: Arc<DynStore>) {
             .iter()
             .all(|l| l.scope == LimitScope::Organization)
     );
-}
-
-impl FakeClock {
-    fn now_utc(&self) -> DateTime<Utc> {
-        crate::Clock::now(self)
-    }
 }

@@ -19,7 +19,7 @@ use crate::limits::{AlertKey, CurrentPeriods, Limit, LimitScope, LimitUsage, Per
 use crate::org::{Membership, OrgMembership, Organization};
 use crate::store::{
     CommitOutcome, CounterUsage, RecordOutcome, ReserveRequest, ReserveResult, Store, UsageQuery,
-    UsageSnapshot,
+    UsageSnapshot, org_not_found,
 };
 use crate::usage::UsageRecord;
 
@@ -83,10 +83,6 @@ impl MemoryStore {
         // every method validates before it mutates.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn org_not_found(org: OrgId) -> Error {
-    Error::not_found(format!("organization {org} does not exist"))
 }
 
 impl State {

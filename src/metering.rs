@@ -424,7 +424,7 @@ impl Tenancy {
             .store
             .organization(org)
             .await?
-            .ok_or_else(|| Error::not_found(format!("organization {org} does not exist")))?;
+            .ok_or_else(|| crate::store::org_not_found(org))?;
         let limits = self.inner.store.limits(org).await?;
         let loaded = Arc::new(OrgMetering {
             timezone: organization.timezone,

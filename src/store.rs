@@ -34,6 +34,12 @@ pub(crate) fn not_a_member(org: OrgId, user: UserId) -> crate::Error {
     crate::Error::not_found(format!("user {user} is not a member of organization {org}"))
 }
 
+/// The error for an organization that does not exist, shared by the stores
+/// and the facade.
+pub(crate) fn org_not_found(org: OrgId) -> crate::Error {
+    crate::Error::not_found(format!("organization {org} does not exist"))
+}
+
 /// A store behind a pointer: what [`Tenancy`](crate::Tenancy) holds.
 pub type DynStore = dyn Store;
 

@@ -130,7 +130,7 @@ impl Store for SupabaseStore {
             .update(to_body(&json!({ "name": name }))?);
         self.first_row("renaming an organization", Idempotent::Yes, request)
             .await?
-            .ok_or_else(|| Error::not_found(format!("organization {id} does not exist")))
+            .ok_or_else(|| crate::store::org_not_found(id))
     }
 
     async fn delete_organization(&self, id: OrgId) -> Result<bool> {
