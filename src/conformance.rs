@@ -626,14 +626,15 @@ pub async fn tenant_isolation(store: Arc<DynStore>) {
             .unwrap()
             .is_empty()
     );
-    assert!(
-        b.tenancy
-            .members(&b.owner_ctx)
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.user_id == b.owner)
-    );
+    let b_members: Vec<UserId> = b
+        .tenancy
+        .members(&b.owner_ctx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    assert_eq!(b_members, vec![b.owner], "org B has only its owner");
     let decision = b
         .tenancy
         .check_limit(&b.owner_ctx, "tokens", dec(1_000))
@@ -1351,6 +1352,12 @@ pub async fn usage_summary_lines(store: Arc<DynStore>) {
     assert_eq!((cost.used, cost.limit), (dec(2), None));
     // The owner does not see the member's own lines.
     let owner_lines = s.tenancy.usage_summary(&s.owner_ctx).await.unwrap();
+    assert!(
+        owner_lines.iter().any(|l| l.metric.as_str() == "tokens"
+            && l.period == Period::Monthly
+            && l.scope == LimitScope::Organization),
+        "the owner sees the org-wide lines: {owner_lines:#?}"
+    );
     assert!(
         owner_lines
             .iter()
