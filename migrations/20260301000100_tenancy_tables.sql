@@ -139,12 +139,6 @@ create table if not exists public.usage_events (
   primary key (organization_id, id)
 );
 
--- Databases migrated before the key was dropped.
-alter table public.usage_events drop constraint if exists usage_events_organization_id_fkey;
--- The amounts per metric used to be sent and stored with each event; the
--- record RPC now derives them from the event's own columns.
-alter table public.usage_events drop column if exists amounts;
-
 create index if not exists usage_events_org_occurred_idx
   on public.usage_events (organization_id, occurred_at desc);
 

@@ -19,13 +19,7 @@
 -- meanwhile is seen entirely or not at all.
 --
 -- The rows come from tenancy.limit_usage (below), which PostgreSQL inlines
--- into each caller's statement. Speed, see notes/supabase_perf.md: helpers
--- with a `set` clause (as the earlier limit_usages -> limit_json ->
--- scope_json needed for search_path) are never inlined and are re-planned
--- on every call.
-drop function if exists tenancy.limit_usages(uuid, uuid, text, date, date, timestamptz);
-drop function if exists tenancy.limit_json(public.usage_limits);
-drop function if exists tenancy.scope_json(uuid);
+-- into each caller's statement (see notes/supabase_perf.md).
 
 -- ---------------------------------------------------------------------------
 -- tenancy_record_usage(jsonb) -> {inserted, duplicates}
@@ -43,10 +37,7 @@ drop function if exists tenancy.scope_json(uuid);
 -- user, the user's, daily and monthly; only for newly inserted events. One
 -- statement: all of the batch or none.
 
--- The argument used to be named `events`; a name cannot be dropped in place.
-drop function if exists public.tenancy_record_usage(jsonb);
-
-create function public.tenancy_record_usage(jsonb) returns jsonb
+create or replace function public.tenancy_record_usage(jsonb) returns jsonb
 language plpgsql
 set search_path = ''
 as $$
