@@ -72,8 +72,9 @@ impl ForOrg for postgrest::Builder {
 
 /// A table seen through one organization: see the [module docs](self).
 ///
-/// The filter is added first and PostgREST ANDs every top-level filter, so
-/// nothing a caller adds to the builders it gets can widen the scope.
+/// The filter is added after the caller's refinement and PostgREST ANDs
+/// every top-level filter, so nothing a caller adds, nor a refinement that
+/// starts over from another builder, can widen the scope.
 #[derive(Debug, Clone)]
 pub struct ScopedTable {
     store: SupabaseStore,
@@ -125,7 +126,7 @@ impl ScopedTable {
         refine: impl FnOnce(postgrest::Builder) -> postgrest::Builder,
         start: postgrest::Builder,
     ) -> postgrest::Builder {
-        refine(start.for_org_id(&self.column, self.org)).for_org_id(&self.column, self.org)
+        refine(start).for_org_id(&self.column, self.org)
     }
 
     /// Reads `columns` of the organization's rows that `refine` selects and

@@ -223,6 +223,21 @@ async fn user_client_cannot_write_another_orgs_rows() {
         return;
     };
     let as_alice = user_client(server, &t.service, t.alice);
+    // Bob's org has a feature and a limit for Alice to try to delete.
+    let operator = tenancy::PlatformOperator::new("test");
+    t.tenancy
+        .enable_feature(&operator, t.globex.id, "sso")
+        .await
+        .unwrap();
+    let limit = t
+        .tenancy
+        .set_limit(
+            &operator,
+            t.globex.id,
+            tenancy::NewLimit::from_limit_type("monthly_tokens", 1000.into()).unwrap(),
+        )
+        .await
+        .unwrap();
 
     // Joining Bob's org (IDOR on memberships): refused.
     let err = as_alice
@@ -251,8 +266,39 @@ async fn user_client_cannot_write_another_orgs_rows() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    // Deleting it: nothing deleted.
+    // Deleting it: nothing deleted. Its feature and limit: users may not
+    // delete features or limits at all.
     assert!(!as_alice.delete_organization(t.globex.id).await.unwrap());
+    let sso = FeatureKey::parse("sso").unwrap();
+    let err = as_alice
+        .delete_feature(t.globex.id, &sso)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let err = as_alice
+        .delete_limit(t.globex.id, limit.id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    // Demoting or removing Bob: as if he were not a member at all.
+    let err = as_alice
+        .set_member_role(t.globex.id, t.bob, Role::Owner, Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = as_alice
+        .remove_member(t.globex.id, t.bob, Role::Owner)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // Bob's memberships are not Alice's to read.
+    assert!(
+        as_alice
+            .memberships_of_user(t.bob)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Writing its features or recording usage against it: refused.
     let feature = tenancy::Feature {
         key: FeatureKey::parse("beta").unwrap(),
@@ -283,8 +329,20 @@ async fn user_client_cannot_write_another_orgs_rows() {
     // Nothing changed, seen through the service client.
     let globex = t.service.organization(t.globex.id).await.unwrap().unwrap();
     assert_eq!(globex.name, "Globex");
-    assert!(t.service.features(t.globex.id).await.unwrap().is_empty());
-    assert_eq!(t.service.members(t.globex.id).await.unwrap().len(), 1);
+    let features = t.service.features(t.globex.id).await.unwrap();
+    assert_eq!(
+        features.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(),
+        ["sso"]
+    );
+    assert_eq!(t.service.limits(t.globex.id).await.unwrap(), [limit]);
+    let members = t.service.members(t.globex.id).await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.user_id, m.role))
+            .collect::<Vec<_>>(),
+        [(t.bob, Role::Owner)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,6 +478,33 @@ async fn scoped_table_filters_stamps_and_refuses_other_orgs() {
     let globex: Vec<Brand> = globex_brands.list("*").await.unwrap();
     assert_eq!(globex.len(), 1);
 
+    // The raw filter, on the service client (RLS would hide other orgs'
+    // rows on a user client, so only the filter is tested here), while
+    // both orgs have rows.
+    let names = |rows: Vec<Brand>| {
+        let mut names: Vec<String> = rows.into_iter().map(|b| b.name).collect();
+        names.sort();
+        names
+    };
+    let bobs: Vec<Brand> = t
+        .service
+        .fetch(t.service.from("brands").select("*").for_org(&bob_ctx))
+        .await
+        .unwrap();
+    assert_eq!(names(bobs), ["Widgets"]);
+    let alices: Vec<Brand> = t
+        .service
+        .fetch(
+            t.service
+                .from("brands")
+                .select("*")
+                .for_org_column("organization_id", &alice_ctx),
+        )
+        .await
+        .unwrap();
+    // Both of Acme's rows are named Soap since the rename round trip above.
+    assert_eq!(names(alices), ["Soap", "Soap"]);
+
     // Updates and deletes are filtered: Acme's scope cannot touch Widgets.
     let touched: Vec<Brand> = acme_brands
         .update(|q| q.eq("name", "Widgets"), &json!({"name": "Pwned"}))
@@ -431,18 +516,9 @@ async fn scoped_table_filters_stamps_and_refuses_other_orgs() {
     let globex: Vec<Brand> = globex_brands.list("*").await.unwrap();
     assert_eq!(globex[0].name, "Widgets");
 
-    // The raw filter, on the service client (RLS would hide other orgs'
-    // rows on a user client, so only the filter is tested here), and a
-    // configurable column on a user client.
-    let rows: Vec<Brand> = t
-        .service
-        .fetch(t.service.from("brands").select("*").for_org(&bob_ctx))
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].name, "Widgets");
-    let as_bob = user_client(server, &t.service, t.bob);
-    let custom = as_bob.table(&bob_ctx, "organizations").org_column("id");
+    // A configurable column, on the service client so only the scope
+    // keeps Acme out.
+    let custom = t.service.table(&bob_ctx, "organizations").org_column("id");
     assert_eq!(custom.column(), "id");
     let orgs: Vec<serde_json::Value> = custom.list("id,name").await.unwrap();
     assert_eq!(
