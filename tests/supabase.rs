@@ -368,7 +368,7 @@ async fn ctx_of(t: &TwoOrgs, user: UserId, org: &Organization) -> TenantContext 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_table_filters_stamps_and_refuses_other_orgs() {
-    let Some((server, t)) = two_orgs().await else {
+    let Some((_, t)) = two_orgs().await else {
         return;
     };
     let alice_ctx = ctx_of(&t, t.alice, &t.acme).await;
