@@ -157,7 +157,8 @@ async fn list_orgs(State(app): State<App>, Tenant(ctx): Tenant) -> Result<Json<V
     Ok(Json(json!({"active": ctx.org(), "orgs": orgs})))
 }
 
-async fn list_brands(
+/// `GET /brands`: the active organization's brands.
+pub async fn list_brands(
     State(app): State<App>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<Vec<Brand>>, StatusCode> {
@@ -168,12 +169,14 @@ async fn list_brands(
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
 }
 
-#[derive(Deserialize)]
-struct NewBrand {
+/// The body of `POST /brands`.
+#[derive(Debug, Deserialize)]
+pub struct NewBrand {
     name: String,
 }
 
-async fn create_brand(
+/// `POST /brands`: a brand in the active organization (members and up).
+pub async fn create_brand(
     State(app): State<App>,
     Tenant(ctx): Tenant,
     Json(new): Json<NewBrand>,

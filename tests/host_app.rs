@@ -31,6 +31,14 @@ async fn server() -> Server {
     }
 }
 
+/// Serves `router` on a loopback port; returns its base URL.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
 fn token(claims: Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
@@ -407,12 +415,6 @@ async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
                 .clone()
                 .with_org_source(OrgSource::Cookie("org".into())),
         ));
-    let serve = |router: axum::Router| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        base
-    };
     let (path_base, cookie_base) = (serve(by_path).await, serve(by_cookie).await);
     let http = reqwest::Client::new();
 
@@ -452,5 +454,185 @@ async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
         default.text().await.unwrap(),
         demo.acme.to_string(),
         "no cookie: the default org"
+    );
+}
+
+/// The app of `demo` with its org taken from `source`.
+fn app_with(demo: &host_app::Demo, source: tenancy::axum::OrgSource) -> host_app::App {
+    host_app::App {
+        auth: demo.app.auth.clone().with_org_source(source),
+        brands: demo.app.brands.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_path_parameter_missing_from_the_route_is_a_500_not_the_default_org() {
+    use axum::routing::post;
+    use tenancy::axum::OrgSource;
+
+    let s = server().await;
+    let bob = host_app::sign_token(s.demo.bob);
+    let by_path = app_with(&s.demo, OrgSource::Path("org_id".into()));
+    let base = serve(
+        axum::Router::new()
+            // The parameter is named `id`, not `org_id`.
+            .route("/orgs/{id}/brands", post(host_app::create_brand))
+            // No parameter at all.
+            .route("/brands", post(host_app::create_brand))
+            .route("/right/{org_id}/brands", post(host_app::create_brand))
+            .with_state(by_path),
+    )
+    .await;
+    for path in [format!("/orgs/{}/brands", s.demo.globex), "/brands".into()] {
+        // Bob is in Acme only: a fallback to his default org would write there.
+        let response = s
+            .http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&bob)
+            .json(&json!({"name": "Leak"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "misconfigured", "{path}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("`org_id`"), "{path}: {message}");
+    }
+    let (_, acme_brands) = s.get("/brands", Some(&bob), None).await;
+    assert_eq!(acme_brands, json!([]), "nothing was written into Acme");
+
+    // The same handler under the parameter it names works.
+    let right = s
+        .http
+        .post(format!("{base}/right/{}/brands", s.demo.acme))
+        .bearer_auth(&bob)
+        .json(&json!({"name": "Bolt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), StatusCode::CREATED);
+    let wrong_org = s
+        .http
+        .post(format!("{base}/right/{}/brands", s.demo.globex))
+        .bearer_auth(&bob)
+        .json(&json!({"name": "Leak"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_org.status(), StatusCode::FORBIDDEN);
+    let (_, acme_brands) = s.get("/brands", Some(&bob), None).await;
+    assert_eq!(acme_brands, json!([{"id": 1, "name": "Bolt"}]));
+}
+
+#[tokio::test]
+async fn an_unreadable_org_header_or_cookie_is_a_400_not_the_default_org() {
+    use reqwest::header::HeaderValue;
+    use tenancy::axum::OrgSource;
+
+    let s = server().await;
+    let bob = host_app::sign_token(s.demo.bob);
+    let bad_header: Vec<(&str, Vec<HeaderValue>)> = vec![
+        (
+            "not UTF-8",
+            vec![HeaderValue::from_bytes(b"\xff\xfeacme").unwrap()],
+        ),
+        ("empty", vec![HeaderValue::from_static("")]),
+        ("blank", vec![HeaderValue::from_static("   ")]),
+        (
+            "sent twice",
+            vec![
+                HeaderValue::from_str(&s.demo.acme.to_string()).unwrap(),
+                HeaderValue::from_str(&s.demo.globex.to_string()).unwrap(),
+            ],
+        ),
+    ];
+    for (what, values) in bad_header {
+        let mut request = s
+            .http
+            .post(format!("{}/brands", s.base))
+            .bearer_auth(&bob)
+            .json(&json!({"name": "Leak"}));
+        for value in values {
+            request = request.header("x-org-id", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{what}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            "bad_org_id",
+            "{what}"
+        );
+    }
+    let (_, acme_brands) = s.get("/brands", Some(&bob), None).await;
+    assert_eq!(acme_brands, json!([]), "nothing was written into Acme");
+
+    let cookie_base = serve(host_app::router(app_with(
+        &s.demo,
+        OrgSource::Cookie("org".into()),
+    )))
+    .await;
+    let with_cookie = |cookie: &[u8]| {
+        s.http
+            .post(format!("{cookie_base}/brands"))
+            .bearer_auth(&bob)
+            .header("cookie", HeaderValue::from_bytes(cookie).unwrap())
+            .json(&json!({"name": "Leak"}))
+            .send()
+    };
+    let response = with_cookie(b"org=\xff\xfe").await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "cookie not UTF-8"
+    );
+    let response = with_cookie(b"org=").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "empty cookie");
+    // Another cookie's odd bytes do not hide the org cookie.
+    let odd_neighbour = format!("theme=caf\u{e9}; org={}", s.demo.globex);
+    let response = with_cookie(&odd_neighbour.into_bytes()).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "Globex, where Bob is no member, not Acme"
+    );
+    let (_, acme_brands) = s.get("/brands", Some(&bob), None).await;
+    assert_eq!(acme_brands, json!([]), "nothing was written into Acme");
+}
+
+#[tokio::test]
+async fn an_org_header_is_named_once_and_an_invalid_name_is_a_config_error() {
+    use tenancy::ErrorKind;
+    use tenancy::axum::OrgSource;
+
+    let s = server().await;
+    for bad in ["X Org", "", "x-org\n", "x-örg"] {
+        assert_eq!(
+            OrgSource::header(bad).unwrap_err().kind(),
+            ErrorKind::Config,
+            "{bad:?}"
+        );
+    }
+    let source = OrgSource::header("X-Tenant").unwrap();
+    let base = serve(host_app::router(app_with(&s.demo, source))).await;
+    let alice = host_app::sign_token(s.demo.alice);
+    let orgs = |header: &'static str| {
+        s.http
+            .get(format!("{base}/orgs"))
+            .bearer_auth(&alice)
+            .header(header, s.demo.globex.to_string())
+            .send()
+    };
+    let body: Value = orgs("x-tenant").await.unwrap().json().await.unwrap();
+    assert_eq!(body["active"], json!(s.demo.globex.to_string()));
+    let body: Value = orgs("x-org-id").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        body["active"],
+        json!(s.demo.acme.to_string()),
+        "X-Org-Id is not the source any more: the default org"
     );
 }

@@ -1,12 +1,12 @@
 //! Extractors: the tenant context, feature gates and metered operations.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use axum::Json;
-use axum::extract::{FromRef, FromRequestParts, Path};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{FromRef, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use rust_decimal::Decimal;
@@ -20,20 +20,49 @@ use crate::limits::{LimitDecision, Reservation, ReserveOutcome};
 use crate::store::CommitOutcome;
 use crate::tenancy::Tenancy;
 
-/// Where a request names its organization.
+/// Where a request names its organization. When the source is absent
+/// from a request (no such header, no such cookie), the user's default
+/// organization applies; when it is present but unreadable, empty or not a
+/// UUID, the request is refused (400), never served in another org.
+///
+/// ```
+/// use tenancy::axum::OrgSource;
+/// let source = OrgSource::header("X-Tenant-Id").unwrap();
+/// assert!(matches!(source, OrgSource::Header(ref name) if name == "x-tenant-id"));
+/// assert!(OrgSource::header("X Tenant").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrgSource {
-    /// A header; `X-Org-Id` by default.
-    Header(String),
+    /// A header; `X-Org-Id` by default. [`OrgSource::header`] builds one
+    /// from a name given as a string. Sent twice, it is refused (400).
+    Header(HeaderName),
     /// A cookie.
     Cookie(String),
-    /// A path parameter (`/orgs/{org_id}/…`).
+    /// A path parameter (`/orgs/{org_id}/…`). It must be in every route
+    /// the extractors run on: a route without it is a server
+    /// misconfiguration (500 naming the parameter), never the default org.
     Path(String),
+}
+
+impl OrgSource {
+    /// The header `name`. A name that is not a valid HTTP header name is a
+    /// [`Config`](ErrorKind::Config) error.
+    pub fn header(name: &str) -> crate::Result<OrgSource> {
+        HeaderName::try_from(name)
+            .map(OrgSource::Header)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("the org source {name:?} is not a valid header name"),
+                )
+                .with_source(e)
+            })
+    }
 }
 
 impl Default for OrgSource {
     fn default() -> Self {
-        OrgSource::Header("x-org-id".into())
+        OrgSource::Header(HeaderName::from_static("x-org-id"))
     }
 }
 
@@ -70,8 +99,8 @@ impl TenantAuth {
     }
 
     /// Resolves the request's tenant context: verifies the bearer token,
-    /// reads the org (or falls back to the user's default org), and
-    /// re-checks membership.
+    /// reads the org (or, when the request names none, falls back to the
+    /// user's default org), and re-checks membership.
     pub async fn authenticate<S: Send + Sync>(
         &self,
         parts: &mut Parts,
@@ -101,50 +130,94 @@ impl TenantAuth {
             .map_err(TenantRejection::from_error)
     }
 
+    /// The organization the request names: `None` only when the source is
+    /// absent from it (no header, no cookie).
     async fn requested_org<S: Send + Sync>(
         &self,
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<OrgId>, TenantRejection> {
-        let raw: Option<String> = match &self.org_source {
-            OrgSource::Header(name) => parts
-                .headers
-                .get(name.as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            OrgSource::Cookie(name) => cookie(parts, name),
+        match &self.org_source {
+            OrgSource::Header(name) => parse_org(header_value(parts, name)?),
+            OrgSource::Cookie(name) => parse_org(cookie_value(parts, name)?),
             OrgSource::Path(param) => {
-                Path::<HashMap<String, String>>::from_request_parts(parts, state)
+                let params = RawPathParams::from_request_parts(parts, state)
                     .await
-                    .ok()
-                    .and_then(|Path(params)| params.get(param).cloned())
+                    .map_err(|e| match e {
+                        RawPathParamsRejection::InvalidUtf8InPathParam(_) => {
+                            TenantRejection::BadOrgId
+                        }
+                        _ => missing_path_parameter(param),
+                    })?;
+                let value = params
+                    .iter()
+                    .find_map(|(key, value)| (key == param).then_some(value))
+                    .ok_or_else(|| missing_path_parameter(param))?;
+                parse_org(Some(value))
             }
-        };
-        match raw.as_deref().map(str::trim) {
-            None | Some("") => Ok(None),
-            Some(raw) => OrgId::parse(raw)
-                .map(Some)
-                .map_err(|_| TenantRejection::BadOrgId),
         }
     }
+}
+
+fn parse_org(raw: Option<&str>) -> Result<Option<OrgId>, TenantRejection> {
+    raw.map(|raw| OrgId::parse(raw).map_err(|_| TenantRejection::BadOrgId))
+        .transpose()
+}
+
+/// The header's value: `None` when absent; refused when it is not text or
+/// is sent more than once (which one would count?).
+fn header_value<'a>(
+    parts: &'a Parts,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, TenantRejection> {
+    let mut values = parts.headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(TenantRejection::BadOrgId);
+    }
+    value
+        .to_str()
+        .map(Some)
+        .map_err(|_| TenantRejection::BadOrgId)
+}
+
+/// The first cookie named `name`: `None` when there is none; refused when
+/// its value is not UTF-8. Read as bytes, so that another cookie's odd
+/// bytes in the same header cannot hide this one.
+fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, TenantRejection> {
+    let pairs = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'));
+    for pair in pairs {
+        let pair = pair.trim_ascii();
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if &pair[..eq] == name.as_bytes() {
+            return std::str::from_utf8(pair[eq + 1..].trim_ascii())
+                .map(Some)
+                .map_err(|_| TenantRejection::BadOrgId);
+        }
+    }
+    Ok(None)
+}
+
+fn missing_path_parameter(param: &str) -> TenantRejection {
+    let message = format!(
+        "the route has no path parameter `{param}`, where OrgSource::Path says the organization is"
+    );
+    tracing::error!("{message}");
+    TenantRejection::Misconfigured(message)
 }
 
 fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 /// Why a request was refused. Turns into a JSON response that names the
@@ -155,7 +228,8 @@ fn cookie(parts: &Parts, name: &str) -> Option<String> {
 pub enum TenantRejection {
     /// 401: no token, or a bad, expired or forged one.
     Unauthenticated,
-    /// 400: the org id is not a UUID.
+    /// 400: the request names an organization that is not a UUID (or is
+    /// empty, not text, or named twice).
     BadOrgId,
     /// 403: the user is not a member of the requested organization.
     NotAMember,
@@ -169,6 +243,9 @@ pub enum TenantRejection {
     LimitExceeded(Box<LimitDecision>),
     /// 503: the store could not be reached.
     Unavailable,
+    /// 500: the server is set up wrong, for instance the org's path
+    /// parameter is not in the route. The message says how.
+    Misconfigured(String),
     /// 500: anything else.
     Internal,
 }
@@ -244,6 +321,10 @@ impl IntoResponse for TenantRejection {
             TenantRejection::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "unavailable", "message": "try again shortly"}),
+            ),
+            TenantRejection::Misconfigured(message) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "misconfigured", "message": message}),
             ),
             TenantRejection::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,

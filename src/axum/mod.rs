@@ -8,7 +8,10 @@
 //!   leaks nothing.
 //! - [`TenantAuth`] holds the verifier, the facade and where the org comes
 //!   from ([`OrgSource`]: the `X-Org-Id` header by default, a cookie, or a
-//!   path parameter); without one, the user's default org. Membership is
+//!   path parameter). A request that names no org (no such header or
+//!   cookie) gets the user's default org; one whose header or cookie is
+//!   unreadable, empty or not a UUID gets 400, and a route without the
+//!   configured path parameter 500 — never the default org. Membership is
 //!   always re-checked: a non-member gets 403.
 //! - Extractors: [`Tenant`] (the context), [`FeatureGate<F>`] (403 when the
 //!   feature is off), [`Metered<M>`] (reserves before the handler, commits
