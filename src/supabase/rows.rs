@@ -105,7 +105,9 @@ impl From<LimitRow> for Limit {
     }
 }
 
-/// Arguments of `tenancy_put_limit`.
+/// Arguments of `tenancy_put_limit`. `None`s are left out, so the SQL
+/// default applies (the stand-in passes a JSON `null` argument as an empty
+/// string).
 #[derive(Debug, Serialize)]
 pub(super) struct PutLimitArgs<'a> {
     pub(super) limit_id: LimitId,
@@ -114,17 +116,20 @@ pub(super) struct PutLimitArgs<'a> {
     pub(super) period: Period,
     pub(super) limit_value: Decimal,
     pub(super) mode: LimitMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) user_id: Option<UserId>,
     pub(super) created_at: DateTime<Utc>,
 }
 
-/// Arguments of `tenancy_create_organization`.
+/// Arguments of `tenancy_create_organization` (and the row of a plain
+/// insert). `None`s are left out, as for [`PutLimitArgs`].
 #[derive(Debug, Serialize)]
 pub(super) struct CreateOrgArgs<'a> {
     pub(super) id: OrgId,
     pub(super) name: &'a str,
     pub(super) slug: &'a str,
     pub(super) timezone: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) owner_user_id: Option<UserId>,
     pub(super) created_at: DateTime<Utc>,
 }

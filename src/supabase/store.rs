@@ -34,17 +34,15 @@ fn to_body(value: &impl Serialize) -> Result<String> {
     })
 }
 
-/// The body of an RPC call: top-level nulls are left out, so the SQL
-/// defaults (all null) apply. The stand-in passes a JSON `null` argument
-/// as an empty string, which no `uuid` or `text` default survives.
-fn rpc_body(args: &impl Serialize) -> Result<String> {
-    let mut value = serde_json::to_value(args).map_err(|e| {
-        Error::new(ErrorKind::Unexpected, "cannot serialize RPC arguments").with_source(e)
-    })?;
-    if let serde_json::Value::Object(map) = &mut value {
+/// The body of an RPC call built with `json!`: top-level nulls are left
+/// out, so the SQL defaults (all null) apply. The stand-in passes a JSON
+/// `null` argument as an empty string, which no `uuid` or `text` default
+/// survives. (The typed argument structs skip their `None`s the same way.)
+fn rpc_body(mut args: serde_json::Value) -> Result<String> {
+    if let serde_json::Value::Object(map) = &mut args {
         map.retain(|_, v| !v.is_null());
     }
-    to_body(&value)
+    to_body(&args)
 }
 
 /// Rows returned by a delete: only whether there were any matters.
@@ -102,7 +100,7 @@ impl Store for SupabaseStore {
         let request = if org.owner_user_id.is_some() {
             // The RPC inserts the organization and (by trigger) its owner in
             // one transaction.
-            self.rpc("tenancy_create_organization", rpc_body(&args)?)
+            self.rpc("tenancy_create_organization", to_body(&args)?)
         } else {
             // No owner: a plain insert (the RPC requires one).
             self.from(ORGS).insert(to_body(&args)?)
@@ -287,7 +285,7 @@ impl Store for SupabaseStore {
             created_at: limit.created_at,
         };
         let request = self
-            .rpc("tenancy_put_limit", rpc_body(&args)?)
+            .rpc("tenancy_put_limit", to_body(&args)?)
             .select(LIMIT_COLUMNS);
         let row: Option<LimitRow> = self
             .first_row("setting a limit", Idempotent::Yes, request)
@@ -328,7 +326,7 @@ impl Store for SupabaseStore {
             "user_id": query.user,
             "metric": query.metric,
         });
-        let request = self.rpc("tenancy_usage_snapshot", rpc_body(&args)?);
+        let request = self.rpc("tenancy_usage_snapshot", rpc_body(args)?);
         self.call("reading usage", Idempotent::Yes, request).await
     }
 
@@ -345,7 +343,7 @@ impl Store for SupabaseStore {
             "reservation_id": request.id,
         });
         // Not idempotent: a retried grant would count its own first hold.
-        let call = self.rpc("tenancy_reserve", rpc_body(&args)?);
+        let call = self.rpc("tenancy_reserve", rpc_body(args)?);
         self.call("reserving", Idempotent::No, call).await
     }
 
@@ -366,7 +364,7 @@ impl Store for SupabaseStore {
             "reservation_id": id,
             "event": EventArg::from(usage),
         });
-        let request = self.rpc("tenancy_commit_reservation", rpc_body(&args)?);
+        let request = self.rpc("tenancy_commit_reservation", rpc_body(args)?);
         // Retrying a commit is harmless: the event id dedupes, the hold is
         // deleted at most once.
         self.call("committing a reservation", Idempotent::Yes, request)
@@ -375,7 +373,7 @@ impl Store for SupabaseStore {
 
     async fn release_reservation(&self, org: OrgId, id: ReservationId) -> Result<bool> {
         let args = json!({ "org_id": org, "reservation_id": id });
-        let request = self.rpc("tenancy_release_reservation", rpc_body(&args)?);
+        let request = self.rpc("tenancy_release_reservation", rpc_body(args)?);
         let released: Released = self
             .call("releasing a reservation", Idempotent::No, request)
             .await?;
@@ -392,7 +390,7 @@ impl Store for SupabaseStore {
             "fired_at": fired_at,
             "user_id": key.scope.user(),
         });
-        let request = self.rpc("tenancy_claim_alert", rpc_body(&args)?);
+        let request = self.rpc("tenancy_claim_alert", rpc_body(args)?);
         // Not retried after an ambiguous failure: a retry would read its
         // own first claim as someone else's.
         let claimed: Claimed = self
