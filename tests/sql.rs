@@ -236,7 +236,15 @@ const TENANT_TABLES: [&str; 8] = [
     "usage_alerts",
 ];
 
-/// RLS on every table of `public`, no security definer function in `public`.
+/// The RPCs a user JWT may call; every other function in `public` is for
+/// service_role only.
+const USER_RPCS: [&str; 2] = ["tenancy_create_organization", "tenancy_usage_snapshot"];
+
+/// RLS on every table of `public`; who may execute the functions of
+/// `public` (the bootstrap grants every new one to anon and authenticated,
+/// as Supabase does, so only the migrations' revokes protect them); no
+/// privilege of anon on a tenancy table; no security definer function in
+/// `public`, and every one in `tenancy` pins its search_path.
 async fn assert_catalog(db: &Client) {
     let no_rls: Vec<String> = db
         .query(
@@ -267,33 +275,104 @@ async fn assert_catalog(db: &Client) {
         tables >= 8,
         "the catalog check must see the tenancy tables ({tables})"
     );
-    let definers: Vec<String> = db
+
+    // Who may execute each function of public.
+    let functions: Vec<(String, bool, bool, bool)> = db
         .query(
-            "select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
-             where n.nspname = 'public' and p.prosecdef order by 1",
+            "select p.proname::text, has_function_privilege('anon', p.oid, 'execute'), \
+             has_function_privilege('authenticated', p.oid, 'execute'), \
+             has_function_privilege('service_role', p.oid, 'execute') \
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = 'public' order by 1",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let rpcs: Vec<&str> = functions
+        .iter()
+        .map(|f| f.0.as_str())
+        .filter(|name| name.starts_with("tenancy_"))
+        .collect();
+    assert_eq!(rpcs.len(), 8, "the check must see every RPC: {functions:?}");
+    let for_anon: Vec<&str> = functions
+        .iter()
+        .filter(|f| f.1)
+        .map(|f| f.0.as_str())
         .collect();
     assert!(
-        definers.is_empty(),
-        "security definer functions in public: {definers:?}"
+        for_anon.is_empty(),
+        "functions in public anon may execute: {for_anon:?}"
     );
-    // And every tenancy security definer function pins its search_path.
-    let loose: Vec<String> = db
+    let for_users: Vec<&str> = functions
+        .iter()
+        .filter(|f| f.2)
+        .map(|f| f.0.as_str())
+        .collect();
+    assert_eq!(
+        for_users, USER_RPCS,
+        "functions in public authenticated may execute"
+    );
+    let not_for_service: Vec<&str> = functions
+        .iter()
+        .filter(|f| !f.3)
+        .map(|f| f.0.as_str())
+        .collect();
+    assert!(
+        not_for_service.is_empty(),
+        "functions in public service_role may not execute: {not_for_service:?}"
+    );
+
+    // anon holds no privilege on any tenancy table.
+    for table in TENANT_TABLES {
+        let anon: bool = db
+            .query_one(
+                "select has_table_privilege('anon', $1, \
+                 'select, insert, update, delete, truncate, references, trigger')",
+                &[&format!("public.{table}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!anon, "anon holds a privilege on {table}");
+    }
+
+    // Security definer functions, by schema, and whether each pins its
+    // search_path to ''.
+    let definers: Vec<(String, String, bool)> = db
         .query(
-            "select p.proname::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
-             where n.nspname = 'tenancy' and p.prosecdef \
-             and not coalesce(p.proconfig @> array['search_path=\"\"'], false) order by 1",
+            "select n.nspname::text, p.proname::text, \
+             coalesce(p.proconfig @> array['search_path=\"\"'], false) \
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname in ('public', 'tenancy') and p.prosecdef order by 1, 2",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let in_public: Vec<&str> = definers
+        .iter()
+        .filter(|d| d.0 == "public")
+        .map(|d| d.1.as_str())
+        .collect();
+    assert!(
+        in_public.is_empty(),
+        "security definer functions in public: {in_public:?}"
+    );
+    assert!(
+        definers
+            .iter()
+            .any(|d| d.0 == "tenancy" && d.1 == "is_member"),
+        "positive control: the same query finds the definers in tenancy: {definers:?}"
+    );
+    let loose: Vec<&str> = definers
+        .iter()
+        .filter(|d| !d.2)
+        .map(|d| d.1.as_str())
         .collect();
     assert!(
         loose.is_empty(),
