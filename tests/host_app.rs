@@ -455,6 +455,30 @@ async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
         demo.acme.to_string(),
         "no cookie: the default org"
     );
+
+    // Bob is in Acme only: Globex, a real org, named by path or cookie.
+    let bob = host_app::sign_token(demo.bob);
+    let by_path = http
+        .get(format!("{path_base}/orgs/{}/whoami", demo.globex))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    let by_cookie = http
+        .get(format!("{cookie_base}/whoami"))
+        .bearer_auth(&bob)
+        .header("cookie", format!("org={}", demo.globex))
+        .send()
+        .await
+        .unwrap();
+    for (what, response) in [("path", by_path), ("cookie", by_cookie)] {
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            "not_a_member",
+            "{what}"
+        );
+    }
 }
 
 /// The app of `demo` with its org taken from `source`.
@@ -635,4 +659,75 @@ async fn an_org_header_is_named_once_and_an_invalid_name_is_a_config_error() {
         json!(s.demo.acme.to_string()),
         "X-Org-Id is not the source any more: the default org"
     );
+}
+
+#[tokio::test]
+async fn guarded_routes_refuse_an_org_the_user_is_not_in_and_record_nothing_there() {
+    let s = server().await;
+    let bob = host_app::sign_token(s.demo.bob);
+    let tenancy = s.demo.app.auth.tenancy();
+    let operator = PlatformOperator::new("test");
+    // Globex gets the feature and a limit, so that only membership can refuse.
+    tenancy
+        .enable_feature(&operator, s.demo.globex, "veo_avatars")
+        .await
+        .unwrap();
+    tenancy
+        .set_limit(
+            &operator,
+            s.demo.globex,
+            tenancy::NewLimit::from_limit_type("monthly_tokens", 10_000.into()).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    for path in ["/generate", "/avatars", "/generate"] {
+        let response = s
+            .post(
+                path,
+                &bob,
+                Some(s.demo.globex.to_string()),
+                json!({"prompt": "p"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"],
+            "not_a_member",
+            "{path}"
+        );
+    }
+
+    // Alice, a viewer in Globex, sees its usage: the limit line only, with
+    // nothing used or held.
+    let globex = tenancy.context(s.demo.alice, s.demo.globex).await.unwrap();
+    let lines = tenancy.usage_summary(&globex).await.unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (lines[0].metric.as_str(), lines[0].used, lines[0].reserved),
+        ("tokens", 0.into(), 0.into())
+    );
+    let decision = tenancy
+        .check_limit(&globex, "tokens", 0.into())
+        .await
+        .unwrap();
+    assert_eq!((decision.used, decision.reserved), (0.into(), 0.into()));
+
+    // The same request in his own org goes through and is recorded.
+    let response = s
+        .post(
+            "/generate",
+            &bob,
+            Some(s.demo.acme.to_string()),
+            json!({"prompt": "p"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let acme = tenancy.context(s.demo.bob, s.demo.acme).await.unwrap();
+    let used = tenancy
+        .check_limit(&acme, "tokens", 0.into())
+        .await
+        .unwrap()
+        .used;
+    assert_eq!(used, 1_501.into());
 }
