@@ -1,5 +1,29 @@
--- tenancy: triggers — the creator's owner row, the membership role rules,
--- and usage_limits' derived columns.
+-- tenancy: triggers — organization ids and the creator's owner row, the
+-- membership role rules, and usage_limits' derived columns.
+
+-- ---------------------------------------------------------------------------
+-- A user JWT does not choose a new organization's id or created_at: a chosen
+-- id could match rows an earlier organization left behind in tables without
+-- a foreign key (usage_events). Callers that bypass RLS (service_role, the
+-- migration owner) keep theirs.
+
+create or replace function tenancy.organizations_assign_id() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if not tenancy.is_privileged() then
+    new.id := gen_random_uuid();
+    new.created_at := pg_catalog.now();
+  end if;
+  return new;
+end
+$$;
+
+drop trigger if exists organizations_assign_id on public.organizations;
+create trigger organizations_assign_id
+  before insert on public.organizations
+  for each row execute function tenancy.organizations_assign_id();
 
 -- ---------------------------------------------------------------------------
 -- A new organization gets its creator as owner, in the same statement.
@@ -170,6 +194,7 @@ create trigger usage_limits_derive
   for each row execute function tenancy.usage_limits_derive();
 
 revoke all on function
+  tenancy.organizations_assign_id(),
   tenancy.organizations_add_owner(),
   tenancy.user_organizations_guard(),
   tenancy.usage_limits_derive()

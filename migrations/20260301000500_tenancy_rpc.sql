@@ -540,8 +540,9 @@ $$;
 --   created_at?) -> SETOF organizations (one row)
 -- Inserts the organization; a trigger makes owner_user_id its owner in the
 -- same transaction. A user JWT creates organizations owned by itself only
--- (owner_user_id omitted or its own id); service_role names the owner.
--- A taken slug is 23505.
+-- (owner_user_id omitted or its own id), and the organizations_assign_id
+-- trigger replaces the id and created_at it passes; service_role names the
+-- owner and keeps its id. A taken slug is 23505.
 
 create or replace function public.tenancy_create_organization(
   name text,
@@ -555,7 +556,6 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  v_id uuid := coalesce(tenancy_create_organization.id, gen_random_uuid());
   v_owner uuid := tenancy_create_organization.owner_user_id;
 begin
   if not tenancy.is_privileged() then
@@ -566,24 +566,24 @@ begin
       raise exception 'a user may create organizations only for itself' using errcode = '42501';
     end if;
     v_owner := (select auth.uid());
-    -- Users do not choose ids: a chosen id could match rows an earlier
-    -- organization left behind in tables without a foreign key.
-    v_id := gen_random_uuid();
   elsif v_owner is null then
     raise exception 'owner_user_id is required' using errcode = '22023';
   end if;
 
   insert into public.organizations (id, name, slug, owner_user_id, timezone, created_at)
   values (
-    v_id,
+    coalesce(tenancy_create_organization.id, gen_random_uuid()),
     btrim(tenancy_create_organization.name),
     tenancy_create_organization.slug,
     v_owner,
     coalesce(tenancy_create_organization.timezone, 'UTC'),
     coalesce(tenancy_create_organization.created_at, pg_catalog.now())
   );
-  -- Read back after the owner row exists, so RLS lets a user JWT see it.
-  return query select o.* from public.organizations o where o.id = v_id;
+  -- Read back after the owner row exists, so RLS lets a user JWT see it
+  -- (`returning` would be checked before it does). By the unique slug: for
+  -- a user JWT the trigger has replaced the id.
+  return query select o.* from public.organizations o
+    where o.slug = tenancy_create_organization.slug;
 end
 $$;
 

@@ -778,6 +778,57 @@ async fn creating_an_organization_makes_its_creator_owner() {
     .await
     .expect("a user creates another organization");
     assert_ne!(chosen, wanted, "the id a user asked for is ignored");
+    // Nor by inserting the row itself (no `returning`: the owner row comes
+    // from an after-insert trigger, so the select policy would refuse the
+    // returned row), and its created_at is the insert's time.
+    let direct_slug = unique_slug("direct");
+    let long_ago = at("2001-01-01T00:00:00Z");
+    let inserted = act(&mut conn, Actor::User(alice), async |tx| {
+        tx.execute(
+            "insert into organizations (id, name, slug, owner_user_id, created_at) \
+             values ($1, 'Direct', $2, $3, $4)",
+            &[&wanted, &direct_slug, &alice, &long_ago],
+        )
+        .await
+    })
+    .await;
+    assert_eq!(inserted.unwrap(), 1, "a user inserts its own organization");
+    let stored = db
+        .query_one(
+            "select id, created_at, (select count(*) from organizations where id = $2) \
+             from organizations where slug = $1",
+            &[&direct_slug, &wanted],
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        stored.get::<_, Uuid>(0),
+        wanted,
+        "the id a user inserts is replaced"
+    );
+    assert_ne!(
+        stored.get::<_, DateTime<Utc>>(1),
+        long_ago,
+        "the created_at a user inserts is replaced"
+    );
+    assert_eq!(
+        stored.get::<_, i64>(2),
+        0,
+        "no organization has the chosen id"
+    );
+    // Positive control: service_role keeps the id and created_at it gives.
+    let kept = act(&mut conn, Actor::Service, async |tx| {
+        tx.query_one(
+            "insert into organizations (id, name, slug, owner_user_id, created_at) \
+             values ($1, 'Kept', $2, $3, $4) returning id, created_at",
+            &[&wanted, &unique_slug("kept"), &alice, &long_ago],
+        )
+        .await
+    })
+    .await
+    .unwrap();
+    assert_eq!(kept.get::<_, Uuid>(0), wanted);
+    assert_eq!(kept.get::<_, DateTime<Utc>>(1), long_ago);
 
     let taken = act(&mut conn, Actor::User(bob), async |tx| {
         tx.query(
