@@ -731,3 +731,89 @@ async fn guarded_routes_refuse_an_org_the_user_is_not_in_and_record_nothing_ther
         .used;
     assert_eq!(used, 1_501.into());
 }
+
+#[tokio::test]
+async fn a_guard_with_an_invalid_constant_is_a_500_not_a_bad_org_id() {
+    use axum::routing::post;
+    use rust_decimal::Decimal;
+    use tenancy::axum::{FeatureGate, FeatureName, Metered, MeteredOperation};
+
+    struct BadKey;
+    impl FeatureName for BadKey {
+        const KEY: &'static str = "Veo Avatars";
+    }
+    struct BadMetric;
+    impl MeteredOperation for BadMetric {
+        const METRIC: &'static str = "Tokens!";
+        fn estimate() -> Decimal {
+            Decimal::ONE
+        }
+    }
+    struct NegativeEstimate;
+    impl MeteredOperation for NegativeEstimate {
+        const METRIC: &'static str = "tokens";
+        fn estimate() -> Decimal {
+            -Decimal::ONE
+        }
+    }
+    async fn gated(_: FeatureGate<BadKey>) -> &'static str {
+        "ran"
+    }
+    async fn metered(_: Metered<BadMetric>) -> &'static str {
+        "ran"
+    }
+    async fn negative(_: Metered<NegativeEstimate>) -> &'static str {
+        "ran"
+    }
+
+    let s = server().await;
+    let base = serve(
+        axum::Router::new()
+            .route("/gated", post(gated))
+            .route("/metered", post(metered))
+            .route("/negative", post(negative))
+            .with_state(s.demo.app.clone()),
+    )
+    .await;
+    let bob = host_app::sign_token(s.demo.bob);
+    for (path, names) in [
+        ("/gated", "\"Veo Avatars\""),
+        ("/metered", "\"Tokens!\""),
+        ("/negative", "estimate"),
+    ] {
+        let response = s
+            .http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&bob)
+            .header("x-org-id", s.demo.acme.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "misconfigured", "{path}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(names), "{path}: {message}");
+    }
+    let acme = s
+        .demo
+        .app
+        .auth
+        .tenancy()
+        .context(s.demo.bob, s.demo.acme)
+        .await
+        .unwrap();
+    let decision = s
+        .demo
+        .app
+        .auth
+        .tenancy()
+        .check_limit(&acme, "tokens", 0.into())
+        .await
+        .unwrap();
+    assert_eq!((decision.used, decision.reserved), (0.into(), 0.into()));
+}

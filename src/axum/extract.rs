@@ -243,8 +243,9 @@ pub enum TenantRejection {
     LimitExceeded(Box<LimitDecision>),
     /// 503: the store could not be reached.
     Unavailable,
-    /// 500: the server is set up wrong, for instance the org's path
-    /// parameter is not in the route. The message says how.
+    /// 500: the server is set up wrong: the org's path parameter is not in
+    /// the route, or a guard names an invalid feature key, metric or
+    /// estimate. The message says which.
     Misconfigured(String),
     /// 500: anything else.
     Internal,
@@ -256,7 +257,6 @@ impl TenantRejection {
         match error.kind() {
             ErrorKind::PermissionDenied => TenantRejection::NotAMember,
             ErrorKind::Unauthenticated => TenantRejection::Unauthenticated,
-            ErrorKind::InvalidInput => TenantRejection::BadOrgId,
             ErrorKind::Unavailable | ErrorKind::Conflict => {
                 tracing::warn!(error = %error, "tenant resolution unavailable");
                 TenantRejection::Unavailable
@@ -266,6 +266,20 @@ impl TenantRejection {
                 TenantRejection::Internal
             }
         }
+    }
+
+    /// Maps an error from a guard's own call: an invalid input there is
+    /// the guard's constant (`what`), a configuration error.
+    fn from_guard_error(error: Error, what: String) -> Self {
+        if error.kind() != ErrorKind::InvalidInput {
+            return TenantRejection::from_error(error);
+        }
+        let message = match error.field() {
+            Some(field) => format!("{what}: {field}: {}", error.message()),
+            None => format!("{what}: {}", error.message()),
+        };
+        tracing::error!(error = %error, "{message}");
+        TenantRejection::Misconfigured(message)
     }
 }
 
@@ -403,7 +417,10 @@ where
         match auth.tenancy.has_feature(&ctx, F::KEY).await {
             Ok(true) => Ok(FeatureGate(ctx, PhantomData)),
             Ok(false) => Err(TenantRejection::FeatureDisabled(F::KEY)),
-            Err(e) => Err(TenantRejection::from_error(e)),
+            Err(e) => Err(TenantRejection::from_guard_error(
+                e,
+                format!("FeatureName::KEY {:?}", F::KEY),
+            )),
         }
     }
 }
@@ -426,6 +443,7 @@ pub trait MeteredOperation: Send + Sync + 'static {
 pub struct Metered<M> {
     ctx: TenantContext,
     tenancy: Tenancy,
+    /// Always `Some` until a commit takes it or `Drop` releases it.
     reservation: Option<Reservation>,
     _operation: PhantomData<M>,
 }
@@ -442,21 +460,24 @@ impl<M> Metered<M> {
     }
 
     /// Records the actual amount and drops the hold.
-    pub async fn commit(mut self, actual: Decimal) -> crate::Result<CommitOutcome> {
-        let reservation = self
-            .reservation
-            .take()
-            .ok_or_else(|| Error::new(ErrorKind::Conflict, "already committed"))?;
-        self.tenancy.commit(&reservation, actual).await
+    pub async fn commit(self, actual: Decimal) -> crate::Result<CommitOutcome> {
+        let (tenancy, reservation) = self.into_hold();
+        tenancy.commit(&reservation, actual).await
     }
 
     /// Records a full usage event (tokens, cost, model) and drops the hold.
-    pub async fn commit_event(mut self, event: crate::UsageEvent) -> crate::Result<CommitOutcome> {
+    pub async fn commit_event(self, event: crate::UsageEvent) -> crate::Result<CommitOutcome> {
+        let (tenancy, reservation) = self.into_hold();
+        tenancy.commit_event(&reservation, event).await
+    }
+
+    /// Takes the hold out, so that dropping `self` releases nothing.
+    fn into_hold(mut self) -> (Tenancy, Reservation) {
         let reservation = self
             .reservation
             .take()
-            .ok_or_else(|| Error::new(ErrorKind::Conflict, "already committed"))?;
-        self.tenancy.commit_event(&reservation, event).await
+            .expect("a Metered holds its reservation until it is consumed");
+        (self.tenancy.clone(), reservation)
     }
 }
 
@@ -498,7 +519,10 @@ where
                 Err(TenantRejection::LimitExceeded(Box::new(decision)))
             }
             Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(TenantRejection::Forbidden),
-            Err(e) => Err(TenantRejection::from_error(e)),
+            Err(e) => Err(TenantRejection::from_guard_error(
+                e,
+                format!("MeteredOperation::METRIC {:?}", M::METRIC),
+            )),
         }
     }
 }
