@@ -51,6 +51,23 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         (age < self.ttl_micros && age > -self.ttl_micros).then_some(entry.value)
     }
 
+    /// The cached value for `key`, or else `load`'s, which is cached unless
+    /// an invalidation happened while it loaded.
+    pub(crate) async fn get_or_load(
+        &self,
+        key: K,
+        now: i64,
+        load: impl Future<Output = crate::Result<V>>,
+    ) -> crate::Result<V> {
+        if let Some(hit) = self.get(&key, now) {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let value = load.await?;
+        self.insert(key, value.clone(), now, generation);
+        Ok(value)
+    }
+
     /// Read before loading; pass to [`insert`](Self::insert).
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

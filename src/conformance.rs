@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             alerts_fire_once_per_threshold,
             alert_checks_read_org_wide_limits_once_per_batch,
             failing_alert_sink_never_fails_the_write,
+            membership_cache_keeps_a_confirmation_for_its_ttl,
             soft_limits_allow_and_alert,
             usage_summary_lines,
         );
@@ -1255,6 +1256,43 @@ pub async fn alert_checks_read_org_wide_limits_once_per_batch(store: Arc<DynStor
     s.tenancy.record_usage_batch(batch).await.unwrap();
     assert_eq!(fired(LimitScope::Organization), vec![80]);
     assert_eq!(fired(LimitScope::User(capped)), vec![80, 90]);
+}
+
+/// With a membership cache, a confirmation is reused for the TTL (and
+/// `checked_at` says when it was made); a removal through the same
+/// instance takes effect at once, one through another instance within the
+/// TTL.
+pub async fn membership_cache_keeps_a_confirmation_for_its_ttl(store: Arc<DynStore>) {
+    let s = scene(Arc::clone(&store)).await;
+    let cached = Tenancy::builder()
+        .shared_store(Arc::clone(&store))
+        .clock(s.clock.clone())
+        .membership_cache_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let confirmed = crate::Clock::now(&s.clock);
+    let kept = s.member(Role::Member).await.user();
+    let removed_here = s.member(Role::Member).await.user();
+    for user in [kept, removed_here] {
+        let ctx = cached.context(user, s.org).await.unwrap();
+        assert_eq!(ctx.checked_at(), confirmed);
+    }
+
+    s.clock.advance(Duration::from_secs(30));
+    let ctx = cached.context(kept, s.org).await.unwrap();
+    assert_eq!(ctx.checked_at(), confirmed, "reused, not asked again");
+    // Removed through another instance: still admitted within the TTL.
+    s.tenancy.remove_member(&s.owner_ctx, kept).await.unwrap();
+    assert!(cached.context(kept, s.org).await.is_ok());
+    // Removed through this one: refused at once.
+    let owner = cached.context(s.owner, s.org).await.unwrap();
+    cached.remove_member(&owner, removed_here).await.unwrap();
+    let err = cached.context(removed_here, s.org).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+
+    s.clock.advance(Duration::from_secs(31));
+    let err = cached.context(kept, s.org).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "past the TTL");
 }
 
 #[derive(Debug)]

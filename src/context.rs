@@ -213,8 +213,9 @@ impl TenantContext {
         self.role
     }
 
-    /// When the store confirmed the membership. With a membership cache this
-    /// may be up to the configured staleness bound in the past.
+    /// When the store confirmed the membership: the time of the context's
+    /// making, or with a membership cache, of the lookup it came from (up to
+    /// the cache's TTL in the past).
     pub fn checked_at(&self) -> DateTime<Utc> {
         self.checked_at
     }

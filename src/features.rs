@@ -196,14 +196,13 @@ impl Tenancy {
 
     /// The organization's features, from the cache when fresh.
     async fn org_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
-        let now = self.cache_now();
-        let cache = &self.inner.features;
-        if let Some(hit) = cache.get(&org, now) {
-            return Ok(hit);
-        }
-        let generation = cache.generation();
-        let loaded = Arc::new(OrgFeatures::new(self.inner.store.features(org).await?));
-        cache.insert(org, Arc::clone(&loaded), now, generation);
-        Ok(loaded)
+        let load = async {
+            let features = self.inner.store.features(org).await?;
+            Ok(Arc::new(OrgFeatures::new(features)))
+        };
+        self.inner
+            .features
+            .get_or_load(org, self.cache_now(), load)
+            .await
     }
 }

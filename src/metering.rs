@@ -413,25 +413,23 @@ impl Tenancy {
     /// The organization's time zone and limits, from the cache when fresh.
     /// `NotFound` if the organization does not exist.
     pub(crate) async fn metering(&self, org: OrgId) -> Result<Arc<OrgMetering>> {
-        let now = self.cache_now();
-        let cache = &self.inner.metering;
-        if let Some(hit) = cache.get(&org, now) {
-            return Ok(hit);
-        }
-        let generation = cache.generation();
-        let organization = self
-            .inner
-            .store
-            .organization(org)
-            .await?
-            .ok_or_else(|| crate::store::org_not_found(org))?;
-        let limits = self.inner.store.limits(org).await?;
-        let loaded = Arc::new(OrgMetering {
-            timezone: organization.timezone,
-            limits,
-        });
-        cache.insert(org, Arc::clone(&loaded), now, generation);
-        Ok(loaded)
+        let load = async {
+            let organization = self
+                .inner
+                .store
+                .organization(org)
+                .await?
+                .ok_or_else(|| crate::store::org_not_found(org))?;
+            let limits = self.inner.store.limits(org).await?;
+            Ok(Arc::new(OrgMetering {
+                timezone: organization.timezone,
+                limits,
+            }))
+        };
+        self.inner
+            .metering
+            .get_or_load(org, self.cache_now(), load)
+            .await
     }
 
     /// Fires the alerts that newly recorded usage may have crossed. Never

@@ -45,13 +45,22 @@ pub struct Tenancy {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// A membership the store confirmed, as the membership cache keeps it: a
+/// cache hit is one `Arc` clone, and the time is when the store said so.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfirmedMembership {
+    organization: Arc<Organization>,
+    role: Role,
+    confirmed_at: DateTime<Utc>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) store: Arc<DynStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) features: TtlCache<OrgId, Arc<OrgFeatures>>,
     pub(crate) metering: TtlCache<OrgId, Arc<OrgMetering>>,
-    pub(crate) memberships: TtlCache<(OrgId, UserId), OrgMembership>,
+    pub(crate) memberships: TtlCache<(OrgId, UserId), ConfirmedMembership>,
     pub(crate) reservation_ttl: Duration,
     pub(crate) alert_thresholds: AlertThresholds,
     pub(crate) alert_sink: Arc<dyn AlertSink>,
@@ -302,32 +311,33 @@ impl Tenancy {
     /// configured TTL). A user who is not a member — or an org that does not
     /// exist, indistinguishably — is `PermissionDenied`.
     pub async fn context(&self, user: UserId, org: OrgId) -> Result<TenantContext> {
-        let now = self.now();
-        let cache_now = self.cache_now();
-        let cache = &self.inner.memberships;
-        let membership = match cache.get(&(org, user), cache_now) {
-            Some(m) => m,
-            None => {
-                let generation = cache.generation();
-                let m = self
-                    .inner
-                    .store
-                    .membership(org, user)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::permission_denied(format!(
-                            "user {user} is not a member of organization {org}"
-                        ))
-                    })?;
-                cache.insert((org, user), m.clone(), cache_now, generation);
-                m
-            }
+        let load = async {
+            let membership = self
+                .inner
+                .store
+                .membership(org, user)
+                .await?
+                .ok_or_else(|| {
+                    Error::permission_denied(format!(
+                        "user {user} is not a member of organization {org}"
+                    ))
+                })?;
+            Ok(ConfirmedMembership {
+                organization: Arc::new(membership.organization),
+                role: membership.role,
+                confirmed_at: self.now(),
+            })
         };
+        let confirmed = self
+            .inner
+            .memberships
+            .get_or_load((org, user), self.cache_now(), load)
+            .await?;
         Ok(TenantContext::new(
             user,
-            Arc::new(membership.organization),
-            membership.role,
-            now,
+            confirmed.organization,
+            confirmed.role,
+            confirmed.confirmed_at,
         ))
     }
 
