@@ -50,8 +50,9 @@ struct PriceFile {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PriceTable {
-    /// By (provider, model), entries sorted by `effective_from`.
-    by_model: HashMap<(String, String), Vec<ModelPrice>>,
+    /// By provider, then model (nested, so a lookup by `&str` allocates
+    /// nothing); entries sorted by `effective_from`.
+    by_model: HashMap<String, HashMap<String, Vec<ModelPrice>>>,
 }
 
 impl PriceTable {
@@ -99,7 +100,9 @@ impl PriceTable {
         }
         let entries = self
             .by_model
-            .entry((price.provider.clone(), price.model.clone()))
+            .entry(price.provider.clone())
+            .or_default()
+            .entry(price.model.clone())
             .or_default();
         entries.retain(|p| p.effective_from != price.effective_from);
         entries.push(price);
@@ -111,7 +114,8 @@ impl PriceTable {
     pub fn price(&self, provider: &str, model: &str, at: DateTime<Utc>) -> Option<&ModelPrice> {
         let day = at.date_naive();
         self.by_model
-            .get(&(provider.to_owned(), model.to_owned()))?
+            .get(provider)?
+            .get(model)?
             .iter()
             .rev()
             .find(|p| p.effective_from <= day)
@@ -140,7 +144,11 @@ impl PriceTable {
 
     /// How many dated entries the table holds.
     pub fn len(&self) -> usize {
-        self.by_model.values().map(Vec::len).sum()
+        self.by_model
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum()
     }
 
     /// Whether the table is empty.
