@@ -580,6 +580,62 @@ async fn brands_backfill_into_default_and_rls_scopes_them() {
     })
     .await;
     assert_denied(moved, "member moving brands into another org");
+    // A member of both organizations passes RLS on both sides of a move, so
+    // only the tenancy_keep_organization_id trigger stands in its way (and
+    // in service_role's, which bypasses RLS).
+    let both = create_user(&db).await;
+    add_member(&db, default_org, both, "member").await;
+    add_member(&db, other_org, both, "member").await;
+    let renamed = act(&mut conn, Actor::User(both), async |tx| {
+        tx.execute(
+            "update brands set name = name where organization_id = any ($1)",
+            &[&vec![default_org, other_org]],
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        renamed.unwrap(),
+        5,
+        "positive control: it writes rows of both organizations"
+    );
+    let brand: i64 = db
+        .query_one(
+            "select min(id) from brands where organization_id = $1",
+            &[&default_org],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let brand_row = async || -> Value {
+        db.query_one(
+            "select to_jsonb(b) from brands b where b.id = $1",
+            &[&brand],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    let before = brand_row().await;
+    let move_brand = "update brands set organization_id = $1 where id = $2";
+    for actor in [Actor::User(both), Actor::Service] {
+        let res = act(&mut conn, actor, async |tx| {
+            tx.execute(move_brand, &[&other_org, &brand]).await
+        })
+        .await;
+        let message = res
+            .as_ref()
+            .err()
+            .and_then(Error::as_db_error)
+            .map(|e| e.message().to_owned());
+        assert_denied(res, &format!("{actor:?} moving a brand between its orgs"));
+        assert_eq!(
+            message.as_deref(),
+            Some("a row of brands cannot move to another organization"),
+            "{actor:?}: refused by the trigger"
+        );
+        assert_eq!(brand_row().await, before, "the brand did not move");
+    }
     let touched = act(&mut conn, Actor::User(member), async |tx| {
         tx.execute(
             "delete from brands where organization_id = $1",
