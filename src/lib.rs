@@ -14,8 +14,14 @@
 //! - Usage and limits: [`Tenancy::record_usage`], [`Tenancy::check_limit`],
 //!   and [`Tenancy::reserve`] → [`Tenancy::commit`] / [`Tenancy::release`]
 //!   for expensive operations. See [`metering`] for the guarantees.
-//! - Stores: [`MemoryStore`] (embedded). Every backend passes the same
-//!   [`conformance`] suite (feature `test-util`).
+//! - Workers: [`usage::UsageRecorder`] records usage without waiting on the
+//!   network: batched, retried, spooled to disk when the backend is down.
+//! - Stores: [`MemoryStore`] (embedded) and `supabase::SupabaseStore`
+//!   (feature `supabase`: PostgREST, with the SQL in `migrations/`), with
+//!   `scope` for org-filtered queries of your own tables. Every backend
+//!   passes the same `conformance` suite (feature `test-util`).
+//! - Web hosts: the `axum` module (feature `axum`) verifies Supabase JWTs
+//!   and extracts a [`TenantContext`], feature gates and metered calls.
 //!
 //! Expected outcomes are values — a limit denial is a [`LimitDecision`], an
 //! absent organization is `None`, a disabled feature is `false` — and
