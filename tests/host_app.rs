@@ -126,6 +126,21 @@ async fn tokens_are_verified() {
         ("alg none", none),
         ("wrong audience", token(claims(alice, 3600, "anon"), secret)),
         ("malformed", "not-a-jwt".to_owned()),
+        (
+            "sub not a user id",
+            token(
+                json!({"sub": "admin", "aud": "authenticated",
+                       "exp": chrono::Utc::now().timestamp() + 3600}),
+                secret,
+            ),
+        ),
+        (
+            "no sub",
+            token(
+                json!({"aud": "authenticated", "exp": chrono::Utc::now().timestamp() + 3600}),
+                secret,
+            ),
+        ),
     ];
     for (what, bad) in refused {
         let (status, body) = s.get("/brands", Some(&bad), None).await;
@@ -311,8 +326,12 @@ async fn concurrent_requests_never_overshoot() {
 }
 
 fn es256_token(user: UserId, kid: &str) -> String {
+    es256_token_with(user, Some(kid))
+}
+
+fn es256_token_with(user: UserId, kid: Option<&str>) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(kid.to_owned());
+    header.kid = kid.map(str::to_owned);
     let key = jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("fixtures/es256_test_key.pem"))
         .unwrap();
     jsonwebtoken::encode(&header, &claims(user, 3600, "authenticated"), &key).unwrap()
@@ -342,6 +361,29 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
         TokenVerifier::jwks_json("{").unwrap_err().kind(),
         ErrorKind::Config
     );
+    // A document with one key also verifies tokens that name no key.
+    let claims = verifier.verify(&es256_token_with(user, None)).unwrap();
+    assert_eq!(claims.user_id().unwrap(), user);
+    // A key that cannot verify anything is skipped, not fatal; with two
+    // keys, a token must say which.
+    let mut two: Value = serde_json::from_str(TEST_JWKS).unwrap();
+    two["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "RSA", "n": "!!!", "e": "AQAB", "kid": "broken"}));
+    let two = TokenVerifier::jwks_json(&two.to_string()).unwrap();
+    let claims = two.verify(&es256_token(user, "test-es256")).unwrap();
+    assert_eq!(claims.user_id().unwrap(), user);
+    for (what, token) in [
+        ("broken key", es256_token(user, "broken")),
+        ("no kid among two keys", es256_token_with(user, None)),
+    ] {
+        assert_eq!(
+            two.verify(&token).unwrap_err().kind(),
+            ErrorKind::Unauthenticated,
+            "{what}"
+        );
+    }
 
     // The same keys fetched from a URL, cached.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,7 @@
 //! Extractors: the tenant context, feature gates and metered operations.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::RawPathParamsRejection;
@@ -68,9 +69,14 @@ impl Default for OrgSource {
 
 /// What the extractors need: the facade, the token verifier and the org
 /// source. Put it in your router state and implement `FromRef` (or use it
-/// as the state itself).
+/// as the state itself). Cloning it is cheap (a reference count).
 #[derive(Debug, Clone)]
 pub struct TenantAuth {
+    inner: Arc<AuthInner>,
+}
+
+#[derive(Debug, Clone)]
+struct AuthInner {
     tenancy: Tenancy,
     verifier: TokenVerifier,
     org_source: OrgSource,
@@ -81,21 +87,23 @@ impl TenantAuth {
     /// the org comes from the `X-Org-Id` header.
     pub fn new(tenancy: Tenancy, verifier: TokenVerifier) -> Self {
         TenantAuth {
-            tenancy,
-            verifier,
-            org_source: OrgSource::default(),
+            inner: Arc::new(AuthInner {
+                tenancy,
+                verifier,
+                org_source: OrgSource::default(),
+            }),
         }
     }
 
     /// Takes the org from somewhere else.
     pub fn with_org_source(mut self, source: OrgSource) -> Self {
-        self.org_source = source;
+        Arc::make_mut(&mut self.inner).org_source = source;
         self
     }
 
     /// The facade.
     pub fn tenancy(&self) -> &Tenancy {
-        &self.tenancy
+        &self.inner.tenancy
     }
 
     /// Resolves the request's tenant context: verifies the bearer token,
@@ -107,27 +115,36 @@ impl TenantAuth {
         state: &S,
     ) -> Result<TenantContext, TenantRejection> {
         let token = bearer_token(parts).ok_or(TenantRejection::Unauthenticated)?;
-        let claims = self.verifier.verify_async(token).await.map_err(|e| {
+        let user = self.inner.verifier.verify_user(token).await.map_err(|e| {
             tracing::debug!(error = %e, "token rejected");
             TenantRejection::Unauthenticated
         })?;
-        let user = claims
-            .user_id()
-            .map_err(|_| TenantRejection::Unauthenticated)?;
-        let org = match self.requested_org(parts, state).await? {
-            Some(org) => org,
-            None => {
-                return match self.tenancy.default_context(user).await {
-                    Ok(Some(ctx)) => Ok(ctx),
-                    Ok(None) => Err(TenantRejection::NoOrganization),
-                    Err(e) => Err(TenantRejection::from_error(e)),
-                };
-            }
-        };
-        self.tenancy
-            .context(user, org)
-            .await
-            .map_err(TenantRejection::from_error)
+        let tenancy = &self.inner.tenancy;
+        match self.requested_org(parts, state).await? {
+            Some(org) => tenancy
+                .context(user, org)
+                .await
+                .map_err(TenantRejection::from_error),
+            None => match tenancy.default_context(user).await {
+                Ok(Some(ctx)) => Ok(ctx),
+                Ok(None) => Err(TenantRejection::NoOrganization),
+                Err(e) => Err(TenantRejection::from_error(e)),
+            },
+        }
+    }
+
+    /// The context already resolved for this request, or a new one.
+    async fn context<S: Send + Sync>(
+        &self,
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<TenantContext, TenantRejection> {
+        if let Some(ctx) = parts.extensions.get::<TenantContext>() {
+            return Ok(ctx.clone());
+        }
+        let ctx = self.authenticate(parts, state).await?;
+        parts.extensions.insert(ctx.clone());
+        Ok(ctx)
     }
 
     /// The organization the request names: `None` only when the source is
@@ -137,7 +154,7 @@ impl TenantAuth {
         parts: &mut Parts,
         state: &S,
     ) -> Result<Option<OrgId>, TenantRejection> {
-        match &self.org_source {
+        match &self.inner.org_source {
             OrgSource::Header(name) => parse_org(header_value(parts, name)?),
             OrgSource::Cookie(name) => parse_org(cookie_value(parts, name)?),
             OrgSource::Path(param) => {
@@ -372,11 +389,24 @@ where
         if let Some(ctx) = parts.extensions.get::<TenantContext>() {
             return Ok(Tenant(ctx.clone()));
         }
-        let auth = TenantAuth::from_ref(state);
-        let ctx = auth.authenticate(parts, state).await?;
-        parts.extensions.insert(ctx.clone());
+        let ctx = TenantAuth::from_ref(state).context(parts, state).await?;
         Ok(Tenant(ctx))
     }
+}
+
+/// The shared start of the guards: the state's [`TenantAuth`] and the
+/// request's context.
+async fn auth_and_context<S>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<(TenantAuth, TenantContext), TenantRejection>
+where
+    TenantAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    let auth = TenantAuth::from_ref(state);
+    let ctx = auth.context(parts, state).await?;
+    Ok((auth, ctx))
 }
 
 /// A feature, named at the type level for [`FeatureGate`].
@@ -412,9 +442,8 @@ where
     type Rejection = TenantRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Tenant(ctx) = Tenant::from_request_parts(parts, state).await?;
-        let auth = TenantAuth::from_ref(state);
-        match auth.tenancy.has_feature(&ctx, F::KEY).await {
+        let (auth, ctx) = auth_and_context(parts, state).await?;
+        match auth.tenancy().has_feature(&ctx, F::KEY).await {
             Ok(true) => Ok(FeatureGate(ctx, PhantomData)),
             Ok(false) => Err(TenantRejection::FeatureDisabled(F::KEY)),
             Err(e) => Err(TenantRejection::from_guard_error(
@@ -506,12 +535,11 @@ where
     type Rejection = TenantRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Tenant(ctx) = Tenant::from_request_parts(parts, state).await?;
-        let auth = TenantAuth::from_ref(state);
-        match auth.tenancy.reserve(&ctx, M::METRIC, M::estimate()).await {
+        let (auth, ctx) = auth_and_context(parts, state).await?;
+        match auth.tenancy().reserve(&ctx, M::METRIC, M::estimate()).await {
             Ok(ReserveOutcome::Granted(reservation)) => Ok(Metered {
                 ctx,
-                tenancy: auth.tenancy.clone(),
+                tenancy: auth.tenancy().clone(),
                 reservation: Some(reservation),
                 _operation: PhantomData,
             }),

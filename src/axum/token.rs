@@ -1,11 +1,13 @@
 //! Verifying Supabase access tokens.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::UserId;
@@ -32,20 +34,110 @@ impl Claims {
     }
 }
 
-/// A JWKS document and when it was fetched.
-type FetchedKeys = (Instant, Arc<JwkSet>);
+/// The one claim the extractors need, parsed into a user id while the
+/// payload is decoded.
+#[derive(Deserialize)]
+struct Subject {
+    sub: UserId,
+}
+
+/// The keys of a JWKS document, turned into decoding keys once, when the
+/// document is read.
+#[derive(Default)]
+struct KeySet {
+    by_kid: HashMap<String, DecodingKey>,
+    /// The document's only key, when it has exactly one: tokens without a
+    /// `kid` are checked against it.
+    sole: Option<DecodingKey>,
+}
+
+impl KeySet {
+    /// Keys that cannot verify tokens (an unsupported type, bad material)
+    /// are skipped with a warning rather than failing the whole document.
+    fn new(set: &JwkSet) -> KeySet {
+        let mut keys = KeySet::default();
+        for jwk in &set.keys {
+            let key = match DecodingKey::from_jwk(jwk) {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::warn!(kid = ?jwk.common.key_id, error = %e, "skipping a JWKS key that cannot verify tokens");
+                    continue;
+                }
+            };
+            if set.keys.len() == 1 {
+                keys.sole = Some(key.clone());
+            }
+            if let Some(kid) = &jwk.common.key_id {
+                keys.by_kid.entry(kid.clone()).or_insert(key);
+            }
+        }
+        keys
+    }
+
+    fn find(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid),
+            None => self.sole.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeySet {
+    /// Key ids only, never key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("kids", &self.by_kid.keys().collect::<Vec<_>>())
+            .field("sole", &self.sole.is_some())
+            .finish()
+    }
+}
 
 /// Where asymmetric verification keys come from.
 #[derive(Debug, Clone)]
 enum Jwks {
     None,
-    Static(Arc<JwkSet>),
-    Remote {
-        url: String,
-        client: reqwest::Client,
-        ttl: Duration,
-        cached: Arc<RwLock<Option<FetchedKeys>>>,
-    },
+    Static(Arc<KeySet>),
+    Remote(Remote),
+}
+
+/// A JWKS URL and the keys last fetched from it, shared by clones of the
+/// verifier.
+#[derive(Debug, Clone)]
+struct Remote {
+    url: String,
+    client: reqwest::Client,
+    ttl: Duration,
+    cached: Arc<RwLock<Option<FetchedKeys>>>,
+}
+
+/// A JWKS document's keys and when they were fetched.
+type FetchedKeys = (Instant, Arc<KeySet>);
+
+/// The validations of the accepted algorithms, built when the audience or
+/// leeway is set rather than per token.
+#[derive(Debug, Clone)]
+struct Validations {
+    hs256: Validation,
+    rs256: Validation,
+    es256: Validation,
+}
+
+impl Validations {
+    fn new(audience: &str, leeway: Duration) -> Self {
+        let build = |algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.set_audience(&[audience]);
+            validation.leeway = leeway.as_secs();
+            validation.validate_exp = true;
+            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+            validation
+        };
+        Validations {
+            hs256: build(Algorithm::HS256),
+            rs256: build(Algorithm::RS256),
+            es256: build(Algorithm::ES256),
+        }
+    }
 }
 
 /// Verifies Supabase access tokens: HS256 with the project's JWT secret,
@@ -64,49 +156,55 @@ pub struct TokenVerifier {
     jwks: Jwks,
     audience: String,
     leeway: Duration,
+    validations: Arc<Validations>,
 }
 
 impl TokenVerifier {
-    /// Verifies HS256 tokens signed with the project's JWT secret
-    /// (`SUPABASE_JWT_SECRET`).
-    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
+    fn with_keys(secret: Option<Arc<DecodingKey>>, jwks: Jwks) -> Self {
+        let audience = "authenticated";
+        let leeway = Duration::from_secs(30);
         TokenVerifier {
-            secret: Some(Arc::new(DecodingKey::from_secret(secret.as_ref()))),
-            jwks: Jwks::None,
-            audience: "authenticated".into(),
-            leeway: Duration::from_secs(30),
+            secret,
+            jwks,
+            audience: audience.into(),
+            leeway,
+            validations: Arc::new(Validations::new(audience, leeway)),
         }
     }
 
+    /// Verifies HS256 tokens signed with the project's JWT secret
+    /// (`SUPABASE_JWT_SECRET`).
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
+        let secret = Arc::new(DecodingKey::from_secret(secret.as_ref()));
+        TokenVerifier::with_keys(Some(secret), Jwks::None)
+    }
+
     /// Verifies RS256/ES256 tokens with the keys of a JWKS document.
-    /// Malformed JSON is `Config`.
+    /// Malformed JSON is `Config`; keys that cannot verify tokens are
+    /// skipped with a warning.
     pub fn jwks_json(json: &str) -> Result<Self> {
         let set: JwkSet = serde_json::from_str(json).map_err(|e| {
             Error::new(ErrorKind::Config, "the JWKS document does not parse").with_source(e)
         })?;
-        Ok(TokenVerifier {
-            secret: None,
-            jwks: Jwks::Static(Arc::new(set)),
-            audience: "authenticated".into(),
-            leeway: Duration::from_secs(30),
-        })
+        Ok(TokenVerifier::with_keys(
+            None,
+            Jwks::Static(Arc::new(KeySet::new(&set))),
+        ))
     }
 
     /// Verifies RS256/ES256 tokens with keys fetched from `url`
     /// (`{SUPABASE_URL}/auth/v1/.well-known/jwks.json`), cached for `ttl`
     /// and refetched early when a token names an unknown key.
     pub fn jwks_url(url: impl Into<String>, client: reqwest::Client, ttl: Duration) -> Self {
-        TokenVerifier {
-            secret: None,
-            jwks: Jwks::Remote {
+        TokenVerifier::with_keys(
+            None,
+            Jwks::Remote(Remote {
                 url: url.into(),
                 client,
                 ttl,
-                cached: Arc::new(RwLock::new(None)),
-            },
-            audience: "authenticated".into(),
-            leeway: Duration::from_secs(30),
-        }
+                cached: Arc::default(),
+            }),
+        )
     }
 
     /// Also accepts HS256 tokens signed with `secret` (projects migrating
@@ -119,67 +217,83 @@ impl TokenVerifier {
     /// The audience required in `aud`. Default `authenticated`.
     pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = audience.into();
+        self.validations = Arc::new(Validations::new(&self.audience, self.leeway));
         self
     }
 
     /// Clock skew tolerated on `exp`. Default 30 s.
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
+        self.validations = Arc::new(Validations::new(&self.audience, self.leeway));
         self
-    }
-
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.set_audience(&[&self.audience]);
-        validation.leeway = self.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
-        validation
     }
 
     /// Verifies a token with a key already at hand. Every failure is
     /// `Unauthenticated`; the message says why, for logs, not for clients.
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        self.verify_with(token, None)
+        let header = decode_header(token).map_err(unauthenticated)?;
+        let keys = match &self.jwks {
+            Jwks::Static(keys) => Some(keys.as_ref()),
+            _ => None,
+        };
+        checked(self.decode(token, &header, keys)?)
     }
 
     /// Verifies a token, fetching the JWKS document first when needed.
     pub async fn verify_async(&self, token: &str) -> Result<Claims> {
-        let header = decode_header(token).map_err(unauthenticated)?;
-        if header.alg == Algorithm::HS256 {
-            return self.verify_with(token, None);
-        }
-        let set = match &self.jwks {
-            Jwks::Remote { .. } => Some(self.remote_keys(header.kid.as_deref()).await?),
-            _ => None,
-        };
-        self.verify_with(token, set.as_deref())
+        checked(self.decode_async(token).await?)
     }
 
-    fn verify_with(&self, token: &str, fetched: Option<&JwkSet>) -> Result<Claims> {
+    /// Verifies a token and returns its user, the `sub` claim parsed once
+    /// while the payload is decoded.
+    pub(crate) async fn verify_user(&self, token: &str) -> Result<UserId> {
+        self.decode_async::<Subject>(token).await.map(|s| s.sub)
+    }
+
+    async fn decode_async<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
         let header = decode_header(token).map_err(unauthenticated)?;
-        let key = match header.alg {
-            Algorithm::HS256 => self.secret.as_deref().cloned().ok_or_else(|| {
-                Error::new(ErrorKind::Unauthenticated, "HS256 tokens are not accepted")
-            })?,
+        let asymmetric = matches!(header.alg, Algorithm::RS256 | Algorithm::ES256);
+        let fetched;
+        let keys = match &self.jwks {
+            Jwks::Static(keys) => Some(keys.as_ref()),
+            Jwks::Remote(remote) if asymmetric => {
+                fetched = self.remote_keys(remote, header.kid.as_deref()).await?;
+                Some(fetched.as_ref())
+            }
+            _ => None,
+        };
+        self.decode(token, &header, keys)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        header: &Header,
+        keys: Option<&KeySet>,
+    ) -> Result<T> {
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => (
+                self.secret.as_deref().ok_or_else(|| {
+                    Error::new(ErrorKind::Unauthenticated, "HS256 tokens are not accepted")
+                })?,
+                &self.validations.hs256,
+            ),
             Algorithm::RS256 | Algorithm::ES256 => {
-                let set = match (&self.jwks, fetched) {
-                    (_, Some(set)) => set,
-                    (Jwks::Static(set), None) => set.as_ref(),
-                    _ => {
-                        return Err(Error::new(
-                            ErrorKind::Unauthenticated,
-                            "asymmetric tokens need a JWKS (use verify_async for a JWKS URL)",
-                        ));
-                    }
+                let keys = keys.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Unauthenticated,
+                        "asymmetric tokens need a JWKS (use verify_async for a JWKS URL)",
+                    )
+                })?;
+                let key = keys
+                    .find(header.kid.as_deref())
+                    .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "unknown signing key"))?;
+                let validation = if header.alg == Algorithm::RS256 {
+                    &self.validations.rs256
+                } else {
+                    &self.validations.es256
                 };
-                let jwk = match header.kid.as_deref() {
-                    Some(kid) => set.find(kid),
-                    None if set.keys.len() == 1 => set.keys.first(),
-                    None => None,
-                }
-                .ok_or_else(|| Error::new(ErrorKind::Unauthenticated, "unknown signing key"))?;
-                DecodingKey::from_jwk(jwk).map_err(unauthenticated)?
+                (key, validation)
             }
             other => {
                 return Err(Error::new(
@@ -188,45 +302,55 @@ impl TokenVerifier {
                 ));
             }
         };
-        let data =
-            decode::<Claims>(token, &key, &self.validation(header.alg)).map_err(unauthenticated)?;
-        data.claims.user_id().map_err(|e| {
-            Error::new(
-                ErrorKind::Unauthenticated,
-                "the token's sub is not a user id",
-            )
-            .with_source(e)
-        })?;
-        Ok(data.claims)
+        decode::<T>(token, key, validation)
+            .map(|data| data.claims)
+            .map_err(unauthenticated)
     }
 
-    async fn remote_keys(&self, kid: Option<&str>) -> Result<Arc<JwkSet>> {
-        let Jwks::Remote {
-            url,
-            client,
-            ttl,
-            cached,
-        } = &self.jwks
-        else {
-            return Err(Error::new(ErrorKind::Config, "no JWKS URL configured"));
-        };
-        if let Some((fetched_at, set)) = cached.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let known = kid.is_none_or(|k| set.find(k).is_some());
-            if known && fetched_at.elapsed() < *ttl {
-                return Ok(Arc::clone(set));
+    async fn remote_keys(&self, remote: &Remote, kid: Option<&str>) -> Result<Arc<KeySet>> {
+        if let Some((fetched_at, keys)) = remote
+            .cached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let known = kid.is_none_or(|k| keys.by_kid.contains_key(k));
+            if known && fetched_at.elapsed() < remote.ttl {
+                return Ok(Arc::clone(keys));
             }
         }
-        let response = client.get(url).send().await.map_err(|e| {
+        let keys = Arc::new(fetch_jwks(&remote.client, &remote.url).await?);
+        *remote.cached.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), Arc::clone(&keys)));
+        Ok(keys)
+    }
+}
+
+async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<KeySet> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| {
             Error::new(ErrorKind::Unavailable, "cannot fetch the JWKS document").with_source(e)
         })?;
-        let set: JwkSet = response.json().await.map_err(|e| {
-            Error::new(ErrorKind::Unavailable, "the JWKS document does not parse").with_source(e)
-        })?;
-        let set = Arc::new(set);
-        *cached.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), Arc::clone(&set)));
-        Ok(set)
-    }
+    let set: JwkSet = response.json().await.map_err(|e| {
+        Error::new(ErrorKind::Unavailable, "the JWKS document does not parse").with_source(e)
+    })?;
+    Ok(KeySet::new(&set))
+}
+
+/// The public claims, once their `sub` is known to be a user id.
+fn checked(claims: Claims) -> Result<Claims> {
+    claims.user_id().map_err(|e| {
+        Error::new(
+            ErrorKind::Unauthenticated,
+            "the token's sub is not a user id",
+        )
+        .with_source(e)
+    })?;
+    Ok(claims)
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -237,7 +361,7 @@ impl std::fmt::Debug for TokenVerifier {
             .field("jwks", &self.jwks)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
