@@ -18,12 +18,11 @@
 //!    without being forwarded (a 5xx burst);
 //! 2. the [`Mode`]: [`Mode::Refuse`] closes the listening socket, so
 //!    connecting fails (connection refused); [`Mode::Unavailable`] answers
-//!    503 to everything; [`Mode::LoseResponses`] forwards every request and
-//!    then holds the response back until the client gives up (a timeout
-//!    after the write landed); [`Mode::Duplicate`] forwards every request,
+//!    503 to everything; [`Mode::Duplicate`] forwards every request,
 //!    returns the first response and then sends the same request again;
-//! 3. [`FaultProxy::lose_next`]: the next `n` forwarded requests lose their
-//!    response, as in `LoseResponses`.
+//! 3. [`FaultProxy::lose_next`]: the next `n` forwarded requests land and
+//!    then have their response held back until the client gives up (a
+//!    timeout after the write landed).
 //!
 //! Servers bind 127.0.0.1 only. Dropping the proxy stops accepting.
 #![allow(dead_code, unreachable_pub)]
@@ -49,8 +48,6 @@ pub enum Mode {
     Refuse,
     /// Answer every request 503 without forwarding it.
     Unavailable,
-    /// Forward every request (it lands), then never answer.
-    LoseResponses,
     /// Forward, answer with the first response, then forward a second copy.
     Duplicate,
 }
@@ -181,29 +178,14 @@ impl FaultProxy {
         *self.state.mode.lock().unwrap() = mode;
     }
 
-    /// The current mode.
-    pub fn mode(&self) -> Mode {
-        self.state.mode()
-    }
-
     /// A 5xx burst: the next `n` requests are answered 503 unforwarded.
     pub fn fail_next(&self, n: usize) {
         self.state.fail_next.store(n, Ordering::SeqCst);
     }
 
-    /// How many of a [`fail_next`](Self::fail_next) burst are still to come.
-    pub fn failures_pending(&self) -> usize {
-        self.state.fail_next.load(Ordering::SeqCst)
-    }
-
     /// The next `n` forwarded requests land but lose their response.
     pub fn lose_next(&self, n: usize) {
         self.state.lose_next.store(n, Ordering::SeqCst);
-    }
-
-    /// How many of a [`lose_next`](Self::lose_next) run are still to come.
-    pub fn losses_pending(&self) -> usize {
-        self.state.lose_next.load(Ordering::SeqCst)
     }
 
     /// Counts so far.
@@ -439,7 +421,7 @@ async fn serve(state: Arc<State>, mut client: TcpStream) {
             return;
         }
     };
-    if mode == Mode::LoseResponses || take_one(&state.lose_next) {
+    if take_one(&state.lose_next) {
         c.lost.fetch_add(1, Ordering::SeqCst);
         // The write landed; hold the connection silently until the client
         // gives up on it.

@@ -17,7 +17,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{EncodingKey, Header};
@@ -71,8 +71,9 @@ pub struct Server {
     url: String,
     secret: String,
     pid: u32,
-    child: Mutex<Child>,
-    watchdog: Mutex<Option<Child>>,
+    /// The server and its watchdog, held, never waited on: the watchdog
+    /// stops the server once the test process exits.
+    _processes: [Child; 2],
 }
 
 static SHARED: OnceLock<Option<Server>> = OnceLock::new();
@@ -208,8 +209,7 @@ impl Server {
                     url: format!("http://127.0.0.1:{port}"),
                     secret,
                     pid,
-                    child: Mutex::new(child),
-                    watchdog: Mutex::new(Some(watchdog)),
+                    _processes: [child, watchdog],
                 };
             }
             let _ = child.kill();
@@ -221,11 +221,6 @@ impl Server {
     /// The REST base URL (the stand-in serves at its root).
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// The HS256 secret.
-    pub fn secret(&self) -> &str {
-        &self.secret
     }
 
     /// The server's pid.
@@ -263,18 +258,6 @@ impl Server {
             "aud": "authenticated",
             "exp": far_future(),
         }))
-    }
-
-    /// Stops the server now (for owned servers, such as the bench's).
-    pub fn stop(&self) {
-        if let Ok(mut child) = self.child.lock() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(mut watchdog) = self.watchdog.lock().ok().and_then(|mut w| w.take()) {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
     }
 }
 
