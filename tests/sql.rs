@@ -1416,6 +1416,55 @@ async fn org_owners_cannot_grant_features_or_raise_limits() {
     assert_eq!(res.unwrap(), 1);
 }
 
+/// `select tenancy.<helper>($1, $2)` as `actor`.
+async fn ask(conn: &mut Client, actor: Actor, helper: &str, org: Uuid, arg: &str) -> bool {
+    let sql = format!("select tenancy.{helper}($1, $2)");
+    act(conn, actor, async |tx| {
+        Ok(tx.query_one(&sql, &[&org, &arg]).await?.get(0))
+    })
+    .await
+    .unwrap()
+}
+
+/// The helpers host policies and checks call answer for the acting user:
+/// `has_feature` sees only what RLS on org_features lets it see, `has_role`
+/// reads the user's own membership.
+#[tokio::test]
+async fn has_feature_and_has_role_answer_for_the_acting_user() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    // Both orgs have veo_avatars enabled; org A also has a disabled one.
+    db.execute(
+        "insert into org_features (organization_id, feature_key, enabled) values ($1, 'beta', false)",
+        &[&w.org_a],
+    )
+    .await
+    .unwrap();
+    let mut conn = pg.authenticator().await;
+    for (actor, org, key, want) in [
+        (Actor::User(w.owner_a), w.org_a, "veo_avatars", true),
+        (Actor::User(w.owner_a), w.org_b, "veo_avatars", false), // not its org
+        (Actor::Service, w.org_b, "veo_avatars", true),          // control
+        (Actor::User(w.owner_a), w.org_a, "beta", false),        // disabled
+        (Actor::User(w.owner_a), w.org_a, "exports.csv", false), // absent
+    ] {
+        let got = ask(&mut conn, actor, "has_feature", org, key).await;
+        assert_eq!(got, want, "has_feature({org}, {key}) as {actor:?}");
+    }
+    for (actor, org, min_role, want) in [
+        (Actor::User(w.admin_a), w.org_a, "admin", true),
+        (Actor::User(w.owner_a), w.org_a, "admin", true), // owner ranks above
+        (Actor::User(w.member_a), w.org_a, "admin", false),
+        (Actor::User(w.member_a), w.org_a, "member", true),
+        (Actor::User(w.owner_a), w.org_b, "viewer", false), // not its org
+        (Actor::User(w.owner_b), w.org_b, "viewer", true),  // control
+    ] {
+        let got = ask(&mut conn, actor, "has_role", org, min_role).await;
+        assert_eq!(got, want, "has_role({org}, {min_role}) as {actor:?}");
+    }
+}
+
 #[tokio::test]
 async fn membership_role_rules_hold_in_sql() {
     let Some(pg) = Cluster::shared() else { return };
