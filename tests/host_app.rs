@@ -5,7 +5,11 @@
 #[path = "../examples/host_app.rs"]
 mod host_app;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::response::IntoResponse;
 
 use base64::Engine;
 use reqwest::StatusCode;
@@ -384,21 +388,92 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
             "{what}"
         );
     }
+}
 
-    // The same keys fetched from a URL, cached.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = fetches.clone();
-    let jwks_server = axum::Router::new().route(
-        "/jwks.json",
-        axum::routing::get(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async { ([("content-type", "application/json")], TEST_JWKS) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, jwks_server).await.unwrap() });
-    let remote = TokenVerifier::jwks_url(url, reqwest::Client::new(), Duration::from_secs(600));
+/// A JWKS server for tests: serves `document` (a 500 when `None`) after a
+/// short delay, so that concurrent misses overlap, and counts requests.
+struct JwksServer {
+    url: String,
+    document: Arc<Mutex<Option<String>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(document: &str) -> JwksServer {
+        let document = Arc::new(Mutex::new(Some(document.to_owned())));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counter) = (document.clone(), fetches.clone());
+        let router = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = served.lock().unwrap().clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    match body {
+                        Some(body) => {
+                            ([("content-type", "application/json")], body).into_response()
+                        }
+                        None => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        );
+        let base = serve(router).await;
+        JwksServer {
+            url: format!("{base}/jwks.json"),
+            document,
+            fetches,
+        }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    fn serve(&self, document: Option<String>) {
+        *self.document.lock().unwrap() = document;
+    }
+}
+
+/// Verifies `n` tokens naming `kid` at once, through clones of `verifier`.
+async fn verify_at_once(
+    verifier: &tenancy::axum::TokenVerifier,
+    user: UserId,
+    kid: &str,
+    n: usize,
+) -> Vec<tenancy::Result<UserId>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (verifier, token) = (verifier.clone(), es256_token(user, kid));
+        tasks.spawn(async move {
+            verifier
+                .verify_async(&token)
+                .await
+                .and_then(|c| c.user_id())
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say() {
+    use tenancy::axum::TokenVerifier;
+    use tenancy::{ErrorKind, FakeClock};
+
+    let user = UserId::new_v7();
+    let jwks = JwksServer::start(TEST_JWKS).await;
+    let clock = FakeClock::at("2026-01-01T00:00:00Z");
+    let remote =
+        TokenVerifier::jwks_url(&jwks.url, reqwest::Client::new(), Duration::from_secs(600))
+            .with_min_refetch_interval(Duration::from_secs(60))
+            .with_clock(clock.clone());
+
+    // A cold cache: eight tokens at once share one fetch.
+    for result in verify_at_once(&remote, user, "test-es256", 8).await {
+        assert_eq!(result.unwrap(), user);
+    }
+    assert_eq!(jwks.fetches(), 1, "concurrent misses share one fetch");
     for _ in 0..3 {
         let claims = remote
             .verify_async(&es256_token(user, "test-es256"))
@@ -406,21 +481,97 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
             .unwrap();
         assert_eq!(claims.user_id().unwrap(), user);
     }
-    assert_eq!(
-        fetches.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "cached"
-    );
+    assert_eq!(jwks.fetches(), 1, "cached");
+
+    // Forged tokens naming random keys cost nothing within the interval.
+    for kid in ["rotated-in", "forged-1", "forged-2"] {
+        let err = remote
+            .verify_async(&es256_token(user, kid))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{kid}");
+    }
+    for result in verify_at_once(&remote, user, "forged-3", 8).await {
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Unauthenticated);
+    }
+    assert_eq!(jwks.fetches(), 1, "no refetch within the interval");
+
+    // The project rotates its key: not seen before the interval is up...
+    jwks.serve(Some(TEST_JWKS.replace("test-es256", "rotated-in")));
+    clock.advance(Duration::from_secs(59));
     let err = remote
-        .verify_async(&es256_token(user, "rotated-away"))
+        .verify_async(&es256_token(user, "rotated-in"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert_eq!(jwks.fetches(), 1, "still within the interval");
+    // ...picked up after it, by one fetch for eight tokens at once.
+    clock.advance(Duration::from_secs(2));
+    for result in verify_at_once(&remote, user, "rotated-in", 8).await {
+        assert_eq!(result.unwrap(), user);
+    }
+    assert_eq!(jwks.fetches(), 2, "the rotated key is fetched once");
+    let err = remote
+        .verify_async(&es256_token(user, "test-es256"))
+        .await
+        .unwrap_err();
     assert_eq!(
-        fetches.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "an unknown kid refetches"
+        err.kind(),
+        ErrorKind::Unauthenticated,
+        "the old key is gone"
     );
+    let err = remote
+        .verify_async(&es256_token(user, "forged-4"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert_eq!(jwks.fetches(), 2, "a new interval began with that fetch");
+
+    // The TTL runs out while the server fails: the cached keys still
+    // verify, and the failure is not retried within the interval.
+    jwks.serve(None);
+    clock.advance(Duration::from_secs(601));
+    for _ in 0..2 {
+        let claims = remote
+            .verify_async(&es256_token(user, "rotated-in"))
+            .await
+            .unwrap();
+        assert_eq!(claims.user_id().unwrap(), user);
+    }
+    assert_eq!(jwks.fetches(), 3, "one failed refresh");
+    jwks.serve(Some(TEST_JWKS.to_owned()));
+    clock.advance(Duration::from_secs(61));
+    let claims = remote
+        .verify_async(&es256_token(user, "test-es256"))
+        .await
+        .unwrap();
+    assert_eq!(claims.user_id().unwrap(), user);
+    assert_eq!(jwks.fetches(), 4, "refreshed once the interval is up");
+}
+
+#[tokio::test]
+async fn a_jwks_url_that_never_answered_is_retried_one_request_at_a_time() {
+    use tenancy::ErrorKind;
+    use tenancy::axum::TokenVerifier;
+
+    let user = UserId::new_v7();
+    let jwks = JwksServer::start(TEST_JWKS).await;
+    jwks.serve(None);
+    let remote =
+        TokenVerifier::jwks_url(&jwks.url, reqwest::Client::new(), Duration::from_secs(600));
+    for result in verify_at_once(&remote, user, "test-es256", 8).await {
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Unavailable);
+    }
+    assert_eq!(jwks.fetches(), 1, "waiters take the failed fetch's answer");
+    // Nothing cached yet: the next token tries again (no cooldown to wait
+    // out before the first keys), and once the server answers, it verifies.
+    jwks.serve(Some(TEST_JWKS.to_owned()));
+    let claims = remote
+        .verify_async(&es256_token(user, "test-es256"))
+        .await
+        .unwrap();
+    assert_eq!(claims.user_id().unwrap(), user);
+    assert_eq!(jwks.fetches(), 2);
 }
 
 #[tokio::test]

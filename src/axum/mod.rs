@@ -2,7 +2,8 @@
 //! into a [`TenantContext`](crate::TenantContext) in a few lines.
 //!
 //! - [`TokenVerifier`] checks the token: HS256 with the project's JWT
-//!   secret, or RS256/ES256 with a JWKS document (JSON or a cached URL);
+//!   secret, or RS256/ES256 with a JWKS document (JSON, or a URL cached and
+//!   fetched at most once per interval, one request for concurrent misses);
 //!   expiry with a leeway; audience `authenticated`. `alg: none`, bad
 //!   signatures, expired and malformed tokens are all a 401 whose body
 //!   leaks nothing.

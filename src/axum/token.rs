@@ -2,15 +2,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::UserId;
+
+/// The default minimum time between two fetches of a JWKS URL.
+const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The claims of a Supabase access token that this crate reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,18 +104,73 @@ enum Jwks {
     Remote(Remote),
 }
 
-/// A JWKS URL and the keys last fetched from it, shared by clones of the
+/// A JWKS URL: its settings, and the cache shared by clones of the
 /// verifier.
 #[derive(Debug, Clone)]
 struct Remote {
     url: String,
     client: reqwest::Client,
     ttl: Duration,
-    cached: Arc<RwLock<Option<FetchedKeys>>>,
+    min_refetch_interval: Duration,
+    shared: Arc<RemoteShared>,
 }
 
-/// A JWKS document's keys and when they were fetched.
-type FetchedKeys = (Instant, Arc<KeySet>);
+#[derive(Debug, Default)]
+struct RemoteShared {
+    state: RwLock<RemoteState>,
+    /// Held while fetching, so that concurrent misses make one request.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct RemoteState {
+    /// The last document read, and when (clock microseconds).
+    keys: Option<(i64, Arc<KeySet>)>,
+    /// When the last fetch was attempted, successful or not.
+    last_attempt: Option<i64>,
+    /// Fetches attempted so far: a waiter that sees it move knows another
+    /// caller fetched while it waited.
+    attempts: u64,
+}
+
+/// What a cache lookup decided.
+enum Lookup {
+    /// Use these keys.
+    Use(Arc<KeySet>),
+    /// Fetch the document; `attempts` is the count seen before waiting.
+    Fetch { attempts: u64 },
+}
+
+impl RemoteState {
+    fn lookup(&self, now: i64, remote: &Remote, kid: Option<&str>) -> Lookup {
+        let Some((fetched_at, keys)) = &self.keys else {
+            // Nothing to verify with: fetch (one request at a time).
+            return Lookup::Fetch {
+                attempts: self.attempts,
+            };
+        };
+        let fresh = elapsed(now, *fetched_at) < remote.ttl;
+        if fresh && keys.find(kid).is_some() {
+            return Lookup::Use(Arc::clone(keys));
+        }
+        // Stale, or the token names a key we do not have: refetch, but at
+        // most once per interval, whatever the tokens say.
+        let cooling = self
+            .last_attempt
+            .is_some_and(|at| elapsed(now, at) < remote.min_refetch_interval);
+        if cooling {
+            Lookup::Use(Arc::clone(keys))
+        } else {
+            Lookup::Fetch {
+                attempts: self.attempts,
+            }
+        }
+    }
+}
+
+fn elapsed(now: i64, since: i64) -> Duration {
+    Duration::from_micros(now.saturating_sub(since).max(0).unsigned_abs())
+}
 
 /// The validations of the accepted algorithms, built when the audience or
 /// leeway is set rather than per token.
@@ -157,6 +216,7 @@ pub struct TokenVerifier {
     audience: String,
     leeway: Duration,
     validations: Arc<Validations>,
+    clock: Arc<dyn Clock>,
 }
 
 impl TokenVerifier {
@@ -169,6 +229,7 @@ impl TokenVerifier {
             audience: audience.into(),
             leeway,
             validations: Arc::new(Validations::new(audience, leeway)),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -195,6 +256,13 @@ impl TokenVerifier {
     /// Verifies RS256/ES256 tokens with keys fetched from `url`
     /// (`{SUPABASE_URL}/auth/v1/.well-known/jwks.json`), cached for `ttl`
     /// and refetched early when a token names an unknown key.
+    ///
+    /// Whatever the tokens say, the URL is fetched at most once per
+    /// [minimum refetch interval](Self::with_min_refetch_interval) (60 s by
+    /// default) once keys are cached, and concurrent misses share one
+    /// request: a flood of forged tokens naming random keys costs one fetch
+    /// a minute. Until the first fetch succeeds, each miss tries again, one
+    /// request at a time. A failed refresh keeps the keys already cached.
     pub fn jwks_url(url: impl Into<String>, client: reqwest::Client, ttl: Duration) -> Self {
         TokenVerifier::with_keys(
             None,
@@ -202,7 +270,8 @@ impl TokenVerifier {
                 url: url.into(),
                 client,
                 ttl,
-                cached: Arc::default(),
+                min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+                shared: Arc::default(),
             }),
         )
     }
@@ -225,6 +294,25 @@ impl TokenVerifier {
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self.validations = Arc::new(Validations::new(&self.audience, self.leeway));
+        self
+    }
+
+    /// For a [JWKS URL](Self::jwks_url): the minimum time between two
+    /// fetches once keys are cached, for unknown keys and expired caches
+    /// alike (a `ttl` shorter than this is stretched to it). Default 60 s.
+    /// No effect on other verifiers.
+    pub fn with_min_refetch_interval(mut self, interval: Duration) -> Self {
+        if let Jwks::Remote(remote) = &mut self.jwks {
+            remote.min_refetch_interval = interval;
+        }
+        self
+    }
+
+    /// The clock the JWKS cache reads for its TTL and refetch interval;
+    /// [`SystemClock`] by default. Token expiry is always checked against
+    /// the system time.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -308,21 +396,47 @@ impl TokenVerifier {
     }
 
     async fn remote_keys(&self, remote: &Remote, kid: Option<&str>) -> Result<Arc<KeySet>> {
-        if let Some((fetched_at, keys)) = remote
-            .cached
+        let shared = &remote.shared;
+        let lookup = shared
+            .state
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
+            .lookup(self.clock.coarse_unix_micros(), remote, kid);
+        let seen = match lookup {
+            Lookup::Use(keys) => return Ok(keys),
+            Lookup::Fetch { attempts } => attempts,
+        };
+        let _fetching = shared.fetching.lock().await;
         {
-            let known = kid.is_none_or(|k| keys.by_kid.contains_key(k));
-            if known && fetched_at.elapsed() < remote.ttl {
-                return Ok(Arc::clone(keys));
+            let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
+            if state.attempts != seen {
+                // Another caller fetched while we waited: take its result.
+                return match &state.keys {
+                    Some((_, keys)) => Ok(Arc::clone(keys)),
+                    None => Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "the JWKS document could not be fetched",
+                    )),
+                };
             }
         }
-        let keys = Arc::new(fetch_jwks(&remote.client, &remote.url).await?);
-        *remote.cached.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), Arc::clone(&keys)));
-        Ok(keys)
+        let fetched = fetch_jwks(&remote.client, &remote.url).await;
+        let now = self.clock.coarse_unix_micros();
+        let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
+        state.attempts += 1;
+        state.last_attempt = Some(now);
+        match (fetched, &state.keys) {
+            (Ok(keys), _) => {
+                let keys = Arc::new(keys);
+                state.keys = Some((now, Arc::clone(&keys)));
+                Ok(keys)
+            }
+            (Err(e), Some((_, cached))) => {
+                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the cached keys");
+                Ok(Arc::clone(cached))
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 }
 
