@@ -204,12 +204,10 @@ impl SupabaseStore {
 
     async fn send_once(
         &self,
-        request: postgrest::Builder,
+        request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<(StatusCode, Vec<u8>), Failure> {
         let response = request
-            .build()
-            .timeout(self.inner.timeout)
             .send()
             .await
             .map_err(|e| error::from_transport(e, what))?;
@@ -221,17 +219,30 @@ impl SupabaseStore {
         if !status.is_success() {
             return Err(error::from_status(status, &body, what));
         }
-        Ok((status, body.to_vec()))
+        // Without a copy when the body arrived in one piece.
+        Ok((status, body.into()))
     }
 
-    /// One call with retries.
+    /// One call with retries. The request is built once; each attempt sends
+    /// a clone of it, which shares the body's bytes.
     pub(crate) async fn send(
         &self,
         what: &str,
         idempotent: Idempotent,
         request: postgrest::Builder,
     ) -> Result<(StatusCode, Vec<u8>)> {
-        let attempt = || self.send_once(request.clone(), what);
+        let request = request.build().timeout(self.inner.timeout);
+        let attempt = || async {
+            // Only a streaming body cannot be cloned, and ours are strings.
+            let request = request.try_clone().ok_or_else(|| Failure {
+                error: Error::new(
+                    ErrorKind::Config,
+                    format!("{what}: a streaming request body"),
+                ),
+                retry: error::Retry::Never,
+            })?;
+            self.send_once(request, what).await
+        };
         attempt
             .retry(self.backoff())
             .sleep(tokio::time::sleep)
