@@ -69,6 +69,7 @@ declare
   v_before text;
   v_after text;
   v_actor uuid;
+  v_actor_rank integer;
   v_highest integer;
 begin
   if tg_op = 'INSERT' then
@@ -103,10 +104,11 @@ begin
       end if;
     else
       v_highest := greatest(tenancy.role_rank(v_before), tenancy.role_rank(v_after));
-      if v_highest >= 3 and tenancy.role_rank(tenancy.role_in(v_org)) < 4 then
+      v_actor_rank := tenancy.role_rank(tenancy.role_in(v_org));
+      if v_highest >= 3 and v_actor_rank < 4 then
         raise exception 'only owners grant, revoke or remove owner and admin'
           using errcode = '42501';
-      elsif tenancy.role_rank(tenancy.role_in(v_org)) < 3 then
+      elsif v_actor_rank < 3 then
         raise exception 'only owners and admins manage members' using errcode = '42501';
       end if;
     end if;
@@ -193,13 +195,6 @@ create trigger usage_limits_derive
   before insert or update on public.usage_limits
   for each row execute function tenancy.usage_limits_derive();
 
-revoke all on function
-  tenancy.organizations_assign_id(),
-  tenancy.organizations_add_owner(),
-  tenancy.user_organizations_guard(),
-  tenancy.usage_limits_derive()
-from public;
-
 -- ---------------------------------------------------------------------------
 -- usage_events has no foreign key (see the table); deleting an organization
 -- deletes its events here instead. Security definer: the deleting user (an
@@ -241,3 +236,16 @@ drop trigger if exists organizations_truncate_usage_events on public.organizatio
 create trigger organizations_truncate_usage_events
   after truncate on public.organizations
   for each statement execute function tenancy.truncate_usage_events();
+
+-- ---------------------------------------------------------------------------
+-- Trigger functions are not for calling: created after the helpers' bulk
+-- revoke, they would keep PostgreSQL's default execute for PUBLIC.
+
+revoke all on function
+  tenancy.organizations_assign_id(),
+  tenancy.organizations_add_owner(),
+  tenancy.user_organizations_guard(),
+  tenancy.usage_limits_derive(),
+  tenancy.delete_org_usage_events(),
+  tenancy.truncate_usage_events()
+from public;

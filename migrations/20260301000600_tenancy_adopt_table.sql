@@ -121,4 +121,7 @@ begin
 end
 $$;
 
-revoke all on function tenancy.adopt_table(regclass, text, uuid) from public;
+revoke all on function
+  tenancy.keep_organization_id(),
+  tenancy.adopt_table(regclass, text, uuid)
+from public;

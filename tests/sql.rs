@@ -242,8 +242,8 @@ const USER_RPCS: [&str; 2] = ["tenancy_create_organization", "tenancy_usage_snap
 
 /// RLS on every table of `public`; who may execute the functions of
 /// `public` (the bootstrap grants every new one to anon and authenticated,
-/// as Supabase does, so only the migrations' revokes protect them); no
-/// privilege of anon on a tenancy table; no security definer function in
+/// as Supabase does, so only the migrations' revokes protect them); anon
+/// executes nothing in `tenancy` and holds no privilege on a tenancy table; no security definer function in
 /// `public`, and every one in `tenancy` pins its search_path.
 async fn assert_catalog(db: &Client) {
     let no_rls: Vec<String> = db
@@ -323,6 +323,35 @@ async fn assert_catalog(db: &Client) {
     assert!(
         not_for_service.is_empty(),
         "functions in public service_role may not execute: {not_for_service:?}"
+    );
+
+    // Nor any function of tenancy: PostgreSQL grants execute on each new
+    // function to PUBLIC, and only the migrations' revokes take it back.
+    let helpers: Vec<(String, bool, bool)> = db
+        .query(
+            "select p.proname::text, has_function_privilege('anon', p.oid, 'execute'), \
+             has_function_privilege('authenticated', p.oid, 'execute') \
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = 'tenancy' order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let helpers_for_anon: Vec<&str> = helpers
+        .iter()
+        .filter(|h| h.1)
+        .map(|h| h.0.as_str())
+        .collect();
+    assert!(
+        helpers_for_anon.is_empty(),
+        "functions in tenancy anon may execute: {helpers_for_anon:?}"
+    );
+    assert!(
+        helpers.iter().any(|h| h.0 == "is_member" && h.2),
+        "positive control: the same query finds what authenticated may execute: {helpers:?}"
     );
 
     // anon holds no privilege on any tenancy table.
