@@ -363,4 +363,17 @@ mod tests {
         assert_eq!(store.rest_url(), "http://127.0.0.1:3000");
         assert!(!format!("{store:?}").contains("secret-token-xyz"));
     }
+
+    #[test]
+    fn a_user_client_needs_a_token() {
+        let service = SupabaseStore::builder()
+            .rest_url("http://127.0.0.1:3000")
+            .service_role_key("k")
+            .anon_key("anon")
+            .build()
+            .unwrap();
+        assert!(service.user_client("t").unwrap().is_user_client());
+        let err = service.user_client(" ").unwrap_err();
+        assert_eq!(err.field(), Some("access_token"));
+    }
 }

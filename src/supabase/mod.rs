@@ -123,8 +123,12 @@ impl SupabaseStore {
     /// A user client for the holder of `access_token` (their session
     /// JWT): same REST URL and HTTP client, the anon key as `apikey`, the
     /// token as bearer. RLS applies to everything it does. `Config` if no
-    /// anon key was configured.
+    /// anon key was configured; `InvalidInput` for an empty token (which
+    /// would otherwise make an anon client).
     pub fn user_client(&self, access_token: &str) -> Result<SupabaseStore> {
+        if access_token.trim().is_empty() {
+            return Err(Error::invalid_input("access_token", "empty"));
+        }
         let anon = self.inner.anon_key.as_deref().ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
