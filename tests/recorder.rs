@@ -352,12 +352,28 @@ async fn activity_events_count_as_metrics() {
         .record_activity(&rig.ctx, "ads_created", "brand/8")
         .unwrap();
     recorder.flush().await.unwrap();
-    let decision = rig
-        .tenancy
-        .check_limit(&rig.ctx, "ads_created", dec!(0))
+    // Limits see them: with a limit of 3 ads, one more fits, two do not.
+    rig.tenancy
+        .set_limit(
+            &tenancy::PlatformOperator::new("test"),
+            rig.ctx.org(),
+            tenancy::NewLimit::from_limit_type("monthly_ads_created", dec!(3)).unwrap(),
+        )
         .await
         .unwrap();
-    assert!(decision.allowed);
+    let one_more = rig
+        .tenancy
+        .check_limit(&rig.ctx, "ads_created", dec!(1))
+        .await
+        .unwrap();
+    assert!(one_more.allowed);
+    assert_eq!(one_more.remaining, Some(dec!(1)));
+    let two_more = rig
+        .tenancy
+        .check_limit(&rig.ctx, "ads_created", dec!(2))
+        .await
+        .unwrap();
+    assert!(!two_more.allowed);
     let lines = rig.tenancy.usage_summary(&rig.ctx).await.unwrap();
     let ads = lines
         .iter()

@@ -131,7 +131,8 @@ impl Rig {
             .tokens(tokens, 0, 0)
     }
 
-    /// Records `n` events on `recorder`, tokens 1..=n plus `offset`.
+    /// Records `n` events on `recorder`, of 1 to 1,000 tokens each (cycling), and
+    /// notes each id and amount in `recorded`.
     fn record_many(&self, recorder: &UsageRecorder, n: u64, recorded: &mut Recorded) {
         for i in 1..=n {
             let tokens = i % 1_000 + 1;
