@@ -122,6 +122,19 @@ async fn counter(
     .map_or_else(|| "none".to_owned(), |r| r.get(0))
 }
 
+/// (usage_events, usage_counters) rows of `org` that `db` sees.
+async fn usage_rows(db: &Client, org: Uuid) -> (i64, i64) {
+    let row = db
+        .query_one(
+            "select (select count(*) from usage_events where organization_id = $1), \
+             (select count(*) from usage_counters where organization_id = $1)",
+            &[&org],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 struct Reserve {
     org: Uuid,
     user: Uuid,
@@ -178,6 +191,24 @@ async fn reserve_on(
 async fn reserve(db: &Client, r: &Reserve) -> (Uuid, Value) {
     let id = Uuid::now_v7();
     (id, reserve_on(db, r, id).await.expect("reserve"))
+}
+
+const SNAPSHOT_SQL: &str = "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, \
+     monthly_start => $3, now => $4, user_id => $5, metric => $6)";
+
+/// The usage snapshot of `org` for today and this month, at noon.
+async fn snapshot_on(
+    db: &impl tokio_postgres::GenericClient,
+    org: Uuid,
+    user: Option<Uuid>,
+    metric: Option<&str>,
+) -> Result<Value, Error> {
+    db.query_one(
+        SNAPSHOT_SQL,
+        &[&org, &day(), &month(), &noon(), &user, &metric],
+    )
+    .await
+    .map(|row| row.get(0))
 }
 
 async fn put_limit(
@@ -749,38 +780,24 @@ async fn usage_limits_accept_the_plans_columns_and_derive_the_rest() {
             .to_vec()
     );
     // One limit per slot; inconsistent or invalid rows are refused.
-    let dup = db
-        .execute(
-            "insert into usage_limits (organization_id, limit_type, limit_value, period) values ($1, 'monthly_tokens', 1, 'monthly')",
-            &[&org],
-        )
-        .await;
-    assert_code(dup, SqlState::UNIQUE_VIOLATION, "second limit in one slot");
-    let mismatch = db
-        .execute(
-            "insert into usage_limits (organization_id, limit_type, limit_value, period) values ($1, 'monthly_x', 1, 'daily')",
-            &[&org],
-        )
-        .await;
-    assert_code(
-        mismatch,
-        SqlState::CHECK_VIOLATION,
-        "limit_type/period mismatch",
-    );
-    let weekly = db
-        .execute(
-            "insert into usage_limits (organization_id, limit_type, limit_value, period) values ($1, 'weekly_tokens', 1, 'daily')",
-            &[&org],
-        )
-        .await;
-    assert_code(weekly, SqlState::CHECK_VIOLATION, "unknown period prefix");
-    let negative = db
-        .execute(
-            "insert into usage_limits (organization_id, limit_type, limit_value, period) values ($1, 'daily_y', -1, 'daily')",
-            &[&org],
-        )
-        .await;
-    assert_code(negative, SqlState::CHECK_VIOLATION, "negative limit");
+    let insert = "insert into usage_limits (organization_id, limit_type, limit_value, period) \
+                  values ($1, $2, $3::bigint::numeric, $4)";
+    for (limit_type, value, period, code) in [
+        (
+            "monthly_tokens",
+            1_i64,
+            "monthly",
+            SqlState::UNIQUE_VIOLATION,
+        ), // slot taken
+        ("monthly_x", 1, "daily", SqlState::CHECK_VIOLATION), // period mismatch
+        ("weekly_tokens", 1, "daily", SqlState::CHECK_VIOLATION), // unknown prefix
+        ("daily_y", -1, "daily", SqlState::CHECK_VIOLATION),  // negative
+    ] {
+        let res = db
+            .execute(insert, &[&org, &limit_type, &value, &period])
+            .await;
+        assert_code(res, code, &format!("{limit_type} {value} {period}"));
+    }
 
     // put_limit replaces value and mode in place, keeping id and created_at.
     let before = db
@@ -1002,15 +1019,11 @@ async fn creating_an_organization_makes_its_creator_owner() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
-    let events: i64 = db
-        .query_one(
-            "select count(*) from usage_events where organization_id = $1",
-            &[&org],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(events, 0, "the organization's usage events go with it");
+    assert_eq!(
+        usage_rows(&db, org).await,
+        (0, 0),
+        "the organization's usage events and counters go with it"
+    );
 }
 
 // ---- the isolation matrix ---------------------------------------------------------
@@ -1144,11 +1157,7 @@ async fn anon_reads_and_calls_nothing() {
         );
     }
     let snapshot = act(&mut conn, Actor::Anon, async |tx| {
-        tx.query_one(
-            "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, monthly_start => $3, now => $4)",
-            &[&w.org_a, &day(), &month(), &noon()],
-        )
-        .await
+        snapshot_on(tx, w.org_a, None, None).await
     })
     .await;
     assert_denied(snapshot, "anon calling the snapshot RPC");
@@ -1254,33 +1263,18 @@ async fn writes_naming_another_org_are_refused() {
     assert_denied(res, "inserting a usage event directly");
 
     // RPC arguments naming another org or another user.
-    let snapshot = "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, monthly_start => $3, now => $4, user_id => $5)";
     let res = act(&mut conn, Actor::User(w.member_a), async |tx| {
-        tx.query_one(
-            snapshot,
-            &[&w.org_b, &day(), &month(), &noon(), &None::<Uuid>],
-        )
-        .await
+        snapshot_on(tx, w.org_b, None, None).await
     })
     .await;
     assert_denied(res, "snapshot of another org");
     let res = act(&mut conn, Actor::User(w.member_a), async |tx| {
-        tx.query_one(
-            snapshot,
-            &[&w.org_a, &day(), &month(), &noon(), &Some(w.owner_a)],
-        )
-        .await
+        snapshot_on(tx, w.org_a, Some(w.owner_a), None).await
     })
     .await;
     assert_denied(res, "snapshot of another user");
-    let own: Value = act(&mut conn, Actor::User(w.member_a), async |tx| {
-        Ok(tx
-            .query_one(
-                snapshot,
-                &[&w.org_a, &day(), &month(), &noon(), &Some(w.member_a)],
-            )
-            .await?
-            .get(0))
+    let own = act(&mut conn, Actor::User(w.member_a), async |tx| {
+        snapshot_on(tx, w.org_a, Some(w.member_a), None).await
     })
     .await
     .expect("positive control: own org, own user");
@@ -1695,11 +1689,7 @@ async fn membership_role_rules_hold_in_sql() {
         assert_eq!(n, 0, "a removed member still sees {table}");
     }
     let res = act(&mut conn, Actor::User(w.member_a), async |tx| {
-        tx.query_one(
-            "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, monthly_start => $3, now => $4)",
-            &[&w.org_a, &day(), &month(), &noon()],
-        )
-        .await
+        snapshot_on(tx, w.org_a, None, None).await
     })
     .await;
     assert_denied(res, "a removed member reading usage");
@@ -1768,15 +1758,9 @@ async fn record_counts_each_event_once() {
             "none"
         );
     }
-    let events: i64 = db
-        .query_one(
-            "select count(*) from usage_events where organization_id = $1",
-            &[&org],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(events, 3);
+    // Three events; counters: tokens and cost_usd for the org and the user,
+    // ads_created for the org, each daily and monthly.
+    assert_eq!(usage_rows(&db, org).await, (3, 10));
     let stored = db
         .query_one(
             "select provider, model, operation, input_tokens, output_tokens, cost_usd::text, metadata, occurred_at \
@@ -1891,19 +1875,6 @@ async fn assert_waits_for<F>(
     })
     .await
     .unwrap_or_else(|_| panic!("{what} never showed as waiting"));
-}
-
-/// (usage_events, usage_counters) rows of `org` that `db` sees.
-async fn usage_rows(db: &Client, org: Uuid) -> (i64, i64) {
-    let row = db
-        .query_one(
-            "select (select count(*) from usage_events where organization_id = $1), \
-             (select count(*) from usage_counters where organization_id = $1)",
-            &[&org],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
 }
 
 /// Record and an organization delete serialize on the organization's row
@@ -2119,14 +2090,9 @@ async fn reserve_commit_release_and_snapshot() {
     assert_eq!(out, json!({"released": false}));
 
     // Snapshot: org-wide limits, bob's own, and the counters in scope.
-    let snap: Value = db
-        .query_one(
-            "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, monthly_start => $3, now => $4, user_id => $5, metric => 'tokens')",
-            &[&org, &day(), &month(), &noon(), &bob],
-        )
+    let snap = snapshot_on(&db, org, Some(bob), Some("tokens"))
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert_eq!(snap["limits"].as_array().unwrap().len(), 2, "{snap}");
     assert_eq!(snap["limits"][0]["used"], "600");
     assert_eq!(snap["limits"][0]["reserved"], "40", "alice's hold");
@@ -2153,14 +2119,7 @@ async fn reserve_commit_release_and_snapshot() {
     assert_eq!(counters[0]["reserved"], "40");
     assert_eq!(counters[1]["reserved"], "0");
     // Without a user: org-wide only; an unknown org is empty.
-    let snap: Value = db
-        .query_one(
-            "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, monthly_start => $3, now => $4)",
-            &[&org, &day(), &month(), &noon()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let snap = snapshot_on(&db, org, None, None).await.unwrap();
     assert_eq!(
         snap["limits"].as_array().unwrap().len(),
         2,
@@ -2186,14 +2145,7 @@ async fn reserve_commit_release_and_snapshot() {
         ],
         "the org-wide counters only: {snap}"
     );
-    let snap: Value = db
-        .query_one(
-            "select tenancy_usage_snapshot(org_id => $1, daily_start => $2, monthly_start => $3, now => $4)",
-            &[&Uuid::new_v4(), &day(), &month(), &noon()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let snap = snapshot_on(&db, Uuid::new_v4(), None, None).await.unwrap();
     assert_eq!(snap, json!({"limits": [], "counters": []}));
     let res = reserve_on(&db, &Reserve::new(Uuid::new_v4(), bob, 1), Uuid::now_v7()).await;
     assert_code(res, SqlState::NO_DATA_FOUND, "reserving in an unknown org");
