@@ -2,11 +2,11 @@
 //! token; the org comes from the `X-Org-Id` header (or the user's default).
 //!
 //! ```text
-//! cargo run --example host_app --features axum
+//! cargo run --example host_app --features axum,supabase
 //! ```
 //!
-//! It runs on `MemoryStore` with two seeded demo users and prints curl lines
-//! with tokens it signed for them. Routes:
+//! By default it runs on `MemoryStore` with two seeded demo users and prints
+//! curl lines with tokens it signed for them. Routes:
 //!
 //! - `GET /orgs` — the user's organizations;
 //! - `GET /brands`, `POST /brands` — brands of the active organization;
@@ -14,10 +14,13 @@
 //! - `POST /generate` — reserves tokens against the limit, records what was
 //!   used (tokens and cost).
 //!
-//! It listens on 127.0.0.1, on `PORT` when set. With `SUPABASE_URL`,
-//! `SUPABASE_SERVICE_ROLE_KEY` and `SUPABASE_JWT_SECRET` set it runs on
-//! `SupabaseStore` instead (brands through the scoped `brands` table, real
-//! users' tokens, nothing seeded).
+//! It listens on 127.0.0.1, on `PORT` when set. When `SUPABASE_URL` (or
+//! `SUPABASE_REST_URL`) is set it runs on `SupabaseStore` instead, from
+//! `SupabaseStore::from_env()` (so `SUPABASE_SERVICE_ROLE_KEY` too) and
+//! `SUPABASE_JWT_SECRET`: organizations, features and limits in the
+//! project's tenancy tables, brands through the scoped `brands` table
+//! (adopted with `tenancy.adopt_table`), your users' own access tokens,
+//! nothing seeded. A missing variable stops it with a message naming it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,10 +35,10 @@ use serde_json::{Value, json};
 use tenancy::axum::{
     FeatureGate, FeatureName, Metered, MeteredOperation, Tenant, TenantAuth, TokenVerifier,
 };
-use tenancy::supabase::SupabaseStore;
+use tenancy::supabase::{ENV_JWT_SECRET, ENV_REST_URL, ENV_URL, SupabaseStore};
 use tenancy::{
-    Action, MemoryStore, NewLimit, NewOrganization, OrgId, PlatformOperator, Role, Tenancy,
-    TenantContext, UsageEvent, UserId,
+    Action, Error, ErrorKind, MemoryStore, NewLimit, NewOrganization, OrgId, PlatformOperator,
+    Role, Tenancy, TenantContext, UsageEvent, UserId,
 };
 
 /// The demo's JWT secret; a real app uses `SUPABASE_JWT_SECRET`.
@@ -287,6 +290,40 @@ pub async fn demo() -> tenancy::Result<Demo> {
     })
 }
 
+/// The app on a Supabase project: the facade and the `brands` table on
+/// `store`, access tokens checked with the project's JWT secret. Nothing is
+/// seeded.
+pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<App> {
+    let tenancy = Tenancy::builder().store(store.clone()).build()?;
+    Ok(App {
+        auth: TenantAuth::new(tenancy, TokenVerifier::hs256(jwt_secret)),
+        brands: Brands::Supabase(store),
+    })
+}
+
+/// [`on_supabase`] from the environment, or `None` when neither
+/// `SUPABASE_URL` nor `SUPABASE_REST_URL` is set (the in-memory demo).
+pub fn supabase_from_env() -> Option<tenancy::Result<App>> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set(ENV_URL) && !set(ENV_REST_URL) {
+        return None;
+    }
+    let store = match SupabaseStore::from_env() {
+        Ok(store) => store,
+        Err(e) => return Some(Err(e)),
+    };
+    let Some(secret) = std::env::var(ENV_JWT_SECRET)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Some(Err(Error::new(
+            ErrorKind::Config,
+            format!("{ENV_JWT_SECRET} is not set: the app checks its users' access tokens with it"),
+        )));
+    };
+    Some(on_supabase(store, secret.trim()))
+}
+
 /// Signs a Supabase-style access token for `user`, valid for an hour.
 pub fn sign_token(user: UserId) -> String {
     let exp = chrono::Utc::now().timestamp() + 3600;
@@ -301,15 +338,45 @@ pub fn sign_token(user: UserId) -> String {
 
 #[allow(dead_code)] // used when built as the example, not when included by tests
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let demo = demo().await?;
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("host_app: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(dead_code)] // used when built as the example, not when included by tests
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
-    println!("host_app listening on http://{addr}\n");
+    let app = match supabase_from_env() {
+        Some(app) => {
+            let app = app?;
+            println!("host_app on Supabase, listening on http://{addr}\n");
+            println!("# your organizations, with a signed-in user's access token");
+            println!("curl -s http://{addr}/orgs -H 'Authorization: Bearer <access token>'\n");
+            app
+        }
+        None => {
+            let demo = demo().await?;
+            print_demo(&demo, addr);
+            demo.app
+        }
+    };
+    axum::serve(listener, router(app)).await?;
+    Ok(())
+}
+
+#[allow(dead_code)] // used when built as the example, not when included by tests
+fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
+    println!("host_app on MemoryStore, listening on http://{addr}\n");
     let (alice, bob) = (sign_token(demo.alice), sign_token(demo.bob));
     println!("# alice's organizations (owner of Acme, viewer in Globex)");
     println!("curl -s http://{addr}/orgs -H 'Authorization: Bearer {alice}'\n");
@@ -328,6 +395,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("# no token: 401");
     println!("curl -si http://{addr}/brands\n");
-    axum::serve(listener, router(demo.app)).await?;
-    Ok(())
 }
