@@ -783,18 +783,13 @@ async fn usage_limits_accept_the_plans_columns_and_derive_the_rest() {
     let insert = "insert into usage_limits (organization_id, limit_type, limit_value, period) \
                   values ($1, $2, $3::bigint::numeric, $4)";
     for (limit_type, value, period, code) in [
-        (
-            "monthly_tokens",
-            1_i64,
-            "monthly",
-            SqlState::UNIQUE_VIOLATION,
-        ), // slot taken
-        ("monthly_x", 1, "daily", SqlState::CHECK_VIOLATION), // period mismatch
-        ("weekly_tokens", 1, "daily", SqlState::CHECK_VIOLATION), // unknown prefix
-        ("daily_y", -1, "daily", SqlState::CHECK_VIOLATION),  // negative
+        ("monthly_tokens", 1, "monthly", SqlState::UNIQUE_VIOLATION), // slot taken
+        ("monthly_x", 1, "daily", SqlState::CHECK_VIOLATION),         // period mismatch
+        ("weekly_tokens", 1, "daily", SqlState::CHECK_VIOLATION),     // unknown prefix
+        ("daily_y", -1, "daily", SqlState::CHECK_VIOLATION),          // negative
     ] {
         let res = db
-            .execute(insert, &[&org, &limit_type, &value, &period])
+            .execute(insert, &[&org, &limit_type, &i64::from(value), &period])
             .await;
         assert_code(res, code, &format!("{limit_type} {value} {period}"));
     }
