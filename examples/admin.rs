@@ -21,12 +21,10 @@
 
 use std::process::ExitCode;
 
-use chrono::Utc;
-use tenancy::store::UsageQuery;
 use tenancy::supabase::SupabaseStore;
 use tenancy::{
-    CurrentPeriods, Error, ErrorKind, Membership, NewLimit, NewOrganization, OrgId, Organization,
-    PlatformOperator, Role, Store, Tenancy, UserId,
+    Error, ErrorKind, Membership, NewLimit, NewOrganization, OrgId, Organization, PlatformOperator,
+    Role, Store, Tenancy, UserId,
 };
 
 const USAGE: &str = "usage: admin <orgs | create-org NAME SLUG OWNER | members ORG | \
@@ -40,16 +38,14 @@ async fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    for var in ["SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"] {
-        if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
-            eprintln!(
-                "admin: set {var} (the service client needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"
-            );
-            return ExitCode::from(2);
-        }
-    }
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A missing SUPABASE_URL or SUPABASE_SERVICE_ROLE_KEY, named by
+        // `SupabaseStore::from_env`.
+        Err(e) if e.kind() == ErrorKind::Config => {
+            eprintln!("admin: {}", e.message());
+            ExitCode::from(2)
+        }
         Err(e) if e.kind() == ErrorKind::InvalidInput && e.field() == Some("command") => {
             eprintln!("admin: {}\n{USAGE}", e.message());
             ExitCode::from(2)
@@ -122,7 +118,7 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
                 user_id: UserId::parse(arg(args, 2, "USER")?)?,
                 organization_id: org.id,
                 role: Role::parse(arg(args, 3, "ROLE")?)?,
-                created_at: Utc::now(),
+                created_at: chrono::Utc::now(),
             };
             store.add_member(&membership).await?;
             println!(
@@ -180,61 +176,26 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
         }
         "usage" => {
             let org = find_org(&store, arg(args, 1, "ORG")?).await?;
-            let now = Utc::now();
-            let snapshot = store
-                .usage_snapshot(&UsageQuery {
-                    org: org.id,
-                    user: None,
-                    metric: None,
-                    periods: CurrentPeriods::at(now, org.timezone),
-                    now,
-                })
-                .await?;
+            let lines = tenancy.usage_summary_of(&op, org.id).await?;
             println!(
-                "{:<20}  {:<8}  {:>16}  {:>16}  {:>16}  {:>7}",
-                "metric", "period", "used", "reserved", "limit", "%"
+                "{:<20}  {:<8}  {:<10}  {:>16}  {:>16}  {:>16}  {:>7}",
+                "metric", "period", "scope", "used", "reserved", "limit", "%"
             );
-            for c in &snapshot.counters {
-                let limit = snapshot.limits.iter().find(|l| {
-                    l.limit.metric == c.metric
-                        && l.limit.period == c.period.period
-                        && l.limit.scope == c.scope
-                });
-                let (value, percent) = match limit {
-                    Some(l) if !l.limit.value.is_zero() => (
-                        l.limit.value.to_string(),
-                        ((c.used + c.reserved) * rust_decimal::Decimal::ONE_HUNDRED
-                            / l.limit.value)
-                            .round_dp(1)
-                            .to_string(),
-                    ),
-                    Some(l) => (l.limit.value.to_string(), "-".to_owned()),
-                    None => ("-".to_owned(), "-".to_owned()),
+            let dash = || "-".to_owned();
+            for line in &lines {
+                let scope = match line.scope.user() {
+                    Some(user) => user.to_string()[..8].to_owned(),
+                    None => "org-wide".to_owned(),
                 };
                 println!(
-                    "{:<20}  {:<8}  {:>16}  {:>16}  {:>16}  {:>7}",
-                    c.metric.as_str(),
-                    c.period.period.as_str(),
-                    c.used,
-                    c.reserved,
-                    value,
-                    percent
-                );
-            }
-            for l in snapshot.limits.iter().filter(|l| {
-                !snapshot
-                    .counters
-                    .iter()
-                    .any(|c| c.metric == l.limit.metric && c.period.period == l.limit.period)
-            }) {
-                println!(
-                    "{:<20}  {:<8}  {:>16}  {:>16}  {:>16}  {:>7}",
-                    l.limit.metric.as_str(),
-                    l.limit.period.as_str(),
-                    l.used,
-                    l.reserved,
-                    l.limit.value,
-                    "0"
+                    "{:<20}  {:<8}  {:<10}  {:>16}  {:>16}  {:>16}  {:>7}",
+                    line.metric.as_str(),
+                    line.period.as_str(),
+                    scope,
+                    line.used,
+                    line.reserved,
+                    line.limit.map_or_else(dash, |l| l.to_string()),
+                    line.percent.map_or_else(dash, |p| p.to_string()),
                 );
             }
         }

@@ -1401,4 +1401,30 @@ pub async fn usage_summary_lines(store: Arc<DynStore>) {
             .iter()
             .all(|l| l.scope == LimitScope::Organization)
     );
+    // An operator sees the org-wide lines of any organization.
+    let operator_lines = s
+        .tenancy
+        .usage_summary_of(&s.operator, s.org)
+        .await
+        .unwrap();
+    let org_month_line = |lines: &[crate::UsageLine]| {
+        lines
+            .iter()
+            .find(|l| {
+                l.metric.as_str() == "tokens"
+                    && l.period == Period::Monthly
+                    && l.scope == LimitScope::Organization
+            })
+            .cloned()
+    };
+    assert_eq!(
+        org_month_line(&operator_lines),
+        org_month_line(&owner_lines)
+    );
+    assert!(
+        operator_lines
+            .iter()
+            .all(|l| l.scope == LimitScope::Organization),
+        "{operator_lines:#?}"
+    );
 }

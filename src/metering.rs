@@ -341,17 +341,36 @@ impl Tenancy {
     /// usage in the current period.
     pub async fn usage_summary(&self, ctx: &TenantContext) -> Result<Vec<UsageLine>> {
         ctx.require(Action::ViewUsage)?;
-        let now = self.now();
         let tz = ctx.organization().timezone;
-        let periods = CurrentPeriods::at(now, tz);
+        self.summary_lines(ctx.org(), Some(ctx.user()), tz).await
+    }
+
+    /// The organization-wide lines of [`usage_summary`](Self::usage_summary)
+    /// for any organization, for platform operators (admin tools, support).
+    pub async fn usage_summary_of(
+        &self,
+        _op: &PlatformOperator,
+        org: OrgId,
+    ) -> Result<Vec<UsageLine>> {
+        let tz = self.metering(org).await?.timezone;
+        self.summary_lines(org, None, tz).await
+    }
+
+    async fn summary_lines(
+        &self,
+        org: OrgId,
+        user: Option<UserId>,
+        tz: Tz,
+    ) -> Result<Vec<UsageLine>> {
+        let now = self.now();
         let snapshot = self
             .inner
             .store
             .usage_snapshot(&UsageQuery {
-                org: ctx.org(),
-                user: Some(ctx.user()),
+                org,
+                user,
                 metric: None,
-                periods,
+                periods: CurrentPeriods::at(now, tz),
                 now,
             })
             .await?;
