@@ -1,9 +1,15 @@
 //! Per-request overhead of the axum integration: token verification, the
 //! tenant context and a feature check (warm caches), against the same
-//! handler without them, both driven through the router in-process.
+//! handler without them, all driven through the router in-process.
+//!
+//! - `token_context_feature_check`: the request names its org in
+//!   `X-Org-Id`, so the context is `context(user, org)`, one membership
+//!   read;
+//! - `token_default_org_feature_check`: no `X-Org-Id`, so the context is
+//!   the user's default org, a read of all their memberships.
 //!
 //! ```text
-//! cargo bench --bench host --features axum
+//! cargo bench --all-features --bench host
 //! ```
 
 #[allow(dead_code, unreachable_pub, missing_docs)]
@@ -40,26 +46,35 @@ fn overhead(c: &mut Criterion) {
         .route("/plain", get(plain))
         .route("/gated", get(gated))
         .with_state(demo.app.clone());
-    let request = |path: &str| {
-        Request::get(path)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap()
+    let bearer = format!("Bearer {token}");
+    let org = demo.acme.to_string();
+    let request = |path: &str, org: Option<&str>| {
+        let mut request = Request::get(path).header("authorization", &bearer);
+        if let Some(org) = org {
+            request = request.header("x-org-id", org);
+        }
+        request.body(Body::empty()).unwrap()
     };
-    // Warm the caches and check both routes answer 200.
-    for path in ["/plain", "/gated"] {
-        let response = rt.block_on(router.clone().oneshot(request(path))).unwrap();
-        assert_eq!(response.status(), 200, "{path}");
+    // Warm the caches and check every case answers 200.
+    for (path, org) in [("/plain", None), ("/gated", Some(&*org)), ("/gated", None)] {
+        let response = rt
+            .block_on(router.clone().oneshot(request(path, org)))
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path} {org:?}");
     }
     let mut group = c.benchmark_group("host");
-    group.bench_function("baseline_handler_without_tenancy", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(router.clone().oneshot(request("/plain")).await.unwrap()) })
-    });
-    group.bench_function("token_context_feature_check", |b| {
-        b.to_async(&rt)
-            .iter(|| async { black_box(router.clone().oneshot(request("/gated")).await.unwrap()) })
-    });
+    let cases = [
+        ("baseline_handler_without_tenancy", "/plain", None),
+        ("token_context_feature_check", "/gated", Some(&*org)),
+        ("token_default_org_feature_check", "/gated", None),
+    ];
+    for (name, path, org) in cases {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                black_box(router.clone().oneshot(request(path, org)).await.unwrap())
+            })
+        });
+    }
     group.finish();
 }
 
