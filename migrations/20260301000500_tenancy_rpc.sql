@@ -7,21 +7,6 @@
 -- JSON strings (exact decimals); they come in as strings or numbers.
 
 -- ---------------------------------------------------------------------------
--- The limits JSON shared by tenancy_reserve and tenancy_usage_snapshot (the
--- serde shape of the Rust types):
---   [{limit: {id, org, scope: {scope: organization} | {scope: user, user_id},
---             metric, period, value, mode, created_at, limit_type},
---     period: {period, start}, used, reserved}]
--- ordered by the limit's created_at, id: the applicable limits of (org,
--- user, metric?) in the current periods, each with used (its counter) and
--- reserved (unexpired holds of the same metric and period, only the user's
--- for a per-user limit). One statement, so one snapshot: a commit landing
--- meanwhile is seen entirely or not at all.
---
--- The rows come from tenancy.limit_usage (below), which PostgreSQL inlines
--- into each caller's statement (see notes/supabase_perf.md).
-
--- ---------------------------------------------------------------------------
 -- tenancy_record_usage(jsonb) -> {inserted, duplicates}
 --
 -- The one argument is unnamed, so PostgREST passes the request body to it
@@ -157,50 +142,79 @@ $$;
 -- ---------------------------------------------------------------------------
 -- tenancy.limit_usage: the applicable limits of an org (org-wide, plus the
 -- user's own when a user is given; one metric or all), each with its usage
--- and unexpired holds in the given period keys. Shared by reserve and the
--- snapshot. `language sql`, `stable`, no `set` clause, not security
--- definer, every name schema-qualified: so PostgreSQL inlines it into the
--- calling statement, whose plan plpgsql caches per connection (a helper
--- with `set search_path` is re-planned on every call instead, which cost
--- reserve and check_limit about half a millisecond each).
+-- and unexpired holds in the given period keys, and `entry`: the limit as
+-- the JSON tenancy_reserve and tenancy_usage_snapshot return (the serde
+-- shape of the Rust LimitUsage):
+--   {limit: {id, org, scope: {scope: organization} | {scope: user, user_id},
+--            metric, period, value, mode, created_at, limit_type},
+--    period: {period, start}, used, reserved}
+-- Both aggregate the entries ordered by the limit's created_at, id, in the
+-- same statement as their other reads: one snapshot, so a commit landing
+-- meanwhile is seen entirely or not at all.
+--
+-- `language sql`, `stable`, no `set` clause, not security definer, every
+-- name schema-qualified: so PostgreSQL inlines it into the calling
+-- statement, whose plan plpgsql caches per connection (a helper with `set
+-- search_path` is re-planned on every call instead, which cost reserve and
+-- check_limit about half a millisecond each; see notes/supabase_perf.md).
 
 create or replace function tenancy.limit_usage(
   p_org uuid, p_user uuid, p_metric text, p_daily date, p_monthly date, p_now timestamptz
 ) returns table (
   id uuid, organization_id uuid, user_id uuid, metric text, period text,
   limit_value numeric, mode text, created_at timestamptz, limit_type text,
-  pstart date, used numeric, reserved numeric
+  pstart date, used numeric, reserved numeric, entry jsonb
 )
 language sql
 stable
 as $$
-  select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
-    l.created_at, l.limit_type, p.pstart,
-    coalesce((
-      select c.used from public.usage_counters c
-      where c.organization_id = p_org
-        and c.scope_user_id = l.scope_user_id
-        and c.metric = l.metric
-        and c.period = l.period
-        and c.period_start = p.pstart
-    ), 0) as used,
-    coalesce((
-      select sum(r.amount) from public.usage_reservations r
-      where r.organization_id = p_org
-        and r.metric = l.metric
-        and r.expires_at > p_now
-        and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
-            = p.pstart
-        and (l.user_id is null or r.user_id = l.user_id)
-    ), 0) as reserved
-  from public.usage_limits l
-  cross join lateral (
-    select case l.period when 'daily' then p_daily else p_monthly end as pstart
-  ) p
-  where l.organization_id = p_org
-    and (p_metric is null or l.metric = p_metric)
-    and (l.user_id is null or (p_user is not null and l.user_id = p_user))
-  offset 0 -- evaluate used and reserved once per limit
+  select u.*,
+    pg_catalog.jsonb_build_object(
+      'limit', pg_catalog.jsonb_build_object(
+        'id', u.id,
+        'org', u.organization_id,
+        'scope', case when u.user_id is null
+          then pg_catalog.jsonb_build_object('scope', 'organization')
+          else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', u.user_id) end,
+        'metric', u.metric,
+        'period', u.period,
+        'value', u.limit_value::text,
+        'mode', u.mode,
+        'created_at', u.created_at,
+        'limit_type', u.limit_type),
+      'period', pg_catalog.jsonb_build_object('period', u.period, 'start', u.pstart),
+      'used', u.used::text,
+      'reserved', u.reserved::text
+    ) as entry
+  from (
+    select l.id, l.organization_id, l.user_id, l.metric, l.period, l.limit_value, l.mode,
+      l.created_at, l.limit_type, p.pstart,
+      coalesce((
+        select c.used from public.usage_counters c
+        where c.organization_id = p_org
+          and c.scope_user_id = l.scope_user_id
+          and c.metric = l.metric
+          and c.period = l.period
+          and c.period_start = p.pstart
+      ), 0) as used,
+      coalesce((
+        select sum(r.amount) from public.usage_reservations r
+        where r.organization_id = p_org
+          and r.metric = l.metric
+          and r.expires_at > p_now
+          and (case l.period when 'daily' then r.daily_start else r.monthly_start end)
+              = p.pstart
+          and (l.user_id is null or r.user_id = l.user_id)
+      ), 0) as reserved
+    from public.usage_limits l
+    cross join lateral (
+      select case l.period when 'daily' then p_daily else p_monthly end as pstart
+    ) p
+    where l.organization_id = p_org
+      and (p_metric is null or l.metric = p_metric)
+      and (l.user_id is null or (p_user is not null and l.user_id = p_user))
+    offset 0 -- evaluate used and reserved once per limit
+  ) u
 $$;
 
 revoke all on function tenancy.limit_usage(uuid, uuid, text, date, date, timestamptz) from public;
@@ -262,26 +276,9 @@ begin
   where r.organization_id = v_org and r.expires_at <= v_now;
 
   -- After the lock, so this statement's snapshot sees every earlier grant.
-  -- The limits JSON (see the top of this file) and the decision, in one
+  -- The limits JSON (see tenancy.limit_usage) and the decision, in one
   -- statement.
-  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-      'limit', pg_catalog.jsonb_build_object(
-        'id', u.id,
-        'org', u.organization_id,
-        'scope', case when u.user_id is null
-            or u.user_id = '00000000-0000-0000-0000-000000000000'::uuid
-          then pg_catalog.jsonb_build_object('scope', 'organization')
-          else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', u.user_id) end,
-        'metric', u.metric,
-        'period', u.period,
-        'value', u.limit_value::text,
-        'mode', u.mode,
-        'created_at', u.created_at,
-        'limit_type', u.limit_type),
-      'period', pg_catalog.jsonb_build_object('period', u.period, 'start', u.pstart),
-      'used', u.used::text,
-      'reserved', u.reserved::text
-    ) order by u.created_at, u.id), '[]'::jsonb),
+  select coalesce(pg_catalog.jsonb_agg(u.entry order by u.created_at, u.id), '[]'::jsonb),
     coalesce(pg_catalog.bool_and(
       u.mode = 'soft' or u.used + u.reserved + v_amount <= u.limit_value), true)
   into v_limits, v_granted
@@ -397,24 +394,7 @@ begin
   return (
     select pg_catalog.jsonb_build_object(
       'limits', (
-        select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-            'limit', pg_catalog.jsonb_build_object(
-              'id', u.id,
-              'org', u.organization_id,
-              'scope', case when u.user_id is null
-                  or u.user_id = '00000000-0000-0000-0000-000000000000'::uuid
-                then pg_catalog.jsonb_build_object('scope', 'organization')
-                else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', u.user_id) end,
-              'metric', u.metric,
-              'period', u.period,
-              'value', u.limit_value::text,
-              'mode', u.mode,
-              'created_at', u.created_at,
-              'limit_type', u.limit_type),
-            'period', pg_catalog.jsonb_build_object('period', u.period, 'start', u.pstart),
-            'used', u.used::text,
-            'reserved', u.reserved::text
-          ) order by u.created_at, u.id), '[]'::jsonb)
+        select coalesce(pg_catalog.jsonb_agg(u.entry order by u.created_at, u.id), '[]'::jsonb)
         from tenancy.limit_usage(v_org, v_user, v_metric, v_daily, v_monthly, v_now) u
       ),
       'counters', coalesce((
