@@ -165,7 +165,7 @@ impl Store for FaultyStore {
 
     // Everything else passes through.
 
-    async fn create_organization(&self, org: &Organization) -> Result<()> {
+    async fn create_organization(&self, org: &Organization) -> Result<Organization> {
         self.inner.create_organization(org).await
     }
     async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {

@@ -233,7 +233,7 @@ impl Tenant {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_organization(&self, org: &Organization) -> Result<()> {
+    async fn create_organization(&self, org: &Organization) -> Result<Organization> {
         let mut state = self.lock();
         if state.slugs.contains_key(&org.slug) {
             return Err(Error::new(
@@ -267,7 +267,7 @@ impl Store for MemoryStore {
                 ..Tenant::default()
             },
         );
-        Ok(())
+        Ok(org.clone())
     }
 
     async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {

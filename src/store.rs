@@ -145,9 +145,10 @@ pub trait Store: Debug + Send + Sync + 'static {
     // ---- organizations -------------------------------------------------
 
     /// Inserts `org` and, when `org.owner_user_id` is set, makes that user
-    /// its owner, atomically.
-    /// `AlreadyExists` if the slug (or id) is taken.
-    async fn create_organization(&self, org: &Organization) -> Result<()>;
+    /// its owner, atomically, and returns the organization as stored: a
+    /// backend may assign the id and creation time itself (Supabase does
+    /// for a user's JWT). `AlreadyExists` if the slug (or id) is taken.
+    async fn create_organization(&self, org: &Organization) -> Result<Organization>;
 
     /// The organization with this id.
     async fn organization(&self, id: OrgId) -> Result<Option<Organization>>;
@@ -260,7 +261,7 @@ macro_rules! forward_store {
     ($($ptr:tt)*) => {
         #[async_trait]
         impl<T: Store + ?Sized> Store for $($ptr)*<T> {
-            async fn create_organization(&self, org: &Organization) -> Result<()> {
+            async fn create_organization(&self, org: &Organization) -> Result<Organization> {
                 (**self).create_organization(org).await
             }
             async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {

@@ -256,8 +256,7 @@ impl Tenancy {
             timezone: new.timezone,
             created_at: self.now(),
         };
-        self.inner.store.create_organization(&org).await?;
-        Ok(org)
+        self.inner.store.create_organization(&org).await
     }
 
     /// The organization with this id, if any.

@@ -345,6 +345,32 @@ async fn user_client_cannot_write_another_orgs_rows() {
     );
 }
 
+/// Through a user's JWT the database assigns a new organization's id and
+/// creation time; `create_organization` returns the organization as
+/// stored, so the id a caller gets back is the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_created_organization_comes_back_as_stored() {
+    let Some((server, t)) = two_orgs().await else {
+        return;
+    };
+    let carol = UserId::new_v7();
+    let as_carol = Tenancy::builder()
+        .store(user_client(server, &t.service, carol))
+        .build()
+        .unwrap();
+    let new = NewOrganization::new("Initech", &slug("initech")).unwrap();
+    let created = as_carol.create_organization(carol, new).await.unwrap();
+    let stored = t
+        .service
+        .organization_by_slug(&created.slug)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(created, stored);
+    let ctx = as_carol.context(carol, created.id).await.unwrap();
+    assert_eq!(ctx.role(), Role::Owner);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anon_key_alone_reads_nothing() {
     let Some((server, t)) = two_orgs().await else {

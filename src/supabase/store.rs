@@ -87,7 +87,7 @@ impl SupabaseStore {
 
 #[async_trait]
 impl Store for SupabaseStore {
-    async fn create_organization(&self, org: &Organization) -> Result<()> {
+    async fn create_organization(&self, org: &Organization) -> Result<Organization> {
         let what = format!("creating organization {}", org.slug.as_str());
         let args = CreateOrgArgs {
             id: org.id,
@@ -105,8 +105,10 @@ impl Store for SupabaseStore {
             // No owner: a plain insert (the RPC requires one).
             self.from(ORGS).insert(to_body(&args)?)
         };
-        let _: Vec<Organization> = self.call(&what, Idempotent::No, request).await?;
-        Ok(())
+        // As stored: for a user's JWT the database assigns id and created_at.
+        self.first_row(&what, Idempotent::No, request)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, format!("{what}: no row returned")))
     }
 
     async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {
