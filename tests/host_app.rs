@@ -39,6 +39,20 @@ impl std::ops::Deref for Server {
     }
 }
 
+impl Server {
+    /// Tokens used and held in `org` this month, as `user` sees them.
+    async fn tokens_in(
+        &self,
+        user: UserId,
+        org: tenancy::OrgId,
+    ) -> (rust_decimal::Decimal, rust_decimal::Decimal) {
+        let tenancy = self.demo.app.auth.tenancy();
+        let ctx = tenancy.context(user, org).await.unwrap();
+        let decision = tenancy.check_limit(&ctx, "tokens", 0.into()).await.unwrap();
+        (decision.used, decision.reserved)
+    }
+}
+
 async fn server() -> Server {
     let demo = host_app::demo().await.unwrap();
     let base = serve(host_app::router(demo.app.clone())).await;
@@ -321,23 +335,7 @@ async fn concurrent_requests_never_overshoot() {
     }
     // Denied requests hold nothing and granted ones commit before they
     // answer: the figures are final once every response is in.
-    let ctx = s
-        .demo
-        .app
-        .auth
-        .tenancy()
-        .context(s.demo.bob, s.demo.acme)
-        .await
-        .unwrap();
-    let used = s
-        .demo
-        .app
-        .auth
-        .tenancy()
-        .check_limit(&ctx, "tokens", 0.into())
-        .await
-        .unwrap()
-        .used;
+    let (used, _) = s.tokens_in(s.demo.bob, s.demo.acme).await;
     assert!(used <= 10_000.into(), "used {used}");
     assert_eq!(used, (ok * 1_501).into(), "{ok} generations of 1501 tokens");
     // 2000-token holds: 5 fit at once, 6 once commits free the unused 499s,
@@ -916,11 +914,10 @@ async fn guarded_routes_refuse_an_org_the_user_is_not_in_and_record_nothing_ther
         (lines[0].metric.as_str(), lines[0].used, lines[0].reserved),
         ("tokens", 0.into(), 0.into())
     );
-    let decision = tenancy
-        .check_limit(&globex, "tokens", 0.into())
-        .await
-        .unwrap();
-    assert_eq!((decision.used, decision.reserved), (0.into(), 0.into()));
+    assert_eq!(
+        s.tokens_in(s.demo.alice, s.demo.globex).await,
+        (0.into(), 0.into())
+    );
 
     // The same request in his own org goes through and is recorded.
     let response = s
@@ -932,13 +929,7 @@ async fn guarded_routes_refuse_an_org_the_user_is_not_in_and_record_nothing_ther
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let acme = tenancy.context(s.demo.bob, s.demo.acme).await.unwrap();
-    let used = tenancy
-        .check_limit(&acme, "tokens", 0.into())
-        .await
-        .unwrap()
-        .used;
-    assert_eq!(used, 1_501.into());
+    assert_eq!(s.tokens_in(s.demo.bob, s.demo.acme).await.0, 1_501.into());
 }
 
 #[tokio::test]
@@ -1008,23 +999,10 @@ async fn a_guard_with_an_invalid_constant_is_a_500_not_a_bad_org_id() {
         let message = body["message"].as_str().unwrap();
         assert!(message.contains(names), "{path}: {message}");
     }
-    let acme = s
-        .demo
-        .app
-        .auth
-        .tenancy()
-        .context(s.demo.bob, s.demo.acme)
-        .await
-        .unwrap();
-    let decision = s
-        .demo
-        .app
-        .auth
-        .tenancy()
-        .check_limit(&acme, "tokens", 0.into())
-        .await
-        .unwrap();
-    assert_eq!((decision.used, decision.reserved), (0.into(), 0.into()));
+    assert_eq!(
+        s.tokens_in(s.demo.bob, s.demo.acme).await,
+        (0.into(), 0.into())
+    );
 }
 
 #[tokio::test]
