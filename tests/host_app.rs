@@ -53,6 +53,19 @@ impl Server {
     }
 }
 
+/// A 500 `misconfigured` whose message names `names`.
+async fn assert_misconfigured(response: reqwest::Response, path: &str, names: &str) {
+    assert_eq!(
+        response.status(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{path}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "misconfigured", "{path}: {body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(names), "{path}: {message}");
+}
+
 async fn server() -> Server {
     let demo = host_app::demo().await.unwrap();
     let base = serve(host_app::router(demo.app.clone())).await;
@@ -724,15 +737,7 @@ async fn a_path_parameter_missing_from_the_route_is_a_500_not_the_default_org() 
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "{path}"
-        );
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "misconfigured", "{path}");
-        let message = body["message"].as_str().unwrap();
-        assert!(message.contains("`org_id`"), "{path}: {message}");
+        assert_misconfigured(response, &path, "`org_id`").await;
     }
     let (_, acme_brands) = s.get("/brands", Some(&bob), None).await;
     assert_eq!(acme_brands, json!([]), "nothing was written into Acme");
@@ -989,15 +994,7 @@ async fn a_guard_with_an_invalid_constant_is_a_500_not_a_bad_org_id() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            response.status(),
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "{path}"
-        );
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "misconfigured", "{path}: {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(message.contains(names), "{path}: {message}");
+        assert_misconfigured(response, path, names).await;
     }
     assert_eq!(
         s.tokens_in(s.demo.bob, s.demo.acme).await,
