@@ -299,7 +299,6 @@ fn check_metric_key(input: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use proptest::prelude::*;
 
     #[test]
     fn slug_rules() {
@@ -353,34 +352,5 @@ mod tests {
     fn deserialize_validates() {
         assert!(serde_json::from_str::<Slug>("\"acme\"").is_ok());
         assert!(serde_json::from_str::<Slug>("\"ACME\"").is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn slug_parse_never_panics_and_accepts_only_valid(s in "\\PC{0,80}") {
-            if let Ok(slug) = Slug::parse(&s) {
-                prop_assert!(!slug.as_str().is_empty() && slug.as_str().len() <= 63);
-                prop_assert!(!slug.as_str().starts_with('-') && !slug.as_str().ends_with('-'));
-                prop_assert!(!slug.as_str().contains("--"));
-            }
-        }
-
-        #[test]
-        fn generated_valid_slugs_parse(s in "[a-z0-9]{1,10}(-[a-z0-9]{1,10}){0,4}") {
-            prop_assert!(Slug::parse(&s).is_ok());
-        }
-
-        #[test]
-        fn key_parsers_never_panic(s in "\\PC{0,80}") {
-            let _ = FeatureKey::parse(&s);
-            let _ = MetricKey::parse(&s);
-            let _ = OrgId::parse(&s);
-        }
-
-        #[test]
-        fn valid_metric_keys_parse(s in "[a-z][a-z0-9_]{0,62}") {
-            let key = MetricKey::parse(&s).unwrap();
-            prop_assert_eq!(key.as_str(), s.as_str());
-        }
     }
 }

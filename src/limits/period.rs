@@ -172,7 +172,6 @@ fn local_start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use chrono_tz::{America, Asia, Tz};
-    use proptest::prelude::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -250,32 +249,5 @@ mod tests {
     #[test]
     fn unknown_period_names_the_field() {
         assert_eq!(Period::parse("weekly").unwrap_err().field(), Some("period"));
-    }
-
-    const ZONES: [&str; 6] = [
-        "UTC",
-        "Asia/Tokyo",
-        "America/New_York",
-        "America/Santiago",
-        "Australia/Lord_Howe",
-        "Asia/Kolkata",
-    ];
-
-    proptest! {
-        #[test]
-        fn every_instant_lies_inside_its_period(
-            secs in 946_684_800i64..4_102_444_800i64,
-            zone in 0usize..ZONES.len(),
-            monthly in any::<bool>(),
-        ) {
-            let tz: Tz = ZONES[zone].parse().unwrap();
-            let instant = Utc.timestamp_opt(secs, 0).unwrap();
-            let period = if monthly { Period::Monthly } else { Period::Daily };
-            let key = PeriodKey::containing(period, instant, tz);
-            prop_assert!(key.starts_at(tz) <= instant, "{key} starts after {instant}");
-            prop_assert!(instant < key.resets_at(tz), "{key} ends before {instant}");
-            // The next period starts exactly where this one ends.
-            prop_assert_eq!(PeriodKey::containing(period, key.resets_at(tz), tz), key.next());
-        }
     }
 }

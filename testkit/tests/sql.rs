@@ -7,8 +7,7 @@
 //! organizations and users, so tests are independent. Without PostgreSQL
 //! they print `SKIPPED` and pass, unless `TENANCY_REQUIRE_LIVE` is set.
 
-#[path = "support/pg.rs"]
-mod pg;
+use tenancy_testkit::pg;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use pg::{Actor, Cluster, act, create_user};

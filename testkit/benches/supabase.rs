@@ -7,10 +7,7 @@
 //! `cargo bench --all-features --bench supabase`. Skips (with a line) when
 //! PostgreSQL or the stand-in is missing.
 
-#[path = "../tests/support/pg.rs"]
-mod pg;
-#[path = "../tests/support/postgrest.rs"]
-mod postgrest_server;
+use tenancy_testkit::postgrest as postgrest_server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

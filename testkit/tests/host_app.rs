@@ -2,12 +2,9 @@
 //! tokens signed in the test.
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../examples/host_app.rs"]
+#[path = "../../examples/host_app.rs"]
 mod host_app;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/postgrest.rs"]
-mod postgrest_server;
+use tenancy_testkit::postgrest as postgrest_server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -363,12 +360,12 @@ fn es256_token(user: UserId, kid: &str) -> String {
 fn es256_token_with(user: UserId, kid: Option<&str>) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = kid.map(str::to_owned);
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("fixtures/es256_test_key.pem"))
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("../fixtures/es256_test_key.pem"))
         .unwrap();
     jsonwebtoken::encode(&header, &claims(user, 3600, "authenticated"), &key).unwrap()
 }
 
-const TEST_JWKS: &str = include_str!("fixtures/es256_test_jwks.json");
+const TEST_JWKS: &str = include_str!("../fixtures/es256_test_jwks.json");
 
 #[tokio::test]
 async fn asymmetric_tokens_verify_against_a_jwks() {

@@ -13,7 +13,7 @@
 //! ```
 
 #[allow(dead_code, unreachable_pub, missing_docs)]
-#[path = "../examples/host_app.rs"]
+#[path = "../../examples/host_app.rs"]
 mod host_app;
 
 use std::hint::black_box;

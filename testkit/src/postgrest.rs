@@ -11,7 +11,6 @@
 //! `~/.cache/tenancy/postrust-3.1.0/bin/postrust`. Without it (or without
 //! PostgreSQL) the harness prints a `SKIPPED` line and returns `None`, or
 //! panics when `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
-#![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -78,10 +77,6 @@ pub struct Server {
 
 static SHARED: OnceLock<Option<Server>> = OnceLock::new();
 
-fn live_required() -> bool {
-    std::env::var("TENANCY_REQUIRE_LIVE").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// Where the stand-in binary is, if anywhere.
 pub fn find_bin() -> Option<PathBuf> {
     let path = match std::env::var_os("TENANCY_POSTGREST_BIN") {
@@ -93,10 +88,7 @@ pub fn find_bin() -> Option<PathBuf> {
 }
 
 fn skip(why: &str) -> Option<Server> {
-    if live_required() {
-        panic!("TENANCY_REQUIRE_LIVE is set but {why}");
-    }
-    let _ = writeln!(std::io::stderr(), "SKIPPED: live PostgREST tests ({why})");
+    crate::skip("live PostgREST tests", why);
     None
 }
 

@@ -11,8 +11,7 @@
 //! plain medians and the RLS/explicit ratio. Without PostgreSQL it prints
 //! `SKIPPED` and exits.
 
-#[path = "../tests/support/pg.rs"]
-mod pg;
+use tenancy_testkit::pg;
 
 use std::time::{Duration, Instant};
 

@@ -25,7 +25,6 @@
 //!    timeout after the write landed).
 //!
 //! Servers bind 127.0.0.1 only. Dropping the proxy stops accepting.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,10 +5,7 @@
 //! Without PostgreSQL or the stand-in the tests print a SKIPPED line and
 //! pass, unless `TENANCY_REQUIRE_LIVE` is set.
 
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/postgrest.rs"]
-mod postgrest_server;
+use tenancy_testkit::postgrest as postgrest_server;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,10 +15,7 @@
 //! only the default recorder's rate and CPU split. Skips (with a line) when
 //! PostgreSQL or the stand-in is missing.
 
-#[path = "../tests/support/pg.rs"]
-mod pg;
-#[path = "../tests/support/postgrest.rs"]
-mod postgrest_server;
+use tenancy_testkit::postgrest as postgrest_server;
 
 use std::time::{Duration, Instant};
 

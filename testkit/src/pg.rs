@@ -3,7 +3,7 @@
 //! [`Cluster::start`] runs `initdb` in a temporary directory, starts
 //! `postgres` on a free 127.0.0.1 port (its unix socket inside that
 //! directory), creates the database [`DATABASE`], and applies the
-//! Supabase-like bootstrap (`tests/fixtures/supabase_bootstrap.sql`) and
+//! Supabase-like bootstrap (`testkit/fixtures/supabase_bootstrap.sql`) and
 //! every file of `migrations/` in lexical order. It never touches a system
 //! cluster.
 //!
@@ -23,7 +23,6 @@
 //! Acting as a PostgREST request: [`act`] opens a transaction on a
 //! connection of the `authenticator` role, `set local role` and sets
 //! `request.jwt.claims`, exactly like PostgREST does.
-#![allow(dead_code, unreachable_pub)]
 
 use std::fs;
 use std::io::Write as _;
@@ -75,13 +74,9 @@ pub fn find_bin() -> Option<PathBuf> {
     found.pop().map(|(_, bin)| bin)
 }
 
-fn live_required() -> bool {
-    std::env::var("TENANCY_REQUIRE_LIVE").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// The directory of `migrations/`.
 pub fn migrations_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations")
 }
 
 /// The migration files, sorted, as (file name, SQL).
@@ -104,8 +99,8 @@ pub fn migrations() -> Vec<(String, String)> {
 
 /// The Supabase-like bootstrap SQL.
 pub fn bootstrap_sql() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/supabase_bootstrap.sql");
-    fs::read_to_string(path).expect("read tests/fixtures/supabase_bootstrap.sql")
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/supabase_bootstrap.sql");
+    fs::read_to_string(path).expect("read testkit/fixtures/supabase_bootstrap.sql")
 }
 
 /// Applies the bootstrap and then every migration, each in one batch.
@@ -166,12 +161,7 @@ impl Cluster {
                 Some(dir) => format!("no initdb in TENANCY_PG_BIN={}", dir.to_string_lossy()),
                 None => "initdb not found; set TENANCY_PG_BIN".to_owned(),
             };
-            if live_required() {
-                panic!("TENANCY_REQUIRE_LIVE is set but PostgreSQL is missing: {why}");
-            }
-            // Straight to the stderr handle: libtest captures `eprintln!`
-            // of passing tests, and this line must be seen.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: live PostgreSQL tests ({why})");
+            crate::skip("live PostgreSQL tests", &why);
             return None;
         };
         let run_as = running_as_root().then(|| {

@@ -11,12 +11,8 @@
 //! Without PostgreSQL or the stand-in the tests print a SKIPPED line and
 //! pass, unless `TENANCY_REQUIRE_LIVE` is set.
 
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/postgrest.rs"]
-mod postgrest_server;
+use tenancy_testkit::fault_proxy;
+use tenancy_testkit::postgrest as postgrest_server;
 
 use std::collections::HashSet;
 use std::path::Path;

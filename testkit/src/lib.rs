@@ -1,0 +1,33 @@
+//! Live-test support for `tenancy`: the real components its tests and
+//! benches start themselves, and what they share.
+//!
+//! - [`pg`]: a private PostgreSQL cluster with the Supabase-like bootstrap
+//!   and the migrations applied;
+//! - [`postgrest`]: the PostgREST stand-in in front of it;
+//! - [`fault_proxy`]: an HTTP proxy that injects the faults a real server
+//!   will not produce on demand.
+//!
+//! Every component is found on the machine or skipped with a loud
+//! `SKIPPED` line; with `TENANCY_REQUIRE_LIVE` set (as `.ci/run` does) a
+//! missing component is a failure instead. `scripts/test` installs them.
+
+pub mod fault_proxy;
+pub mod pg;
+pub mod postgrest;
+
+/// Whether a missing live component is a failure (`TENANCY_REQUIRE_LIVE`
+/// set, non-empty and not `0`) rather than a skipped test.
+pub fn live_required() -> bool {
+    std::env::var("TENANCY_REQUIRE_LIVE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Skips a live test: prints `SKIPPED: <what> (<why>)` straight to stderr
+/// (libtest captures `eprintln!` of passing tests, and this line must be
+/// seen), or panics when live components are required.
+pub fn skip(what: &str, why: &str) {
+    if live_required() {
+        panic!("TENANCY_REQUIRE_LIVE is set but {what} cannot run: {why}");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what} ({why})");
+}
