@@ -86,10 +86,16 @@ impl FakeClock {
             .store(instant.timestamp_micros(), Ordering::SeqCst);
     }
 
-    /// Moves the clock forwards by `by`.
+    /// Moves the clock forwards by `by`, stopping at the latest instant
+    /// chrono represents.
     pub fn advance(&self, by: Duration) {
         let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
-        self.micros_since_epoch.fetch_add(micros, Ordering::SeqCst);
+        let latest = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+        let _ = self
+            .micros_since_epoch
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(micros).min(latest))
+            });
     }
 }
 

@@ -1,7 +1,8 @@
 //! The crate's error type.
 //!
 //! Every fallible operation returns [`Result<T>`](Result). An [`Error`] is
-//! opaque: match on its [`ErrorKind`], read its message, and walk its
+//! opaque: match on its [`ErrorKind`], read its message, ask
+//! [`is_retryable`](Error::is_retryable), and walk its
 //! [`source`](std::error::Error::source) chain. Expected outcomes — a limit
 //! denial, an absent organization, a disabled feature — are values, never
 //! errors.
@@ -22,10 +23,11 @@ pub enum ErrorKind {
     NotFound,
     /// A create collided with an existing row, such as a taken slug.
     AlreadyExists,
-    /// The operation raced with another change; retrying may succeed.
+    /// The operation raced with another change; reloading and retrying may
+    /// succeed.
     Conflict,
-    /// The caller passed a value that does not validate. The message names
-    /// the field.
+    /// The caller passed a value that does not validate. The message starts
+    /// with the field's name, and [`Error::field`] returns it.
     InvalidInput,
     /// No valid identity was presented (bad or expired token).
     Unauthenticated,
@@ -34,7 +36,7 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The library or a backend is misconfigured.
     Config,
-    /// A backend could not be reached or is overloaded; retrying may succeed.
+    /// A backend could not be reached or is overloaded.
     Unavailable,
     /// Anything else: a bug, or a backend answering something unexpected.
     Unexpected,
@@ -55,6 +57,12 @@ impl ErrorKind {
             ErrorKind::Unexpected => "unexpected",
         }
     }
+
+    /// Whether an error of this kind is temporary unless the code that
+    /// raised it says otherwise: `Unavailable` and `Conflict`.
+    fn temporary_by_default(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Conflict)
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -67,37 +75,48 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The error type of every fallible operation in this crate.
 ///
+/// Whether repeating the call may help is decided by the code that raised
+/// the error, which knows: an `Unavailable` answer to a call that may have
+/// been applied and is not safe to repeat (a timed-out reservation) is not
+/// retryable, although `Unavailable` usually is.
+///
 /// ```
 /// use tenancy::{ErrorKind, Slug};
 ///
 /// let err = Slug::parse("Not A Slug").unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
 /// assert_eq!(err.field(), Some("slug"));
+/// assert!(err.message().starts_with("slug: "));
 /// assert!(!err.is_retryable());
 /// ```
 pub struct Error {
     kind: ErrorKind,
     message: String,
     field: Option<&'static str>,
+    temporary: bool,
     source: Option<BoxError>,
 }
 
 impl Error {
-    /// An error of `kind` with a human-readable message.
+    /// An error of `kind` with a human-readable message. It is retryable
+    /// when `kind` is `Unavailable` or `Conflict`, until
+    /// [`permanent`](Self::permanent) says otherwise.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
             field: None,
+            temporary: kind.temporary_by_default(),
             source: None,
         }
     }
 
-    /// An [`ErrorKind::InvalidInput`] error naming the offending field.
-    pub fn invalid_input(field: &'static str, message: impl Into<String>) -> Self {
+    /// An [`ErrorKind::InvalidInput`] error naming the offending field; the
+    /// message is `"<field>: <message>"`.
+    pub fn invalid_input(field: &'static str, message: impl fmt::Display) -> Self {
         Error {
             field: Some(field),
-            ..Error::new(ErrorKind::InvalidInput, message)
+            ..Error::new(ErrorKind::InvalidInput, format!("{field}: {message}"))
         }
     }
 
@@ -111,9 +130,33 @@ impl Error {
         Error::new(ErrorKind::NotFound, message)
     }
 
+    /// An [`ErrorKind::Config`] error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    /// An [`ErrorKind::Unexpected`] error.
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unexpected, message)
+    }
+
     /// Attaches the underlying cause, kept intact for the `source` chain.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
+        self
+    }
+
+    /// Marks the error as not worth retrying, whatever its kind: the call
+    /// may have been applied and repeating it is not safe, or it already
+    /// failed after retries.
+    pub fn permanent(mut self) -> Self {
+        self.temporary = false;
+        self
+    }
+
+    /// Marks the error as worth retrying, whatever its kind.
+    pub fn temporary(mut self) -> Self {
+        self.temporary = true;
         self
     }
 
@@ -122,7 +165,8 @@ impl Error {
         self.kind
     }
 
-    /// The human-readable message, without the kind or the source.
+    /// The human-readable message, without the kind or the source. For
+    /// [`ErrorKind::InvalidInput`] it starts with the field's name.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -133,10 +177,10 @@ impl Error {
         self.field
     }
 
-    /// Whether repeating the same call may succeed: true for
-    /// [`ErrorKind::Unavailable`] and [`ErrorKind::Conflict`].
+    /// Whether repeating the same call may succeed. Decided where the error
+    /// was raised; by default true for `Unavailable` and `Conflict`.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::Conflict)
+        self.temporary
     }
 }
 
@@ -147,6 +191,7 @@ impl fmt::Debug for Error {
         if let Some(field) = self.field {
             d.field("field", &field);
         }
+        d.field("retryable", &self.temporary);
         if let Some(source) = &self.source {
             d.field("source", source);
         }
@@ -156,11 +201,7 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.kind)?;
-        if let Some(field) = self.field {
-            write!(f, "{field}: ")?;
-        }
-        f.write_str(&self.message)?;
+        write!(f, "{}: {}", self.kind, self.message)?;
         if let Some(source) = &self.source {
             write!(f, " ({source})")?;
         }
@@ -176,6 +217,22 @@ impl std::error::Error for Error {
     }
 }
 
+/// How many characters of a caller's input an error message quotes.
+const QUOTED_CHARS: usize = 48;
+
+/// `input` as an error message quotes it: Rust-escaped (control characters
+/// and NUL bytes made visible) and cut to its first 48 characters, so a
+/// hostile 10 kB value cannot fill a log line.
+pub(crate) fn quoted(input: &str) -> String {
+    match input.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{input:?}"),
+        Some((end, _)) => {
+            let total = input.chars().count();
+            format!("{:?}… ({total} characters)", &input[..end])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +241,7 @@ mod tests {
     fn display_names_kind_field_and_source() {
         let io = std::io::Error::other("disk on fire");
         let err = Error::invalid_input("slug", "must be lowercase").with_source(io);
+        assert_eq!(err.message(), "slug: must be lowercase");
         assert_eq!(
             err.to_string(),
             "invalid_input: slug: must be lowercase (disk on fire)"
@@ -192,9 +250,25 @@ mod tests {
     }
 
     #[test]
-    fn only_transient_kinds_are_retryable() {
+    fn retryability_defaults_by_kind_and_is_overridden_where_raised() {
         assert!(Error::new(ErrorKind::Unavailable, "down").is_retryable());
         assert!(Error::new(ErrorKind::Conflict, "raced").is_retryable());
         assert!(!Error::permission_denied("no").is_retryable());
+        assert!(
+            !Error::new(ErrorKind::Unavailable, "timed out after sending")
+                .permanent()
+                .is_retryable()
+        );
+        assert!(Error::unexpected("blip").temporary().is_retryable());
+    }
+
+    #[test]
+    fn quoted_input_is_bounded_and_escaped() {
+        assert_eq!(quoted("acme"), "\"acme\"");
+        assert_eq!(quoted("a\0b"), "\"a\\0b\"");
+        let long = "x".repeat(10_000);
+        let q = quoted(&long);
+        assert!(q.len() < 80, "{q}");
+        assert!(q.ends_with("(10000 characters)"), "{q}");
     }
 }

@@ -1,29 +1,31 @@
 //! Fault injection for tests (feature `test-util`): a [`Store`] wrapper
-//! whose usage writes fail, hang, or land twice on demand.
+//! whose usage writes fail, hang, land twice or panic on demand.
 //!
 //! For proving that usage recording loses nothing and doubles nothing
-//! whatever the backend does. Only the usage writes are faulty; every other
-//! method passes straight through (usage snapshot reads are counted, for
-//! tests of how many a write costs).
+//! whatever the backend does. Only the usage writes (`record_usage`,
+//! `commit_reservation`) are faulty; usage snapshots are counted (for tests
+//! of how many reads a write costs); every other method passes straight
+//! through, generated from the store's one list of methods.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::context::Role;
 use crate::error::{Error, ErrorKind, Result};
-use crate::features::Feature;
-use crate::ids::{FeatureKey, LimitId, OrgId, ReservationId, Slug, UserId};
-use crate::limits::{AlertKey, Limit};
-use crate::org::{Membership, OrgMembership, Organization};
-use crate::store::{
-    CommitOutcome, DynStore, RecordOutcome, ReserveRequest, ReserveResult, Store, UsageQuery,
-    UsageSnapshot,
+use crate::ids::{EventId, FeatureKey, LimitId, OrgId, Slug, UserId};
+use crate::limits::{AlertKey, Limit, UsageSnapshot};
+use crate::model::{
+    Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
-use crate::usage::UsageRecord;
+use crate::store::{
+    CommitOutcome, CommitRequest, CounterValue, DynStore, HistoryQuery, OrgQuery, Principal,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery,
+    with_store_methods,
+};
 
 /// A store whose usage writes (`record_usage`, `commit_reservation`)
 /// misbehave on demand.
@@ -34,6 +36,8 @@ pub struct FaultyStore {
     fail_next: AtomicUsize,
     garble_next: AtomicUsize,
     land_then_fail_next: AtomicUsize,
+    panic_next: AtomicUsize,
+    poison: Mutex<HashSet<EventId>>,
     deliver_twice: AtomicBool,
     delay_micros: AtomicU64,
     calls: AtomicU64,
@@ -49,6 +53,8 @@ impl FaultyStore {
             fail_next: AtomicUsize::new(0),
             garble_next: AtomicUsize::new(0),
             land_then_fail_next: AtomicUsize::new(0),
+            panic_next: AtomicUsize::new(0),
+            poison: Mutex::default(),
             deliver_twice: AtomicBool::new(false),
             delay_micros: AtomicU64::new(0),
             calls: AtomicU64::new(0),
@@ -79,6 +85,20 @@ impl FaultyStore {
         self.land_then_fail_next.store(n, Ordering::SeqCst);
     }
 
+    /// A bug: the next `n` usage writes panic before touching the store.
+    pub fn panic_next(&self, n: usize) {
+        self.panic_next.store(n, Ordering::SeqCst);
+    }
+
+    /// A poison event: every usage write that carries `id` panics before
+    /// touching the store, however often it is retried.
+    pub fn panic_on_event(&self, id: EventId) {
+        self.poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+
     /// Every usage write is applied twice, as by a proxy that re-sends.
     pub fn set_deliver_twice(&self, twice: bool) {
         self.deliver_twice.store(twice, Ordering::SeqCst);
@@ -86,8 +106,8 @@ impl FaultyStore {
 
     /// Every usage write waits this long first.
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_micros
-            .store(delay.as_micros() as u64, Ordering::SeqCst);
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delay_micros.store(micros, Ordering::SeqCst);
     }
 
     /// How many usage writes were attempted.
@@ -110,15 +130,22 @@ impl FaultyStore {
         Error::new(ErrorKind::Unavailable, format!("injected fault: {what}"))
     }
 
-    async fn usage_fault<T, F>(&self, write: F) -> Result<T>
+    /// The faults every usage write goes through, around `write`.
+    async fn usage_fault<T, F>(&self, events: &[EventId], write: F) -> Result<T>
     where
         F: AsyncFnOnce() -> Result<T>,
-        T: Copy,
     {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let delay = self.delay_micros.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        let poisoned = {
+            let poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+            events.iter().any(|id| poison.contains(id))
+        };
+        if poisoned || Self::take(&self.panic_next) {
+            panic!("injected fault: a bug in the store");
         }
         if self.down.load(Ordering::SeqCst) {
             return Err(Self::unavailable("backend down"));
@@ -127,8 +154,7 @@ impl FaultyStore {
             return Err(Self::unavailable("503"));
         }
         if Self::take(&self.garble_next) {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
+            return Err(Error::unexpected(
                 "injected fault: a response the store does not understand",
             ));
         }
@@ -140,10 +166,46 @@ impl FaultyStore {
     }
 }
 
-#[async_trait]
-impl Store for FaultyStore {
+/// `#[async_trait] impl Store for FaultyStore` from `overrides` (written
+/// out) and the store's method list, every method not overridden passing
+/// straight through to `self.inner`. The inner macro's arms name the
+/// overridden methods, so they are skipped; `$d` is a `$` for the inner
+/// macro's own variables.
+macro_rules! faulty_store_impl {
+    ($d:tt [$($skip:ident),*] { $($overrides:item)* } ; $($methods:tt)*) => {
+        macro_rules! pass_through {
+            (@done [$d($d kept:tt)*]) => {
+                #[async_trait]
+                impl Store for FaultyStore {
+                    fn principal(&self) -> Principal {
+                        self.inner.principal()
+                    }
+                    $($overrides)*
+                    $d($d kept)*
+                }
+            };
+            $(
+                (@done [$d($d kept:tt)*] fn $skip($d($d a:ident: $d t:ty),*) -> $d r:ty; $d($d rest:tt)*) => {
+                    pass_through!(@done [$d($d kept)*] $d($d rest)*);
+                };
+            )*
+            (@done [$d($d kept:tt)*] fn $d name:ident($d($d a:ident: $d t:ty),*) -> $d r:ty; $d($d rest:tt)*) => {
+                pass_through!(@done [
+                    $d($d kept)*
+                    async fn $d name(&self, $d($d a: $d t),*) -> $d r {
+                        self.inner.$d name($d($d a),*).await
+                    }
+                ] $d($d rest)*);
+            };
+        }
+        pass_through!(@done [] $($methods)*);
+    };
+}
+
+with_store_methods!(faulty_store_impl! { $ [record_usage, commit_reservation, usage_snapshot] {
     async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
-        self.usage_fault(async || {
+        let ids: Vec<EventId> = batch.iter().map(|r| r.id).collect();
+        self.usage_fault(&ids, async || {
             let first = self.inner.record_usage(batch).await?;
             if self.deliver_twice.load(Ordering::SeqCst) {
                 self.inner.record_usage(batch).await?;
@@ -153,86 +215,15 @@ impl Store for FaultyStore {
         .await
     }
 
-    async fn commit_reservation(
-        &self,
-        org: OrgId,
-        id: ReservationId,
-        usage: &UsageRecord,
-    ) -> Result<CommitOutcome> {
-        self.usage_fault(async || self.inner.commit_reservation(org, id, usage).await)
-            .await
+    async fn commit_reservation(&self, request: &CommitRequest) -> Result<CommitOutcome> {
+        self.usage_fault(&[request.usage.id], async || {
+            self.inner.commit_reservation(request).await
+        })
+        .await
     }
 
-    // Everything else passes through.
-
-    async fn create_organization(&self, org: &Organization) -> Result<Organization> {
-        self.inner.create_organization(org).await
-    }
-    async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {
-        self.inner.organization(id).await
-    }
-    async fn organization_by_slug(&self, slug: &Slug) -> Result<Option<Organization>> {
-        self.inner.organization_by_slug(slug).await
-    }
-    async fn rename_organization(&self, id: OrgId, name: &str) -> Result<Organization> {
-        self.inner.rename_organization(id, name).await
-    }
-    async fn delete_organization(&self, id: OrgId) -> Result<bool> {
-        self.inner.delete_organization(id).await
-    }
-    async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<OrgMembership>> {
-        self.inner.membership(org, user).await
-    }
-    async fn memberships_of_user(&self, user: UserId) -> Result<Vec<OrgMembership>> {
-        self.inner.memberships_of_user(user).await
-    }
-    async fn members(&self, org: OrgId) -> Result<Vec<Membership>> {
-        self.inner.members(org).await
-    }
-    async fn add_member(&self, membership: &Membership) -> Result<()> {
-        self.inner.add_member(membership).await
-    }
-    async fn set_member_role(
-        &self,
-        org: OrgId,
-        user: UserId,
-        expected: Role,
-        role: Role,
-    ) -> Result<Membership> {
-        self.inner.set_member_role(org, user, expected, role).await
-    }
-    async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
-        self.inner.remove_member(org, user, expected).await
-    }
-    async fn features(&self, org: OrgId) -> Result<Vec<Feature>> {
-        self.inner.features(org).await
-    }
-    async fn put_feature(&self, org: OrgId, feature: &Feature) -> Result<()> {
-        self.inner.put_feature(org, feature).await
-    }
-    async fn delete_feature(&self, org: OrgId, key: &FeatureKey) -> Result<bool> {
-        self.inner.delete_feature(org, key).await
-    }
-    async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
-        self.inner.limits(org).await
-    }
-    async fn put_limit(&self, limit: &Limit) -> Result<Limit> {
-        self.inner.put_limit(limit).await
-    }
-    async fn delete_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
-        self.inner.delete_limit(org, id).await
-    }
     async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
         self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.usage_snapshot(query).await
     }
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult> {
-        self.inner.reserve(request).await
-    }
-    async fn release_reservation(&self, org: OrgId, id: ReservationId) -> Result<bool> {
-        self.inner.release_reservation(org, id).await
-    }
-    async fn claim_alert(&self, key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool> {
-        self.inner.claim_alert(key, fired_at).await
-    }
-}
+} });

@@ -2,15 +2,20 @@
 //!
 //! A value of one of these types is always valid: parsing is the only way in,
 //! and a bad input is an [`ErrorKind::InvalidInput`](crate::ErrorKind) error
-//! naming the field.
+//! naming the field. The rules are stated as regular expressions
+//! ([`Slug::PATTERN`], [`FeatureKey::PATTERN`], [`MetricKey::PATTERN`]); the
+//! SQL check constraints use the same expressions, and a test compares the
+//! two.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, field = $field:literal) => {
@@ -22,12 +27,10 @@ macro_rules! uuid_id {
         impl $name {
             /// Parses the hyphenated (or simple) UUID form.
             pub fn parse(input: &str) -> Result<Self> {
-                Uuid::parse_str(input.trim())
-                    .map($name)
-                    .map_err(|e| {
-                        Error::invalid_input($field, format!("{input:?} is not a UUID"))
-                            .with_source(e)
-                    })
+                Uuid::parse_str(input.trim()).map($name).map_err(|e| {
+                    Error::invalid_input($field, format_args!("{} is not a UUID", quoted(input)))
+                        .with_source(e)
+                })
             }
 
             /// A fresh time-ordered (UUIDv7) identifier.
@@ -102,55 +105,114 @@ impl From<ReservationId> for EventId {
     }
 }
 
+/// The text of a validated name: a string literal checked at compile time,
+/// or one checked at run time.
+#[derive(Clone)]
+enum Text {
+    Static(&'static str),
+    Owned(Box<str>),
+}
+
+impl Text {
+    const fn as_str(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
 /// Validated names share this shape: a string checked by a rule.
 macro_rules! checked_name {
-    ($(#[$doc:meta])* $name:ident, check = $check:path) => {
+    ($(#[$doc:meta])* $name:ident, rule = $rule:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(Box<str>);
+        #[derive(Clone)]
+        pub struct $name(Text);
 
         impl $name {
             /// Validates `input` and wraps it.
             pub fn parse(input: &str) -> Result<Self> {
-                $check(input)?;
-                Ok($name(input.into()))
+                $rule.check(input)?;
+                Ok($name(Text::Owned(input.into())))
             }
 
             /// Checks `input` without allocating.
-            #[allow(dead_code)]
+            #[allow(dead_code, reason = "not every name is checked without wrapping")]
             pub(crate) fn validate(input: &str) -> Result<&str> {
-                $check(input)?;
+                $rule.check(input)?;
                 Ok(input)
             }
 
+            /// A name from a string literal, checked when the constant is
+            /// evaluated: in a `const` item an invalid name does not
+            /// compile.
+            ///
+            /// # Panics
+            /// Outside a `const`, on an invalid name (as
+            /// `http::HeaderName::from_static` does). Use [`parse`](Self::parse)
+            /// for names that are not literals.
+            pub const fn from_static(name: &'static str) -> Self {
+                if !$rule.accepts(name) {
+                    panic!(concat!("invalid ", stringify!($name), " literal"));
+                }
+                $name(Text::Static(name))
+            }
+
             /// The validated text.
-            pub fn as_str(&self) -> &str {
-                &self.0
+            pub const fn as_str(&self) -> &str {
+                self.0.as_str()
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
+            }
+        }
+
+        impl Hash for $name {
+            // As `str` hashes, so that maps keyed by the name can be
+            // looked up by `&str` (`Borrow<str>`).
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state)
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.as_str(), f)
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
-                &self.0
+                self.as_str()
             }
         }
 
-        impl std::borrow::Borrow<str> for $name {
+        impl Borrow<str> for $name {
             fn borrow(&self) -> &str {
-                &self.0
+                self.as_str()
             }
         }
 
@@ -168,9 +230,15 @@ macro_rules! checked_name {
             }
         }
 
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
+                let raw = std::borrow::Cow::<'de, str>::deserialize(d)?;
                 $name::parse(&raw).map_err(serde::de::Error::custom)
             }
         }
@@ -179,7 +247,8 @@ macro_rules! checked_name {
 
 checked_name!(
     /// An organization's URL name: lowercase ASCII letters, digits and single
-    /// hyphens, 1–63 characters, no hyphen at either end (a DNS label).
+    /// hyphens, 1–63 characters, no hyphen at either end (a DNS label):
+    /// [`Slug::PATTERN`].
     ///
     /// ```
     /// use tenancy::Slug;
@@ -188,61 +257,73 @@ checked_name!(
     /// assert!(Slug::parse("acme--labs").is_err());
     /// ```
     Slug,
-    check = check_slug
+    rule = SLUG
 );
 
 checked_name!(
     /// A feature's key in `org_features`: 1–64 characters, a lowercase ASCII
     /// letter first, then lowercase letters, digits, `_`, `-` or `.`
-    /// (`veo_avatars`, `exports.csv`).
+    /// (`veo_avatars`, `exports.csv`): [`FeatureKey::PATTERN`].
+    ///
+    /// A key in a constant is checked once, when it compiles, and costs no
+    /// validation where it is used:
+    ///
+    /// ```
+    /// use tenancy::FeatureKey;
+    /// const VEO_AVATARS: FeatureKey = FeatureKey::from_static("veo_avatars");
+    /// assert_eq!(VEO_AVATARS.as_str(), "veo_avatars");
+    /// assert!(FeatureKey::parse("Veo").is_err());
+    /// ```
     FeatureKey,
-    check = check_feature_key
+    rule = FEATURE_KEY
 );
 
 checked_name!(
     /// A usage metric's name: 1–63 characters, a lowercase ASCII letter
     /// first, then lowercase letters, digits or `_` (`tokens`, `cost_usd`,
-    /// `ads_created`). The same rule keeps `daily_<metric>` limit types
-    /// unambiguous.
+    /// `ads_created`): [`MetricKey::PATTERN`]. The same rule keeps
+    /// `daily_<metric>` limit types unambiguous.
     MetricKey,
-    check = check_metric_key
+    rule = METRIC_KEY
 );
 
-impl MetricKey {
-    /// Total tokens of an AI call: input + cached input + output.
-    pub fn tokens() -> Self {
-        MetricKey("tokens".into())
-    }
-
-    /// Cost in US dollars.
-    pub fn cost_usd() -> Self {
-        MetricKey("cost_usd".into())
-    }
-
-    /// Ads created, the plan's `daily_ads` limit.
-    pub fn ads_created() -> Self {
-        MetricKey("ads_created".into())
-    }
+impl Slug {
+    /// The rule, as the SQL check constraint on `organizations.slug` states
+    /// it (with a length of at most [`Slug::MAX_LEN`]).
+    pub const PATTERN: &'static str = "^[a-z0-9]+(-[a-z0-9]+)*$";
+    /// The longest slug, in bytes (all ASCII).
+    pub const MAX_LEN: usize = 63;
 }
 
-fn check_slug(input: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::invalid_input("slug", format!("{input:?} {why}")));
-    if input.is_empty() || input.len() > 63 {
-        return bad("must be 1 to 63 characters long");
-    }
-    if !input
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return bad("may hold only lowercase ASCII letters, digits and hyphens");
-    }
-    if input.starts_with('-') || input.ends_with('-') {
-        return bad("must not start or end with a hyphen");
-    }
-    if input.contains("--") {
-        return bad("must not contain two hyphens in a row");
-    }
-    Ok(())
+impl FeatureKey {
+    /// The rule, as the SQL check constraint on `org_features.feature_key`
+    /// states it.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9_.-]{0,63}$";
+}
+
+impl MetricKey {
+    /// The rule, as the SQL check constraints on `metric` columns state it.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9_]{0,62}$";
+    /// Total tokens of an AI call: input + cached input + output.
+    pub const TOKENS: MetricKey = MetricKey::from_static("tokens");
+    /// Cost in US dollars.
+    pub const COST_USD: MetricKey = MetricKey::from_static("cost_usd");
+    /// Ads created, the plan's `daily_ads` limit.
+    pub const ADS_CREATED: MetricKey = MetricKey::from_static("ads_created");
+}
+
+/// A string's rule: which bytes, how long, and the slug's hyphen rules.
+struct Rule {
+    field: &'static str,
+    max_len: usize,
+    /// The bytes allowed after the first.
+    allowed: [bool; 256],
+    /// Whether the first byte must be a lowercase letter (keys) or may be
+    /// any allowed byte but a hyphen (slugs).
+    letter_first: bool,
+    /// Slugs: hyphens only single and inside.
+    hyphens_inside: bool,
+    allowed_text: &'static str,
 }
 
 /// A set of bytes as a lookup table, so checking a byte is one load.
@@ -256,43 +337,131 @@ const fn byte_set(allowed: &[u8]) -> [bool; 256] {
     table
 }
 
-const FEATURE_KEY_BYTES: [bool; 256] = byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_-.");
-const METRIC_KEY_BYTES: [bool; 256] = byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_");
+const SLUG: Rule = Rule {
+    field: "slug",
+    max_len: Slug::MAX_LEN,
+    allowed: byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789-"),
+    letter_first: false,
+    hyphens_inside: true,
+    allowed_text: "lowercase ASCII letters, digits and single hyphens inside",
+};
 
-fn check_key(
-    field: &'static str,
-    input: &str,
-    max_len: usize,
-    allowed: &[bool; 256],
-    allowed_text: &str,
-) -> Result<()> {
-    let bad = |why: String| Err(Error::invalid_input(field, format!("{input:?} {why}")));
-    if input.is_empty() || input.len() > max_len {
-        return bad(format!("must be 1 to {max_len} characters long"));
-    }
-    if !input.as_bytes()[0].is_ascii_lowercase() {
-        return bad("must start with a lowercase ASCII letter".into());
-    }
-    if !input.bytes().all(|b| allowed[usize::from(b)]) {
-        return bad(format!(
-            "may hold only lowercase ASCII letters, digits and {allowed_text}"
-        ));
-    }
-    Ok(())
+const FEATURE_KEY: Rule = Rule {
+    field: "feature_key",
+    max_len: 64,
+    allowed: byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_-."),
+    letter_first: true,
+    hyphens_inside: false,
+    allowed_text: "lowercase ASCII letters, digits and '_', '-', '.'",
+};
+
+const METRIC_KEY: Rule = Rule {
+    field: "metric",
+    max_len: 63,
+    allowed: byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_"),
+    letter_first: true,
+    hyphens_inside: false,
+    allowed_text: "lowercase ASCII letters, digits and '_'",
+};
+
+/// Why a string breaks a rule.
+enum Broken {
+    Length,
+    First,
+    Byte,
+    Hyphens,
 }
 
-fn check_feature_key(input: &str) -> Result<()> {
-    check_key(
-        "feature_key",
-        input,
-        64,
-        &FEATURE_KEY_BYTES,
-        "'_', '-', '.'",
-    )
+impl Rule {
+    /// The first way `input` breaks the rule, if any. `const`, so that
+    /// `from_static` can check literals at compile time.
+    const fn broken(&self, input: &str) -> Option<Broken> {
+        let bytes = input.as_bytes();
+        if bytes.is_empty() || bytes.len() > self.max_len {
+            return Some(Broken::Length);
+        }
+        if self.letter_first && !bytes[0].is_ascii_lowercase() {
+            return Some(Broken::First);
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if !self.allowed[b as usize] {
+                return Some(Broken::Byte);
+            }
+            if self.hyphens_inside
+                && b == b'-'
+                && (i == 0 || i == bytes.len() - 1 || bytes[i - 1] == b'-')
+            {
+                return Some(Broken::Hyphens);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    const fn accepts(&self, input: &str) -> bool {
+        self.broken(input).is_none()
+    }
+
+    fn check(&self, input: &str) -> Result<()> {
+        let why = match self.broken(input) {
+            None => return Ok(()),
+            Some(Broken::Length) => format!("must be 1 to {} characters long", self.max_len),
+            Some(Broken::First) => "must start with a lowercase ASCII letter".to_owned(),
+            Some(Broken::Byte) => format!("may hold only {}", self.allowed_text),
+            Some(Broken::Hyphens) => {
+                "must not start or end with a hyphen or hold two in a row".to_owned()
+            }
+        };
+        Err(Error::invalid_input(
+            self.field,
+            format_args!("{} {why}", quoted(input)),
+        ))
+    }
 }
 
-fn check_metric_key(input: &str) -> Result<()> {
-    check_key("metric", input, 63, &METRIC_KEY_BYTES, "'_'")
+/// A feature key as the feature calls take it: a [`FeatureKey`] (checked
+/// already, so a hit costs no validation) or a string (checked on every
+/// call, `InvalidInput` naming `feature_key` when bad).
+///
+/// Sealed: implemented for `str`, `String`, `FeatureKey` and references to
+/// them.
+pub trait AsFeatureKey: sealed::Sealed {
+    /// The key's text, validated.
+    fn feature_key(&self) -> Result<&str>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for super::FeatureKey {}
+    impl<T: Sealed + ?Sized> Sealed for &T {}
+}
+
+impl AsFeatureKey for str {
+    fn feature_key(&self) -> Result<&str> {
+        FeatureKey::validate(self)
+    }
+}
+
+impl AsFeatureKey for String {
+    fn feature_key(&self) -> Result<&str> {
+        FeatureKey::validate(self)
+    }
+}
+
+impl AsFeatureKey for FeatureKey {
+    fn feature_key(&self) -> Result<&str> {
+        Ok(self.as_str())
+    }
+}
+
+impl<T: AsFeatureKey + ?Sized> AsFeatureKey for &T {
+    fn feature_key(&self) -> Result<&str> {
+        (**self).feature_key()
+    }
 }
 
 #[cfg(test)]
@@ -302,7 +471,7 @@ mod tests {
 
     #[test]
     fn slug_rules() {
-        for ok in ["a", "acme", "acme-labs", "a1-b2-c3", &"x".repeat(63)] {
+        for ok in ["a", "acme", "acme-labs", "a1-b2-c3", "1password", &"x".repeat(63)] {
             assert!(Slug::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -314,11 +483,13 @@ mod tests {
             "ac--me",
             "ácme",
             "acme_labs",
+            "acme\0",
             &"x".repeat(64),
         ] {
             let err = Slug::parse(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
             assert_eq!(err.field(), Some("slug"));
+            assert!(err.message().starts_with("slug: "), "{err}");
         }
     }
 
@@ -335,7 +506,20 @@ mod tests {
             MetricKey::parse("cost-usd").unwrap_err().field(),
             Some("metric")
         );
-        assert_eq!(MetricKey::tokens().as_str(), "tokens");
+        assert_eq!(MetricKey::TOKENS.as_str(), "tokens");
+        assert_eq!(MetricKey::TOKENS, MetricKey::parse("tokens").unwrap());
+    }
+
+    #[test]
+    fn static_and_parsed_names_are_the_same_value() {
+        use std::collections::HashMap;
+        const KEY: FeatureKey = FeatureKey::from_static("veo_avatars");
+        let parsed = FeatureKey::parse("veo_avatars").unwrap();
+        assert_eq!(KEY, parsed);
+        let mut map = HashMap::new();
+        map.insert(parsed, 1);
+        assert_eq!(map.get(&KEY), Some(&1));
+        assert_eq!(map.get("veo_avatars"), Some(&1));
     }
 
     #[test]
@@ -349,8 +533,17 @@ mod tests {
     }
 
     #[test]
+    fn hostile_input_is_quoted_short() {
+        let err = OrgId::parse(&"z".repeat(10_000)).unwrap_err();
+        assert!(err.message().len() < 120, "{}", err.message());
+        let err = Slug::parse(&"Z".repeat(10_000)).unwrap_err();
+        assert!(err.message().len() < 160, "{}", err.message());
+    }
+
+    #[test]
     fn deserialize_validates() {
         assert!(serde_json::from_str::<Slug>("\"acme\"").is_ok());
         assert!(serde_json::from_str::<Slug>("\"ACME\"").is_err());
+        assert!(serde_json::from_str::<Slug>("\"a\\u0000b\"").is_err());
     }
 }

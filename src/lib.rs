@@ -6,26 +6,35 @@
 //! before expensive operations.
 //!
 //! - [`Tenancy`] is the facade, built with [`Tenancy::builder`] over a
-//!   [`Store`].
-//! - [`TenantContext`] is a user acting in one organization with a role. It
-//!   exists only after the store has confirmed the membership.
-//! - Features: [`Tenancy::has_feature`] and [`Tenancy::feature_config`],
-//!   managed by a [`PlatformOperator`].
-//! - Usage and limits: [`Tenancy::record_usage`], [`Tenancy::check_limit`],
-//!   and [`Tenancy::reserve`] → [`Tenancy::commit`] / [`Tenancy::release`]
-//!   for expensive operations. See [`metering`] for the guarantees.
-//! - Workers: [`usage::UsageRecorder`] records usage without waiting on the
-//!   network: batched, retried, spooled to disk when the backend is down.
+//!   [`Store`]. People act through a [`TenantContext`]: a user in one
+//!   organization with a role, which exists only after the store has
+//!   confirmed the membership.
+//! - Features: [`Tenancy::has_feature`] and [`Tenancy::feature_config`].
+//! - Usage and limits: [`Tenancy::check_limit`], and [`Tenancy::reserve`] →
+//!   [`Tenancy::commit`] / [`Tenancy::release`] for expensive operations;
+//!   [`Tenancy::usage_summary`]. The guarantees (no overshoot, boundary
+//!   rule, idempotency) are in the facade's metering docs on
+//!   [`Tenancy::reserve`] and [`EXPIRED_HOLD_RETENTION`].
+//! - The platform operator manages features and limits for any organization
+//!   through [`Tenancy::operator`], never through an org role.
+//! - Workers: [`UsageRecorder`] records usage without waiting on the
+//!   network: batched, retried, spooled to disk when the backend is down
+//!   ([`recorder`] for what `Ok` from `record` means).
 //! - Stores: [`MemoryStore`] (embedded) and `supabase::SupabaseStore`
-//!   (feature `supabase`: PostgREST, with the SQL in `migrations/`), with
-//!   `scope` for org-filtered queries of your own tables. Every backend
-//!   passes the same `conformance` suite (feature `test-util`).
+//!   (feature `supabase`: PostgREST, with the SQL in `migrations/`, and
+//!   org-filtered queries of your own tables). Every backend passes the same
+//!   store-contract suite (`store::contract`, feature `test-util`).
 //! - Web hosts: the `axum` module (feature `axum`) verifies Supabase JWTs
 //!   and extracts a [`TenantContext`], feature gates and metered calls.
 //!
 //! Expected outcomes are values — a limit denial is a [`LimitDecision`], an
 //! absent organization is `None`, a disabled feature is `false` — and
 //! errors ([`Error`], with an [`ErrorKind`]) are for failures.
+//!
+//! The modules follow the layers: [`model`], [`limits`], [`ids`], [`error`]
+//! and [`clock`] are plain data and pure rules; [`store`] is the trait the
+//! backends ([`memory`], `supabase`) implement; the facade ([`Tenancy`],
+//! [`Operator`]) and the [`recorder`] sit on top; `axum` on top of those.
 //!
 //! ## Quickstart
 //!
@@ -38,7 +47,7 @@
 //! let operator = PlatformOperator::new("quickstart");
 //! let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
 //!
-//! // Alice creates an organization and invites Bob as a member.
+//! // Alice creates an organization and adds Bob as a member.
 //! let acme = tenancy.create_organization(alice, NewOrganization::new("Acme", "acme")?).await?;
 //! let as_alice = tenancy.context(alice, acme.id).await?;
 //! tenancy.add_member(&as_alice, bob, Role::Member).await?;
@@ -50,11 +59,12 @@
 //!
 //! // Features are off until the operator turns them on.
 //! assert!(!tenancy.has_feature(&as_bob, "veo_avatars").await?);
-//! tenancy.enable_feature(&operator, acme.id, "veo_avatars").await?;
+//! tenancy.operator(&operator).enable_feature(acme.id, "veo_avatars").await?;
 //! assert!(tenancy.has_feature(&as_bob, "veo_avatars").await?);
 //!
 //! // Limits are checked and held before expensive work.
-//! tenancy.set_limit(&operator, acme.id, NewLimit::from_limit_type("monthly_tokens", dec!(1000))?).await?;
+//! let limit = NewLimit::from_limit_type("monthly_tokens", dec!(1000))?;
+//! tenancy.operator(&operator).set_limit(acme.id, limit).await?;
 //! let ReserveOutcome::Granted(hold) = tenancy.reserve(&as_bob, "tokens", dec!(800)).await? else {
 //!     panic!("800 of 1000 fits");
 //! };
@@ -68,32 +78,22 @@
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
-mod cache;
 pub mod clock;
-pub mod context;
+mod config;
 pub mod error;
-pub mod features;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod faults;
 pub mod ids;
 pub mod limits;
 pub mod memory;
-pub mod metering;
-pub mod org;
-#[cfg(feature = "supabase")]
-#[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]
-pub mod scope;
+pub mod model;
+pub mod recorder;
 pub mod store;
 #[cfg(feature = "supabase")]
 #[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]
 pub mod supabase;
 mod tenancy;
-pub mod usage;
-
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-pub mod conformance;
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-pub mod faults;
 
 pub use async_trait::async_trait;
 
@@ -103,19 +103,24 @@ pub use async_trait::async_trait;
 struct ReadmeDoctests;
 
 pub use crate::clock::{Clock, FakeClock, SystemClock};
-pub use crate::context::{Action, PlatformOperator, Role, TenantContext};
 pub use crate::error::{Error, ErrorKind, Result};
-pub use crate::features::Feature;
-pub use crate::ids::{EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId};
+pub use crate::ids::{
+    AsFeatureKey, EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId,
+};
 pub use crate::limits::{
-    AlertKey, AlertSink, AlertThresholds, CurrentPeriods, DecidingLimit, Limit, LimitAlert,
-    LimitDecision, LimitLevel, LimitMode, LimitScope, LimitType, LimitUsage, LogAlertSink,
-    MemoryAlertSink, NewLimit, Period, PeriodKey, Reservation, ReserveOutcome, UsageLine,
+    AlertKey, AlertThresholds, CurrentPeriods, DecidingLimit, Limit, LimitAlert, LimitDecision,
+    LimitLevel, LimitMode, LimitScope, LimitType, LimitUsage, NewLimit, Period, PeriodKey,
+    Reservation, ReserveOutcome, UsageLine,
 };
 pub use crate::memory::MemoryStore;
-pub use crate::org::{Membership, NewOrganization, OrgMembership, Organization};
-pub use crate::store::{DynStore, Store};
-pub use crate::tenancy::{Tenancy, TenancyBuilder};
-pub use crate::usage::{
-    PriceTable, RecorderConfig, RecorderStats, UsageEvent, UsageRecord, UsageRecorder,
+pub use crate::model::{
+    Action, Feature, FeatureChange, Membership, MembershipChange, ModelPrice, NewOrganization,
+    OrgMembership, Organization, PlatformOperator, PriceTable, Role, TenantContext, UsageEvent,
+    UsageRecord,
+};
+pub use crate::recorder::{RecorderBuilder, RecorderStats, ShutdownReport, UsageRecorder};
+pub use crate::store::{CommitOutcome, DynStore, RecordOutcome, Store};
+pub use crate::tenancy::{
+    AlertSink, EXPIRED_HOLD_RETENTION, LogAlertSink, MAX_ORG_PAGE, MemoryAlertSink, Operator,
+    Tenancy, TenancyBuilder,
 };

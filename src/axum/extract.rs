@@ -3,21 +3,18 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{FromRef, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use axum::http::{HeaderName, header};
 use rust_decimal::Decimal;
-use serde_json::json;
 
+use crate::axum::rejection::TenantRejection;
 use crate::axum::token::TokenVerifier;
-use crate::context::TenantContext;
 use crate::error::{Error, ErrorKind};
 use crate::ids::OrgId;
-use crate::limits::{LimitDecision, Reservation, ReserveOutcome};
+use crate::limits::{Reservation, ReserveOutcome};
+use crate::model::{TenantContext, UsageEvent};
 use crate::store::CommitOutcome;
 use crate::tenancy::Tenancy;
 
@@ -48,7 +45,7 @@ pub enum OrgSource {
 impl OrgSource {
     /// The header `name`. A name that is not a valid HTTP header name is a
     /// [`Config`](ErrorKind::Config) error.
-    pub fn header(name: &str) -> crate::Result<OrgSource> {
+    pub fn header(name: &str) -> crate::error::Result<OrgSource> {
         HeaderName::try_from(name)
             .map(OrgSource::Header)
             .map_err(|e| {
@@ -237,141 +234,6 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Why a request was refused. Turns into a JSON response that names the
-/// problem without leaking details (token errors are logged at debug level
-/// instead).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum TenantRejection {
-    /// 401: no token, or a bad, expired or forged one.
-    Unauthenticated,
-    /// 400: the request names an organization that is not a UUID (or is
-    /// empty, not text, or named twice).
-    BadOrgId,
-    /// 403: the user is not a member of the requested organization.
-    NotAMember,
-    /// 403: the user belongs to no organization.
-    NoOrganization,
-    /// 403: the feature is off for the organization.
-    FeatureDisabled(&'static str),
-    /// 403: the role may not do this.
-    Forbidden,
-    /// 429: a limit would be exceeded.
-    LimitExceeded(Box<LimitDecision>),
-    /// 503: the store could not be reached.
-    Unavailable,
-    /// 500: the server is set up wrong: the org's path parameter is not in
-    /// the route, or a guard names an invalid feature key, metric or
-    /// estimate. The message says which.
-    Misconfigured(String),
-    /// 500: anything else.
-    Internal,
-}
-
-impl TenantRejection {
-    /// Maps a store error met while resolving the context.
-    pub fn from_error(error: Error) -> Self {
-        match error.kind() {
-            ErrorKind::PermissionDenied => TenantRejection::NotAMember,
-            ErrorKind::Unauthenticated => TenantRejection::Unauthenticated,
-            ErrorKind::Unavailable | ErrorKind::Conflict => {
-                tracing::warn!(error = %error, "tenant resolution unavailable");
-                TenantRejection::Unavailable
-            }
-            _ => {
-                tracing::error!(error = %error, "tenant resolution failed");
-                TenantRejection::Internal
-            }
-        }
-    }
-
-    /// Maps an error from a guard's own call: an invalid input there is
-    /// the guard's constant (`what`), a configuration error.
-    fn from_guard_error(error: Error, what: String) -> Self {
-        if error.kind() != ErrorKind::InvalidInput {
-            return TenantRejection::from_error(error);
-        }
-        let message = match error.field() {
-            Some(field) => format!("{what}: {field}: {}", error.message()),
-            None => format!("{what}: {}", error.message()),
-        };
-        tracing::error!(error = %error, "{message}");
-        TenantRejection::Misconfigured(message)
-    }
-}
-
-impl IntoResponse for TenantRejection {
-    fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            TenantRejection::Unauthenticated => (
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "unauthenticated", "message": "a valid access token is required"}),
-            ),
-            TenantRejection::BadOrgId => (
-                StatusCode::BAD_REQUEST,
-                json!({"error": "bad_org_id", "message": "the organization id is not a UUID"}),
-            ),
-            TenantRejection::NotAMember => (
-                StatusCode::FORBIDDEN,
-                json!({"error": "not_a_member", "message": "you are not a member of this organization"}),
-            ),
-            TenantRejection::NoOrganization => (
-                StatusCode::FORBIDDEN,
-                json!({"error": "no_organization", "message": "you belong to no organization"}),
-            ),
-            TenantRejection::FeatureDisabled(key) => (
-                StatusCode::FORBIDDEN,
-                json!({"error": "feature_disabled", "feature": key}),
-            ),
-            TenantRejection::Forbidden => (
-                StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "message": "your role does not allow this"}),
-            ),
-            TenantRejection::LimitExceeded(decision) => {
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(json!({
-                        "error": "limit_exceeded",
-                        "metric": decision.metric,
-                        "requested": decision.requested,
-                        "used": decision.used,
-                        "reserved": decision.reserved,
-                        "limit": decision.limit,
-                        "remaining": decision.remaining,
-                        "resets_at": decision.resets_at,
-                    })),
-                )
-                    .into_response();
-                if let Some(secs) = decision.retry_after_secs(Utc::now()) {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                return response;
-            }
-            TenantRejection::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "unavailable", "message": "try again shortly"}),
-            ),
-            TenantRejection::Misconfigured(message) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "misconfigured", "message": message}),
-            ),
-            TenantRejection::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "internal"}),
-            ),
-        };
-        let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
-}
-
 /// The request's [`TenantContext`]: a verified user in an organization they
 /// belong to. Resolved once per request and shared with the other
 /// extractors.
@@ -489,24 +351,25 @@ impl<M> Metered<M> {
     }
 
     /// Records the actual amount and drops the hold.
-    pub async fn commit(self, actual: Decimal) -> crate::Result<CommitOutcome> {
-        let (tenancy, reservation) = self.into_hold();
+    pub async fn commit(self, actual: Decimal) -> crate::error::Result<CommitOutcome> {
+        let (tenancy, reservation) = self.into_hold()?;
         tenancy.commit(&reservation, actual).await
     }
 
     /// Records a full usage event (tokens, cost, model) and drops the hold.
-    pub async fn commit_event(self, event: crate::UsageEvent) -> crate::Result<CommitOutcome> {
-        let (tenancy, reservation) = self.into_hold();
+    pub async fn commit_event(self, event: UsageEvent) -> crate::error::Result<CommitOutcome> {
+        let (tenancy, reservation) = self.into_hold()?;
         tenancy.commit_event(&reservation, event).await
     }
 
     /// Takes the hold out, so that dropping `self` releases nothing.
-    fn into_hold(mut self) -> (Tenancy, Reservation) {
+    fn into_hold(mut self) -> crate::error::Result<(Tenancy, Reservation)> {
+        // Always there: only a commit takes it, and a commit consumes `self`.
         let reservation = self
             .reservation
             .take()
-            .expect("a Metered holds its reservation until it is consumed");
-        (self.tenancy.clone(), reservation)
+            .ok_or_else(|| Error::unexpected("this request's reservation is already settled"))?;
+        Ok((self.tenancy.clone(), reservation))
     }
 }
 

@@ -28,10 +28,11 @@
 //! ```
 
 mod extract;
+mod rejection;
 mod token;
 
 pub use extract::{
     FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource, Tenant, TenantAuth,
-    TenantRejection,
 };
-pub use token::{Claims, TokenVerifier};
+pub use rejection::TenantRejection;
+pub use token::{Claims, MIN_HS256_SECRET_BYTES, TokenVerifier, TokenVerifierBuilder};

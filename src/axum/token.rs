@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::clock::{Clock, SystemClock};
+use crate::config::check_duration;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::UserId;
 
@@ -199,15 +200,23 @@ impl Validations {
     }
 }
 
+/// The shortest HS256 secret accepted, in bytes: Supabase's JWT secrets
+/// are at least 32 characters, and a shorter one is guessable.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 /// Verifies Supabase access tokens: HS256 with the project's JWT secret,
 /// and RS256/ES256 with keys from a JWKS document (given as JSON, or
 /// fetched from a URL and cached). Checks expiry with a leeway and the
-/// audience (`authenticated` by default).
+/// audience (`authenticated` by default). Built with
+/// [`TokenVerifier::builder`], or [`TokenVerifier::hs256`] for the common
+/// case.
 ///
 /// ```
 /// use tenancy::axum::TokenVerifier;
-/// let verifier = TokenVerifier::hs256("super-secret-jwt-token-with-at-least-32-characters");
+/// let verifier = TokenVerifier::hs256("super-secret-jwt-token-with-at-least-32-characters")?;
 /// assert!(verifier.verify("not.a.token").is_err());
+/// assert!(TokenVerifier::hs256("short").is_err());
+/// # Ok::<(), tenancy::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct TokenVerifier {
@@ -219,101 +228,198 @@ pub struct TokenVerifier {
     clock: Arc<dyn Clock>,
 }
 
-impl TokenVerifier {
-    fn with_keys(secret: Option<Arc<DecodingKey>>, jwks: Jwks) -> Self {
-        let audience = "authenticated";
-        let leeway = Duration::from_secs(30);
-        TokenVerifier {
-            secret,
-            jwks,
-            audience: audience.into(),
-            leeway,
-            validations: Arc::new(Validations::new(audience, leeway)),
-            clock: Arc::new(SystemClock),
-        }
+/// Configures a [`TokenVerifier`]: at least one key source (an HS256
+/// secret, a JWKS document, or a JWKS URL), then [`build`](Self::build),
+/// which checks every setting.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenancy::axum::TokenVerifier;
+///
+/// let verifier = TokenVerifier::builder()
+///     .jwks_url("https://abcd.supabase.co/auth/v1/.well-known/jwks.json")
+///     .jwks_ttl(Duration::from_secs(600))
+///     .hs256_secret("a-legacy-secret-of-at-least-32-characters")
+///     .leeway(Duration::from_secs(10))
+///     .build()?;
+/// # Ok::<(), tenancy::Error>(())
+/// ```
+#[derive(Default)]
+#[must_use = "a builder does nothing until build()"]
+pub struct TokenVerifierBuilder {
+    secret: Option<Vec<u8>>,
+    jwks_json: Option<String>,
+    jwks_url: Option<String>,
+    http_client: Option<reqwest::Client>,
+    jwks_ttl: Option<Duration>,
+    min_refetch_interval: Option<Duration>,
+    audience: Option<String>,
+    leeway: Option<Duration>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for TokenVerifierBuilder {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifierBuilder")
+            .field("hs256", &self.secret.is_some())
+            .field("jwks_json", &self.jwks_json.is_some())
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_ttl", &self.jwks_ttl)
+            .field("min_refetch_interval", &self.min_refetch_interval)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifierBuilder {
+    /// Accepts HS256 tokens signed with the project's JWT secret
+    /// (`SUPABASE_JWT_SECRET`), at least [`MIN_HS256_SECRET_BYTES`] long.
+    /// With a JWKS as well, both are accepted (projects migrating from the
+    /// shared secret to asymmetric keys).
+    pub fn hs256_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
     }
 
-    /// Verifies HS256 tokens signed with the project's JWT secret
-    /// (`SUPABASE_JWT_SECRET`).
-    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
-        let secret = Arc::new(DecodingKey::from_secret(secret.as_ref()));
-        TokenVerifier::with_keys(Some(secret), Jwks::None)
+    /// Accepts RS256/ES256 tokens signed by the keys of this JWKS document.
+    /// Keys that cannot verify tokens are skipped with a warning.
+    pub fn jwks_json(mut self, json: impl Into<String>) -> Self {
+        self.jwks_json = Some(json.into());
+        self
     }
 
-    /// Verifies RS256/ES256 tokens with the keys of a JWKS document.
-    /// Malformed JSON is `Config`; keys that cannot verify tokens are
-    /// skipped with a warning.
-    pub fn jwks_json(json: &str) -> Result<Self> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|e| {
-            Error::new(ErrorKind::Config, "the JWKS document does not parse").with_source(e)
-        })?;
-        Ok(TokenVerifier::with_keys(
-            None,
-            Jwks::Static(Arc::new(KeySet::new(&set))),
-        ))
-    }
-
-    /// Verifies RS256/ES256 tokens with keys fetched from `url`
-    /// (`{SUPABASE_URL}/auth/v1/.well-known/jwks.json`), cached for `ttl`
-    /// and refetched early when a token names an unknown key.
+    /// Accepts RS256/ES256 tokens signed by keys fetched from `url`
+    /// (`{SUPABASE_URL}/auth/v1/.well-known/jwks.json`), cached for
+    /// [`jwks_ttl`](Self::jwks_ttl) and refetched early when a token names
+    /// an unknown key.
     ///
     /// Whatever the tokens say, the URL is fetched at most once per
-    /// [minimum refetch interval](Self::with_min_refetch_interval) (60 s by
+    /// [minimum refetch interval](Self::min_refetch_interval) (60 s by
     /// default) once keys are cached, and concurrent misses share one
     /// request: a flood of forged tokens naming random keys costs one fetch
     /// a minute. Until the first fetch succeeds, each miss tries again, one
     /// request at a time. A failed refresh keeps the keys already cached.
-    pub fn jwks_url(url: impl Into<String>, client: reqwest::Client, ttl: Duration) -> Self {
-        TokenVerifier::with_keys(
-            None,
-            Jwks::Remote(Remote {
-                url: url.into(),
-                client,
-                ttl,
-                min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
-                shared: Arc::default(),
-            }),
-        )
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
     }
 
-    /// Also accepts HS256 tokens signed with `secret` (projects migrating
-    /// from the shared secret to asymmetric keys accept both).
-    pub fn with_hs256_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = Some(Arc::new(DecodingKey::from_secret(secret.as_ref())));
+    /// The HTTP client that fetches the JWKS URL; a new one by default.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// How long fetched JWKS keys are used before they are fetched again.
+    /// Default 10 minutes; 1 second to 1 day.
+    pub fn jwks_ttl(mut self, ttl: Duration) -> Self {
+        self.jwks_ttl = Some(ttl);
+        self
+    }
+
+    /// For a JWKS URL: the minimum time between two fetches once keys are
+    /// cached, for unknown keys and expired caches alike (a TTL shorter than
+    /// this is stretched to it). Default 60 s; at most 1 hour.
+    pub fn min_refetch_interval(mut self, interval: Duration) -> Self {
+        self.min_refetch_interval = Some(interval);
         self
     }
 
     /// The audience required in `aud`. Default `authenticated`.
-    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = audience.into();
-        self.validations = Arc::new(Validations::new(&self.audience, self.leeway));
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
         self
     }
 
-    /// Clock skew tolerated on `exp`. Default 30 s.
-    pub fn with_leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
-        self.validations = Arc::new(Validations::new(&self.audience, self.leeway));
-        self
-    }
-
-    /// For a [JWKS URL](Self::jwks_url): the minimum time between two
-    /// fetches once keys are cached, for unknown keys and expired caches
-    /// alike (a `ttl` shorter than this is stretched to it). Default 60 s.
-    /// No effect on other verifiers.
-    pub fn with_min_refetch_interval(mut self, interval: Duration) -> Self {
-        if let Jwks::Remote(remote) = &mut self.jwks {
-            remote.min_refetch_interval = interval;
-        }
+    /// Clock skew tolerated on `exp`. Default 30 s; at most 10 minutes.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = Some(leeway);
         self
     }
 
     /// The clock the JWKS cache reads for its TTL and refetch interval;
     /// [`SystemClock`] by default. Token expiry is always checked against
     /// the system time.
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
         self
+    }
+
+    /// Checks the settings and builds the verifier. `Config` naming what is
+    /// wrong: no key source, both a JWKS document and a URL, a secret that
+    /// is too short, a JWKS document that does not parse, an empty
+    /// audience, or a duration out of range.
+    pub fn build(self) -> Result<TokenVerifier> {
+        let config = |message: String| Error::new(ErrorKind::Config, message);
+        let secret = match self.secret {
+            Some(s) if s.len() < MIN_HS256_SECRET_BYTES => {
+                return Err(config(format!(
+                    "the HS256 secret is {} bytes; it must be at least {MIN_HS256_SECRET_BYTES}",
+                    s.len()
+                )));
+            }
+            Some(s) => Some(Arc::new(DecodingKey::from_secret(&s))),
+            None => None,
+        };
+        let leeway = self.leeway.unwrap_or(Duration::from_secs(30));
+        check_duration("leeway", leeway, Duration::ZERO, Duration::from_secs(600))?;
+        let ttl = self.jwks_ttl.unwrap_or(Duration::from_secs(600));
+        check_duration("jwks_ttl", ttl, Duration::from_secs(1), Duration::from_secs(86_400))?;
+        let refetch = self.min_refetch_interval.unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
+        check_duration("min_refetch_interval", refetch, Duration::ZERO, Duration::from_secs(3600))?;
+        let jwks = match (self.jwks_json, self.jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "a TokenVerifier takes a JWKS document or a JWKS URL, not both".into(),
+                ));
+            }
+            (Some(json), None) => {
+                let set: JwkSet = serde_json::from_str(&json)
+                    .map_err(|e| config("the JWKS document does not parse".into()).with_source(e))?;
+                Jwks::Static(Arc::new(KeySet::new(&set)))
+            }
+            (None, Some(url)) => Jwks::Remote(Remote {
+                url,
+                client: self.http_client.unwrap_or_default(),
+                ttl,
+                min_refetch_interval: refetch,
+                shared: Arc::default(),
+            }),
+            (None, None) => Jwks::None,
+        };
+        if secret.is_none() && matches!(jwks, Jwks::None) {
+            return Err(config(
+                "a TokenVerifier needs a key source: hs256_secret, jwks_json or jwks_url".into(),
+            ));
+        }
+        let audience = self.audience.unwrap_or_else(|| "authenticated".into());
+        if audience.trim().is_empty() {
+            return Err(config("the audience must not be empty".into()));
+        }
+        Ok(TokenVerifier {
+            secret,
+            jwks,
+            validations: Arc::new(Validations::new(&audience, leeway)),
+            audience,
+            leeway,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+        })
+    }
+}
+
+impl TokenVerifier {
+    /// A builder with nothing set.
+    pub fn builder() -> TokenVerifierBuilder {
+        TokenVerifierBuilder::default()
+    }
+
+    /// A verifier of HS256 tokens signed with the project's JWT secret
+    /// (`SUPABASE_JWT_SECRET`); the defaults otherwise. `Config` if the
+    /// secret is shorter than [`MIN_HS256_SECRET_BYTES`].
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self> {
+        TokenVerifier::builder().hs256_secret(secret).build()
     }
 
     /// Verifies a token with a key already at hand. Every failure is

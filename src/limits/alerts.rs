@@ -1,15 +1,11 @@
-//! Alerts when usage approaches or passes a limit.
+//! Alerts when usage approaches or passes a limit: what identifies one,
+//! what it says, and which thresholds fire.
 //!
 //! Each threshold fires once per (organization, scope, metric, period,
-//! threshold). The store records which have fired, so many [`Tenancy`]
-//! instances sharing one store still send each alert once.
-//!
-//! [`Tenancy`]: crate::Tenancy
+//! threshold). The store records which have fired, so many
+//! [`Tenancy`](crate::Tenancy) instances sharing one store still send each
+//! alert once. Delivery is the facade's job ([`AlertSink`](crate::AlertSink)).
 
-use std::fmt::Debug;
-use std::sync::Mutex;
-
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -53,70 +49,6 @@ pub struct LimitAlert {
     pub fired_at: DateTime<Utc>,
 }
 
-/// Where alerts go: email, Slack, a webhook, a queue.
-///
-/// Delivery happens after the usage write has succeeded. A failing sink
-/// never fails or undoes the write: delivery is retried a few times, then
-/// the failure is logged with `tracing` at error level.
-#[async_trait]
-pub trait AlertSink: Debug + Send + Sync + 'static {
-    /// Delivers one alert.
-    async fn deliver(&self, alert: &LimitAlert) -> Result<()>;
-}
-
-/// The default sink: logs each alert with `tracing` at warn level.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogAlertSink;
-
-#[async_trait]
-impl AlertSink for LogAlertSink {
-    async fn deliver(&self, alert: &LimitAlert) -> Result<()> {
-        tracing::warn!(
-            org = %alert.key.org,
-            scope = %alert.key.scope,
-            metric = %alert.key.metric,
-            period = %alert.key.period,
-            threshold_percent = alert.key.threshold_percent,
-            used = %alert.used,
-            limit = %alert.limit,
-            "usage limit threshold crossed"
-        );
-        Ok(())
-    }
-}
-
-/// A sink that keeps alerts in memory, for tests and demos.
-#[derive(Debug, Default)]
-pub struct MemoryAlertSink {
-    alerts: Mutex<Vec<LimitAlert>>,
-}
-
-impl MemoryAlertSink {
-    /// An empty sink.
-    pub fn new() -> Self {
-        MemoryAlertSink::default()
-    }
-
-    /// The alerts delivered so far, oldest first.
-    pub fn alerts(&self) -> Vec<LimitAlert> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-#[async_trait]
-impl AlertSink for MemoryAlertSink {
-    async fn deliver(&self, alert: &LimitAlert) -> Result<()> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(alert.clone());
-        Ok(())
-    }
-}
-
 /// Alert thresholds in percent of a limit, ascending. Default 80, 90, 100.
 ///
 /// ```
@@ -136,7 +68,7 @@ impl AlertThresholds {
         if let Some(bad) = percents.iter().find(|p| !(1..=1000).contains(*p)) {
             return Err(Error::invalid_input(
                 "alert_thresholds",
-                format!("{bad} % is outside 1..=1000"),
+                format_args!("{bad} % is outside 1..=1000"),
             ));
         }
         percents.sort_unstable();
@@ -158,7 +90,8 @@ impl AlertThresholds {
     /// The thresholds `used` has reached against `limit`.
     pub(crate) fn crossed(&self, used: Decimal, limit: Decimal) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().copied().filter(move |&p| {
-            !used.is_zero() && used * Decimal::ONE_HUNDRED >= limit * Decimal::from(p)
+            !used.is_zero()
+                && used.saturating_mul(Decimal::ONE_HUNDRED) >= limit.saturating_mul(Decimal::from(p))
         })
     }
 }

@@ -1,4 +1,9 @@
 //! Turning limits and their usage into a decision: pure logic, no I/O.
+//!
+//! Counters are sums of many events and may grow past any single amount's
+//! bound, so every sum and product here saturates at `Decimal`'s range
+//! (about 7.9 × 10^28) instead of overflowing: no stored figure can make a
+//! decision panic.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -24,15 +29,20 @@ pub struct LimitUsage {
 }
 
 impl LimitUsage {
+    /// Usage counted against the limit: `used + reserved`.
+    pub fn consumed(&self) -> Decimal {
+        self.used.saturating_add(self.reserved)
+    }
+
     /// What is left before the limit: `value - used - reserved`, negative
     /// once usage has passed it.
     pub fn headroom(&self) -> Decimal {
-        self.limit.value - self.used - self.reserved
+        self.limit.value.saturating_sub(self.consumed())
     }
 
     /// Whether `amount` more fits under the limit.
     pub fn fits(&self, amount: Decimal) -> bool {
-        self.used + self.reserved + amount <= self.limit.value
+        self.consumed().saturating_add(amount) <= self.limit.value
     }
 }
 
@@ -106,11 +116,30 @@ impl LimitDecision {
 pub(crate) fn level_of(projected: Decimal, value: Decimal, warn_percent: Decimal) -> LimitLevel {
     if projected > value {
         LimitLevel::Exceeded
-    } else if projected * Decimal::ONE_HUNDRED >= value * warn_percent && !projected.is_zero() {
+    } else if !projected.is_zero()
+        && projected.saturating_mul(Decimal::ONE_HUNDRED) >= value.saturating_mul(warn_percent)
+    {
         LimitLevel::Warning
     } else {
         LimitLevel::Ok
     }
+}
+
+/// The largest percentage reported: usage a million percent of its limit
+/// or more reads as this.
+pub const MAX_PERCENT: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+/// `consumed` as a percentage of `value`, rounded to two places and capped
+/// at [`MAX_PERCENT`]; `None` for a zero limit (no percentage exists).
+pub(crate) fn percent_of(consumed: Decimal, value: Decimal) -> Option<Decimal> {
+    if value.is_zero() {
+        return None;
+    }
+    let percent = consumed
+        .checked_mul(Decimal::ONE_HUNDRED)
+        .and_then(|c| c.checked_div(value))
+        .map_or(MAX_PERCENT, |p| p.min(MAX_PERCENT));
+    Some(percent.round_dp(2))
 }
 
 /// Decides a request for `requested` of `metric` against the applicable
@@ -158,7 +187,11 @@ pub(crate) fn decide(
             limit: Some(u.limit.value),
             remaining: Some(u.headroom().max(Decimal::ZERO)),
             resets_at: Some(u.period.resets_at(tz)),
-            level: level_of(u.used + u.reserved + requested, u.limit.value, warn_percent),
+            level: level_of(
+                u.consumed().saturating_add(requested),
+                u.limit.value,
+                warn_percent,
+            ),
             decided_by: Some(DecidingLimit {
                 id: u.limit.id,
                 scope: u.limit.scope,
@@ -188,7 +221,7 @@ mod tests {
                 id: LimitId::new_v7(),
                 org: OrgId::new_v7(),
                 scope,
-                metric: MetricKey::tokens(),
+                metric: MetricKey::TOKENS,
                 period,
                 value,
                 mode,
@@ -204,8 +237,20 @@ mod tests {
     }
 
     #[test]
+    fn huge_counters_and_tiny_limits_do_not_panic() {
+        assert_eq!(percent_of(Decimal::MAX, Decimal::new(1, 28)), Some(MAX_PERCENT));
+        assert_eq!(percent_of(dec!(50), dec!(200)), Some(dec!(25)));
+        assert_eq!(percent_of(dec!(1), Decimal::ZERO), None);
+        let u = usage(LimitScope::Organization, Period::Daily, dec!(10), Decimal::MAX, LimitMode::Hard);
+        assert!(!u.fits(Decimal::MAX));
+        assert!(u.headroom() < Decimal::ZERO);
+        let d = decide(&MetricKey::TOKENS, Decimal::MAX, &[u], Tz::UTC, dec!(80));
+        assert_eq!(d.level, LimitLevel::Exceeded);
+    }
+
+    #[test]
     fn no_limits_allows() {
-        let d = decide(&MetricKey::tokens(), dec!(5), &[], Tz::UTC, dec!(80));
+        let d = decide(&MetricKey::TOKENS, dec!(5), &[], Tz::UTC, dec!(80));
         assert!(d.allowed);
         assert_eq!(d.limit, None);
         assert_eq!(d.level, LimitLevel::Ok);
@@ -224,14 +269,14 @@ mod tests {
             ),
             usage(user, Period::Daily, dec!(50), dec!(45), LimitMode::Hard),
         ];
-        let d = decide(&MetricKey::tokens(), dec!(10), &limits, Tz::UTC, dec!(80));
+        let d = decide(&MetricKey::TOKENS, dec!(10), &limits, Tz::UTC, dec!(80));
         assert!(!d.allowed);
         assert_eq!(d.limit, Some(dec!(50)));
         assert_eq!(d.remaining, Some(dec!(5)));
         assert_eq!(d.decided_by.unwrap().scope, user);
         assert_eq!(d.level, LimitLevel::Exceeded);
 
-        let d = decide(&MetricKey::tokens(), dec!(1), &limits, Tz::UTC, dec!(80));
+        let d = decide(&MetricKey::TOKENS, dec!(1), &limits, Tz::UTC, dec!(80));
         assert!(d.allowed);
         assert_eq!(d.level, LimitLevel::Warning);
         assert_eq!(d.limit, Some(dec!(50)));
@@ -246,7 +291,7 @@ mod tests {
             dec!(10),
             LimitMode::Soft,
         )];
-        let d = decide(&MetricKey::tokens(), dec!(1), &limits, Tz::UTC, dec!(80));
+        let d = decide(&MetricKey::TOKENS, dec!(1), &limits, Tz::UTC, dec!(80));
         assert!(d.allowed);
         assert_eq!(d.level, LimitLevel::Exceeded);
         assert_eq!(d.remaining, Some(dec!(0)));
@@ -270,7 +315,7 @@ mod tests {
                 LimitMode::Hard,
             ),
         ];
-        let d = decide(&MetricKey::tokens(), dec!(10), &limits, Tz::UTC, dec!(80));
+        let d = decide(&MetricKey::TOKENS, dec!(10), &limits, Tz::UTC, dec!(80));
         assert!(!d.allowed);
         assert_eq!(d.decided_by.unwrap().mode, LimitMode::Hard);
     }

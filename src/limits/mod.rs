@@ -1,7 +1,8 @@
-//! Usage limits: periods, policies, decisions, reservations and alerts.
+//! Usage limits: periods, policies, decisions, reservations, summaries and
+//! alert thresholds.
 //!
-//! Everything here is pure logic; the atomic parts (check-and-reserve,
-//! counters) are [`Store`](crate::Store) primitives, and
+//! Everything here is pure logic and plain data; the atomic parts
+//! (check-and-reserve, counters) are [`Store`](crate::Store) primitives, and
 //! [`Tenancy`](crate::Tenancy) ties the two together.
 
 mod alerts;
@@ -9,12 +10,18 @@ mod decision;
 mod period;
 mod policy;
 mod reservation;
+mod summary;
 
-pub use alerts::{AlertKey, AlertSink, AlertThresholds, LimitAlert, LogAlertSink, MemoryAlertSink};
-pub use decision::{DecidingLimit, LimitDecision, LimitLevel, LimitUsage};
+pub use alerts::{AlertKey, AlertThresholds, LimitAlert};
+pub use decision::{DecidingLimit, LimitDecision, LimitLevel, LimitUsage, MAX_PERCENT};
 pub use period::{CurrentPeriods, Period, PeriodKey};
-pub use policy::{Limit, LimitMode, LimitScope, LimitType, MAX_AMOUNT, NewLimit};
-pub use reservation::{Reservation, ReserveOutcome, UsageLine};
+pub use policy::{
+    LIMIT_TYPE_ALIASES, Limit, LimitMode, LimitScope, LimitType, MAX_AMOUNT, MIN_NONZERO_LIMIT,
+    NewLimit,
+};
+pub use reservation::{Reservation, ReserveOutcome};
+pub use summary::{CounterUsage, UsageLine, UsageSnapshot};
 
-pub(crate) use decision::{decide, level_of};
+pub(crate) use decision::decide;
 pub(crate) use policy::validate_amount;
+pub(crate) use summary::usage_lines;

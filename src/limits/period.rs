@@ -4,6 +4,11 @@
 //! A period is named by its kind and the local date it starts on
 //! ([`PeriodKey`]). Usage counts into the period its event time falls in, and
 //! a new period simply has a new key, so nothing ever needs resetting.
+//!
+//! Every function here is total: instants are read within the years 1 to
+//! 9999 (an instant outside them is treated as the nearest end), so no
+//! input makes a period computation panic. Event times are refused long
+//! before they get near either end.
 
 use std::fmt;
 
@@ -11,7 +16,7 @@ use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, TimeZone, Utc
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 
 /// How long a limit's window is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -40,7 +45,7 @@ impl Period {
             "monthly" => Ok(Period::Monthly),
             _ => Err(Error::invalid_input(
                 "period",
-                format!("{input:?} is not a period; use daily or monthly"),
+                format_args!("{} is not a period; use daily or monthly", quoted(input)),
             )),
         }
     }
@@ -62,6 +67,19 @@ pub struct PeriodKey {
     pub start: NaiveDate,
 }
 
+/// `instant`, moved into the years 1 to 9999 if it lies outside them.
+fn supported(instant: DateTime<Utc>) -> DateTime<Utc> {
+    // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in Unix seconds.
+    const EARLIEST: i64 = -62_135_596_800;
+    const LATEST: i64 = 253_402_300_799;
+    let secs = instant.timestamp().clamp(EARLIEST, LATEST);
+    if secs == instant.timestamp() {
+        instant
+    } else {
+        DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::UNIX_EPOCH)
+    }
+}
+
 impl PeriodKey {
     /// The period of kind `period` that `instant` falls in, in `tz`.
     ///
@@ -75,7 +93,7 @@ impl PeriodKey {
     /// assert_eq!(key.start, NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
     /// ```
     pub fn containing(period: Period, instant: DateTime<Utc>, tz: Tz) -> PeriodKey {
-        let local_date = instant.with_timezone(&tz).date_naive();
+        let local_date = supported(instant).with_timezone(&tz).date_naive();
         let start = match period {
             Period::Daily => local_date,
             Period::Monthly => local_date.with_day(1).unwrap_or(local_date),
@@ -158,7 +176,10 @@ fn local_start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
     // Gaps are at most a few hours; step forward minute by minute until the
     // local time exists.
     for minutes in 0..=(6 * 60) {
-        match tz.from_local_datetime(&(midnight + Duration::minutes(minutes))) {
+        let Some(local) = midnight.checked_add_signed(Duration::minutes(minutes)) else {
+            break;
+        };
+        match tz.from_local_datetime(&local) {
             LocalResult::Single(t) => return t.with_timezone(&Utc),
             LocalResult::Ambiguous(earliest, _) => return earliest.with_timezone(&Utc),
             LocalResult::None => continue,
@@ -244,6 +265,16 @@ mod tests {
             start: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
         };
         assert_eq!(key.next().start.to_string(), "2027-01-01");
+    }
+
+    #[test]
+    fn the_ends_of_time_do_not_panic() {
+        for tz in [Tz::UTC, Asia::Tokyo, America::New_York] {
+            for instant in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+                let periods = CurrentPeriods::at(instant, tz);
+                assert!(periods.daily.resets_at(tz) > periods.daily.starts_at(tz));
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 use crate::ids::{LimitId, MetricKey, OrgId, UserId};
 use crate::limits::period::Period;
 
@@ -15,22 +15,41 @@ use crate::limits::period::Period;
 /// (about 7.9 × 10^28) that counters summing many of them cannot overflow.
 pub const MAX_AMOUNT: Decimal = Decimal::from_parts(0xA764_0000, 0x0DE0_B6B3, 0, false, 0);
 
+/// The smallest limit value above zero: 0.000001 (a millionth of a token,
+/// or of a dollar). Finer limits are refused, so that percentages of a
+/// limit stay meaningful; zero is a valid limit (nothing may be used).
+pub const MIN_NONZERO_LIMIT: Decimal = Decimal::from_parts(1, 0, 0, false, 6);
+
 /// Checks that `amount` is non-negative and at most [`MAX_AMOUNT`];
 /// otherwise `InvalidInput` naming `field`.
 pub(crate) fn validate_amount(field: &'static str, amount: Decimal) -> Result<Decimal> {
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(Error::invalid_input(
             field,
-            format!("{amount} is negative; amounts must be zero or more"),
+            format_args!("{amount} is negative; amounts must be zero or more"),
         ));
     }
     if amount > MAX_AMOUNT {
         return Err(Error::invalid_input(
             field,
-            format!("{amount} exceeds the largest accepted amount, {MAX_AMOUNT}"),
+            format_args!("{amount} exceeds the largest accepted amount, {MAX_AMOUNT}"),
         ));
     }
     Ok(amount.normalize())
+}
+
+/// Checks a limit's value: an amount ([`validate_amount`]) that is zero or
+/// at least [`MIN_NONZERO_LIMIT`]; otherwise `InvalidInput` naming
+/// `limit_value`.
+pub(crate) fn validate_limit_value(value: Decimal) -> Result<Decimal> {
+    let value = validate_amount("limit_value", value)?;
+    if !value.is_zero() && value < MIN_NONZERO_LIMIT {
+        return Err(Error::invalid_input(
+            "limit_value",
+            format_args!("{value} is below the smallest limit above zero, {MIN_NONZERO_LIMIT}"),
+        ));
+    }
+    Ok(value)
 }
 
 /// Whom a limit applies to.
@@ -96,11 +115,19 @@ impl LimitMode {
             "soft" => Ok(LimitMode::Soft),
             _ => Err(Error::invalid_input(
                 "mode",
-                format!("{input:?} is not a limit mode; use hard or soft"),
+                format_args!("{} is not a limit mode; use hard or soft", quoted(input)),
             )),
         }
     }
 }
+
+/// The short metric names `limit_type` strings may use, and the metric each
+/// stands for. The SQL trigger that derives `usage_limits.metric` from
+/// `limit_type` spells the same pairs; a test compares the two.
+pub const LIMIT_TYPE_ALIASES: [(&str, MetricKey); 2] = [
+    ("cost", MetricKey::COST_USD),
+    ("ads", MetricKey::ADS_CREATED),
+];
 
 /// A metric and a period: what the plan's `limit_type` strings name.
 ///
@@ -132,20 +159,20 @@ impl LimitType {
         let (period, metric) = input.split_once('_').ok_or_else(|| {
             Error::invalid_input(
                 "limit_type",
-                format!("{input:?} is not <daily|monthly>_<metric>"),
+                format_args!("{} is not <daily|monthly>_<metric>", quoted(input)),
             )
         })?;
         let period = Period::parse(period).map_err(|_| {
             Error::invalid_input(
                 "limit_type",
-                format!("{input:?} must start with daily_ or monthly_"),
+                format_args!("{} must start with daily_ or monthly_", quoted(input)),
             )
         })?;
-        let metric = match metric {
-            "cost" => MetricKey::cost_usd(),
-            "ads" => MetricKey::ads_created(),
-            other => MetricKey::parse(other).map_err(|e| {
-                Error::invalid_input("limit_type", format!("{input:?}: {}", e.message()))
+        let alias = LIMIT_TYPE_ALIASES.into_iter().find(|(short, _)| *short == metric);
+        let metric = match alias {
+            Some((_, metric)) => metric,
+            None => MetricKey::parse(metric).map_err(|e| {
+                Error::invalid_input("limit_type", format_args!("{}: {}", quoted(input), e.message()))
             })?,
         };
         Ok(LimitType { metric, period })
@@ -187,7 +214,7 @@ pub struct Limit {
 /// ```
 /// use rust_decimal_macros::dec;
 /// use tenancy::{NewLimit, Period, MetricKey};
-/// let org_wide = NewLimit::new(MetricKey::tokens(), Period::Monthly, dec!(1000000))?;
+/// let org_wide = NewLimit::new(MetricKey::TOKENS, Period::Monthly, dec!(1000000))?;
 /// let soft_cost = NewLimit::from_limit_type("monthly_cost", dec!(50))?.soft();
 /// assert!(NewLimit::from_limit_type("daily_ads", dec!(-1)).is_err());
 /// # Ok::<(), tenancy::Error>(())
@@ -202,14 +229,15 @@ pub struct NewLimit {
 }
 
 impl NewLimit {
-    /// A hard, org-wide limit of `value` on `metric` per `period`. A negative
-    /// or oversized value is `InvalidInput` naming `limit_value`.
+    /// A hard, org-wide limit of `value` on `metric` per `period`. A
+    /// negative value, one above [`MAX_AMOUNT`], or one above zero but below
+    /// [`MIN_NONZERO_LIMIT`] is `InvalidInput` naming `limit_value`.
     pub fn new(metric: MetricKey, period: Period, value: Decimal) -> Result<Self> {
         Ok(NewLimit {
             scope: LimitScope::Organization,
             metric,
             period,
-            value: validate_amount("limit_value", value)?,
+            value: validate_limit_value(value)?,
             mode: LimitMode::Hard,
         })
     }
@@ -262,6 +290,15 @@ mod tests {
             validate_amount("limit_value", too_big).unwrap_err().field(),
             Some("limit_value")
         );
+    }
+
+    #[test]
+    fn limit_values_are_zero_or_at_least_a_millionth() {
+        let tiny = Decimal::new(1, 28);
+        let err = NewLimit::new(MetricKey::TOKENS, Period::Daily, tiny).unwrap_err();
+        assert_eq!(err.field(), Some("limit_value"));
+        assert!(NewLimit::new(MetricKey::TOKENS, Period::Daily, MIN_NONZERO_LIMIT).is_ok());
+        assert!(NewLimit::new(MetricKey::TOKENS, Period::Daily, Decimal::ZERO).is_ok());
     }
 
     #[test]

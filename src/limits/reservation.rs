@@ -1,14 +1,12 @@
-//! Reservations (hold an estimate, then commit the actual amount) and the
-//! usage-vs-limits summary.
+//! Reservations: hold an estimate against every applicable limit, then
+//! commit the actual amount or release it.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{MetricKey, OrgId, ReservationId, UserId};
-use crate::limits::decision::{LimitDecision, LimitLevel};
-use crate::limits::period::{CurrentPeriods, Period};
-use crate::limits::policy::{LimitMode, LimitScope};
+use crate::limits::decision::LimitDecision;
+use crate::limits::period::CurrentPeriods;
 
 /// An amount held against every applicable limit until it is committed,
 /// released, or expires.
@@ -18,25 +16,89 @@ use crate::limits::policy::{LimitMode, LimitScope};
 /// [`Tenancy::release`](crate::Tenancy::release) if it failed. A reservation
 /// that is dropped stops counting when it expires; no background job is
 /// needed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It cannot be built or deserialized outside this crate: only
+/// [`Tenancy::reserve`](crate::Tenancy::reserve) makes one, for the hold it
+/// just wrote. And the store checks, when it is committed or released, that
+/// the hold exists for that organization and user, so even a hold id copied
+/// from elsewhere cannot record usage into another organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "commit or release a reservation; a dropped one holds budget until it expires"]
 pub struct Reservation {
+    id: ReservationId,
+    org: OrgId,
+    user: UserId,
+    metric: MetricKey,
+    amount: Decimal,
+    periods: CurrentPeriods,
+    expires_at: DateTime<Utc>,
+    decision: LimitDecision,
+}
+
+impl Reservation {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ReservationId,
+        org: OrgId,
+        user: UserId,
+        metric: MetricKey,
+        amount: Decimal,
+        periods: CurrentPeriods,
+        expires_at: DateTime<Utc>,
+        decision: LimitDecision,
+    ) -> Self {
+        Reservation {
+            id,
+            org,
+            user,
+            metric,
+            amount,
+            periods,
+            expires_at,
+            decision,
+        }
+    }
+
     /// Its id; the committed usage event gets the same id.
-    pub id: ReservationId,
+    pub fn id(&self) -> ReservationId {
+        self.id
+    }
+
     /// The organization.
-    pub org: OrgId,
+    pub fn org(&self) -> OrgId {
+        self.org
+    }
+
     /// The user it was made for.
-    pub user: UserId,
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
     /// The metric held.
-    pub metric: MetricKey,
+    pub fn metric(&self) -> &MetricKey {
+        &self.metric
+    }
+
     /// The amount held.
-    pub amount: Decimal,
-    /// The periods it counts in.
-    pub periods: CurrentPeriods,
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    /// The periods it holds in, and the periods its committed usage counts
+    /// in, wherever the commit falls.
+    pub fn periods(&self) -> CurrentPeriods {
+        self.periods
+    }
+
     /// When the hold lapses if neither committed nor released.
-    pub expires_at: DateTime<Utc>,
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+
     /// The decision that granted it.
-    pub decision: LimitDecision,
+    pub fn decision(&self) -> &LimitDecision {
+        &self.decision
+    }
 }
 
 /// The result of [`Tenancy::reserve`](crate::Tenancy::reserve): a held
@@ -66,32 +128,4 @@ impl ReserveOutcome {
             ReserveOutcome::Denied(_) => None,
         }
     }
-}
-
-/// One line of a usage-vs-limits page: a metric over a period, for the
-/// organization or the user, with its limit if one is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageLine {
-    /// The metric.
-    pub metric: MetricKey,
-    /// Daily or monthly.
-    pub period: Period,
-    /// Org-wide or the user's own.
-    pub scope: LimitScope,
-    /// Recorded usage in the current period.
-    pub used: Decimal,
-    /// Held by unexpired reservations.
-    pub reserved: Decimal,
-    /// The limit, if one is set.
-    pub limit: Option<Decimal>,
-    /// Hard or soft, if a limit is set.
-    pub mode: Option<LimitMode>,
-    /// `limit - used - reserved`, never below zero.
-    pub remaining: Option<Decimal>,
-    /// `(used + reserved) / limit` in percent, rounded to two places.
-    pub percent: Option<Decimal>,
-    /// Where usage stands against the limit.
-    pub level: LimitLevel,
-    /// When the current period ends.
-    pub resets_at: DateTime<Utc>,
 }

@@ -127,6 +127,16 @@ impl Failure {
             Retry::Always => true,
         }
     }
+
+    /// The error for the caller, after this store's own retries: retryable
+    /// exactly when repeating the call is safe and may help.
+    pub(crate) fn into_error(self, idempotent: bool) -> Error {
+        if self.retryable(idempotent) {
+            self.error.temporary()
+        } else {
+            self.error.permanent()
+        }
+    }
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -234,7 +244,18 @@ pub(crate) fn from_status(status: StatusCode, body: &[u8], what: &str) -> Failur
         _ if status.is_server_error() => Retry::IfIdempotent,
         _ => Retry::Never,
     };
-    let message = format!("{what}: {api}");
+    let message = match api.code.as_deref() {
+        Some("PGRST125") => format!(
+            "{what}: {api} — no such path on the server: check the REST base URL \
+             (SUPABASE_REST_URL, or SUPABASE_URL whose REST base is {{SUPABASE_URL}}/rest/v1; \
+             a self-hosted PostgREST usually serves at its root)"
+        ),
+        Some("PGRST202") | Some("42883") => format!(
+            "{what}: {api} — the function is missing: apply migrations/ to the database \
+             (and reload PostgREST's schema cache)"
+        ),
+        _ => format!("{what}: {api}"),
+    };
     Failure {
         error: Error::new(kind, message).with_source(api),
         retry,

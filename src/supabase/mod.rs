@@ -18,8 +18,14 @@
 //!   from [`SupabaseStore::from`] carry the same identity.
 //!
 //! Errors: PostgREST's `{code, message, details, hint}` and the HTTP status
-//! are mapped onto [`ErrorKind`] in one place; the raw
-//! response is kept as the error's source, an [`ApiError`].
+//! are mapped onto [`ErrorKind`] in one place; the raw response is kept as
+//! the error's source, an [`ApiError`]. Whether an error is retryable is
+//! decided here, where it is known whether the call may have been applied:
+//! a call that is not safe to repeat (reserve, release, claiming an alert,
+//! creating rows) and may have landed is not retryable, whatever its kind.
+//!
+//! Org filters for your own tables are in [`scope`]: [`ForOrg`] and
+//! [`ScopedTable`].
 //!
 //! ```no_run
 //! use tenancy::supabase::SupabaseStore;
@@ -35,6 +41,7 @@
 mod builder;
 mod error;
 mod rows;
+pub mod scope;
 mod store;
 
 use std::sync::Arc;
@@ -50,6 +57,7 @@ pub use builder::{
     ENV_SERVICE_ROLE_KEY, ENV_URL, RetryConfig, SupabaseStoreBuilder,
 };
 pub use error::ApiError;
+pub use scope::{DEFAULT_ORG_COLUMN, ForOrg, ScopedTable};
 
 use crate::error::{Error, ErrorKind, Result};
 use error::Failure;
@@ -157,8 +165,8 @@ impl SupabaseStore {
     }
 
     /// A raw query builder for `table`, carrying this client's identity
-    /// and HTTP client. Pair it with [`ForOrg`](crate::scope::ForOrg) to
-    /// scope it to a tenant, or use [`table`](SupabaseStore::table).
+    /// and HTTP client. Pair it with [`ForOrg`] to scope it to a tenant, or
+    /// use [`table`](SupabaseStore::table).
     pub fn from(&self, table: &str) -> postgrest::Builder {
         postgrest::Builder::new(
             format!("{}/{}", self.inner.rest_url, table),
@@ -239,10 +247,7 @@ impl SupabaseStore {
         let attempt = || async {
             // Only a streaming body cannot be cloned, and ours are strings.
             let request = request.try_clone().ok_or_else(|| Failure {
-                error: Error::new(
-                    ErrorKind::Config,
-                    format!("{what}: a streaming request body"),
-                ),
+                error: Error::config(format!("{what}: a streaming request body")),
                 retry: error::Retry::Never,
             })?;
             self.send_once(request, what).await
@@ -255,7 +260,7 @@ impl SupabaseStore {
                 tracing::debug!(error = %f.error, ?delay, "retrying a PostgREST call");
             })
             .await
-            .map_err(|f| f.error)
+            .map_err(|f| f.into_error(idempotent == Idempotent::Yes))
     }
 
     /// One call with retries, decoding the JSON body.

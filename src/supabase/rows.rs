@@ -1,6 +1,6 @@
 //! Row and argument shapes: what PostgREST sends back for the tables, and
-//! the JSON bodies of the writes and RPCs (see `notes/sql.md` for the RPC
-//! contract).
+//! the JSON bodies of the writes and RPCs (the RPC contract is
+//! `migrations/README.md`).
 //!
 //! `organizations` and `user_organizations` rows have exactly the serde
 //! shapes of [`Organization`] and [`Membership`]; the RPCs answer in the
@@ -13,12 +13,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Role;
-use crate::features::Feature;
 use crate::ids::{EventId, FeatureKey, LimitId, MetricKey, OrgId, UserId};
 use crate::limits::{Limit, LimitMode, Period};
-use crate::org::{OrgMembership, Organization};
-use crate::usage::UsageRecord;
+use crate::model::{Feature, OrgMembership, Organization, Role, UsageRecord};
 
 /// The `select` of a membership joined with its organization.
 pub(super) const MEMBERSHIP_WITH_ORG: &str = "role,created_at,organizations(*)";
@@ -46,6 +43,9 @@ impl From<MembershipRow> for OrgMembership {
     }
 }
 
+/// The `select` of a feature row.
+pub(super) const FEATURE_COLUMNS: &str = "feature_key,enabled,config,updated_at";
+
 /// An `org_features` row.
 #[derive(Debug, Deserialize)]
 pub(super) struct FeatureRow {
@@ -67,13 +67,18 @@ impl From<FeatureRow> for Feature {
     }
 }
 
-/// An `org_features` row to upsert.
+/// Arguments of `tenancy_update_feature`: only what the change names is
+/// written. `None`s are left out, so the SQL defaults (null: keep) apply.
 #[derive(Debug, Serialize)]
-pub(super) struct FeatureWrite<'a> {
-    pub(super) organization_id: OrgId,
+pub(super) struct UpdateFeatureArgs<'a> {
+    pub(super) org_id: OrgId,
     pub(super) feature_key: &'a FeatureKey,
-    pub(super) enabled: bool,
-    pub(super) config: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) enabled: Option<bool>,
+    /// Whether `config` is written (a `null` config is a value to write).
+    pub(super) set_config: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) config: Option<&'a serde_json::Value>,
     pub(super) updated_at: DateTime<Utc>,
 }
 
@@ -153,6 +158,9 @@ pub(super) struct EventArg<'a> {
     cost_usd: Option<Decimal>,
     occurred_at: DateTime<Utc>,
     metadata: &'a serde_json::Value,
+    /// What the event counts, as the core computed it: the store adds these
+    /// to the counters and derives nothing itself.
+    amounts: BTreeMap<&'a str, Decimal>,
     daily_start: NaiveDate,
     monthly_start: NaiveDate,
 }
@@ -174,6 +182,7 @@ impl<'a> From<&'a UsageRecord> for EventArg<'a> {
             cost_usd: e.cost_usd,
             occurred_at: r.occurred_at,
             metadata: &e.metadata,
+            amounts: r.amounts.iter().map(|(m, a)| (m.as_str(), *a)).collect(),
             daily_start: r.periods.daily.start,
             monthly_start: r.periods.monthly.start,
         }

@@ -8,20 +8,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::rows::{
-    Claimed, CreateOrgArgs, EventArg, FeatureRow, FeatureWrite, LIMIT_COLUMNS, LimitRow,
-    MEMBERSHIP_WITH_ORG, MembershipRow, PutLimitArgs, Released,
+    Claimed, CreateOrgArgs, EventArg, FEATURE_COLUMNS, FeatureRow, LIMIT_COLUMNS, LimitRow,
+    MEMBERSHIP_WITH_ORG, MembershipRow, PutLimitArgs, Released, UpdateFeatureArgs,
 };
 use super::{Idempotent, SupabaseStore};
-use crate::context::Role;
 use crate::error::{Error, ErrorKind, Result};
-use crate::features::Feature;
-use crate::ids::{FeatureKey, LimitId, OrgId, ReservationId, Slug, UserId};
-use crate::limits::{AlertKey, Limit};
-use crate::org::{Membership, OrgMembership, Organization};
-use crate::store::{
-    CommitOutcome, RecordOutcome, ReserveRequest, ReserveResult, Store, UsageQuery, UsageSnapshot,
+use crate::ids::{FeatureKey, LimitId, OrgId, Slug, UserId};
+use crate::limits::{AlertKey, Limit, UsageSnapshot};
+use crate::model::{
+    Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
-use crate::usage::UsageRecord;
+use crate::store::{
+    CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, OrgQuery, Principal,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery,
+};
 
 const ORGS: &str = "organizations";
 const MEMBERS: &str = "user_organizations";
@@ -30,7 +30,7 @@ const LIMITS: &str = "usage_limits";
 
 fn to_body(value: &impl Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| {
-        Error::new(ErrorKind::Unexpected, "cannot serialize a request body").with_source(e)
+        Error::unexpected("cannot serialize a request body").with_source(e)
     })
 }
 
@@ -87,6 +87,14 @@ impl SupabaseStore {
 
 #[async_trait]
 impl Store for SupabaseStore {
+    fn principal(&self) -> Principal {
+        if self.is_user_client() {
+            Principal::User
+        } else {
+            Principal::Service
+        }
+    }
+
     async fn create_organization(&self, org: &Organization) -> Result<Organization> {
         let what = format!("creating organization {}", org.slug.as_str());
         let args = CreateOrgArgs {
@@ -120,6 +128,17 @@ impl Store for SupabaseStore {
     async fn organization_by_slug(&self, slug: &Slug) -> Result<Option<Organization>> {
         let request = self.from(ORGS).select("*").eq("slug", slug.as_str());
         self.first_row("reading an organization by slug", Idempotent::Yes, request)
+            .await
+    }
+
+    async fn list_organizations(&self, query: &OrgQuery) -> Result<Vec<Organization>> {
+        let args = json!({
+            "search": query.search,
+            "max_rows": query.limit,
+            "skip_rows": query.offset,
+        });
+        let request = self.rpc("tenancy_list_organizations", rpc_body(args)?);
+        self.call("listing organizations", Idempotent::Yes, request)
             .await
     }
 
@@ -234,23 +253,31 @@ impl Store for SupabaseStore {
         Ok(rows.into_iter().map(Feature::from).collect())
     }
 
-    async fn put_feature(&self, org: OrgId, feature: &Feature) -> Result<()> {
-        let row = FeatureWrite {
-            organization_id: org,
-            feature_key: &feature.key,
-            enabled: feature.enabled,
-            config: &feature.config,
-            updated_at: feature.updated_at,
+    async fn update_feature(
+        &self,
+        org: OrgId,
+        key: &FeatureKey,
+        change: &FeatureChange,
+        now: DateTime<Utc>,
+    ) -> Result<Feature> {
+        let args = UpdateFeatureArgs {
+            org_id: org,
+            feature_key: key,
+            enabled: change.enabled,
+            set_config: change.config.is_some(),
+            config: change.config.as_ref(),
+            updated_at: now,
         };
+        // One statement: only the named fields change, so a concurrent
+        // change of the other field is kept.
         let request = self
-            .from(FEATURES)
-            .upsert(to_body(&row)?)
-            .on_conflict("organization_id,feature_key")
-            .select("feature_key");
-        let _: Vec<Deleted> = self
-            .call("writing a feature", Idempotent::Yes, request)
+            .rpc("tenancy_update_feature", to_body(&args)?)
+            .select(FEATURE_COLUMNS);
+        let row: Option<FeatureRow> = self
+            .first_row("changing a feature", Idempotent::Yes, request)
             .await?;
-        Ok(())
+        row.map(Feature::from)
+            .ok_or_else(|| Error::unexpected("tenancy_update_feature returned no row"))
     }
 
     async fn delete_feature(&self, org: OrgId, key: &FeatureKey) -> Result<bool> {
@@ -293,7 +320,7 @@ impl Store for SupabaseStore {
             .first_row("setting a limit", Idempotent::Yes, request)
             .await?;
         row.map(Limit::from)
-            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "tenancy_put_limit returned no row"))
+            .ok_or_else(|| Error::unexpected("tenancy_put_limit returned no row"))
     }
 
     async fn delete_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
@@ -332,6 +359,26 @@ impl Store for SupabaseStore {
         self.call("reading usage", Idempotent::Yes, request).await
     }
 
+    async fn usage_history(&self, query: &HistoryQuery) -> Result<Vec<CounterValue>> {
+        let (scope, user) = match query.scope {
+            CounterScope::Organization => ("organization", None),
+            CounterScope::User(user) => ("user", Some(user)),
+            CounterScope::EachUser => ("each_user", None),
+        };
+        let args = json!({
+            "org_id": query.org,
+            "scope": scope,
+            "user_id": user,
+            "metric": query.metric,
+            "period": query.period,
+            "from_start": query.from,
+            "to_start": query.to,
+        });
+        let request = self.rpc("tenancy_usage_history", rpc_body(args)?);
+        self.call("reading usage history", Idempotent::Yes, request)
+            .await
+    }
+
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult> {
         let args = json!({
             "org_id": request.org,
@@ -343,41 +390,40 @@ impl Store for SupabaseStore {
             "now": request.now,
             "expires_at": request.expires_at,
             "reservation_id": request.id,
+            "purge_before": request.purge_before,
         });
         // Not idempotent: a retried grant would count its own first hold.
         let call = self.rpc("tenancy_reserve", rpc_body(args)?);
         self.call("reserving", Idempotent::No, call).await
     }
 
-    async fn commit_reservation(
-        &self,
-        org: OrgId,
-        id: ReservationId,
-        usage: &UsageRecord,
-    ) -> Result<CommitOutcome> {
-        if usage.org() != org {
-            return Err(Error::invalid_input(
-                "org_id",
-                "the usage record belongs to another organization than the reservation",
-            ));
-        }
+    async fn commit_reservation(&self, request: &CommitRequest) -> Result<CommitOutcome> {
         let args = json!({
-            "org_id": org,
-            "reservation_id": id,
-            "event": EventArg::from(usage),
+            "org_id": request.org,
+            "user_id": request.user,
+            "reservation_id": request.id,
+            "event": EventArg::from(&request.usage),
+            "now": request.now,
         });
-        let request = self.rpc("tenancy_commit_reservation", rpc_body(args)?);
-        // Retrying a commit is harmless: the event id dedupes, the hold is
-        // deleted at most once.
-        self.call("committing a reservation", Idempotent::Yes, request)
+        let call = self.rpc("tenancy_commit_reservation", rpc_body(args)?);
+        // Retrying a commit is harmless: the event id dedupes, and a retry
+        // after the hold was dropped finds the event recorded.
+        self.call("committing a reservation", Idempotent::Yes, call)
             .await
     }
 
-    async fn release_reservation(&self, org: OrgId, id: ReservationId) -> Result<bool> {
-        let args = json!({ "org_id": org, "reservation_id": id });
-        let request = self.rpc("tenancy_release_reservation", rpc_body(args)?);
+    async fn release_reservation(&self, request: &ReleaseRequest) -> Result<bool> {
+        let args = json!({
+            "org_id": request.org,
+            "user_id": request.user,
+            "reservation_id": request.id,
+            "now": request.now,
+        });
+        let call = self.rpc("tenancy_release_reservation", rpc_body(args)?);
+        // Not retried after an ambiguous failure: a retry would report a
+        // hold it had just released as gone.
         let released: Released = self
-            .call("releasing a reservation", Idempotent::No, request)
+            .call("releasing a reservation", Idempotent::No, call)
             .await?;
         Ok(released.released)
     }

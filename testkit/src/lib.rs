@@ -11,6 +11,7 @@
 //! `SKIPPED` line; with `TENANCY_REQUIRE_LIVE` set (as `.ci/run` does) a
 //! missing component is a failure instead. `scripts/test` installs them.
 
+pub mod browser;
 pub mod fault_proxy;
 pub mod pg;
 pub mod postgrest;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::usage::UsageEvent;
+use crate::model::UsageEvent;
 
 /// When the spool file is flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,7 +33,7 @@ pub enum SpoolSync {
 }
 
 #[derive(Debug)]
-pub(crate) struct Spool {
+pub(super) struct Spool {
     dir: PathBuf,
     instance: Uuid,
     sync: SpoolSync,
@@ -52,7 +52,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 impl Spool {
-    pub(crate) fn open(dir: &Path, instance: Uuid, sync: SpoolSync) -> Result<Spool> {
+    pub(super) fn open(dir: &Path, instance: Uuid, sync: SpoolSync) -> Result<Spool> {
         fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         Ok(Spool {
             dir: dir.to_owned(),
@@ -68,7 +68,7 @@ impl Spool {
     }
 
     /// Appends events, one JSON object per line, and syncs per the policy.
-    pub(crate) fn append<'a>(
+    pub(super) fn append<'a>(
         &mut self,
         events: impl IntoIterator<Item = &'a UsageEvent>,
     ) -> Result<usize> {
@@ -93,7 +93,9 @@ impl Spool {
             buffer.push(b'\n');
             count += 1;
         }
-        let file = self.current.as_mut().expect("opened above");
+        let Some(file) = self.current.as_mut() else {
+            return Err(Error::unexpected("spool: the file opened above is gone"));
+        };
         file.write_all(&buffer)
             .map_err(|e| io_error("cannot write", &path, e))?;
         if self.sync == SpoolSync::EveryWrite {
@@ -105,7 +107,7 @@ impl Spool {
 
     /// Moves every spooled file aside for replay — this instance's current
     /// file and any left by others — and returns their paths.
-    pub(crate) fn take_for_replay(&mut self) -> Result<Vec<PathBuf>> {
+    pub(super) fn take_for_replay(&mut self) -> Result<Vec<PathBuf>> {
         self.current = None;
         let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list", &self.dir, e))?;
         let mut files = Vec::new();
@@ -132,14 +134,14 @@ impl Spool {
     }
 
     /// Whether `path` is one of this instance's files.
-    pub(crate) fn is_own(&self, path: &Path) -> bool {
+    pub(super) fn is_own(&self, path: &Path) -> bool {
         path.file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(&self.instance.to_string()))
     }
 
     /// Whether any spooled file is waiting, this instance's or another's.
-    pub(crate) fn has_pending(&self) -> bool {
+    pub(super) fn has_pending(&self) -> bool {
         fs::read_dir(&self.dir).is_ok_and(|entries| {
             entries.flatten().any(|e| {
                 matches!(
@@ -154,7 +156,7 @@ impl Spool {
 /// Reads a spool file. A line that does not parse (torn by a crash
 /// mid-append) is skipped with an error log; its `record` call never
 /// returned success.
-pub(crate) fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
+pub(super) fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
     let file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
     let mut events = Vec::new();
     for (number, line) in BufReader::new(file).lines().enumerate() {
@@ -173,7 +175,7 @@ pub(crate) fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
 
 /// Deletes a replayed file. Already gone is fine: another recorder replayed
 /// it too (harmless, recording is idempotent).
-pub(crate) fn remove(path: &Path) -> Result<()> {
+pub(super) fn remove(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(io_error("cannot remove", path, e))

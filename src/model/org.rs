@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Role;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 use crate::ids::{OrgId, Slug, UserId};
+use crate::model::role::Role;
 
 /// Longest organization name accepted, in characters.
 pub const MAX_ORG_NAME_CHARS: usize = 200;
@@ -72,7 +72,8 @@ impl NewOrganization {
     }
 }
 
-/// Trims `name` and checks it is 1–200 characters.
+/// Trims `name` and checks it is 1–200 characters with no control
+/// characters (NUL included).
 pub(crate) fn validate_org_name(name: &str) -> Result<String> {
     let name = name.trim();
     let chars = name.chars().count();
@@ -96,7 +97,7 @@ pub fn parse_timezone(iana_name: &str) -> Result<Tz> {
     iana_name.parse::<Tz>().map_err(|_| {
         Error::invalid_input(
             "timezone",
-            format!("{iana_name:?} is not an IANA time zone name"),
+            format_args!("{} is not an IANA time zone name", quoted(iana_name)),
         )
     })
 }

@@ -14,20 +14,22 @@ struct Entry<V> {
 
 /// Size-bounded, TTL-expiring cache. A TTL of zero disables it. Times are
 /// microseconds since the Unix epoch, read with
-/// [`Clock::coarse_unix_micros`](crate::Clock::coarse_unix_micros): this is
-/// on the hot path of every cached lookup.
+/// [`Clock::coarse_unix_micros`](crate::clock::Clock::coarse_unix_micros):
+/// this is on the hot path of every cached lookup.
 ///
 /// Invalidation bumps a generation counter; a load that started before an
 /// invalidation is not inserted afterwards, so a change made through the
 /// same instance is never hidden by a slow concurrent read of the old state.
-pub(crate) struct TtlCache<K, V> {
+pub(super) struct TtlCache<K, V> {
     entries: quick_cache::sync::Cache<K, Entry<V>>,
     ttl_micros: i64,
     generation: AtomicU64,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
-    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+    /// A cache of up to `capacity` entries (at least one), each kept for
+    /// `ttl` (saturating at `i64::MAX` microseconds).
+    pub(super) fn new(capacity: usize, ttl: Duration) -> Self {
         TtlCache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
             ttl_micros: i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX),
@@ -35,12 +37,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    pub(crate) fn enabled(&self) -> bool {
+    pub(super) fn enabled(&self) -> bool {
         self.ttl_micros > 0
     }
 
     /// The cached value, if loaded less than a TTL before `now`.
-    pub(crate) fn get(&self, key: &K, now: i64) -> Option<V> {
+    pub(super) fn get(&self, key: &K, now: i64) -> Option<V> {
         if !self.enabled() {
             return None;
         }
@@ -53,12 +55,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// The cached value for `key`, or else `load`'s, which is cached unless
     /// an invalidation happened while it loaded.
-    pub(crate) async fn get_or_load(
+    pub(super) async fn get_or_load(
         &self,
         key: K,
         now: i64,
-        load: impl Future<Output = crate::Result<V>>,
-    ) -> crate::Result<V> {
+        load: impl Future<Output = crate::error::Result<V>>,
+    ) -> crate::error::Result<V> {
         if let Some(hit) = self.get(&key, now) {
             return Ok(hit);
         }
@@ -69,13 +71,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     /// Read before loading; pass to [`insert`](Self::insert).
-    pub(crate) fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Caches a value loaded at `now`, unless an invalidation happened since
     /// `generation` was read.
-    pub(crate) fn insert(&self, key: K, value: V, now: i64, generation: u64) {
+    pub(super) fn insert(&self, key: K, value: V, now: i64, generation: u64) {
         if self.enabled() && self.generation() == generation {
             self.entries.insert(
                 key,
@@ -87,15 +89,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    pub(crate) fn invalidate(&self, key: &K) {
+    pub(super) fn invalidate(&self, key: &K) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.remove(key);
     }
 
-    pub(crate) fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.clear();
-    }
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> std::fmt::Debug for TtlCache<K, V> {

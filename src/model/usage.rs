@@ -1,8 +1,8 @@
-//! The usage event and its validated, store-ready form.
+//! The usage event, the rules for what it counts, and its store-ready form.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ids::{EventId, MetricKey, OrgId, UserId};
 use crate::limits::{CurrentPeriods, validate_amount};
+use crate::model::json::{refuse_nul, serialized_len};
 
 /// Longest provider, model or operation label accepted, in characters.
 pub const MAX_LABEL_CHARS: usize = 128;
@@ -18,24 +19,45 @@ pub const MAX_LABEL_CHARS: usize = 128;
 /// written for every call; bulky payloads belong elsewhere.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 
+/// How far in the past an event's `occurred_at` may be when it is accepted:
+/// 31 days. Older usage is refused (`InvalidInput` naming `occurred_at`):
+/// it would land in periods long closed for billing.
+pub const MAX_EVENT_AGE: TimeDelta = TimeDelta::days(31);
+
+/// How far in the future an event's `occurred_at` may be when it is
+/// accepted: 5 minutes of clock skew between the caller and this process.
+pub const MAX_EVENT_LEAD: TimeDelta = TimeDelta::minutes(5);
+
 /// One AI/API call or user activity to record.
 ///
-/// The metrics it counts towards:
+/// What it counts towards ([`amounts`](Self::amounts), the one place this
+/// rule lives; every store counts exactly these amounts):
 /// - `tokens`: input + cached input + output tokens (when any);
 /// - `cost_usd`: its cost (when known);
-/// - each named quantity (`ads_created: 1`, `images: 4`).
+/// - each named quantity (`ads_created: 1`, `images: 4`). A quantity named
+///   `tokens` or `cost_usd` adds to that metric.
 ///
 /// Input tokens exclude cached input tokens; pass each separately.
 ///
+/// # Supported event times
+///
+/// `occurred_at` (the recording time when `None`) must lie within
+/// [`MAX_EVENT_AGE`] before and [`MAX_EVENT_LEAD`] after the moment the
+/// event is accepted (`Tenancy::record_usage`, `UsageRecorder::record`,
+/// `Tenancy::commit_event`); anything else is `InvalidInput` naming
+/// `occurred_at`. An event accepted by the recorder is delivered later,
+/// even after an outage longer than the window: the window applies once,
+/// when the event comes in.
+///
 /// ```
 /// use rust_decimal_macros::dec;
-/// use tenancy::{OrgId, UsageEvent, MetricKey};
+/// use tenancy::{MetricKey, OrgId, UsageEvent};
 /// let org = OrgId::new_v7();
 /// let call = UsageEvent::new(org)
 ///     .ai_call("openai", "gpt-4o", "ad_copy")
 ///     .tokens(1200, 300, 450)
 ///     .cost_usd(dec!(0.0123));
-/// let ad = UsageEvent::new(org).quantity(MetricKey::ads_created(), dec!(1));
+/// let ad = UsageEvent::new(org).quantity(MetricKey::ADS_CREATED, dec!(1));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageEvent {
@@ -63,9 +85,11 @@ pub struct UsageEvent {
     /// Cost in US dollars, when the caller knows it.
     pub cost_usd: Option<Decimal>,
     /// When it happened; the recording time if `None`. Usage counts into the
-    /// period this falls in.
+    /// period this falls in (a committed reservation counts in the periods
+    /// its hold was taken in instead).
     pub occurred_at: Option<DateTime<Utc>>,
-    /// Free-form JSON, at most [`MAX_METADATA_BYTES`] serialized.
+    /// Free-form JSON, at most [`MAX_METADATA_BYTES`] serialized, with no
+    /// NUL character.
     pub metadata: serde_json::Value,
 }
 
@@ -122,9 +146,11 @@ impl UsageEvent {
         self
     }
 
-    /// Adds `amount` of `metric`.
+    /// Adds `amount` of `metric`. Sums saturate, so an absurd total is
+    /// refused by validation rather than overflowing here.
     pub fn quantity(mut self, metric: MetricKey, amount: Decimal) -> Self {
-        *self.quantities.entry(metric).or_default() += amount;
+        let total = self.quantities.entry(metric).or_default();
+        *total = total.saturating_add(amount);
         self
     }
 
@@ -153,23 +179,24 @@ impl UsageEvent {
             + u128::from(self.output_tokens)
     }
 
-    /// The amount of each metric this event counts towards, validated.
+    /// The amount of each metric this event counts towards, validated: the
+    /// rule in the [type docs](Self). Every amount is zero or more and at
+    /// most [`MAX_AMOUNT`](crate::limits::MAX_AMOUNT), or `InvalidInput`
+    /// naming `tokens`, `cost_usd` or `quantity`.
     pub fn amounts(&self) -> Result<Vec<(MetricKey, Decimal)>> {
         let mut amounts = Vec::with_capacity(2 + self.quantities.len());
         let tokens = self.total_tokens();
         if tokens > 0 {
-            let tokens = Decimal::from_i128_with_scale(tokens as i128, 0);
-            amounts.push((MetricKey::tokens(), validate_amount("tokens", tokens)?));
+            amounts.push((MetricKey::TOKENS, validate_amount("tokens", decimal(tokens))?));
         }
         if let Some(cost) = self.cost_usd {
-            amounts.push((MetricKey::cost_usd(), validate_amount("cost_usd", cost)?));
+            amounts.push((MetricKey::COST_USD, validate_amount("cost_usd", cost)?));
         }
         for (metric, amount) in &self.quantities {
             let amount = validate_amount("quantity", *amount)?;
             match amounts.iter_mut().find(|(m, _)| m == metric) {
-                // A quantity named `tokens` or `cost_usd` adds to the field.
                 Some((_, existing)) => {
-                    *existing = validate_amount("quantity", *existing + amount)?;
+                    *existing = validate_amount("quantity", existing.saturating_add(amount))?;
                 }
                 None => amounts.push((metric.clone(), amount)),
             }
@@ -179,14 +206,16 @@ impl UsageEvent {
 
     /// Checks labels, metadata and amounts; `InvalidInput` naming the field.
     /// Accepts exactly the events whose [`amounts`](Self::amounts) succeed,
-    /// without allocating: this runs on every `UsageRecorder::record`.
+    /// without allocating: this runs on every `UsageRecorder::record`. The
+    /// event time is checked separately, against the moment of acceptance
+    /// ([`check_time`](Self::check_time)).
     pub fn validate(&self) -> Result<()> {
         self.validate_labels_and_metadata()?;
         let tokens = self.total_tokens();
         // Integer comparison first: the common case never builds a Decimal.
         const MAX_TOKENS: u128 = 1_000_000_000_000_000_000;
         if tokens > MAX_TOKENS {
-            validate_amount("tokens", Decimal::from_i128_with_scale(tokens as i128, 0))?;
+            validate_amount("tokens", decimal(tokens))?;
         }
         if let Some(cost) = self.cost_usd {
             validate_amount("cost_usd", cost)?;
@@ -194,16 +223,38 @@ impl UsageEvent {
         if self.quantities.is_empty() {
             return Ok(());
         }
-        let tokens = Decimal::from_i128_with_scale(tokens as i128, 0);
         for (metric, amount) in &self.quantities {
             validate_amount("quantity", *amount)?;
-            // A quantity named `tokens` or `cost_usd` adds to the field.
             let base = match metric.as_str() {
-                "tokens" => tokens,
+                "tokens" => decimal(tokens),
                 "cost_usd" => self.cost_usd.unwrap_or_default(),
                 _ => Decimal::ZERO,
             };
-            validate_amount("quantity", base + *amount)?;
+            validate_amount("quantity", base.saturating_add(*amount))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `occurred_at`, when set, lies within the supported window
+    /// around `now` ([`MAX_EVENT_AGE`] before, [`MAX_EVENT_LEAD`] after);
+    /// otherwise `InvalidInput` naming `occurred_at`.
+    pub fn check_time(&self, now: DateTime<Utc>) -> Result<()> {
+        let Some(at) = self.occurred_at else {
+            return Ok(());
+        };
+        let earliest = now.checked_sub_signed(MAX_EVENT_AGE);
+        let latest = now.checked_add_signed(MAX_EVENT_LEAD);
+        if earliest.is_some_and(|e| at < e) {
+            return Err(Error::invalid_input(
+                "occurred_at",
+                format_args!("{at} is more than 31 days before now ({now})"),
+            ));
+        }
+        if latest.is_some_and(|l| at > l) {
+            return Err(Error::invalid_input(
+                "occurred_at",
+                format_args!("{at} is more than 5 minutes after now ({now})"),
+            ));
         }
         Ok(())
     }
@@ -218,31 +269,41 @@ impl UsageEvent {
             if label.len() > MAX_LABEL_CHARS && label.chars().count() > MAX_LABEL_CHARS {
                 return Err(Error::invalid_input(
                     field,
-                    format!("longer than {MAX_LABEL_CHARS} characters"),
+                    format_args!("longer than {MAX_LABEL_CHARS} characters"),
+                ));
+            }
+            if label.contains('\0') {
+                return Err(Error::invalid_input(
+                    field,
+                    "holds a NUL character, which cannot be stored",
                 ));
             }
         }
         if !self.metadata.is_null() {
-            let mut size = ByteCount(0);
-            serde_json::to_writer(&mut size, &self.metadata)
-                .map_err(|e| Error::invalid_input("metadata", "not serializable").with_source(e))?;
-            if size.0 > MAX_METADATA_BYTES {
+            let size = serialized_len(&self.metadata);
+            if size > MAX_METADATA_BYTES {
                 return Err(Error::invalid_input(
                     "metadata",
-                    format!(
-                        "{} bytes serialized; the limit is {MAX_METADATA_BYTES}",
-                        size.0
-                    ),
+                    format_args!("{size} bytes serialized; the limit is {MAX_METADATA_BYTES}"),
                 ));
             }
+            refuse_nul("metadata", &self.metadata)?;
         }
         Ok(())
     }
 
-    /// Validates the event and resolves its id, time and amounts into the
-    /// record a store writes. `tz` is the organization's time zone, which
-    /// decides the periods the event counts in.
+    /// Validates the event (time window included) and resolves its id, time
+    /// and amounts into the record a store writes. `now` is the moment of
+    /// acceptance and the default event time; `tz` is the organization's
+    /// time zone, which decides the periods the event counts in.
     pub fn into_record(self, now: DateTime<Utc>, tz: Tz) -> Result<UsageRecord> {
+        self.check_time(now)?;
+        self.into_record_accepted(now, tz)
+    }
+
+    /// [`into_record`](Self::into_record) for an event accepted earlier (its
+    /// time window checked then): a recorder delivering after an outage.
+    pub(crate) fn into_record_accepted(self, now: DateTime<Utc>, tz: Tz) -> Result<UsageRecord> {
         self.validate_labels_and_metadata()?;
         let amounts = self.amounts()?;
         let id = self.id.unwrap_or_else(EventId::new_v7);
@@ -261,34 +322,29 @@ impl UsageEvent {
     }
 }
 
-/// Counts the bytes written to it: the serialized size of metadata without
-/// building the string.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// A token count as a `Decimal`, saturating (counts past `Decimal`'s range
+/// are refused by validation anyway).
+fn decimal(tokens: u128) -> Decimal {
+    i128::try_from(tokens)
+        .ok()
+        .and_then(|t| Decimal::try_from_i128_with_scale(t, 0).ok())
+        .unwrap_or(Decimal::MAX)
 }
 
 /// A validated usage event as a store writes it: the event log row plus the
 /// counters it adds to.
 ///
-/// The store adds each amount to four counters — org-wide and the user's
-/// own (when there is a user), daily and monthly — in the periods given,
-/// and does so only the first time it sees `id`.
+/// The store adds each of `amounts` — computed by
+/// [`UsageEvent::amounts`], never recomputed by a store — to four counters:
+/// org-wide and the user's own (when there is a user), daily and monthly,
+/// in the periods given; and does so only the first time it sees `id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// The event id, the dedupe key.
     pub id: EventId,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
-    /// The periods `occurred_at` falls in, in the organization's time zone.
+    /// The periods it counts in, in the organization's time zone.
     pub periods: CurrentPeriods,
     /// The amount of each metric.
     pub amounts: Vec<(MetricKey, Decimal)>,
@@ -318,43 +374,58 @@ mod tests {
         let e = UsageEvent::new(OrgId::new_v7())
             .tokens(10, 5, 20)
             .cost_usd(dec!(0.5))
-            .quantity(MetricKey::ads_created(), dec!(1))
-            .quantity(MetricKey::tokens(), dec!(1));
+            .quantity(MetricKey::ADS_CREATED, dec!(1))
+            .quantity(MetricKey::TOKENS, dec!(1));
         let amounts = e.amounts().unwrap();
-        assert!(amounts.contains(&(MetricKey::tokens(), dec!(36))));
-        assert!(amounts.contains(&(MetricKey::cost_usd(), dec!(0.5))));
-        assert!(amounts.contains(&(MetricKey::ads_created(), dec!(1))));
+        assert!(amounts.contains(&(MetricKey::TOKENS, dec!(36))));
+        assert!(amounts.contains(&(MetricKey::COST_USD, dec!(0.5))));
+        assert!(amounts.contains(&(MetricKey::ADS_CREATED, dec!(1))));
     }
 
     #[test]
     fn bad_events_name_the_field() {
         let org = OrgId::new_v7();
         let now = Utc::now();
-        let neg = UsageEvent::new(org).quantity(MetricKey::ads_created(), dec!(-1));
-        assert_eq!(
-            neg.into_record(now, Tz::UTC).unwrap_err().field(),
-            Some("quantity")
-        );
-        let neg_cost = UsageEvent::new(org).cost_usd(dec!(-0.01));
-        assert_eq!(
-            neg_cost.into_record(now, Tz::UTC).unwrap_err().field(),
-            Some("cost_usd")
-        );
+        let field = |e: UsageEvent| e.into_record(now, Tz::UTC).unwrap_err().field();
+        let neg = UsageEvent::new(org).quantity(MetricKey::ADS_CREATED, dec!(-1));
+        assert_eq!(field(neg), Some("quantity"));
+        assert_eq!(field(UsageEvent::new(org).cost_usd(dec!(-0.01))), Some("cost_usd"));
         let big = UsageEvent::new(org).metadata(serde_json::json!("x".repeat(MAX_METADATA_BYTES)));
-        assert_eq!(
-            big.into_record(now, Tz::UTC).unwrap_err().field(),
-            Some("metadata")
-        );
+        assert_eq!(field(big), Some("metadata"));
         let long = UsageEvent::new(org).ai_call("p", "m".repeat(200), "op");
-        assert_eq!(
-            long.into_record(now, Tz::UTC).unwrap_err().field(),
-            Some("model")
-        );
+        assert_eq!(field(long), Some("model"));
         let huge = UsageEvent::new(org).tokens(u64::MAX, u64::MAX, u64::MAX);
-        assert_eq!(
-            huge.into_record(now, Tz::UTC).unwrap_err().field(),
-            Some("tokens")
-        );
+        assert_eq!(field(huge), Some("tokens"));
+        let nul = UsageEvent::new(org).ai_call("open\0ai", "m", "op");
+        assert_eq!(field(nul), Some("provider"));
+        let nul_meta = UsageEvent::new(org).metadata(serde_json::json!({"k": "a\u{0}"}));
+        assert_eq!(field(nul_meta), Some("metadata"));
+    }
+
+    #[test]
+    fn quantities_that_overflow_saturate_and_are_refused() {
+        let e = UsageEvent::new(OrgId::new_v7())
+            .quantity(MetricKey::ADS_CREATED, Decimal::MAX)
+            .quantity(MetricKey::ADS_CREATED, Decimal::MAX);
+        assert_eq!(e.validate().unwrap_err().field(), Some("quantity"));
+    }
+
+    #[test]
+    fn event_times_outside_the_window_are_refused() {
+        let now = Utc::now();
+        let org = OrgId::new_v7();
+        for at in [
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MIN_UTC,
+            now + TimeDelta::minutes(6),
+            now - TimeDelta::days(32),
+        ] {
+            let err = UsageEvent::new(org).at(at).into_record(now, Tz::UTC).unwrap_err();
+            assert_eq!(err.field(), Some("occurred_at"), "{at}");
+        }
+        for at in [now + TimeDelta::minutes(4), now - TimeDelta::days(30)] {
+            assert!(UsageEvent::new(org).at(at).into_record(now, Tz::UTC).is_ok());
+        }
     }
 
     #[test]

@@ -1,5 +1,4 @@
-//! Org filters for query builders, and scoped table handles (feature
-//! `supabase`).
+//! Org filters for query builders, and scoped table handles.
 //!
 //! Row-level security is the safety net; these make the application's own
 //! queries tenant-scoped, so a forgotten filter is impossible rather than
@@ -29,9 +28,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::context::TenantContext;
 use crate::error::{Error, Result};
 use crate::ids::OrgId;
+use crate::model::TenantContext;
 use crate::supabase::{Idempotent, SupabaseStore};
 
 /// The tenant column of adopted tables (`tenancy.adopt_table`).
@@ -40,7 +39,7 @@ pub const DEFAULT_ORG_COLUMN: &str = "organization_id";
 /// Adds the tenant filter to a query builder.
 ///
 /// ```
-/// use tenancy::scope::ForOrg;
+/// use tenancy::supabase::ForOrg;
 /// # fn f(ctx: &tenancy::TenantContext) {
 /// let query = postgrest::Postgrest::new("http://localhost:3000")
 ///     .from("brands")

@@ -7,8 +7,16 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::limits::MAX_AMOUNT;
+use crate::error::{Error, Result, quoted};
+
+/// The highest price accepted, in US dollars per million tokens: 1 000 000
+/// (a dollar a token). With token counts bounded by
+/// [`MAX_AMOUNT`](crate::limits::MAX_AMOUNT), no cost can overflow.
+pub const MAX_PRICE_PER_MILLION: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+/// Longest provider or model name in a price table, in characters (as for
+/// usage events' labels).
+const MAX_NAME_CHARS: usize = crate::model::usage::MAX_LABEL_CHARS;
 
 /// The price of one model from one date on, in US dollars per million
 /// tokens.
@@ -44,7 +52,7 @@ struct PriceFile {
 ///   {"provider": "openai", "model": "gpt-4o", "effective_from": "2024-10-01",
 ///    "input_per_million": "2.50", "cached_input_per_million": "1.25", "output_per_million": "10"}
 /// ]}"#)?;
-/// let cost = table.cost("openai", "gpt-4o", Utc::now(), 1_000_000, 0, 100_000);
+/// let cost = table.cost("openai", "gpt-4o", Utc::now(), 1_000_000, 0, 100_000)?;
 /// assert_eq!(cost, Some(dec!(3.50)));
 /// # Ok::<(), tenancy::Error>(())
 /// ```
@@ -66,10 +74,12 @@ impl PriceTable {
     /// your own for billing: prices change.
     pub fn shipped() -> Self {
         PriceTable::from_json(include_str!("default_prices.json"))
-            .expect("the shipped price table parses")
+            .unwrap_or_else(|e| unreachable!("the shipped price table parses: {e}"))
     }
 
-    /// Parses `{"prices": [ModelPrice, …]}`. A negative or absurd price is
+    /// Parses `{"prices": [ModelPrice, …]}`. A malformed table, a negative
+    /// price, a price above [`MAX_PRICE_PER_MILLION`], or a provider or model
+    /// name that is empty, longer than 128 characters or holds a NUL, is
     /// `InvalidInput` naming `prices`.
     pub fn from_json(json: &str) -> Result<Self> {
         let file: PriceFile = serde_json::from_str(json)
@@ -81,19 +91,31 @@ impl PriceTable {
         Ok(table)
     }
 
-    /// Adds one dated price.
+    /// Adds one dated price, checked as [`from_json`](Self::from_json) says.
     pub fn insert(&mut self, price: ModelPrice) -> Result<()> {
+        for (what, name) in [("provider", &price.provider), ("model", &price.model)] {
+            if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
+                return Err(Error::invalid_input(
+                    "prices",
+                    format_args!(
+                        "{what} {} must be 1 to {MAX_NAME_CHARS} characters without NUL",
+                        quoted(name)
+                    ),
+                ));
+            }
+        }
         for (name, value) in [
             ("input_per_million", price.input_per_million),
             ("cached_input_per_million", price.cached_input_per_million),
             ("output_per_million", price.output_per_million),
         ] {
-            if value.is_sign_negative() || value > MAX_AMOUNT {
+            if (value.is_sign_negative() && !value.is_zero()) || value > MAX_PRICE_PER_MILLION {
                 return Err(Error::invalid_input(
                     "prices",
-                    format!(
-                        "{}/{}: {name} {value} is out of range",
-                        price.provider, price.model
+                    format_args!(
+                        "{}/{}: {name} {value} is outside 0..={MAX_PRICE_PER_MILLION}",
+                        quoted(&price.provider),
+                        quoted(&price.model)
                     ),
                 ));
             }
@@ -122,6 +144,9 @@ impl PriceTable {
     }
 
     /// The cost of a call, or `None` when the model has no price at `at`.
+    /// Computed with checked arithmetic: a cost that does not fit is
+    /// `InvalidInput` naming `cost_usd` (prices are bounded, so it takes
+    /// token counts far beyond what an event may carry).
     pub fn cost(
         &self,
         provider: &str,
@@ -130,16 +155,28 @@ impl PriceTable {
         input_tokens: u64,
         cached_input_tokens: u64,
         output_tokens: u64,
-    ) -> Option<Decimal> {
-        let price = self.price(provider, model, at)?;
+    ) -> Result<Option<Decimal>> {
+        let Some(price) = self.price(provider, model, at) else {
+            return Ok(None);
+        };
         let per_million = Decimal::from(1_000_000);
-        let part = |tokens: u64, rate: Decimal| Decimal::from(tokens) * rate / per_million;
-        Some(
-            (part(input_tokens, price.input_per_million)
-                + part(cached_input_tokens, price.cached_input_per_million)
-                + part(output_tokens, price.output_per_million))
-            .normalize(),
-        )
+        let part = |tokens: u64, rate: Decimal| {
+            Decimal::from(tokens)
+                .checked_mul(rate)
+                .and_then(|c| c.checked_div(per_million))
+        };
+        part(input_tokens, price.input_per_million)
+            .zip(part(cached_input_tokens, price.cached_input_per_million))
+            .and_then(|(a, b)| a.checked_add(b))
+            .zip(part(output_tokens, price.output_per_million))
+            .and_then(|(a, b)| a.checked_add(b))
+            .map(|cost| Some(cost.normalize()))
+            .ok_or_else(|| {
+                Error::invalid_input(
+                    "cost_usd",
+                    format_args!("the cost of {provider}/{model} at these token counts overflows"),
+                )
+            })
     }
 
     /// How many dated entries the table holds.
@@ -179,10 +216,10 @@ mod tests {
             1_000_000,
             1_000_000,
             1_000_000,
-        );
+        ).unwrap();
         assert_eq!(cost, Some(dec!(13.75)));
         assert_eq!(
-            table.cost("openai", "gpt-9", at("2026-11-01"), 1, 0, 0),
+            table.cost("openai", "gpt-9", at("2026-11-01"), 1, 0, 0).unwrap(),
             None
         );
     }
@@ -203,17 +240,39 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            table.cost("p", "m", at("2024-12-31"), 1_000_000, 0, 0),
+            table.cost("p", "m", at("2024-12-31"), 1_000_000, 0, 0).unwrap(),
             None
         );
         assert_eq!(
-            table.cost("p", "m", at("2025-06-01"), 1_000_000, 0, 0),
+            table.cost("p", "m", at("2025-06-01"), 1_000_000, 0, 0).unwrap(),
             Some(dec!(4))
         );
         assert_eq!(
-            table.cost("p", "m", at("2026-01-01"), 1_000_000, 0, 0),
+            table.cost("p", "m", at("2026-01-01"), 1_000_000, 0, 0).unwrap(),
             Some(dec!(2))
         );
+    }
+
+    #[test]
+    fn prices_are_bounded_so_costs_never_overflow() {
+        let price = |input: Decimal| ModelPrice {
+            provider: "p".into(),
+            model: "m".into(),
+            effective_from: "2025-01-01".parse().unwrap(),
+            input_per_million: input,
+            cached_input_per_million: input,
+            output_per_million: input,
+        };
+        let mut table = PriceTable::new();
+        let err = table.insert(price(MAX_PRICE_PER_MILLION + Decimal::ONE)).unwrap_err();
+        assert_eq!(err.field(), Some("prices"));
+        table.insert(price(MAX_PRICE_PER_MILLION)).unwrap();
+        let cost = table
+            .cost("p", "m", at("2026-01-01"), u64::MAX, u64::MAX, u64::MAX)
+            .unwrap()
+            .unwrap();
+        assert!(cost > Decimal::ZERO);
+        assert!(table.insert(ModelPrice { provider: "a\0".into(), ..price(dec!(1)) }).is_err());
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! Per-organization features: the rows of `org_features`, and a partial
+//! change to one.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::FeatureKey;
+use crate::model::json::{refuse_nul, serialized_len};
+
+/// Largest feature configuration accepted, as serialized JSON: 64 KiB.
+pub const MAX_FEATURE_CONFIG_BYTES: usize = 64 * 1024;
+
+/// One row of `org_features`. A feature without a row is off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    /// The feature's key.
+    pub key: FeatureKey,
+    /// Whether it is on.
+    pub enabled: bool,
+    /// Its configuration; `null` when none is set.
+    pub config: serde_json::Value,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change to one feature row, applied atomically by the store: only what
+/// is `Some` changes, so concurrent changes to `enabled` and `config` never
+/// undo each other. A row that does not exist yet starts disabled, with a
+/// `null` config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeatureChange {
+    /// Turn the feature on or off.
+    pub enabled: Option<bool>,
+    /// Replace the configuration.
+    pub config: Option<serde_json::Value>,
+}
+
+impl FeatureChange {
+    /// Turns the feature on (`true`) or off, keeping its config.
+    pub fn enabled(enabled: bool) -> Self {
+        FeatureChange {
+            enabled: Some(enabled),
+            config: None,
+        }
+    }
+
+    /// Replaces the config, keeping whether the feature is on. The config is
+    /// checked: at most [`MAX_FEATURE_CONFIG_BYTES`] serialized, and no NUL
+    /// character anywhere (PostgreSQL cannot store one); otherwise
+    /// `InvalidInput` naming `config`.
+    pub fn config(config: serde_json::Value) -> Result<Self> {
+        refuse_nul("config", &config)?;
+        let size = serialized_len(&config);
+        if size > MAX_FEATURE_CONFIG_BYTES {
+            return Err(Error::invalid_input(
+                "config",
+                format_args!("{size} bytes serialized; the limit is {MAX_FEATURE_CONFIG_BYTES}"),
+            ));
+        }
+        Ok(FeatureChange {
+            enabled: None,
+            config: Some(config),
+        })
+    }
+
+    /// The row after this change, from the row before it (`None`: no row).
+    pub fn apply(&self, key: &FeatureKey, before: Option<&Feature>, now: DateTime<Utc>) -> Feature {
+        Feature {
+            key: key.clone(),
+            enabled: self
+                .enabled
+                .unwrap_or_else(|| before.is_some_and(|f| f.enabled)),
+            config: match (&self.config, before) {
+                (Some(config), _) => config.clone(),
+                (None, Some(f)) => f.config.clone(),
+                (None, None) => serde_json::Value::Null,
+            },
+            updated_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_change_keeps_what_it_does_not_name() {
+        let key = FeatureKey::from_static("veo");
+        let now = DateTime::UNIX_EPOCH;
+        let on = FeatureChange::enabled(true).apply(&key, None, now);
+        assert!(on.enabled && on.config.is_null());
+        let configured = FeatureChange::config(json!({"max": 3}))
+            .unwrap()
+            .apply(&key, Some(&on), now);
+        assert!(configured.enabled);
+        assert_eq!(configured.config, json!({"max": 3}));
+        let off = FeatureChange::enabled(false).apply(&key, Some(&configured), now);
+        assert_eq!(off.config, json!({"max": 3}));
+    }
+
+    #[test]
+    fn configs_with_nul_or_too_large_are_refused() {
+        assert_eq!(
+            FeatureChange::config(json!({"a": "\u{0}"})).unwrap_err().field(),
+            Some("config")
+        );
+        let big = json!("x".repeat(MAX_FEATURE_CONFIG_BYTES));
+        assert_eq!(FeatureChange::config(big).unwrap_err().field(), Some("config"));
+    }
+}

@@ -1,0 +1,23 @@
+//! Plain data: organizations, members, roles, contexts, features, usage
+//! events and prices, with the pure rules that belong to them. Nothing here
+//! does I/O.
+
+pub mod context;
+pub mod feature;
+mod json;
+pub mod org;
+pub mod price;
+pub mod role;
+pub mod usage;
+
+pub use context::TenantContext;
+pub use feature::{Feature, FeatureChange, MAX_FEATURE_CONFIG_BYTES};
+pub use org::{
+    MAX_ORG_NAME_CHARS, Membership, NewOrganization, OrgMembership, Organization,
+    default_membership, parse_timezone,
+};
+pub use price::{MAX_PRICE_PER_MILLION, ModelPrice, PriceTable};
+pub use role::{Action, MembershipChange, PlatformOperator, Role};
+pub use usage::{
+    MAX_EVENT_AGE, MAX_EVENT_LEAD, MAX_LABEL_CHARS, MAX_METADATA_BYTES, UsageEvent, UsageRecord,
+};

@@ -1,0 +1,181 @@
+//! Sending one batch: retries, splitting a refused batch, and surviving a
+//! panic without losing the batch's other events.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use super::Shared;
+use super::stats::Counters;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::UsageEvent;
+use crate::store::RecordOutcome;
+
+/// What became of a batch.
+pub(super) enum Delivery {
+    /// Stored, or failed for good (counted and logged).
+    Settled,
+    /// Not delivered: the recorder is stopping, or the store cannot take
+    /// usage at all. The events are given back to be spooled.
+    Stopped(Vec<UsageEvent>),
+}
+
+/// What one attempt at a batch came to.
+enum Attempt {
+    Stored(RecordOutcome),
+    Failed(Error),
+    Panicked(String),
+}
+
+impl Shared {
+    /// Sends one batch, retrying transient failures with backoff until it
+    /// is stored or the recorder is stopping. A batch that fails for good,
+    /// or whose delivery panics, is split into single events, so one bad
+    /// event cannot hold back the others: the bad one alone is counted
+    /// failed, with its reason. A batch the store refuses for lack of
+    /// rights (the store cannot write usage at all) stops the recorder
+    /// from accepting more and is given back.
+    pub(super) async fn deliver(&self, batch: Vec<UsageEvent>) -> Delivery {
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_min_delay)
+            .with_max_delay(self.config.retry_max_delay)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        // Prepared (validated, resolved into store records) once; only the
+        // write is retried. `batch` stays for splitting and for giving back.
+        let mut prepared = None;
+        loop {
+            let attempt = catching(async {
+                if prepared.is_none() {
+                    let ready = self.tenancy.prepare_usage(batch.iter().cloned(), false).await?;
+                    prepared = Some(ready);
+                }
+                match &prepared {
+                    Some(ready) => self.tenancy.write_usage(ready).await,
+                    None => Err(Error::unexpected("a prepared batch went missing")),
+                }
+            })
+            .await;
+            let error = match attempt {
+                Attempt::Stored(outcome) => {
+                    Counters::add(&self.counters.sent, outcome.inserted);
+                    Counters::add(&self.counters.duplicates, outcome.duplicates);
+                    return Delivery::Settled;
+                }
+                Attempt::Panicked(why) => return self.split_or_fail(batch, format!("panicked: {why}")).await,
+                Attempt::Failed(e) => e,
+            };
+            if cannot_write(&error) {
+                self.refuse_further_events(&error);
+                return Delivery::Stopped(batch);
+            }
+            if !error.is_retryable() {
+                return self.split_or_fail(batch, error.to_string()).await;
+            }
+            if self.stopping() {
+                return Delivery::Stopped(batch);
+            }
+            self.counters.retried.fetch_add(1, Ordering::SeqCst);
+            let delay = backoff.next().unwrap_or(self.config.retry_max_delay);
+            tracing::warn!(error = %error, events = batch.len(), ?delay, "usage batch failed; retrying");
+            self.sleep_unless_stopping(delay).await;
+        }
+    }
+
+    /// A batch that failed for good: one event is failed with `reason`;
+    /// several are sent one by one.
+    async fn split_or_fail(&self, mut batch: Vec<UsageEvent>, reason: String) -> Delivery {
+        if batch.len() == 1 {
+            if let Some(event) = batch.pop() {
+                self.counters.fail(event, reason);
+            }
+            return Delivery::Settled;
+        }
+        tracing::warn!(reason = %reason, events = batch.len(), "usage batch refused; sending one by one");
+        let mut stopped = Vec::new();
+        for event in batch {
+            if !stopped.is_empty() {
+                stopped.push(event);
+                continue;
+            }
+            if let Delivery::Stopped(rest) = Box::pin(self.deliver(vec![event])).await {
+                stopped.extend(rest);
+            }
+        }
+        if stopped.is_empty() {
+            Delivery::Settled
+        } else {
+            Delivery::Stopped(stopped)
+        }
+    }
+
+    /// Sleeps `delay`, waking early when the recorder starts stopping.
+    async fn sleep_unless_stopping(&self, delay: Duration) {
+        let until = Instant::now().checked_add(delay);
+        let until = match (until, self.give_up_at()) {
+            (Some(until), Some(at)) => until.min(at),
+            (Some(until), None) => until,
+            (None, Some(at)) => at,
+            (None, None) => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = self.wake.notified() => {}
+        }
+    }
+}
+
+/// Whether an error means the store will take no usage at all from this
+/// recorder: no valid identity, no right to write, or a misconfiguration.
+fn cannot_write(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Unauthenticated | ErrorKind::PermissionDenied | ErrorKind::Config
+    )
+}
+
+/// Runs `fut` to completion, turning a panic inside it into
+/// [`Attempt::Panicked`] with the panic's message.
+async fn catching<'a>(fut: impl Future<Output = Result<RecordOutcome>> + Send + 'a) -> Attempt {
+    match CatchUnwind(Box::pin(fut)).await {
+        Ok(Ok(outcome)) => Attempt::Stored(outcome),
+        Ok(Err(e)) => Attempt::Failed(e),
+        Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
+    }
+}
+
+/// A future that catches a panic of the future it wraps. Boxed, so that
+/// it needs no pin projection (and no unsafe code).
+struct CatchUnwind<'a, T>(Pin<Box<dyn Future<Output = T> + Send + 'a>>);
+
+impl<T> Future for CatchUnwind<'_, T> {
+    type Output = std::thread::Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // After a panic the inner future is never polled again: this one is
+        // then ready.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// The message of a panic payload (`panic!` with a literal or a format).
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}

@@ -1,0 +1,243 @@
+//! The store-contract suite (feature `test-util`): what every [`Store`]
+//! must do, tested by calling the trait's methods directly.
+//!
+//! Each test is an async function taking a store. They use fresh random
+//! organizations and users, so they can share one database. Run them all
+//! with [`store_contract_tests!`](crate::store_contract_tests):
+//!
+//! ```ignore
+//! async fn store() -> Option<std::sync::Arc<tenancy::DynStore>> {
+//!     Some(std::sync::Arc::new(tenancy::MemoryStore::new()))
+//! }
+//! tenancy::store_contract_tests!(store);
+//! ```
+//!
+//! The factory returns `None` to skip (a live backend whose server is not
+//! installed); it should say why, loudly.
+//!
+//! **Unstable:** the suite grows with the trait, and its functions and
+//! helpers may change in any release. It is published for backends of
+//! this crate's own version.
+//!
+//! The facade's behaviour (roles, caches, alerts, summaries) is tested
+//! elsewhere, once, on [`MemoryStore`](crate::MemoryStore); this suite is
+//! only about the storage contract: atomicity, compare-and-set conflicts,
+//! idempotency, organization isolation, expiry and the `now` a store is
+//! given.
+
+mod features;
+mod members;
+mod orgs;
+mod reserve;
+mod usage;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+use crate::error::{ErrorKind, Result};
+use crate::ids::{EventId, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId};
+use crate::limits::{CurrentPeriods, Limit, LimitMode, LimitScope, Period};
+use crate::model::{Organization, UsageEvent, UsageRecord};
+use crate::store::{DynStore, ReserveRequest, UsageQuery};
+
+pub use features::*;
+pub use members::*;
+pub use orgs::*;
+pub use reserve::*;
+pub use usage::*;
+
+/// Generates one `#[tokio::test]` per contract test, each calling
+/// `$factory().await` for its store and returning early when it is `None`.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::store_contract_tests!(@tests $factory;
+            create_organization_returns_it_with_its_owner,
+            a_taken_slug_is_already_exists,
+            rename_and_delete_organizations,
+            list_organizations_searches_and_pages,
+            adding_a_member_twice_is_already_exists,
+            set_member_role_is_compare_and_set,
+            remove_member_is_compare_and_set,
+            the_last_owner_is_kept,
+            owners_demoting_each_other_at_once_keep_one,
+            feature_changes_touch_only_the_named_field,
+            concurrent_feature_changes_are_never_lost,
+            limits_replace_their_slot,
+            record_is_idempotent_by_event_id,
+            record_counts_exactly_the_given_amounts,
+            a_batch_is_recorded_all_or_nothing,
+            snapshots_count_org_wide_and_own_usage,
+            history_reads_past_periods,
+            reserve_holds_only_what_fits_under_hard_limits,
+            concurrent_reservations_never_overshoot,
+            holds_stop_counting_when_they_expire,
+            commit_reports_whether_the_hold_was_live,
+            a_commit_counts_in_its_holds_periods,
+            no_overshoot_across_midnight_utc,
+            no_overshoot_across_month_end_in_tokyo,
+            an_unknown_or_foreign_hold_records_nothing,
+            release_is_for_the_holds_user_only,
+            an_alert_is_claimed_once_however_many_race,
+            organizations_are_kept_apart,
+        );
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(store) = $factory().await else { return };
+                $crate::store::contract::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// A slug no other test (or earlier run against the same database) uses.
+pub(super) fn unique_slug(prefix: &str) -> Slug {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Slug::parse(&format!("{prefix}-{}", &id[..12])).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A fixed instant, so tests are deterministic whatever the clock says.
+pub(super) fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// The instant most tests act at.
+pub(super) fn noon() -> DateTime<Utc> {
+    at("2026-03-04T12:00:00Z")
+}
+
+/// A new organization in `tz` with a new owner, created in the store.
+pub(super) async fn new_org_in(store: &DynStore, tz: Tz) -> (Organization, UserId) {
+    let owner = UserId::new_v7();
+    let org = Organization {
+        id: OrgId::new_v7(),
+        name: "Contract".into(),
+        slug: unique_slug("contract"),
+        owner_user_id: Some(owner),
+        timezone: tz,
+        created_at: noon(),
+    };
+    let org = store
+        .create_organization(&org)
+        .await
+        .unwrap_or_else(|e| panic!("create an organization: {e}"));
+    (org, owner)
+}
+
+/// A new UTC organization with a new owner.
+pub(super) async fn new_org(store: &DynStore) -> (Organization, UserId) {
+    new_org_in(store, Tz::UTC).await
+}
+
+/// A record of `amounts` for `org` (and `user`) at `at`, as the core makes
+/// one: periods in the organization's time zone, a fresh id.
+pub(super) fn record(
+    org: &Organization,
+    user: Option<UserId>,
+    amounts: &[(MetricKey, i64)],
+    at: DateTime<Utc>,
+) -> UsageRecord {
+    let mut event = UsageEvent::new(org.id);
+    event.user = user;
+    for (metric, amount) in amounts {
+        event = event.quantity(metric.clone(), Decimal::from(*amount));
+    }
+    event
+        .into_record(at, org.timezone)
+        .unwrap_or_else(|e| panic!("a valid record: {e}"))
+}
+
+/// A limit of `value` on `metric` per `period` for `org`, org-wide or for
+/// one user.
+pub(super) fn limit(org: OrgId, scope: LimitScope, metric: MetricKey, period: Period, value: i64) -> Limit {
+    Limit {
+        id: LimitId::new_v7(),
+        org,
+        scope,
+        metric,
+        period,
+        value: Decimal::from(value),
+        mode: LimitMode::Hard,
+        created_at: noon(),
+    }
+}
+
+/// A request to hold `amount` tokens for `user` at `now`, for `ttl_secs`.
+pub(super) fn hold(
+    org: &Organization,
+    user: UserId,
+    amount: i64,
+    now: DateTime<Utc>,
+    ttl_secs: i64,
+) -> ReserveRequest {
+    ReserveRequest {
+        id: ReservationId::new_v7(),
+        org: org.id,
+        user,
+        metric: MetricKey::TOKENS,
+        amount: Decimal::from(amount),
+        periods: CurrentPeriods::at(now, org.timezone),
+        now,
+        expires_at: now + chrono::TimeDelta::seconds(ttl_secs),
+        purge_before: now - chrono::TimeDelta::days(7),
+    }
+}
+
+/// Org-wide usage of `metric` in `period` as the store counts it at `at`
+/// (in the org's time zone): (used, reserved). Read from the org-wide limit
+/// on it when there is one (which reports holds even before anything is
+/// recorded), else from the counter.
+pub(super) async fn usage_at(
+    store: &DynStore,
+    org: &Organization,
+    metric: &MetricKey,
+    period: Period,
+    at: DateTime<Utc>,
+) -> (Decimal, Decimal) {
+    let query = UsageQuery {
+        org: org.id,
+        user: None,
+        metric: Some(metric.clone()),
+        periods: CurrentPeriods::at(at, org.timezone),
+        now: at,
+    };
+    let snapshot = store
+        .usage_snapshot(&query)
+        .await
+        .unwrap_or_else(|e| panic!("usage snapshot: {e}"));
+    let key = CurrentPeriods::at(at, org.timezone).key(period);
+    let limited = snapshot.limits.iter().find(|u| {
+        u.limit.scope == LimitScope::Organization && u.limit.period == period && &u.limit.metric == metric
+    });
+    if let Some(u) = limited {
+        return (u.used, u.reserved);
+    }
+    snapshot
+        .counters
+        .iter()
+        .find(|c| c.scope == LimitScope::Organization && c.period == key && &c.metric == metric)
+        .map_or((Decimal::ZERO, Decimal::ZERO), |c| (c.used, c.reserved))
+}
+
+/// The error kind of a result that must be an error.
+pub(super) fn kind<T: std::fmt::Debug>(result: Result<T>) -> ErrorKind {
+    result.expect_err("expected an error").kind()
+}
+
+/// The event id a committed reservation records under.
+pub(super) fn event_of(id: ReservationId) -> EventId {
+    EventId::from(id)
+}
+
+/// A store shared by concurrent tasks.
+pub(super) fn shared(store: &Arc<DynStore>) -> Arc<DynStore> {
+    Arc::clone(store)
+}

@@ -1,0 +1,211 @@
+//! Configuring and building a [`Tenancy`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use super::alerts::{AlertQueue, AlertSink, LogAlertSink};
+use super::cache::TtlCache;
+use super::{Inner, Tenancy};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{check_count, check_duration};
+use crate::error::{Error, Result};
+use crate::limits::AlertThresholds;
+use crate::store::{DynStore, Store};
+
+/// The longest cache TTL accepted: one day.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest reservation TTL accepted: seven days.
+const MAX_RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest cache accepted, in entries.
+const MAX_CACHE_CAPACITY: usize = 10_000_000;
+
+/// Configures and builds a [`Tenancy`]. Every setting has a default except
+/// the store; [`build`](Self::build) checks them all, so a setting out of
+/// range is a `Config` error naming it, never a failure later.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenancy::{ErrorKind, MemoryStore, Tenancy};
+///
+/// let tenancy = Tenancy::builder()
+///     .store(MemoryStore::new())
+///     .feature_cache_ttl(Duration::from_secs(10))
+///     .build()?;
+///
+/// let err = Tenancy::builder().store(MemoryStore::new()).reservation_ttl(Duration::MAX).build().unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// assert!(err.message().contains("reservation_ttl"));
+/// # Ok::<(), tenancy::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TenancyBuilder {
+    store: Option<Arc<DynStore>>,
+    clock: Arc<dyn Clock>,
+    feature_cache_ttl: Duration,
+    feature_cache_capacity: usize,
+    membership_cache_ttl: Duration,
+    membership_cache_capacity: usize,
+    reservation_ttl: Duration,
+    alert_thresholds: AlertThresholds,
+    alert_sink: Arc<dyn AlertSink>,
+    alert_delivery_attempts: u32,
+    alert_concurrency: usize,
+}
+
+impl Default for TenancyBuilder {
+    fn default() -> Self {
+        TenancyBuilder {
+            store: None,
+            clock: Arc::new(SystemClock),
+            feature_cache_ttl: Duration::from_secs(30),
+            feature_cache_capacity: 10_000,
+            membership_cache_ttl: Duration::ZERO,
+            membership_cache_capacity: 100_000,
+            reservation_ttl: Duration::from_secs(600),
+            alert_thresholds: AlertThresholds::default(),
+            alert_sink: Arc::new(LogAlertSink),
+            alert_delivery_attempts: 3,
+            alert_concurrency: 8,
+        }
+    }
+}
+
+impl TenancyBuilder {
+    /// The store to run on. Required.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A store already behind an `Arc`, to share it with other code.
+    pub fn shared_store(mut self, store: Arc<DynStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock; [`SystemClock`] by default.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long an organization (name, time zone), its features and its
+    /// limits stay cached. Default 30 s, at most a day; zero disables the
+    /// cache. Changes made through this `Tenancy` are visible at once;
+    /// changes made elsewhere within this bound.
+    pub fn feature_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.feature_cache_ttl = ttl;
+        self
+    }
+
+    /// How many organizations' data to cache. Default 10 000; 1 to
+    /// 10 000 000.
+    pub fn feature_cache_capacity(mut self, capacity: usize) -> Self {
+        self.feature_cache_capacity = capacity;
+        self
+    }
+
+    /// How long a confirmed membership may be reused by
+    /// [`Tenancy::context`] before asking the store again. Default zero:
+    /// every call asks the store, so a removed member's next call fails.
+    /// With a TTL (at most a day), a member removed through another
+    /// instance keeps access for at most this long; one removed through this
+    /// instance loses it at once.
+    pub fn membership_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.membership_cache_ttl = ttl;
+        self
+    }
+
+    /// How many memberships to cache. Default 100 000; 1 to 10 000 000.
+    pub fn membership_cache_capacity(mut self, capacity: usize) -> Self {
+        self.membership_cache_capacity = capacity;
+        self
+    }
+
+    /// How long a reservation holds its estimate if neither committed nor
+    /// released. Default 10 minutes; 1 second to 7 days.
+    pub fn reservation_ttl(mut self, ttl: Duration) -> Self {
+        self.reservation_ttl = ttl;
+        self
+    }
+
+    /// The alert thresholds; 80 %, 90 %, 100 % by default.
+    pub fn alert_thresholds(mut self, thresholds: AlertThresholds) -> Self {
+        self.alert_thresholds = thresholds;
+        self
+    }
+
+    /// Where alerts go; [`LogAlertSink`] by default.
+    pub fn alert_sink(mut self, sink: impl AlertSink) -> Self {
+        self.alert_sink = Arc::new(sink);
+        self
+    }
+
+    /// A sink already behind an `Arc`, to keep a handle on it.
+    pub fn shared_alert_sink(mut self, sink: Arc<dyn AlertSink>) -> Self {
+        self.alert_sink = sink;
+        self
+    }
+
+    /// How many times to try delivering one alert before logging the
+    /// failure. Default 3; 1 to 20.
+    pub fn alert_delivery_attempts(mut self, attempts: u32) -> Self {
+        self.alert_delivery_attempts = attempts;
+        self
+    }
+
+    /// How many alerts may be delivered at once, off the write path.
+    /// Default 8; 1 to 256.
+    pub fn alert_concurrency(mut self, concurrency: usize) -> Self {
+        self.alert_concurrency = concurrency;
+        self
+    }
+
+    /// Validates the configuration and builds the facade. A missing store
+    /// or a setting outside its documented range is a `Config` error naming
+    /// the setting.
+    pub fn build(self) -> Result<Tenancy> {
+        let store = self.store.ok_or_else(|| {
+            Error::config(
+                "Tenancy::builder() needs a store: call .store(MemoryStore::new()) or another backend",
+            )
+        })?;
+        check_duration("feature_cache_ttl", self.feature_cache_ttl, Duration::ZERO, MAX_CACHE_TTL)?;
+        check_duration("membership_cache_ttl", self.membership_cache_ttl, Duration::ZERO, MAX_CACHE_TTL)?;
+        check_duration(
+            "reservation_ttl",
+            self.reservation_ttl,
+            Duration::from_secs(1),
+            MAX_RESERVATION_TTL,
+        )?;
+        check_count("feature_cache_capacity", self.feature_cache_capacity, 1, MAX_CACHE_CAPACITY)?;
+        check_count("membership_cache_capacity", self.membership_cache_capacity, 1, MAX_CACHE_CAPACITY)?;
+        check_count("alert_delivery_attempts", self.alert_delivery_attempts as usize, 1, 20)?;
+        check_count("alert_concurrency", self.alert_concurrency, 1, 256)?;
+        let reservation_ttl = TimeDelta::from_std(self.reservation_ttl)
+            .map_err(|e| Error::config("reservation_ttl does not fit a time span").with_source(e))?;
+        let alerts = AlertQueue::new(
+            Arc::clone(&store),
+            Arc::clone(&self.clock),
+            self.alert_sink,
+            self.alert_thresholds,
+            self.alert_delivery_attempts,
+            self.alert_concurrency,
+        );
+        let (org_ttl, org_capacity) = (self.feature_cache_ttl, self.feature_cache_capacity);
+        Ok(Tenancy {
+            inner: Arc::new(Inner {
+                store,
+                clock: self.clock,
+                orgs: TtlCache::new(org_capacity, org_ttl),
+                memberships: TtlCache::new(self.membership_cache_capacity, self.membership_cache_ttl),
+                features: TtlCache::new(org_capacity, org_ttl),
+                limits: TtlCache::new(org_capacity, org_ttl),
+                reservation_ttl,
+                alerts,
+            }),
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Feature access for people in an organization.
+//!
+//! A feature is off unless a row enables it. Reads go through a per-org
+//! cache (bounded size, configurable TTL); a change made through the same
+//! [`Tenancy`] invalidates it at once, and a change made elsewhere (another
+//! instance, SQL) is seen within the TTL. Operators change features through
+//! [`Operator`](crate::Operator).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::Tenancy;
+use crate::error::{Error, Result};
+use crate::ids::{AsFeatureKey, FeatureKey, OrgId};
+use crate::model::{Action, Feature, TenantContext};
+
+/// An organization's features as loaded into the cache, by key.
+///
+/// Keys are hashed with foldhash: this lookup is on the hot path of every
+/// `has_feature`, keys are short, and the map's contents come from the
+/// operator, not from requests, so HashDoS resistance buys nothing here.
+#[derive(Debug, Default)]
+pub(super) struct OrgFeatures {
+    by_key: HashMap<FeatureKey, Feature, foldhash::fast::RandomState>,
+}
+
+impl OrgFeatures {
+    fn new(features: Vec<Feature>) -> Self {
+        OrgFeatures {
+            by_key: features.into_iter().map(|f| (f.key.clone(), f)).collect(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Feature> {
+        self.by_key.get(key)
+    }
+
+    fn is_enabled(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|f| f.enabled)
+    }
+}
+
+impl Tenancy {
+    /// Whether the active organization has `key` enabled. Unknown and
+    /// disabled features are `false`; an invalid key is `InvalidInput`. A
+    /// [`FeatureKey`] constant skips the key check.
+    ///
+    /// ```
+    /// # use tenancy::{FeatureKey, MemoryStore, NewOrganization, PlatformOperator, Tenancy, UserId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// const VEO_AVATARS: FeatureKey = FeatureKey::from_static("veo_avatars");
+    ///
+    /// let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// let alice = UserId::new_v7();
+    /// let org = tenancy.create_organization(alice, NewOrganization::new("Acme", "acme")?).await?;
+    /// let ctx = tenancy.context(alice, org.id).await?;
+    /// assert!(!tenancy.has_feature(&ctx, VEO_AVATARS).await?);
+    ///
+    /// let operator = PlatformOperator::new("admin-cli");
+    /// tenancy.operator(&operator).enable_feature(org.id, "veo_avatars").await?;
+    /// assert!(tenancy.has_feature(&ctx, "veo_avatars").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn has_feature(&self, ctx: &TenantContext, key: impl AsFeatureKey) -> Result<bool> {
+        let key = key.feature_key()?;
+        // The cached path stays synchronous: no nested future on a hit.
+        if let Some(hit) = self.inner.features.get(&ctx.org(), self.cache_now()) {
+            return Ok(hit.is_enabled(key));
+        }
+        Ok(self.org_features(ctx.org()).await?.is_enabled(key))
+    }
+
+    /// The configuration of `key` for the active organization, decoded into
+    /// `T`; `None` when the feature is unknown or disabled. A config that
+    /// does not decode into `T` is a `Config` error naming the feature.
+    pub async fn feature_config<T: DeserializeOwned>(
+        &self,
+        ctx: &TenantContext,
+        key: impl AsFeatureKey,
+    ) -> Result<Option<T>> {
+        let key = key.feature_key()?;
+        let features = self.org_features(ctx.org()).await?;
+        let Some(feature) = features.get(key).filter(|f| f.enabled) else {
+            return Ok(None);
+        };
+        T::deserialize(&feature.config).map(Some).map_err(|e| {
+            Error::config(format!(
+                "feature {key}'s config does not decode into {}",
+                std::any::type_name::<T>()
+            ))
+            .with_source(e)
+        })
+    }
+
+    /// Every feature row of the active organization, enabled or not.
+    pub async fn features(&self, ctx: &TenantContext) -> Result<Vec<Feature>> {
+        ctx.require(Action::ViewOrganization)?;
+        self.inner.store.features(ctx.org()).await
+    }
+
+    /// The organization's features, from the cache when fresh.
+    async fn org_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
+        let load = async {
+            let features = self.inner.store.features(org).await?;
+            Ok(Arc::new(OrgFeatures::new(features)))
+        };
+        self.inner
+            .features
+            .get_or_load(org, self.cache_now(), load)
+            .await
+    }
+
+    /// Drops the organization's cached features, after a change.
+    pub(super) fn forget_features(&self, org: OrgId) {
+        self.inner.features.invalidate(&org);
+    }
+}

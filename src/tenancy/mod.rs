@@ -1,0 +1,145 @@
+//! The facade: [`Tenancy`], by topic and audience.
+//!
+//! - for people acting in an organization, through a [`TenantContext`]:
+//!   [`orgs`](self) (create, rename, delete), [`members`](self) (contexts,
+//!   the org selector, membership changes), [`features`](self) (feature
+//!   access), [`metering`](self) (limits, reservations, recording);
+//!   [`summary`](self) (usage against limits);
+//! - for the platform operator: [`Operator`], from [`Tenancy::operator`];
+//! - for workers: [`Tenancy::record_usage`] and the
+//!   [`UsageRecorder`](crate::UsageRecorder) built on it.
+//!
+//! [`TenantContext`]: crate::TenantContext
+
+mod alerts;
+mod builder;
+mod cache;
+mod features;
+mod members;
+mod metering;
+mod operator;
+mod orgs;
+mod summary;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::ids::{OrgId, UserId};
+use crate::model::{Organization, PlatformOperator, Role};
+use crate::store::{DynStore, org_not_found};
+
+pub use alerts::{AlertSink, LogAlertSink, MemoryAlertSink};
+pub use builder::TenancyBuilder;
+pub use metering::EXPIRED_HOLD_RETENTION;
+pub use operator::{MAX_ORG_PAGE, Operator};
+
+
+use alerts::AlertQueue;
+use cache::TtlCache;
+use features::OrgFeatures;
+use metering::OrgLimits;
+
+/// The multi-tenant layer: organizations, members, contexts, features,
+/// usage and limits over one [`Store`](crate::Store).
+///
+/// Cheap to clone; clones share caches and the store.
+///
+/// ```
+/// use tenancy::{MemoryStore, NewOrganization, Role, Tenancy, UserId};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+/// let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+/// let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
+///
+/// let acme = tenancy.create_organization(alice, NewOrganization::new("Acme", "acme")?).await?;
+/// let as_alice = tenancy.context(alice, acme.id).await?;
+/// tenancy.add_member(&as_alice, bob, Role::Member).await?;
+///
+/// let as_bob = tenancy.context(bob, acme.id).await?;
+/// assert_eq!(as_bob.role(), Role::Member);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tenancy {
+    inner: Arc<Inner>,
+}
+
+/// A membership the store confirmed, as the membership cache keeps it. The
+/// organization itself is cached by organization, so renaming one touches
+/// one entry, not every membership.
+#[derive(Debug, Clone, Copy)]
+struct ConfirmedRole {
+    role: Role,
+    confirmed_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<DynStore>,
+    clock: Arc<dyn Clock>,
+    orgs: TtlCache<OrgId, Arc<Organization>>,
+    memberships: TtlCache<(OrgId, UserId), ConfirmedRole>,
+    features: TtlCache<OrgId, Arc<OrgFeatures>>,
+    limits: TtlCache<OrgId, Arc<OrgLimits>>,
+    reservation_ttl: TimeDelta,
+    alerts: AlertQueue,
+}
+
+impl Tenancy {
+    /// A builder with default settings.
+    pub fn builder() -> TenancyBuilder {
+        TenancyBuilder::default()
+    }
+
+    /// The store this facade runs on.
+    pub fn store(&self) -> &Arc<DynStore> {
+        &self.inner.store
+    }
+
+    /// The platform operator's handle: feature and limit administration for
+    /// any organization, and operator views. Every action it takes is
+    /// logged with the operator's name.
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewOrganization, PlatformOperator, Tenancy, UserId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// # let org = tenancy.create_organization(UserId::new_v7(), NewOrganization::new("Acme", "acme")?).await?;
+    /// let operator = PlatformOperator::new("admin-cli");
+    /// tenancy.operator(&operator).enable_feature(org.id, "veo_avatars").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn operator<'a>(&'a self, operator: &'a PlatformOperator) -> Operator<'a> {
+        Operator::new(self, operator)
+    }
+
+    /// Waits until every alert check queued by earlier writes has run and
+    /// its alerts have been delivered (or given up on). Writes never wait
+    /// for alerts; tests, and workers shutting down, can.
+    pub async fn flush_alerts(&self) {
+        self.inner.alerts.flush().await;
+    }
+
+    /// The time, read once per operation.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The cache clock: cheap, possibly a few milliseconds coarse.
+    fn cache_now(&self) -> i64 {
+        self.inner.clock.coarse_unix_micros()
+    }
+
+    /// The organization, from the cache when fresh. `NotFound` if it does
+    /// not exist.
+    async fn cached_org(&self, org: OrgId) -> Result<Arc<Organization>> {
+        let load = async {
+            let found = self.inner.store.organization(org).await?;
+            found.map(Arc::new).ok_or_else(|| org_not_found(org))
+        };
+        self.inner.orgs.get_or_load(org, self.cache_now(), load).await
+    }
+}

@@ -1,0 +1,193 @@
+//! The platform operator's handle: administration of any organization.
+
+use serde::Serialize;
+
+use super::Tenancy;
+use crate::error::{Error, Result};
+use crate::ids::{FeatureKey, LimitId, OrgId};
+use crate::limits::{Limit, NewLimit, UsageLine};
+use crate::model::{Feature, FeatureChange, Organization, PlatformOperator};
+use crate::store::OrgQuery;
+
+/// The most organizations one [`Operator::organizations`] page returns.
+pub const MAX_ORG_PAGE: usize = 500;
+
+/// What the platform operator does: turn features on and off and configure
+/// them, set and remove limits, and look at any organization. From
+/// [`Tenancy::operator`]; every change is logged with the operator's name.
+///
+/// No org role reaches these: an owner cannot grant their own organization
+/// a feature or raise its limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator<'a> {
+    tenancy: &'a Tenancy,
+    operator: &'a PlatformOperator,
+}
+
+impl<'a> Operator<'a> {
+    pub(super) fn new(tenancy: &'a Tenancy, operator: &'a PlatformOperator) -> Self {
+        Operator { tenancy, operator }
+    }
+
+    /// The operator acting.
+    pub fn identity(&self) -> &PlatformOperator {
+        self.operator
+    }
+
+    // ---- organizations -------------------------------------------------
+
+    /// A page of organizations by name, optionally only those whose name or
+    /// slug contains `search` (ignoring case). `limit` is at most
+    /// [`MAX_ORG_PAGE`].
+    pub async fn organizations(
+        &self,
+        search: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Organization>> {
+        if limit > MAX_ORG_PAGE {
+            return Err(Error::invalid_input(
+                "limit",
+                format_args!("{limit} is more than {MAX_ORG_PAGE} organizations a page"),
+            ));
+        }
+        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        if search.is_some_and(|s| s.chars().count() > 200 || s.contains('\0')) {
+            return Err(Error::invalid_input(
+                "search",
+                "must be at most 200 characters without NUL",
+            ));
+        }
+        let query = OrgQuery {
+            search: search.map(str::to_owned),
+            limit,
+            offset,
+        };
+        self.tenancy.inner.store.list_organizations(&query).await
+    }
+
+    /// The organization-wide usage lines of any organization (support,
+    /// admin tools). `NotFound` if it does not exist.
+    pub async fn usage_summary(&self, org: OrgId) -> Result<Vec<UsageLine>> {
+        let tz = self.tenancy.org_for_operator(org).await?.timezone;
+        self.tenancy.summary_lines(org, None, tz).await
+    }
+
+    // ---- features ------------------------------------------------------
+
+    /// Every feature row of `org`.
+    pub async fn features(&self, org: OrgId) -> Result<Vec<Feature>> {
+        self.tenancy.inner.store.features(org).await
+    }
+
+    /// Turns `key` on for `org`, keeping its config.
+    pub async fn enable_feature(&self, org: OrgId, key: &str) -> Result<Feature> {
+        self.update_feature(org, key, FeatureChange::enabled(true)).await
+    }
+
+    /// Turns `key` off for `org`, keeping its config.
+    pub async fn disable_feature(&self, org: OrgId, key: &str) -> Result<Feature> {
+        self.update_feature(org, key, FeatureChange::enabled(false)).await
+    }
+
+    /// Sets `key`'s config for `org`, keeping whether it is enabled (a new
+    /// row starts disabled). A config that does not serialize, is over
+    /// [`MAX_FEATURE_CONFIG_BYTES`](crate::model::MAX_FEATURE_CONFIG_BYTES)
+    /// or holds a NUL is `InvalidInput` naming `config`.
+    pub async fn set_feature_config(
+        &self,
+        org: OrgId,
+        key: &str,
+        config: impl Serialize,
+    ) -> Result<Feature> {
+        let config = serde_json::to_value(config).map_err(|e| {
+            Error::invalid_input("config", "does not serialize to JSON").with_source(e)
+        })?;
+        self.update_feature(org, key, FeatureChange::config(config)?).await
+    }
+
+    /// Applies `change` to `key` of `org` in one atomic store step: a
+    /// concurrent change of another field is never lost.
+    pub async fn update_feature(
+        &self,
+        org: OrgId,
+        key: &str,
+        change: FeatureChange,
+    ) -> Result<Feature> {
+        let key = FeatureKey::parse(key)?;
+        if let Some(config) = &change.config {
+            FeatureChange::config(config.clone())?;
+        }
+        let now = self.tenancy.now();
+        let stored = self.tenancy.inner.store.update_feature(org, &key, &change, now).await;
+        // Even on error: the write may have landed.
+        self.tenancy.forget_features(org);
+        let stored = stored?;
+        tracing::info!(operator = self.operator.name(), %org, %key, enabled = stored.enabled,
+            "feature changed");
+        Ok(stored)
+    }
+
+    /// Deletes `key`'s row for `org`; whether it existed.
+    pub async fn remove_feature(&self, org: OrgId, key: &str) -> Result<bool> {
+        let key = FeatureKey::parse(key)?;
+        let removed = self.tenancy.inner.store.delete_feature(org, &key).await;
+        self.tenancy.forget_features(org);
+        tracing::info!(operator = self.operator.name(), %org, %key,
+            removed = ?removed.as_ref().ok(), "feature removed");
+        removed
+    }
+
+    // ---- limits ----------------------------------------------------------
+
+    /// Every limit of `org`.
+    pub async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
+        self.tenancy.inner.store.limits(org).await
+    }
+
+    /// Sets a limit for `org`, replacing any with the same scope, metric and
+    /// period (its id and creation time stay).
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewLimit, NewOrganization, PlatformOperator, Tenancy, UserId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// # let alice = UserId::new_v7();
+    /// # let org = tenancy.create_organization(alice, NewOrganization::new("Acme", "acme")?).await?;
+    /// let operator = PlatformOperator::new("billing");
+    /// let limit = NewLimit::from_limit_type("monthly_tokens", 1_000_000.into())?;
+    /// tenancy.operator(&operator).set_limit(org.id, limit).await?;
+    ///
+    /// let ctx = tenancy.context(alice, org.id).await?;
+    /// let decision = tenancy.check_limit(&ctx, "tokens", 2_000_000.into()).await?;
+    /// assert!(!decision.allowed);
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_limit(&self, org: OrgId, limit: NewLimit) -> Result<Limit> {
+        let limit = Limit {
+            id: LimitId::new_v7(),
+            org,
+            scope: limit.scope,
+            metric: limit.metric,
+            period: limit.period,
+            value: limit.value,
+            mode: limit.mode,
+            created_at: self.tenancy.now(),
+        };
+        let stored = self.tenancy.inner.store.put_limit(&limit).await;
+        self.tenancy.forget_limits(org);
+        let stored = stored?;
+        tracing::info!(operator = self.operator.name(), %org, metric = %stored.metric,
+            period = %stored.period, value = %stored.value, scope = %stored.scope, "limit set");
+        Ok(stored)
+    }
+
+    /// Removes a limit from `org`; whether it existed.
+    pub async fn remove_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
+        let removed = self.tenancy.inner.store.delete_limit(org, id).await;
+        self.tenancy.forget_limits(org);
+        tracing::info!(operator = self.operator.name(), %org, limit = %id,
+            removed = ?removed.as_ref().ok(), "limit removed");
+        removed
+    }
+}
