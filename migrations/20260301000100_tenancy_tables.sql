@@ -130,14 +130,19 @@ create table if not exists public.usage_events (
   cost_usd numeric constraint usage_events_cost_usd_check check (cost_usd >= 0),
   occurred_at timestamptz not null,
   metadata jsonb,
-  -- The period keys the event was counted in (in the org's time zone at
-  -- recording time). With the token columns, cost_usd and quantities, enough
-  -- to rebuild the counters from the log.
+  -- What the event counted, {metric: amount}, as the library computed it
+  -- (UsageEvent::amounts is the one place that rule lives), and the period
+  -- keys it was counted in (in the org's time zone; for a committed
+  -- reservation, the hold's). Enough to rebuild the counters from the log.
+  amounts jsonb not null default '{}'::jsonb,
   daily_start date not null,
   monthly_start date not null,
   recorded_at timestamptz not null default now(),
   primary key (organization_id, id)
 );
+
+-- Databases created before the amounts column.
+alter table public.usage_events add column if not exists amounts jsonb not null default '{}'::jsonb;
 
 create index if not exists usage_events_org_occurred_idx
   on public.usage_events (organization_id, occurred_at desc);
@@ -162,8 +167,9 @@ create table if not exists public.usage_counters (
 );
 
 -- ---------------------------------------------------------------------------
--- usage_reservations: holds written by reserve, dropped by commit/release,
--- ignored once expired.
+-- usage_reservations: holds written by reserve, dropped by commit/release.
+-- An expired hold stops counting but stays until a reserve purges it (the
+-- caller says how old), so that a late commit is still recognised.
 
 create table if not exists public.usage_reservations (
   organization_id uuid not null references public.organizations (id) on delete cascade,

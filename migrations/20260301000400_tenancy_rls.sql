@@ -7,9 +7,11 @@
 --   user_organizations  read: members; insert/update/delete: admins+ or on
 --                       its own row, refined by the user_organizations_guard
 --                       trigger (role rules, last owner)
---   org_features, usage_limits, usage_events, usage_counters,
---   usage_reservations, usage_alerts
---                       read: members; no writes (service_role and the RPCs)
+--   org_features        read: members; no writes (service_role and the RPCs)
+--   usage_limits, usage_events, usage_counters, usage_reservations,
+--   usage_alerts        read: members see the org-wide rows and their own;
+--                       admins and owners also other members' (the Action
+--                       ViewMemberUsage); no writes
 -- `anon` gets no privilege on any of these tables.
 --
 -- Policies name the orgs the user may act in once per statement
@@ -104,19 +106,30 @@ create policy user_organizations_delete on public.user_organizations
 -- ---------------------------------------------------------------------------
 -- read-only (for users) tables
 
+drop policy if exists org_features_select on public.org_features;
+create policy org_features_select on public.org_features
+  for select to authenticated
+  using (organization_id = any (array(select tenancy.org_ids('viewer'))));
+
+-- Per-user usage rows: a row is org-wide (no user, or the nil scope), the
+-- reader's own, or another member's, which only admins and owners see.
 do $$
 declare
   t text;
+  v_user_column text;
 begin
   foreach t in array array[
-    'org_features', 'usage_limits', 'usage_events', 'usage_counters',
-    'usage_reservations', 'usage_alerts'
+    'usage_limits', 'usage_events', 'usage_counters', 'usage_reservations', 'usage_alerts'
   ] loop
+    v_user_column := case when t in ('usage_counters', 'usage_alerts') then 'scope_user_id' else 'user_id' end;
     execute format('drop policy if exists %I on public.%I', t || '_select', t);
     execute format(
-      'create policy %I on public.%I for select to authenticated '
-      'using (organization_id = any (array(select tenancy.org_ids(''viewer''))))',
-      t || '_select', t);
+      'create policy %I on public.%I for select to authenticated using ('
+      '  organization_id = any (array(select tenancy.org_ids(''admin'')))'
+      '  or (organization_id = any (array(select tenancy.org_ids(''viewer'')))'
+      '      and (%2$I.%3$I is null or %2$I.%3$I = ''00000000-0000-0000-0000-000000000000''::uuid'
+      '           or %2$I.%3$I = (select auth.uid()))))',
+      t || '_select', t, v_user_column);
   end loop;
 end
 $$;

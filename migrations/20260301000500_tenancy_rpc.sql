@@ -1,5 +1,5 @@
 -- tenancy: the RPCs PostgREST exposes under /rpc/. They implement the
--- Store trait's atomic primitives (see notes/sql.md for the contract).
+-- Store trait's atomic primitives; migrations/README.md is the contract.
 --
 -- All are `security invoker` with an empty search_path: service_role (which
 -- bypasses RLS) runs the writers; a user JWT may call only the readers, for
@@ -13,14 +13,14 @@
 -- as it is, parsed once, instead of taking it apart as named arguments.
 -- It is the events: [{id, organization_id, user_id?, provider?, model?,
 --   operation?, input_tokens?, cached_input_tokens?, output_tokens?,
---   quantities?: {metric: amount}, cost_usd?, occurred_at, metadata?,
+--   quantities?, cost_usd?, occurred_at, metadata?, amounts: {metric: amount},
 --   daily_start, monthly_start}]
 -- Inserts each new event (ON CONFLICT (organization_id, id) DO NOTHING, which
--- also counts an id repeated inside the batch once) and adds what it counts
--- towards — `tokens` (input + cached input + output, when any), `cost_usd`
--- (when given) and each quantity — to the org-wide counters and, with a
--- user, the user's, daily and monthly; only for newly inserted events. One
--- statement: all of the batch or none.
+-- also counts an id repeated inside the batch once) and adds its `amounts`
+-- — what the library computed the event counts towards; nothing is derived
+-- here — to the org-wide counters and, with a user, the user's, daily and
+-- monthly; only for newly inserted events. One statement: all of the batch
+-- or none.
 
 create or replace function public.tenancy_record_usage(jsonb) returns jsonb
 language plpgsql
@@ -63,34 +63,23 @@ begin
     insert into public.usage_events (
       id, organization_id, user_id, provider, model, operation, input_tokens,
       cached_input_tokens, output_tokens, quantities, cost_usd, occurred_at, metadata,
-      daily_start, monthly_start)
+      amounts, daily_start, monthly_start)
     select x.id, x.organization_id, x.user_id, coalesce(x.provider, ''), coalesce(x.model, ''),
       coalesce(x.operation, ''), coalesce(x.input_tokens, 0), coalesce(x.cached_input_tokens, 0),
       coalesce(x.output_tokens, 0), coalesce(x.quantities, '{}'::jsonb), x.cost_usd,
-      x.occurred_at, x.metadata, x.daily_start, x.monthly_start
+      x.occurred_at, x.metadata, coalesce(x.amounts, '{}'::jsonb), x.daily_start, x.monthly_start
     from jsonb_to_recordset(events) as x(
       id uuid, organization_id uuid, user_id uuid, provider text, model text, operation text,
       input_tokens bigint, cached_input_tokens bigint, output_tokens bigint, quantities jsonb,
-      cost_usd numeric, occurred_at timestamptz, metadata jsonb, daily_start date,
-      monthly_start date)
+      cost_usd numeric, occurred_at timestamptz, metadata jsonb, amounts jsonb,
+      daily_start date, monthly_start date)
     on conflict (organization_id, id) do nothing
-    returning organization_id, user_id, daily_start, monthly_start,
-      input_tokens + cached_input_tokens + output_tokens as tokens, cost_usd, quantities
+    returning organization_id, user_id, daily_start, monthly_start, amounts
   ),
-  -- What each new event counts towards, as in UsageEvent::amounts: a
-  -- quantity named `tokens` or `cost_usd` adds to that metric.
   amounts as (
-    select i.organization_id, i.user_id, i.daily_start, i.monthly_start,
-      'tokens' as metric, i.tokens::numeric as amount
-    from inserted i where i.tokens > 0
-    union all
-    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, 'cost_usd', i.cost_usd
-    from inserted i where i.cost_usd is not null
-    union all
-    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, q.key,
-      (q.value #>> '{}')::numeric
-    from inserted i cross join lateral jsonb_each(i.quantities) q
-    where i.quantities <> '{}'::jsonb
+    select i.organization_id, i.user_id, i.daily_start, i.monthly_start, a.key as metric,
+      (a.value #>> '{}')::numeric as amount
+    from inserted i cross join lateral jsonb_each(i.amounts) a
   ),
   -- Summed per (org, user, periods, metric) first, then spread over the
   -- scopes and periods: fewer rows to build and sum than spreading each
@@ -99,7 +88,7 @@ begin
     select a.organization_id, a.user_id, a.daily_start, a.monthly_start, a.metric,
       sum(a.amount) as amount,
       -- NaN sorts above Infinity, so this refuses both, and negatives.
-      bool_or(a.amount < 0 or a.amount >= 'Infinity'::numeric) as bad_amount
+      bool_or(a.amount is null or a.amount < 0 or a.amount >= 'Infinity'::numeric) as bad_amount
     from amounts a
     group by 1, 2, 3, 4, 5
   ),
@@ -223,13 +212,20 @@ grant execute on function tenancy.limit_usage(uuid, uuid, text, date, date, time
 
 -- ---------------------------------------------------------------------------
 -- tenancy_reserve(org_id, user_id, metric, amount, daily_start,
---   monthly_start, now, expires_at, reservation_id) -> {granted, limits}
+--   monthly_start, now, expires_at, reservation_id, purge_before)
+--   -> {granted, limits}
 --
 -- Check-and-reserve in one step, serialized per (org, metric) with an
 -- advisory transaction lock: reads every applicable limit (org-wide and the
 -- user's) with used and reserved (unexpired holds, excluding this request),
 -- grants iff amount fits under every hard limit, and writes the hold only
--- when granted. Drops the org's expired holds on the way.
+-- when granted. Drops the org's holds that expired at or before
+-- purge_before on the way (later expired ones stay, for late commits).
+
+-- The signatures before purge_before, user_id and now were added.
+drop function if exists public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid);
+drop function if exists public.tenancy_commit_reservation(uuid, uuid, jsonb);
+drop function if exists public.tenancy_release_reservation(uuid, uuid);
 
 create or replace function public.tenancy_reserve(
   org_id uuid,
@@ -240,7 +236,8 @@ create or replace function public.tenancy_reserve(
   monthly_start date,
   now timestamptz,
   expires_at timestamptz,
-  reservation_id uuid
+  reservation_id uuid,
+  purge_before timestamptz
 ) returns jsonb
 language plpgsql
 set search_path = ''
@@ -255,11 +252,13 @@ declare
   v_now timestamptz := tenancy_reserve.now;
   v_expires timestamptz := tenancy_reserve.expires_at;
   v_id uuid := tenancy_reserve.reservation_id;
+  v_purge timestamptz := tenancy_reserve.purge_before;
   v_limits jsonb;
   v_granted boolean;
 begin
   if v_org is null or v_user is null or v_metric is null or v_id is null
-     or v_daily is null or v_monthly is null or v_now is null or v_expires is null then
+     or v_daily is null or v_monthly is null or v_now is null or v_expires is null
+     or v_purge is null then
     raise exception 'every argument of tenancy_reserve is required' using errcode = '22023';
   end if;
   if v_amount is null or v_amount < 0 then
@@ -273,7 +272,7 @@ begin
     pg_catalog.hashtextextended('tenancy.reserve:' || v_org::text || ':' || v_metric, 0));
 
   delete from public.usage_reservations r
-  where r.organization_id = v_org and r.expires_at <= v_now;
+  where r.organization_id = v_org and r.expires_at <= v_purge;
 
   -- After the lock, so this statement's snapshot sees every earlier grant.
   -- The limits JSON (see tenancy.limit_usage) and the decision, in one
@@ -299,58 +298,96 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
--- tenancy_commit_reservation(org_id, reservation_id, event) ->
---   {released_hold, recorded}
--- Records `event` (one element of tenancy_record_usage's array; its
--- organization_id must be org_id) if new and drops the hold if present, in
--- one transaction. Retrying is harmless.
+-- tenancy_commit_reservation(org_id, user_id, reservation_id, event, now)
+--   -> {released_hold, recorded}
+-- Commits the hold reservation_id of user_id in org_id, in one transaction:
+-- records `event` (one element of tenancy_record_usage's array, whose
+-- organization_id, id and user_id must be org_id, reservation_id and
+-- user_id, else 22023) in the hold's periods, whatever the event says, and
+-- drops the hold; released_hold says whether it was live at `now`. No hold
+-- but the event recorded (a retried commit): nothing changes, both false.
+-- No hold and no event: P0002, nothing recorded. Another user's hold:
+-- 42501, nothing recorded.
 
 create or replace function public.tenancy_commit_reservation(
-  org_id uuid, reservation_id uuid, event jsonb
+  org_id uuid, user_id uuid, reservation_id uuid, event jsonb, now timestamptz
 ) returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 declare
   v_org uuid := tenancy_commit_reservation.org_id;
+  v_user uuid := tenancy_commit_reservation.user_id;
   v_id uuid := tenancy_commit_reservation.reservation_id;
+  v_now timestamptz := tenancy_commit_reservation.now;
+  v_hold public.usage_reservations;
   v_recorded jsonb;
-  v_released integer;
 begin
+  if v_org is null or v_user is null or v_id is null or v_now is null then
+    raise exception 'every argument of tenancy_commit_reservation is required' using errcode = '22023';
+  end if;
   if event is null or jsonb_typeof(event) <> 'object' then
     raise exception 'event must be a JSON object' using errcode = '22023';
   end if;
-  if (event ->> 'organization_id')::uuid is distinct from v_org then
-    raise exception 'the event belongs to another organization than the reservation'
+  if (event ->> 'organization_id')::uuid is distinct from v_org
+     or (event ->> 'id')::uuid is distinct from v_id
+     or (event ->> 'user_id')::uuid is distinct from v_user then
+    raise exception 'the event must have the reservation''s organization, id and user'
       using errcode = '22023';
   end if;
-  v_recorded := public.tenancy_record_usage(jsonb_build_array(event));
+  select r.* into v_hold from public.usage_reservations r
+  where r.organization_id = v_org and r.id = v_id
+  for update;
+  if not found then
+    if exists (select 1 from public.usage_events e where e.organization_id = v_org and e.id = v_id) then
+      return jsonb_build_object('released_hold', false, 'recorded', false);
+    end if;
+    raise exception 'no reservation % in organization %; nothing was recorded', v_id, v_org
+      using errcode = 'P0002';
+  end if;
+  if v_hold.user_id <> v_user then
+    raise exception 'reservation % was not made for user %', v_id, v_user using errcode = '42501';
+  end if;
+  v_recorded := public.tenancy_record_usage(jsonb_build_array(
+    event || jsonb_build_object('daily_start', v_hold.daily_start,
+                                'monthly_start', v_hold.monthly_start)));
   delete from public.usage_reservations r where r.organization_id = v_org and r.id = v_id;
-  get diagnostics v_released = row_count;
   return jsonb_build_object(
-    'released_hold', v_released > 0,
+    'released_hold', v_hold.expires_at > v_now,
     'recorded', (v_recorded ->> 'inserted')::integer = 1
   );
 end
 $$;
 
 -- ---------------------------------------------------------------------------
--- tenancy_release_reservation(org_id, reservation_id) -> {released}
+-- tenancy_release_reservation(org_id, user_id, reservation_id, now)
+--   -> {released}
+-- Drops the hold of user_id; released says whether it was live at `now`.
+-- Another user's hold: 42501, the hold stays.
 
 create or replace function public.tenancy_release_reservation(
-  org_id uuid, reservation_id uuid
+  org_id uuid, user_id uuid, reservation_id uuid, now timestamptz
 ) returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_released integer;
+  v_hold public.usage_reservations;
 begin
-  delete from public.usage_reservations r
+  select r.* into v_hold from public.usage_reservations r
   where r.organization_id = tenancy_release_reservation.org_id
-    and r.id = tenancy_release_reservation.reservation_id;
-  get diagnostics v_released = row_count;
-  return jsonb_build_object('released', v_released > 0);
+    and r.id = tenancy_release_reservation.reservation_id
+  for update;
+  if not found then
+    return jsonb_build_object('released', false);
+  end if;
+  if v_hold.user_id is distinct from tenancy_release_reservation.user_id then
+    raise exception 'reservation % was not made for user %',
+      v_hold.id, tenancy_release_reservation.user_id using errcode = '42501';
+  end if;
+  delete from public.usage_reservations r
+  where r.organization_id = v_hold.organization_id and r.id = v_hold.id;
+  return jsonb_build_object('released', v_hold.expires_at > tenancy_release_reservation.now);
 end
 $$;
 
@@ -568,33 +605,170 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- tenancy_update_feature(org_id, feature_key, set_config, updated_at,
+--   enabled?, config?) -> SETOF org_features (one row)
+-- Changes one feature row in one statement: `enabled` when given (null:
+-- keep), `config` when set_config (a missing config then means SQL null),
+-- and updated_at. A new row starts disabled with a null config. Two
+-- concurrent calls changing different fields both land. A missing
+-- organization is 23503.
+
+create or replace function public.tenancy_update_feature(
+  org_id uuid,
+  feature_key text,
+  set_config boolean,
+  updated_at timestamptz,
+  enabled boolean default null,
+  config jsonb default null
+) returns setof public.org_features
+language sql
+volatile
+set search_path = ''
+as $$
+  insert into public.org_features as f (organization_id, feature_key, enabled, config, updated_at)
+  values (
+    tenancy_update_feature.org_id,
+    tenancy_update_feature.feature_key,
+    coalesce(tenancy_update_feature.enabled, false),
+    case when tenancy_update_feature.set_config then tenancy_update_feature.config end,
+    tenancy_update_feature.updated_at
+  )
+  on conflict (organization_id, feature_key) do update set
+    enabled = coalesce(tenancy_update_feature.enabled, f.enabled),
+    config = case when tenancy_update_feature.set_config
+      then tenancy_update_feature.config else f.config end,
+    updated_at = excluded.updated_at
+  returning f.*
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_list_organizations(max_rows, skip_rows?, search?)
+--   -> SETOF organizations
+-- A page of organizations by name (byte order), then id; with `search`,
+-- only those whose name or slug contains it, ignoring the case of ASCII
+-- letters (no wildcards: `%` and `_` are literal). For operator tools.
+
+create or replace function public.tenancy_list_organizations(
+  max_rows integer,
+  skip_rows integer default 0,
+  search text default null
+) returns setof public.organizations
+language sql
+stable
+set search_path = ''
+as $$
+  select o.* from public.organizations o
+  where tenancy_list_organizations.search is null
+     or pg_catalog.strpos(pg_catalog.lower(o.name collate "C"),
+                          pg_catalog.lower(tenancy_list_organizations.search collate "C")) > 0
+     or pg_catalog.strpos(o.slug,
+                          pg_catalog.lower(tenancy_list_organizations.search collate "C")) > 0
+  order by o.name collate "C", o.id
+  limit tenancy_list_organizations.max_rows
+  offset coalesce(tenancy_list_organizations.skip_rows, 0)
+$$;
+
+-- ---------------------------------------------------------------------------
+-- tenancy_usage_history(org_id, scope, period, from_start, to_start,
+--   user_id?, metric?) -> [CounterValue]
+-- Recorded usage per counter and period whose start lies in
+-- [from_start, to_start]: scope 'organization' (the org-wide counters),
+-- 'user' (user_id's own) or 'each_user' (every user's own), ordered by
+-- period start, metric, then scope (org-wide first, users by id). A user
+-- JWT must be a member; its own history is open to every role, other
+-- users' (each_user, or another user_id) needs admin or owner (42501).
+
+create or replace function public.tenancy_usage_history(
+  org_id uuid,
+  scope text,
+  period text,
+  from_start date,
+  to_start date,
+  user_id uuid default null,
+  metric text default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_org uuid := tenancy_usage_history.org_id;
+  v_scope text := tenancy_usage_history.scope;
+  v_period text := tenancy_usage_history.period;
+  v_user uuid := tenancy_usage_history.user_id;
+  v_metric text := tenancy_usage_history.metric;
+  v_nil constant uuid := '00000000-0000-0000-0000-000000000000';
+begin
+  if v_scope is null or v_scope not in ('organization', 'user', 'each_user')
+     or (v_scope = 'user') <> (v_user is not null) then
+    raise exception 'scope must be organization, each_user, or user with a user_id'
+      using errcode = '22023';
+  end if;
+  if not tenancy.is_privileged() then
+    perform tenancy.require_reader(v_org, null);
+    if (v_scope = 'each_user' or (v_scope = 'user' and v_user <> (select auth.uid())))
+       and not tenancy.has_role(v_org, 'admin') then
+      raise exception 'only admins and owners see other members'' usage' using errcode = '42501';
+    end if;
+  end if;
+  return coalesce((
+    select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+        'scope', case when c.scope_user_id = v_nil
+          then pg_catalog.jsonb_build_object('scope', 'organization')
+          else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', c.scope_user_id) end,
+        'metric', c.metric,
+        'period', pg_catalog.jsonb_build_object('period', c.period, 'start', c.period_start),
+        'used', c.used::text
+      ) order by c.period_start, c.metric collate "C", c.scope_user_id <> v_nil, c.scope_user_id)
+    from public.usage_counters c
+    where c.organization_id = v_org
+      and c.period = v_period
+      and c.period_start between tenancy_usage_history.from_start and tenancy_usage_history.to_start
+      and (v_metric is null or c.metric = v_metric)
+      and case v_scope
+        when 'organization' then c.scope_user_id = v_nil
+        when 'user' then c.scope_user_id = v_user
+        else c.scope_user_id <> v_nil
+      end
+  ), '[]'::jsonb);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Who may call what.
 
 revoke all on function
   public.tenancy_record_usage(jsonb),
-  public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid),
-  public.tenancy_commit_reservation(uuid, uuid, jsonb),
-  public.tenancy_release_reservation(uuid, uuid),
+  public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid, timestamptz),
+  public.tenancy_commit_reservation(uuid, uuid, uuid, jsonb, timestamptz),
+  public.tenancy_release_reservation(uuid, uuid, uuid, timestamptz),
   public.tenancy_usage_snapshot(uuid, date, date, timestamptz, uuid, text),
+  public.tenancy_usage_history(uuid, text, text, date, date, uuid, text),
   public.tenancy_claim_alert(uuid, text, text, date, integer, timestamptz, uuid),
   public.tenancy_put_limit(uuid, uuid, text, text, numeric, text, uuid, timestamptz),
+  public.tenancy_update_feature(uuid, text, boolean, timestamptz, boolean, jsonb),
+  public.tenancy_list_organizations(integer, integer, text),
   public.tenancy_create_organization(text, text, text, uuid, uuid, timestamptz)
 from public, anon, authenticated;
 
 -- Workers and the back end (service_role): everything.
 grant execute on function
   public.tenancy_record_usage(jsonb),
-  public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid),
-  public.tenancy_commit_reservation(uuid, uuid, jsonb),
-  public.tenancy_release_reservation(uuid, uuid),
+  public.tenancy_reserve(uuid, uuid, text, numeric, date, date, timestamptz, timestamptz, uuid, timestamptz),
+  public.tenancy_commit_reservation(uuid, uuid, uuid, jsonb, timestamptz),
+  public.tenancy_release_reservation(uuid, uuid, uuid, timestamptz),
   public.tenancy_usage_snapshot(uuid, date, date, timestamptz, uuid, text),
+  public.tenancy_usage_history(uuid, text, text, date, date, uuid, text),
   public.tenancy_claim_alert(uuid, text, text, date, integer, timestamptz, uuid),
   public.tenancy_put_limit(uuid, uuid, text, text, numeric, text, uuid, timestamptz),
+  public.tenancy_update_feature(uuid, text, boolean, timestamptz, boolean, jsonb),
+  public.tenancy_list_organizations(integer, integer, text),
   public.tenancy_create_organization(text, text, text, uuid, uuid, timestamptz)
 to service_role;
 
--- User JWTs: the readers (own orgs, own user id) and creating an org they own.
+-- User JWTs: the readers (own orgs; their own usage, or with admin any
+-- member's) and creating an org they own.
 grant execute on function
   public.tenancy_usage_snapshot(uuid, date, date, timestamptz, uuid, text),
+  public.tenancy_usage_history(uuid, text, text, date, date, uuid, text),
   public.tenancy_create_organization(text, text, text, uuid, uuid, timestamptz)
 to authenticated;

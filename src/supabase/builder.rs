@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::{Inner, SupabaseStore};
+use crate::config::{check_count, check_duration};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The environment variable holding the project URL.
@@ -26,9 +27,20 @@ pub const ENV_JWT_SECRET: &str = "SUPABASE_JWT_SECRET";
 /// How idempotent calls are retried after connection errors, timeouts and
 /// 5xx responses: exponential backoff with jitter.
 ///
-/// Calls that are not idempotent (reserve, claiming an alert, creating
-/// rows) are retried only when the request never reached the server.
+/// Calls that are not idempotent (reserve, release, claiming an alert,
+/// creating rows) are retried only when the request never reached the
+/// server.
+///
+/// ```
+/// use std::time::Duration;
+/// use tenancy::supabase::RetryConfig;
+/// let retry = RetryConfig::default()
+///     .max_retries(5)
+///     .delays(Duration::from_millis(20), Duration::from_secs(1));
+/// assert_eq!(retry.max_retries, 5);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Retries after the first attempt; 0 disables retrying.
     pub max_retries: usize,
@@ -36,6 +48,28 @@ pub struct RetryConfig {
     pub min_delay: Duration,
     /// The longest delay.
     pub max_delay: Duration,
+}
+
+impl RetryConfig {
+    /// Retries after the first attempt: 0 to 20; 0 disables retrying.
+    pub fn max_retries(mut self, retries: usize) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// The first and the longest delay: from 1 ms, the longest at least the
+    /// first and at most a minute.
+    pub fn delays(mut self, min: Duration, max: Duration) -> Self {
+        self.min_delay = min;
+        self.max_delay = max;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_count("retry max_retries", self.max_retries, 0, 20)?;
+        check_duration("retry min_delay", self.min_delay, Duration::from_millis(1), Duration::from_secs(60))?;
+        check_duration("retry max_delay", self.max_delay, self.min_delay, Duration::from_secs(60))
+    }
 }
 
 impl Default for RetryConfig {
@@ -177,14 +211,16 @@ impl SupabaseStoreBuilder {
         self
     }
 
-    /// The timeout of one request, response body included (default 15 s).
+    /// The timeout of one request, response body included (default 15 s;
+    /// 1 ms to 10 minutes).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// The connection timeout of the client this builder creates (default
-    /// 5 s); ignored with an injected [`http_client`](Self::http_client).
+    /// 5 s; 1 ms to 10 minutes); ignored with an injected
+    /// [`http_client`](Self::http_client).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
         self
@@ -197,8 +233,15 @@ impl SupabaseStoreBuilder {
     }
 
     /// Validates the configuration. A missing or malformed URL or key is a
-    /// [`Config`](ErrorKind::Config) error naming the variable.
+    /// [`Config`](ErrorKind::Config) error naming the variable; a timeout
+    /// or retry setting out of range, one naming the setting.
     pub fn build(self) -> Result<SupabaseStore> {
+        let longest = Duration::from_secs(600);
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        check_duration("timeout", timeout, Duration::from_millis(1), longest)?;
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        check_duration("connect_timeout", connect_timeout, Duration::from_millis(1), longest)?;
+        self.retry.validate()?;
         let rest_url = match non_empty(self.rest_url) {
             Some(rest) => parse_base(&rest, "the REST URL (rest_url / SUPABASE_REST_URL)")?,
             None => {
@@ -233,12 +276,11 @@ impl SupabaseStoreBuilder {
             reqwest::header::AUTHORIZATION,
             header_value(&format!("Bearer {bearer}"), "the access token")?,
         );
-        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let http = match self.http {
             Some(client) => client,
             None => reqwest::Client::builder()
                 .timeout(timeout)
-                .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+                .connect_timeout(connect_timeout)
                 .build()
                 .map_err(|e| config("cannot build the HTTP client".to_owned()).with_source(e))?,
         };

@@ -265,7 +265,9 @@ impl Store for SupabaseStore {
             feature_key: key,
             enabled: change.enabled,
             set_config: change.config.is_some(),
-            config: change.config.as_ref(),
+            // A `null` config is sent as no argument (SQL null): a JSON
+            // null argument does not reach every PostgREST as null.
+            config: change.config.as_ref().filter(|c| !c.is_null()),
             updated_at: now,
         };
         // One statement: only the named fields change, so a concurrent
