@@ -174,3 +174,91 @@ pub struct OrgQuery {
     /// After skipping this many, in the order by name, then id.
     pub offset: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The RPC responses in `migrations/examples/` against the serde types
+    //! they are read into: a renamed or missing field on either side fails.
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::limits::UsageSnapshot;
+
+    /// Keys the SQL sends that no Rust type reads: `limit_type` is the
+    /// plan's column, kept beside the metric and period it names.
+    const EXTRA_SQL_KEYS: &[&str] = &["limit_type"];
+
+    /// A value with every object's keys sorted and every scalar replaced by
+    /// its JSON type; arrays by their elements' (one) shape.
+    fn shape(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(k, _)| !EXTRA_SQL_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), shape(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                let shapes: Vec<Value> = items.iter().map(shape).collect();
+                // An enum (a scope) may take several shapes; dedupe them.
+                let mut unique: Vec<Value> = Vec::new();
+                for s in shapes {
+                    if !unique.contains(&s) {
+                        unique.push(s);
+                    }
+                }
+                Value::Array(unique)
+            }
+            Value::String(_) => Value::from("string"),
+            Value::Number(_) => Value::from("number"),
+            Value::Bool(_) => Value::from("bool"),
+            Value::Null => Value::Null,
+        }
+    }
+
+    /// Reads the example into `T`, writes it back, and compares shapes.
+    fn round_trips<T: DeserializeOwned + Serialize>(name: &str, example: &str) {
+        let sample: Value = serde_json::from_str(example).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let typed: T = serde_json::from_value(sample.clone())
+            .unwrap_or_else(|e| panic!("{name} does not read into its type: {e}"));
+        let written = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(shape(&written), shape(&sample), "{name}: the type and the SQL disagree");
+    }
+
+    #[test]
+    fn rpc_examples_have_the_shapes_of_their_types() {
+        round_trips::<RecordOutcome>(
+            "tenancy_record_usage",
+            include_str!("../../migrations/examples/tenancy_record_usage.json"),
+        );
+        round_trips::<ReserveResult>(
+            "tenancy_reserve",
+            include_str!("../../migrations/examples/tenancy_reserve.json"),
+        );
+        round_trips::<CommitOutcome>(
+            "tenancy_commit_reservation",
+            include_str!("../../migrations/examples/tenancy_commit_reservation.json"),
+        );
+        round_trips::<UsageSnapshot>(
+            "tenancy_usage_snapshot",
+            include_str!("../../migrations/examples/tenancy_usage_snapshot.json"),
+        );
+        round_trips::<Vec<CounterValue>>(
+            "tenancy_usage_history",
+            include_str!("../../migrations/examples/tenancy_usage_history.json"),
+        );
+    }
+
+    #[test]
+    fn a_renamed_field_is_caught() {
+        let renamed = include_str!("../../migrations/examples/tenancy_commit_reservation.json")
+            .replace("released_hold", "released");
+        let result = std::panic::catch_unwind(|| {
+            round_trips::<CommitOutcome>("renamed", &renamed);
+        });
+        assert!(result.is_err());
+    }
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use tenancy::supabase::{RetryConfig, SupabaseStore};
-use tenancy::usage::{RecorderConfig, RecorderStats, UsageRecorder};
+use tenancy::{RecorderBuilder, RecorderStats, UsageRecorder};
 use tenancy::{
     LimitScope, MetricKey, NewOrganization, Period, Tenancy, TenantContext, UsageEvent, UserId,
 };
@@ -60,11 +60,11 @@ async fn rig(request_timeout: Duration) -> Option<Rig> {
             .connect_timeout(Duration::from_secs(1))
             // One quick store-level retry, so the recorder's own retry
             // loop does most of the work and shows in its stats.
-            .retry(RetryConfig {
-                max_retries: 1,
-                min_delay: Duration::from_millis(10),
-                max_delay: Duration::from_millis(50),
-            })
+            .retry(
+                RetryConfig::default()
+                    .max_retries(1)
+                    .delays(Duration::from_millis(10), Duration::from_millis(50)),
+            )
             .build()
             .expect("store")
     };
@@ -94,15 +94,13 @@ async fn rig(request_timeout: Duration) -> Option<Rig> {
 }
 
 /// Quick batching and retries, spooling past `max_buffered` events.
-fn config(spool: &Path, batch_size: usize, max_buffered: usize) -> RecorderConfig {
-    RecorderConfig {
-        batch_size,
-        max_buffered_events: max_buffered,
-        flush_interval: Duration::from_millis(50),
-        retry_min_delay: Duration::from_millis(20),
-        retry_max_delay: Duration::from_millis(500),
-        ..RecorderConfig::default().with_spool_dir(spool)
-    }
+fn recorder(tenancy: &Tenancy, spool: &Path, batch_size: usize, max_buffered: usize) -> RecorderBuilder {
+    UsageRecorder::builder(tenancy.clone())
+        .batch_size(batch_size)
+        .max_buffered_events(max_buffered)
+        .flush_interval(Duration::from_millis(50))
+        .retry_delays(Duration::from_millis(20), Duration::from_millis(500))
+        .spool_dir(spool)
 }
 
 /// What was recorded: every id `record` returned, and the token sum.
@@ -169,7 +167,7 @@ impl Rig {
         lines
             .iter()
             .find(|l| {
-                l.metric == MetricKey::tokens()
+                l.metric == MetricKey::TOKENS
                     && l.period == Period::Monthly
                     && l.scope == LimitScope::Organization
             })
@@ -286,7 +284,7 @@ async fn a_30_second_outage_under_steady_recording_loses_and_doubles_nothing() {
     let rig = Arc::new(rig);
     let spool = tempfile::tempdir().unwrap();
     let recorder =
-        UsageRecorder::start(rig.faulty.clone(), config(spool.path(), 100, 300)).unwrap();
+        recorder(&rig.faulty, spool.path(), 100, 300).start().unwrap();
     // 3 events every 10 ms: about 300 events/s.
     let steady = steady(&rig, &recorder, 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -357,7 +355,7 @@ async fn five_xx_bursts_lose_and_double_nothing() {
     };
     let spool = tempfile::tempdir().unwrap();
     let recorder =
-        UsageRecorder::start(rig.faulty.clone(), config(spool.path(), 100, 10_000)).unwrap();
+        recorder(&rig.faulty, spool.path(), 100, 10_000).start().unwrap();
     let mut recorded = Recorded::default();
     for _ in 0..8 {
         rig.proxy.fail_next(5);
@@ -383,7 +381,7 @@ async fn lost_responses_after_the_write_landed_lose_and_double_nothing() {
     };
     let spool = tempfile::tempdir().unwrap();
     let recorder =
-        UsageRecorder::start(rig.faulty.clone(), config(spool.path(), 200, 10_000)).unwrap();
+        recorder(&rig.faulty, spool.path(), 200, 10_000).start().unwrap();
     let mut recorded = Recorded::default();
     // Warm the org cache so the lost responses are record calls.
     rig.record_many(&recorder, 10, &mut recorded);
@@ -417,7 +415,7 @@ async fn every_request_delivered_twice_loses_and_doubles_nothing() {
     };
     let spool = tempfile::tempdir().unwrap();
     let recorder =
-        UsageRecorder::start(rig.faulty.clone(), config(spool.path(), 100, 10_000)).unwrap();
+        recorder(&rig.faulty, spool.path(), 100, 10_000).start().unwrap();
     rig.proxy.set_mode(Mode::Duplicate);
     let mut recorded = Recorded::default();
     for _ in 0..10 {
@@ -455,9 +453,8 @@ async fn a_recorder_dropped_without_shutdown_is_replayed_by_the_next_one() {
     // The backend is down; the first recorder queues 200, holds a batch of
     // 100 in each delivery slot, spools the rest, and is dropped mid-retry.
     rig.proxy.set_mode(Mode::Refuse);
-    let first_config = config(spool.path(), 100, 200);
-    let in_memory = 200 + 100 * first_config.max_in_flight as u64;
-    let first = UsageRecorder::start(rig.faulty.clone(), first_config).unwrap();
+    let first = recorder(&rig.faulty, spool.path(), 100, 200).start().unwrap();
+    let in_memory = 200 + 100 * first.config().max_in_flight as u64;
     rig.record_many(&first, 1_000, &mut recorded);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let first_stats: RecorderStats = first.stats();
@@ -466,7 +463,7 @@ async fn a_recorder_dropped_without_shutdown_is_replayed_by_the_next_one() {
     drop(first);
 
     // A second recorder on the same directory, the backend back.
-    let second = UsageRecorder::start(rig.faulty.clone(), config(spool.path(), 100, 200)).unwrap();
+    let second = recorder(&rig.faulty, spool.path(), 100, 200).start().unwrap();
     rig.proxy.set_mode(Mode::PassThrough);
     rig.record_many(&second, 500, &mut recorded);
     flush_within(&second, Duration::from_secs(30), "the second recorder").await;
