@@ -17,12 +17,13 @@
 
 use tenancy_testkit::postgrest as postgrest_server;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use rust_decimal_macros::dec;
 use tenancy::supabase::SupabaseStore;
-use tenancy::usage::{RecorderConfig, UsageRecorder};
+use tenancy::{AlertSink, AlertThresholds, LimitAlert, UsageRecorder, async_trait};
 use tenancy::{NewLimit, NewOrganization, OrgId, PlatformOperator, Tenancy, UsageEvent, UserId};
 use tokio::runtime::Runtime;
 
@@ -57,8 +58,8 @@ async fn org(tenancy: &Tenancy, limited: bool) -> (OrgId, UserId) {
         .expect("org");
     if limited {
         tenancy
+            .operator(&PlatformOperator::new("bench"))
             .set_limit(
-                &PlatformOperator::new("bench"),
                 org.id,
                 NewLimit::from_limit_type("monthly_tokens", dec!(1000000000000000)).unwrap(),
             )
@@ -66,6 +67,77 @@ async fn org(tenancy: &Tenancy, limited: bool) -> (OrgId, UserId) {
             .expect("limit");
     }
     (org.id, owner)
+}
+
+/// A sink that takes 50 ms per alert, as a slow webhook would.
+#[derive(Debug)]
+struct SlowSink;
+
+#[async_trait]
+impl AlertSink for SlowSink {
+    async fn deliver(&self, _alert: &LimitAlert) -> tenancy::Result<()> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+}
+
+/// A sink that takes no time.
+#[derive(Debug)]
+struct InstantSink;
+
+#[async_trait]
+impl AlertSink for InstantSink {
+    async fn deliver(&self, _alert: &LimitAlert) -> tenancy::Result<()> {
+        Ok(())
+    }
+}
+
+/// USERS users of one org, each with a small daily token limit of their
+/// own, so that their events keep crossing 80, 90 and 100 %: three alerts
+/// per user, and an alert check per user per batch.
+const ALERTING_USERS: usize = 200;
+
+async fn alerting_org(tenancy: &Tenancy) -> (OrgId, Vec<UserId>) {
+    let (org, owner) = org(tenancy, false).await;
+    let ctx = tenancy.context(owner, org).await.expect("owner");
+    let operator = PlatformOperator::new("bench");
+    let mut users = Vec::with_capacity(ALERTING_USERS);
+    for _ in 0..ALERTING_USERS {
+        let user = UserId::new_v7();
+        tenancy.add_member(&ctx, user, tenancy::Role::Member).await.expect("member");
+        let limit = NewLimit::from_limit_type("daily_tokens", dec!(10000)).unwrap().for_user(user);
+        tenancy.operator(&operator).set_limit(org, limit).await.expect("limit");
+        users.push(user);
+    }
+    (org, users)
+}
+
+/// A tenancy on `store` delivering alerts to `sink`, or with alerts off.
+fn tenancy_with(store: &SupabaseStore, sink: Option<Arc<dyn AlertSink>>) -> Tenancy {
+    let builder = Tenancy::builder().store(store.clone());
+    match sink {
+        Some(sink) => builder.shared_alert_sink(sink),
+        None => builder.alert_thresholds(AlertThresholds::new([]).expect("no thresholds")),
+    }
+    .build()
+    .expect("tenancy")
+}
+
+/// `events` spread over `users` through one default recorder, record to
+/// flush; the alert deliveries they cause are left running.
+async fn run_alerting(tenancy: &Tenancy, org: OrgId, users: &[UserId], events: usize) -> Duration {
+    let recorder = UsageRecorder::builder(tenancy.clone())
+        .max_buffered_events(events)
+        .start()
+        .expect("recorder");
+    let started = Instant::now();
+    for i in 0..events {
+        recorder.record(event(org, users[i % users.len()], i)).expect("record");
+    }
+    recorder.flush().await.expect("flush");
+    let elapsed = started.elapsed();
+    recorder.shutdown(Duration::from_secs(1)).await;
+    elapsed
 }
 
 fn event(org: OrgId, user: UserId, i: usize) -> UsageEvent {
@@ -76,13 +148,6 @@ fn event(org: OrgId, user: UserId, i: usize) -> UsageEvent {
         .cost_usd(dec!(0.0012))
 }
 
-fn recorder_config(batch_size: usize, events: usize) -> RecorderConfig {
-    RecorderConfig {
-        batch_size,
-        max_buffered_events: events.max(batch_size),
-        ..RecorderConfig::default()
-    }
-}
 
 /// Records `events` on `recorders` UsageRecorders (round robin) as fast as
 /// `record` allows and flushes; the time from the first `record` to the
@@ -97,11 +162,11 @@ async fn run_recorders(
 ) -> Duration {
     let all: Vec<UsageRecorder> = (0..recorders)
         .map(|_| {
-            UsageRecorder::start(
-                tenancy.clone(),
-                recorder_config(batch_size, events / recorders + batch_size),
-            )
-            .expect("recorder")
+            UsageRecorder::builder(tenancy.clone())
+                .batch_size(batch_size)
+                .max_buffered_events((events / recorders + batch_size).max(batch_size))
+                .start()
+                .expect("recorder")
         })
         .collect();
     let started = Instant::now();
@@ -402,6 +467,44 @@ fn quick() -> bool {
     std::env::var_os("TENANCY_BENCH_QUICK").is_some()
 }
 
+/// Ingest with a sink that takes 50 ms per alert, beside a sink that takes
+/// none and alerts turned off: alert delivery is off the ingestion path
+/// when the first ratio stays near 1 (target: within 10 %).
+async fn alert_summary(store: &SupabaseStore) {
+    let mut rates = Vec::new();
+    for (label, sink) in [
+        ("alerts off", None),
+        ("instant sink", Some(Arc::new(InstantSink) as Arc<dyn AlertSink>)),
+        ("50 ms sink", Some(Arc::new(SlowSink) as Arc<dyn AlertSink>)),
+    ] {
+        let tenancy = tenancy_with(store, sink);
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            // A fresh org per run: alerts fire once per threshold and period.
+            let (org, users) = alerting_org(&tenancy).await;
+            runs.push(rate(RECORDER_EVENTS, run_alerting(&tenancy, org, &users, RECORDER_EVENTS).await));
+            tenancy.flush_alerts().await;
+        }
+        runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rates.push((label, runs[1]));
+    }
+    println!();
+    println!(
+        "-- alerts: {RECORDER_EVENTS} events from {ALERTING_USERS} users with daily limits of \
+         their own (600 alerts a run), median of 3 --"
+    );
+    for (label, rate) in &rates {
+        println!("{label:<14} {rate:>9.0} events/s");
+    }
+    let (off, instant, slow) = (rates[0].1, rates[1].1, rates[2].1);
+    println!(
+        "50 ms sink / instant sink: {:.2}x the time; / alerts off: {:.2}x (target ≤ 1.10x: {})",
+        instant / slow,
+        off / slow,
+        if instant / slow <= 1.10 { "MET" } else { "NOT MET" }
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
     // then there is nothing to run quickly.
@@ -423,4 +526,7 @@ fn main() {
         criterion.final_summary();
     }
     rt.block_on(summary(&tenancy, server.pid()));
+    if !quick() || std::env::var_os("TENANCY_BENCH_ALERTS").is_some() {
+        rt.block_on(alert_summary(&store(server)));
+    }
 }

@@ -85,8 +85,8 @@ async fn scene(store: SupabaseStore) -> (Tenancy, TenantContext) {
         .await
         .unwrap();
     tenancy
+        .operator(&PlatformOperator::new("bench"))
         .set_limit(
-            &PlatformOperator::new("bench"),
             org.id,
             NewLimit::from_limit_type("monthly_tokens", dec!(1000000000000)).unwrap(),
         )
