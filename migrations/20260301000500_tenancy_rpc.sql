@@ -145,7 +145,7 @@ $$;
 -- name schema-qualified: so PostgreSQL inlines it into the calling
 -- statement, whose plan plpgsql caches per connection (a helper with `set
 -- search_path` is re-planned on every call instead, which cost reserve and
--- check_limit about half a millisecond each; see notes/supabase_perf.md).
+-- check_limit about half a millisecond each).
 
 create or replace function tenancy.limit_usage(
   p_org uuid, p_user uuid, p_metric text, p_daily date, p_monthly date, p_now timestamptz

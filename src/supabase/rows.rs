@@ -111,8 +111,8 @@ impl From<LimitRow> for Limit {
 }
 
 /// Arguments of `tenancy_put_limit`. `None`s are left out, so the SQL
-/// default applies (the stand-in passes a JSON `null` argument as an empty
-/// string).
+/// default applies (a JSON `null` argument does not reach every PostgREST
+/// as null).
 #[derive(Debug, Serialize)]
 pub(super) struct PutLimitArgs<'a> {
     pub(super) limit_id: LimitId,

@@ -35,9 +35,10 @@ fn to_body(value: &impl Serialize) -> Result<String> {
 }
 
 /// The body of an RPC call built with `json!`: top-level nulls are left
-/// out, so the SQL defaults (all null) apply. The stand-in passes a JSON
-/// `null` argument as an empty string, which no `uuid` or `text` default
-/// survives. (The typed argument structs skip their `None`s the same way.)
+/// out, so the SQL defaults (all null) apply. Not every PostgREST passes a
+/// JSON `null` argument on as SQL null (the tests' stand-in makes it an
+/// empty string, which no `uuid` default survives). The typed argument
+/// structs skip their `None`s the same way.
 fn rpc_body(mut args: serde_json::Value) -> Result<String> {
     if let serde_json::Value::Object(map) = &mut args {
         map.retain(|_, v| !v.is_null());

@@ -1,11 +1,12 @@
 //! A bounded cache whose entries expire after a time-to-live measured on the
-//! injected clock.
+//! injected clock, and whose hits are read in place.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-#[derive(Clone)]
+use dashmap::DashMap;
+
 struct Entry<V> {
     value: V,
     /// Microseconds since the Unix epoch, from `Clock::coarse_unix_micros`.
@@ -14,14 +15,21 @@ struct Entry<V> {
 
 /// Size-bounded, TTL-expiring cache. A TTL of zero disables it. Times are
 /// microseconds since the Unix epoch, read with
-/// [`Clock::coarse_unix_micros`](crate::clock::Clock::coarse_unix_micros):
-/// this is on the hot path of every cached lookup.
+/// [`Clock::coarse_unix_micros`](crate::clock::Clock::coarse_unix_micros).
+///
+/// A hit is read under the shard's read lock ([`with`](Self::with)), not
+/// cloned: this is the hot path of every `has_feature`.
+///
+/// Past its capacity, an insert first drops expired entries, then the
+/// oldest-loaded of the rest, a sixteenth of the capacity at a time, so
+/// the scan that finds them is paid once per many inserts.
 ///
 /// Invalidation bumps a generation counter; a load that started before an
 /// invalidation is not inserted afterwards, so a change made through the
 /// same instance is never hidden by a slow concurrent read of the old state.
 pub(super) struct TtlCache<K, V> {
-    entries: quick_cache::sync::Cache<K, Entry<V>>,
+    entries: DashMap<K, Entry<V>, foldhash::fast::RandomState>,
+    capacity: usize,
     ttl_micros: i64,
     generation: AtomicU64,
 }
@@ -31,26 +39,37 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// `ttl` (saturating at `i64::MAX` microseconds).
     pub(super) fn new(capacity: usize, ttl: Duration) -> Self {
         TtlCache {
-            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            entries: DashMap::default(),
+            capacity: capacity.max(1),
             ttl_micros: i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX),
             generation: AtomicU64::new(0),
         }
     }
 
-    pub(super) fn enabled(&self) -> bool {
+    fn enabled(&self) -> bool {
         self.ttl_micros > 0
     }
 
-    /// The cached value, if loaded less than a TTL before `now`.
-    pub(super) fn get(&self, key: &K, now: i64) -> Option<V> {
+    fn fresh(&self, entry: &Entry<V>, now: i64) -> bool {
+        // A clock set backwards makes the age negative: fresh only while
+        // within the TTL on either side.
+        let age = now.saturating_sub(entry.loaded_at);
+        age < self.ttl_micros && age > -self.ttl_micros
+    }
+
+    /// `read` applied to the cached value, if loaded less than a TTL before
+    /// `now`; the value is borrowed, not cloned.
+    pub(super) fn with<R>(&self, key: &K, now: i64, read: impl FnOnce(&V) -> R) -> Option<R> {
         if !self.enabled() {
             return None;
         }
         let entry = self.entries.get(key)?;
-        // A clock set backwards makes the age negative: treat as fresh only
-        // while within the TTL on either side.
-        let age = now.saturating_sub(entry.loaded_at);
-        (age < self.ttl_micros && age > -self.ttl_micros).then_some(entry.value)
+        self.fresh(&entry, now).then(|| read(&entry.value))
+    }
+
+    /// The cached value, if loaded less than a TTL before `now`.
+    pub(super) fn get(&self, key: &K, now: i64) -> Option<V> {
+        self.with(key, now, V::clone)
     }
 
     /// The cached value for `key`, or else `load`'s, which is cached unless
@@ -78,14 +97,38 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Caches a value loaded at `now`, unless an invalidation happened since
     /// `generation` was read.
     pub(super) fn insert(&self, key: K, value: V, now: i64, generation: u64) {
-        if self.enabled() && self.generation() == generation {
-            self.entries.insert(
-                key,
-                Entry {
-                    value,
-                    loaded_at: now,
-                },
-            );
+        if !self.enabled() || self.generation() != generation {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            self.make_room(now);
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                value,
+                loaded_at: now,
+            },
+        );
+    }
+
+    /// Drops expired entries, then the oldest-loaded, until a sixteenth of
+    /// the capacity is free.
+    fn make_room(&self, now: i64) {
+        self.entries.retain(|_, entry| self.fresh(entry, now));
+        let target = self.capacity - (self.capacity / 16).max(1);
+        let excess = self.entries.len().saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        let mut by_age: Vec<(i64, K)> = self
+            .entries
+            .iter()
+            .map(|e| (e.loaded_at, e.key().clone()))
+            .collect();
+        by_age.sort_unstable_by_key(|(loaded_at, _)| *loaded_at);
+        for (_, key) in by_age.into_iter().take(excess) {
+            self.entries.remove(&key);
         }
     }
 
@@ -93,14 +136,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.remove(key);
     }
-
 }
 
-impl<K: Eq + Hash + Clone, V: Clone> std::fmt::Debug for TtlCache<K, V> {
+impl<K: Eq + Hash, V> std::fmt::Debug for TtlCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TtlCache")
             .field("len", &self.entries.len())
-            .field("capacity", &self.entries.capacity())
+            .field("capacity", &self.capacity)
             .field("ttl_micros", &self.ttl_micros)
             .finish()
     }
@@ -110,15 +152,17 @@ impl<K: Eq + Hash + Clone, V: Clone> std::fmt::Debug for TtlCache<K, V> {
 mod tests {
     use super::*;
 
+    const SECOND: i64 = 1_000_000;
+
     #[test]
     fn expires_after_ttl_and_skips_stale_loads() {
         let t0 = 1_000_000_000;
-        let second = 1_000_000;
         let cache = TtlCache::new(10, Duration::from_secs(5));
         let generation = cache.generation();
         cache.insert(1, "a", t0, generation);
-        assert_eq!(cache.get(&1, t0 + 4 * second), Some("a"));
-        assert_eq!(cache.get(&1, t0 + 5 * second), None);
+        assert_eq!(cache.get(&1, t0 + 4 * SECOND), Some("a"));
+        assert_eq!(cache.with(&1, t0, |v| v.len()), Some(1));
+        assert_eq!(cache.get(&1, t0 + 5 * SECOND), None);
 
         // A load that began before an invalidation is dropped.
         let stale_generation = cache.generation();
@@ -132,5 +176,17 @@ mod tests {
         let cache = TtlCache::new(10, Duration::ZERO);
         cache.insert(1, "a", 0, cache.generation());
         assert_eq!(cache.get(&1, 0), None);
+    }
+
+    #[test]
+    fn stays_within_its_capacity_dropping_the_oldest() {
+        let cache = TtlCache::new(32, Duration::from_secs(3600));
+        for key in 0..100i64 {
+            cache.insert(key, key, key * SECOND, cache.generation());
+            assert!(cache.entries.len() <= 32, "{}", cache.entries.len());
+        }
+        // The newest survive.
+        assert_eq!(cache.get(&99, 99 * SECOND), Some(99));
+        assert_eq!(cache.get(&0, 99 * SECOND), None);
     }
 }

@@ -65,11 +65,16 @@ impl Tenancy {
     /// ```
     pub async fn has_feature(&self, ctx: &TenantContext, key: impl AsFeatureKey) -> Result<bool> {
         let key = key.feature_key()?;
-        // The cached path stays synchronous: no nested future on a hit.
-        if let Some(hit) = self.inner.features.get(&ctx.org(), self.cache_now()) {
-            return Ok(hit.is_enabled(key));
+        // The cached path stays synchronous and reads the entry in place: no
+        // nested future and no reference count on a hit.
+        let hit = self
+            .inner
+            .features
+            .with(&ctx.org(), self.cache_now(), |features| features.is_enabled(key));
+        match hit {
+            Some(enabled) => Ok(enabled),
+            None => Ok(self.org_features(ctx.org()).await?.is_enabled(key)),
         }
-        Ok(self.org_features(ctx.org()).await?.is_enabled(key))
     }
 
     /// The configuration of `key` for the active organization, decoded into

@@ -11,6 +11,28 @@
 //! `~/.cache/tenancy/postrust-3.1.0/bin/postrust`. Without it (or without
 //! PostgreSQL) the harness prints a `SKIPPED` line and returns `None`, or
 //! panics when `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
+//!
+//! # How the stand-in differs from PostgREST
+//!
+//! The one list of the stand-in's quirks (`postrust` 3.1.0, run with
+//! `PGRST_COMPAT_MODE=true`); the crate works with both, and the tests
+//! account for these:
+//!
+//! - It serves at its root, not under `/rest/v1`: the tests set
+//!   `SUPABASE_REST_URL` (the builder's `rest_url`). A base with `/rest/v1`
+//!   gets PGRST125.
+//! - Permission denied (42501) comes back as 401, not 403: match on the
+//!   PostgREST `code` (`SupabaseStore` maps errors by code first).
+//! - A JSON `null` RPC argument arrives as an empty string (`22P02 invalid
+//!   input syntax for type uuid: ""`): `SupabaseStore` leaves null arguments
+//!   out, so the SQL defaults (null) apply — harmless against PostgREST.
+//! - RPCs should return `jsonb` or `SETOF <table>` (not `RETURNS TABLE`);
+//!   `select=` with casts on a `SETOF` function works.
+//! - Object keys in responses come back sorted.
+//! - Everything else the crate uses matched PostgREST: embedding
+//!   (`organizations(*)`), `on_conflict` with merge-duplicates,
+//!   `return=representation` on PATCH and DELETE, and the PGRST116, 202,
+//!   205, 301 and 303 error bodies.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
