@@ -121,6 +121,6 @@ pub use crate::model::{
 pub use crate::recorder::{RecorderBuilder, RecorderStats, ShutdownReport, UsageRecorder};
 pub use crate::store::{CommitOutcome, DynStore, RecordOutcome, Store};
 pub use crate::tenancy::{
-    AlertSink, EXPIRED_HOLD_RETENTION, LogAlertSink, MAX_ORG_PAGE, MemoryAlertSink, Operator,
-    Tenancy, TenancyBuilder,
+    AlertSink, EXPIRED_HOLD_RETENTION, LogAlertSink, MAX_HISTORY_PERIODS, MAX_ORG_PAGE,
+    MemberUsage, MemoryAlertSink, Operator, Tenancy, TenancyBuilder,
 };

@@ -28,6 +28,11 @@ pub struct Claims {
     /// The user's email, when present.
     #[serde(default)]
     pub email: Option<String>,
+    /// Supabase's `app_metadata`: set by the back end, not by the user
+    /// (unlike `user_metadata`), so fit for decisions such as who is a
+    /// platform operator. `null` when absent.
+    #[serde(default)]
+    pub app_metadata: serde_json::Value,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
 }

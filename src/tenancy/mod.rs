@@ -35,6 +35,7 @@ pub use alerts::{AlertSink, LogAlertSink, MemoryAlertSink};
 pub use builder::TenancyBuilder;
 pub use metering::EXPIRED_HOLD_RETENTION;
 pub use operator::{MAX_ORG_PAGE, Operator};
+pub use summary::{MAX_HISTORY_PERIODS, MemberUsage};
 
 
 use alerts::AlertQueue;

@@ -5,9 +5,11 @@ use serde::Serialize;
 use super::Tenancy;
 use crate::error::{Error, Result};
 use crate::ids::{FeatureKey, LimitId, OrgId};
-use crate::limits::{Limit, NewLimit, UsageLine};
+use chrono::NaiveDate;
+
+use crate::limits::{Limit, NewLimit, Period, UsageLine};
 use crate::model::{Feature, FeatureChange, Organization, PlatformOperator};
-use crate::store::OrgQuery;
+use crate::store::{CounterScope, CounterValue, OrgQuery};
 
 /// The most organizations one [`Operator::organizations`] page returns.
 pub const MAX_ORG_PAGE: usize = 500;
@@ -71,6 +73,21 @@ impl<'a> Operator<'a> {
     pub async fn usage_summary(&self, org: OrgId) -> Result<Vec<UsageLine>> {
         let tz = self.tenancy.org_for_operator(org).await?.timezone;
         self.tenancy.summary_lines(org, None, tz).await
+    }
+
+    /// The organization-wide usage history of any organization, as
+    /// [`Tenancy::usage_history`] reads it for a member.
+    pub async fn usage_history(
+        &self,
+        org: OrgId,
+        metric: Option<&str>,
+        period: Period,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<CounterValue>> {
+        self.tenancy
+            .history(org, CounterScope::Organization, metric, period, from, to)
+            .await
     }
 
     // ---- features ------------------------------------------------------

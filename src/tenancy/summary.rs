@@ -1,13 +1,48 @@
-//! Usage against limits, as a page shows it.
+//! Usage as pages and reports show it: against limits, over time, and by
+//! member.
 
+use chrono::NaiveDate;
 use chrono_tz::Tz;
+use rust_decimal::Decimal;
 
 use super::Tenancy;
-use crate::error::Result;
-use crate::ids::{OrgId, UserId};
-use crate::limits::{CurrentPeriods, UsageLine, usage_lines};
+use crate::error::{Error, Result};
+use crate::ids::{MetricKey, OrgId, UserId};
+use crate::limits::{CurrentPeriods, Period, PeriodKey, UsageLine, usage_lines};
 use crate::model::{Action, TenantContext};
-use crate::store::UsageQuery;
+use crate::store::{CounterScope, CounterValue, HistoryQuery, UsageQuery};
+
+/// The longest span a history read covers: 400 periods (a little over a
+/// year of days).
+pub const MAX_HISTORY_PERIODS: i64 = 400;
+
+/// One member's usage of a metric in a period, for a top-users list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberUsage {
+    /// The member.
+    pub user: UserId,
+    /// Their recorded usage in the period.
+    pub used: Decimal,
+}
+
+/// Checks a history span: `from` not after `to`, and at most
+/// [`MAX_HISTORY_PERIODS`] periods; `InvalidInput` naming `to` otherwise.
+fn check_span(period: Period, from: NaiveDate, to: NaiveDate) -> Result<()> {
+    let days = (to - from).num_days();
+    let periods = match period {
+        Period::Daily => days + 1,
+        Period::Monthly => days / 28 + 1,
+    };
+    if days < 0 || periods > MAX_HISTORY_PERIODS {
+        return Err(Error::invalid_input(
+            "to",
+            format_args!(
+                "{from}..={to} must run forwards and span at most {MAX_HISTORY_PERIODS} periods"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 impl Tenancy {
     /// Usage against limits for the user's page: one line per metric,
@@ -37,5 +72,69 @@ impl Tenancy {
         };
         let snapshot = self.inner.store.usage_snapshot(&query).await?;
         Ok(usage_lines(snapshot, tz, self.warning_percent()))
+    }
+
+    /// The organization-wide usage of each metric (or just `metric`) per
+    /// period, for periods starting from `from` to `to` (both included, at
+    /// most [`MAX_HISTORY_PERIODS`]): what a chart of the month draws. Needs
+    /// [`ViewUsage`](Action::ViewUsage). Periods without usage are absent.
+    pub async fn usage_history(
+        &self,
+        ctx: &TenantContext,
+        metric: Option<&str>,
+        period: Period,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<CounterValue>> {
+        ctx.require(Action::ViewUsage)?;
+        self.history(ctx.org(), CounterScope::Organization, metric, period, from, to)
+            .await
+    }
+
+    /// The members who used the most of `metric` in the current `period`,
+    /// most first, at most `limit` of them. Needs
+    /// [`ViewMemberUsage`](Action::ViewMemberUsage) (admins and owners):
+    /// other members' usage is not every member's to see.
+    pub async fn top_users(
+        &self,
+        ctx: &TenantContext,
+        metric: &str,
+        period: Period,
+        limit: usize,
+    ) -> Result<Vec<MemberUsage>> {
+        ctx.require(Action::ViewMemberUsage)?;
+        let key = PeriodKey::containing(period, self.now(), ctx.organization().timezone);
+        let values = self
+            .history(ctx.org(), CounterScope::EachUser, Some(metric), period, key.start, key.start)
+            .await?;
+        let mut members: Vec<MemberUsage> = values
+            .into_iter()
+            .filter_map(|v| v.scope.user().map(|user| MemberUsage { user, used: v.used }))
+            .collect();
+        members.sort_by(|a, b| b.used.cmp(&a.used).then(a.user.cmp(&b.user)));
+        members.truncate(limit);
+        Ok(members)
+    }
+
+    pub(super) async fn history(
+        &self,
+        org: OrgId,
+        scope: CounterScope,
+        metric: Option<&str>,
+        period: Period,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<CounterValue>> {
+        check_span(period, from, to)?;
+        let metric = metric.map(MetricKey::parse).transpose()?;
+        let query = HistoryQuery {
+            org,
+            scope,
+            metric,
+            period,
+            from,
+            to,
+        };
+        self.inner.store.usage_history(&query).await
     }
 }
