@@ -1,0 +1,133 @@
+//! The console (feature `console`): web pages for an organization's people
+//! and for the platform operator, as an axum [`Router`] to mount at any
+//! prefix.
+//!
+//! ```no_run
+//! # use tenancy::{MemoryStore, Tenancy};
+//! # use tenancy::axum::TokenVerifier;
+//! use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
+//! # fn main() -> tenancy::Result<()> {
+//! # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+//! # let verifier = TokenVerifier::hs256("a-secret-of-at-least-thirty-two-bytes!")?;
+//! let config = ConsoleConfig::builder(tenancy, verifier)
+//!     .operators(OperatorPolicy::app_metadata_flag("tenancy_operator"))
+//!     .build()?;
+//! let app: axum::Router = axum::Router::new().nest("/tenancy", console::router(config));
+//! # Ok(()) }
+//! ```
+//!
+//! # Pages
+//!
+//! For people in an organization, each through a
+//! [`TenantContext`](crate::TenantContext) the store confirms (a URL
+//! naming another organization is 403):
+//!
+//! - `GET /` — the user's organizations; `GET /fragments/org-selector` —
+//!   the org selector alone, for the host's own sidebar ([`org_selector`]
+//!   renders the same in-process);
+//! - `GET /orgs/{org}/members` — members with their roles; forms to change
+//!   a role, remove a member, and leave, shown only where the role rules
+//!   allow them (and checked again on every post);
+//! - `GET /orgs/{org}/usage` — each limit's usage, holds and remaining, a
+//!   bar coloured by level and the reset time in the organization's time
+//!   zone; a daily chart of the month per metric, with its numbers as a
+//!   table; the top members per metric, for admins and owners.
+//!
+//! For the platform operator (whom [`OperatorPolicy`] names; nobody by
+//! default; anyone else gets 403):
+//!
+//! - `GET /operator` — the organizations nearest their limits;
+//! - `GET /operator/orgs?q=` — organizations by name or slug, with their
+//!   tightest limit;
+//! - `GET /operator/orgs/{org}` — features (toggle; edit the JSON
+//!   configuration, refused with where the JSON broke) and limits (set,
+//!   change mode, remove).
+//!
+//! # Identity and security
+//!
+//! - A request is signed in as the axum integration signs it in: a
+//!   Supabase access token in `Authorization: Bearer`, or in a cookie
+//!   (`sb-access-token` by default), checked by the
+//!   [`TokenVerifier`](crate::axum::TokenVerifier).
+//! - Every form carries a CSRF token (HMAC-SHA256 of the user and an expiry
+//!   12 hours ahead, with the console's secret); a post without a valid one
+//!   is 403 before anything changes. Posts from another site (by
+//!   `Sec-Fetch-Site` or `Origin`) are refused too.
+//! - Every page is server-rendered through auto-escaping templates
+//!   (askama), works without JavaScript and runs none: the
+//!   Content-Security-Policy allows no script at all, the console's own
+//!   stylesheet, and forms to itself only; pages are never framed, never
+//!   cached, and render no token or secret.
+//! - Every action goes through the facade, which checks the same role
+//!   matrix as the API (and the operator handle for operator pages).
+
+mod assets;
+mod auth;
+mod chart;
+mod config;
+mod pages;
+mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use config::{ConsoleConfig, ConsoleConfigBuilder, MIN_CSRF_SECRET_BYTES, OperatorPolicy};
+
+use crate::error::Result;
+use crate::ids::{OrgId, UserId};
+use crate::tenancy::Tenancy;
+
+/// The console's routes, to mount with `Router::nest` at any prefix (or
+/// `merge` at the root).
+pub fn router(config: ConsoleConfig) -> Router {
+    use pages::{index, members, operator, usage};
+    Router::new()
+        .route("/", get(index::index))
+        .route("/fragments/org-selector", get(index::selector_fragment))
+        .route("/assets/{name}", get(assets::asset))
+        .route("/orgs/{org}/usage", get(usage::usage))
+        .route("/orgs/{org}/members", get(members::list))
+        .route(
+            "/orgs/{org}/members/{user}/role",
+            post(members::change_role),
+        )
+        .route("/orgs/{org}/members/{user}/remove", post(members::remove))
+        .route("/orgs/{org}/leave", post(members::leave))
+        .route("/operator", get(operator::overview))
+        .route("/operator/orgs", get(operator::organizations))
+        .route("/operator/orgs/{org}", get(operator::organization))
+        .route("/operator/orgs/{org}/features", post(operator::add_feature))
+        .route(
+            "/operator/orgs/{org}/features/{key}/toggle",
+            post(operator::toggle_feature),
+        )
+        .route(
+            "/operator/orgs/{org}/features/{key}/config",
+            post(operator::set_feature_config),
+        )
+        .route("/operator/orgs/{org}/limits", post(operator::set_limit))
+        .route(
+            "/operator/orgs/{org}/limits/{id}/remove",
+            post(operator::remove_limit),
+        )
+        .fallback(|| async { render::ConsoleError::not_found() })
+        .with_state(Arc::new(config))
+}
+
+/// The org selector of `user` as an HTML fragment, for the host's own
+/// layout: each organization links to its usage page under `mount` (where
+/// the console is nested, such as `/tenancy`), `current` marked with
+/// `aria-current="page"`. Names are escaped.
+pub async fn org_selector(
+    tenancy: &Tenancy,
+    user: UserId,
+    mount: &str,
+    current: Option<OrgId>,
+) -> Result<String> {
+    let base = render::Base(mount.trim_end_matches('/').to_owned());
+    pages::selector_html(tenancy, user, &base, current)
+        .await
+        .map_err(|_| crate::error::Error::unexpected("the org selector did not render"))
+}

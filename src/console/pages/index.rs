@@ -1,0 +1,73 @@
+//! The start page (the user's organizations) and the embeddable org
+//! selector.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{Chrome, OrgEntry, chrome, org_entries, selector_html};
+use crate::console::auth::Viewer;
+use crate::console::config::ConsoleConfig;
+use crate::console::render::{Base, ConsoleError, page, security_headers};
+use crate::ids::OrgId;
+
+#[derive(Template)]
+#[template(path = "console/index.html")]
+struct Index {
+    chrome: Chrome,
+    orgs: Vec<OrgEntry>,
+}
+
+/// `GET /`: the user's organizations, their default first.
+pub(in crate::console) async fn index(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+) -> Result<Response, ConsoleError> {
+    let orgs = config.tenancy.orgs_for_user(viewer.user).await?;
+    let orgs = org_entries(&orgs, &base, None);
+    let chrome = chrome(
+        &config,
+        &viewer,
+        &base,
+        "Your organizations",
+        None,
+        "",
+        None,
+    )
+    .await?;
+    Ok(page(&Index { chrome, orgs }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct Current {
+    current: Option<String>,
+}
+
+/// `GET /fragments/org-selector?current=<org id>`: the org selector alone,
+/// to embed in the host's own layout (it carries no stylesheet; style the
+/// `.org-selector` classes, or link the console's).
+pub(in crate::console) async fn selector_fragment(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Query(current): Query<Current>,
+) -> Result<Response, ConsoleError> {
+    let current = current
+        .current
+        .as_deref()
+        .and_then(|c| OrgId::parse(c).ok());
+    let html = selector_html(&config.tenancy, viewer.user, &base, current).await?;
+    let mut response = html.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    security_headers(headers);
+    Ok(response)
+}

@@ -1,0 +1,171 @@
+//! Members: the list with roles; changing a role, removing a member and
+//! leaving, within the permission matrix. The controls shown follow the
+//! matrix, and the facade checks it again on every post.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{Chrome, CsrfForm, Done, chrome, context};
+use crate::console::auth::Viewer;
+use crate::console::config::ConsoleConfig;
+use crate::console::render::{Base, ConsoleError, page, see_other};
+use crate::ids::UserId;
+use crate::model::{MembershipChange, Role, TenantContext};
+
+/// One row of the members table, with the controls the viewer may use.
+struct MemberRow {
+    user: String,
+    user_short: String,
+    is_me: bool,
+    role: Role,
+    joined: String,
+    /// The roles the viewer may change this member to.
+    roles: Vec<Role>,
+    can_remove: bool,
+    role_action: String,
+    remove_action: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/members.html")]
+struct Members {
+    chrome: Chrome,
+    org_name: String,
+    my_role: Role,
+    members: Vec<MemberRow>,
+    leave_action: String,
+    csrf: String,
+}
+
+fn row(ctx: &TenantContext, base: &Base, user: UserId, role: Role, joined: String) -> MemberRow {
+    let change = |after| MembershipChange {
+        before: Some(role),
+        after,
+    };
+    let roles = Role::ALL
+        .into_iter()
+        .filter(|r| *r != role && ctx.may_change_member(user, change(Some(*r))))
+        .collect();
+    let is_me = user == ctx.user();
+    let path = |action: &str| base.at(&format!("/orgs/{}/members/{user}/{action}", ctx.org()));
+    MemberRow {
+        user: user.to_string(),
+        user_short: user.to_string()[..8].to_owned(),
+        is_me,
+        role,
+        joined,
+        roles,
+        can_remove: !is_me && ctx.may_change_member(user, change(None)),
+        role_action: path("role"),
+        remove_action: path("remove"),
+    }
+}
+
+/// `GET /orgs/{org}/members`.
+pub(in crate::console) async fn list(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Query(done): Query<Done>,
+) -> Result<Response, ConsoleError> {
+    let ctx = context(&config, &viewer, &org).await?;
+    let members = config.tenancy.members(&ctx).await?;
+    let rows = members
+        .iter()
+        .map(|m| {
+            row(
+                &ctx,
+                &base,
+                m.user_id,
+                m.role,
+                m.created_at.date_naive().to_string(),
+            )
+        })
+        .collect();
+    let chrome = chrome(
+        &config,
+        &viewer,
+        &base,
+        "Members",
+        Some(&ctx),
+        "members",
+        done.notice(),
+    )
+    .await?;
+    Ok(page(&Members {
+        chrome,
+        org_name: ctx.organization().name.clone(),
+        my_role: ctx.role(),
+        members: rows,
+        leave_action: base.at(&format!("/orgs/{}/leave", ctx.org())),
+        csrf: viewer.csrf.clone(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct RoleForm {
+    csrf: String,
+    role: String,
+}
+
+fn member_id(user: &str) -> Result<UserId, ConsoleError> {
+    UserId::parse(user).map_err(|_| ConsoleError::not_found())
+}
+
+/// `POST /orgs/{org}/members/{user}/role`.
+pub(in crate::console) async fn change_role(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, user)): Path<(String, String)>,
+    Form(form): Form<RoleForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let ctx = context(&config, &viewer, &org).await?;
+    let role = Role::parse(&form.role)?;
+    config
+        .tenancy
+        .change_role(&ctx, member_id(&user)?, role)
+        .await?;
+    Ok(see_other(
+        &base.at(&format!("/orgs/{}/members?done=role", ctx.org())),
+    ))
+}
+
+/// `POST /orgs/{org}/members/{user}/remove`.
+pub(in crate::console) async fn remove(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, user)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let ctx = context(&config, &viewer, &org).await?;
+    config
+        .tenancy
+        .remove_member(&ctx, member_id(&user)?)
+        .await?;
+    Ok(see_other(
+        &base.at(&format!("/orgs/{}/members?done=removed", ctx.org())),
+    ))
+}
+
+/// `POST /orgs/{org}/leave`: back to the start page.
+pub(in crate::console) async fn leave(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let ctx = context(&config, &viewer, &org).await?;
+    config.tenancy.leave(&ctx).await?;
+    Ok(see_other(&base.at("/")))
+}

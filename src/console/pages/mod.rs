@@ -1,0 +1,159 @@
+//! The console's pages: the frame they share, and one module per area.
+
+pub(super) mod index;
+pub(super) mod members;
+pub(super) mod operator;
+pub(super) mod usage;
+
+use askama::Template;
+use serde::Deserialize;
+
+use super::assets::stylesheet_name;
+use super::auth::Viewer;
+use super::config::ConsoleConfig;
+use super::render::{Base, ConsoleError};
+use crate::ids::{OrgId, UserId};
+use crate::model::{OrgMembership, TenantContext};
+use crate::tenancy::Tenancy;
+
+/// What every page around its content shows: the org selector, the
+/// sections of the current organization, the operator's sections.
+pub(super) struct Chrome {
+    pub(super) title: String,
+    pub(super) base: String,
+    pub(super) stylesheet: String,
+    pub(super) selector_html: String,
+    pub(super) current: Option<CurrentOrg>,
+    pub(super) operator: bool,
+    /// Which navigation entry is this page: `usage`, `members`,
+    /// `overview`, `orgs`, or empty.
+    pub(super) section: &'static str,
+    /// What the last form did, from the `done` query parameter.
+    pub(super) notice: Option<String>,
+}
+
+/// The organization a page is about.
+pub(super) struct CurrentOrg {
+    pub(super) name: String,
+    pub(super) usage_href: String,
+    pub(super) members_href: String,
+}
+
+/// One entry of the org selector.
+pub(super) struct OrgEntry {
+    pub(super) name: String,
+    pub(super) slug: String,
+    pub(super) role: String,
+    pub(super) href: String,
+    pub(super) current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/selector.html")]
+struct SelectorFragment<'a> {
+    orgs: &'a [OrgEntry],
+}
+
+/// The `done` query parameter a form's redirect carries.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Done {
+    done: Option<String>,
+}
+
+impl Done {
+    /// The notice for a known `done` value; anything else shows nothing
+    /// (the text never comes from the request).
+    pub(super) fn notice(&self) -> Option<String> {
+        let text = match self.done.as_deref()? {
+            "role" => "The role was changed.",
+            "removed" => "The member was removed.",
+            "feature" => "The feature was changed.",
+            "config" => "The feature's configuration was saved.",
+            "limit" => "The limit was saved.",
+            "limit-removed" => "The limit was removed.",
+            _ => return None,
+        };
+        Some(text.to_owned())
+    }
+}
+
+/// The user's organizations as selector entries linking to `section`.
+pub(super) fn org_entries(
+    orgs: &[OrgMembership],
+    base: &Base,
+    current: Option<OrgId>,
+) -> Vec<OrgEntry> {
+    orgs.iter()
+        .map(|m| OrgEntry {
+            name: m.organization.name.clone(),
+            slug: m.organization.slug.to_string(),
+            role: m.role.to_string(),
+            href: base.at(&format!("/orgs/{}/usage", m.organization.id)),
+            current: Some(m.organization.id) == current,
+        })
+        .collect()
+}
+
+/// The org selector of `user` as an HTML fragment, links under `base`,
+/// `current` marked as the page's (`aria-current`).
+pub(super) async fn selector_html(
+    tenancy: &Tenancy,
+    user: UserId,
+    base: &Base,
+    current: Option<OrgId>,
+) -> Result<String, ConsoleError> {
+    let orgs = tenancy.orgs_for_user(user).await?;
+    let entries = org_entries(&orgs, base, current);
+    SelectorFragment { orgs: &entries }
+        .render()
+        .map_err(|_| ConsoleError::internal())
+}
+
+/// The frame of a page titled `title`, about `ctx`'s organization if any.
+pub(super) async fn chrome(
+    config: &ConsoleConfig,
+    viewer: &Viewer,
+    base: &Base,
+    title: impl Into<String>,
+    ctx: Option<&TenantContext>,
+    section: &'static str,
+    notice: Option<String>,
+) -> Result<Chrome, ConsoleError> {
+    let current = ctx.map(|ctx| ctx.org());
+    let selector_html = selector_html(&config.tenancy, viewer.user, base, current).await?;
+    Ok(Chrome {
+        title: title.into(),
+        base: base.0.clone(),
+        stylesheet: base.at(&format!("/assets/{}", stylesheet_name())),
+        selector_html,
+        current: ctx.map(|ctx| CurrentOrg {
+            name: ctx.organization().name.clone(),
+            usage_href: base.at(&format!("/orgs/{}/usage", ctx.org())),
+            members_href: base.at(&format!("/orgs/{}/members", ctx.org())),
+        }),
+        operator: viewer.operator.is_some(),
+        section,
+        notice,
+    })
+}
+
+/// The viewer's context in `org`: the store confirms the membership, or the
+/// page is refused (403), whatever the URL says.
+pub(super) async fn context(
+    config: &ConsoleConfig,
+    viewer: &Viewer,
+    org: &str,
+) -> Result<TenantContext, ConsoleError> {
+    let org = OrgId::parse(org).map_err(|_| ConsoleError::not_found())?;
+    config
+        .tenancy
+        .context(viewer.user, org)
+        .await
+        .map_err(|_| ConsoleError::forbidden("You are not a member of this organization."))
+}
+
+/// A form that carries only the CSRF token.
+#[derive(Debug, Deserialize)]
+pub(super) struct CsrfForm {
+    pub(super) csrf: String,
+}

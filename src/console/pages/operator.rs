@@ -1,0 +1,481 @@
+//! The platform operator's pages: the organizations nearest their limits,
+//! a searchable list of organizations, and one organization's features
+//! and limits, with forms to change them. Every handler first asks the
+//! operator policy: anyone else gets 403.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::usage::{level_names, local_time};
+use super::{Chrome, CsrfForm, Done, chrome};
+use crate::console::auth::Viewer;
+use crate::console::config::ConsoleConfig;
+use crate::console::render::{Base, ConsoleError, page, see_other};
+use crate::error::Error;
+use crate::ids::{LimitId, OrgId, UserId};
+use crate::limits::{LimitMode, NewLimit, UsageLine};
+use crate::model::{FeatureChange, Organization};
+use crate::tenancy::Operator;
+
+/// How many organizations the overview scans for the nearest to a limit.
+const OVERVIEW_SCAN: usize = 200;
+/// How many it lists.
+const OVERVIEW_ROWS: usize = 10;
+/// How many a search page lists.
+const SEARCH_ROWS: usize = 50;
+
+/// An organization and its tightest limit, for the operator's lists.
+struct OrgRow {
+    name: String,
+    slug: String,
+    href: String,
+    limit: String,
+    percent: String,
+    level: &'static str,
+    level_text: &'static str,
+    resets_at: String,
+    /// For sorting: the tightest line's percentage.
+    score: Decimal,
+}
+
+async fn org_row(
+    operator: &Operator<'_>,
+    base: &Base,
+    org: &Organization,
+) -> Result<OrgRow, ConsoleError> {
+    let lines = operator.usage_summary(org.id).await?;
+    let tightest: Option<&UsageLine> = lines
+        .iter()
+        .filter(|l| l.percent.is_some())
+        .max_by(|a, b| a.percent.cmp(&b.percent));
+    let (level, level_text) = tightest.map_or(("ok", ""), |l| level_names(l.level));
+    Ok(OrgRow {
+        name: org.name.clone(),
+        slug: org.slug.to_string(),
+        href: base.at(&format!("/operator/orgs/{}", org.id)),
+        limit: tightest.map_or_else(String::new, |l| format!("{}_{}", l.period, l.metric)),
+        percent: tightest
+            .and_then(|l| l.percent)
+            .map_or_else(String::new, |p| format!("{} %", p.normalize())),
+        level,
+        level_text,
+        resets_at: tightest.map_or_else(String::new, |l| local_time(l.resets_at, org.timezone)),
+        score: tightest
+            .and_then(|l| l.percent)
+            .unwrap_or(Decimal::NEGATIVE_ONE),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "console/operator_overview.html")]
+struct Overview {
+    chrome: Chrome,
+    scanned: usize,
+    rows: Vec<OrgRow>,
+}
+
+/// `GET /operator`: the organizations nearest their limits.
+pub(in crate::console) async fn overview(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+) -> Result<Response, ConsoleError> {
+    let operator = config.tenancy.operator(viewer.operator()?);
+    let orgs = operator.organizations(None, OVERVIEW_SCAN, 0).await?;
+    let mut rows = Vec::with_capacity(orgs.len());
+    for org in &orgs {
+        rows.push(org_row(&operator, &base, org).await?);
+    }
+    rows.retain(|r| r.score >= Decimal::ZERO);
+    rows.sort_by_key(|r| std::cmp::Reverse(r.score));
+    rows.truncate(OVERVIEW_ROWS);
+    let chrome = chrome(
+        &config,
+        &viewer,
+        &base,
+        "Nearest their limits",
+        None,
+        "overview",
+        None,
+    )
+    .await?;
+    Ok(page(&Overview {
+        chrome,
+        scanned: orgs.len(),
+        rows,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "console/operator_orgs.html")]
+struct OrgList {
+    chrome: Chrome,
+    action: String,
+    query: String,
+    rows: Vec<OrgRow>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct Search {
+    q: Option<String>,
+}
+
+/// `GET /operator/orgs?q=`: organizations by name or slug, with their
+/// tightest limit.
+pub(in crate::console) async fn organizations(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Query(search): Query<Search>,
+) -> Result<Response, ConsoleError> {
+    let operator = config.tenancy.operator(viewer.operator()?);
+    let query = search.q.unwrap_or_default();
+    let orgs = operator.organizations(Some(&query), SEARCH_ROWS, 0).await?;
+    let mut rows = Vec::with_capacity(orgs.len());
+    for org in &orgs {
+        rows.push(org_row(&operator, &base, org).await?);
+    }
+    let chrome = chrome(&config, &viewer, &base, "Organizations", None, "orgs", None).await?;
+    Ok(page(&OrgList {
+        chrome,
+        action: base.at("/operator/orgs"),
+        query,
+        rows,
+    }))
+}
+
+struct FeatureRow {
+    key: String,
+    enabled: bool,
+    config: String,
+    updated_at: String,
+    toggle_action: String,
+    config_action: String,
+}
+
+struct LimitRow {
+    limit_type: String,
+    scope: String,
+    user: String,
+    value: Decimal,
+    mode: &'static str,
+    other_mode: &'static str,
+    usage: String,
+    remove_action: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/operator_org.html")]
+struct OrgPage {
+    chrome: Chrome,
+    org_id: String,
+    org_name: String,
+    org_slug: String,
+    timezone: String,
+    error: Option<String>,
+    features: Vec<FeatureRow>,
+    limits: Vec<LimitRow>,
+    add_feature_action: String,
+    set_limit_action: String,
+    csrf: String,
+}
+
+async fn org_page(
+    config: &ConsoleConfig,
+    viewer: &Viewer,
+    base: &Base,
+    org: OrgId,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<OrgPage, ConsoleError> {
+    let operator = config.tenancy.operator(viewer.operator()?);
+    let organization = config
+        .tenancy
+        .organization(org)
+        .await?
+        .ok_or_else(ConsoleError::not_found)?;
+    let at = |path: &str| base.at(&format!("/operator/orgs/{org}{path}"));
+    let features = operator
+        .features(org)
+        .await?
+        .into_iter()
+        .map(|f| FeatureRow {
+            toggle_action: at(&format!("/features/{}/toggle", f.key)),
+            config_action: at(&format!("/features/{}/config", f.key)),
+            key: f.key.to_string(),
+            enabled: f.enabled,
+            config: if f.config.is_null() {
+                String::new()
+            } else {
+                serde_json::to_string_pretty(&f.config).unwrap_or_default()
+            },
+            updated_at: local_time(f.updated_at, organization.timezone),
+        })
+        .collect();
+    let lines = operator.usage_summary(org).await?;
+    let limits = operator
+        .limits(org)
+        .await?
+        .into_iter()
+        .map(|l| {
+            let usage = lines
+                .iter()
+                .find(|u| u.metric == l.metric && u.period == l.period && u.scope == l.scope)
+                .and_then(|u| u.percent)
+                .map_or_else(|| "—".to_owned(), |p| format!("{} %", p.normalize()));
+            LimitRow {
+                limit_type: format!("{}_{}", l.period, l.metric),
+                scope: l.scope.to_string(),
+                user: l.scope.user().map(|u| u.to_string()).unwrap_or_default(),
+                value: l.value.normalize(),
+                mode: l.mode.as_str(),
+                other_mode: match l.mode {
+                    LimitMode::Hard => "soft",
+                    LimitMode::Soft => "hard",
+                },
+                usage,
+                remove_action: at(&format!("/limits/{}/remove", l.id)),
+            }
+        })
+        .collect();
+    let chrome = chrome(
+        config,
+        viewer,
+        base,
+        organization.name.clone(),
+        None,
+        "orgs",
+        notice,
+    )
+    .await?;
+    Ok(OrgPage {
+        chrome,
+        org_id: org.to_string(),
+        org_name: organization.name.clone(),
+        org_slug: organization.slug.to_string(),
+        timezone: organization.timezone.name().to_owned(),
+        error,
+        features,
+        limits,
+        add_feature_action: at("/features"),
+        set_limit_action: at("/limits"),
+        csrf: viewer.csrf.clone(),
+    })
+}
+
+fn org_id(org: &str) -> Result<OrgId, ConsoleError> {
+    OrgId::parse(org).map_err(|_| ConsoleError::not_found())
+}
+
+/// `GET /operator/orgs/{org}`.
+pub(in crate::console) async fn organization(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Query(done): Query<Done>,
+) -> Result<Response, ConsoleError> {
+    let data = org_page(&config, &viewer, &base, org_id(&org)?, done.notice(), None).await?;
+    Ok(page(&data))
+}
+
+/// The organization's page again with `error` at the top, answered with
+/// the error's status: a form that did not validate.
+async fn refused(
+    config: &ConsoleConfig,
+    viewer: &Viewer,
+    base: &Base,
+    org: OrgId,
+    error: Error,
+) -> Result<Response, ConsoleError> {
+    let status = ConsoleError::from(Error::new(error.kind(), "")).status();
+    let data = org_page(
+        config,
+        viewer,
+        base,
+        org,
+        None,
+        Some(error.message().to_owned()),
+    )
+    .await?;
+    let mut response = page(&data);
+    *response.status_mut() = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct ToggleForm {
+    csrf: String,
+    enabled: String,
+}
+
+/// `POST /operator/orgs/{org}/features/{key}/toggle`.
+pub(in crate::console) async fn toggle_feature(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, key)): Path<(String, String)>,
+    Form(form): Form<ToggleForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let org = org_id(&org)?;
+    let operator = config.tenancy.operator(viewer.operator()?);
+    let enabled = form.enabled == "true";
+    let changed = operator
+        .update_feature(org, &key, FeatureChange::enabled(enabled))
+        .await;
+    match changed {
+        Ok(_) => Ok(see_other(
+            &base.at(&format!("/operator/orgs/{org}?done=feature")),
+        )),
+        Err(e) => refused(&config, &viewer, &base, org, e).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct ConfigForm {
+    csrf: String,
+    config: String,
+}
+
+/// `POST /operator/orgs/{org}/features/{key}/config`: the textarea's JSON
+/// (empty: no configuration). Bad JSON is shown back with where it broke.
+pub(in crate::console) async fn set_feature_config(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, key)): Path<(String, String)>,
+    Form(form): Form<ConfigForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let org = org_id(&org)?;
+    let operator = config.tenancy.operator(viewer.operator()?);
+    let text = form.config.trim();
+    let parsed = if text.is_empty() {
+        Ok(serde_json::Value::Null)
+    } else {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+            Error::invalid_input(
+                "config",
+                format_args!("{key}'s configuration is not JSON: {e}"),
+            )
+        })
+    };
+    let saved = match parsed.and_then(FeatureChange::config) {
+        Ok(change) => operator.update_feature(org, &key, change).await,
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(_) => Ok(see_other(
+            &base.at(&format!("/operator/orgs/{org}?done=config")),
+        )),
+        Err(e) => refused(&config, &viewer, &base, org, e).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct NewFeatureForm {
+    csrf: String,
+    key: String,
+}
+
+/// `POST /operator/orgs/{org}/features`: turns a (new) feature on.
+pub(in crate::console) async fn add_feature(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Form(form): Form<NewFeatureForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let org = org_id(&org)?;
+    let operator = config.tenancy.operator(viewer.operator()?);
+    match operator.enable_feature(org, form.key.trim()).await {
+        Ok(_) => Ok(see_other(
+            &base.at(&format!("/operator/orgs/{org}?done=feature")),
+        )),
+        Err(e) => refused(&config, &viewer, &base, org, e).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(in crate::console) struct LimitForm {
+    csrf: String,
+    limit_type: String,
+    value: String,
+    mode: String,
+    #[serde(default)]
+    user: String,
+}
+
+fn new_limit(form: &LimitForm) -> crate::error::Result<NewLimit> {
+    let value = Decimal::from_str(form.value.trim()).map_err(|_| {
+        Error::invalid_input(
+            "limit_value",
+            format_args!("{:?} is not a number", form.value),
+        )
+    })?;
+    let limit = NewLimit::from_limit_type(form.limit_type.trim(), value)?
+        .mode(LimitMode::parse(&form.mode)?);
+    let user = form.user.trim();
+    Ok(if user.is_empty() {
+        limit
+    } else {
+        limit.for_user(UserId::parse(user)?)
+    })
+}
+
+/// `POST /operator/orgs/{org}/limits`: sets (or changes the mode of) a
+/// limit.
+pub(in crate::console) async fn set_limit(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Form(form): Form<LimitForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let org = org_id(&org)?;
+    let operator = config.tenancy.operator(viewer.operator()?);
+    let set = match new_limit(&form) {
+        Ok(limit) => operator.set_limit(org, limit).await,
+        Err(e) => Err(e),
+    };
+    match set {
+        Ok(_) => Ok(see_other(
+            &base.at(&format!("/operator/orgs/{org}?done=limit")),
+        )),
+        Err(e) => refused(&config, &viewer, &base, org, e).await,
+    }
+}
+
+/// `POST /operator/orgs/{org}/limits/{id}/remove`.
+pub(in crate::console) async fn remove_limit(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, id)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ConsoleError> {
+    viewer.check_csrf(&config, &form.csrf)?;
+    let org = org_id(&org)?;
+    let id = LimitId::parse(&id).map_err(|_| ConsoleError::not_found())?;
+    let operator = config.tenancy.operator(viewer.operator()?);
+    if !operator.remove_limit(org, id).await? {
+        return Ok(ConsoleError::not_found().into_response());
+    }
+    Ok(see_other(
+        &base.at(&format!("/operator/orgs/{org}?done=limit-removed")),
+    ))
+}

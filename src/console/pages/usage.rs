@@ -1,0 +1,227 @@
+//! Usage against limits: each line with its bar and reset time in the
+//! organization's zone, a daily chart of the month per metric, and the top
+//! members (for the roles that may see other members' usage).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+use super::{Chrome, Done, chrome, context};
+use crate::console::auth::Viewer;
+use crate::console::chart::{daily_bars, month_days};
+use crate::console::config::ConsoleConfig;
+use crate::console::render::{Base, ConsoleError, page};
+use crate::error::Result;
+use crate::limits::{LimitLevel, LimitScope, Period, UsageLine};
+use crate::model::{Action, TenantContext};
+use crate::tenancy::Tenancy;
+
+/// How many members a top list shows.
+const TOP_USERS: usize = 5;
+
+/// A usage line as the table shows it.
+pub(in crate::console) struct LineRow {
+    metric: String,
+    period: &'static str,
+    scope: &'static str,
+    used: Decimal,
+    reserved: Decimal,
+    limit: Option<Decimal>,
+    mode: &'static str,
+    remaining: Option<Decimal>,
+    percent: String,
+    level: &'static str,
+    level_text: &'static str,
+    bar_width: u32,
+    resets_at: String,
+}
+
+pub(in crate::console) struct ChartBlock {
+    metric: String,
+    caption: String,
+    svg: String,
+    days: Vec<(NaiveDate, Decimal)>,
+}
+
+pub(in crate::console) struct TopBlock {
+    metric: String,
+    users: Vec<(String, Decimal)>,
+}
+
+#[derive(Template)]
+#[template(path = "console/usage.html")]
+pub(in crate::console) struct UsagePage {
+    chrome: Chrome,
+    org_name: String,
+    timezone: String,
+    lines: Vec<LineRow>,
+    charts: Vec<ChartBlock>,
+    top_users: Option<Vec<TopBlock>>,
+}
+
+/// `instant` in `tz`, to the minute, with the zone's name.
+pub(in crate::console) fn local_time(instant: DateTime<Utc>, tz: Tz) -> String {
+    format!(
+        "{} {}",
+        instant.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+        tz.name()
+    )
+}
+
+/// The level's CSS class and its words.
+pub(in crate::console) fn level_names(level: LimitLevel) -> (&'static str, &'static str) {
+    match level {
+        LimitLevel::Ok => ("ok", "OK"),
+        LimitLevel::Warning => ("warning", "Warning"),
+        LimitLevel::Exceeded => ("exceeded", "Exceeded"),
+    }
+}
+
+pub(in crate::console) fn line_row(line: &UsageLine, tz: Tz) -> LineRow {
+    let (level, level_text) = level_names(line.level);
+    let percent = line.percent.unwrap_or_default();
+    let width = percent
+        .round()
+        .to_string()
+        .parse::<u32>()
+        .unwrap_or(100)
+        .min(100);
+    LineRow {
+        metric: line.metric.to_string(),
+        period: line.period.as_str(),
+        scope: match line.scope {
+            LimitScope::Organization => "organization",
+            LimitScope::User(_) => "you",
+        },
+        used: line.used.normalize(),
+        reserved: line.reserved.normalize(),
+        limit: line.limit.map(|l| l.normalize()),
+        mode: line.mode.map_or("", |m| m.as_str()),
+        remaining: line.remaining.map(|r| r.normalize()),
+        percent: line
+            .percent
+            .map_or_else(String::new, |p| format!("{} %", p.normalize())),
+        level,
+        level_text,
+        bar_width: width,
+        resets_at: local_time(line.resets_at, tz),
+    }
+}
+
+/// The month's daily charts of the organization, one per metric.
+async fn charts(
+    tenancy: &Tenancy,
+    ctx: &TenantContext,
+    today: NaiveDate,
+) -> Result<Vec<ChartBlock>> {
+    let month = today.with_day(1).unwrap_or(today);
+    let history = tenancy
+        .usage_history(ctx, None, Period::Daily, month, today)
+        .await?;
+    let mut by_metric: BTreeMap<String, Vec<(NaiveDate, Decimal)>> = BTreeMap::new();
+    for value in history {
+        by_metric
+            .entry(value.metric.to_string())
+            .or_default()
+            .push((value.period.start, value.used.normalize()));
+    }
+    let blocks = by_metric
+        .into_iter()
+        .map(|(metric, days)| {
+            let total: Decimal = days.iter().map(|(_, u)| *u).sum();
+            let bars = month_days(month, today, &days);
+            let caption = format!(
+                "{metric} per day in {}: {} in all",
+                month.format("%B %Y"),
+                total.normalize()
+            );
+            ChartBlock {
+                svg: daily_bars(&bars, &caption),
+                caption,
+                metric,
+                days: bars.into_iter().map(|d| (d.date, d.used)).collect(),
+            }
+        })
+        .collect();
+    Ok(blocks)
+}
+
+/// The top members of each metric with a limit or usage this month.
+async fn top_users(
+    tenancy: &Tenancy,
+    ctx: &TenantContext,
+    lines: &[UsageLine],
+) -> Result<Vec<TopBlock>> {
+    let mut metrics: Vec<String> = lines.iter().map(|l| l.metric.to_string()).collect();
+    metrics.dedup();
+    let mut blocks = Vec::new();
+    for metric in metrics {
+        let users = tenancy
+            .top_users(ctx, &metric, Period::Monthly, TOP_USERS)
+            .await?;
+        if users.is_empty() {
+            continue;
+        }
+        let users = users
+            .into_iter()
+            .map(|u| (u.user.to_string()[..8].to_owned(), u.used.normalize()))
+            .collect();
+        blocks.push(TopBlock { metric, users });
+    }
+    Ok(blocks)
+}
+
+/// The usage page of `ctx`'s organization at `now`: the data, built
+/// without the chrome, so a bench can time it beside the bare summary.
+pub(in crate::console) async fn usage_page(
+    tenancy: &Tenancy,
+    ctx: &TenantContext,
+    chrome: Chrome,
+    now: DateTime<Utc>,
+) -> Result<UsagePage> {
+    let tz = ctx.organization().timezone;
+    let lines = tenancy.usage_summary(ctx).await?;
+    let today = now.with_timezone(&tz).date_naive();
+    let top = if ctx.can(Action::ViewMemberUsage) {
+        Some(top_users(tenancy, ctx, &lines).await?)
+    } else {
+        None
+    };
+    Ok(UsagePage {
+        chrome,
+        org_name: ctx.organization().name.clone(),
+        timezone: tz.name().to_owned(),
+        lines: lines.iter().map(|l| line_row(l, tz)).collect(),
+        charts: charts(tenancy, ctx, today).await?,
+        top_users: top,
+    })
+}
+
+/// `GET /orgs/{org}/usage`.
+pub(in crate::console) async fn usage(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Query(done): Query<Done>,
+) -> std::result::Result<Response, ConsoleError> {
+    let ctx = context(&config, &viewer, &org).await?;
+    let chrome = chrome(
+        &config,
+        &viewer,
+        &base,
+        "Usage and limits",
+        Some(&ctx),
+        "usage",
+        done.notice(),
+    )
+    .await?;
+    let data = usage_page(&config.tenancy, &ctx, chrome, config.tenancy.now()).await?;
+    Ok(page(&data))
+}

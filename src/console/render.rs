@@ -1,0 +1,185 @@
+//! Turning pages and errors into responses: templates, the headers every
+//! console response carries, and the page chrome (navigation, org
+//! selector).
+
+use askama::Template;
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::error::{Error, ErrorKind};
+
+/// The Content-Security-Policy of every console response: nothing but this
+/// console's own stylesheet and images, no scripts at all, forms only to
+/// itself, never framed.
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Where the console is mounted (`/tenancy` for
+/// `app.nest("/tenancy", …)`, empty at the root): links start with it.
+#[derive(Debug, Clone)]
+pub(super) struct Base(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let inner = parts.uri.path();
+        let original = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(inner, |o| o.0.path());
+        let prefix = original.strip_suffix(inner).unwrap_or("");
+        Ok(Base(prefix.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl Base {
+    /// `path` (starting with `/`) under the mount point.
+    pub(super) fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
+/// A rendered page with the console's headers.
+pub(super) fn page<T: Template>(template: &T) -> Response {
+    match template.render() {
+        Ok(html) => with_headers(StatusCode::OK, html),
+        Err(e) => {
+            tracing::error!(error = %e, "a console template failed to render");
+            ConsoleError::internal().into_response()
+        }
+    }
+}
+
+/// After a successful form: back to `to` (303, so a reload does not post
+/// again).
+pub(super) fn see_other(to: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    security_headers(response.headers_mut());
+    response
+}
+
+fn with_headers(status: StatusCode, html: String) -> Response {
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    security_headers(headers);
+    response
+}
+
+/// The headers of every console response: CSP, no sniffing, no framing,
+/// no caching of pages that show a user's data, no referrer to elsewhere.
+pub(super) fn security_headers(headers: &mut axum::http::HeaderMap) {
+    let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &'static str| {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    };
+    set(headers, "content-security-policy", CONTENT_SECURITY_POLICY);
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "x-frame-options", "DENY");
+    set(headers, "referrer-policy", "same-origin");
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, "cache-control", "no-store");
+    }
+}
+
+/// Why a console request failed, as a page a person can read. Store errors
+/// map to statuses by kind; details go to the log, not the page.
+#[derive(Debug)]
+pub(super) struct ConsoleError {
+    status: StatusCode,
+    title: &'static str,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    status: u16,
+    message: &'a str,
+}
+
+impl ConsoleError {
+    pub(super) fn unauthenticated() -> Self {
+        ConsoleError {
+            status: StatusCode::UNAUTHORIZED,
+            title: "Sign in",
+            message: "Sign in to the application first: this page needs your session.".into(),
+        }
+    }
+
+    pub(super) fn forbidden(message: impl Into<String>) -> Self {
+        ConsoleError {
+            status: StatusCode::FORBIDDEN,
+            title: "Not allowed",
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn not_found() -> Self {
+        ConsoleError {
+            status: StatusCode::NOT_FOUND,
+            title: "Not found",
+            message: "There is nothing here.".into(),
+        }
+    }
+
+    pub(super) fn internal() -> Self {
+        ConsoleError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "Something went wrong",
+            message: "The console could not do that. It has been logged.".into(),
+        }
+    }
+
+    /// The status this error answers with.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<Error> for ConsoleError {
+    fn from(error: Error) -> Self {
+        let (status, title) = match error.kind() {
+            ErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "Not allowed"),
+            ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "That did not work"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "Changed meanwhile"),
+            ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "Already there"),
+            ErrorKind::Unauthenticated => return ConsoleError::unauthenticated(),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Try again shortly"),
+            _ => {
+                tracing::error!(error = %error, "console request failed");
+                return ConsoleError::internal();
+            }
+        };
+        // These messages name the rule or the field, never a secret.
+        ConsoleError {
+            status,
+            title,
+            message: error.message().to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage {
+            title: self.title,
+            status: self.status.as_u16(),
+            message: &self.message,
+        };
+        let html = page
+            .render()
+            .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
+        with_headers(self.status, html)
+    }
+}
