@@ -202,28 +202,30 @@ macro_rules! faulty_store_impl {
     };
 }
 
-with_store_methods!(faulty_store_impl! { $ [record_usage, commit_reservation, usage_snapshot] {
-    async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
-        let ids: Vec<EventId> = batch.iter().map(|r| r.id).collect();
-        self.usage_fault(&ids, async || {
-            let first = self.inner.record_usage(batch).await?;
-            if self.deliver_twice.load(Ordering::SeqCst) {
-                self.inner.record_usage(batch).await?;
-            }
-            Ok(first)
-        })
-        .await
-    }
+with_store_methods!(
+    faulty_store_impl! { $ [record_usage, commit_reservation, usage_snapshot] {
+        async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
+            let ids: Vec<EventId> = batch.iter().map(|r| r.id).collect();
+            self.usage_fault(&ids, async || {
+                let first = self.inner.record_usage(batch).await?;
+                if self.deliver_twice.load(Ordering::SeqCst) {
+                    self.inner.record_usage(batch).await?;
+                }
+                Ok(first)
+            })
+            .await
+        }
 
-    async fn commit_reservation(&self, request: &CommitRequest) -> Result<CommitOutcome> {
-        self.usage_fault(&[request.usage.id], async || {
-            self.inner.commit_reservation(request).await
-        })
-        .await
-    }
+        async fn commit_reservation(&self, request: &CommitRequest) -> Result<CommitOutcome> {
+            self.usage_fault(&[request.usage.id], async || {
+                self.inner.commit_reservation(request).await
+            })
+            .await
+        }
 
-    async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
-        self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.usage_snapshot(query).await
-    }
-} });
+        async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
+            self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.usage_snapshot(query).await
+        }
+    } }
+);

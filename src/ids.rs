@@ -471,7 +471,14 @@ mod tests {
 
     #[test]
     fn slug_rules() {
-        for ok in ["a", "acme", "acme-labs", "a1-b2-c3", "1password", &"x".repeat(63)] {
+        for ok in [
+            "a",
+            "acme",
+            "acme-labs",
+            "a1-b2-c3",
+            "1password",
+            &"x".repeat(63),
+        ] {
             assert!(Slug::parse(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -116,7 +116,9 @@ impl TenantRejection {
             TenantRejection::NoOrganization => "you belong to no organization".into(),
             TenantRejection::FeatureDisabled(key) => format!("the feature {key} is off"),
             TenantRejection::Forbidden => "your role does not allow this".into(),
-            TenantRejection::LimitExceeded(d) => format!("the {} limit would be exceeded", d.metric),
+            TenantRejection::LimitExceeded(d) => {
+                format!("the {} limit would be exceeded", d.metric)
+            }
             TenantRejection::Unavailable => "try again shortly".into(),
             TenantRejection::Misconfigured(message) => message.clone(),
             TenantRejection::Internal => "an internal error".into(),
@@ -127,7 +129,13 @@ impl TenantRejection {
 impl fmt::Display for TenantRejection {
     /// `"<status>: <code>: <message>"`, as the response says it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.status().as_u16(), self.code(), self.message())
+        write!(
+            f,
+            "{}: {}: {}",
+            self.status().as_u16(),
+            self.code(),
+            self.message()
+        )
     }
 }
 

@@ -371,9 +371,21 @@ impl TokenVerifierBuilder {
         let leeway = self.leeway.unwrap_or(Duration::from_secs(30));
         check_duration("leeway", leeway, Duration::ZERO, Duration::from_secs(600))?;
         let ttl = self.jwks_ttl.unwrap_or(Duration::from_secs(600));
-        check_duration("jwks_ttl", ttl, Duration::from_secs(1), Duration::from_secs(86_400))?;
-        let refetch = self.min_refetch_interval.unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
-        check_duration("min_refetch_interval", refetch, Duration::ZERO, Duration::from_secs(3600))?;
+        check_duration(
+            "jwks_ttl",
+            ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        )?;
+        let refetch = self
+            .min_refetch_interval
+            .unwrap_or(DEFAULT_MIN_REFETCH_INTERVAL);
+        check_duration(
+            "min_refetch_interval",
+            refetch,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?;
         let jwks = match (self.jwks_json, self.jwks_url) {
             (Some(_), Some(_)) => {
                 return Err(config(
@@ -381,8 +393,9 @@ impl TokenVerifierBuilder {
                 ));
             }
             (Some(json), None) => {
-                let set: JwkSet = serde_json::from_str(&json)
-                    .map_err(|e| config("the JWKS document does not parse".into()).with_source(e))?;
+                let set: JwkSet = serde_json::from_str(&json).map_err(|e| {
+                    config("the JWKS document does not parse".into()).with_source(e)
+                })?;
                 Jwks::Static(Arc::new(KeySet::new(&set)))
             }
             (None, Some(url)) => Jwks::Remote(Remote {

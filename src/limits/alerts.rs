@@ -91,7 +91,8 @@ impl AlertThresholds {
     pub(crate) fn crossed(&self, used: Decimal, limit: Decimal) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().copied().filter(move |&p| {
             !used.is_zero()
-                && used.saturating_mul(Decimal::ONE_HUNDRED) >= limit.saturating_mul(Decimal::from(p))
+                && used.saturating_mul(Decimal::ONE_HUNDRED)
+                    >= limit.saturating_mul(Decimal::from(p))
         })
     }
 }

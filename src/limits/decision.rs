@@ -238,10 +238,19 @@ mod tests {
 
     #[test]
     fn huge_counters_and_tiny_limits_do_not_panic() {
-        assert_eq!(percent_of(Decimal::MAX, Decimal::new(1, 28)), Some(MAX_PERCENT));
+        assert_eq!(
+            percent_of(Decimal::MAX, Decimal::new(1, 28)),
+            Some(MAX_PERCENT)
+        );
         assert_eq!(percent_of(dec!(50), dec!(200)), Some(dec!(25)));
         assert_eq!(percent_of(dec!(1), Decimal::ZERO), None);
-        let u = usage(LimitScope::Organization, Period::Daily, dec!(10), Decimal::MAX, LimitMode::Hard);
+        let u = usage(
+            LimitScope::Organization,
+            Period::Daily,
+            dec!(10),
+            Decimal::MAX,
+            LimitMode::Hard,
+        );
         assert!(!u.fits(Decimal::MAX));
         assert!(u.headroom() < Decimal::ZERO);
         let d = decide(&MetricKey::TOKENS, Decimal::MAX, &[u], Tz::UTC, dec!(80));

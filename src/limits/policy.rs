@@ -168,11 +168,16 @@ impl LimitType {
                 format_args!("{} must start with daily_ or monthly_", quoted(input)),
             )
         })?;
-        let alias = LIMIT_TYPE_ALIASES.into_iter().find(|(short, _)| *short == metric);
+        let alias = LIMIT_TYPE_ALIASES
+            .into_iter()
+            .find(|(short, _)| *short == metric);
         let metric = match alias {
             Some((_, metric)) => metric,
             None => MetricKey::parse(metric).map_err(|e| {
-                Error::invalid_input("limit_type", format_args!("{}: {}", quoted(input), e.message()))
+                Error::invalid_input(
+                    "limit_type",
+                    format_args!("{}: {}", quoted(input), e.message()),
+                )
             })?,
         };
         Ok(LimitType { metric, period })

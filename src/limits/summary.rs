@@ -104,7 +104,11 @@ impl UsageLine {
 
 /// The usage-vs-limits lines of a snapshot: one per limit, then one per
 /// counter no limit covers, sorted by metric, period and scope.
-pub(crate) fn usage_lines(snapshot: UsageSnapshot, tz: Tz, warn_percent: Decimal) -> Vec<UsageLine> {
+pub(crate) fn usage_lines(
+    snapshot: UsageSnapshot,
+    tz: Tz,
+    warn_percent: Decimal,
+) -> Vec<UsageLine> {
     let mut lines: Vec<UsageLine> = snapshot
         .limits
         .iter()
@@ -112,7 +116,9 @@ pub(crate) fn usage_lines(snapshot: UsageSnapshot, tz: Tz, warn_percent: Decimal
         .collect();
     for counter in snapshot.counters {
         let limited = lines.iter().any(|l| {
-            l.metric == counter.metric && l.period == counter.period.period && l.scope == counter.scope
+            l.metric == counter.metric
+                && l.period == counter.period.period
+                && l.scope == counter.scope
         });
         if !limited {
             lines.push(UsageLine::unlimited(counter, tz));

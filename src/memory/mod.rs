@@ -19,8 +19,7 @@ use crate::model::{
 };
 use crate::store::{
     CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, OrgQuery, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery,
-    org_not_found,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery, org_not_found,
 };
 use tenant::{State, Tenant};
 
@@ -92,7 +91,10 @@ impl Store for MemoryStore {
     async fn create_organization(&self, org: &Organization) -> Result<Organization> {
         let mut state = self.lock();
         if state.slugs.contains_key(&org.slug) {
-            return Err(already_exists(format!("slug {:?} is taken", org.slug.as_str())));
+            return Err(already_exists(format!(
+                "slug {:?} is taken",
+                org.slug.as_str()
+            )));
         }
         if state.tenants.contains_key(&org.id) {
             return Err(already_exists(format!("organization {} exists", org.id)));
@@ -405,7 +407,9 @@ impl Store for MemoryStore {
 
     async fn claim_alert(&self, key: &AlertKey, _fired_at: DateTime<Utc>) -> Result<bool> {
         let mut state = self.lock();
-        let tenant = state.tenant_mut(key.org).map_err(|_| org_not_found(key.org))?;
+        let tenant = state
+            .tenant_mut(key.org)
+            .map_err(|_| org_not_found(key.org))?;
         Ok(tenant.alerts.insert(key.clone()))
     }
 }

@@ -91,7 +91,10 @@ impl State {
             let scopes = [Some(None), record.user().map(Some)];
             for (metric, amount) in &record.amounts {
                 if amount.is_sign_negative() && !amount.is_zero() {
-                    return Err(Error::invalid_input("amount", "amounts must be zero or more"));
+                    return Err(Error::invalid_input(
+                        "amount",
+                        "amounts must be zero or more",
+                    ));
                 }
                 for user in scopes.iter().flatten() {
                     for period in [record.periods.daily, record.periods.monthly] {
@@ -105,7 +108,10 @@ impl State {
                             None => tenant.counters.get(&key).copied().unwrap_or_default(),
                         };
                         let next = current.checked_add(*amount).ok_or_else(|| {
-                            Error::invalid_input("amount", format_args!("counter {metric} overflows"))
+                            Error::invalid_input(
+                                "amount",
+                                format_args!("counter {metric} overflows"),
+                            )
                         })?;
                         staged.insert((org, key), next);
                     }
@@ -170,7 +176,12 @@ impl Tenant {
         Ok(())
     }
 
-    pub(super) fn used(&self, user: Option<UserId>, metric: &MetricKey, period: PeriodKey) -> Decimal {
+    pub(super) fn used(
+        &self,
+        user: Option<UserId>,
+        metric: &MetricKey,
+        period: PeriodKey,
+    ) -> Decimal {
         let key = CounterKey {
             user,
             metric: metric.clone(),
@@ -245,13 +256,15 @@ impl Tenant {
                 }
             })
             .collect();
-        counters.sort_by(|a, b| (&a.metric, a.period, a.scope).cmp(&(&b.metric, b.period, b.scope)));
+        counters
+            .sort_by(|a, b| (&a.metric, a.period, a.scope).cmp(&(&b.metric, b.period, b.scope)));
         counters
     }
 
     /// Check-and-reserve under the store's lock.
     pub(super) fn reserve(&mut self, request: &ReserveRequest) -> (bool, Vec<LimitUsage>) {
-        self.holds.retain(|_, h| h.expires_at > request.purge_before);
+        self.holds
+            .retain(|_, h| h.expires_at > request.purge_before);
         let limits = self.applicable_limits(
             Some(request.user),
             Some(&request.metric),

@@ -124,16 +124,14 @@ impl TenantContext {
         target: UserId,
         change: MembershipChange,
     ) -> Result<()> {
-        change
-            .check(self.role, target == self.user)
-            .map_err(|e| {
-                Error::permission_denied(format!(
-                    "{} (user {} in {})",
-                    e.message(),
-                    self.user,
-                    self.organization.slug
-                ))
-            })
+        change.check(self.role, target == self.user).map_err(|e| {
+            Error::permission_denied(format!(
+                "{} (user {} in {})",
+                e.message(),
+                self.user,
+                self.organization.slug
+            ))
+        })
     }
 }
 

@@ -92,9 +92,10 @@ mod tests {
         let now = DateTime::UNIX_EPOCH;
         let on = FeatureChange::enabled(true).apply(&key, None, now);
         assert!(on.enabled && on.config.is_null());
-        let configured = FeatureChange::config(json!({"max": 3}))
-            .unwrap()
-            .apply(&key, Some(&on), now);
+        let configured =
+            FeatureChange::config(json!({"max": 3}))
+                .unwrap()
+                .apply(&key, Some(&on), now);
         assert!(configured.enabled);
         assert_eq!(configured.config, json!({"max": 3}));
         let off = FeatureChange::enabled(false).apply(&key, Some(&configured), now);
@@ -104,10 +105,15 @@ mod tests {
     #[test]
     fn configs_with_nul_or_too_large_are_refused() {
         assert_eq!(
-            FeatureChange::config(json!({"a": "\u{0}"})).unwrap_err().field(),
+            FeatureChange::config(json!({"a": "\u{0}"}))
+                .unwrap_err()
+                .field(),
             Some("config")
         );
         let big = json!("x".repeat(MAX_FEATURE_CONFIG_BYTES));
-        assert_eq!(FeatureChange::config(big).unwrap_err().field(), Some("config"));
+        assert_eq!(
+            FeatureChange::config(big).unwrap_err().field(),
+            Some("config")
+        );
     }
 }

@@ -53,7 +53,10 @@ mod tests {
     fn nul_anywhere_is_refused_with_the_field() {
         assert!(refuse_nul("config", &json!({"a": [1, "ok", {"b": null}]})).is_ok());
         for bad in [json!("a\0"), json!({"k\0": 1}), json!([{"x": ["\0"]}])] {
-            assert_eq!(refuse_nul("config", &bad).unwrap_err().field(), Some("config"));
+            assert_eq!(
+                refuse_nul("config", &bad).unwrap_err().field(),
+                Some("config")
+            );
         }
     }
 

@@ -209,17 +209,21 @@ mod tests {
     fn shipped_table_prices_known_models() {
         let table = PriceTable::shipped();
         assert!(table.len() >= 8);
-        let cost = table.cost(
-            "openai",
-            "gpt-4o",
-            at("2026-11-01"),
-            1_000_000,
-            1_000_000,
-            1_000_000,
-        ).unwrap();
+        let cost = table
+            .cost(
+                "openai",
+                "gpt-4o",
+                at("2026-11-01"),
+                1_000_000,
+                1_000_000,
+                1_000_000,
+            )
+            .unwrap();
         assert_eq!(cost, Some(dec!(13.75)));
         assert_eq!(
-            table.cost("openai", "gpt-9", at("2026-11-01"), 1, 0, 0).unwrap(),
+            table
+                .cost("openai", "gpt-9", at("2026-11-01"), 1, 0, 0)
+                .unwrap(),
             None
         );
     }
@@ -240,15 +244,21 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            table.cost("p", "m", at("2024-12-31"), 1_000_000, 0, 0).unwrap(),
+            table
+                .cost("p", "m", at("2024-12-31"), 1_000_000, 0, 0)
+                .unwrap(),
             None
         );
         assert_eq!(
-            table.cost("p", "m", at("2025-06-01"), 1_000_000, 0, 0).unwrap(),
+            table
+                .cost("p", "m", at("2025-06-01"), 1_000_000, 0, 0)
+                .unwrap(),
             Some(dec!(4))
         );
         assert_eq!(
-            table.cost("p", "m", at("2026-01-01"), 1_000_000, 0, 0).unwrap(),
+            table
+                .cost("p", "m", at("2026-01-01"), 1_000_000, 0, 0)
+                .unwrap(),
             Some(dec!(2))
         );
     }
@@ -264,7 +274,9 @@ mod tests {
             output_per_million: input,
         };
         let mut table = PriceTable::new();
-        let err = table.insert(price(MAX_PRICE_PER_MILLION + Decimal::ONE)).unwrap_err();
+        let err = table
+            .insert(price(MAX_PRICE_PER_MILLION + Decimal::ONE))
+            .unwrap_err();
         assert_eq!(err.field(), Some("prices"));
         table.insert(price(MAX_PRICE_PER_MILLION)).unwrap();
         let cost = table
@@ -272,7 +284,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(cost > Decimal::ZERO);
-        assert!(table.insert(ModelPrice { provider: "a\0".into(), ..price(dec!(1)) }).is_err());
+        assert!(
+            table
+                .insert(ModelPrice {
+                    provider: "a\0".into(),
+                    ..price(dec!(1))
+                })
+                .is_err()
+        );
     }
 
     #[test]

@@ -97,7 +97,10 @@ impl Role {
             "viewer" => Ok(Role::Viewer),
             _ => Err(Error::invalid_input(
                 "role",
-                format_args!("{} is not one of owner, admin, member, viewer", quoted(input)),
+                format_args!(
+                    "{} is not one of owner, admin, member, viewer",
+                    quoted(input)
+                ),
             )),
         }
     }
@@ -239,7 +242,11 @@ impl MembershipChange {
     /// assert!(promote.check(Role::Member, true).is_err()); // nobody raises their own role
     /// ```
     pub fn check(self, actor: Role, on_self: bool) -> Result<()> {
-        let deny = |why: &str| Err(Error::permission_denied(format!("{why} (the actor is {actor})")));
+        let deny = |why: &str| {
+            Err(Error::permission_denied(format!(
+                "{why} (the actor is {actor})"
+            )))
+        };
         if on_self {
             return match (self.before, self.after) {
                 (None, _) => deny("nobody may add themselves to an organization"),
@@ -256,9 +263,10 @@ impl MembershipChange {
         let (needed, why) = match highest {
             Role::Owner => (Action::ManageOwners, "only owners grant or revoke owner"),
             Role::Admin => (Action::ManageAdmins, "only owners grant or revoke admin"),
-            Role::Member | Role::Viewer => {
-                (Action::ManageMembers, "only owners and admins manage members")
-            }
+            Role::Member | Role::Viewer => (
+                Action::ManageMembers,
+                "only owners and admins manage members",
+            ),
         };
         if actor.can(needed) { Ok(()) } else { deny(why) }
     }
@@ -314,7 +322,9 @@ mod tests {
         assert!(ok(Member, true, Some(Member), Some(Viewer)));
         assert!(ok(Member, true, Some(Member), None));
         assert!(!ok(Owner, true, None, Some(Owner)));
-        let err = change(Some(Admin), Some(Owner)).check(Admin, true).unwrap_err();
+        let err = change(Some(Admin), Some(Owner))
+            .check(Admin, true)
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied);
     }
 }

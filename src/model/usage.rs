@@ -187,7 +187,10 @@ impl UsageEvent {
         let mut amounts = Vec::with_capacity(2 + self.quantities.len());
         let tokens = self.total_tokens();
         if tokens > 0 {
-            amounts.push((MetricKey::TOKENS, validate_amount("tokens", decimal(tokens))?));
+            amounts.push((
+                MetricKey::TOKENS,
+                validate_amount("tokens", decimal(tokens))?,
+            ));
         }
         if let Some(cost) = self.cost_usd {
             amounts.push((MetricKey::COST_USD, validate_amount("cost_usd", cost)?));
@@ -389,7 +392,10 @@ mod tests {
         let field = |e: UsageEvent| e.into_record(now, Tz::UTC).unwrap_err().field();
         let neg = UsageEvent::new(org).quantity(MetricKey::ADS_CREATED, dec!(-1));
         assert_eq!(field(neg), Some("quantity"));
-        assert_eq!(field(UsageEvent::new(org).cost_usd(dec!(-0.01))), Some("cost_usd"));
+        assert_eq!(
+            field(UsageEvent::new(org).cost_usd(dec!(-0.01))),
+            Some("cost_usd")
+        );
         let big = UsageEvent::new(org).metadata(serde_json::json!("x".repeat(MAX_METADATA_BYTES)));
         assert_eq!(field(big), Some("metadata"));
         let long = UsageEvent::new(org).ai_call("p", "m".repeat(200), "op");
@@ -420,11 +426,19 @@ mod tests {
             now + TimeDelta::minutes(6),
             now - TimeDelta::days(32),
         ] {
-            let err = UsageEvent::new(org).at(at).into_record(now, Tz::UTC).unwrap_err();
+            let err = UsageEvent::new(org)
+                .at(at)
+                .into_record(now, Tz::UTC)
+                .unwrap_err();
             assert_eq!(err.field(), Some("occurred_at"), "{at}");
         }
         for at in [now + TimeDelta::minutes(4), now - TimeDelta::days(30)] {
-            assert!(UsageEvent::new(org).at(at).into_record(now, Tz::UTC).is_ok());
+            assert!(
+                UsageEvent::new(org)
+                    .at(at)
+                    .into_record(now, Tz::UTC)
+                    .is_ok()
+            );
         }
     }
 

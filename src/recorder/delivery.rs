@@ -54,7 +54,10 @@ impl Shared {
         loop {
             let attempt = catching(async {
                 if prepared.is_none() {
-                    let ready = self.tenancy.prepare_usage(batch.iter().cloned(), false).await?;
+                    let ready = self
+                        .tenancy
+                        .prepare_usage(batch.iter().cloned(), false)
+                        .await?;
                     prepared = Some(ready);
                 }
                 match &prepared {
@@ -69,7 +72,9 @@ impl Shared {
                     Counters::add(&self.counters.duplicates, outcome.duplicates);
                     return Delivery::Settled;
                 }
-                Attempt::Panicked(why) => return self.split_or_fail(batch, format!("panicked: {why}")).await,
+                Attempt::Panicked(why) => {
+                    return self.split_or_fail(batch, format!("panicked: {why}")).await;
+                }
                 Attempt::Failed(e) => e,
             };
             if cannot_write(&error) {

@@ -156,7 +156,11 @@ impl UsageRecorder {
         runtime: &tokio::runtime::Handle,
     ) -> Result<UsageRecorder> {
         let spool = match &config.spool_dir {
-            Some(dir) => Some(Mutex::new(Spool::open(dir, Uuid::now_v7(), config.spool_sync)?)),
+            Some(dir) => Some(Mutex::new(Spool::open(
+                dir,
+                Uuid::now_v7(),
+                config.spool_sync,
+            )?)),
             None => None,
         };
         let spool_pending = spool.as_ref().is_some_and(|s| lock(s).has_pending());
@@ -255,7 +259,10 @@ impl UsageRecorder {
         match (settled, shared.stopped.get()) {
             (Ok(true), _) => Ok(()),
             (_, Some(why)) => Err(Error::new(ErrorKind::Unavailable, why.clone()).permanent()),
-            _ => Err(Error::new(ErrorKind::Unavailable, "the recorder's flusher has stopped")),
+            _ => Err(Error::new(
+                ErrorKind::Unavailable,
+                "the recorder's flusher has stopped",
+            )),
         }
     }
 
@@ -369,7 +376,9 @@ impl Shared {
     /// The store refused a batch for lack of rights: no more events.
     fn refuse_further_events(&self, error: &Error) {
         tracing::error!(error = %error, "the store takes no usage from this recorder; stopping");
-        self.stop(format!("the store refuses usage from this recorder: {error}"));
+        self.stop(format!(
+            "the store refuses usage from this recorder: {error}"
+        ));
     }
 
     /// Fills in the cost from the price table at the prices in effect `at`
@@ -437,8 +446,10 @@ impl Shared {
     ) -> Result<()> {
         loop {
             if queue.closed {
-                return Err(Error::new(ErrorKind::Unavailable, "the usage recorder is shut down")
-                    .permanent());
+                return Err(
+                    Error::new(ErrorKind::Unavailable, "the usage recorder is shut down")
+                        .permanent(),
+                );
             }
             if let Some(why) = self.stopped.get() {
                 return Err(Error::new(ErrorKind::Unavailable, why.clone()).permanent());

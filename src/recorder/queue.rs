@@ -36,7 +36,9 @@ impl Queue {
             Some(chunk) if chunk.len() < batch_size => chunk,
             _ => {
                 self.chunks.push_back(Vec::with_capacity(batch_size));
-                self.chunks.back_mut().unwrap_or_else(|| unreachable!("a chunk was just pushed"))
+                self.chunks
+                    .back_mut()
+                    .unwrap_or_else(|| unreachable!("a chunk was just pushed"))
             }
         };
         chunk.push(event);

@@ -225,7 +225,11 @@ mod tests {
         let typed: T = serde_json::from_value(sample.clone())
             .unwrap_or_else(|e| panic!("{name} does not read into its type: {e}"));
         let written = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(shape(&written), shape(&sample), "{name}: the type and the SQL disagree");
+        assert_eq!(
+            shape(&written),
+            shape(&sample),
+            "{name}: the type and the SQL disagree"
+        );
     }
 
     #[test]

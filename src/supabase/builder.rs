@@ -67,8 +67,18 @@ impl RetryConfig {
 
     fn validate(&self) -> Result<()> {
         check_count("retry max_retries", self.max_retries, 0, 20)?;
-        check_duration("retry min_delay", self.min_delay, Duration::from_millis(1), Duration::from_secs(60))?;
-        check_duration("retry max_delay", self.max_delay, self.min_delay, Duration::from_secs(60))
+        check_duration(
+            "retry min_delay",
+            self.min_delay,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        check_duration(
+            "retry max_delay",
+            self.max_delay,
+            self.min_delay,
+            Duration::from_secs(60),
+        )
     }
 }
 
@@ -240,7 +250,12 @@ impl SupabaseStoreBuilder {
         let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         check_duration("timeout", timeout, Duration::from_millis(1), longest)?;
         let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        check_duration("connect_timeout", connect_timeout, Duration::from_millis(1), longest)?;
+        check_duration(
+            "connect_timeout",
+            connect_timeout,
+            Duration::from_millis(1),
+            longest,
+        )?;
         self.retry.validate()?;
         let rest_url = match non_empty(self.rest_url) {
             Some(rest) => parse_base(&rest, "the REST URL (rest_url / SUPABASE_REST_URL)")?,

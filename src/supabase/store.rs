@@ -29,9 +29,8 @@ const FEATURES: &str = "org_features";
 const LIMITS: &str = "usage_limits";
 
 fn to_body(value: &impl Serialize) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| {
-        Error::unexpected("cannot serialize a request body").with_source(e)
-    })
+    serde_json::to_string(value)
+        .map_err(|e| Error::unexpected("cannot serialize a request body").with_source(e))
 }
 
 /// The body of an RPC call built with `json!`: top-level nulls are left

@@ -172,20 +172,46 @@ impl TenancyBuilder {
                 "Tenancy::builder() needs a store: call .store(MemoryStore::new()) or another backend",
             )
         })?;
-        check_duration("feature_cache_ttl", self.feature_cache_ttl, Duration::ZERO, MAX_CACHE_TTL)?;
-        check_duration("membership_cache_ttl", self.membership_cache_ttl, Duration::ZERO, MAX_CACHE_TTL)?;
+        check_duration(
+            "feature_cache_ttl",
+            self.feature_cache_ttl,
+            Duration::ZERO,
+            MAX_CACHE_TTL,
+        )?;
+        check_duration(
+            "membership_cache_ttl",
+            self.membership_cache_ttl,
+            Duration::ZERO,
+            MAX_CACHE_TTL,
+        )?;
         check_duration(
             "reservation_ttl",
             self.reservation_ttl,
             Duration::from_secs(1),
             MAX_RESERVATION_TTL,
         )?;
-        check_count("feature_cache_capacity", self.feature_cache_capacity, 1, MAX_CACHE_CAPACITY)?;
-        check_count("membership_cache_capacity", self.membership_cache_capacity, 1, MAX_CACHE_CAPACITY)?;
-        check_count("alert_delivery_attempts", self.alert_delivery_attempts as usize, 1, 20)?;
+        check_count(
+            "feature_cache_capacity",
+            self.feature_cache_capacity,
+            1,
+            MAX_CACHE_CAPACITY,
+        )?;
+        check_count(
+            "membership_cache_capacity",
+            self.membership_cache_capacity,
+            1,
+            MAX_CACHE_CAPACITY,
+        )?;
+        check_count(
+            "alert_delivery_attempts",
+            self.alert_delivery_attempts as usize,
+            1,
+            20,
+        )?;
         check_count("alert_concurrency", self.alert_concurrency, 1, 256)?;
-        let reservation_ttl = TimeDelta::from_std(self.reservation_ttl)
-            .map_err(|e| Error::config("reservation_ttl does not fit a time span").with_source(e))?;
+        let reservation_ttl = TimeDelta::from_std(self.reservation_ttl).map_err(|e| {
+            Error::config("reservation_ttl does not fit a time span").with_source(e)
+        })?;
         let alerts = AlertQueue::new(
             Arc::clone(&store),
             Arc::clone(&self.clock),
@@ -200,7 +226,10 @@ impl TenancyBuilder {
                 store,
                 clock: self.clock,
                 orgs: TtlCache::new(org_capacity, org_ttl),
-                memberships: TtlCache::new(self.membership_cache_capacity, self.membership_cache_ttl),
+                memberships: TtlCache::new(
+                    self.membership_cache_capacity,
+                    self.membership_cache_ttl,
+                ),
                 features: TtlCache::new(org_capacity, org_ttl),
                 limits: TtlCache::new(org_capacity, org_ttl),
                 reservation_ttl,

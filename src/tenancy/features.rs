@@ -70,7 +70,9 @@ impl Tenancy {
         let hit = self
             .inner
             .features
-            .with(&ctx.org(), self.cache_now(), |features| features.is_enabled(key));
+            .with(&ctx.org(), self.cache_now(), |features| {
+                features.is_enabled(key)
+            });
         match hit {
             Some(enabled) => Ok(enabled),
             None => Ok(self.org_features(ctx.org()).await?.is_enabled(key)),

@@ -192,7 +192,13 @@ impl Tenancy {
                 now,
             })
             .await?;
-        Ok(decide(&metric, amount, &snapshot.limits, tz, self.warning_percent()))
+        Ok(decide(
+            &metric,
+            amount,
+            &snapshot.limits,
+            tz,
+            self.warning_percent(),
+        ))
     }
 
     /// Atomically checks every applicable limit and, if `estimate` fits
@@ -339,7 +345,10 @@ impl Tenancy {
             let limits = self.inner.store.limits(org).await?;
             Ok(Arc::new(OrgLimits { limits }))
         };
-        self.inner.limits.get_or_load(org, self.cache_now(), load).await
+        self.inner
+            .limits
+            .get_or_load(org, self.cache_now(), load)
+            .await
     }
 
     /// Drops the organization's cached limits, after a change.

@@ -37,7 +37,6 @@ pub use metering::EXPIRED_HOLD_RETENTION;
 pub use operator::{MAX_ORG_PAGE, Operator};
 pub use summary::{MAX_HISTORY_PERIODS, MemberUsage};
 
-
 use alerts::AlertQueue;
 use cache::TtlCache;
 use features::OrgFeatures;
@@ -141,6 +140,9 @@ impl Tenancy {
             let found = self.inner.store.organization(org).await?;
             found.map(Arc::new).ok_or_else(|| org_not_found(org))
         };
-        self.inner.orgs.get_or_load(org, self.cache_now(), load).await
+        self.inner
+            .orgs
+            .get_or_load(org, self.cache_now(), load)
+            .await
     }
 }

@@ -99,12 +99,14 @@ impl<'a> Operator<'a> {
 
     /// Turns `key` on for `org`, keeping its config.
     pub async fn enable_feature(&self, org: OrgId, key: &str) -> Result<Feature> {
-        self.update_feature(org, key, FeatureChange::enabled(true)).await
+        self.update_feature(org, key, FeatureChange::enabled(true))
+            .await
     }
 
     /// Turns `key` off for `org`, keeping its config.
     pub async fn disable_feature(&self, org: OrgId, key: &str) -> Result<Feature> {
-        self.update_feature(org, key, FeatureChange::enabled(false)).await
+        self.update_feature(org, key, FeatureChange::enabled(false))
+            .await
     }
 
     /// Sets `key`'s config for `org`, keeping whether it is enabled (a new
@@ -120,7 +122,8 @@ impl<'a> Operator<'a> {
         let config = serde_json::to_value(config).map_err(|e| {
             Error::invalid_input("config", "does not serialize to JSON").with_source(e)
         })?;
-        self.update_feature(org, key, FeatureChange::config(config)?).await
+        self.update_feature(org, key, FeatureChange::config(config)?)
+            .await
     }
 
     /// Applies `change` to `key` of `org` in one atomic store step: a
@@ -136,7 +139,12 @@ impl<'a> Operator<'a> {
             FeatureChange::config(config.clone())?;
         }
         let now = self.tenancy.now();
-        let stored = self.tenancy.inner.store.update_feature(org, &key, &change, now).await;
+        let stored = self
+            .tenancy
+            .inner
+            .store
+            .update_feature(org, &key, &change, now)
+            .await;
         // Even on error: the write may have landed.
         self.tenancy.forget_features(org);
         let stored = stored?;

@@ -61,7 +61,9 @@ impl Tenancy {
         self.inner.features.invalidate(&org);
         self.inner.limits.invalidate(&org);
         if !deleted? {
-            return Err(Error::not_found(format!("organization {org} no longer exists")));
+            return Err(Error::not_found(format!(
+                "organization {org} no longer exists"
+            )));
         }
         Ok(())
     }

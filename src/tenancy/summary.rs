@@ -87,8 +87,15 @@ impl Tenancy {
         to: NaiveDate,
     ) -> Result<Vec<CounterValue>> {
         ctx.require(Action::ViewUsage)?;
-        self.history(ctx.org(), CounterScope::Organization, metric, period, from, to)
-            .await
+        self.history(
+            ctx.org(),
+            CounterScope::Organization,
+            metric,
+            period,
+            from,
+            to,
+        )
+        .await
     }
 
     /// The members who used the most of `metric` in the current `period`,
@@ -105,11 +112,22 @@ impl Tenancy {
         ctx.require(Action::ViewMemberUsage)?;
         let key = PeriodKey::containing(period, self.now(), ctx.organization().timezone);
         let values = self
-            .history(ctx.org(), CounterScope::EachUser, Some(metric), period, key.start, key.start)
+            .history(
+                ctx.org(),
+                CounterScope::EachUser,
+                Some(metric),
+                period,
+                key.start,
+                key.start,
+            )
             .await?;
         let mut members: Vec<MemberUsage> = values
             .into_iter()
-            .filter_map(|v| v.scope.user().map(|user| MemberUsage { user, used: v.used }))
+            .filter_map(|v| {
+                v.scope
+                    .user()
+                    .map(|user| MemberUsage { user, used: v.used })
+            })
             .collect();
         members.sort_by(|a, b| b.used.cmp(&a.used).then(a.user.cmp(&b.user)));
         members.truncate(limit);

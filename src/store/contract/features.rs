@@ -69,6 +69,10 @@ pub async fn concurrent_feature_changes_are_never_lost(store: Arc<DynStore>) {
             .find(|f| f.key == key)
             .unwrap_or_else(|| panic!("round {round}: no row"));
         assert!(row.enabled, "round {round}: the enable was lost");
-        assert_eq!(row.config, json!({ "round": round }), "round {round}: the config was lost");
+        assert_eq!(
+            row.config,
+            json!({ "round": round }),
+            "round {round}: the config was lost"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub async fn adding_a_member_twice_is_already_exists(store: Arc<DynStore>) {
         role: Role::Admin,
         created_at: noon(),
     };
-    assert_eq!(kind(store.add_member(&again).await), ErrorKind::AlreadyExists);
+    assert_eq!(
+        kind(store.add_member(&again).await),
+        ErrorKind::AlreadyExists
+    );
     assert_eq!(role_of(&*store, org.id, user).await, Some(Role::Member));
     let nowhere = Membership {
         organization_id: OrgId::new_v7(),
@@ -57,7 +60,9 @@ pub async fn set_member_role_is_compare_and_set(store: Arc<DynStore>) {
         .await
         .unwrap();
     assert_eq!((changed.user_id, changed.role), (user, Role::Member));
-    let stale = store.set_member_role(org.id, user, Role::Viewer, Role::Admin).await;
+    let stale = store
+        .set_member_role(org.id, user, Role::Viewer, Role::Admin)
+        .await;
     assert_eq!(kind(stale), ErrorKind::Conflict);
     assert_eq!(role_of(&*store, org.id, user).await, Some(Role::Member));
     let stranger = store
@@ -75,7 +80,10 @@ pub async fn remove_member_is_compare_and_set(store: Arc<DynStore>) {
         ErrorKind::Conflict
     );
     assert_eq!(role_of(&*store, org.id, user).await, Some(Role::Member));
-    store.remove_member(org.id, user, Role::Member).await.unwrap();
+    store
+        .remove_member(org.id, user, Role::Member)
+        .await
+        .unwrap();
     assert_eq!(role_of(&*store, org.id, user).await, None);
     assert_eq!(
         kind(store.remove_member(org.id, user, Role::Member).await),
@@ -87,7 +95,9 @@ pub async fn remove_member_is_compare_and_set(store: Arc<DynStore>) {
 /// either is fine.
 pub async fn the_last_owner_is_kept(store: Arc<DynStore>) {
     let (org, owner) = new_org(&*store).await;
-    let demote = store.set_member_role(org.id, owner, Role::Owner, Role::Admin).await;
+    let demote = store
+        .set_member_role(org.id, owner, Role::Owner, Role::Admin)
+        .await;
     assert_eq!(kind(demote), ErrorKind::PermissionDenied);
     let remove = store.remove_member(org.id, owner, Role::Owner).await;
     assert_eq!(kind(remove), ErrorKind::PermissionDenied);

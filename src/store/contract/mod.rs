@@ -157,7 +157,13 @@ pub(super) fn record(
 
 /// A limit of `value` on `metric` per `period` for `org`, org-wide or for
 /// one user.
-pub(super) fn limit(org: OrgId, scope: LimitScope, metric: MetricKey, period: Period, value: i64) -> Limit {
+pub(super) fn limit(
+    org: OrgId,
+    scope: LimitScope,
+    metric: MetricKey,
+    period: Period,
+    value: i64,
+) -> Limit {
     Limit {
         id: LimitId::new_v7(),
         org,
@@ -215,7 +221,9 @@ pub(super) async fn usage_at(
         .unwrap_or_else(|e| panic!("usage snapshot: {e}"));
     let key = CurrentPeriods::at(at, org.timezone).key(period);
     let limited = snapshot.limits.iter().find(|u| {
-        u.limit.scope == LimitScope::Organization && u.limit.period == period && &u.limit.metric == metric
+        u.limit.scope == LimitScope::Organization
+            && u.limit.period == period
+            && &u.limit.metric == metric
     });
     if let Some(u) = limited {
         return (u.used, u.reserved);

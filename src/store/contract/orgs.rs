@@ -17,14 +17,27 @@ pub async fn create_organization_returns_it_with_its_owner(store: Arc<DynStore>)
     let (org, owner) = new_org(&*store).await;
     assert_eq!(org.name, "Contract");
     assert_eq!(org.owner_user_id, Some(owner));
-    assert_eq!(store.organization(org.id).await.unwrap().as_ref(), Some(&org));
-    assert_eq!(store.organization_by_slug(&org.slug).await.unwrap().as_ref(), Some(&org));
+    assert_eq!(
+        store.organization(org.id).await.unwrap().as_ref(),
+        Some(&org)
+    );
+    assert_eq!(
+        store
+            .organization_by_slug(&org.slug)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&org)
+    );
     let members = store.members(org.id).await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!((members[0].user_id, members[0].role), (owner, Role::Owner));
     let mine = store.memberships_of_user(owner).await.unwrap();
     assert_eq!(mine.len(), 1);
-    assert_eq!((mine[0].organization.id, mine[0].role), (org.id, Role::Owner));
+    assert_eq!(
+        (mine[0].organization.id, mine[0].role),
+        (org.id, Role::Owner)
+    );
     assert!(store.organization(OrgId::new_v7()).await.unwrap().is_none());
 }
 
@@ -38,9 +51,18 @@ pub async fn a_taken_slug_is_already_exists(store: Arc<DynStore>) {
         owner_user_id: Some(intruder),
         ..org.clone()
     };
-    assert_eq!(kind(store.create_organization(&copy).await), ErrorKind::AlreadyExists);
+    assert_eq!(
+        kind(store.create_organization(&copy).await),
+        ErrorKind::AlreadyExists
+    );
     assert!(store.organization(copy.id).await.unwrap().is_none());
-    assert!(store.memberships_of_user(intruder).await.unwrap().is_empty());
+    assert!(
+        store
+            .memberships_of_user(intruder)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Renaming returns the renamed organization; deleting removes it and
@@ -49,7 +71,10 @@ pub async fn rename_and_delete_organizations(store: Arc<DynStore>) {
     let (org, owner) = new_org(&*store).await;
     let renamed = store.rename_organization(org.id, "Renamed").await.unwrap();
     assert_eq!((renamed.id, renamed.name.as_str()), (org.id, "Renamed"));
-    assert_eq!(kind(store.rename_organization(OrgId::new_v7(), "X").await), ErrorKind::NotFound);
+    assert_eq!(
+        kind(store.rename_organization(OrgId::new_v7(), "X").await),
+        ErrorKind::NotFound
+    );
 
     assert!(store.delete_organization(org.id).await.unwrap());
     assert!(!store.delete_organization(org.id).await.unwrap());
@@ -81,21 +106,40 @@ pub async fn list_organizations_searches_and_pages(store: Arc<DynStore>) {
         limit,
         offset,
     };
-    let found = store.list_organizations(&query(&tag.to_uppercase(), 10, 0)).await.unwrap();
+    let found = store
+        .list_organizations(&query(&tag.to_uppercase(), 10, 0))
+        .await
+        .unwrap();
     let names: Vec<&str> = found.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(
         names,
-        [format!("Bravo {tag}"), format!("Charlie {tag}"), format!("alpha {tag}")]
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        [
+            format!("Bravo {tag}"),
+            format!("Charlie {tag}"),
+            format!("alpha {tag}")
+        ]
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
         "sorted by name as the store compares bytes"
     );
     let page = store.list_organizations(&query(&tag, 1, 1)).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].id, found[1].id);
-    let by_slug = store.list_organizations(&query(made[0].slug.as_str(), 10, 0)).await.unwrap();
-    assert_eq!(by_slug.iter().map(|o| o.id).collect::<Vec<_>>(), [made[0].id]);
-    let none = store.list_organizations(&query("%_\\", 10, 0)).await.unwrap();
-    assert!(none.iter().all(|o| o.name.contains("%_\\") || o.slug.as_str().contains("%_\\")));
+    let by_slug = store
+        .list_organizations(&query(made[0].slug.as_str(), 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_slug.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [made[0].id]
+    );
+    let none = store
+        .list_organizations(&query("%_\\", 10, 0))
+        .await
+        .unwrap();
+    assert!(
+        none.iter()
+            .all(|o| o.name.contains("%_\\") || o.slug.as_str().contains("%_\\"))
+    );
 }

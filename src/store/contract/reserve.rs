@@ -15,14 +15,24 @@ use crate::store::{CommitRequest, DynStore, ReleaseRequest, ReserveRequest};
 
 /// The usage a commit of `request` records: `amount` tokens, with the
 /// hold's id and user, made at `now` (so in `now`'s periods).
-fn usage_for(org: &Organization, request: &ReserveRequest, amount: i64, now: DateTime<Utc>) -> UsageRecord {
+fn usage_for(
+    org: &Organization,
+    request: &ReserveRequest,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> UsageRecord {
     let mut usage = record(org, Some(request.user), &[(MetricKey::TOKENS, amount)], now);
     usage.id = event_of(request.id);
     usage.event.id = Some(usage.id);
     usage
 }
 
-fn commit_of(org: &Organization, request: &ReserveRequest, amount: i64, now: DateTime<Utc>) -> CommitRequest {
+fn commit_of(
+    org: &Organization,
+    request: &ReserveRequest,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> CommitRequest {
     CommitRequest {
         org: org.id,
         user: request.user,
@@ -32,8 +42,20 @@ fn commit_of(org: &Organization, request: &ReserveRequest, amount: i64, now: Dat
     }
 }
 
-async fn tokens_limit(store: &DynStore, org: &Organization, period: Period, value: i64, mode: LimitMode) {
-    let mut l = limit(org.id, LimitScope::Organization, MetricKey::TOKENS, period, value);
+async fn tokens_limit(
+    store: &DynStore,
+    org: &Organization,
+    period: Period,
+    value: i64,
+    mode: LimitMode,
+) {
+    let mut l = limit(
+        org.id,
+        LimitScope::Organization,
+        MetricKey::TOKENS,
+        period,
+        value,
+    );
     l.mode = mode;
     store.put_limit(&l).await.unwrap();
 }
@@ -44,20 +66,47 @@ async fn tokens_limit(store: &DynStore, org: &Organization, period: Period, valu
 pub async fn reserve_holds_only_what_fits_under_hard_limits(store: Arc<DynStore>) {
     let (org, user) = new_org(&*store).await;
     tokens_limit(&*store, &org, Period::Monthly, 100, LimitMode::Hard).await;
-    let first = store.reserve(&hold(&org, user, 60, noon(), 60)).await.unwrap();
+    let first = store
+        .reserve(&hold(&org, user, 60, noon(), 60))
+        .await
+        .unwrap();
     assert!(first.granted);
     assert_eq!(first.limits.len(), 1);
-    assert_eq!((first.limits[0].used, first.limits[0].reserved), (Decimal::ZERO, Decimal::ZERO));
-    let second = store.reserve(&hold(&org, user, 41, noon(), 60)).await.unwrap();
+    assert_eq!(
+        (first.limits[0].used, first.limits[0].reserved),
+        (Decimal::ZERO, Decimal::ZERO)
+    );
+    let second = store
+        .reserve(&hold(&org, user, 41, noon(), 60))
+        .await
+        .unwrap();
     assert!(!second.granted);
     assert_eq!(second.limits[0].reserved, Decimal::from(60));
-    assert!(store.reserve(&hold(&org, user, 40, noon(), 60)).await.unwrap().granted);
+    assert!(
+        store
+            .reserve(&hold(&org, user, 40, noon(), 60))
+            .await
+            .unwrap()
+            .granted
+    );
 
     let (soft_org, soft_user) = new_org(&*store).await;
     tokens_limit(&*store, &soft_org, Period::Daily, 10, LimitMode::Soft).await;
-    assert!(store.reserve(&hold(&soft_org, soft_user, 50, noon(), 60)).await.unwrap().granted);
-    let missing = Organization { id: crate::ids::OrgId::new_v7(), ..org };
-    assert_eq!(kind(store.reserve(&hold(&missing, user, 1, noon(), 60)).await), ErrorKind::NotFound);
+    assert!(
+        store
+            .reserve(&hold(&soft_org, soft_user, 50, noon(), 60))
+            .await
+            .unwrap()
+            .granted
+    );
+    let missing = Organization {
+        id: crate::ids::OrgId::new_v7(),
+        ..org
+    };
+    assert_eq!(
+        kind(store.reserve(&hold(&missing, user, 1, noon(), 60)).await),
+        ErrorKind::NotFound
+    );
 }
 
 /// 32 callers reserving 10 each against a limit of 100 at once: exactly 10
@@ -85,11 +134,26 @@ pub async fn concurrent_reservations_never_overshoot(store: Arc<DynStore>) {
 pub async fn holds_stop_counting_when_they_expire(store: Arc<DynStore>) {
     let (org, user) = new_org(&*store).await;
     tokens_limit(&*store, &org, Period::Daily, 100, LimitMode::Hard).await;
-    assert!(store.reserve(&hold(&org, user, 100, noon(), 60)).await.unwrap().granted);
+    assert!(
+        store
+            .reserve(&hold(&org, user, 100, noon(), 60))
+            .await
+            .unwrap()
+            .granted
+    );
     let just_before = noon() + TimeDelta::seconds(59);
-    assert!(!store.reserve(&hold(&org, user, 1, just_before, 60)).await.unwrap().granted);
+    assert!(
+        !store
+            .reserve(&hold(&org, user, 1, just_before, 60))
+            .await
+            .unwrap()
+            .granted
+    );
     let expired = noon() + TimeDelta::seconds(60);
-    let after = store.reserve(&hold(&org, user, 100, expired, 60)).await.unwrap();
+    let after = store
+        .reserve(&hold(&org, user, 100, expired, 60))
+        .await
+        .unwrap();
     assert!(after.granted);
     assert_eq!(after.limits[0].reserved, Decimal::ZERO);
 }
@@ -101,17 +165,29 @@ pub async fn commit_reports_whether_the_hold_was_live(store: Arc<DynStore>) {
     let (org, user) = new_org(&*store).await;
     let live = hold(&org, user, 10, noon(), 60);
     store.reserve(&live).await.unwrap();
-    let outcome = store.commit_reservation(&commit_of(&org, &live, 7, noon())).await.unwrap();
+    let outcome = store
+        .commit_reservation(&commit_of(&org, &live, 7, noon()))
+        .await
+        .unwrap();
     assert!(outcome.released_hold && outcome.recorded);
-    let retried = store.commit_reservation(&commit_of(&org, &live, 7, noon())).await.unwrap();
+    let retried = store
+        .commit_reservation(&commit_of(&org, &live, 7, noon()))
+        .await
+        .unwrap();
     assert!(!retried.released_hold && !retried.recorded);
 
     let lapsing = hold(&org, user, 10, noon(), 60);
     store.reserve(&lapsing).await.unwrap();
     // Another reservation in between must not change the answer.
-    store.reserve(&hold(&org, user, 1, noon() + TimeDelta::seconds(90), 60)).await.unwrap();
+    store
+        .reserve(&hold(&org, user, 1, noon() + TimeDelta::seconds(90), 60))
+        .await
+        .unwrap();
     let late = noon() + TimeDelta::seconds(120);
-    let outcome = store.commit_reservation(&commit_of(&org, &lapsing, 5, late)).await.unwrap();
+    let outcome = store
+        .commit_reservation(&commit_of(&org, &lapsing, 5, late))
+        .await
+        .unwrap();
     assert!(!outcome.released_hold, "the hold had expired");
     assert!(outcome.recorded);
     let (used, _) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, late).await;
@@ -126,7 +202,10 @@ pub async fn a_commit_counts_in_its_holds_periods(store: Arc<DynStore>) {
     let request = hold(&org, user, 10, taken, 600);
     store.reserve(&request).await.unwrap();
     let next_day = at("2026-03-05T00:00:01Z");
-    store.commit_reservation(&commit_of(&org, &request, 10, next_day)).await.unwrap();
+    store
+        .commit_reservation(&commit_of(&org, &request, 10, next_day))
+        .await
+        .unwrap();
     let (then, _) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, taken).await;
     let (now, _) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, next_day).await;
     assert_eq!((then, now), (Decimal::from(10), Decimal::ZERO));
@@ -147,26 +226,63 @@ async fn no_overshoot_across(store: &DynStore, tz: Tz, period: Period, before: &
     );
     let straddling = hold(&org, user, 1000, before, 600);
     assert!(store.reserve(&straddling).await.unwrap().granted);
-    store.commit_reservation(&commit_of(&org, &straddling, 1000, after)).await.unwrap();
+    store
+        .commit_reservation(&commit_of(&org, &straddling, 1000, after))
+        .await
+        .unwrap();
     let fresh = hold(&org, user, 1000, after, 600);
-    assert!(store.reserve(&fresh).await.unwrap().granted, "the new period is empty");
-    assert!(!store.reserve(&hold(&org, user, 1, after, 600)).await.unwrap().granted);
+    assert!(
+        store.reserve(&fresh).await.unwrap().granted,
+        "the new period is empty"
+    );
+    assert!(
+        !store
+            .reserve(&hold(&org, user, 1, after, 600))
+            .await
+            .unwrap()
+            .granted
+    );
     for instant in [before, after] {
         let (used, reserved) = usage_at(store, &org, &MetricKey::TOKENS, period, instant).await;
-        assert_eq!(used + reserved, Decimal::from(1000), "{period} of {instant} in {tz}");
+        assert_eq!(
+            used + reserved,
+            Decimal::from(1000),
+            "{period} of {instant} in {tz}"
+        );
     }
 }
 
 /// [`no_overshoot_across`] a UTC midnight.
 pub async fn no_overshoot_across_midnight_utc(store: Arc<DynStore>) {
-    no_overshoot_across(&*store, Tz::UTC, Period::Daily, "2026-03-04T23:59:59Z", "2026-03-05T00:00:01Z").await;
+    no_overshoot_across(
+        &*store,
+        Tz::UTC,
+        Period::Daily,
+        "2026-03-04T23:59:59Z",
+        "2026-03-05T00:00:01Z",
+    )
+    .await;
 }
 
 /// [`no_overshoot_across`] the end of January in Tokyo (15:00 UTC).
 pub async fn no_overshoot_across_month_end_in_tokyo(store: Arc<DynStore>) {
     let tokyo = chrono_tz::Asia::Tokyo;
-    no_overshoot_across(&*store, tokyo, Period::Monthly, "2026-01-31T14:59:59Z", "2026-01-31T15:00:01Z").await;
-    no_overshoot_across(&*store, tokyo, Period::Daily, "2026-02-10T14:59:59Z", "2026-02-10T15:00:01Z").await;
+    no_overshoot_across(
+        &*store,
+        tokyo,
+        Period::Monthly,
+        "2026-01-31T14:59:59Z",
+        "2026-01-31T15:00:01Z",
+    )
+    .await;
+    no_overshoot_across(
+        &*store,
+        tokyo,
+        Period::Daily,
+        "2026-02-10T14:59:59Z",
+        "2026-02-10T15:00:01Z",
+    )
+    .await;
 }
 
 /// A commit of a hold that does not exist, or of another user's hold,
@@ -176,19 +292,44 @@ pub async fn an_unknown_or_foreign_hold_records_nothing(store: Arc<DynStore>) {
     let (org, alice) = new_org(&*store).await;
     tokens_limit(&*store, &org, Period::Daily, 1000, LimitMode::Hard).await;
     let forged = hold(&org, alice, 10, noon(), 60);
-    assert_eq!(kind(store.commit_reservation(&commit_of(&org, &forged, 10, noon())).await), ErrorKind::NotFound);
+    assert_eq!(
+        kind(
+            store
+                .commit_reservation(&commit_of(&org, &forged, 10, noon()))
+                .await
+        ),
+        ErrorKind::NotFound
+    );
     let alices = hold(&org, alice, 10, noon(), 60);
     store.reserve(&alices).await.unwrap();
     let mallory = UserId::new_v7();
     let mut foreign = commit_of(&org, &alices, 10, noon());
     foreign.user = mallory;
-    foreign.usage = usage_for(&org, &ReserveRequest { user: mallory, ..alices.clone() }, 10, noon());
-    assert_eq!(kind(store.commit_reservation(&foreign).await), ErrorKind::PermissionDenied);
+    foreign.usage = usage_for(
+        &org,
+        &ReserveRequest {
+            user: mallory,
+            ..alices.clone()
+        },
+        10,
+        noon(),
+    );
+    assert_eq!(
+        kind(store.commit_reservation(&foreign).await),
+        ErrorKind::PermissionDenied
+    );
     let mut renamed = commit_of(&org, &alices, 10, noon());
     renamed.usage.id = event_of(ReservationId::new_v7());
-    assert_eq!(kind(store.commit_reservation(&renamed).await), ErrorKind::InvalidInput);
+    assert_eq!(
+        kind(store.commit_reservation(&renamed).await),
+        ErrorKind::InvalidInput
+    );
     let (used, reserved) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, noon()).await;
-    assert_eq!((used, reserved), (Decimal::ZERO, Decimal::from(10)), "nothing recorded, the hold kept");
+    assert_eq!(
+        (used, reserved),
+        (Decimal::ZERO, Decimal::from(10)),
+        "nothing recorded, the hold kept"
+    );
 }
 
 /// Releasing drops the hold of its own user and says whether it was live;
@@ -197,15 +338,38 @@ pub async fn release_is_for_the_holds_user_only(store: Arc<DynStore>) {
     let (org, alice) = new_org(&*store).await;
     let request = hold(&org, alice, 10, noon(), 60);
     store.reserve(&request).await.unwrap();
-    let release = |user, now| ReleaseRequest { org: org.id, user, id: request.id, now };
-    let by_other = store.release_reservation(&release(UserId::new_v7(), noon())).await;
+    let release = |user, now| ReleaseRequest {
+        org: org.id,
+        user,
+        id: request.id,
+        now,
+    };
+    let by_other = store
+        .release_reservation(&release(UserId::new_v7(), noon()))
+        .await;
     assert_eq!(kind(by_other), ErrorKind::PermissionDenied);
-    assert!(store.release_reservation(&release(alice, noon())).await.unwrap());
-    assert!(!store.release_reservation(&release(alice, noon())).await.unwrap());
+    assert!(
+        store
+            .release_reservation(&release(alice, noon()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .release_reservation(&release(alice, noon()))
+            .await
+            .unwrap()
+    );
     let (_, reserved) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, noon()).await;
     assert_eq!(reserved, Decimal::ZERO);
     let lapsed = hold(&org, alice, 10, noon(), 60);
     store.reserve(&lapsed).await.unwrap();
-    let late = ReleaseRequest { id: lapsed.id, ..release(alice, noon() + TimeDelta::seconds(61)) };
-    assert!(!store.release_reservation(&late).await.unwrap(), "an expired hold was not live");
+    let late = ReleaseRequest {
+        id: lapsed.id,
+        ..release(alice, noon() + TimeDelta::seconds(61))
+    };
+    assert!(
+        !store.release_reservation(&late).await.unwrap(),
+        "an expired hold was not live"
+    );
 }

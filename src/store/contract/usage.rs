@@ -16,7 +16,13 @@ use crate::store::{CounterScope, DynStore, HistoryQuery, UsageQuery};
 /// keeps its id; another scope is another slot.
 pub async fn limits_replace_their_slot(store: Arc<DynStore>) {
     let (org, owner) = new_org(&*store).await;
-    let first = limit(org.id, LimitScope::Organization, MetricKey::TOKENS, Period::Monthly, 100);
+    let first = limit(
+        org.id,
+        LimitScope::Organization,
+        MetricKey::TOKENS,
+        Period::Monthly,
+        100,
+    );
     let stored = store.put_limit(&first).await.unwrap();
     assert_eq!(stored, first);
     let replacement = crate::limits::Limit {
@@ -26,13 +32,28 @@ pub async fn limits_replace_their_slot(store: Arc<DynStore>) {
         ..first.clone()
     };
     let replaced = store.put_limit(&replacement).await.unwrap();
-    assert_eq!((replaced.id, replaced.value, replaced.mode), (first.id, Decimal::from(250), LimitMode::Soft));
-    let own = limit(org.id, LimitScope::User(owner), MetricKey::TOKENS, Period::Monthly, 10);
+    assert_eq!(
+        (replaced.id, replaced.value, replaced.mode),
+        (first.id, Decimal::from(250), LimitMode::Soft)
+    );
+    let own = limit(
+        org.id,
+        LimitScope::User(owner),
+        MetricKey::TOKENS,
+        Period::Monthly,
+        10,
+    );
     store.put_limit(&own).await.unwrap();
     assert_eq!(store.limits(org.id).await.unwrap().len(), 2);
     assert!(store.delete_limit(org.id, own.id).await.unwrap());
     assert!(!store.delete_limit(org.id, own.id).await.unwrap());
-    let nowhere = limit(OrgId::new_v7(), LimitScope::Organization, MetricKey::TOKENS, Period::Daily, 1);
+    let nowhere = limit(
+        OrgId::new_v7(),
+        LimitScope::Organization,
+        MetricKey::TOKENS,
+        Period::Daily,
+        1,
+    );
     assert_eq!(kind(store.put_limit(&nowhere).await), ErrorKind::NotFound);
 }
 
@@ -40,7 +61,10 @@ pub async fn limits_replace_their_slot(store: Arc<DynStore>) {
 pub async fn record_is_idempotent_by_event_id(store: Arc<DynStore>) {
     let (org, owner) = new_org(&*store).await;
     let event = record(&org, Some(owner), &[(MetricKey::TOKENS, 7)], noon());
-    let first = store.record_usage(&[event.clone(), event.clone()]).await.unwrap();
+    let first = store
+        .record_usage(&[event.clone(), event.clone()])
+        .await
+        .unwrap();
     assert_eq!((first.inserted, first.duplicates), (1, 1));
     let again = store.record_usage(&[event]).await.unwrap();
     assert_eq!((again.inserted, again.duplicates), (0, 1));
@@ -59,12 +83,19 @@ pub async fn record_counts_exactly_the_given_amounts(store: Arc<DynStore>) {
         .cost_usd(Decimal::new(5, 1))
         .into_record(noon(), org.timezone)
         .unwrap();
-    r.amounts = vec![(MetricKey::TOKENS, Decimal::from(3)), (MetricKey::ADS_CREATED, Decimal::ONE)];
+    r.amounts = vec![
+        (MetricKey::TOKENS, Decimal::from(3)),
+        (MetricKey::ADS_CREATED, Decimal::ONE),
+    ];
     store.record_usage(&[r]).await.unwrap();
     let count = |metric: MetricKey| {
         let store = shared(&store);
         let org = org.clone();
-        async move { usage_at(&*store, &org, &metric, Period::Monthly, noon()).await.0 }
+        async move {
+            usage_at(&*store, &org, &metric, Period::Monthly, noon())
+                .await
+                .0
+        }
     };
     assert_eq!(count(MetricKey::TOKENS).await, Decimal::from(3));
     assert_eq!(count(MetricKey::ADS_CREATED).await, Decimal::ONE);
@@ -81,7 +112,10 @@ pub async fn a_batch_is_recorded_all_or_nothing(store: Arc<DynStore>) {
         ..org.clone()
     };
     let bad = record(&ghost, None, &[(MetricKey::TOKENS, 5)], noon());
-    assert_eq!(kind(store.record_usage(&[good.clone(), bad]).await), ErrorKind::NotFound);
+    assert_eq!(
+        kind(store.record_usage(&[good.clone(), bad]).await),
+        ErrorKind::NotFound
+    );
     let (used, _) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, noon()).await;
     assert_eq!(used, Decimal::ZERO);
     assert_eq!(store.record_usage(&[good]).await.unwrap().inserted, 1);
@@ -93,10 +127,22 @@ pub async fn snapshots_count_org_wide_and_own_usage(store: Arc<DynStore>) {
     let (org, alice) = new_org(&*store).await;
     let bob = UserId::new_v7();
     for user in [alice, bob] {
-        let own = limit(org.id, LimitScope::User(user), MetricKey::TOKENS, Period::Daily, 50);
+        let own = limit(
+            org.id,
+            LimitScope::User(user),
+            MetricKey::TOKENS,
+            Period::Daily,
+            50,
+        );
         store.put_limit(&own).await.unwrap();
     }
-    let wide = limit(org.id, LimitScope::Organization, MetricKey::TOKENS, Period::Daily, 100);
+    let wide = limit(
+        org.id,
+        LimitScope::Organization,
+        MetricKey::TOKENS,
+        Period::Daily,
+        100,
+    );
     store.put_limit(&wide).await.unwrap();
     let batch = [
         record(&org, Some(alice), &[(MetricKey::TOKENS, 10)], noon()),
@@ -111,13 +157,26 @@ pub async fn snapshots_count_org_wide_and_own_usage(store: Arc<DynStore>) {
         now: noon(),
     };
     let snapshot = store.usage_snapshot(&query).await.unwrap();
-    let limits: Vec<(LimitScope, Decimal)> =
-        snapshot.limits.iter().map(|u| (u.limit.scope, u.used)).collect();
+    let limits: Vec<(LimitScope, Decimal)> = snapshot
+        .limits
+        .iter()
+        .map(|u| (u.limit.scope, u.used))
+        .collect();
     assert_eq!(limits.len(), 2, "{limits:?}");
     assert!(limits.contains(&(LimitScope::Organization, Decimal::from(30))));
     assert!(limits.contains(&(LimitScope::User(alice), Decimal::from(10))));
-    assert!(snapshot.counters.iter().all(|c| c.scope.user().is_none_or(|u| u == alice)));
-    assert!(snapshot.counters.iter().any(|c| c.scope == LimitScope::User(alice)));
+    assert!(
+        snapshot
+            .counters
+            .iter()
+            .all(|c| c.scope.user().is_none_or(|u| u == alice))
+    );
+    assert!(
+        snapshot
+            .counters
+            .iter()
+            .any(|c| c.scope == LimitScope::User(alice))
+    );
 }
 
 /// History returns each counter's usage per period between two period
@@ -125,10 +184,19 @@ pub async fn snapshots_count_org_wide_and_own_usage(store: Arc<DynStore>) {
 pub async fn history_reads_past_periods(store: Arc<DynStore>) {
     let (org, alice) = new_org(&*store).await;
     let bob = UserId::new_v7();
-    let days = ["2026-03-01T10:00:00Z", "2026-03-02T10:00:00Z", "2026-03-05T10:00:00Z"];
+    let days = [
+        "2026-03-01T10:00:00Z",
+        "2026-03-02T10:00:00Z",
+        "2026-03-05T10:00:00Z",
+    ];
     for (i, day) in days.iter().enumerate() {
         let batch = [
-            record(&org, Some(alice), &[(MetricKey::TOKENS, 10 * (i as i64 + 1))], at(day)),
+            record(
+                &org,
+                Some(alice),
+                &[(MetricKey::TOKENS, 10 * (i as i64 + 1))],
+                at(day),
+            ),
             record(&org, Some(bob), &[(MetricKey::TOKENS, 1)], at(day)),
         ];
         store.record_usage(&batch).await.unwrap();
@@ -142,18 +210,43 @@ pub async fn history_reads_past_periods(store: Arc<DynStore>) {
         from: date("2026-03-02"),
         to: date("2026-03-05"),
     };
-    let wide = store.usage_history(&query(CounterScope::Organization)).await.unwrap();
+    let wide = store
+        .usage_history(&query(CounterScope::Organization))
+        .await
+        .unwrap();
     let series: Vec<(NaiveDate, Decimal)> = wide.iter().map(|v| (v.period.start, v.used)).collect();
-    assert_eq!(series, [(date("2026-03-02"), Decimal::from(21)), (date("2026-03-05"), Decimal::from(31))]);
-    let bobs = store.usage_history(&query(CounterScope::User(bob))).await.unwrap();
+    assert_eq!(
+        series,
+        [
+            (date("2026-03-02"), Decimal::from(21)),
+            (date("2026-03-05"), Decimal::from(31))
+        ]
+    );
+    let bobs = store
+        .usage_history(&query(CounterScope::User(bob)))
+        .await
+        .unwrap();
     assert_eq!(bobs.len(), 2);
-    assert!(bobs.iter().all(|v| v.scope == LimitScope::User(bob) && v.used == Decimal::ONE));
-    let each = store.usage_history(&query(CounterScope::EachUser)).await.unwrap();
+    assert!(
+        bobs.iter()
+            .all(|v| v.scope == LimitScope::User(bob) && v.used == Decimal::ONE)
+    );
+    let each = store
+        .usage_history(&query(CounterScope::EachUser))
+        .await
+        .unwrap();
     assert_eq!(each.len(), 4);
     assert!(each.iter().all(|v| v.scope != LimitScope::Organization));
-    let monthly = HistoryQuery { period: Period::Monthly, from: date("2026-03-01"), ..query(CounterScope::Organization) };
+    let monthly = HistoryQuery {
+        period: Period::Monthly,
+        from: date("2026-03-01"),
+        ..query(CounterScope::Organization)
+    };
     let month = store.usage_history(&monthly).await.unwrap();
-    assert_eq!(month.iter().map(|v| v.used).collect::<Vec<_>>(), [Decimal::from(63)]);
+    assert_eq!(
+        month.iter().map(|v| v.used).collect::<Vec<_>>(),
+        [Decimal::from(63)]
+    );
 }
 
 /// Of many callers claiming the same alert at once, exactly one wins, and
@@ -179,7 +272,10 @@ pub async fn an_alert_is_claimed_once_however_many_race(store: Arc<DynStore>) {
     }
     assert_eq!(won, 1);
     assert!(!store.claim_alert(&key, noon()).await.unwrap());
-    let next = AlertKey { threshold_percent: 90, ..key };
+    let next = AlertKey {
+        threshold_percent: 90,
+        ..key
+    };
     assert!(store.claim_alert(&next, noon()).await.unwrap());
 }
 
@@ -191,26 +287,53 @@ pub async fn organizations_are_kept_apart(store: Arc<DynStore>) {
     let (globex, bob) = new_org(&*store).await;
     let key = crate::ids::FeatureKey::from_static("exports");
     store
-        .update_feature(acme.id, &key, &crate::model::FeatureChange::enabled(true), noon())
+        .update_feature(
+            acme.id,
+            &key,
+            &crate::model::FeatureChange::enabled(true),
+            noon(),
+        )
         .await
         .unwrap();
-    let acme_limit = limit(acme.id, LimitScope::Organization, MetricKey::TOKENS, Period::Daily, 9);
+    let acme_limit = limit(
+        acme.id,
+        LimitScope::Organization,
+        MetricKey::TOKENS,
+        Period::Daily,
+        9,
+    );
     store.put_limit(&acme_limit).await.unwrap();
     store
-        .record_usage(&[record(&acme, Some(alice), &[(MetricKey::TOKENS, 4)], noon())])
+        .record_usage(&[record(
+            &acme,
+            Some(alice),
+            &[(MetricKey::TOKENS, 4)],
+            noon(),
+        )])
         .await
         .unwrap();
-    let granted = store.reserve(&hold(&acme, alice, 2, noon(), 60)).await.unwrap();
+    let granted = store
+        .reserve(&hold(&acme, alice, 2, noon(), 60))
+        .await
+        .unwrap();
     assert!(granted.granted);
 
     assert!(store.membership(globex.id, alice).await.unwrap().is_none());
-    assert!(store.members(globex.id).await.unwrap().iter().all(|m| m.user_id == bob));
+    assert!(
+        store
+            .members(globex.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.user_id == bob)
+    );
     assert!(store.features(globex.id).await.unwrap().is_empty());
     assert!(store.limits(globex.id).await.unwrap().is_empty());
     assert!(!store.delete_limit(globex.id, acme_limit.id).await.unwrap());
     assert!(!store.delete_feature(globex.id, &key).await.unwrap());
     assert_eq!(store.limits(acme.id).await.unwrap().len(), 1);
-    let (used, reserved) = usage_at(&*store, &globex, &MetricKey::TOKENS, Period::Daily, noon()).await;
+    let (used, reserved) =
+        usage_at(&*store, &globex, &MetricKey::TOKENS, Period::Daily, noon()).await;
     assert_eq!((used, reserved), (Decimal::ZERO, Decimal::ZERO));
     let history = HistoryQuery {
         org: globex.id,
