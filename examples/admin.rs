@@ -1,11 +1,12 @@
 //! A small command-line tool for the platform operator: organizations,
 //! members, features, limits, and a usage-vs-limits table.
 //!
-//! Uses the service client from `SUPABASE_URL` and
+//! Uses the service client from `SUPABASE_URL` (or `SUPABASE_REST_URL`,
+//! the REST base of a self-hosted PostgREST) and
 //! `SUPABASE_SERVICE_ROLE_KEY`.
 //!
 //! ```sh
-//! cargo run --example admin --features supabase -- orgs
+//! cargo run --example admin --features supabase -- orgs [SEARCH]
 //! cargo run --example admin --features supabase -- create-org "Acme" acme <owner-user-id>
 //! cargo run --example admin --features supabase -- members <org>
 //! cargo run --example admin --features supabase -- add-member <org> <user-id> member
@@ -23,11 +24,11 @@ use std::process::ExitCode;
 
 use tenancy::supabase::SupabaseStore;
 use tenancy::{
-    Error, ErrorKind, Membership, NewLimit, NewOrganization, OrgId, Organization, PlatformOperator,
-    Role, Store, Tenancy, UserId,
+    Error, ErrorKind, MAX_ORG_PAGE, Membership, NewLimit, NewOrganization, OrgId, Organization,
+    PlatformOperator, Role, Store, Tenancy, UserId,
 };
 
-const USAGE: &str = "usage: admin <orgs | create-org NAME SLUG OWNER | members ORG | \
+const USAGE: &str = "usage: admin <orgs [SEARCH] | create-org NAME SLUG OWNER | members ORG | \
 add-member ORG USER ROLE | features ORG | enable ORG KEY | disable ORG KEY | limits ORG | \
 set-limit ORG LIMIT_TYPE VALUE [soft] | usage ORG>";
 
@@ -40,14 +41,16 @@ async fn main() -> ExitCode {
     }
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
-        // A missing SUPABASE_URL or SUPABASE_SERVICE_ROLE_KEY, named by
+        // A missing or malformed variable, named by
         // `SupabaseStore::from_env`.
         Err(e) if e.kind() == ErrorKind::Config => {
             eprintln!("admin: {}", e.message());
             ExitCode::from(2)
         }
         Err(e) if e.kind() == ErrorKind::InvalidInput && e.field() == Some("command") => {
-            eprintln!("admin: {}\n{USAGE}", e.message());
+            let message = e.message();
+            let message = message.strip_prefix("command: ").unwrap_or(message);
+            eprintln!("admin: {message}\n{USAGE}");
             ExitCode::from(2)
         }
         Err(e) => {
@@ -78,21 +81,27 @@ async fn find_org(store: &SupabaseStore, key: &str) -> tenancy::Result<Organizat
 async fn run(args: &[String]) -> tenancy::Result<()> {
     let store = SupabaseStore::from_env()?;
     let tenancy = Tenancy::builder().store(store.clone()).build()?;
-    let op = PlatformOperator::new("admin-cli");
+    let operator = PlatformOperator::new("admin-cli");
+    let op = tenancy.operator(&operator);
     match args[0].as_str() {
         "orgs" => {
-            let orgs: Vec<Organization> = store
-                .fetch(store.from("organizations").select("*").order("created_at"))
-                .await?;
+            let search = args.get(1).map(String::as_str);
             println!("{:<36}  {:<24}  {:<16}  name", "id", "slug", "timezone");
-            for o in orgs {
-                println!(
-                    "{:<36}  {:<24}  {:<16}  {}",
-                    o.id.to_string(),
-                    o.slug.as_str(),
-                    o.timezone.name(),
-                    o.name
-                );
+            // By name, a page at a time.
+            for offset in (0..).step_by(MAX_ORG_PAGE) {
+                let page = op.organizations(search, MAX_ORG_PAGE, offset).await?;
+                for o in &page {
+                    println!(
+                        "{:<36}  {:<24}  {:<16}  {}",
+                        o.id.to_string(),
+                        o.slug.as_str(),
+                        o.timezone.name(),
+                        o.name
+                    );
+                }
+                if page.len() < MAX_ORG_PAGE {
+                    break;
+                }
             }
         }
         "create-org" => {
@@ -129,7 +138,7 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
         }
         "features" => {
             let org = find_org(&store, arg(args, 1, "ORG")?).await?;
-            for f in tenancy.features_of(&op, org.id).await? {
+            for f in op.features(org.id).await? {
                 let state = if f.enabled { "on " } else { "off" };
                 println!("{state}  {:<32}  {}", f.key.as_str(), f.config);
             }
@@ -137,16 +146,17 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
         cmd @ ("enable" | "disable") => {
             let org = find_org(&store, arg(args, 1, "ORG")?).await?;
             let key = arg(args, 2, "KEY")?;
-            if cmd == "enable" {
-                tenancy.enable_feature(&op, org.id, key).await?;
+            let feature = if cmd == "enable" {
+                op.enable_feature(org.id, key).await?
             } else {
-                tenancy.disable_feature(&op, org.id, key).await?;
-            }
-            println!("{key}: {cmd}d for {}", org.slug.as_str());
+                op.disable_feature(org.id, key).await?
+            };
+            let state = if feature.enabled { "on" } else { "off" };
+            println!("{key}: {state} for {}", org.slug.as_str());
         }
         "limits" => {
             let org = find_org(&store, arg(args, 1, "ORG")?).await?;
-            for l in tenancy.limits_of(&op, org.id).await? {
+            for l in op.limits(org.id).await? {
                 println!(
                     "{}  {:<8}  {:<20}  {:>16}  {}",
                     l.id,
@@ -166,7 +176,7 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
             if args.get(4).is_some_and(|m| m == "soft") {
                 new = new.soft();
             }
-            let limit = tenancy.set_limit(&op, org.id, new).await?;
+            let limit = op.set_limit(org.id, new).await?;
             println!(
                 "limit {} set: {} {}",
                 limit.id,
@@ -176,7 +186,7 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
         }
         "usage" => {
             let org = find_org(&store, arg(args, 1, "ORG")?).await?;
-            let lines = tenancy.usage_summary_of(&op, org.id).await?;
+            let lines = op.usage_summary(org.id).await?;
             println!(
                 "{:<20}  {:<8}  {:<10}  {:>16}  {:>16}  {:>16}  {:>7}",
                 "metric", "period", "scope", "used", "reserved", "limit", "%"

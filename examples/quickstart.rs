@@ -76,9 +76,16 @@ async fn main() -> tenancy::Result<()> {
             println!("  {org}: veo_avatars is off -> 403, upgrade to use avatars");
         }
     };
-    tenancy
-        .enable_feature(&operator, acme.id, "veo_avatars")
+    let enabled = tenancy
+        .operator(&operator)
+        .enable_feature(acme.id, "veo_avatars")
         .await?;
+    println!(
+        "  the operator ({}) turns {} on for {}",
+        operator.name(),
+        enabled.key,
+        acme.slug
+    );
     render(
         &bob_ctx,
         tenancy.has_feature(&bob_ctx, "veo_avatars").await?,
@@ -109,8 +116,8 @@ async fn main() -> tenancy::Result<()> {
 
     section("Usage limits");
     tenancy
+        .operator(&operator)
         .set_limit(
-            &operator,
             acme.id,
             NewLimit::from_limit_type("monthly_tokens", dec!(10000))?,
         )
@@ -147,6 +154,8 @@ async fn main() -> tenancy::Result<()> {
             d.resets_at.map(|t| t.to_rfc3339()).unwrap_or_default()
         ),
     }
+    // Alerts are checked and delivered off the write path; wait for them.
+    tenancy.flush_alerts().await;
     for alert in alerts.alerts() {
         println!(
             "  alert: {} reached {}% of its {} {} limit",

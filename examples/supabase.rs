@@ -1,39 +1,53 @@
 //! The quickstart's story against a real Supabase project.
 //!
 //! Needs the migrations applied to the project (`supabase db push` with
-//! `migrations/`), and from the environment: `SUPABASE_URL`,
+//! `migrations/`), and from the environment: `SUPABASE_URL` (or
+//! `SUPABASE_REST_URL`, the REST base of a self-hosted PostgREST),
 //! `SUPABASE_SERVICE_ROLE_KEY`, `SUPABASE_ANON_KEY`, `SUPABASE_JWT_SECRET`,
 //! plus `TENANCY_ALICE` and `TENANCY_BOB`: the ids of two existing
 //! Supabase Auth users.
 //!
 //! ```sh
-//! cargo run --example supabase --features supabase
+//! cargo run --example supabase --features supabase,axum
 //! ```
 
 use std::process::ExitCode;
 
 use rust_decimal_macros::dec;
-use tenancy::supabase::SupabaseStore;
+use tenancy::supabase::{
+    ENV_ANON_KEY, ENV_JWT_SECRET, ENV_REST_URL, ENV_SERVICE_ROLE_KEY, ENV_URL, SupabaseStore,
+};
 use tenancy::{
     Action, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role, Store, Tenancy,
     UserId,
 };
 
-const VARS: [&str; 6] = [
-    "SUPABASE_URL",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "SUPABASE_ANON_KEY",
-    "SUPABASE_JWT_SECRET",
+/// The variables the example needs besides the project URL.
+const VARS: [&str; 5] = [
+    ENV_SERVICE_ROLE_KEY,
+    ENV_ANON_KEY,
+    ENV_JWT_SECRET,
     "TENANCY_ALICE",
     "TENANCY_BOB",
 ];
 
+fn is_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// What is missing from the environment, as the message should name it.
+fn missing_vars() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !is_set(ENV_URL) && !is_set(ENV_REST_URL) {
+        missing.push(format!("{ENV_URL} (or {ENV_REST_URL})"));
+    }
+    missing.extend(VARS.into_iter().filter(|v| !is_set(v)).map(str::to_owned));
+    missing
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let missing: Vec<&str> = VARS
-        .into_iter()
-        .filter(|v| std::env::var(v).map_or(true, |x| x.trim().is_empty()))
-        .collect();
+    let missing = missing_vars();
     if !missing.is_empty() {
         eprintln!(
             "examples/supabase: set {} (a Supabase project with tenancy's migrations applied, \
@@ -58,7 +72,7 @@ fn user(var: &str) -> tenancy::Result<UserId> {
 
 /// Signs a user access token, as Supabase Auth would issue on sign-in.
 fn access_token(user: UserId) -> String {
-    let secret = std::env::var("SUPABASE_JWT_SECRET").unwrap_or_default();
+    let secret = std::env::var(ENV_JWT_SECRET).unwrap_or_default();
     let claims = serde_json::json!({
         "sub": user.to_string(),
         "role": "authenticated",
@@ -74,6 +88,7 @@ fn access_token(user: UserId) -> String {
 }
 
 async fn run() -> tenancy::Result<()> {
+    // The URL from SUPABASE_REST_URL when set, else SUPABASE_URL.
     let store = SupabaseStore::from_env()?;
     let tenancy = Tenancy::builder().store(store.clone()).build()?;
     let operator = PlatformOperator::new("examples/supabase");
@@ -95,16 +110,14 @@ async fn run() -> tenancy::Result<()> {
 
     // Features are off until the operator turns them on.
     assert!(!tenancy.has_feature(&as_bob, "veo_avatars").await?);
-    tenancy
-        .enable_feature(&operator, acme.id, "veo_avatars")
-        .await?;
+    let admin = tenancy.operator(&operator);
+    admin.enable_feature(acme.id, "veo_avatars").await?;
     assert!(tenancy.has_feature(&as_bob, "veo_avatars").await?);
     println!("veo_avatars enabled for {}", acme.slug.as_str());
 
     // Limits are checked and held before expensive work.
-    tenancy
+    admin
         .set_limit(
-            &operator,
             acme.id,
             NewLimit::from_limit_type("monthly_tokens", dec!(1000))?,
         )

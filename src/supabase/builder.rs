@@ -158,9 +158,10 @@ impl SupabaseStoreBuilder {
         SupabaseStoreBuilder::default()
     }
 
-    /// A builder reading `SUPABASE_URL`, `SUPABASE_SERVICE_ROLE_KEY`,
-    /// `SUPABASE_ANON_KEY` and, when set, `SUPABASE_REST_URL` (the REST
-    /// base, for self-hosted PostgREST) from the process environment. Call
+    /// A builder reading `SUPABASE_URL` (or `SUPABASE_REST_URL`, the REST
+    /// base itself, which wins when both are set: for a self-hosted
+    /// PostgREST served at its root), `SUPABASE_SERVICE_ROLE_KEY` and
+    /// `SUPABASE_ANON_KEY` from the process environment. Call
     /// [`build`](Self::build) to validate.
     pub fn from_env() -> Self {
         Self::from_env_with(|name| std::env::var(name).ok())
@@ -262,7 +263,8 @@ impl SupabaseStoreBuilder {
             None => {
                 let url = non_empty(self.url).ok_or_else(|| {
                     config(format!(
-                        "{ENV_URL} is not set: the Supabase project URL is required"
+                        "{ENV_URL} is not set: the Supabase project URL is required \
+                         (or {ENV_REST_URL}, the PostgREST base URL itself)"
                     ))
                 })?;
                 format!("{}/rest/v1", parse_base(&url, ENV_URL)?)

@@ -113,7 +113,7 @@ impl SupabaseStore {
         SupabaseStoreBuilder::new()
     }
 
-    /// The service client from `SUPABASE_URL` and
+    /// The service client from `SUPABASE_URL` (or `SUPABASE_REST_URL`) and
     /// `SUPABASE_SERVICE_ROLE_KEY` (and `SUPABASE_ANON_KEY`, kept for
     /// [`user_client`](Self::user_client)). A missing or malformed variable
     /// is a [`Config`](ErrorKind::Config) error naming it.

@@ -5,8 +5,10 @@
 //! cargo bench --bench core
 //! ```
 //!
-//! - `features/*`: a cached `has_feature` against a bare `HashMap` lookup of
-//!   the same key (the floor), and an uncached one (cache TTL zero).
+//! - `features/*`: a cached `has_feature`, with the key as a `&str`
+//!   (validated on every call) and as a `FeatureKey` constant (validated
+//!   once), against a bare `HashMap` lookup of the same key (the floor),
+//!   and an uncached one (cache TTL zero).
 //! - `context/*`: `Tenancy::context` against the store's own membership read.
 //! - `limits/*`: `check_limit`, and `reserve` + `commit`.
 //! - `recorder/*`: `UsageRecorder::record` enqueue cost, p50 and p99 over
@@ -28,10 +30,9 @@ use std::sync::Mutex;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 use tenancy::faults::FaultyStore;
-use tenancy::usage::{RecorderConfig, UsageRecorder};
 use tenancy::{
-    DynStore, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Tenancy,
-    TenantContext, UsageEvent, UserId,
+    DynStore, FeatureKey, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome,
+    Tenancy, TenantContext, UsageEvent, UsageRecorder, UserId,
 };
 use tokio::runtime::Runtime;
 
@@ -57,7 +58,8 @@ fn setup(rt: &Runtime, feature_ttl: Duration) -> Setup {
         let operator = PlatformOperator::new("bench");
         for key in ["veo_avatars", "exports", "brand_kits", "sso"] {
             tenancy
-                .enable_feature(&operator, org.id, key)
+                .operator(&operator)
+                .enable_feature(org.id, key)
                 .await
                 .unwrap();
         }
@@ -95,6 +97,14 @@ fn features(c: &mut Criterion) {
                     .has_feature(&cached.ctx, black_box("veo_avatars"))
                     .await,
             )
+        })
+    });
+    // The key checked once, at compile time: what a hit costs without the
+    // per-call validation.
+    const K: FeatureKey = FeatureKey::from_static("veo_avatars");
+    group.bench_function("has_feature_cached_const_key", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(cached.tenancy.has_feature(&cached.ctx, black_box(&K)).await)
         })
     });
     group.bench_function("has_feature_uncached", |b| {
@@ -135,7 +145,8 @@ fn limits(c: &mut Criterion) {
         let limit =
             NewLimit::from_limit_type("monthly_tokens", Decimal::from(10u64.pow(17))).unwrap();
         s.tenancy
-            .set_limit(&operator, s.ctx.org(), limit)
+            .operator(&operator)
+            .set_limit(s.ctx.org(), limit)
             .await
             .unwrap();
     });
@@ -171,7 +182,11 @@ async fn race(atomic: bool) -> Decimal {
         .unwrap();
     let operator = PlatformOperator::new("bench");
     let limit = NewLimit::from_limit_type("monthly_tokens", Decimal::from(LIMIT)).unwrap();
-    tenancy.set_limit(&operator, org.id, limit).await.unwrap();
+    tenancy
+        .operator(&operator)
+        .set_limit(org.id, limit)
+        .await
+        .unwrap();
     let ctx = tenancy.context(owner, org.id).await.unwrap();
     let step = Decimal::from(STEP);
     let mut tasks = tokio::task::JoinSet::new();
@@ -293,12 +308,11 @@ fn recorder(_c: &mut Criterion) {
         ("record_backend_down", true),
     ] {
         faults.set_down(down);
-        let config = RecorderConfig {
-            max_buffered_events: RECORDS * 2,
-            ..RecorderConfig::default()
-        };
         let _guard = rt.enter();
-        let recorder = UsageRecorder::start(tenancy.clone(), config).unwrap();
+        let recorder = UsageRecorder::builder(tenancy.clone())
+            .max_buffered_events(RECORDS * 2)
+            .start()
+            .unwrap();
         let (p50, p99) = percentiles(events(), |e| {
             black_box(recorder.record(e).unwrap());
         });

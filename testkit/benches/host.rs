@@ -12,7 +12,6 @@
 //! cargo bench --all-features --bench host
 //! ```
 
-#[allow(dead_code, unreachable_pub, missing_docs)]
 #[path = "../../examples/host_app.rs"]
 mod host_app;
 

@@ -1,7 +1,6 @@
 //! The example host app over real HTTP on loopback, driven by reqwest, with
 //! tokens signed in the test.
 
-#[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/host_app.rs"]
 mod host_app;
 use tenancy_testkit::postgrest as postgrest_server;
@@ -263,7 +262,8 @@ async fn features_gate_routes() {
     assert_eq!(off.status(), StatusCode::FORBIDDEN);
     assert_eq!(
         off.json::<Value>().await.unwrap(),
-        json!({"error": "feature_disabled", "feature": "veo_avatars"})
+        json!({"error": "feature_disabled", "message": "the feature veo_avatars is off",
+               "feature": "veo_avatars"})
     );
 
     let operator = PlatformOperator::new("test");
@@ -271,7 +271,8 @@ async fn features_gate_routes() {
         .app
         .auth
         .tenancy()
-        .enable_feature(&operator, s.demo.globex, "veo_avatars")
+        .operator(&operator)
+        .enable_feature(s.demo.globex, "veo_avatars")
         .await
         .unwrap();
     let now_on = s
@@ -313,8 +314,9 @@ async fn a_limit_hit_is_429_with_retry_after_and_figures() {
     let resets_at = body["resets_at"].as_str().unwrap().to_owned();
     assert_eq!(
         body,
-        json!({"error": "limit_exceeded", "metric": "tokens", "requested": "2000", "used": "9066",
-               "reserved": "0", "limit": "10000", "remaining": "934", "resets_at": resets_at})
+        json!({"error": "limit_exceeded", "message": "the tokens limit would be exceeded",
+               "metric": "tokens", "requested": "2000", "used": "9066", "reserved": "0",
+               "limit": "10000", "remaining": "934", "resets_at": resets_at})
     );
 }
 
@@ -360,8 +362,9 @@ fn es256_token(user: UserId, kid: &str) -> String {
 fn es256_token_with(user: UserId, kid: Option<&str>) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = kid.map(str::to_owned);
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("../fixtures/es256_test_key.pem"))
-        .unwrap();
+    let key =
+        jsonwebtoken::EncodingKey::from_ec_pem(include_bytes!("../fixtures/es256_test_key.pem"))
+            .unwrap();
     jsonwebtoken::encode(&header, &claims(user, 3600, "authenticated"), &key).unwrap()
 }
 
@@ -373,7 +376,10 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
     use tenancy::axum::TokenVerifier;
 
     let user = UserId::new_v7();
-    let verifier = TokenVerifier::jwks_json(TEST_JWKS).unwrap();
+    let verifier = TokenVerifier::builder()
+        .jwks_json(TEST_JWKS)
+        .build()
+        .unwrap();
     let claims = verifier.verify(&es256_token(user, "test-es256")).unwrap();
     assert_eq!(claims.user_id().unwrap(), user);
     let unknown_kid = verifier
@@ -386,7 +392,11 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
         ErrorKind::Unauthenticated
     );
     assert_eq!(
-        TokenVerifier::jwks_json("{").unwrap_err().kind(),
+        TokenVerifier::builder()
+            .jwks_json("{")
+            .build()
+            .unwrap_err()
+            .kind(),
         ErrorKind::Config
     );
     // A document with one key also verifies tokens that name no key.
@@ -399,7 +409,10 @@ async fn asymmetric_tokens_verify_against_a_jwks() {
         .as_array_mut()
         .unwrap()
         .push(json!({"kty": "RSA", "n": "!!!", "e": "AQAB", "kid": "broken"}));
-    let two = TokenVerifier::jwks_json(&two.to_string()).unwrap();
+    let two = TokenVerifier::builder()
+        .jwks_json(two.to_string())
+        .build()
+        .unwrap();
     let claims = two.verify(&es256_token(user, "test-es256")).unwrap();
     assert_eq!(claims.user_id().unwrap(), user);
     for (what, token) in [
@@ -480,6 +493,18 @@ async fn verify_at_once(
     tasks.join_all().await
 }
 
+/// The user a token naming `kid` verifies as, or why it does not.
+async fn verified_as(
+    verifier: &tenancy::axum::TokenVerifier,
+    user: UserId,
+    kid: &str,
+) -> tenancy::Result<UserId> {
+    verifier
+        .verify_async(&es256_token(user, kid))
+        .await
+        .and_then(|c| c.user_id())
+}
+
 #[tokio::test]
 async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say() {
     use tenancy::axum::TokenVerifier;
@@ -488,10 +513,15 @@ async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say
     let user = UserId::new_v7();
     let jwks = JwksServer::start(TEST_JWKS).await;
     let clock = FakeClock::at("2026-01-01T00:00:00Z");
-    let remote =
-        TokenVerifier::jwks_url(&jwks.url, reqwest::Client::new(), Duration::from_secs(600))
-            .with_min_refetch_interval(Duration::from_secs(60))
-            .with_clock(clock.clone());
+    let remote = TokenVerifier::builder()
+        .jwks_url(&jwks.url)
+        .http_client(reqwest::Client::new())
+        .jwks_ttl(Duration::from_secs(600))
+        .min_refetch_interval(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let refused = |result: tenancy::Result<UserId>| result.unwrap_err().kind();
 
     // A cold cache: eight tokens at once share one fetch.
     for result in verify_at_once(&remote, user, "test-es256", 8).await {
@@ -499,35 +529,28 @@ async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say
     }
     assert_eq!(jwks.fetches(), 1, "concurrent misses share one fetch");
     for _ in 0..3 {
-        let claims = remote
-            .verify_async(&es256_token(user, "test-es256"))
-            .await
-            .unwrap();
-        assert_eq!(claims.user_id().unwrap(), user);
+        assert_eq!(
+            verified_as(&remote, user, "test-es256").await.unwrap(),
+            user
+        );
     }
     assert_eq!(jwks.fetches(), 1, "cached");
 
     // Forged tokens naming random keys cost nothing within the interval.
     for kid in ["rotated-in", "forged-1", "forged-2"] {
-        let err = remote
-            .verify_async(&es256_token(user, kid))
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{kid}");
+        let kind = refused(verified_as(&remote, user, kid).await);
+        assert_eq!(kind, ErrorKind::Unauthenticated, "{kid}");
     }
     for result in verify_at_once(&remote, user, "forged-3", 8).await {
-        assert_eq!(result.unwrap_err().kind(), ErrorKind::Unauthenticated);
+        assert_eq!(refused(result), ErrorKind::Unauthenticated);
     }
     assert_eq!(jwks.fetches(), 1, "no refetch within the interval");
 
     // The project rotates its key: not seen before the interval is up...
     jwks.serve(Some(TEST_JWKS.replace("test-es256", "rotated-in")));
     clock.advance(Duration::from_secs(59));
-    let err = remote
-        .verify_async(&es256_token(user, "rotated-in"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    let kind = refused(verified_as(&remote, user, "rotated-in").await);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     assert_eq!(jwks.fetches(), 1, "still within the interval");
     // ...picked up after it, by one fetch for eight tokens at once.
     clock.advance(Duration::from_secs(2));
@@ -535,20 +558,10 @@ async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say
         assert_eq!(result.unwrap(), user);
     }
     assert_eq!(jwks.fetches(), 2, "the rotated key is fetched once");
-    let err = remote
-        .verify_async(&es256_token(user, "test-es256"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::Unauthenticated,
-        "the old key is gone"
-    );
-    let err = remote
-        .verify_async(&es256_token(user, "forged-4"))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    let kind = refused(verified_as(&remote, user, "test-es256").await);
+    assert_eq!(kind, ErrorKind::Unauthenticated, "the old key is gone");
+    let kind = refused(verified_as(&remote, user, "forged-4").await);
+    assert_eq!(kind, ErrorKind::Unauthenticated);
     assert_eq!(jwks.fetches(), 2, "a new interval began with that fetch");
 
     // The TTL runs out while the server fails: the cached keys still
@@ -556,20 +569,18 @@ async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say
     jwks.serve(None);
     clock.advance(Duration::from_secs(601));
     for _ in 0..2 {
-        let claims = remote
-            .verify_async(&es256_token(user, "rotated-in"))
-            .await
-            .unwrap();
-        assert_eq!(claims.user_id().unwrap(), user);
+        assert_eq!(
+            verified_as(&remote, user, "rotated-in").await.unwrap(),
+            user
+        );
     }
     assert_eq!(jwks.fetches(), 3, "one failed refresh");
     jwks.serve(Some(TEST_JWKS.to_owned()));
     clock.advance(Duration::from_secs(61));
-    let claims = remote
-        .verify_async(&es256_token(user, "test-es256"))
-        .await
-        .unwrap();
-    assert_eq!(claims.user_id().unwrap(), user);
+    assert_eq!(
+        verified_as(&remote, user, "test-es256").await.unwrap(),
+        user
+    );
     assert_eq!(jwks.fetches(), 4, "refreshed once the interval is up");
 }
 
@@ -581,8 +592,12 @@ async fn a_jwks_url_that_never_answered_is_retried_one_request_at_a_time() {
     let user = UserId::new_v7();
     let jwks = JwksServer::start(TEST_JWKS).await;
     jwks.serve(None);
-    let remote =
-        TokenVerifier::jwks_url(&jwks.url, reqwest::Client::new(), Duration::from_secs(600));
+    let remote = TokenVerifier::builder()
+        .jwks_url(&jwks.url)
+        .http_client(reqwest::Client::new())
+        .jwks_ttl(Duration::from_secs(600))
+        .build()
+        .unwrap();
     for result in verify_at_once(&remote, user, "test-es256", 8).await {
         assert_eq!(result.unwrap_err().kind(), ErrorKind::Unavailable);
     }
@@ -877,13 +892,13 @@ async fn guarded_routes_refuse_an_org_the_user_is_not_in_and_record_nothing_ther
     let tenancy = s.demo.app.auth.tenancy();
     let operator = PlatformOperator::new("test");
     // Globex gets the feature and a limit, so that only membership can refuse.
-    tenancy
-        .enable_feature(&operator, s.demo.globex, "veo_avatars")
+    let admin = tenancy.operator(&operator);
+    admin
+        .enable_feature(s.demo.globex, "veo_avatars")
         .await
         .unwrap();
-    tenancy
+    admin
         .set_limit(
-            &operator,
             s.demo.globex,
             tenancy::NewLimit::from_limit_type("monthly_tokens", 10_000.into()).unwrap(),
         )
@@ -1064,4 +1079,52 @@ async fn on_supabase_brands_live_in_the_scoped_table() {
         (status, body["error"].as_str()),
         (StatusCode::FORBIDDEN, Some("not_a_member"))
     );
+}
+
+/// A rejection says, outside a response too, the status and the code its
+/// response carries, and is a `std::error::Error` a handler can pass on.
+#[tokio::test]
+async fn rejections_name_their_status_and_code() {
+    use tenancy::axum::TenantRejection;
+
+    let cases = [
+        (TenantRejection::Unauthenticated, 401, "unauthenticated"),
+        (TenantRejection::BadOrgId, 400, "bad_org_id"),
+        (TenantRejection::NotAMember, 403, "not_a_member"),
+        (
+            TenantRejection::FeatureDisabled("veo_avatars"),
+            403,
+            "feature_disabled",
+        ),
+        (TenantRejection::Unavailable, 503, "unavailable"),
+        (
+            TenantRejection::Misconfigured("no `org_id`".into()),
+            500,
+            "misconfigured",
+        ),
+    ];
+    for (rejection, status, code) in cases {
+        assert_eq!(
+            (rejection.status().as_u16(), rejection.code()),
+            (status, code)
+        );
+        let shown = rejection.to_string();
+        assert!(shown.starts_with(&format!("{status}: {code}: ")), "{shown}");
+        let as_error: &dyn std::error::Error = &rejection;
+        assert_eq!(as_error.to_string(), shown);
+
+        let response = rejection.into_response();
+        assert_eq!(response.status().as_u16(), status);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], code);
+        assert!(
+            shown.ends_with(body["message"].as_str().unwrap()),
+            "{shown}: {body}"
+        );
+    }
+    let denied = TenantRejection::from_error(tenancy::Error::permission_denied("not in it"));
+    assert_eq!(denied.code(), "not_a_member");
 }

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tenancy::faults::FaultyStore;
-use tenancy::usage::{Backpressure, RecorderConfig, UnknownModelPolicy, UsageRecorder};
+use tenancy::recorder::{Backpressure, UnknownModelPolicy};
 use tenancy::{
-    DynStore, ErrorKind, LimitScope, MemoryStore, MetricKey, NewOrganization, Period, PriceTable,
-    Role, Tenancy, TenantContext, UsageEvent, UserId,
+    DynStore, ErrorKind, EventId, LimitScope, MemoryStore, MetricKey, NewOrganization, Period,
+    PriceTable, RecorderBuilder, Role, Tenancy, TenantContext, UsageEvent, UsageRecorder, UserId,
 };
 
 struct Rig {
@@ -40,16 +41,19 @@ async fn rig() -> Rig {
     }
 }
 
-fn fast(config: RecorderConfig) -> RecorderConfig {
-    RecorderConfig {
-        flush_interval: Duration::from_millis(20),
-        retry_min_delay: Duration::from_millis(5),
-        retry_max_delay: Duration::from_millis(50),
-        ..config
-    }
+/// Short intervals and retry delays, so that tests run quickly.
+fn fast(builder: RecorderBuilder) -> RecorderBuilder {
+    builder
+        .flush_interval(Duration::from_millis(20))
+        .retry_delays(Duration::from_millis(5), Duration::from_millis(50))
 }
 
 impl Rig {
+    /// A recorder builder on the rig's tenancy.
+    fn recorder(&self) -> RecorderBuilder {
+        UsageRecorder::builder(self.tenancy.clone())
+    }
+
     fn event(&self, tokens: u64) -> UsageEvent {
         UsageEvent::new(self.ctx.org())
             .user(self.ctx.user())
@@ -63,7 +67,7 @@ impl Rig {
         lines
             .iter()
             .find(|l| {
-                l.metric == MetricKey::tokens()
+                l.metric == MetricKey::TOKENS
                     && l.period == Period::Monthly
                     && l.scope == LimitScope::Organization
             })
@@ -97,12 +101,11 @@ async fn threads_recording_at_once_store_every_event_once() {
     const THREADS: u64 = 8;
     const PER_THREAD: u64 = 2_000;
     let rig = rig().await;
-    let config = fast(RecorderConfig {
-        batch_size: 64,
-        max_in_flight: 4,
-        ..RecorderConfig::default()
-    });
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let recorder = fast(rig.recorder())
+        .batch_size(64)
+        .max_in_flight(4)
+        .start()
+        .unwrap();
     rig.faults.fail_next(5);
     let ids: Vec<_> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
@@ -143,11 +146,11 @@ async fn threads_recording_at_once_store_every_event_once() {
 #[tokio::test]
 async fn batches_by_size_and_flush_does_not_wait_for_the_interval() {
     let rig = rig().await;
-    let config = RecorderConfig {
-        flush_interval: Duration::from_secs(3600),
-        ..RecorderConfig::default()
-    };
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let recorder = rig
+        .recorder()
+        .flush_interval(Duration::from_secs(3600))
+        .start()
+        .unwrap();
     let expected = record_many(&recorder, &rig, 1_200);
     tokio::time::timeout(Duration::from_secs(10), recorder.flush())
         .await
@@ -172,12 +175,12 @@ async fn batches_by_size_and_flush_does_not_wait_for_the_interval() {
 async fn an_outage_spills_to_the_spool_and_replays_on_recovery() {
     let rig = rig().await;
     let spool = tempfile::tempdir().unwrap();
-    let config = fast(RecorderConfig {
-        batch_size: 50,
-        max_buffered_events: 100,
-        ..RecorderConfig::default().with_spool_dir(spool.path())
-    });
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let recorder = fast(rig.recorder())
+        .batch_size(50)
+        .max_buffered_events(100)
+        .spool_dir(spool.path())
+        .start()
+        .unwrap();
     rig.faults.set_down(true);
     let expected = record_many(&recorder, &rig, 400);
     let stats = recorder.stats();
@@ -206,14 +209,7 @@ async fn an_outage_spills_to_the_spool_and_replays_on_recovery() {
 #[tokio::test]
 async fn bursts_lost_responses_and_double_delivery_count_once() {
     let rig = rig().await;
-    let recorder = UsageRecorder::start(
-        rig.tenancy.clone(),
-        fast(RecorderConfig {
-            batch_size: 25,
-            ..RecorderConfig::default()
-        }),
-    )
-    .unwrap();
+    let recorder = fast(rig.recorder()).batch_size(25).start().unwrap();
     rig.faults.fail_next(4);
     rig.faults.land_then_fail_next(3);
     rig.faults.set_deliver_twice(true);
@@ -235,9 +231,14 @@ async fn bursts_lost_responses_and_double_delivery_count_once() {
 async fn a_dropped_recorder_is_replayed_by_the_next_one() {
     let rig = rig().await;
     let spool = tempfile::tempdir().unwrap();
-    let config = fast(RecorderConfig::default().with_spool_dir(spool.path()));
+    let spooling = || {
+        fast(rig.recorder())
+            .spool_dir(spool.path())
+            .start()
+            .unwrap()
+    };
     rig.faults.set_down(true);
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config.clone()).unwrap();
+    let recorder = spooling();
     let expected = record_many(&recorder, &rig, 120);
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(recorder);
@@ -245,7 +246,7 @@ async fn a_dropped_recorder_is_replayed_by_the_next_one() {
     assert_eq!(rig.stored_tokens().await, Decimal::ZERO);
 
     rig.faults.set_down(false);
-    let next = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let next = spooling();
     eventually("the spool to be replayed", async || {
         next.stats().replayed == 120
     })
@@ -258,16 +259,21 @@ async fn a_dropped_recorder_is_replayed_by_the_next_one() {
 async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
     let rig = rig().await;
     let spool = tempfile::tempdir().unwrap();
-    let config = fast(RecorderConfig::default().with_spool_dir(spool.path()));
+    let spooling = || {
+        fast(rig.recorder())
+            .spool_dir(spool.path())
+            .start()
+            .unwrap()
+    };
     rig.faults.set_down(true);
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config.clone()).unwrap();
+    let recorder = spooling();
     let expected = record_many(&recorder, &rig, 80);
     let report = recorder.shutdown(Duration::from_millis(200)).await;
     assert_eq!(report.stats.spooled, 80);
     assert!(report.undelivered.is_empty());
 
     rig.faults.set_down(false);
-    let next = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let next = spooling();
     eventually("the spool to be replayed", async || {
         next.stats().replayed == 80
     })
@@ -279,14 +285,13 @@ async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
 #[tokio::test]
 async fn without_a_spool_a_full_buffer_rejects_and_nothing_is_dropped() {
     let rig = rig().await;
-    let config = fast(RecorderConfig {
-        batch_size: 10,
-        max_buffered_events: 20,
-        backpressure: Backpressure::Reject,
-        ..RecorderConfig::default()
-    });
     rig.faults.set_down(true);
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let recorder = fast(rig.recorder())
+        .batch_size(10)
+        .max_buffered_events(20)
+        .backpressure(Backpressure::Reject)
+        .start()
+        .unwrap();
     let mut accepted = 0u64;
     let rejection = loop {
         match recorder.record(rig.event(1)) {
@@ -309,8 +314,8 @@ async fn without_a_spool_a_full_buffer_rejects_and_nothing_is_dropped() {
 #[tokio::test]
 async fn invalid_events_are_rejected_at_record_and_never_enqueued() {
     let rig = rig().await;
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), RecorderConfig::default()).unwrap();
-    let negative = rig.event(1).quantity(MetricKey::ads_created(), dec!(-1));
+    let recorder = rig.recorder().start().unwrap();
+    let negative = rig.event(1).quantity(MetricKey::ADS_CREATED, dec!(-1));
     let oversized = rig
         .event(1)
         .metadata(serde_json::json!({ "blob": "x".repeat(10_000) }));
@@ -344,7 +349,7 @@ async fn activity_events_count_as_metrics() {
         .add_member(&rig.ctx, member, Role::Member)
         .await
         .unwrap();
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), RecorderConfig::default()).unwrap();
+    let recorder = rig.recorder().start().unwrap();
     recorder
         .record_activity(&rig.ctx, "ads_created", "brand/7")
         .unwrap();
@@ -354,8 +359,8 @@ async fn activity_events_count_as_metrics() {
     recorder.flush().await.unwrap();
     // Limits see them: with a limit of 3 ads, one more fits, two do not.
     rig.tenancy
+        .operator(&tenancy::PlatformOperator::new("test"))
         .set_limit(
-            &tenancy::PlatformOperator::new("test"),
             rig.ctx.org(),
             tenancy::NewLimit::from_limit_type("monthly_ads_created", dec!(3)).unwrap(),
         )
@@ -377,7 +382,7 @@ async fn activity_events_count_as_metrics() {
     let lines = rig.tenancy.usage_summary(&rig.ctx).await.unwrap();
     let ads = lines
         .iter()
-        .find(|l| l.metric == MetricKey::ads_created() && l.scope == LimitScope::Organization)
+        .find(|l| l.metric == MetricKey::ADS_CREATED && l.scope == LimitScope::Organization)
         .expect("ads line");
     assert_eq!(ads.used, dec!(2));
     recorder.shutdown(Duration::from_secs(1)).await;
@@ -386,8 +391,11 @@ async fn activity_events_count_as_metrics() {
 #[tokio::test]
 async fn costs_come_from_the_price_table_unless_supplied() {
     let rig = rig().await;
-    let config = RecorderConfig::default().with_prices(PriceTable::shipped());
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), config).unwrap();
+    let recorder = rig
+        .recorder()
+        .prices(PriceTable::shipped())
+        .start()
+        .unwrap();
     // gpt-4o: $2.50 / $1.25 / $10 per million input / cached / output.
     recorder
         .record(rig.event(0).tokens(1_000_000, 1_000_000, 100_000))
@@ -400,7 +408,7 @@ async fn costs_come_from_the_price_table_unless_supplied() {
     let cost = lines
         .iter()
         .find(|l| {
-            l.metric == MetricKey::cost_usd()
+            l.metric == MetricKey::COST_USD
                 && l.period == Period::Monthly
                 && l.scope == LimitScope::Organization
         })
@@ -412,11 +420,12 @@ async fn costs_come_from_the_price_table_unless_supplied() {
     );
     recorder.shutdown(Duration::from_secs(1)).await;
 
-    let strict = RecorderConfig {
-        unknown_model: UnknownModelPolicy::Error,
-        ..RecorderConfig::default().with_prices(PriceTable::shipped())
-    };
-    let recorder = UsageRecorder::start(rig.tenancy.clone(), strict).unwrap();
+    let recorder = rig
+        .recorder()
+        .prices(PriceTable::shipped())
+        .unknown_model(UnknownModelPolicy::Error)
+        .start()
+        .unwrap();
     assert_eq!(recorder.record(unknown).unwrap_err().field(), Some("model"));
     recorder.shutdown(Duration::from_secs(1)).await;
 }
@@ -424,8 +433,7 @@ async fn costs_come_from_the_price_table_unless_supplied() {
 #[tokio::test]
 async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
     let rig = rig().await;
-    let recorder =
-        UsageRecorder::start(rig.tenancy.clone(), fast(RecorderConfig::default())).unwrap();
+    let recorder = fast(rig.recorder()).start().unwrap();
     recorder.record(rig.event(5)).unwrap();
     let orphan = UsageEvent::new(tenancy::OrgId::new_v7()).tokens(9, 0, 0);
     recorder.record(orphan).unwrap();
@@ -443,8 +451,7 @@ async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
 #[tokio::test]
 async fn an_unexpected_failure_is_not_retried_forever() {
     let rig = rig().await;
-    let recorder =
-        UsageRecorder::start(rig.tenancy.clone(), fast(RecorderConfig::default())).unwrap();
+    let recorder = fast(rig.recorder()).start().unwrap();
     record_many(&recorder, &rig, 3);
     // The batch, then each of its three events on its own.
     rig.faults.garble_next(4);
@@ -458,5 +465,271 @@ async fn an_unexpected_failure_is_not_retried_forever() {
     recorder.record(rig.event(10)).unwrap();
     recorder.flush().await.unwrap();
     assert_eq!(rig.stored_tokens().await, dec!(10));
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+// ---- a poison event, panics, and what `record` refuses up front -------------
+
+/// A poison event — every write carrying it panics, however often it is
+/// retried — is split from its batch and failed alone, with the panic as
+/// its reason: the rest of the batch is stored, and `flush` returns.
+#[tokio::test]
+async fn a_poison_event_fails_alone_and_the_rest_of_its_batch_is_stored() {
+    let rig = rig().await;
+    let poison = EventId::new_v7();
+    rig.faults.panic_on_event(poison);
+    // One batch of three: nothing goes out before `flush`.
+    let recorder = rig
+        .recorder()
+        .flush_interval(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    recorder.record(rig.event(5)).unwrap();
+    recorder.record(rig.event(9).id(poison)).unwrap();
+    recorder.record(rig.event(7)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+        .await
+        .expect("flush returns despite the panics")
+        .unwrap();
+    assert_eq!(rig.stored_tokens().await, dec!(12));
+    let stats = recorder.stats();
+    assert_eq!(
+        (stats.sent, stats.failed, stats.queued),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        rig.faults.usage_calls(),
+        4,
+        "the batch, then each of its three events on its own"
+    );
+
+    // The recorder keeps working.
+    recorder.record(rig.event(10)).unwrap();
+    recorder.flush().await.unwrap();
+    assert_eq!(rig.stored_tokens().await, dec!(22));
+
+    let report = recorder.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    let failed = &report.failed[0];
+    assert_eq!(failed.event.id, Some(poison));
+    assert_eq!(failed.event.total_tokens(), 9);
+    assert!(failed.reason.contains("panicked"), "{}", failed.reason);
+    assert_eq!(report.stats.failed, 1);
+    assert!(report.undelivered.is_empty());
+}
+
+/// A store call that panics once (a bug, not the data) loses nothing: the
+/// batch is split and each event sent again on its own.
+#[tokio::test]
+async fn a_panic_in_one_store_call_loses_nothing() {
+    let rig = rig().await;
+    let recorder = rig
+        .recorder()
+        .flush_interval(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    rig.faults.panic_next(1);
+    let expected = record_many(&recorder, &rig, 5);
+    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    assert_eq!(rig.stored_tokens().await, expected);
+    let stats = recorder.stats();
+    assert_eq!((stats.sent, stats.failed), (5, 0), "{stats:?}");
+    assert_eq!(
+        rig.faults.usage_calls(),
+        6,
+        "the batch that panicked, then each of its five events"
+    );
+    let report = recorder.shutdown(Duration::from_secs(1)).await;
+    assert!(report.failed.is_empty() && report.undelivered.is_empty());
+}
+
+/// A recorder refuses to start on a user client: under row-level security
+/// it could write no usage at all, and would fail every event.
+#[tokio::test]
+async fn a_recorder_refuses_a_user_client() {
+    use tenancy::Store;
+    use tenancy::store::Principal;
+    use tenancy::supabase::SupabaseStore;
+
+    // Building a client talks to no server.
+    let service = SupabaseStore::builder()
+        .rest_url("http://127.0.0.1:9/rest/v1")
+        .service_role_key("service-role-key")
+        .anon_key("anon-key")
+        .build()
+        .unwrap();
+    let user = service.user_client("a-users-access-token").unwrap();
+    assert_eq!(user.principal(), Principal::User);
+    let tenancy = Tenancy::builder().store(user).build().unwrap();
+    let err = UsageRecorder::builder(tenancy).start().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.message().contains("service role"), "{err}");
+
+    // The service client itself is accepted.
+    assert_eq!(service.principal(), Principal::Service);
+    let tenancy = Tenancy::builder().store(service).build().unwrap();
+    let recorder = UsageRecorder::builder(tenancy).start().unwrap();
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+/// An event time outside the window — the far future, 40 days old, 10
+/// minutes ahead — is refused at `record`, naming `occurred_at`, and
+/// nothing is enqueued; times inside it are accepted.
+#[tokio::test]
+async fn event_times_outside_the_window_are_refused_at_record() {
+    let rig = rig().await;
+    let recorder = fast(rig.recorder()).start().unwrap();
+    let now = Utc::now();
+    for at in [
+        DateTime::<Utc>::MAX_UTC,
+        DateTime::<Utc>::MAX_UTC - TimeDelta::days(1),
+        now - TimeDelta::days(40),
+        now + TimeDelta::minutes(10),
+    ] {
+        let err = recorder.record(rig.event(1).at(at)).unwrap_err();
+        assert_eq!(
+            (err.kind(), err.field()),
+            (ErrorKind::InvalidInput, Some("occurred_at")),
+            "{at}"
+        );
+    }
+    assert_eq!(recorder.stats().recorded, 0);
+
+    recorder
+        .record(rig.event(3).at(now - TimeDelta::days(2)))
+        .unwrap();
+    recorder
+        .record(rig.event(4).at(now + TimeDelta::minutes(1)))
+        .unwrap();
+    recorder.flush().await.unwrap();
+    assert_eq!(recorder.stats().recorded, 2);
+    assert_eq!(recorder.stats().sent, 2);
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Recording an activity consumes usage: a viewer may not, and nothing is
+/// enqueued; a member may.
+#[tokio::test]
+async fn viewers_may_not_record_activities() {
+    let rig = rig().await;
+    let viewer = UserId::new_v7();
+    rig.tenancy
+        .add_member(&rig.ctx, viewer, Role::Viewer)
+        .await
+        .unwrap();
+    let viewer = rig.tenancy.context(viewer, rig.ctx.org()).await.unwrap();
+    let recorder = rig.recorder().start().unwrap();
+    let err = recorder
+        .record_activity(&viewer, "ads_created", "brand/7")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(recorder.stats().recorded, 0);
+
+    recorder
+        .record_activity(&rig.ctx, "ads_created", "brand/7")
+        .unwrap();
+    assert_eq!(recorder.stats().recorded, 1);
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A setting out of range is a `Config` error naming it, at `start`.
+#[tokio::test]
+async fn settings_out_of_range_are_config_errors_naming_them() {
+    let rig = rig().await;
+    let cases = [
+        (
+            "flush_interval",
+            rig.recorder().flush_interval(Duration::MAX),
+        ),
+        (
+            "flush_interval",
+            rig.recorder().flush_interval(Duration::ZERO),
+        ),
+        ("batch_size", rig.recorder().batch_size(0)),
+        ("batch_size", rig.recorder().batch_size(usize::MAX)),
+        ("max_in_flight", rig.recorder().max_in_flight(0)),
+        (
+            "retry_max_delay",
+            rig.recorder()
+                .retry_delays(Duration::from_secs(10), Duration::from_secs(1)),
+        ),
+        (
+            "retry_min_delay",
+            rig.recorder()
+                .retry_delays(Duration::ZERO, Duration::from_secs(1)),
+        ),
+        (
+            "max_buffered_events",
+            rig.recorder().batch_size(100).max_buffered_events(10),
+        ),
+    ];
+    for (setting, builder) in cases {
+        let err = builder.start().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{setting}: {err}");
+        assert!(err.message().contains(setting), "{setting}: {err}");
+    }
+}
+
+/// With a price at the maximum, token counts near `u64::MAX` are refused
+/// (`InvalidInput` naming `tokens` or `cost_usd`), never a panic, and
+/// nothing is enqueued; a price above the maximum is refused by the table;
+/// the largest accepted count at the maximum price records its cost.
+#[tokio::test]
+async fn huge_token_counts_at_the_highest_price_are_invalid_input() {
+    use tenancy::ModelPrice;
+    use tenancy::limits::MAX_AMOUNT;
+    use tenancy::model::MAX_PRICE_PER_MILLION;
+
+    let price = |per_million: Decimal| ModelPrice {
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        effective_from: "2020-01-01".parse().unwrap(),
+        input_per_million: per_million,
+        cached_input_per_million: per_million,
+        output_per_million: per_million,
+    };
+    let mut prices = PriceTable::new();
+    let too_dear = prices
+        .insert(price(MAX_PRICE_PER_MILLION * dec!(10)))
+        .unwrap_err();
+    assert_eq!(too_dear.field(), Some("prices"));
+    prices.insert(price(MAX_PRICE_PER_MILLION)).unwrap();
+
+    let rig = rig().await;
+    let recorder = fast(rig.recorder()).prices(prices).start().unwrap();
+    let max = u64::MAX;
+    for (input, cached, output) in [
+        (max, 0, 0),
+        (0, 0, max),
+        (max, max, max),
+        (max / 2, max / 2, 0),
+    ] {
+        let err = recorder
+            .record(rig.event(0).tokens(input, cached, output))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            matches!(err.field(), Some("tokens" | "cost_usd")),
+            "({input}, {cached}, {output}): {err}"
+        );
+    }
+    assert_eq!(recorder.stats().recorded, 0);
+
+    // A dollar a token: the most tokens an event may carry cost the most
+    // an amount may be.
+    let most: u64 = 1_000_000_000_000_000_000;
+    recorder.record(rig.event(0).tokens(most, 0, 0)).unwrap();
+    recorder.flush().await.unwrap();
+    assert_eq!(rig.stored_tokens().await, MAX_AMOUNT);
+    let lines = rig.tenancy.usage_summary(&rig.ctx).await.unwrap();
+    let cost = lines
+        .iter()
+        .find(|l| l.metric == MetricKey::COST_USD && l.scope == LimitScope::Organization)
+        .expect("cost line");
+    assert_eq!(cost.used, MAX_AMOUNT);
     recorder.shutdown(Duration::from_secs(1)).await;
 }

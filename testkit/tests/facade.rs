@@ -1,0 +1,32 @@
+//! The facade's scenarios, once, on `MemoryStore` with a fake clock:
+//! organizations, members and contexts, features, usage, limits and
+//! reservations, period rollovers, alerts and summaries, and the operator's
+//! handle. They test the policy `Tenancy` adds above a store; what every
+//! backend must do is the store-contract suite's business.
+
+#[path = "facade/alerts.rs"]
+mod alerts;
+#[path = "facade/features.rs"]
+mod features;
+#[path = "facade/input.rs"]
+mod input;
+#[path = "facade/isolation.rs"]
+mod isolation;
+#[path = "facade/limits.rs"]
+mod limits;
+#[path = "facade/members.rs"]
+mod members;
+#[path = "facade/operator.rs"]
+mod operator;
+#[path = "facade/orgs.rs"]
+mod orgs;
+#[path = "facade/periods.rs"]
+mod periods;
+#[path = "facade/reservations.rs"]
+mod reservations;
+#[path = "facade/scene.rs"]
+mod scene;
+#[path = "facade/summary.rs"]
+mod summary;
+#[path = "facade/usage.rs"]
+mod usage;
