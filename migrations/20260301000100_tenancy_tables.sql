@@ -175,7 +175,8 @@ create table if not exists public.usage_reservations (
   organization_id uuid not null references public.organizations (id) on delete cascade,
   id uuid not null,
   user_id uuid not null,
-  metric text not null,
+  metric text not null
+    constraint usage_reservations_metric_check check (metric ~ '^[a-z][a-z0-9_]{0,62}$'),
   amount numeric not null constraint usage_reservations_amount_check check (amount >= 0),
   daily_start date not null,
   monthly_start date not null,
@@ -193,7 +194,8 @@ create index if not exists usage_reservations_org_metric_idx
 create table if not exists public.usage_alerts (
   organization_id uuid not null references public.organizations (id) on delete cascade,
   scope_user_id uuid not null,
-  metric text not null,
+  metric text not null
+    constraint usage_alerts_metric_check check (metric ~ '^[a-z][a-z0-9_]{0,62}$'),
   period text not null
     constraint usage_alerts_period_check check (period in ('daily', 'monthly')),
   period_start date not null,
@@ -203,3 +205,17 @@ create table if not exists public.usage_alerts (
   constraint usage_alerts_pkey
     primary key (organization_id, scope_user_id, metric, period, period_start, threshold_percent)
 );
+
+-- Databases created before the metric checks of the hold and alert tables.
+do $$
+begin
+  if not exists (select 1 from pg_catalog.pg_constraint where conname = 'usage_reservations_metric_check') then
+    alter table public.usage_reservations add constraint usage_reservations_metric_check
+      check (metric ~ '^[a-z][a-z0-9_]{0,62}$');
+  end if;
+  if not exists (select 1 from pg_catalog.pg_constraint where conname = 'usage_alerts_metric_check') then
+    alter table public.usage_alerts add constraint usage_alerts_metric_check
+      check (metric ~ '^[a-z][a-z0-9_]{0,62}$');
+  end if;
+end
+$$;

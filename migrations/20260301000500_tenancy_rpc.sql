@@ -261,8 +261,9 @@ begin
      or v_purge is null then
     raise exception 'every argument of tenancy_reserve is required' using errcode = '22023';
   end if;
-  if v_amount is null or v_amount < 0 then
-    raise exception 'amount must be zero or more' using errcode = '22023';
+  -- NaN sorts above Infinity, so this refuses both, and negatives.
+  if v_amount is null or v_amount < 0 or v_amount >= 'Infinity'::numeric then
+    raise exception 'amount must be a finite number, zero or more' using errcode = '22023';
   end if;
   if not exists (select 1 from public.organizations o where o.id = v_org) then
     raise exception 'organization % does not exist', v_org using errcode = 'P0002';
@@ -374,6 +375,10 @@ as $$
 declare
   v_hold public.usage_reservations;
 begin
+  if tenancy_release_reservation.org_id is null or tenancy_release_reservation.user_id is null
+     or tenancy_release_reservation.reservation_id is null or tenancy_release_reservation.now is null then
+    raise exception 'every argument of tenancy_release_reservation is required' using errcode = '22023';
+  end if;
   select r.* into v_hold from public.usage_reservations r
   where r.organization_id = tenancy_release_reservation.org_id
     and r.id = tenancy_release_reservation.reservation_id

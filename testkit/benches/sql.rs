@@ -5,7 +5,9 @@
 //!   claims) against the same read as `service_role` with an explicit
 //!   `where organization_id = $1`. The target is RLS ≤ 2× the explicit
 //!   filter.
-//! - `record_usage`: the record RPC with batches of 1,000 events.
+//! - `record_usage`: the record RPC with batches of 1,000 events, each an
+//!   AI call carrying the amounts the library computed for it (tokens and
+//!   cost: four counters each).
 //!
 //! Run with `cargo bench --bench sql`. Besides criterion's report it prints
 //! plain medians and the RLS/explicit ratio. Without PostgreSQL it prints
@@ -16,7 +18,9 @@ use tenancy_testkit::pg;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
+use rust_decimal_macros::dec;
 use serde_json::{Value, json};
+use tenancy::{OrgId, UsageEvent};
 use tokio::runtime::Runtime;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -122,7 +126,24 @@ async fn time_query(
     median(samples)
 }
 
+/// What the library counts for the benchmark's AI call
+/// (`UsageEvent::amounts`): `{"tokens": "1950", "cost_usd": "0.0123"}`.
+fn amounts() -> Value {
+    let call = UsageEvent::new(OrgId::new_v7())
+        .ai_call("openai", "gpt-4o", "ad_copy")
+        .tokens(1200, 300, 450)
+        .cost_usd(dec!(0.0123));
+    let amounts: serde_json::Map<String, Value> = call
+        .amounts()
+        .expect("valid amounts")
+        .into_iter()
+        .map(|(metric, amount)| (metric.to_string(), json!(amount)))
+        .collect();
+    Value::Object(amounts)
+}
+
 fn batch(orgs: &[Uuid], users: &[Uuid]) -> Value {
+    let amounts = amounts();
     let events: Vec<Value> = (0..BATCH)
         .map(|i| {
             json!({
@@ -139,6 +160,7 @@ fn batch(orgs: &[Uuid], users: &[Uuid]) -> Value {
                 "cost_usd": "0.0123",
                 "occurred_at": "2026-03-14T12:00:00Z",
                 "metadata": {"request": i},
+                "amounts": amounts,
                 "daily_start": "2026-03-14",
                 "monthly_start": "2026-03-01",
             })
@@ -147,84 +169,95 @@ fn batch(orgs: &[Uuid], users: &[Uuid]) -> Value {
     Value::Array(events)
 }
 
-fn main() {
-    let Some(cluster) = pg::Cluster::start() else {
-        return;
-    };
-    let rt = Runtime::new().unwrap();
-    let (org, orgs, admin, as_user, as_service) = rt.block_on(async {
-        let admin = cluster.superuser().await;
-        let (user, org, orgs) = seed(&admin).await;
-        let as_user = session(&cluster, pg::Actor::User(user)).await;
-        let as_service = session(&cluster, pg::Actor::Service).await;
-        (org, orgs, admin, as_user, as_service)
-    });
+/// Plain medians of the three reads and their ratios, and the plan under
+/// RLS, printed for BENCHMARKS.md.
+async fn print_select_medians(as_user: &Client, as_service: &Client, org: Uuid) {
     let rows = ROWS_PER_ORG as usize;
+    for _ in 0..20 {
+        time_query(as_user, RLS_ONLY, None, 1, rows).await;
+        time_query(as_service, EXPLICIT, Some(org), 1, rows).await;
+    }
+    let rls = time_query(as_user, RLS_ONLY, None, 200, rows).await;
+    let rls_filtered = time_query(as_user, RLS_FILTERED, Some(org), 200, rows).await;
+    let explicit = time_query(as_service, EXPLICIT, Some(org), 200, rows).await;
+    println!(
+        "brands_select (1 user, {} rows of {} in {ORGS} orgs): median RLS {:?}, RLS + filter {:?}, \
+         service_role + explicit filter {:?}; ratio RLS/explicit {:.2}x, (RLS + filter)/explicit {:.2}x",
+        rows,
+        rows * ORGS,
+        rls,
+        rls_filtered,
+        explicit,
+        rls.as_secs_f64() / explicit.as_secs_f64(),
+        rls_filtered.as_secs_f64() / explicit.as_secs_f64(),
+    );
+    let plan: Vec<String> = as_user
+        .query(&format!("explain {RLS_ONLY}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    println!("plan under RLS:\n  {}", plan.join("\n  "));
+}
 
-    // Plain medians and the ratio, printed for BENCHMARKS.md.
-    rt.block_on(async {
-        for _ in 0..20 {
-            time_query(&as_user, RLS_ONLY, None, 1, rows).await;
-            time_query(&as_service, EXPLICIT, Some(org), 1, rows).await;
-        }
-        let rls = time_query(&as_user, RLS_ONLY, None, 200, rows).await;
-        let rls_filtered = time_query(&as_user, RLS_FILTERED, Some(org), 200, rows).await;
-        let explicit = time_query(&as_service, EXPLICIT, Some(org), 200, rows).await;
-        println!(
-            "brands_select (1 user, {} rows of {} in {ORGS} orgs): median RLS {:?}, RLS + filter {:?}, \
-             service_role + explicit filter {:?}; ratio RLS/explicit {:.2}x, (RLS + filter)/explicit {:.2}x",
-            rows,
-            rows * ORGS,
-            rls,
-            rls_filtered,
-            explicit,
-            rls.as_secs_f64() / explicit.as_secs_f64(),
-            rls_filtered.as_secs_f64() / explicit.as_secs_f64(),
-        );
-        let plan: Vec<String> = as_user
-            .query(&format!("explain {RLS_ONLY}"), &[])
+/// Users for the record batches: the owners of the first 10 orgs.
+async fn record_users(admin: &Client, orgs: &[Uuid]) -> Vec<Uuid> {
+    admin
+        .query(
+            "select user_id from user_organizations where organization_id = any($1) order by user_id",
+            &[&orgs[..10].to_vec()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The median of 10 record batches, printed; checks they counted.
+async fn print_record_median(admin: &Client, as_service: &Client, orgs: &[Uuid], users: &[Uuid]) {
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let events = batch(orgs, users);
+        let start = Instant::now();
+        let out: Value = as_service
+            .query_one("select tenancy_record_usage($1)", &[&events])
             .await
             .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        println!("plan under RLS:\n  {}", plan.join("\n  "));
-    });
+            .get(0);
+        samples.push(start.elapsed());
+        assert_eq!(out["inserted"], BATCH);
+    }
+    // The batches counted their amounts: 10 × 1,000 × 1,950 tokens.
+    let counted: String = admin
+        .query_one(
+            "select coalesce(sum(used), 0)::text from usage_counters \
+             where scope_user_id = $1 and metric = 'tokens' and period = 'daily'",
+            &[&pg::NIL],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, (10 * BATCH * 1950).to_string());
+    let m = median(samples);
+    println!(
+        "record_usage: median {:?} per batch of {BATCH} events = {:.0} events/s",
+        m,
+        BATCH as f64 / m.as_secs_f64()
+    );
+}
 
-    // Users for the record batches: the owners of the first 10 orgs.
-    let users: Vec<Uuid> = rt.block_on(async {
-        admin
-            .query(
-                "select user_id from user_organizations where organization_id = any($1) order by user_id",
-                &[&orgs[..10].to_vec()],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    });
-    rt.block_on(async {
-        let mut samples = Vec::new();
-        for _ in 0..10 {
-            let events = batch(&orgs, &users);
-            let start = Instant::now();
-            let out: Value = as_service
-                .query_one("select tenancy_record_usage($1)", &[&events])
-                .await
-                .unwrap()
-                .get(0);
-            samples.push(start.elapsed());
-            assert_eq!(out["inserted"], BATCH);
-        }
-        let m = median(samples);
-        println!(
-            "record_usage: median {:?} per batch of {BATCH} events = {:.0} events/s",
-            m,
-            BATCH as f64 / m.as_secs_f64()
-        );
-    });
+/// What the criterion groups run against.
+struct Subjects {
+    org: Uuid,
+    orgs: Vec<Uuid>,
+    users: Vec<Uuid>,
+    as_user: Client,
+    as_service: Client,
+}
 
+fn run_criterion(rt: &Runtime, s: &Subjects) {
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -232,18 +265,23 @@ fn main() {
         .configure_from_args();
     {
         let mut group = c.benchmark_group("brands_select");
-        group.throughput(Throughput::Elements(rows as u64));
+        group.throughput(Throughput::Elements(ROWS_PER_ORG as u64));
         group.bench_function("rls_as_user", |b| {
-            b.to_async(&rt)
-                .iter(|| async { as_user.query(RLS_ONLY, &[]).await.unwrap().len() })
+            b.to_async(rt)
+                .iter(|| async { s.as_user.query(RLS_ONLY, &[]).await.unwrap().len() })
         });
         group.bench_function("rls_as_user_with_filter", |b| {
-            b.to_async(&rt)
-                .iter(|| async { as_user.query(RLS_FILTERED, &[&org]).await.unwrap().len() })
+            b.to_async(rt).iter(|| async {
+                s.as_user
+                    .query(RLS_FILTERED, &[&s.org])
+                    .await
+                    .unwrap()
+                    .len()
+            })
         });
         group.bench_function("service_role_explicit_filter", |b| {
-            b.to_async(&rt)
-                .iter(|| async { as_service.query(EXPLICIT, &[&org]).await.unwrap().len() })
+            b.to_async(rt)
+                .iter(|| async { s.as_service.query(EXPLICIT, &[&s.org]).await.unwrap().len() })
         });
         group.finish();
     }
@@ -251,10 +289,10 @@ fn main() {
         let mut group = c.benchmark_group("record_usage");
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function("batch_of_1000", |b| {
-            b.to_async(&rt).iter_batched(
-                || batch(&orgs, &users),
+            b.to_async(rt).iter_batched(
+                || batch(&s.orgs, &s.users),
                 |events| {
-                    let client = &as_service;
+                    let client = &s.as_service;
                     async move {
                         client
                             .query_one("select tenancy_record_usage($1)", &[&events])
@@ -268,6 +306,31 @@ fn main() {
         group.finish();
     }
     c.final_summary();
+}
+
+fn main() {
+    let Some(cluster) = pg::Cluster::start() else {
+        return;
+    };
+    let rt = Runtime::new().unwrap();
+    let subjects = rt.block_on(async {
+        let admin = cluster.superuser().await;
+        let (user, org, orgs) = seed(&admin).await;
+        let as_user = session(&cluster, pg::Actor::User(user)).await;
+        let as_service = session(&cluster, pg::Actor::Service).await;
+        print_select_medians(&as_user, &as_service, org).await;
+        let users = record_users(&admin, &orgs).await;
+        print_record_median(&admin, &as_service, &orgs, &users).await;
+        Subjects {
+            org,
+            orgs,
+            users,
+            as_user,
+            as_service,
+        }
+    });
+    run_criterion(&rt, &subjects);
+    drop(subjects);
     drop(rt);
     drop(cluster);
 }

@@ -1,0 +1,266 @@
+//! The migrations and the catalog they leave: re-applying is harmless, RLS
+//! is on everywhere, who may execute which function, no table privilege for
+//! anon, and no loose security definer.
+
+use serde_json::json;
+use tenancy_testkit::pg::{self, Cluster};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::support::{TENANT_TABLES, event, record};
+
+/// Every RPC in `public`, by name.
+const RPCS: [&str; 11] = [
+    "tenancy_claim_alert",
+    "tenancy_commit_reservation",
+    "tenancy_create_organization",
+    "tenancy_list_organizations",
+    "tenancy_put_limit",
+    "tenancy_record_usage",
+    "tenancy_release_reservation",
+    "tenancy_reserve",
+    "tenancy_update_feature",
+    "tenancy_usage_history",
+    "tenancy_usage_snapshot",
+];
+
+/// The RPCs a user JWT may call; every other one is for service_role only.
+const USER_RPCS: [&str; 3] = [
+    "tenancy_create_organization",
+    "tenancy_usage_history",
+    "tenancy_usage_snapshot",
+];
+
+/// The catalog checks, on `db`.
+pub async fn assert_catalog(db: &Client) {
+    assert_rls_everywhere(db).await;
+    assert_rpc_grants(db).await;
+    assert_helper_grants(db).await;
+    assert_no_anon_table_privilege(db).await;
+    assert_definers_pinned(db).await;
+}
+
+/// RLS on every table of `public`.
+async fn assert_rls_everywhere(db: &Client) {
+    let tables: Vec<(String, bool)> = db
+        .query(
+            "select c.relname::text, c.relrowsecurity from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = 'public' and c.relkind in ('r', 'p') order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let no_rls: Vec<&str> = tables
+        .iter()
+        .filter(|t| !t.1)
+        .map(|t| t.0.as_str())
+        .collect();
+    assert!(
+        no_rls.is_empty(),
+        "tables without RLS in public: {no_rls:?}"
+    );
+    for table in TENANT_TABLES {
+        assert!(
+            tables.iter().any(|t| t.0 == table),
+            "positive control: the check sees {table}: {tables:?}"
+        );
+    }
+}
+
+/// Who may execute each function of `public`: the bootstrap grants every
+/// new one to anon and authenticated, as Supabase does, so only the
+/// migrations' revokes protect them.
+async fn assert_rpc_grants(db: &Client) {
+    let functions: Vec<(String, bool, bool, bool)> = db
+        .query(
+            "select p.proname::text, has_function_privilege('anon', p.oid, 'execute'), \
+             has_function_privilege('authenticated', p.oid, 'execute'), \
+             has_function_privilege('service_role', p.oid, 'execute') \
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = 'public' order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let names = |keep: fn(&(String, bool, bool, bool)) -> bool| -> Vec<&str> {
+        functions
+            .iter()
+            .filter(|f| keep(f))
+            .map(|f| f.0.as_str())
+            .collect()
+    };
+    assert_eq!(
+        names(|f| f.0.starts_with("tenancy_")),
+        RPCS,
+        "the RPCs in public, each once"
+    );
+    assert_eq!(names(|f| f.1), Vec::<&str>::new(), "anon executes none");
+    assert_eq!(names(|f| f.2), USER_RPCS, "what authenticated executes");
+    assert_eq!(names(|f| f.3), names(|_| true), "service_role executes all");
+}
+
+/// anon executes nothing in `tenancy` either: PostgreSQL grants execute on
+/// each new function to PUBLIC, and only the migrations' revokes take it
+/// back.
+async fn assert_helper_grants(db: &Client) {
+    let helpers: Vec<(String, bool, bool, bool)> = db
+        .query(
+            "select p.proname::text, has_function_privilege('anon', p.oid, 'execute'), \
+             has_function_privilege('authenticated', p.oid, 'execute'), \
+             p.prorettype = 'pg_catalog.trigger'::regtype \
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = 'tenancy' order by 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let for_anon: Vec<&str> = helpers
+        .iter()
+        .filter(|h| h.1)
+        .map(|h| h.0.as_str())
+        .collect();
+    assert!(
+        for_anon.is_empty(),
+        "functions in tenancy anon may execute: {for_anon:?}"
+    );
+    assert!(
+        helpers.iter().any(|h| h.0 == "is_member" && h.2),
+        "positive control: the same query finds what authenticated may execute: {helpers:?}"
+    );
+    // Trigger functions are not for calling, by anyone.
+    let triggers: Vec<(&str, bool)> = helpers
+        .iter()
+        .filter(|h| h.3)
+        .map(|h| (h.0.as_str(), h.2))
+        .collect();
+    assert!(
+        triggers.iter().any(|t| t.0 == "user_organizations_guard"),
+        "positive control: the query finds the trigger functions: {helpers:?}"
+    );
+    let callable: Vec<&str> = triggers.iter().filter(|t| t.1).map(|t| t.0).collect();
+    assert!(
+        callable.is_empty(),
+        "trigger functions authenticated may call: {callable:?}"
+    );
+}
+
+/// anon holds no privilege on any tenancy table.
+async fn assert_no_anon_table_privilege(db: &Client) {
+    for table in TENANT_TABLES {
+        let (anon, service): (bool, bool) = db
+            .query_one(
+                "select has_table_privilege('anon', $1, \
+                 'select, insert, update, delete, truncate, references, trigger'), \
+                 has_table_privilege('service_role', $1, 'select')",
+                &[&format!("public.{table}")],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert!(!anon, "anon holds a privilege on {table}");
+        assert!(service, "positive control: service_role reads {table}");
+    }
+}
+
+/// No security definer function in `public`; every one in `tenancy` pins
+/// its search_path to ''.
+async fn assert_definers_pinned(db: &Client) {
+    let definers: Vec<(String, String, bool)> = db
+        .query(
+            "select n.nspname::text, p.proname::text, \
+             coalesce(p.proconfig @> array['search_path=\"\"'], false) \
+             from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname in ('public', 'tenancy') and p.prosecdef order by 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let in_public: Vec<&str> = definers
+        .iter()
+        .filter(|d| d.0 == "public")
+        .map(|d| d.1.as_str())
+        .collect();
+    assert!(
+        in_public.is_empty(),
+        "security definer functions in public: {in_public:?}"
+    );
+    assert!(
+        definers
+            .iter()
+            .any(|d| d.0 == "tenancy" && d.1 == "is_member"),
+        "positive control: the same query finds the definers in tenancy: {definers:?}"
+    );
+    let loose: Vec<&str> = definers
+        .iter()
+        .filter(|d| !d.2)
+        .map(|d| d.1.as_str())
+        .collect();
+    assert!(
+        loose.is_empty(),
+        "security definer functions without search_path = '': {loose:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_reapply_cleanly() {
+    let Some(pg) = Cluster::shared() else { return };
+    let name = format!("fresh_{}", Uuid::new_v4().simple());
+    let db = pg.create_database(&name).await;
+    pg::apply_all(&db).await.expect("first application");
+    pg::apply_all(&db).await.expect("second application");
+    // Each file on its own, again, in order: every one is re-runnable.
+    for (file, sql) in pg::migrations() {
+        db.batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("re-apply {file}: {e}"));
+    }
+    let policies: i64 = db
+        .query_one(
+            "select count(*) from pg_policies where schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(policies, 14, "policies are replaced, not duplicated");
+    assert_catalog(&db).await;
+
+    // Truncating organizations (its own database: it empties the table)
+    // takes the usage log along, which no foreign key or row trigger does.
+    let org: Uuid = db
+        .query_one(
+            "insert into organizations (name, slug) values ('Gone', 'gone') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    record(&db, &json!([event(org, None, json!({"tokens": 1}))])).await;
+    let count = "select count(*) from usage_events";
+    let before: i64 = db.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(before, 1, "positive control: the event is stored");
+    db.batch_execute("truncate organizations cascade")
+        .await
+        .unwrap();
+    let after: i64 = db.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(after, 0, "truncating organizations empties the usage log");
+}
+
+#[tokio::test]
+async fn catalog_rls_on_every_public_table_and_no_definer_in_public() {
+    let Some(pg) = Cluster::shared() else { return };
+    assert_catalog(&pg.superuser().await).await;
+}

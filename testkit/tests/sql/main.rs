@@ -1,0 +1,17 @@
+//! The SQL shipped in `migrations/`, tested on a private PostgreSQL cluster:
+//! the migrations and the catalog, row-level security between and inside
+//! organizations, organizations and the membership rules, recording usage,
+//! reservations and the snapshot, and the rules Rust and SQL must agree on.
+//!
+//! Every test shares one cluster (`tenancy_testkit::pg`) and uses fresh
+//! organizations and users, so tests are independent; those that change the
+//! schema make a database of their own. Without PostgreSQL they print
+//! `SKIPPED` and pass, unless `TENANCY_REQUIRE_LIVE` is set.
+
+mod catalog;
+mod members;
+mod parity;
+mod reserve;
+mod rls;
+mod support;
+mod usage;
