@@ -1,18 +1,24 @@
-//! An axum host app using `tenancy`: every route needs a Supabase access
-//! token; the org comes from the `X-Org-Id` header (or the user's default).
+//! An axum host app using `tenancy`: an API whose every route needs a
+//! Supabase access token (the org from the `X-Org-Id` header, or the user's
+//! default), and the console mounted at `/console`.
 //!
 //! ```text
-//! cargo run --example host_app --features axum,supabase
+//! cargo run --example host_app --features axum,supabase,console
 //! ```
 //!
-//! By default it runs on `MemoryStore` with two seeded demo users and prints
-//! curl lines with tokens it signed for them. Routes:
+//! By default it runs on `MemoryStore` with seeded demo users,
+//! organizations and a month of usage, and prints clickable dev-only
+//! sign-in links to the console (as an owner, a viewer and the platform
+//! operator) and curl lines with tokens it signed. Routes:
 //!
 //! - `GET /orgs` — the user's organizations;
 //! - `GET /brands`, `POST /brands` — brands of the active organization;
 //! - `POST /avatars` — gated by the `veo_avatars` feature;
 //! - `POST /generate` — reserves tokens against the limit, records what was
-//!   used (tokens and cost).
+//!   used (tokens and cost);
+//! - `/console/…` — the console (`tenancy::console`);
+//! - `GET /dev/sign-in?as=<name>` — demo only: sets the access-token cookie
+//!   for a seeded user and opens the console.
 //!
 //! It listens on 127.0.0.1, on `PORT` when set. When `SUPABASE_URL` (or
 //! `SUPABASE_REST_URL`) is set it runs on `SupabaseStore` instead, from
@@ -25,20 +31,23 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{FromRef, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRef, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenancy::axum::{
     FeatureGate, FeatureName, Metered, MeteredOperation, Tenant, TenantAuth, TokenVerifier,
 };
+use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
 use tenancy::supabase::{ENV_JWT_SECRET, ENV_REST_URL, ENV_URL, SupabaseStore};
 use tenancy::{
-    Action, Error, ErrorKind, MemoryStore, NewLimit, NewOrganization, OrgId, PlatformOperator,
-    Role, Tenancy, TenantContext, UsageEvent, UserId,
+    Action, Clock, Error, ErrorKind, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId,
+    PlatformOperator, Role, Tenancy, TenantContext, UsageEvent, UserId,
 };
 
 /// The demo's JWT secret; a real app uses `SUPABASE_JWT_SECRET`.
@@ -56,13 +65,18 @@ pub struct Brand {
     pub name: String,
 }
 
-/// The app's state: the tenant extractor's needs and the brands table.
+/// The app's state: the tenant extractor's needs, the brands table, the
+/// console, and (demo only) who may be signed in by name.
 #[derive(Debug, Clone)]
 pub struct App {
     /// Token verification and tenant resolution.
     pub auth: TenantAuth,
     /// The host's brands table.
     pub brands: Brands,
+    /// The console, mounted at `/console`.
+    pub console: ConsoleConfig,
+    /// Demo only: the seeded users `GET /dev/sign-in?as=<name>` signs in.
+    pub dev_users: Option<Arc<HashMap<&'static str, UserId>>>,
 }
 
 /// Where brands live: in memory for the demo, or the `brands` table on
@@ -136,14 +150,43 @@ impl MeteredOperation for Generate {
     }
 }
 
-/// The router.
+/// The router: the API, the console at `/console`, and in the demo the
+/// dev sign-in.
 pub fn router(app: App) -> Router {
-    Router::new()
+    let console = console::router(app.console.clone());
+    let mut routes = Router::new()
         .route("/orgs", get(list_orgs))
         .route("/brands", get(list_brands).post(create_brand))
         .route("/avatars", post(render_avatar))
-        .route("/generate", post(generate))
-        .with_state(app)
+        .route("/generate", post(generate));
+    if app.dev_users.is_some() {
+        routes = routes.route("/dev/sign-in", get(dev_sign_in));
+    }
+    routes.with_state(app).nest("/console", console)
+}
+
+#[derive(Debug, Deserialize)]
+struct SignInAs {
+    #[serde(rename = "as")]
+    name: String,
+}
+
+/// Demo only: signs in a seeded user by name, by setting the cookie the
+/// console reads the access token from, and opens the console. A real host
+/// signs users in with Supabase Auth, which sets the session itself.
+async fn dev_sign_in(State(app): State<App>, Query(who): Query<SignInAs>) -> Response {
+    let Some(user) = app.dev_users.as_ref().and_then(|u| u.get(who.name.as_str())) else {
+        return (StatusCode::NOT_FOUND, "no such demo user").into_response();
+    };
+    let cookie = format!(
+        "sb-access-token={}; Path=/; HttpOnly; SameSite=Strict",
+        sign_token(*user)
+    );
+    let mut response = Redirect::to("/console").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 async fn list_orgs(State(app): State<App>, Tenant(ctx): Tenant) -> Result<Json<Value>, StatusCode> {
@@ -242,50 +285,116 @@ pub struct Demo {
     pub alice: UserId,
     /// Member of Acme.
     pub bob: UserId,
-    /// Acme: has `veo_avatars`, a monthly limit of 10 000 tokens.
+    /// Owner of Globex.
+    pub carol: UserId,
+    /// Viewer in Acme.
+    pub dan: UserId,
+    /// The platform operator (a member of nothing).
+    pub olivia: UserId,
+    /// Acme: `veo_avatars` on; a month of token usage under a monthly limit
+    /// of 1 000 000 tokens; 46 of its 50 images this month (92 %: a
+    /// warning).
     pub acme: OrgId,
-    /// Globex: no features.
+    /// Globex, in Asia/Tokyo: no features.
     pub globex: OrgId,
 }
 
-/// Builds the demo on `MemoryStore`.
+/// The demo's monthly image limit and what is used of it: 92 %.
+pub const DEMO_IMAGES: (i64, i64) = (50, 46);
+
+/// Builds the demo on `MemoryStore`, on the system clock.
 pub async fn demo() -> tenancy::Result<Demo> {
-    let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    demo_with(tenancy::SystemClock).await
+}
+
+/// Builds the demo on `MemoryStore` with `clock`: the month of usage ends at
+/// its `now`.
+pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
+    let now = clock.now();
+    let tenancy = Tenancy::builder()
+        .store(MemoryStore::new())
+        .clock(clock)
+        .build()?;
     let operator = PlatformOperator::new("host_app");
-    let (alice, bob, carol) = (UserId::new_v7(), UserId::new_v7(), UserId::new_v7());
+    let [alice, bob, carol, dan, olivia] = [(); 5].map(|_| UserId::new_v7());
     let acme = tenancy
         .create_organization(alice, NewOrganization::new("Acme", "acme")?)
         .await?
         .id;
-    let globex = tenancy
-        .create_organization(carol, NewOrganization::new("Globex", "globex")?)
-        .await?
-        .id;
-    tenancy
-        .add_member(&tenancy.context(alice, acme).await?, bob, Role::Member)
-        .await?;
+    let globex = NewOrganization::new("Globex", "globex")?.timezone("Asia/Tokyo")?;
+    let globex = tenancy.create_organization(carol, globex).await?.id;
+    let at_acme = tenancy.context(alice, acme).await?;
+    tenancy.add_member(&at_acme, bob, Role::Member).await?;
+    tenancy.add_member(&at_acme, dan, Role::Viewer).await?;
     tenancy
         .add_member(&tenancy.context(carol, globex).await?, alice, Role::Viewer)
         .await?;
     let admin = tenancy.operator(&operator);
     admin.enable_feature(acme, "veo_avatars").await?;
-    admin
-        .set_limit(
-            acme,
-            NewLimit::from_limit_type("monthly_tokens", Decimal::from(10_000))?,
-        )
-        .await?;
-    let auth = TenantAuth::new(tenancy, TokenVerifier::hs256(DEMO_JWT_SECRET)?);
+    let tokens = NewLimit::from_limit_type("monthly_tokens", Decimal::from(1_000_000))?;
+    admin.set_limit(acme, tokens).await?;
+    let images = NewLimit::from_limit_type("monthly_images", Decimal::from(DEMO_IMAGES.0))?;
+    admin.set_limit(acme, images).await?;
+    seed_month(&tenancy, acme, &[alice, bob], now).await?;
+    let verifier = TokenVerifier::hs256(DEMO_JWT_SECRET)?;
+    let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
+        .operators(OperatorPolicy::user_ids([olivia]))
+        .build()?;
+    let users = HashMap::from([
+        ("alice", alice),
+        ("bob", bob),
+        ("carol", carol),
+        ("dan", dan),
+        ("olivia", olivia),
+    ]);
+    let app = App {
+        auth: TenantAuth::new(tenancy, verifier),
+        brands: Brands::Memory(Arc::default()),
+        console,
+        dev_users: Some(Arc::new(users)),
+    };
     Ok(Demo {
-        app: App {
-            auth,
-            brands: Brands::Memory(Arc::default()),
-        },
+        app,
         alice,
         bob,
+        carol,
+        dan,
+        olivia,
         acme,
         globex,
     })
+}
+
+/// Records a month of AI calls for `users` of `org`: a few calls a day
+/// for the 30 days up to `now`, and this month's images.
+async fn seed_month(
+    tenancy: &Tenancy,
+    org: OrgId,
+    users: &[UserId],
+    now: DateTime<Utc>,
+) -> tenancy::Result<()> {
+    let mut events = Vec::new();
+    for day in 0..30u32 {
+        let at = now - TimeDelta::days(i64::from(29 - day)) - TimeDelta::minutes(1);
+        for (i, user) in users.iter().enumerate() {
+            let input = 1_500 + u64::from(day) * 170 + 900 * i as u64;
+            let event = UsageEvent::new(org)
+                .user(*user)
+                .ai_call("openai", "gpt-4o", "ad_copy")
+                .tokens(input, 0, input / 3)
+                .cost_usd(Decimal::new(i64::try_from(input).unwrap_or(0), 6))
+                .at(at);
+            events.push(event);
+        }
+    }
+    let images = UsageEvent::new(org)
+        .user(users[0])
+        .ai_call("openai", "gpt-image-1", "avatar")
+        .quantity(MetricKey::parse("images")?, Decimal::from(DEMO_IMAGES.1))
+        .at(now);
+    events.push(images);
+    tenancy.record_usage_batch(events).await?;
+    Ok(())
 }
 
 /// The app on a Supabase project: the facade and the `brands` table on
@@ -293,9 +402,17 @@ pub async fn demo() -> tenancy::Result<Demo> {
 /// seeded.
 pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<App> {
     let tenancy = Tenancy::builder().store(store.clone()).build()?;
+    let verifier = TokenVerifier::hs256(jwt_secret)?;
+    // Operators are users whose app_metadata says so (set it with the
+    // service role; users cannot set their own app_metadata).
+    let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
+        .operators(OperatorPolicy::app_metadata_flag("tenancy_operator"))
+        .build()?;
     Ok(App {
-        auth: TenantAuth::new(tenancy, TokenVerifier::hs256(jwt_secret)?),
+        auth: TenantAuth::new(tenancy, verifier),
         brands: Brands::Supabase(store),
+        console,
+        dev_users: None,
     })
 }
 
@@ -376,6 +493,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
     println!("host_app on MemoryStore, listening on http://{addr}\n");
+    println!("# the console, signed in (demo only) as");
+    for (name, user, who) in [
+        ("alice", demo.alice, "owner of Acme, viewer in Globex"),
+        ("dan", demo.dan, "viewer in Acme"),
+        ("carol", demo.carol, "owner of Globex (Asia/Tokyo)"),
+        ("olivia", demo.olivia, "the platform operator"),
+    ] {
+        println!("#   {name:<7} {who:<32} http://{addr}/dev/sign-in?as={name}   (user {user})");
+    }
+    println!();
     let (alice, bob) = (sign_token(demo.alice), sign_token(demo.bob));
     println!("# alice's organizations (owner of Acme, viewer in Globex)");
     println!("curl -s http://{addr}/orgs -H 'Authorization: Bearer {alice}'\n");

@@ -3,7 +3,7 @@
 //! selector).
 
 use askama::Template;
-use axum::extract::{FromRequestParts, OriginalUri};
+use axum::extract::{FromRequestParts, NestedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -24,13 +24,9 @@ pub(super) struct Base(pub(super) String);
 impl<S: Send + Sync> FromRequestParts<S> for Base {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let inner = parts.uri.path();
-        let original = parts
-            .extensions
-            .get::<OriginalUri>()
-            .map_or(inner, |o| o.0.path());
-        let prefix = original.strip_suffix(inner).unwrap_or("");
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let nested = NestedPath::from_request_parts(parts, state).await;
+        let prefix = nested.as_ref().map_or("", |n| n.as_str());
         Ok(Base(prefix.trim_end_matches('/').to_owned()))
     }
 }

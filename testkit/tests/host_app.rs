@@ -717,7 +717,7 @@ async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
 fn app_with(demo: &host_app::Demo, source: tenancy::axum::OrgSource) -> host_app::App {
     host_app::App {
         auth: demo.app.auth.clone().with_org_source(source),
-        brands: demo.app.brands.clone(),
+        ..demo.app.clone()
     }
 }
 

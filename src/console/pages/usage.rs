@@ -63,6 +63,8 @@ pub(in crate::console) struct UsagePage {
     lines: Vec<LineRow>,
     charts: Vec<ChartBlock>,
     top_users: Option<Vec<TopBlock>>,
+    /// The features turned on for the organization.
+    features: Vec<String>,
 }
 
 /// `instant` in `tz`, to the minute, with the zone's name.
@@ -193,8 +195,16 @@ pub(in crate::console) async fn usage_page(
     } else {
         None
     };
+    let features = tenancy
+        .features(ctx)
+        .await?
+        .into_iter()
+        .filter(|f| f.enabled)
+        .map(|f| f.key.to_string())
+        .collect();
     Ok(UsagePage {
         chrome,
+        features,
         org_name: ctx.organization().name.clone(),
         timezone: tz.name().to_owned(),
         lines: lines.iter().map(|l| line_row(l, tz)).collect(),
