@@ -162,7 +162,12 @@ pub fn router(app: App) -> Router {
     if app.dev_users.is_some() {
         routes = routes.route("/dev/sign-in", get(dev_sign_in));
     }
-    routes.with_state(app).nest("/console", console)
+    // axum's `nest` serves the console's own `/` at `/console` exactly;
+    // the trailing-slash form people type is sent there.
+    routes
+        .route("/console/", get(|| async { Redirect::permanent("/console") }))
+        .with_state(app)
+        .nest("/console", console)
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,25 +286,30 @@ async fn generate(
 pub struct Demo {
     /// The app state.
     pub app: App,
-    /// Owner of Acme, viewer in Globex.
+    /// Owner of Acme, viewer in Globex and Initech.
     pub alice: UserId,
     /// Member of Acme.
     pub bob: UserId,
-    /// Owner of Globex.
+    /// Owner of Globex and Initech.
     pub carol: UserId,
     /// Viewer in Acme.
     pub dan: UserId,
+    /// Member of Initech.
+    pub erin: UserId,
     /// The platform operator (a member of nothing).
     pub olivia: UserId,
-    /// Acme: `veo_avatars` on; a month of token usage under a monthly limit
-    /// of 1 000 000 tokens; 46 of its 50 images this month (92 %: a
-    /// warning).
+    /// Acme: `veo_avatars` on, a monthly limit of 10 000 tokens, no usage
+    /// yet: the API's playground.
     pub acme: OrgId,
-    /// Globex, in Asia/Tokyo: no features.
+    /// Globex: no features, no limits.
     pub globex: OrgId,
+    /// Initech, in Asia/Tokyo: the console's showcase. A month of token
+    /// usage under a monthly limit of 1 000 000 tokens, and 46 of its 50
+    /// images this month (92 %: a warning).
+    pub initech: OrgId,
 }
 
-/// The demo's monthly image limit and what is used of it: 92 %.
+/// Initech's monthly image limit and what is used of it: 92 %.
 pub const DEMO_IMAGES: (i64, i64) = (50, 46);
 
 /// Builds the demo on `MemoryStore`, on the system clock.
@@ -307,46 +317,46 @@ pub async fn demo() -> tenancy::Result<Demo> {
     demo_with(tenancy::SystemClock).await
 }
 
-/// Builds the demo on `MemoryStore` with `clock`: the month of usage ends at
-/// its `now`.
+/// Builds the demo on `MemoryStore` with `clock`: Initech's month of usage
+/// ends at its `now`.
 pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     let now = clock.now();
     let tenancy = Tenancy::builder()
         .store(MemoryStore::new())
         .clock(clock)
         .build()?;
+    let [alice, bob, carol, dan, erin, olivia] = [(); 6].map(|_| UserId::new_v7());
+    let new = |name, slug| NewOrganization::new(name, slug);
+    let acme = tenancy.create_organization(alice, new("Acme", "acme")?).await?.id;
+    let globex = tenancy.create_organization(carol, new("Globex", "globex")?).await?.id;
+    let initech = new("Initech", "initech")?.timezone("Asia/Tokyo")?;
+    let initech = tenancy.create_organization(carol, initech).await?.id;
+    let members = [
+        (alice, acme, bob, Role::Member),
+        (alice, acme, dan, Role::Viewer),
+        (carol, globex, alice, Role::Viewer),
+        (carol, initech, erin, Role::Member),
+        (carol, initech, alice, Role::Viewer),
+    ];
+    for (owner, org, user, role) in members {
+        let ctx = tenancy.context(owner, org).await?;
+        tenancy.add_member(&ctx, user, role).await?;
+    }
     let operator = PlatformOperator::new("host_app");
-    let [alice, bob, carol, dan, olivia] = [(); 5].map(|_| UserId::new_v7());
-    let acme = tenancy
-        .create_organization(alice, NewOrganization::new("Acme", "acme")?)
-        .await?
-        .id;
-    let globex = NewOrganization::new("Globex", "globex")?.timezone("Asia/Tokyo")?;
-    let globex = tenancy.create_organization(carol, globex).await?.id;
-    let at_acme = tenancy.context(alice, acme).await?;
-    tenancy.add_member(&at_acme, bob, Role::Member).await?;
-    tenancy.add_member(&at_acme, dan, Role::Viewer).await?;
-    tenancy
-        .add_member(&tenancy.context(carol, globex).await?, alice, Role::Viewer)
-        .await?;
     let admin = tenancy.operator(&operator);
     admin.enable_feature(acme, "veo_avatars").await?;
-    let tokens = NewLimit::from_limit_type("monthly_tokens", Decimal::from(1_000_000))?;
-    admin.set_limit(acme, tokens).await?;
-    let images = NewLimit::from_limit_type("monthly_images", Decimal::from(DEMO_IMAGES.0))?;
-    admin.set_limit(acme, images).await?;
-    seed_month(&tenancy, acme, &[alice, bob], now).await?;
+    let limit = |kind, value: i64| NewLimit::from_limit_type(kind, Decimal::from(value));
+    admin.set_limit(acme, limit("monthly_tokens", 10_000)?).await?;
+    admin.enable_feature(initech, "brand_kits").await?;
+    admin.set_limit(initech, limit("monthly_tokens", 1_000_000)?).await?;
+    admin.set_limit(initech, limit("monthly_images", DEMO_IMAGES.0)?).await?;
+    seed_month(&tenancy, initech, &[carol, erin], now).await?;
     let verifier = TokenVerifier::hs256(DEMO_JWT_SECRET)?;
     let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
         .operators(OperatorPolicy::user_ids([olivia]))
         .build()?;
-    let users = HashMap::from([
-        ("alice", alice),
-        ("bob", bob),
-        ("carol", carol),
-        ("dan", dan),
-        ("olivia", olivia),
-    ]);
+    let names = [("alice", alice), ("bob", bob), ("carol", carol), ("dan", dan)];
+    let users = HashMap::from_iter(names.into_iter().chain([("erin", erin), ("olivia", olivia)]));
     let app = App {
         auth: TenantAuth::new(tenancy, verifier),
         brands: Brands::Memory(Arc::default()),
@@ -359,9 +369,11 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         bob,
         carol,
         dan,
+        erin,
         olivia,
         acme,
         globex,
+        initech,
     })
 }
 
@@ -495,14 +507,18 @@ fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
     println!("host_app on MemoryStore, listening on http://{addr}\n");
     println!("# the console, signed in (demo only) as");
     for (name, user, who) in [
-        ("alice", demo.alice, "owner of Acme, viewer in Globex"),
+        ("alice", demo.alice, "owner of Acme, viewer elsewhere"),
         ("dan", demo.dan, "viewer in Acme"),
-        ("carol", demo.carol, "owner of Globex (Asia/Tokyo)"),
+        ("carol", demo.carol, "owner of Globex and Initech"),
+        ("erin", demo.erin, "member of Initech"),
         ("olivia", demo.olivia, "the platform operator"),
     ] {
         println!("#   {name:<7} {who:<32} http://{addr}/dev/sign-in?as={name}   (user {user})");
     }
-    println!();
+    println!(
+        "# then Initech's usage, a month of it: http://{addr}/console/orgs/{}/usage\n",
+        demo.initech
+    );
     let (alice, bob) = (sign_token(demo.alice), sign_token(demo.bob));
     println!("# alice's organizations (owner of Acme, viewer in Globex)");
     println!("curl -s http://{addr}/orgs -H 'Authorization: Bearer {alice}'\n");

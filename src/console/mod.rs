@@ -22,7 +22,9 @@
 //! [`TenantContext`](crate::TenantContext) the store confirms (a URL
 //! naming another organization is 403):
 //!
-//! - `GET /` — the user's organizations; `GET /fragments/org-selector` —
+//! - `GET /` — the user's organizations, at the mount point itself
+//!   (`/tenancy` above: axum's `nest` does not match `/tenancy/`, so a
+//!   host that wants it adds a redirect); `GET /fragments/org-selector` —
 //!   the org selector alone, for the host's own sidebar ([`org_selector`]
 //!   renders the same in-process);
 //! - `GET /orgs/{org}/members` — members with their roles; forms to change

@@ -242,7 +242,16 @@ async fn the_org_is_rechecked_and_can_be_switched() {
         .get("/orgs", Some(&alice), Some(s.demo.globex.to_string()))
         .await;
     assert_eq!(orgs["active"], json!(s.demo.globex.to_string()));
-    assert_eq!(orgs["orgs"].as_array().unwrap().len(), 2);
+    let ids: Vec<&str> = orgs["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{orgs}");
+    for org in [s.demo.acme, s.demo.globex, s.demo.initech] {
+        assert!(ids.contains(&org.to_string().as_str()), "{org} in {orgs}");
+    }
 }
 
 #[tokio::test]
