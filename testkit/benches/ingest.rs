@@ -104,9 +104,18 @@ async fn alerting_org(tenancy: &Tenancy) -> (OrgId, Vec<UserId>) {
     let mut users = Vec::with_capacity(ALERTING_USERS);
     for _ in 0..ALERTING_USERS {
         let user = UserId::new_v7();
-        tenancy.add_member(&ctx, user, tenancy::Role::Member).await.expect("member");
-        let limit = NewLimit::from_limit_type("daily_tokens", dec!(10000)).unwrap().for_user(user);
-        tenancy.operator(&operator).set_limit(org, limit).await.expect("limit");
+        tenancy
+            .add_member(&ctx, user, tenancy::Role::Member)
+            .await
+            .expect("member");
+        let limit = NewLimit::from_limit_type("daily_tokens", dec!(10000))
+            .unwrap()
+            .for_user(user);
+        tenancy
+            .operator(&operator)
+            .set_limit(org, limit)
+            .await
+            .expect("limit");
         users.push(user);
     }
     (org, users)
@@ -132,7 +141,9 @@ async fn run_alerting(tenancy: &Tenancy, org: OrgId, users: &[UserId], events: u
         .expect("recorder");
     let started = Instant::now();
     for i in 0..events {
-        recorder.record(event(org, users[i % users.len()], i)).expect("record");
+        recorder
+            .record(event(org, users[i % users.len()], i))
+            .expect("record");
     }
     recorder.flush().await.expect("flush");
     let elapsed = started.elapsed();
@@ -147,7 +158,6 @@ fn event(org: OrgId, user: UserId, i: usize) -> UsageEvent {
         .tokens(100 + (i % 1_000) as u64, 0, 50)
         .cost_usd(dec!(0.0012))
 }
-
 
 /// Records `events` on `recorders` UsageRecorders (round robin) as fast as
 /// `record` allows and flushes; the time from the first `record` to the
@@ -474,7 +484,10 @@ async fn alert_summary(store: &SupabaseStore) {
     let mut rates = Vec::new();
     for (label, sink) in [
         ("alerts off", None),
-        ("instant sink", Some(Arc::new(InstantSink) as Arc<dyn AlertSink>)),
+        (
+            "instant sink",
+            Some(Arc::new(InstantSink) as Arc<dyn AlertSink>),
+        ),
         ("50 ms sink", Some(Arc::new(SlowSink) as Arc<dyn AlertSink>)),
     ] {
         let tenancy = tenancy_with(store, sink);
@@ -482,7 +495,10 @@ async fn alert_summary(store: &SupabaseStore) {
         for _ in 0..3 {
             // A fresh org per run: alerts fire once per threshold and period.
             let (org, users) = alerting_org(&tenancy).await;
-            runs.push(rate(RECORDER_EVENTS, run_alerting(&tenancy, org, &users, RECORDER_EVENTS).await));
+            runs.push(rate(
+                RECORDER_EVENTS,
+                run_alerting(&tenancy, org, &users, RECORDER_EVENTS).await,
+            ));
             tenancy.flush_alerts().await;
         }
         runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -501,7 +517,11 @@ async fn alert_summary(store: &SupabaseStore) {
         "50 ms sink / instant sink: {:.2}x the time; / alerts off: {:.2}x (target ≤ 1.10x: {})",
         instant / slow,
         off / slow,
-        if instant / slow <= 1.10 { "MET" } else { "NOT MET" }
+        if instant / slow <= 1.10 {
+            "MET"
+        } else {
+            "NOT MET"
+        }
     );
 }
 

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use tenancy::supabase::{RetryConfig, SupabaseStore};
-use tenancy::{RecorderBuilder, RecorderStats, UsageRecorder};
 use tenancy::{
     LimitScope, MetricKey, NewOrganization, Period, Tenancy, TenantContext, UsageEvent, UserId,
 };
+use tenancy::{RecorderBuilder, RecorderStats, UsageRecorder};
 use uuid::Uuid;
 
 use fault_proxy::{FaultProxy, Mode};
@@ -94,7 +94,12 @@ async fn rig(request_timeout: Duration) -> Option<Rig> {
 }
 
 /// Quick batching and retries, spooling past `max_buffered` events.
-fn recorder(tenancy: &Tenancy, spool: &Path, batch_size: usize, max_buffered: usize) -> RecorderBuilder {
+fn recorder(
+    tenancy: &Tenancy,
+    spool: &Path,
+    batch_size: usize,
+    max_buffered: usize,
+) -> RecorderBuilder {
     UsageRecorder::builder(tenancy.clone())
         .batch_size(batch_size)
         .max_buffered_events(max_buffered)
@@ -283,8 +288,9 @@ async fn a_30_second_outage_under_steady_recording_loses_and_doubles_nothing() {
     };
     let rig = Arc::new(rig);
     let spool = tempfile::tempdir().unwrap();
-    let recorder =
-        recorder(&rig.faulty, spool.path(), 100, 300).start().unwrap();
+    let recorder = recorder(&rig.faulty, spool.path(), 100, 300)
+        .start()
+        .unwrap();
     // 3 events every 10 ms: about 300 events/s.
     let steady = steady(&rig, &recorder, 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -354,8 +360,9 @@ async fn five_xx_bursts_lose_and_double_nothing() {
         return;
     };
     let spool = tempfile::tempdir().unwrap();
-    let recorder =
-        recorder(&rig.faulty, spool.path(), 100, 10_000).start().unwrap();
+    let recorder = recorder(&rig.faulty, spool.path(), 100, 10_000)
+        .start()
+        .unwrap();
     let mut recorded = Recorded::default();
     for _ in 0..8 {
         rig.proxy.fail_next(5);
@@ -380,8 +387,9 @@ async fn lost_responses_after_the_write_landed_lose_and_double_nothing() {
         return;
     };
     let spool = tempfile::tempdir().unwrap();
-    let recorder =
-        recorder(&rig.faulty, spool.path(), 200, 10_000).start().unwrap();
+    let recorder = recorder(&rig.faulty, spool.path(), 200, 10_000)
+        .start()
+        .unwrap();
     let mut recorded = Recorded::default();
     // Warm the org cache so the lost responses are record calls.
     rig.record_many(&recorder, 10, &mut recorded);
@@ -414,8 +422,9 @@ async fn every_request_delivered_twice_loses_and_doubles_nothing() {
         return;
     };
     let spool = tempfile::tempdir().unwrap();
-    let recorder =
-        recorder(&rig.faulty, spool.path(), 100, 10_000).start().unwrap();
+    let recorder = recorder(&rig.faulty, spool.path(), 100, 10_000)
+        .start()
+        .unwrap();
     rig.proxy.set_mode(Mode::Duplicate);
     let mut recorded = Recorded::default();
     for _ in 0..10 {
@@ -453,7 +462,9 @@ async fn a_recorder_dropped_without_shutdown_is_replayed_by_the_next_one() {
     // The backend is down; the first recorder queues 200, holds a batch of
     // 100 in each delivery slot, spools the rest, and is dropped mid-retry.
     rig.proxy.set_mode(Mode::Refuse);
-    let first = recorder(&rig.faulty, spool.path(), 100, 200).start().unwrap();
+    let first = recorder(&rig.faulty, spool.path(), 100, 200)
+        .start()
+        .unwrap();
     let in_memory = 200 + 100 * first.config().max_in_flight as u64;
     rig.record_many(&first, 1_000, &mut recorded);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -463,7 +474,9 @@ async fn a_recorder_dropped_without_shutdown_is_replayed_by_the_next_one() {
     drop(first);
 
     // A second recorder on the same directory, the backend back.
-    let second = recorder(&rig.faulty, spool.path(), 100, 200).start().unwrap();
+    let second = recorder(&rig.faulty, spool.path(), 100, 200)
+        .start()
+        .unwrap();
     rig.proxy.set_mode(Mode::PassThrough);
     rig.record_many(&second, 500, &mut recorded);
     flush_within(&second, Duration::from_secs(30), "the second recorder").await;

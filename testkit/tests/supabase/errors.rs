@@ -107,7 +107,10 @@ async fn a_wrong_rest_base_names_the_variable_to_check() {
         .build()
         .unwrap();
     assert!(wrong.rest_url().ends_with("/rest/v1"));
-    let err = wrong.organization(tenancy::OrgId::new_v7()).await.unwrap_err();
+    let err = wrong
+        .organization(tenancy::OrgId::new_v7())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.message().contains("SUPABASE_REST_URL"), "{err}");
 }

@@ -47,7 +47,13 @@ async fn a_user_client_reads_its_own_org_and_nothing_of_another() {
     assert!(as_alice.features(t.globex.id).await.unwrap().is_empty());
     assert!(as_alice.limits(t.globex.id).await.unwrap().is_empty());
     assert_eq!(as_alice.membership(t.globex.id, t.bob).await.unwrap(), None);
-    assert!(as_alice.memberships_of_user(t.bob).await.unwrap().is_empty());
+    assert!(
+        as_alice
+            .memberships_of_user(t.bob)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,8 +69,18 @@ async fn raw_builders_of_a_user_client_see_only_its_own_rows() {
         .unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["organization_id"], json!(t.acme.id.to_string()));
-    for table in ["organizations", "org_features", "usage_limits", "usage_events", "usage_counters"] {
-        let column = if table == "organizations" { "id" } else { "organization_id" };
+    for table in [
+        "organizations",
+        "org_features",
+        "usage_limits",
+        "usage_events",
+        "usage_counters",
+    ] {
+        let column = if table == "organizations" {
+            "id"
+        } else {
+            "organization_id"
+        };
         let query = |store: &tenancy::supabase::SupabaseStore, org: OrgId| {
             store.from(table).select("*").eq(column, org.to_string())
         };
@@ -72,7 +88,11 @@ async fn raw_builders_of_a_user_client_see_only_its_own_rows() {
         assert!(!own.is_empty(), "{table}: her own rows");
         let rows: Vec<Value> = as_alice.fetch(query(&as_alice, t.globex.id)).await.unwrap();
         assert!(rows.is_empty(), "{table}: {rows:?}");
-        let service_sees: Vec<Value> = t.service.fetch(query(&t.service, t.globex.id)).await.unwrap();
+        let service_sees: Vec<Value> = t
+            .service
+            .fetch(query(&t.service, t.globex.id))
+            .await
+            .unwrap();
         assert!(!service_sees.is_empty(), "{table}: Bob's rows exist");
     }
 }
@@ -91,22 +111,38 @@ async fn the_usage_rpcs_refuse_another_org_and_other_members_usage() {
         json!({"org_id": org, "daily_start": "2026-03-04", "monthly_start": "2026-03-01",
                "now": "2026-03-04T10:00:00Z"})
     };
-    call("tenancy_usage_snapshot", snapshot(t.acme.id)).await.unwrap();
-    let err = call("tenancy_usage_snapshot", snapshot(t.globex.id)).await.unwrap_err();
+    call("tenancy_usage_snapshot", snapshot(t.acme.id))
+        .await
+        .unwrap();
+    let err = call("tenancy_usage_snapshot", snapshot(t.globex.id))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     let history = |org: OrgId, scope: &str| {
         json!({"org_id": org, "scope": scope, "period": "daily",
                "from_start": "2000-01-01", "to_start": "2100-01-01"})
     };
-    let own = call("tenancy_usage_history", history(t.acme.id, "organization")).await.unwrap();
+    let own = call("tenancy_usage_history", history(t.acme.id, "organization"))
+        .await
+        .unwrap();
     assert!(!own.as_array().unwrap().is_empty(), "{own}");
-    let err = call("tenancy_usage_history", history(t.globex.id, "organization")).await.unwrap_err();
+    let err = call(
+        "tenancy_usage_history",
+        history(t.globex.id, "organization"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     // Alice owns Acme, so she sees its members' usage; her viewer does not.
-    call("tenancy_usage_history", history(t.acme.id, "each_user")).await.unwrap();
+    call("tenancy_usage_history", history(t.acme.id, "each_user"))
+        .await
+        .unwrap();
     let viewer = UserId::new_v7();
     let alice_ctx = t.ctx(t.alice, &t.acme).await;
-    t.tenancy.add_member(&alice_ctx, viewer, Role::Viewer).await.unwrap();
+    t.tenancy
+        .add_member(&alice_ctx, viewer, Role::Viewer)
+        .await
+        .unwrap();
     let as_viewer = user_client(server, &t.service, viewer);
     let body = history(t.acme.id, "each_user").to_string();
     let err = as_viewer
@@ -119,11 +155,17 @@ async fn the_usage_rpcs_refuse_another_org_and_other_members_usage() {
     let now = "2026-03-04T10:00:00Z";
     let refused = [
         ("tenancy_list_organizations", json!({"max_rows": 10})),
-        ("tenancy_update_feature", json!({"org_id": t.acme.id, "feature_key": "beta",
-            "set_config": false, "updated_at": now, "enabled": true})),
-        ("tenancy_reserve", json!({"org_id": t.acme.id, "user_id": t.alice, "metric": "tokens",
+        (
+            "tenancy_update_feature",
+            json!({"org_id": t.acme.id, "feature_key": "beta",
+            "set_config": false, "updated_at": now, "enabled": true}),
+        ),
+        (
+            "tenancy_reserve",
+            json!({"org_id": t.acme.id, "user_id": t.alice, "metric": "tokens",
             "amount": 1, "daily_start": "2026-03-04", "monthly_start": "2026-03-01", "now": now,
-            "expires_at": now, "reservation_id": uuid::Uuid::new_v4(), "purge_before": now})),
+            "expires_at": now, "reservation_id": uuid::Uuid::new_v4(), "purge_before": now}),
+        ),
     ];
     for (function, args) in refused {
         let err = call(function, args).await.unwrap_err();
@@ -151,15 +193,25 @@ async fn a_user_client_cannot_join_rename_or_delete_another_org() {
         .update(json!({"name": "Pwned"}).to_string());
     let renamed: Vec<Value> = as_alice.fetch(rename).await.unwrap();
     assert!(renamed.is_empty());
-    let err = as_alice.rename_organization(t.globex.id, "Pwned").await.unwrap_err();
+    let err = as_alice
+        .rename_organization(t.globex.id, "Pwned")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(!as_alice.delete_organization(t.globex.id).await.unwrap());
     let err = as_alice
         .set_member_role(t.globex.id, t.bob, Role::Owner, Role::Viewer)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "as if Bob were not a member: {err}");
-    let err = as_alice.remove_member(t.globex.id, t.bob, Role::Owner).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotFound,
+        "as if Bob were not a member: {err}"
+    );
+    let err = as_alice
+        .remove_member(t.globex.id, t.bob, Role::Owner)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let globex = t.service.organization(t.globex.id).await.unwrap().unwrap();
     assert_eq!(globex.name, "Globex");
@@ -187,14 +239,23 @@ async fn a_user_client_cannot_change_features_limits_or_usage() {
         let err = as_alice.delete_feature(org, &beta).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
         let change = FeatureChange::enabled(false);
-        let err = as_alice.update_feature(org, &beta, &change, Utc::now()).await.unwrap_err();
+        let err = as_alice
+            .update_feature(org, &beta, &change, Utc::now())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-        let event = UsageEvent::new(org).tokens(1, 0, 0).into_record(Utc::now(), chrono_tz::UTC).unwrap();
+        let event = UsageEvent::new(org)
+            .tokens(1, 0, 0)
+            .into_record(Utc::now(), chrono_tz::UTC)
+            .unwrap();
         let err = as_alice.record_usage(&[event]).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     }
     let limits = t.service.limits(t.globex.id).await.unwrap();
-    let err = as_alice.delete_limit(t.globex.id, limits[0].id).await.unwrap_err();
+    let err = as_alice
+        .delete_limit(t.globex.id, limits[0].id)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert_eq!(t.service.limits(t.globex.id).await.unwrap(), limits);
     assert!(t.service.features(t.globex.id).await.unwrap()[0].enabled);

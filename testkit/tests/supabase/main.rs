@@ -70,7 +70,10 @@ async fn two_orgs() -> Option<(&'static Server, TwoOrgs)> {
         .await
         .expect("acme");
     let globex = tenancy
-        .create_organization(bob, NewOrganization::new("Globex", &slug("globex")).unwrap())
+        .create_organization(
+            bob,
+            NewOrganization::new("Globex", &slug("globex")).unwrap(),
+        )
         .await
         .expect("globex");
     let t = TwoOrgs {

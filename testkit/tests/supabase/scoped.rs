@@ -17,7 +17,11 @@ async fn brands(t: &TwoOrgs) -> (ScopedTable, ScopedTable) {
         .await
         .unwrap();
     assert_eq!(inserted.len(), 2);
-    assert!(inserted.iter().all(|b| b.organization_id == t.acme.id.to_string()));
+    assert!(
+        inserted
+            .iter()
+            .all(|b| b.organization_id == t.acme.id.to_string())
+    );
     let _: Vec<Brand> = globex
         .insert(&[json!({"name": "Widgets", "organization_id": null})])
         .await
@@ -97,10 +101,17 @@ async fn a_row_naming_another_org_is_refused_before_anything_is_sent() {
     let offline_brands = offline.table(&t.ctx(t.alice, &t.acme).await, "brands");
     let stranger = json!({"name": "Trojan", "organization_id": t.globex.id.to_string()});
     let refused = [
-        offline_brands.insert::<_, Brand>(std::slice::from_ref(&stranger)).await,
-        offline_brands.upsert::<_, Brand>(std::slice::from_ref(&stranger), "id").await,
         offline_brands
-            .update::<_, Brand>(|q| q.eq("name", "Soap"), &json!({"organization_id": t.globex.id.to_string()}))
+            .insert::<_, Brand>(std::slice::from_ref(&stranger))
+            .await,
+        offline_brands
+            .upsert::<_, Brand>(std::slice::from_ref(&stranger), "id")
+            .await,
+        offline_brands
+            .update::<_, Brand>(
+                |q| q.eq("name", "Soap"),
+                &json!({"organization_id": t.globex.id.to_string()}),
+            )
             .await,
         acme.insert::<_, Brand>(&[stranger]).await,
     ];
@@ -124,11 +135,18 @@ async fn for_org_filters_raw_builders_and_the_column_is_configurable() {
         .await
         .unwrap();
     assert_eq!(names(bobs), ["Widgets"]);
-    let query = t.service.from("brands").select("*").for_org_column("organization_id", &alice_ctx);
+    let query = t
+        .service
+        .from("brands")
+        .select("*")
+        .for_org_column("organization_id", &alice_ctx);
     let alices: Vec<Brand> = t.service.fetch(query).await.unwrap();
     assert_eq!(names(alices), ["Rope", "Soap"]);
     let custom = t.service.table(&bob_ctx, "organizations").org_column("id");
     assert_eq!(custom.column(), "id");
     let orgs: Vec<Value> = custom.list("id,name").await.unwrap();
-    assert_eq!(orgs, vec![json!({"id": t.globex.id.to_string(), "name": "Globex"})]);
+    assert_eq!(
+        orgs,
+        vec![json!({"id": t.globex.id.to_string(), "name": "Globex"})]
+    );
 }
