@@ -1,7 +1,7 @@
 //! Identifiers and names that validate on construction.
 //!
 //! A value of one of these types is always valid: parsing is the only way in,
-//! and a bad input is an [`ErrorKind::InvalidInput`](crate::ErrorKind) error
+//! and a bad input is an [`ErrorKind::InvalidInput`](crate::error::ErrorKind) error
 //! naming the field. The rules are stated as regular expressions
 //! ([`Slug::PATTERN`], [`FeatureKey::PATTERN`], [`MetricKey::PATTERN`]); the
 //! SQL check constraints use the same expressions, and a test compares the
@@ -467,7 +467,7 @@ impl<T: AsFeatureKey + ?Sized> AsFeatureKey for &T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
+    use crate::error::ErrorKind;
 
     #[test]
     fn slug_rules() {

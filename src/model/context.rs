@@ -149,7 +149,7 @@ impl fmt::Debug for TenantContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
+    use crate::error::ErrorKind;
     use crate::ids::Slug;
 
     fn ctx(role: Role) -> TenantContext {

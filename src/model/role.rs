@@ -280,7 +280,7 @@ impl MembershipChange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
+    use crate::error::ErrorKind;
 
     fn change(before: Option<Role>, after: Option<Role>) -> MembershipChange {
         MembershipChange { before, after }
