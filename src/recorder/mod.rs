@@ -399,7 +399,20 @@ impl Shared {
             event.output_tokens,
         )?;
         match priced {
-            Some(cost) => event.cost_usd = Some(validate_amount("cost_usd", cost)?),
+            Some(cost) => {
+                event.cost_usd = Some(validate_amount("cost_usd", cost)?);
+                // A `cost_usd` quantity adds to the computed cost; delivery
+                // would refuse their sum for good, so refuse it here.
+                if let Err(sum) = event.amounts() {
+                    return Err(Error::invalid_input(
+                        "cost_usd",
+                        format_args!(
+                            "the computed cost {cost} and the event's cost_usd quantity: {}",
+                            sum.message()
+                        ),
+                    ));
+                }
+            }
             None => match self.config.unknown_model {
                 UnknownModelPolicy::Error => {
                     return Err(Error::invalid_input(

@@ -59,7 +59,8 @@ use crate::store::{
 };
 
 /// How long after it expired a hold is still recognised by a commit: 7
-/// days. Older expired holds may be purged by the store.
+/// days. A commit at or after `expires_at + 7 days` is `NotFound` and
+/// records nothing, whether or not the store has purged the hold yet.
 pub const EXPIRED_HOLD_RETENTION: TimeDelta = TimeDelta::days(7);
 
 /// An organization's limits, cached like its features, for deciding which
@@ -298,6 +299,15 @@ impl Tenancy {
             ));
         }
         let now = self.now();
+        // Exact on every backend, whether or not the store purged the hold yet.
+        if now.signed_duration_since(reservation.expires_at()) >= EXPIRED_HOLD_RETENTION {
+            return Err(Error::not_found(format!(
+                "reservation {} expired at {}, {} days or more ago; nothing was recorded",
+                reservation.id(),
+                reservation.expires_at(),
+                EXPIRED_HOLD_RETENTION.num_days()
+            )));
+        }
         event.check_time(now)?;
         let org = self.cached_org(reservation.org()).await?;
         let mut record = event

@@ -430,6 +430,30 @@ async fn costs_come_from_the_price_table_unless_supplied() {
     recorder.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A computed cost that, added to the event's own `cost_usd` quantity,
+/// passes the largest amount is refused at `record`, naming `cost_usd`:
+/// never accepted and then failed in delivery.
+#[tokio::test]
+async fn a_computed_cost_out_of_range_with_the_events_own_is_refused_at_record() {
+    let rig = rig().await;
+    let recorder = rig
+        .recorder()
+        .prices(PriceTable::shipped())
+        .start()
+        .unwrap();
+    let event = rig
+        .event(0)
+        .tokens(1, 0, 0)
+        .quantity(MetricKey::COST_USD, tenancy::limits::MAX_AMOUNT);
+    let err = recorder.record(event).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(err.field(), Some("cost_usd"), "{err}");
+    recorder.flush().await.unwrap();
+    let stats = recorder.stats();
+    assert_eq!((stats.sent, stats.failed), (0, 0), "{stats:?}");
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
     let rig = rig().await;

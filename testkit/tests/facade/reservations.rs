@@ -195,6 +195,29 @@ async fn a_commit_of_a_purged_hold_is_not_found() {
     assert!(lines.is_empty(), "nothing was recorded: {lines:#?}");
 }
 
+/// From the end of the retention a commit is `NotFound` even when nothing
+/// has purged the hold yet (no reservation since); a second before, it is
+/// still recognised.
+#[tokio::test]
+async fn past_the_retention_a_commit_is_not_found_whether_or_not_purged() {
+    let s = scene().await;
+    let retention = tenancy::EXPIRED_HOLD_RETENTION.to_std().unwrap();
+    let last_chance = hold(&s, &s.owner_ctx, 30).await;
+    let too_late = hold(&s, &s.owner_ctx, 40).await;
+    s.clock
+        .advance(RESERVATION_TTL + retention - Duration::from_secs(1));
+    let outcome = s.tenancy.commit(&last_chance, dec(30)).await.unwrap();
+    assert!(outcome.recorded && !outcome.released_hold, "{outcome:?}");
+    s.clock.advance(Duration::from_secs(1));
+    let err = s.tenancy.commit(&too_late, dec(40)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        s.used(&s.owner_ctx, "tokens").await,
+        dec(30),
+        "only the first"
+    );
+}
+
 /// A hold taken at 23:59:59 on the last day of a month and committed at
 /// 00:00:01 counts in the day and month it was taken in, not in the new
 /// ones.
