@@ -194,7 +194,11 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
             let dash = || "-".to_owned();
             for line in &lines {
                 let scope = match line.scope.user() {
-                    Some(user) => user.to_string()[..8].to_owned(),
+                    // The last digits: a UUIDv7 starts with its timestamp.
+                    Some(user) => {
+                        let id = user.to_string();
+                        id[id.len() - 8..].to_owned()
+                    }
                     None => "org-wide".to_owned(),
                 };
                 println!(

@@ -121,7 +121,7 @@ pub fn router(config: ConsoleConfig) -> Router {
 /// The org selector of `user` as an HTML fragment, for the host's own
 /// layout: each organization links to its usage page under `mount` (where
 /// the console is nested, such as `/tenancy`), `current` marked with
-/// `aria-current="page"`. Names are escaped.
+/// `aria-current="true"`. Names are escaped.
 pub async fn org_selector(
     tenancy: &Tenancy,
     user: UserId,

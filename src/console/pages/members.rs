@@ -9,7 +9,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Chrome, CsrfForm, Done, chrome, context};
+use super::{Chrome, CsrfForm, Done, chrome, context, short_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page, see_other};
@@ -54,7 +54,7 @@ fn row(ctx: &TenantContext, base: &Base, user: UserId, role: Role, joined: Strin
     let path = |action: &str| base.at(&format!("/orgs/{}/members/{user}/{action}", ctx.org()));
     MemberRow {
         user: user.to_string(),
-        user_short: user.to_string()[..8].to_owned(),
+        user_short: short_id(user),
         is_me,
         role,
         joined,

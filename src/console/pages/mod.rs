@@ -152,8 +152,32 @@ pub(super) async fn context(
         .map_err(|_| ConsoleError::forbidden("You are not a member of this organization."))
 }
 
+/// A user id short enough for a table cell: its last eight hex digits.
+/// Not the first eight: those of a UUIDv7 are its timestamp, the same for
+/// every user created in the same minute or so.
+pub(super) fn short_id(user: UserId) -> String {
+    let simple = user.as_uuid().simple().to_string();
+    simple[simple.len() - 8..].to_owned()
+}
+
 /// A form that carries only the CSRF token.
 #[derive(Debug, Deserialize)]
 pub(super) struct CsrfForm {
     pub(super) csrf: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_created_together_get_different_short_ids() {
+        let users: Vec<UserId> = (0..50).map(|_| UserId::new_v7()).collect();
+        let mut short: Vec<String> = users.iter().map(|u| short_id(*u)).collect();
+        assert!(short.iter().all(|s| s.len() == 8), "{short:?}");
+        assert!(users[0].to_string().ends_with(&short[0]));
+        short.sort();
+        short.dedup();
+        assert_eq!(short.len(), users.len());
+    }
 }

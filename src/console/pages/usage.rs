@@ -12,7 +12,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
-use super::{Chrome, Done, chrome, context};
+use super::{Chrome, Done, chrome, context, short_id};
 use crate::console::auth::Viewer;
 use crate::console::chart::{daily_bars, month_days};
 use crate::console::config::ConsoleConfig;
@@ -172,7 +172,7 @@ async fn top_users(
         }
         let users = users
             .into_iter()
-            .map(|u| (u.user.to_string()[..8].to_owned(), u.used.normalize()))
+            .map(|u| (short_id(u.user), u.used.normalize()))
             .collect();
         blocks.push(TopBlock { metric, users });
     }

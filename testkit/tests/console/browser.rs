@@ -1,1 +1,269 @@
-//! The console in a real browser: placeholder until the scenarios land.
+//! The console in a real browser, on the demo app: one test per scenario
+//! of `testkit/browser/console_*.mjs`, each on its own freshly seeded
+//! site. The scenarios click through the pages with JavaScript off, check
+//! what each page shows against the seeds, check every page they visit
+//! with axe-core (no violation of any impact) and save a full-page
+//! screenshot of it as `console-<name>.png` in the screenshot directory.
+//! Here, around them, the server's side: what a form changed is checked
+//! through the facade, not taken from the page.
+
+use chrono::{TimeZone, Utc};
+use rust_decimal::Decimal;
+use tenancy::{LimitLevel, LimitMode, LimitScope, Period, PlatformOperator, Role, UsageLine};
+use tenancy_testkit::browser::{Browser, ScenarioOutput, scenario_path};
+
+use super::host_app::DEMO_IMAGES;
+use super::{Site, site};
+
+/// One browser at a time: the tests of this binary run in parallel, and
+/// two Chromiums with axe-core on a small machine make each other's
+/// timeouts.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs scenario `file` against `site`, prints what it said, and checks
+/// that it audited and photographed exactly the pages `shots` names (each
+/// `console-<name>.png`, a full page 1280 px wide).
+async fn run(browser: &Browser, site: &Site, file: &str, shots: &[&str]) -> ScenarioOutput {
+    let out = {
+        let _turn = ONE_BROWSER.lock().await;
+        browser
+            .run_scenario(&scenario_path(file), &site.base)
+            .await
+            .unwrap()
+    };
+    println!(
+        "{}\n{}\n(elapsed {:?})",
+        out.stdout, out.stderr, out.elapsed
+    );
+    let audits = out
+        .stdout
+        .matches("no serious or critical violations")
+        .count();
+    assert_eq!(audits, shots.len(), "pages audited:\n{}", out.stdout);
+    assert!(!out.stdout.contains("accessibility note"), "{}", out.stdout);
+    for name in shots {
+        let path = browser.screenshot_dir().join(format!("console-{name}.png"));
+        assert!(
+            out.stdout
+                .contains(&format!("screenshot: {}", path.display())),
+            "{name} not saved:\n{}",
+            out.stdout
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (width, height) = png_size(&bytes);
+        assert_eq!(width, 1280, "{name}.png width");
+        assert!(height >= 720, "{name}.png height {height}");
+    }
+    out
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(
+        bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR",
+        "not a PNG"
+    );
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+/// The short id the console shows for a user: the last 8 hex digits.
+fn short_id(user: tenancy::UserId) -> String {
+    let id = user.to_string();
+    id[id.len() - 8..].to_owned()
+}
+
+#[tokio::test]
+async fn an_owner_switches_organizations_and_makes_a_member_an_admin() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let (acme, alice, bob, dan) = (s.demo.acme, s.demo.alice, s.demo.bob, s.demo.dan);
+    let tenancy = s.demo.app.auth.tenancy();
+    assert_eq!(
+        tenancy.context(bob, acme).await.unwrap().role(),
+        Role::Member
+    );
+
+    let shots = [
+        "owner-organizations",
+        "owner-globex-usage",
+        "owner-acme-usage",
+        "owner-acme-members",
+        "owner-acme-members-role-changed",
+    ];
+    let out = run(&browser, &s, "console_owner.mjs", &shots).await;
+
+    // The row the browser changed was bob's, and the server agrees.
+    assert!(
+        out.stdout
+            .contains(&format!("the member: {}\n", short_id(bob))),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        tenancy.context(bob, acme).await.unwrap().role(),
+        Role::Admin
+    );
+    assert_eq!(
+        tenancy.context(alice, acme).await.unwrap().role(),
+        Role::Owner
+    );
+    assert_eq!(
+        tenancy.context(dan, acme).await.unwrap().role(),
+        Role::Viewer
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_sees_usage_and_limits_but_no_member_controls() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let shots = [
+        "viewer-organizations",
+        "viewer-acme-usage",
+        "viewer-acme-members",
+    ];
+    run(&browser, &s, "console_viewer.mjs", &shots).await;
+
+    let tenancy = s.demo.app.auth.tenancy();
+    let ctx = tenancy.context(s.demo.alice, s.demo.acme).await.unwrap();
+    let roles: Vec<(tenancy::UserId, Role)> = tenancy
+        .members(&ctx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| (m.user_id, m.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (s.demo.alice, Role::Owner),
+            (s.demo.bob, Role::Member),
+            (s.demo.dan, Role::Viewer),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_operator_finds_an_organization_and_turns_a_feature_on_for_it() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let (initech, erin) = (s.demo.initech, s.demo.erin);
+    let tenancy = s.demo.app.auth.tenancy();
+    let operator = PlatformOperator::new("console-browser-test");
+    let admin = tenancy.operator(&operator);
+    // The scenario starts from the feature switched off.
+    admin.disable_feature(initech, "brand_kits").await.unwrap();
+    let ctx = tenancy.context(erin, initech).await.unwrap();
+    assert!(!tenancy.has_feature(&ctx, "brand_kits").await.unwrap());
+
+    let shots = [
+        "operator-member-usage-before",
+        "operator-start",
+        "operator-overview",
+        "operator-search-initech",
+        "operator-initech-feature-off",
+        "operator-initech-feature-on",
+        "operator-member-usage-after",
+    ];
+    run(&browser, &s, "console_operator.mjs", &shots).await;
+
+    assert!(tenancy.has_feature(&ctx, "brand_kits").await.unwrap());
+    let features: Vec<(String, bool)> = admin
+        .features(initech)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.key.to_string(), f.enabled))
+        .collect();
+    assert_eq!(features, [("brand_kits".to_owned(), true)]);
+    // Nothing else was touched.
+    let acme = tenancy.context(s.demo.alice, s.demo.acme).await.unwrap();
+    assert!(tenancy.has_feature(&acme, "veo_avatars").await.unwrap());
+}
+
+/// A usage line as the scenario prints it: the cells of its row.
+fn printed(line: &UsageLine) -> String {
+    let limit = line.limit.expect("a line with a limit").normalize();
+    let mode = line.mode.map_or("", LimitMode::as_str);
+    let remaining = line
+        .remaining
+        .expect("a limit leaves a remainder")
+        .normalize();
+    let percent = line.percent.expect("a limit has a percentage").normalize();
+    let level = match line.level {
+        LimitLevel::Ok => "OK",
+        LimitLevel::Warning => "Warning",
+        LimitLevel::Exceeded => "Exceeded",
+    };
+    let resets = line
+        .resets_at
+        .with_timezone(&chrono_tz::Asia::Tokyo)
+        .format("%Y-%m-%d %H:%M Asia/Tokyo");
+    format!(
+        "{} line: {} | {} | organization | {} | {} | {limit} {mode} | {remaining} | {level} {percent} % | {resets}\n",
+        line.metric,
+        line.metric,
+        line.period,
+        line.used.normalize(),
+        line.reserved.normalize(),
+    )
+}
+
+#[tokio::test]
+async fn the_usage_page_shows_the_limits_of_the_month_in_the_organizations_zone() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let shots = [
+        "usage-initech",
+        "usage-initech-numbers",
+        "usage-initech-dark",
+    ];
+    let out = run(&browser, &s, "console_usage.mjs", &shots).await;
+
+    // What the page showed is what the facade says, and the facade says
+    // what the seeds imply.
+    let tenancy = s.demo.app.auth.tenancy();
+    let ctx = tenancy.context(s.demo.carol, s.demo.initech).await.unwrap();
+    let lines = tenancy.usage_summary(&ctx).await.unwrap();
+    let monthly = |metric: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l.metric.as_str() == metric
+                    && l.period == Period::Monthly
+                    && l.scope == LimitScope::Organization
+            })
+            .unwrap_or_else(|| panic!("no monthly {metric} line in {lines:?}"))
+    };
+    let images = monthly("images");
+    let (limit, used) = DEMO_IMAGES;
+    assert_eq!(images.used, Decimal::from(used));
+    assert_eq!(images.limit, Some(Decimal::from(limit)));
+    assert_eq!(images.percent, Some(Decimal::from(92)));
+    assert_eq!(images.level, LimitLevel::Warning);
+    // Midnight on 1 December in Tokyo (UTC+9).
+    let reset = Utc.with_ymd_and_hms(2026, 11, 30, 15, 0, 0).unwrap();
+    assert_eq!(images.resets_at, reset);
+    let tokens = monthly("tokens");
+    assert_eq!(tokens.level, LimitLevel::Ok);
+    assert_eq!(tokens.resets_at, reset);
+    for line in [images, tokens] {
+        let row = printed(line);
+        assert!(out.stdout.contains(&row), "{row}not in:\n{}", out.stdout);
+    }
+    assert!(
+        out.stdout
+            .contains("images line: images | monthly | organization | 46 | 0 | 50 hard | 4 | Warning 92 % | 2026-12-01 00:00 Asia/Tokyo\n"),
+        "{}",
+        out.stdout
+    );
+}

@@ -200,7 +200,7 @@ async fn the_selector_fragment_lists_the_users_orgs_and_marks_the_current_one() 
     for name in ["Acme", "Globex", "Initech"] {
         assert!(page.body.contains(name), "{name}");
     }
-    assert_eq!(page.body.matches("aria-current=\"page\"").count(), 1);
+    assert_eq!(page.body.matches("aria-current=\"true\"").count(), 1);
     let html = tenancy::console::org_selector(s.demo.app.auth.tenancy(), s.demo.dan, "/console", None)
         .await
         .unwrap();

@@ -1,0 +1,87 @@
+// The owner: alice signs in, sees her organizations, switches between
+// them with the org selector, opens Acme's members and makes bob (the
+// only member) an admin with the form; the page after the redirect shows
+// the new role. testkit/tests/console/browser.rs checks the role on the
+// server afterwards, and that the row changed was bob's.
+
+import { assert, assertEqual, expectText, scenario, step } from './lib.mjs';
+import { look, normalize, panelTable, rows, signIn, switchTo } from './console_common.mjs';
+
+await scenario('console-owner', async () => {
+    const page = await signIn('alice');
+
+    await step('her organizations, with her role in each', async () => {
+        const orgs = await rows(panelTable(page, 'Organizations'));
+        assertEqual(
+            JSON.stringify(orgs),
+            JSON.stringify([
+                ['Acme', 'acme', 'owner'],
+                ['Globex', 'globex', 'viewer'],
+                ['Initech', 'initech', 'viewer'],
+            ]),
+            'the organizations table',
+        );
+        await look(page, 'owner-organizations');
+    });
+
+    await step('switch to Globex with the org selector', async () => {
+        await switchTo(page, 'Globex');
+        await expectText(page.locator('main .subtitle'), 'Globex · periods in UTC');
+        await expectText(page.getByRole('region', { name: 'This period' }), 'No usage and no limits yet in this period.');
+        await expectText(page.getByRole('navigation', { name: 'Sections of Globex' }), 'Usage and limits');
+        await look(page, 'owner-globex-usage');
+    });
+
+    await step('switch back to Acme', async () => {
+        await switchTo(page, 'Acme');
+        const limits = await rows(panelTable(page, 'This period'));
+        assertEqual(
+            JSON.stringify(limits),
+            JSON.stringify([
+                ['tokens', 'monthly', 'organization', '0', '0', '10000 hard', '10000', 'OK 0 %', '2026-12-01 00:00 UTC'],
+            ]),
+            "Acme's usage lines",
+        );
+        await look(page, 'owner-acme-usage');
+    });
+
+    let bob = null;
+    await step("open Acme's members", async () => {
+        await page.getByRole('navigation', { name: 'Sections of Acme' }).getByRole('link', { name: 'Members' }).click();
+        await page.waitForURL(/\/members$/);
+        await expectText(page.locator('main .subtitle'), 'Acme · you are owner');
+        const members = await rows(panelTable(page, 'People in Acme'));
+        assertEqual(
+            JSON.stringify(members.map((r) => r[1])),
+            JSON.stringify(['owner', 'member', 'viewer']),
+            'the roles in Acme',
+        );
+        bob = members[1][0].split(' ')[0];
+        assert(/^[0-9a-f]{8}$/.test(bob), `the member's short id ${JSON.stringify(members[1][0])}`);
+        const shorts = new Set(members.map((r) => r[0].split(' ')[0]));
+        assertEqual(shorts.size, 3, `distinct short ids (${[...shorts]})`);
+        console.log(`the member: ${bob}`);
+        await look(page, 'owner-acme-members');
+    });
+
+    await step('make the member an admin', async () => {
+        await page.getByLabel(`New role for ${bob}`, { exact: true }).selectOption('admin');
+        const row = page.locator('main tbody tr').filter({ hasText: bob });
+        await row.getByRole('button', { name: 'Change role' }).click();
+        await page.waitForURL(/\/members\?done=role$/);
+        await expectText(page.getByRole('status'), 'The role was changed.');
+        const members = await rows(panelTable(page, 'People in Acme'));
+        const changed = members.filter((r) => r[0].startsWith(`${bob} `));
+        assertEqual(changed.length, 1, `rows of ${bob}`);
+        assertEqual(changed[0][1], 'admin', `${bob}'s role after the change`);
+        assertEqual(
+            JSON.stringify(members.map((r) => r[1])),
+            JSON.stringify(['owner', 'admin', 'viewer']),
+            'the roles in Acme after the change',
+        );
+        // The form offers the roles the admin does not have.
+        const offered = await page.getByLabel(`New role for ${bob}`, { exact: true }).locator('option').allTextContents();
+        assertEqual(JSON.stringify(offered.map(normalize)), JSON.stringify(['owner', 'member', 'viewer']), 'roles offered');
+        await look(page, 'owner-acme-members-role-changed');
+    });
+});
