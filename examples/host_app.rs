@@ -165,7 +165,10 @@ pub fn router(app: App) -> Router {
     // axum's `nest` serves the console's own `/` at `/console` exactly;
     // the trailing-slash form people type is sent there.
     routes
-        .route("/console/", get(|| async { Redirect::permanent("/console") }))
+        .route(
+            "/console/",
+            get(|| async { Redirect::permanent("/console") }),
+        )
         .with_state(app)
         .nest("/console", console)
 }
@@ -180,7 +183,11 @@ struct SignInAs {
 /// console reads the access token from, and opens the console. A real host
 /// signs users in with Supabase Auth, which sets the session itself.
 async fn dev_sign_in(State(app): State<App>, Query(who): Query<SignInAs>) -> Response {
-    let Some(user) = app.dev_users.as_ref().and_then(|u| u.get(who.name.as_str())) else {
+    let Some(user) = app
+        .dev_users
+        .as_ref()
+        .and_then(|u| u.get(who.name.as_str()))
+    else {
         return (StatusCode::NOT_FOUND, "no such demo user").into_response();
     };
     let cookie = format!(
@@ -327,8 +334,14 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         .build()?;
     let [alice, bob, carol, dan, erin, olivia] = [(); 6].map(|_| UserId::new_v7());
     let new = |name, slug| NewOrganization::new(name, slug);
-    let acme = tenancy.create_organization(alice, new("Acme", "acme")?).await?.id;
-    let globex = tenancy.create_organization(carol, new("Globex", "globex")?).await?.id;
+    let acme = tenancy
+        .create_organization(alice, new("Acme", "acme")?)
+        .await?
+        .id;
+    let globex = tenancy
+        .create_organization(carol, new("Globex", "globex")?)
+        .await?
+        .id;
     let initech = new("Initech", "initech")?.timezone("Asia/Tokyo")?;
     let initech = tenancy.create_organization(carol, initech).await?.id;
     let members = [
@@ -346,17 +359,32 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     let admin = tenancy.operator(&operator);
     admin.enable_feature(acme, "veo_avatars").await?;
     let limit = |kind, value: i64| NewLimit::from_limit_type(kind, Decimal::from(value));
-    admin.set_limit(acme, limit("monthly_tokens", 10_000)?).await?;
+    admin
+        .set_limit(acme, limit("monthly_tokens", 10_000)?)
+        .await?;
     admin.enable_feature(initech, "brand_kits").await?;
-    admin.set_limit(initech, limit("monthly_tokens", 1_000_000)?).await?;
-    admin.set_limit(initech, limit("monthly_images", DEMO_IMAGES.0)?).await?;
+    admin
+        .set_limit(initech, limit("monthly_tokens", 1_000_000)?)
+        .await?;
+    admin
+        .set_limit(initech, limit("monthly_images", DEMO_IMAGES.0)?)
+        .await?;
     seed_month(&tenancy, initech, &[carol, erin], now).await?;
     let verifier = TokenVerifier::hs256(DEMO_JWT_SECRET)?;
     let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
         .operators(OperatorPolicy::user_ids([olivia]))
         .build()?;
-    let names = [("alice", alice), ("bob", bob), ("carol", carol), ("dan", dan)];
-    let users = HashMap::from_iter(names.into_iter().chain([("erin", erin), ("olivia", olivia)]));
+    let names = [
+        ("alice", alice),
+        ("bob", bob),
+        ("carol", carol),
+        ("dan", dan),
+    ];
+    let users = HashMap::from_iter(
+        names
+            .into_iter()
+            .chain([("erin", erin), ("olivia", olivia)]),
+    );
     let app = App {
         auth: TenantAuth::new(tenancy, verifier),
         brands: Brands::Memory(Arc::default()),

@@ -81,7 +81,13 @@ impl Site {
     }
 
     /// `POST /console<path>` as a form, signed in as `user`, with `headers`.
-    async fn post(&self, user: UserId, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+    async fn post(
+        &self,
+        user: UserId,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
         let mut request = self
             .http
             .post(format!("{}/console{path}", self.base))

@@ -22,9 +22,18 @@ async fn a_viewer_sees_usage_but_no_member_controls_and_a_forged_post_is_refused
     // With the viewer's own valid token, the server still says no.
     let csrf = members.csrf();
     let path = format!("/orgs/{acme}/members/{bob}/role");
-    let forged = s.post(dan, &path, &[("csrf", &csrf), ("role", "viewer")], &[]).await;
+    let forged = s
+        .post(dan, &path, &[("csrf", &csrf), ("role", "viewer")], &[])
+        .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
-    let removal = s.post(dan, &format!("/orgs/{acme}/members/{bob}/remove"), &[("csrf", &csrf)], &[]).await;
+    let removal = s
+        .post(
+            dan,
+            &format!("/orgs/{acme}/members/{bob}/remove"),
+            &[("csrf", &csrf)],
+            &[],
+        )
+        .await;
     assert_eq!(removal.status, StatusCode::FORBIDDEN);
     let tenancy = s.demo.app.auth.tenancy();
     let ctx = tenancy.context(bob, acme).await.unwrap();
@@ -36,18 +45,36 @@ async fn only_the_operator_opens_operator_pages() {
     let s = site().await;
     let acme = s.demo.acme;
     for user in [s.demo.bob, s.demo.alice, s.demo.carol] {
-        for path in ["/operator".to_owned(), "/operator/orgs".to_owned(), format!("/operator/orgs/{acme}")] {
+        for path in [
+            "/operator".to_owned(),
+            "/operator/orgs".to_owned(),
+            format!("/operator/orgs/{acme}"),
+        ] {
             let page = s.get(user, &path).await;
             assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
         }
     }
     // Not even with a valid form token of their own.
-    let csrf = s.get(s.demo.alice, &format!("/orgs/{acme}/members")).await.csrf();
+    let csrf = s
+        .get(s.demo.alice, &format!("/orgs/{acme}/members"))
+        .await
+        .csrf();
     let toggle = format!("/operator/orgs/{acme}/features/exports/toggle");
-    let post = s.post(s.demo.alice, &toggle, &[("csrf", &csrf), ("enabled", "true")], &[]).await;
+    let post = s
+        .post(
+            s.demo.alice,
+            &toggle,
+            &[("csrf", &csrf), ("enabled", "true")],
+            &[],
+        )
+        .await;
     assert_eq!(post.status, StatusCode::FORBIDDEN);
     let overview = s.get(s.demo.olivia, "/operator").await;
-    assert_eq!(overview.status, StatusCode::OK, "the operator's positive control");
+    assert_eq!(
+        overview.status,
+        StatusCode::OK,
+        "the operator's positive control"
+    );
     assert!(overview.body.contains("Initech"), "{}", overview.body);
 }
 
@@ -71,11 +98,19 @@ async fn a_post_without_a_valid_csrf_token_is_refused_and_changes_nothing() {
         assert!(page.status.is_client_error(), "{form:?}: {}", page.status);
     }
     let tenancy = s.demo.app.auth.tenancy();
-    assert_eq!(tenancy.context(bob, acme).await.unwrap().role(), Role::Member);
+    assert_eq!(
+        tenancy.context(bob, acme).await.unwrap().role(),
+        Role::Member
+    );
     // The positive control: her own token works.
-    let done = s.post(alice, &path, &[("role", "admin"), ("csrf", &mine)], &[]).await;
+    let done = s
+        .post(alice, &path, &[("role", "admin"), ("csrf", &mine)], &[])
+        .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert_eq!(tenancy.context(bob, acme).await.unwrap().role(), Role::Admin);
+    assert_eq!(
+        tenancy.context(bob, acme).await.unwrap().role(),
+        Role::Admin
+    );
 }
 
 #[tokio::test]
@@ -85,12 +120,18 @@ async fn a_form_posted_from_another_site_is_refused() {
     let csrf = s.get(alice, &format!("/orgs/{acme}/members")).await.csrf();
     let path = format!("/orgs/{acme}/members/{bob}/role");
     let form = [("role", "viewer"), ("csrf", csrf.as_str())];
-    for headers in [[("origin", "https://evil.example")], [("sec-fetch-site", "cross-site")]] {
+    for headers in [
+        [("origin", "https://evil.example")],
+        [("sec-fetch-site", "cross-site")],
+    ] {
         let page = s.post(alice, &path, &form, &headers).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{headers:?}");
     }
     let tenancy = s.demo.app.auth.tenancy();
-    assert_eq!(tenancy.context(bob, acme).await.unwrap().role(), Role::Member);
+    assert_eq!(
+        tenancy.context(bob, acme).await.unwrap().role(),
+        Role::Member
+    );
 }
 
 #[tokio::test]
@@ -98,16 +139,37 @@ async fn an_org_named_like_a_script_renders_inert() {
     let s = site().await;
     let tenancy = s.demo.app.auth.tenancy();
     let evil = NewOrganization::new("<script>alert(1)</script>", "evil-org").unwrap();
-    let org = tenancy.create_organization(s.demo.alice, evil).await.unwrap().id;
-    for path in ["".to_owned(), format!("/orgs/{org}/usage"), format!("/orgs/{org}/members"), "/fragments/org-selector".to_owned()] {
+    let org = tenancy
+        .create_organization(s.demo.alice, evil)
+        .await
+        .unwrap()
+        .id;
+    for path in [
+        "".to_owned(),
+        format!("/orgs/{org}/usage"),
+        format!("/orgs/{org}/members"),
+        "/fragments/org-selector".to_owned(),
+    ] {
         let page = s.get(s.demo.alice, &path).await;
         assert_eq!(page.status, StatusCode::OK, "{path}");
         assert!(!page.body.contains("<script"), "{path}: {}", page.body);
-        assert!(shows_escaped(&page.body, "<script>alert(1)</script>"), "{path}: {}", page.body);
+        assert!(
+            shows_escaped(&page.body, "<script>alert(1)</script>"),
+            "{path}: {}",
+            page.body
+        );
     }
-    let page = s.get(s.demo.olivia, &format!("/operator/orgs?q={}", "%3Cscript%3E")).await;
+    let page = s
+        .get(
+            s.demo.olivia,
+            &format!("/operator/orgs?q={}", "%3Cscript%3E"),
+        )
+        .await;
     assert!(!page.body.contains("<script"), "{}", page.body);
-    assert!(shows_escaped(&page.body, "<script>"), "the search term and the name, escaped");
+    assert!(
+        shows_escaped(&page.body, "<script>"),
+        "the search term and the name, escaped"
+    );
 }
 
 /// Whether `body` shows `text` with its angle brackets escaped, as a named
@@ -122,13 +184,23 @@ fn shows_escaped(body: &str, text: &str) -> bool {
 async fn another_orgs_pages_cannot_be_opened_by_editing_the_url() {
     let s = site().await;
     let (acme, carol, alice) = (s.demo.acme, s.demo.carol, s.demo.alice);
-    for path in [format!("/orgs/{acme}/usage"), format!("/orgs/{acme}/members")] {
+    for path in [
+        format!("/orgs/{acme}/usage"),
+        format!("/orgs/{acme}/members"),
+    ] {
         let page = s.get(carol, &path).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
-        assert!(!page.body.contains("Acme"), "nothing of Acme is shown: {}", page.body);
+        assert!(
+            !page.body.contains("Acme"),
+            "nothing of Acme is shown: {}",
+            page.body
+        );
     }
     // With a form token of her own, still nothing happens in Acme.
-    let csrf = s.get(carol, &format!("/orgs/{}/members", s.demo.initech)).await.csrf();
+    let csrf = s
+        .get(carol, &format!("/orgs/{}/members", s.demo.initech))
+        .await
+        .csrf();
     let path = format!("/orgs/{acme}/members/{alice}/remove");
     let page = s.post(carol, &path, &[("csrf", &csrf)], &[]).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
@@ -143,10 +215,17 @@ async fn every_page_carries_a_strict_policy_and_no_token() {
     let s = site().await;
     let token = super::host_app::sign_token(s.demo.carol);
     let initech = s.demo.initech;
-    for path in ["".to_owned(), format!("/orgs/{initech}/usage"), format!("/orgs/{initech}/members")] {
+    for path in [
+        "".to_owned(),
+        format!("/orgs/{initech}/usage"),
+        format!("/orgs/{initech}/members"),
+    ] {
         let page = s.get(s.demo.carol, &path).await;
         let csp = page.headers["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+        assert!(
+            csp.contains("default-src 'none'") && !csp.contains("script-src"),
+            "{csp}"
+        );
         assert_eq!(page.headers["x-frame-options"], "DENY");
         assert_eq!(page.headers["cache-control"], "no-store");
         assert!(!page.body.contains("<script"), "{path}");
@@ -154,10 +233,20 @@ async fn every_page_carries_a_strict_policy_and_no_token() {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!page.body.contains(signature), "{path}");
     }
-    let unsigned = s.http.get(format!("{}/console", s.base)).send().await.unwrap();
+    let unsigned = s
+        .http
+        .get(format!("{}/console", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
     // The host's redirect from the trailing-slash form of the mount point.
-    let slash = s.http.get(format!("{}/console/", s.base)).send().await.unwrap();
+    let slash = s
+        .http
+        .get(format!("{}/console/", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(slash.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(slash.headers()["location"], "/console");
 }
@@ -170,22 +259,62 @@ async fn the_operator_changes_features_and_limits_and_bad_json_is_explained() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let csrf = page.csrf();
     let at = |path: &str| format!("/operator/orgs/{org}{path}");
-    let added = s.post(olivia, &at("/features"), &[("csrf", &csrf), ("key", "exports")], &[]).await;
+    let added = s
+        .post(
+            olivia,
+            &at("/features"),
+            &[("csrf", &csrf), ("key", "exports")],
+            &[],
+        )
+        .await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
-    let bad = s.post(olivia, &at("/features/exports/config"), &[("csrf", &csrf), ("config", "{\"max\": ")], &[]).await;
+    let bad = s
+        .post(
+            olivia,
+            &at("/features/exports/config"),
+            &[("csrf", &csrf), ("config", "{\"max\": ")],
+            &[],
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("is not JSON"), "{}", bad.body);
-    let good = s.post(olivia, &at("/features/exports/config"), &[("csrf", &csrf), ("config", "{\"max\": 3}")], &[]).await;
+    let good = s
+        .post(
+            olivia,
+            &at("/features/exports/config"),
+            &[("csrf", &csrf), ("config", "{\"max\": 3}")],
+            &[],
+        )
+        .await;
     assert_eq!(good.status, StatusCode::SEE_OTHER, "{}", good.body);
-    let limit = [("csrf", csrf.as_str()), ("limit_type", "daily_tokens"), ("value", "500"), ("mode", "soft"), ("user", "")];
-    assert_eq!(s.post(olivia, &at("/limits"), &limit, &[]).await.status, StatusCode::SEE_OTHER);
+    let limit = [
+        ("csrf", csrf.as_str()),
+        ("limit_type", "daily_tokens"),
+        ("value", "500"),
+        ("mode", "soft"),
+        ("user", ""),
+    ];
+    assert_eq!(
+        s.post(olivia, &at("/limits"), &limit, &[]).await.status,
+        StatusCode::SEE_OTHER
+    );
     let tenancy = s.demo.app.auth.tenancy();
     let ctx = tenancy.context(s.demo.carol, org).await.unwrap();
     let config: Option<serde_json::Value> = tenancy.feature_config(&ctx, "exports").await.unwrap();
     assert_eq!(config, Some(serde_json::json!({"max": 3})));
     let limits = tenancy.limits(&ctx).await.unwrap();
-    assert!(limits.iter().any(|l| l.metric.as_str() == "tokens" && l.value == 500.into()));
-    let refused = [("csrf", csrf.as_str()), ("limit_type", "weekly_tokens"), ("value", "1"), ("mode", "hard"), ("user", "")];
+    assert!(
+        limits
+            .iter()
+            .any(|l| l.metric.as_str() == "tokens" && l.value == 500.into())
+    );
+    let refused = [
+        ("csrf", csrf.as_str()),
+        ("limit_type", "weekly_tokens"),
+        ("value", "1"),
+        ("mode", "hard"),
+        ("user", ""),
+    ];
     let page = s.post(olivia, &at("/limits"), &refused, &[]).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("limit_type"), "{}", page.body);
@@ -194,15 +323,25 @@ async fn the_operator_changes_features_and_limits_and_bad_json_is_explained() {
 #[tokio::test]
 async fn the_selector_fragment_lists_the_users_orgs_and_marks_the_current_one() {
     let s = site().await;
-    let page = s.get(s.demo.alice, &format!("/fragments/org-selector?current={}", s.demo.acme)).await;
+    let page = s
+        .get(
+            s.demo.alice,
+            &format!("/fragments/org-selector?current={}", s.demo.acme),
+        )
+        .await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.starts_with("<nav class=\"org-selector\""), "{}", page.body);
+    assert!(
+        page.body.starts_with("<nav class=\"org-selector\""),
+        "{}",
+        page.body
+    );
     for name in ["Acme", "Globex", "Initech"] {
         assert!(page.body.contains(name), "{name}");
     }
     assert_eq!(page.body.matches("aria-current=\"true\"").count(), 1);
-    let html = tenancy::console::org_selector(s.demo.app.auth.tenancy(), s.demo.dan, "/console", None)
-        .await
-        .unwrap();
+    let html =
+        tenancy::console::org_selector(s.demo.app.auth.tenancy(), s.demo.dan, "/console", None)
+            .await
+            .unwrap();
     assert!(html.contains("Acme") && !html.contains("Initech"), "{html}");
 }
