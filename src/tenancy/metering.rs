@@ -2,42 +2,8 @@
 //! the pure rules in [`limits`](crate::limits) to the store's atomic
 //! primitives.
 //!
-//! # Guarantees
-//!
-//! - Recording is idempotent by event id: the same event twice counts once.
-//! - A reservation is checked against every applicable hard limit and
-//!   written in one atomic store step, so concurrent callers never
-//!   overshoot.
-//! - **Periods of a commit.** A committed reservation counts in the periods
-//!   its hold was taken in, wherever the commit falls: a hold taken at
-//!   23:59:59 and committed at 00:00:01 counts in the day (and month) that
-//!   ended. So at no instant do committed plus held amounts in any period
-//!   exceed a hard limit, when every commit is at most its estimate and
-//!   lands before its hold expires. For billing, usage from a reservation
-//!   belongs to the period the operation started in; the event's
-//!   `occurred_at` still says when it was committed.
-//! - [`commit`](Tenancy::commit) records the *actual* amount. If it is above
-//!   the estimate, the whole actual amount is recorded and may take usage
-//!   past the limit: the work was done and is billed. Reserve generous
-//!   estimates where overshoot matters. The same holds for a commit after
-//!   the hold expired (its budget may have gone to others meanwhile);
-//!   [`CommitOutcome::released_hold`] is false then. A hold is recognised
-//!   for [`EXPIRED_HOLD_RETENTION`] after it expired; a commit after that
-//!   records nothing and is `NotFound`.
-//! - A hold can be committed or released only for the organization and
-//!   user it was made for: the store checks, before recording anything.
-//! - Alerts are checked after the write, on a background task, once per
-//!   threshold and period; a slow or failing
-//!   [`AlertSink`](crate::AlertSink) never slows or fails the write.
-//!
-//! # Who may consume
-//!
-//! Reserving (and recording an activity through a context) needs a role
-//! that may [`ConsumeUsage`](Action::ConsumeUsage): viewers may not.
-//! Checking a limit and reading usage need
-//! [`ViewUsage`](Action::ViewUsage). A context made before its member was
-//! removed may still finish the request it serves (see
-//! [`TenantContext`](crate::TenantContext)).
+//! The guarantees and who may consume are on [`Tenancy::reserve`], where
+//! the rendered documentation shows them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -207,6 +173,45 @@ impl Tenancy {
     /// [`release`](Self::release) or expiry (the builder's
     /// `reservation_ttl`). A denial is [`ReserveOutcome::Denied`]. Needs a
     /// role that may [`ConsumeUsage`](Action::ConsumeUsage).
+    ///
+    /// # Guarantees
+    ///
+    /// - Recording is idempotent by event id: the same event twice counts once.
+    /// - A reservation is checked against every applicable hard limit and
+    ///   written in one atomic store step, so concurrent callers never
+    ///   overshoot.
+    /// - **Periods of a commit.** A committed reservation counts in the periods
+    ///   its hold was taken in, wherever the commit falls: a hold taken at
+    ///   23:59:59 and committed at 00:00:01 counts in the day (and month) that
+    ///   ended. So at no instant do committed plus held amounts in any period
+    ///   exceed a hard limit, when every commit is at most its estimate and
+    ///   lands before its hold expires. For billing, usage from a reservation
+    ///   belongs to the period the operation started in; the event's
+    ///   `occurred_at` still says when it was committed.
+    /// - [`commit`](Tenancy::commit) records the *actual* amount. If it is above
+    ///   the estimate, the whole actual amount is recorded and may take usage
+    ///   past the limit: the work was done and is billed. Reserve generous
+    ///   estimates where overshoot matters. The same holds for a commit after
+    ///   the hold expired (its budget may have gone to others meanwhile);
+    ///   [`CommitOutcome::released_hold`] is false then. A hold is recognised
+    ///   for [`EXPIRED_HOLD_RETENTION`] after it expired; a commit at or
+    ///   after `expires_at` + 7 days records nothing and is `NotFound`.
+    /// - Usage recorded directly ([`record_usage`](Tenancy::record_usage),
+    ///   the recorder) counts in the periods its event time falls in.
+    /// - A hold can be committed or released only for the organization and
+    ///   user it was made for: the store checks, before recording anything.
+    /// - Alerts are checked after the write, on a background task, once per
+    ///   threshold and period; a slow or failing
+    ///   [`AlertSink`](crate::AlertSink) never slows or fails the write.
+    ///
+    /// # Who may consume
+    ///
+    /// Reserving (and recording an activity through a context) needs a role
+    /// that may [`ConsumeUsage`](Action::ConsumeUsage): viewers may not.
+    /// Checking a limit and reading usage need
+    /// [`ViewUsage`](Action::ViewUsage). A context made before its member was
+    /// removed may still finish the request it serves (see
+    /// [`TenantContext`](crate::TenantContext)).
     pub async fn reserve(
         &self,
         ctx: &TenantContext,
@@ -252,7 +257,7 @@ impl Tenancy {
 
     /// Records `actual` of the reserved metric and drops the hold, in one
     /// atomic step, counted in the periods the hold was taken in (see the
-    /// [module docs](self)). `actual` may exceed the estimate; it is
+    /// guarantees on [`reserve`](Self::reserve)). `actual` may exceed the estimate; it is
     /// recorded in full. Retrying a commit counts once.
     pub async fn commit(
         &self,

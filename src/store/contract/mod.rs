@@ -1,4 +1,4 @@
-//! The store-contract suite (feature `test-util`): what every [`Store`]
+//! The store-contract suite (feature `test-util`): what every [`Store`](crate::store::Store)
 //! must do, tested by calling the trait's methods directly.
 //!
 //! Each test is an async function taking a store. They use fresh random

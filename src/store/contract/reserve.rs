@@ -252,7 +252,8 @@ async fn no_overshoot_across(store: &DynStore, tz: Tz, period: Period, before: &
     }
 }
 
-/// [`no_overshoot_across`] a UTC midnight.
+/// No overshoot across a UTC midnight: a hold taken a second before and
+/// committed a second after counts in the day that ended.
 pub async fn no_overshoot_across_midnight_utc(store: Arc<DynStore>) {
     no_overshoot_across(
         &*store,
@@ -264,7 +265,8 @@ pub async fn no_overshoot_across_midnight_utc(store: Arc<DynStore>) {
     .await;
 }
 
-/// [`no_overshoot_across`] the end of January in Tokyo (15:00 UTC).
+/// No overshoot across the end of January in Tokyo (15:00 UTC): a hold
+/// taken a second before and committed a second after counts in January.
 pub async fn no_overshoot_across_month_end_in_tokyo(store: Arc<DynStore>) {
     let tokyo = chrono_tz::Asia::Tokyo;
     no_overshoot_across(
