@@ -115,7 +115,14 @@ pub fn router(config: ConsoleConfig) -> Router {
             post(operator::remove_limit),
         )
         .fallback(|| async { render::ConsoleError::not_found() })
+        // On every response, axum's own rejections (405, 415) included.
+        .layer(axum::middleware::map_response(secure))
         .with_state(Arc::new(config))
+}
+
+async fn secure(mut response: axum::response::Response) -> axum::response::Response {
+    render::security_headers(response.headers_mut());
+    response
 }
 
 /// The org selector of `user` as an HTML fragment, for the host's own

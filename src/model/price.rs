@@ -174,7 +174,11 @@ impl PriceTable {
             .ok_or_else(|| {
                 Error::invalid_input(
                     "cost_usd",
-                    format_args!("the cost of {provider}/{model} at these token counts overflows"),
+                    format_args!(
+                        "the cost of {}/{} at these token counts overflows",
+                        quoted(provider),
+                        quoted(model)
+                    ),
                 )
             })
     }

@@ -67,7 +67,7 @@ use rust_decimal::Decimal;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, quoted};
 use crate::ids::{EventId, MetricKey};
 use crate::limits::validate_amount;
 use crate::model::{Action, TenantContext, UsageEvent};
@@ -419,8 +419,8 @@ impl Shared {
                         "model",
                         format_args!(
                             "no price for {}/{} on {}",
-                            event.provider,
-                            event.model,
+                            quoted(&event.provider),
+                            quoted(&event.model),
                             at.date_naive()
                         ),
                     ));

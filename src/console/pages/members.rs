@@ -107,7 +107,8 @@ pub(in crate::console) async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(in crate::console) struct RoleForm {
     csrf: String,
     role: String,

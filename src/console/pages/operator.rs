@@ -18,7 +18,7 @@ use super::{Chrome, CsrfForm, Done, chrome};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page, see_other};
-use crate::error::Error;
+use crate::error::{Error, quoted};
 use crate::ids::{LimitId, OrgId, UserId};
 use crate::limits::{LimitMode, NewLimit, UsageLine};
 use crate::model::{FeatureChange, Organization};
@@ -314,7 +314,8 @@ async fn refused(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(in crate::console) struct ToggleForm {
     csrf: String,
     enabled: String,
@@ -343,7 +344,8 @@ pub(in crate::console) async fn toggle_feature(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(in crate::console) struct ConfigForm {
     csrf: String,
     config: String,
@@ -368,7 +370,7 @@ pub(in crate::console) async fn set_feature_config(
         serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
             Error::invalid_input(
                 "config",
-                format_args!("{key}'s configuration is not JSON: {e}"),
+                format_args!("{}'s configuration is not JSON: {e}", quoted(&key)),
             )
         })
     };
@@ -384,7 +386,8 @@ pub(in crate::console) async fn set_feature_config(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(in crate::console) struct NewFeatureForm {
     csrf: String,
     key: String,
@@ -409,13 +412,13 @@ pub(in crate::console) async fn add_feature(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(in crate::console) struct LimitForm {
     csrf: String,
     limit_type: String,
     value: String,
     mode: String,
-    #[serde(default)]
     user: String,
 }
 
@@ -423,7 +426,7 @@ fn new_limit(form: &LimitForm) -> crate::error::Result<NewLimit> {
     let value = Decimal::from_str(form.value.trim()).map_err(|_| {
         Error::invalid_input(
             "limit_value",
-            format_args!("{:?} is not a number", form.value),
+            format_args!("{} is not a number", quoted(&form.value)),
         )
     })?;
     let limit = NewLimit::from_limit_type(form.limit_type.trim(), value)?

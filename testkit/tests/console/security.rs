@@ -95,8 +95,30 @@ async fn a_post_without_a_valid_csrf_token_is_refused_and_changes_nothing() {
         vec![("role", "admin"), ("csrf", tampered.as_str())],
     ] {
         let page = s.post(alice, &path, &form, &[]).await;
-        assert!(page.status.is_client_error(), "{form:?}: {}", page.status);
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "{form:?}: {}",
+            page.body
+        );
     }
+    // A form with no fields at all, and no form: refused before decoding
+    // anything, and still with the console's headers.
+    let empty = s.post(alice, &path, &[], &[]).await;
+    assert_eq!(empty.status, StatusCode::FORBIDDEN);
+    let json = s
+        .http
+        .post(format!("{}/console{path}", s.base))
+        .header("cookie", super::Site::cookie(alice))
+        .json(&serde_json::json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(json.headers().contains_key("content-security-policy"));
+    let get = s.get(alice, &path).await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers["x-frame-options"], "DENY");
     let tenancy = s.demo.app.auth.tenancy();
     assert_eq!(
         tenancy.context(bob, acme).await.unwrap().role(),
