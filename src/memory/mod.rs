@@ -127,14 +127,14 @@ impl Store for MemoryStore {
 
     async fn list_organizations(&self, query: &OrgQuery) -> Result<Vec<Organization>> {
         let state = self.lock();
-        let needle = query.search.as_deref().map(str::to_lowercase);
+        let needle = query.search.as_deref().map(str::to_ascii_lowercase);
         let mut orgs: Vec<&Organization> = state
             .tenants
             .values()
             .map(|t| &t.org)
             .filter(|o| {
                 needle.as_deref().is_none_or(|n| {
-                    o.name.to_lowercase().contains(n) || o.slug.as_str().contains(n)
+                    o.name.to_ascii_lowercase().contains(n) || o.slug.as_str().contains(n)
                 })
             })
             .collect();

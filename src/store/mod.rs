@@ -78,7 +78,8 @@ pub trait Store: Debug + Send + Sync + 'static {
     async fn organization_by_slug(&self, slug: &Slug) -> Result<Option<Organization>>;
 
     /// A page of organizations, by name then id, optionally only those whose
-    /// name or slug contains `query.search` (ignoring case).
+    /// name or slug contains `query.search` (ignoring the case of ASCII
+    /// letters only, as PostgreSQL's `lower` in the "C" collation does).
     async fn list_organizations(&self, query: &OrgQuery) -> Result<Vec<Organization>>;
 
     /// Renames an organization. `NotFound` if it does not exist.

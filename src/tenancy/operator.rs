@@ -38,9 +38,10 @@ impl<'a> Operator<'a> {
 
     // ---- organizations -------------------------------------------------
 
-    /// A page of organizations by name, optionally only those whose name or
-    /// slug contains `search` (ignoring case). `limit` is at most
-    /// [`MAX_ORG_PAGE`].
+    /// A page of organizations ordered by name (byte order), then id,
+    /// skipping `offset`; with `search` (trimmed; empty means none, at most
+    /// 200 characters), only those whose name or slug contains it, ignoring
+    /// the case of ASCII letters. `limit` is at most [`MAX_ORG_PAGE`].
     pub async fn organizations(
         &self,
         search: Option<&str>,
