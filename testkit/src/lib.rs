@@ -22,6 +22,16 @@ pub fn live_required() -> bool {
     std::env::var("TENANCY_REQUIRE_LIVE").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Where `scripts/test` caches the tools it installs:
+/// `TENANCY_CACHE_DIR`, or `~/.cache/tenancy`. `None` with neither that nor
+/// `HOME` set.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    match std::env::var_os("TENANCY_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => Some(dir.into()),
+        _ => Some(std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/tenancy")),
+    }
+}
+
 /// Skips a live test: prints `SKIPPED: <what> (<why>)` straight to stderr
 /// (libtest captures `eprintln!` of passing tests, and this line must be
 /// seen), or panics when live components are required.

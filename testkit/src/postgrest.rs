@@ -103,8 +103,7 @@ static SHARED: OnceLock<Option<Server>> = OnceLock::new();
 pub fn find_bin() -> Option<PathBuf> {
     let path = match std::env::var_os("TENANCY_POSTGREST_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(std::env::var_os("HOME")?)
-            .join(".cache/tenancy/postrust-3.1.0/bin/postrust"),
+        _ => crate::cache_dir()?.join("postrust-3.1.0/bin/postrust"),
     };
     path.is_file().then_some(path)
 }
