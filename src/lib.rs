@@ -121,7 +121,9 @@ pub use crate::model::{
     OrgMembership, Organization, PlatformOperator, PriceTable, Role, TenantContext, UsageEvent,
     UsageRecord,
 };
-pub use crate::recorder::{RecorderBuilder, RecorderStats, ShutdownReport, UsageRecorder};
+pub use crate::recorder::{
+    RecorderBuilder, RecorderConfig, RecorderStats, ShutdownReport, UsageRecorder,
+};
 pub use crate::store::{CommitOutcome, DynStore, RecordOutcome, Store};
 pub use crate::tenancy::{
     AlertSink, EXPIRED_HOLD_RETENTION, LogAlertSink, MAX_HISTORY_PERIODS, MAX_ORG_PAGE,
