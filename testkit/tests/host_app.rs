@@ -622,10 +622,11 @@ async fn a_jwks_url_that_never_answered_is_retried_one_request_at_a_time() {
     assert_eq!(jwks.fetches(), 2);
 }
 
-#[tokio::test]
-async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
+/// A router answering `route` with the org its `Tenant` extractor found,
+/// the org taken from `source`; served on loopback.
+async fn whoami(demo: &host_app::Demo, source: tenancy::axum::OrgSource, route: &str) -> String {
     use axum::extract::FromRef;
-    use tenancy::axum::{OrgSource, Tenant, TenantAuth};
+    use tenancy::axum::{Tenant, TenantAuth};
 
     #[derive(Clone)]
     struct State(TenantAuth);
@@ -634,92 +635,67 @@ async fn the_org_can_come_from_a_cookie_or_a_path_parameter() {
             state.0.clone()
         }
     }
-    async fn whoami(Tenant(ctx): Tenant) -> String {
+    async fn org_of(Tenant(ctx): Tenant) -> String {
         ctx.org().to_string()
     }
+    let auth = demo.app.auth.clone().with_org_source(source);
+    serve(
+        axum::Router::new()
+            .route(route, axum::routing::get(org_of))
+            .with_state(State(auth)),
+    )
+    .await
+}
 
+/// A 403 `not_a_member`.
+async fn assert_not_a_member(response: reqwest::Response, what: &str) {
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+    let body = response.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "not_a_member", "{what}");
+}
+
+#[tokio::test]
+async fn the_org_can_come_from_a_path_parameter() {
     let demo = host_app::demo().await.unwrap();
-    let alice = host_app::sign_token(demo.alice);
-    let by_path = axum::Router::new()
-        .route("/orgs/{org_id}/whoami", axum::routing::get(whoami))
-        .with_state(State(
-            demo.app
-                .auth
-                .clone()
-                .with_org_source(OrgSource::Path("org_id".into())),
-        ));
-    let by_cookie = axum::Router::new()
-        .route("/whoami", axum::routing::get(whoami))
-        .with_state(State(
-            demo.app
-                .auth
-                .clone()
-                .with_org_source(OrgSource::Cookie("org".into())),
-        ));
-    let (path_base, cookie_base) = (serve(by_path).await, serve(by_cookie).await);
+    let source = tenancy::axum::OrgSource::Path("org_id".into());
+    let base = whoami(&demo, source, "/orgs/{org_id}/whoami").await;
     let http = reqwest::Client::new();
-
-    let response = http
-        .get(format!("{path_base}/orgs/{}/whoami", demo.globex))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let get = |org: tenancy::OrgId, user: tenancy::UserId| {
+        http.get(format!("{base}/orgs/{org}/whoami"))
+            .bearer_auth(host_app::sign_token(user))
+            .send()
+    };
+    let response = get(demo.globex, demo.alice).await.unwrap();
     assert_eq!(response.text().await.unwrap(), demo.globex.to_string());
-    let stranger = http
-        .get(format!(
-            "{path_base}/orgs/{}/whoami",
-            tenancy::OrgId::new_v7()
-        ))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
+    let stranger = get(tenancy::OrgId::new_v7(), demo.alice).await.unwrap();
     assert_eq!(stranger.status(), StatusCode::FORBIDDEN);
+    // Bob is in Acme only: Globex is a real org, but not his.
+    assert_not_a_member(get(demo.globex, demo.bob).await.unwrap(), "bob").await;
+}
 
-    let response = http
-        .get(format!("{cookie_base}/whoami"))
-        .bearer_auth(&alice)
-        .header("cookie", format!("theme=dark; org={}", demo.globex))
+#[tokio::test]
+async fn the_org_can_come_from_a_cookie() {
+    let demo = host_app::demo().await.unwrap();
+    let source = tenancy::axum::OrgSource::Cookie("org".into());
+    let base = whoami(&demo, source, "/whoami").await;
+    let http = reqwest::Client::new();
+    let get = |cookie: Option<String>, user: tenancy::UserId| {
+        let request = http
+            .get(format!("{base}/whoami"))
+            .bearer_auth(host_app::sign_token(user));
+        match cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        }
         .send()
-        .await
-        .unwrap();
+    };
+    let globex = format!("theme=dark; org={}", demo.globex);
+    let response = get(Some(globex.clone()), demo.alice).await.unwrap();
     assert_eq!(response.text().await.unwrap(), demo.globex.to_string());
-    let default = http
-        .get(format!("{cookie_base}/whoami"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        default.text().await.unwrap(),
-        demo.acme.to_string(),
-        "no cookie: the default org"
-    );
-
-    // Bob is in Acme only: Globex, a real org, named by path or cookie.
-    let bob = host_app::sign_token(demo.bob);
-    let by_path = http
-        .get(format!("{path_base}/orgs/{}/whoami", demo.globex))
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
-    let by_cookie = http
-        .get(format!("{cookie_base}/whoami"))
-        .bearer_auth(&bob)
-        .header("cookie", format!("org={}", demo.globex))
-        .send()
-        .await
-        .unwrap();
-    for (what, response) in [("path", by_path), ("cookie", by_cookie)] {
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
-        assert_eq!(
-            response.json::<Value>().await.unwrap()["error"],
-            "not_a_member",
-            "{what}"
-        );
-    }
+    let default = get(None, demo.alice).await.unwrap();
+    let text = default.text().await.unwrap();
+    assert_eq!(text, demo.acme.to_string(), "no cookie: the default org");
+    assert_not_a_member(get(Some(globex), demo.bob).await.unwrap(), "bob").await;
 }
 
 /// The app of `demo` with its org taken from `source`.
