@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::UsageRecorder;
+use super::sink::UsageSink;
 use super::spool::SpoolSync;
 use crate::config::{check_count, check_duration};
 use crate::error::{Error, Result};
 use crate::model::PriceTable;
 use crate::store::Principal;
-use crate::tenancy::Tenancy;
 
 /// What `record` does when the queue is full and the spool is unavailable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,14 +138,14 @@ impl RecorderConfig {
 #[derive(Debug)]
 #[must_use = "a builder does nothing until start()"]
 pub struct RecorderBuilder {
-    tenancy: Tenancy,
+    sink: Arc<dyn UsageSink>,
     config: RecorderConfig,
 }
 
 impl RecorderBuilder {
-    pub(super) fn new(tenancy: Tenancy) -> Self {
+    pub(crate) fn new(sink: Arc<dyn UsageSink>) -> Self {
         RecorderBuilder {
-            tenancy,
+            sink,
             config: RecorderConfig::default(),
         }
     }
@@ -230,7 +230,7 @@ impl RecorderBuilder {
     /// directory cannot be created.
     pub fn start(self) -> Result<UsageRecorder> {
         self.config.validate()?;
-        if self.tenancy.store().principal() != Principal::Service {
+        if self.sink.principal() != Principal::Service {
             return Err(Error::config(
                 "a UsageRecorder needs a store acting as the service role: a user client \
                  (a user's JWT, row-level security) may not write usage",
@@ -239,6 +239,6 @@ impl RecorderBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::config("UsageRecorder::builder(..).start() needs a tokio runtime").with_source(e)
         })?;
-        UsageRecorder::launch(self.tenancy, self.config, &runtime)
+        UsageRecorder::launch(self.sink, self.config, &runtime)
     }
 }

@@ -54,14 +54,10 @@ impl Shared {
         loop {
             let attempt = catching(async {
                 if prepared.is_none() {
-                    let ready = self
-                        .tenancy
-                        .prepare_usage(batch.iter().cloned(), false)
-                        .await?;
-                    prepared = Some(ready);
+                    prepared = Some(self.sink.prepare(&batch).await?);
                 }
                 match &prepared {
-                    Some(ready) => self.tenancy.write_usage(ready).await,
+                    Some(ready) => ready.write().await,
                     None => Err(Error::unexpected("a prepared batch went missing")),
                 }
             })

@@ -54,6 +54,7 @@ mod delivery;
 mod flusher;
 mod ids;
 mod queue;
+mod sink;
 mod spool;
 mod stats;
 
@@ -71,11 +72,12 @@ use crate::error::{Error, ErrorKind, Result, quoted};
 use crate::ids::{EventId, MetricKey};
 use crate::limits::validate_amount;
 use crate::model::{Action, TenantContext, UsageEvent};
-use crate::tenancy::Tenancy;
 
 pub use config::{Backpressure, RecorderBuilder, RecorderConfig, UnknownModelPolicy};
 pub use spool::SpoolSync;
 pub use stats::{FailedEvent, MAX_FAILED_KEPT, RecorderStats, ShutdownReport};
+
+pub(crate) use sink::{PreparedBatch, UsageSink};
 
 use ids::EventIds;
 use queue::{Progress, Queue};
@@ -88,7 +90,8 @@ const MAX_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug)]
 struct Shared {
-    tenancy: Tenancy,
+    /// The facade's write path.
+    sink: Arc<dyn UsageSink>,
     ids: EventIds,
     config: RecorderConfig,
     queue: Mutex<Queue>,
@@ -144,14 +147,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl UsageRecorder {
-    /// A builder recording through `tenancy` (its store, time zones, limits
-    /// and alerts); [`start`](RecorderBuilder::start) it.
-    pub fn builder(tenancy: Tenancy) -> RecorderBuilder {
-        RecorderBuilder::new(tenancy)
-    }
-
     fn launch(
-        tenancy: Tenancy,
+        sink: Arc<dyn UsageSink>,
         config: RecorderConfig,
         runtime: &tokio::runtime::Handle,
     ) -> Result<UsageRecorder> {
@@ -165,7 +162,7 @@ impl UsageRecorder {
         };
         let spool_pending = spool.as_ref().is_some_and(|s| lock(s).has_pending());
         let shared = Arc::new(Shared {
-            tenancy,
+            sink,
             ids: EventIds::new(),
             config,
             queue: Mutex::new(Queue::default()),
@@ -208,7 +205,7 @@ impl UsageRecorder {
         }
         event.validate()?;
         // One clock read serves the time check, the event time and its id.
-        let now = shared.tenancy.now();
+        let now = shared.sink.now();
         event.check_time(now)?;
         let id = match event.id {
             Some(id) => id,
@@ -294,7 +291,7 @@ impl UsageRecorder {
         let leftover = lock(&shared.queue).drain();
         shared.persist(leftover);
         let left = give_up_at.saturating_duration_since(Instant::now());
-        let _ = tokio::time::timeout(left, shared.tenancy.flush_alerts()).await;
+        let _ = tokio::time::timeout(left, shared.sink.flush_alerts()).await;
         ShutdownReport {
             stats: shared.stats(),
             undelivered: std::mem::take(&mut lock(&shared.queue).undelivered),

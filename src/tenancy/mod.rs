@@ -19,6 +19,7 @@ mod members;
 mod metering;
 mod operator;
 mod orgs;
+mod recording;
 mod summary;
 
 use std::sync::Arc;
