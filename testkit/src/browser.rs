@@ -222,30 +222,37 @@ impl Browser {
         drop(run_dir);
 
         let survivors = match stop {
-            Ok(stopped) if !stopped.is_empty() && waited.is_ok() => {
-                stderr.push_str(&format!(
-                    "\nharness: the scenario left {} process(es) running; killed pids {stopped:?}\n",
-                    stopped.len()
-                ));
-                None
+            Ok(stopped) => {
+                if !stopped.is_empty() {
+                    let when = if waited.is_ok() {
+                        "the scenario left"
+                    } else {
+                        "at the timeout, the run had"
+                    };
+                    stderr.push_str(&format!(
+                        "\nharness: {when} {} process(es) running; killed pids {stopped:?}\n",
+                        stopped.len()
+                    ));
+                }
+                Vec::new()
             }
-            Ok(_) => None,
-            Err(survivors) => Some(survivors),
+            Err(survivors) => survivors,
         };
         let failure = match waited {
-            Err(_) => Failure::TimedOut(self.timeout),
+            Err(_) => Failure::TimedOut {
+                limit: self.timeout,
+                survivors,
+            },
             Ok(Err(e)) => Failure::Wait(e),
             Ok(Ok(status)) if !status.success() => Failure::Exit(status),
-            Ok(Ok(_)) => match survivors {
-                Some(pids) => Failure::Survivors(pids),
-                None => {
-                    return Ok(ScenarioOutput {
-                        stdout,
-                        stderr,
-                        elapsed,
-                    });
-                }
-            },
+            Ok(Ok(_)) if !survivors.is_empty() => Failure::Survivors(survivors),
+            Ok(Ok(_)) => {
+                return Ok(ScenarioOutput {
+                    stdout,
+                    stderr,
+                    elapsed,
+                });
+            }
         };
         Err(error(failure, stdout, stderr, elapsed))
     }
@@ -267,14 +274,28 @@ enum Failure {
     Spawn(std::io::Error),
     Wait(std::io::Error),
     Exit(ExitStatus),
-    TimedOut(Duration),
+    /// Killed at `limit`; `survivors` outlived the kill.
+    TimedOut {
+        limit: Duration,
+        survivors: Vec<u32>,
+    },
+    /// Passed, but these processes of it outlived the kill.
     Survivors(Vec<u32>),
 }
 
 impl ScenarioError {
     /// Whether the scenario overran its timeout (and was killed).
     pub fn is_timeout(&self) -> bool {
-        matches!(self.failure, Failure::TimedOut(_))
+        matches!(self.failure, Failure::TimedOut { .. })
+    }
+
+    /// The processes of the run that survived `SIGKILL` (empty unless the
+    /// scenario passed or timed out with processes that would not die).
+    pub fn survivors(&self) -> &[u32] {
+        match &self.failure {
+            Failure::TimedOut { survivors, .. } | Failure::Survivors(survivors) => survivors,
+            _ => &[],
+        }
     }
 
     /// How the scenario exited, if it exited by itself.
@@ -312,11 +333,16 @@ impl fmt::Display for ScenarioError {
                 f,
                 "browser scenario {script} failed ({status}) after {secs:.1} s"
             )?,
-            Failure::TimedOut(limit) => write!(
-                f,
-                "browser scenario {script} timed out after {:.0} s and was killed",
-                limit.as_secs_f64()
-            )?,
+            Failure::TimedOut { limit, survivors } => {
+                write!(
+                    f,
+                    "browser scenario {script} timed out after {:.0} s and was killed",
+                    limit.as_secs_f64()
+                )?;
+                if !survivors.is_empty() {
+                    write!(f, ", but processes {survivors:?} of it survived SIGKILL")?;
+                }
+            }
             Failure::Survivors(pids) => write!(
                 f,
                 "browser scenario {script} passed, but processes {pids:?} of it survived SIGKILL"

@@ -332,9 +332,18 @@ async fn a_failing_assertion_fails_the_run_with_its_output() {
             .contains("Created organization “Acme & Sons <Ltd>”."),
         "{message}"
     );
-    // The message carries both streams and the failure screenshot.
-    assert!(message.contains("--- stdout ---") && message.contains("--- stderr ---"));
+    // The message carries what the scenario printed on both streams, and
+    // the failure screenshot.
+    assert!(
+        err.stdout().contains("scenario smoke: FAILED in"),
+        "{message}"
+    );
+    assert!(message.contains("scenario smoke: FAILED in"), "{message}");
     assert!(message.contains("step: submit the form"), "{message}");
+    assert!(
+        message.contains("FAILED: scenario smoke in step \"submit the form\""),
+        "{message}"
+    );
     let failure_shot = shots.path().join("smoke-failure.png");
     assert!(
         message.contains(&failure_shot.display().to_string()),
@@ -368,10 +377,17 @@ async fn a_hanging_scenario_is_killed_at_its_timeout() {
         err.stdout().contains("step: open the home page"),
         "{message}"
     );
-    // A stray process would have turned this into a survivors error, and a
-    // browser still holding the pipes would have cut the output off.
+    // Every process of the run died at the kill (a survivor is named in
+    // the message), and none kept the pipes open to cut the output off.
+    assert_eq!(err.survivors(), &[] as &[u32], "{message}");
     assert!(
         !message.contains("survived") && !message.contains("cut off"),
+        "{message}"
+    );
+    // The kill was reported: at least the scenario's own `node`.
+    assert!(
+        err.stderr()
+            .contains("harness: at the timeout, the run had"),
         "{message}"
     );
 }
