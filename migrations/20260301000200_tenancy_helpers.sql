@@ -113,16 +113,14 @@ as $$
   )
 $$;
 
--- Raises 42501 unless the caller bypasses RLS or is a member of `org`
--- acting for itself (`for_user` null or its own id).
-create or replace function tenancy.require_reader(org uuid, for_user uuid) returns void
+-- Raises 42501 unless the acting user (the JWT's) is a member of `org`
+-- acting for itself (`for_user` null or its own id). Decides by the JWT
+-- alone, so it answers the same inside a security definer function.
+create or replace function tenancy.require_member(org uuid, for_user uuid) returns void
 language plpgsql stable
 set search_path = ''
 as $$
 begin
-  if tenancy.is_privileged() then
-    return;
-  end if;
   if (select auth.uid()) is null or not tenancy.is_member(org) then
     raise exception 'not a member of organization %', org
       using errcode = '42501';
@@ -148,5 +146,5 @@ grant execute on function
   tenancy.other_owner_exists(uuid, uuid),
   tenancy.org_exists(uuid),
   tenancy.has_feature(uuid, text),
-  tenancy.require_reader(uuid, uuid)
+  tenancy.require_member(uuid, uuid)
 to authenticated, service_role;

@@ -402,7 +402,84 @@ $$;
 -- The check and the summary: applicable limits with usage (org-wide, plus
 -- the user's when user_id is given) and every counter in scope for the
 -- current periods, with reserved amounts. A user JWT may read only orgs it
--- belongs to, and only its own user_id (else 42501).
+-- belongs to, and only its own user_id (else 42501); its org-wide
+-- reserved amounts count every member's holds.
+
+-- tenancy.usage_snapshot(org, user, metric, daily, monthly, now): the
+-- snapshot itself, as its caller sees the tables. plpgsql, so its plan is
+-- cached per connection.
+create or replace function tenancy.usage_snapshot(
+  p_org uuid, p_user uuid, p_metric text, p_daily date, p_monthly date, p_now timestamptz
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  c_nil constant uuid := '00000000-0000-0000-0000-000000000000';
+begin
+  return (
+    select pg_catalog.jsonb_build_object(
+      'limits', (
+        select coalesce(pg_catalog.jsonb_agg(u.entry order by u.created_at, u.id), '[]'::jsonb)
+        from tenancy.limit_usage(p_org, p_user, p_metric, p_daily, p_monthly, p_now) u
+      ),
+      'counters', coalesce((
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+            'scope', case when c.scope_user_id = c_nil
+              then pg_catalog.jsonb_build_object('scope', 'organization')
+              else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', c.scope_user_id) end,
+            'metric', c.metric,
+            'period', pg_catalog.jsonb_build_object('period', c.period, 'start', c.period_start),
+            'used', c.used::text,
+            'reserved', coalesce((
+              select sum(r.amount) from public.usage_reservations r
+              where r.organization_id = p_org
+                and r.metric = c.metric
+                and r.expires_at > p_now
+                and (case c.period when 'daily' then r.daily_start else r.monthly_start end)
+                    = c.period_start
+                and (c.scope_user_id = c_nil or r.user_id = c.scope_user_id)
+            ), 0)::text
+          ) order by c.metric collate "C", c.period, c.period_start,
+                     c.scope_user_id <> c_nil, c.scope_user_id)
+        from public.usage_counters c
+        where c.organization_id = p_org
+          and (c.scope_user_id = c_nil or (p_user is not null and c.scope_user_id = p_user))
+          and (p_metric is null or c.metric = p_metric)
+          and ((c.period = 'daily' and c.period_start = p_daily)
+               or (c.period = 'monthly' and c.period_start = p_monthly))
+      ), '[]'::jsonb)
+    )
+  );
+end
+$$;
+
+-- tenancy.member_usage_snapshot(...): the snapshot for a user JWT, read as
+-- the tables' owner. Per-user RLS hides other members' holds from a
+-- member, yet what its org-wide limits and counters have reserved must
+-- count them, as reserve counts them. It checks the member itself
+-- (tenancy.require_member, by the JWT); the snapshot holds only org-wide
+-- rows and the member's own, and other members' holds only as sums.
+create or replace function tenancy.member_usage_snapshot(
+  p_org uuid, p_user uuid, p_metric text, p_daily date, p_monthly date, p_now timestamptz
+) returns jsonb
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  perform tenancy.require_member(p_org, p_user);
+  return tenancy.usage_snapshot(p_org, p_user, p_metric, p_daily, p_monthly, p_now);
+end
+$$;
+
+revoke all on function
+  tenancy.usage_snapshot(uuid, uuid, text, date, date, timestamptz),
+  tenancy.member_usage_snapshot(uuid, uuid, text, date, date, timestamptz)
+from public;
+grant execute on function tenancy.usage_snapshot(uuid, uuid, text, date, date, timestamptz)
+  to service_role;
+grant execute on function tenancy.member_usage_snapshot(uuid, uuid, text, date, date, timestamptz)
+  to authenticated;
 
 create or replace function public.tenancy_usage_snapshot(
   org_id uuid,
@@ -415,58 +492,22 @@ create or replace function public.tenancy_usage_snapshot(
 language plpgsql stable
 set search_path = ''
 as $$
-declare
-  v_org uuid := tenancy_usage_snapshot.org_id;
-  v_user uuid := tenancy_usage_snapshot.user_id;
-  v_metric text := tenancy_usage_snapshot.metric;
-  v_daily date := tenancy_usage_snapshot.daily_start;
-  v_monthly date := tenancy_usage_snapshot.monthly_start;
-  v_now timestamptz := tenancy_usage_snapshot.now;
-  v_nil constant uuid := '00000000-0000-0000-0000-000000000000';
 begin
-  -- tenancy.require_reader, whose first test (tenancy.is_privileged) is
-  -- repeated here as a cached plpgsql statement: the service role, the
-  -- common caller, then skips both function calls.
-  if not coalesce((
+  -- tenancy.is_privileged as a cached plpgsql statement: the service role,
+  -- the common caller, then skips a function call.
+  if coalesce((
     select r.rolbypassrls or r.rolsuper from pg_catalog.pg_roles r
     where r.rolname = current_user
   ), false) then
-    perform tenancy.require_reader(v_org, v_user);
+    return tenancy.usage_snapshot(
+      tenancy_usage_snapshot.org_id, tenancy_usage_snapshot.user_id,
+      tenancy_usage_snapshot.metric, tenancy_usage_snapshot.daily_start,
+      tenancy_usage_snapshot.monthly_start, tenancy_usage_snapshot.now);
   end if;
-  return (
-    select pg_catalog.jsonb_build_object(
-      'limits', (
-        select coalesce(pg_catalog.jsonb_agg(u.entry order by u.created_at, u.id), '[]'::jsonb)
-        from tenancy.limit_usage(v_org, v_user, v_metric, v_daily, v_monthly, v_now) u
-      ),
-      'counters', coalesce((
-        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-            'scope', case when c.scope_user_id = v_nil
-              then pg_catalog.jsonb_build_object('scope', 'organization')
-              else pg_catalog.jsonb_build_object('scope', 'user', 'user_id', c.scope_user_id) end,
-            'metric', c.metric,
-            'period', pg_catalog.jsonb_build_object('period', c.period, 'start', c.period_start),
-            'used', c.used::text,
-            'reserved', coalesce((
-              select sum(r.amount) from public.usage_reservations r
-              where r.organization_id = v_org
-                and r.metric = c.metric
-                and r.expires_at > v_now
-                and (case c.period when 'daily' then r.daily_start else r.monthly_start end)
-                    = c.period_start
-                and (c.scope_user_id = v_nil or r.user_id = c.scope_user_id)
-            ), 0)::text
-          ) order by c.metric collate "C", c.period, c.period_start,
-                     c.scope_user_id <> v_nil, c.scope_user_id)
-        from public.usage_counters c
-        where c.organization_id = v_org
-          and (c.scope_user_id = v_nil or (v_user is not null and c.scope_user_id = v_user))
-          and (v_metric is null or c.metric = v_metric)
-          and ((c.period = 'daily' and c.period_start = v_daily)
-               or (c.period = 'monthly' and c.period_start = v_monthly))
-      ), '[]'::jsonb)
-    )
-  );
+  return tenancy.member_usage_snapshot(
+    tenancy_usage_snapshot.org_id, tenancy_usage_snapshot.user_id,
+    tenancy_usage_snapshot.metric, tenancy_usage_snapshot.daily_start,
+    tenancy_usage_snapshot.monthly_start, tenancy_usage_snapshot.now);
 end
 $$;
 
@@ -709,7 +750,7 @@ begin
       using errcode = '22023';
   end if;
   if not tenancy.is_privileged() then
-    perform tenancy.require_reader(v_org, null);
+    perform tenancy.require_member(v_org, null);
     if (v_scope = 'each_user' or (v_scope = 'user' and v_user <> (select auth.uid())))
        and not tenancy.has_role(v_org, 'admin') then
       raise exception 'only admins and owners see other members'' usage' using errcode = '42501';

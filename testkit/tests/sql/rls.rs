@@ -250,6 +250,65 @@ async fn rpc_arguments_naming_another_org_or_user_are_refused() {
     assert_eq!(all.as_array().unwrap().len(), 4, "{all}");
 }
 
+/// Per-user RLS hides other members' holds from a member, but the org-wide
+/// amounts of its snapshot count them: it is the snapshot service_role
+/// reads for the same arguments, and no other org's holds are in it.
+#[tokio::test]
+async fn a_members_snapshot_counts_every_members_holds_org_wide() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let mut conn = pg.authenticator().await;
+    for user in [w.owner_a, w.admin_a, w.member_a, w.viewer_a] {
+        for for_user in [None, Some(user)] {
+            let theirs = act(&mut conn, Actor::User(user), async |tx| {
+                snapshot_on(tx, w.org_a, for_user, None).await
+            })
+            .await
+            .expect("a member's own snapshot");
+            let service = act(&mut conn, Actor::Service, async |tx| {
+                snapshot_on(tx, w.org_a, for_user, None).await
+            })
+            .await
+            .unwrap();
+            assert_eq!(theirs, service, "user {user}, for {for_user:?}");
+        }
+        let own = act(&mut conn, Actor::User(user), async |tx| {
+            snapshot_on(tx, w.org_a, Some(user), None).await
+        })
+        .await
+        .unwrap();
+        // Four members with 30 tokens used and a 100-token hold each.
+        let org_wide = &own["limits"][0];
+        assert_eq!(
+            (&org_wide["used"], &org_wide["reserved"]),
+            (&json!("120"), &json!("400")),
+            "{own}"
+        );
+        let reserved: Vec<(&str, &str)> = own["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["scope"]["scope"].as_str().unwrap(),
+                    c["reserved"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reserved,
+            [
+                ("organization", "400"),
+                ("user", "100"),
+                ("organization", "400"),
+                ("user", "100")
+            ],
+            "{own}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn writer_rpcs_are_not_granted_to_users() {
     let Some(pg) = Cluster::shared() else { return };
