@@ -80,6 +80,7 @@ macro_rules! store_contract_tests {
             no_overshoot_across_midnight_utc,
             no_overshoot_across_month_end_in_tokyo,
             an_unknown_or_foreign_hold_records_nothing,
+            holds_are_out_of_reach_of_another_org,
             release_is_for_the_holds_user_only,
             an_alert_is_claimed_once_however_many_race,
             organizations_are_kept_apart,

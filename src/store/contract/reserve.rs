@@ -334,6 +334,49 @@ pub async fn an_unknown_or_foreign_hold_records_nothing(store: Arc<DynStore>) {
     );
 }
 
+/// Another organization's id reaches none of an organization's holds:
+/// committing one through it is `NotFound` and records nothing anywhere,
+/// releasing one through it finds nothing live, and the hold stays.
+pub async fn holds_are_out_of_reach_of_another_org(store: Arc<DynStore>) {
+    let (acme, alice) = new_org(&*store).await;
+    let (globex, _bob) = new_org(&*store).await;
+    for org in [&acme, &globex] {
+        tokens_limit(&*store, org, Period::Daily, 1000, LimitMode::Hard).await;
+    }
+    let alices = hold(&acme, alice, 10, noon(), 60);
+    assert!(store.reserve(&alices).await.unwrap().granted);
+
+    let through_globex = commit_of(&globex, &alices, 10, noon());
+    assert_eq!(
+        kind(store.commit_reservation(&through_globex).await),
+        ErrorKind::NotFound
+    );
+    let release = ReleaseRequest {
+        org: globex.id,
+        user: alice,
+        id: alices.id,
+        now: noon(),
+    };
+    assert!(!store.release_reservation(&release).await.unwrap());
+
+    for (org, reserved) in [(&acme, 10), (&globex, 0)] {
+        let (used, held) = usage_at(&*store, org, &MetricKey::TOKENS, Period::Daily, noon()).await;
+        assert_eq!(
+            (used, held),
+            (Decimal::ZERO, Decimal::from(reserved)),
+            "nothing recorded; acme's hold kept"
+        );
+    }
+    let outcome = store
+        .commit_reservation(&commit_of(&acme, &alices, 10, noon()))
+        .await
+        .unwrap();
+    assert!(
+        outcome.recorded && outcome.released_hold,
+        "positive control"
+    );
+}
+
 /// Releasing drops the hold of its own user and says whether it was live;
 /// another user's release is refused and the hold stays.
 pub async fn release_is_for_the_holds_user_only(store: Arc<DynStore>) {

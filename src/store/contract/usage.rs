@@ -319,14 +319,14 @@ pub async fn organizations_are_kept_apart(store: Arc<DynStore>) {
     assert!(granted.granted);
 
     assert!(store.membership(globex.id, alice).await.unwrap().is_none());
-    assert!(
-        store
-            .members(globex.id)
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.user_id == bob)
-    );
+    let globex_members: Vec<UserId> = store
+        .members(globex.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    assert_eq!(globex_members, [bob]);
     assert!(store.features(globex.id).await.unwrap().is_empty());
     assert!(store.limits(globex.id).await.unwrap().is_empty());
     assert!(!store.delete_limit(globex.id, acme_limit.id).await.unwrap());
