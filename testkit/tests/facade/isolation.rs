@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use tenancy::store::{CommitRequest, ReleaseRequest};
-use tenancy::{Clock, DynStore, ErrorKind, EventId, MemoryStore, UsageEvent, UserId};
+use tenancy::{
+    DynStore, ErrorKind, MemoryStore, Period, Role, Tenancy, TenantContext, UsageEvent, UserId,
+};
 
 use crate::scene::{Scene, dec, kind, monthly, scene_on};
 
@@ -56,59 +57,85 @@ async fn nothing_of_one_org_is_seen_from_another() {
     assert_eq!(a.used(&a.owner_ctx, "tokens").await, dec(50));
 }
 
-/// A reservation of A cannot be released or committed through B's org: a
-/// `Reservation` cannot be forged, and the store refuses a hold id named
-/// in the wrong organization, recording nothing.
+/// A's usage history and top members hold only A's usage; B's are empty,
+/// though B's owner asks for the same metric and periods.
 #[tokio::test]
-async fn a_hold_of_one_org_cannot_be_settled_through_another() {
+async fn history_and_top_members_are_of_the_callers_org() {
     let (a, b) = two_orgs().await;
-    let hold = a
-        .tenancy
-        .reserve(&a.owner_ctx, "tokens", dec(10))
+    let ty = a.member(Role::Member).await;
+    a.tenancy
+        .record_usage(UsageEvent::new(a.org).user(ty.user()).tokens(20, 0, 0))
         .await
-        .unwrap()
-        .granted()
-        .expect("10 of 100 fits");
-    let now = a.clock.now();
-    let release = ReleaseRequest {
-        org: b.org,
-        user: hold.user(),
-        id: hold.id(),
-        now,
-    };
-    assert!(!b.store.release_reservation(&release).await.unwrap());
-
-    let usage = UsageEvent::new(b.org)
-        .id(EventId::from(hold.id()))
-        .user(hold.user())
-        .tokens(10, 0, 0)
-        .into_record(now, chrono_tz::UTC)
         .unwrap();
-    let commit = CommitRequest {
-        org: b.org,
-        user: hold.user(),
-        id: hold.id(),
-        usage,
-        now,
+    let march = |t: &Tenancy, ctx: &TenantContext| {
+        let (t, ctx) = (t.clone(), ctx.clone());
+        async move {
+            t.usage_history(&ctx, Some("tokens"), Period::Monthly, month(), month())
+                .await
+                .unwrap()
+                .iter()
+                .map(|v| v.used)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(march(&a.tenancy, &a.owner_ctx).await, [dec(70)]);
+    assert_eq!(march(&b.tenancy, &b.owner_ctx).await, []);
+
+    let top = |t: &Tenancy, ctx: &TenantContext| {
+        let (t, ctx) = (t.clone(), ctx.clone());
+        async move {
+            t.top_users(&ctx, "tokens", Period::Monthly, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| (m.user, m.used))
+                .collect::<Vec<_>>()
+        }
     };
     assert_eq!(
-        kind(b.store.commit_reservation(&commit).await),
-        ErrorKind::NotFound,
-        "A's hold is unknown in B"
+        top(&a.tenancy, &a.owner_ctx).await,
+        [(a.owner, dec(50)), (ty.user(), dec(20))]
     );
-    assert!(
-        b.tenancy
-            .usage_summary(&b.owner_ctx)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(top(&b.tenancy, &b.owner_ctx).await, []);
+}
 
-    let d = a
+/// Other members' usage is for admins and owners: a member or a viewer
+/// asking for the top members is refused, and still reads the org-wide
+/// history.
+#[tokio::test]
+async fn top_members_are_refused_below_admin() {
+    let (a, _b) = two_orgs().await;
+    let admin = a.member(Role::Admin).await;
+    let tops = a
         .tenancy
-        .check_limit(&a.owner_ctx, "tokens", dec(0))
-        .await
-        .unwrap();
-    assert_eq!(d.reserved, dec(10), "A's hold is untouched");
-    assert_eq!(a.used(&a.owner_ctx, "tokens").await, dec(50));
+        .top_users(&admin, "tokens", Period::Monthly, 10)
+        .await;
+    assert_eq!(
+        tops.unwrap().len(),
+        1,
+        "positive control: an admin sees them"
+    );
+    for role in [Role::Member, Role::Viewer] {
+        let ctx = a.member(role).await;
+        assert_eq!(
+            kind(
+                a.tenancy
+                    .top_users(&ctx, "tokens", Period::Monthly, 10)
+                    .await
+            ),
+            ErrorKind::PermissionDenied,
+            "{role:?}"
+        );
+        let history = a
+            .tenancy
+            .usage_history(&ctx, Some("tokens"), Period::Monthly, month(), month())
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1, "{role:?} reads the org-wide history");
+    }
+}
+
+/// The first of the scenes' month.
+fn month() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
 }
