@@ -328,30 +328,46 @@ async fn writer_rpcs_are_not_granted_to_users() {
     })
     .await;
     assert_denied(res, "a user calling record");
-    for sql in [
-        "select tenancy_release_reservation(org_id => $1, user_id => $2, reservation_id => gen_random_uuid(), now => now())",
-        "select tenancy_commit_reservation(org_id => $1, user_id => $2, reservation_id => gen_random_uuid(), event => '{}', now => now())",
-        "select tenancy_claim_alert(org_id => $1, metric => 'tokens', period => 'daily', period_start => current_date, threshold_percent => 80, fired_at => now(), user_id => $2)",
-        "select * from tenancy_put_limit(limit_id => gen_random_uuid(), org_id => $1, metric => 'tokens', period => 'daily', limit_value => 1, user_id => $2)",
-        "select * from tenancy_update_feature(org_id => $1, feature_key => 'x', set_config => true, updated_at => now(), config => jsonb_build_object('by', $2::uuid))",
-        "select * from tenancy_list_organizations(max_rows => 10, search => $1::uuid::text) where owner_user_id = $2",
+    // Each call with what it gives service_role: rows, or the SQLSTATE of
+    // its own input check (the commit's event is empty).
+    for (sql, for_service) in [
+        (
+            "select tenancy_release_reservation(org_id => $1, user_id => $2, reservation_id => gen_random_uuid(), now => now())",
+            Ok(1),
+        ),
+        (
+            "select tenancy_commit_reservation(org_id => $1, user_id => $2, reservation_id => gen_random_uuid(), event => '{}', now => now())",
+            Err(SqlState::INVALID_PARAMETER_VALUE),
+        ),
+        (
+            "select tenancy_claim_alert(org_id => $1, metric => 'tokens', period => 'daily', period_start => current_date, threshold_percent => 80, fired_at => now(), user_id => $2)",
+            Ok(1),
+        ),
+        (
+            "select * from tenancy_put_limit(limit_id => gen_random_uuid(), org_id => $1, metric => 'tokens', period => 'daily', limit_value => 1, user_id => $2)",
+            Ok(1),
+        ),
+        (
+            "select * from tenancy_update_feature(org_id => $1, feature_key => 'x', set_config => true, updated_at => now(), config => jsonb_build_object('by', $2::uuid))",
+            Ok(1),
+        ),
+        (
+            "select * from tenancy_list_organizations(max_rows => 10, search => (select slug from organizations where id = $1)) where owner_user_id = $2",
+            Ok(1),
+        ),
     ] {
         let res = act(&mut conn, Actor::User(w.owner_b), async |tx| {
             tx.query(sql, &[&w.org_b, &w.owner_b]).await
         })
         .await;
         assert_denied(res, sql);
-        // Positive control: the call itself is fine for service_role.
+        // Positive control: the same call works for service_role.
         let res = act(&mut conn, Actor::Service, async |tx| {
             tx.query(sql, &[&w.org_b, &w.owner_b]).await
         })
         .await;
-        let code = res.as_ref().err().and_then(Error::code);
-        assert_ne!(
-            code,
-            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-            "service_role may call {sql}"
-        );
+        let got = res.map(|rows| rows.len()).map_err(|e| e.code().cloned());
+        assert_eq!(got, for_service.map_err(Some), "service_role calling {sql}");
     }
 }
 
