@@ -101,8 +101,8 @@ impl Tenancy {
     }
 
     /// The platform operator's handle: feature and limit administration for
-    /// any organization, and operator views. Every action it takes is
-    /// logged with the operator's name.
+    /// any organization, and operator views. Every change it makes is
+    /// logged (`tracing`, level info) with the operator's name.
     ///
     /// ```
     /// # use tenancy::{MemoryStore, NewOrganization, PlatformOperator, Tenancy, UserId};
