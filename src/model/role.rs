@@ -253,8 +253,12 @@ impl MembershipChange {
                 (Some(before), Some(after)) if after > before => {
                     deny("nobody may raise their own role")
                 }
-                // Lowering one's own role or leaving is always allowed; the
-                // store keeps the last owner in place.
+                // Leaving is the matrix's `Leave`; the store keeps the last
+                // owner in place.
+                (Some(_), None) if !actor.can(Action::Leave) => {
+                    deny("this role may not leave the organization")
+                }
+                // Lowering one's own role is always allowed.
                 (Some(_), _) => Ok(()),
             };
         }
