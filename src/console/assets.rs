@@ -7,7 +7,7 @@ use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::render::{ConsoleError, security_headers};
+use super::render::ConsoleError;
 
 const STYLESHEET: &str = include_str!("assets/console.css");
 
@@ -24,7 +24,8 @@ pub(super) fn stylesheet_name() -> &'static str {
 }
 
 /// `GET /assets/{name}`: the stylesheet, cached for a year (its name
-/// changes with it); anything else is 404.
+/// changes with it; the router's layer adds the other security headers and
+/// keeps this `Cache-Control`); anything else is 404.
 pub(super) async fn asset(Path(name): Path<String>) -> Response {
     if name != stylesheet_name() {
         return ConsoleError::not_found().into_response();
@@ -39,6 +40,5 @@ pub(super) async fn asset(Path(name): Path<String>) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    security_headers(headers);
     response
 }

@@ -38,10 +38,10 @@ impl Base {
     }
 }
 
-/// A rendered page with the console's headers.
+/// A rendered page.
 pub(super) fn page<T: Template>(template: &T) -> Response {
     match template.render() {
-        Ok(html) => with_headers(StatusCode::OK, html),
+        Ok(html) => html_response(StatusCode::OK, html),
         Err(e) => {
             tracing::error!(error = %e, "a console template failed to render");
             ConsoleError::internal().into_response()
@@ -52,24 +52,24 @@ pub(super) fn page<T: Template>(template: &T) -> Response {
 /// After a successful form: back to `to` (303, so a reload does not post
 /// again).
 pub(super) fn see_other(to: &str) -> Response {
-    let mut response = Redirect::to(to).into_response();
-    security_headers(response.headers_mut());
-    response
+    Redirect::to(to).into_response()
 }
 
-fn with_headers(status: StatusCode, html: String) -> Response {
+/// `html` as a response with `status`. The security headers are the
+/// router's layer's ([`security_headers`]).
+pub(super) fn html_response(status: StatusCode, html: String) -> Response {
     let mut response = (status, html).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    security_headers(headers);
     response
 }
 
-/// The headers of every console response: CSP, no sniffing, no framing,
-/// no caching of pages that show a user's data, no referrer to elsewhere.
+/// The headers of every console response, set by the router's layer: CSP,
+/// no sniffing, no framing, no caching of pages that show a user's data
+/// (unless the response set its own `Cache-Control`), no referrer to
+/// elsewhere.
 pub(super) fn security_headers(headers: &mut axum::http::HeaderMap) {
     let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &'static str| {
         headers.insert(
@@ -176,6 +176,6 @@ impl IntoResponse for ConsoleError {
         let html = page
             .render()
             .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
-        with_headers(self.status, html)
+        html_response(self.status, html)
     }
 }

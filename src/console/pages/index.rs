@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::{Chrome, OrgEntry, chrome, org_entries, selector_html};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
-use crate::console::render::{Base, ConsoleError, page, security_headers};
+use crate::console::render::{Base, ConsoleError, html_response, page};
 use crate::ids::OrgId;
 
 #[derive(Template)]
@@ -62,12 +62,5 @@ pub(in crate::console) async fn selector_fragment(
         .as_deref()
         .and_then(|c| OrgId::parse(c).ok());
     let html = selector_html(&config.tenancy, viewer.user, &base, current).await?;
-    let mut response = html.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    security_headers(headers);
-    Ok(response)
+    Ok(html_response(StatusCode::OK, html))
 }

@@ -5,7 +5,11 @@
 use reqwest::StatusCode;
 use tenancy::{NewOrganization, Role};
 
-use super::site;
+use super::{Page, site};
+
+/// The console's Content-Security-Policy, exactly: no script source at all.
+const POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 #[tokio::test]
 async fn a_viewer_sees_usage_but_no_member_controls_and_a_forged_post_is_refused() {
@@ -243,12 +247,11 @@ async fn every_page_carries_a_strict_policy_and_no_token() {
         format!("/orgs/{initech}/members"),
     ] {
         let page = s.get(s.demo.carol, &path).await;
-        let csp = page.headers["content-security-policy"].to_str().unwrap();
-        assert!(
-            csp.contains("default-src 'none'") && !csp.contains("script-src"),
-            "{csp}"
-        );
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert_eq!(page.headers["content-security-policy"], POLICY, "{path}");
         assert_eq!(page.headers["x-frame-options"], "DENY");
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+        assert_eq!(page.headers["referrer-policy"], "same-origin");
         assert_eq!(page.headers["cache-control"], "no-store");
         assert!(!page.body.contains("<script"), "{path}");
         // No token, nor any part of one, in the page.
@@ -367,3 +370,67 @@ async fn the_selector_fragment_lists_the_users_orgs_and_marks_the_current_one() 
             .unwrap();
     assert!(html.contains("Acme") && !html.contains("Initech"), "{html}");
 }
+
+#[tokio::test]
+#[tokio::test]
+async fn redirects_the_stylesheet_and_errors_carry_the_headers_once() {
+    let s = site().await;
+    let (acme, alice, bob) = (s.demo.acme, s.demo.alice, s.demo.bob);
+    let members = s.get(alice, &format!("/orgs/{acme}/members")).await;
+    let marker = "rel=\"stylesheet\" href=\"";
+    let start = members.body.find(marker).expect("a stylesheet link") + marker.len();
+    let end = members.body[start..].find('"').unwrap() + start;
+    let href = &members.body[start..end];
+    let css = s
+        .http
+        .get(format!("{}{href}", s.base))
+        .send()
+        .await
+        .unwrap();
+    let css = super::Site::read(css).await;
+    assert_eq!(css.status, StatusCode::OK, "{href}");
+    assert_eq!(
+        css.headers["cache-control"], "public, max-age=31536000, immutable",
+        "the stylesheet keeps its own caching"
+    );
+    let redirect = s
+        .post(
+            alice,
+            &format!("/orgs/{acme}/members/{bob}/role"),
+            &[("role", "admin"), ("csrf", &members.csrf())],
+            &[],
+        )
+        .await;
+    assert_eq!(redirect.status, StatusCode::SEE_OTHER, "{}", redirect.body);
+    let missing = s.get(alice, "/no-such-page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    for (what, page) in [("css", &css), ("303", &redirect), ("404", &missing)] {
+        assert_headers_once(what, page);
+    }
+    assert_eq!(redirect.headers["cache-control"], "no-store");
+    assert_eq!(missing.headers["cache-control"], "no-store");
+}
+
+/// Each security header, exactly once, with the console's value.
+fn assert_headers_once(what: &str, page: &Page) {
+    for (name, value) in [
+        ("content-security-policy", POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+    ] {
+        let values: Vec<_> = page.headers.get_all(name).iter().collect();
+        assert_eq!(values, [value], "{what}: {name}");
+    }
+    assert_eq!(
+        page.headers.get_all("cache-control").iter().count(),
+        1,
+        "{what}"
+    );
+}
+
+#[tokio::test]
+#[tokio::test]
+#[tokio::test]
+#[tokio::test]
+#[tokio::test]
