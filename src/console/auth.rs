@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, header};
-use chrono::Utc;
 
 use super::config::ConsoleConfig;
 use super::render::ConsoleError;
@@ -49,7 +48,11 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
         Ok(Viewer {
             user,
             operator: config.operators.operator_for(&claims),
-            csrf: issue(config, user, Utc::now().timestamp() + CSRF_LIFETIME_SECS),
+            csrf: issue(
+                config,
+                user,
+                config.tenancy.now().timestamp() + CSRF_LIFETIME_SECS,
+            ),
         })
     }
 }
@@ -63,7 +66,8 @@ impl Viewer {
     }
 
     /// Checks a posted form's token: made for this user by this console,
-    /// and not expired. 403 otherwise, before anything is changed.
+    /// and not expired by the facade's clock. 403 otherwise, before anything
+    /// is changed.
     pub(super) fn check_csrf(
         &self,
         config: &ConsoleConfig,
@@ -76,7 +80,7 @@ impl Viewer {
         };
         let (expires, tag) = token.split_once('.').ok_or_else(refused)?;
         let expires: i64 = expires.parse().map_err(|_| refused())?;
-        if expires < Utc::now().timestamp() {
+        if expires < config.tenancy.now().timestamp() {
             return Err(refused());
         }
         let tag = from_hex(tag).ok_or_else(refused)?;

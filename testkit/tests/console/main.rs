@@ -19,6 +19,9 @@ struct Site {
     base: String,
     http: reqwest::Client,
     demo: host_app::Demo,
+    /// The demo's clock, shared with its facade: advancing it ages the
+    /// console's form tokens.
+    clock: FakeClock,
 }
 
 /// A response: status, headers, body.
@@ -43,7 +46,8 @@ impl Page {
 }
 
 async fn site() -> Site {
-    let demo = host_app::demo_with(FakeClock::at(DEMO_NOW)).await.unwrap();
+    let clock = FakeClock::at(DEMO_NOW);
+    let demo = host_app::demo_with(clock.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = host_app::router(demo.app.clone());
@@ -52,7 +56,12 @@ async fn site() -> Site {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    Site { base, http, demo }
+    Site {
+        base,
+        http,
+        demo,
+        clock,
+    }
 }
 
 impl Site {

@@ -2,14 +2,28 @@
 //! server, CSRF, escaping, isolation between organizations, and the
 //! headers every page carries.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
-use tenancy::{NewOrganization, Role};
+use tenancy::{NewOrganization, OrgId, Role, UserId};
 
 use super::{Page, site};
 
 /// The console's Content-Security-Policy, exactly: no script source at all.
 const POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// `user`'s role in `org`.
+async fn role_of(s: &super::Site, user: UserId, org: OrgId) -> Role {
+    s.demo
+        .app
+        .auth
+        .tenancy()
+        .context(user, org)
+        .await
+        .unwrap()
+        .role()
+}
 
 #[tokio::test]
 async fn a_viewer_sees_usage_but_no_member_controls_and_a_forged_post_is_refused() {
@@ -372,6 +386,35 @@ async fn the_selector_fragment_lists_the_users_orgs_and_marks_the_current_one() 
 }
 
 #[tokio::test]
+async fn a_form_token_expires_after_twelve_hours_by_the_facades_clock() {
+    let s = site().await;
+    let (acme, alice, bob) = (s.demo.acme, s.demo.alice, s.demo.bob);
+    let path = format!("/orgs/{acme}/members/{bob}/role");
+    let members = format!("/orgs/{acme}/members");
+    let old = s.get(alice, &members).await.csrf();
+    s.clock.advance(Duration::from_secs(12 * 3600 - 60));
+    let fresh_enough = s
+        .post(alice, &path, &[("role", "admin"), ("csrf", &old)], &[])
+        .await;
+    assert_eq!(fresh_enough.status, StatusCode::SEE_OTHER, "a minute left");
+    assert_eq!(role_of(&s, bob, acme).await, Role::Admin);
+    s.clock.advance(Duration::from_secs(61));
+    let expired = s
+        .post(alice, &path, &[("role", "viewer"), ("csrf", &old)], &[])
+        .await;
+    assert_eq!(expired.status, StatusCode::FORBIDDEN, "{}", expired.body);
+    assert!(expired.body.contains("has expired"), "{}", expired.body);
+    assert_eq!(role_of(&s, bob, acme).await, Role::Admin, "unchanged");
+    // A page opened now carries a token valid from now.
+    let renewed = s.get(alice, &members).await.csrf();
+    assert_ne!(renewed, old);
+    let done = s
+        .post(alice, &path, &[("role", "viewer"), ("csrf", &renewed)], &[])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(role_of(&s, bob, acme).await, Role::Viewer);
+}
+
 #[tokio::test]
 async fn redirects_the_stylesheet_and_errors_carry_the_headers_once() {
     let s = site().await;
