@@ -8,9 +8,10 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 
 use super::{Chrome, Done, chrome, context, short_id};
 use crate::console::auth::Viewer;
@@ -18,7 +19,7 @@ use crate::console::chart::{daily_bars, month_days};
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::Result;
-use crate::limits::{LimitLevel, LimitScope, Period, UsageLine};
+use crate::limits::{CurrentPeriods, LimitLevel, LimitScope, Period, UsageLine};
 use crate::model::{Action, TenantContext};
 use crate::tenancy::Tenancy;
 
@@ -88,12 +89,7 @@ pub(in crate::console) fn level_names(level: LimitLevel) -> (&'static str, &'sta
 pub(in crate::console) fn line_row(line: &UsageLine, tz: Tz) -> LineRow {
     let (level, level_text) = level_names(line.level);
     let percent = line.percent.unwrap_or_default();
-    let width = percent
-        .round()
-        .to_string()
-        .parse::<u32>()
-        .unwrap_or(100)
-        .min(100);
+    let width = percent.round().to_u32().unwrap_or(100).min(100);
     LineRow {
         metric: line.metric.to_string(),
         period: line.period.as_str(),
@@ -120,9 +116,9 @@ pub(in crate::console) fn line_row(line: &UsageLine, tz: Tz) -> LineRow {
 async fn charts(
     tenancy: &Tenancy,
     ctx: &TenantContext,
-    today: NaiveDate,
+    periods: CurrentPeriods,
 ) -> Result<Vec<ChartBlock>> {
-    let month = today.with_day(1).unwrap_or(today);
+    let (month, today) = (periods.monthly.start, periods.daily.start);
     let history = tenancy
         .usage_history(ctx, None, Period::Daily, month, today)
         .await?;
@@ -189,7 +185,7 @@ pub(in crate::console) async fn usage_page(
 ) -> Result<UsagePage> {
     let tz = ctx.organization().timezone;
     let lines = tenancy.usage_summary(ctx).await?;
-    let today = now.with_timezone(&tz).date_naive();
+    let periods = CurrentPeriods::at(now, tz);
     let top = if ctx.can(Action::ViewMemberUsage) {
         Some(top_users(tenancy, ctx, &lines).await?)
     } else {
@@ -208,7 +204,7 @@ pub(in crate::console) async fn usage_page(
         org_name: ctx.organization().name.clone(),
         timezone: tz.name().to_owned(),
         lines: lines.iter().map(|l| line_row(l, tz)).collect(),
-        charts: charts(tenancy, ctx, today).await?,
+        charts: charts(tenancy, ctx, periods).await?,
         top_users: top,
     })
 }
