@@ -12,6 +12,7 @@ use super::assets::stylesheet_name;
 use super::auth::Viewer;
 use super::config::ConsoleConfig;
 use super::render::{Base, ConsoleError};
+use crate::error::{Error, ErrorKind};
 use crate::ids::{OrgId, UserId};
 use crate::model::{OrgMembership, TenantContext};
 use crate::tenancy::Tenancy;
@@ -138,7 +139,8 @@ pub(super) async fn chrome(
 }
 
 /// The viewer's context in `org`: the store confirms the membership, or the
-/// page is refused (403), whatever the URL says.
+/// page is refused (403), whatever the URL says. An id that is not one is
+/// 404; a store that fails is 500 or 503 ([`not_a_member`]).
 pub(super) async fn context(
     config: &ConsoleConfig,
     viewer: &Viewer,
@@ -149,7 +151,19 @@ pub(super) async fn context(
         .tenancy
         .context(viewer.user, org)
         .await
-        .map_err(|_| ConsoleError::forbidden("You are not a member of this organization."))
+        .map_err(not_a_member)
+}
+
+/// A failed membership check: 403 when the user is not a member (or the
+/// organization does not exist, indistinguishably); otherwise the error by
+/// its kind, so an outage is not mistaken for a refusal.
+fn not_a_member(error: Error) -> ConsoleError {
+    match error.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::NotFound => {
+            ConsoleError::forbidden("You are not a member of this organization.")
+        }
+        _ => ConsoleError::from(error),
+    }
 }
 
 /// A user id short enough for a table cell: its last eight hex digits.
@@ -173,7 +187,31 @@ pub(super) struct CsrfForm {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
     use super::*;
+
+    #[test]
+    fn only_a_missing_membership_is_403_and_an_outage_is_not() {
+        let status = |kind| {
+            not_a_member(Error::new(kind, "db at 10.0.0.7 said no"))
+                .into_response()
+                .status()
+        };
+        assert_eq!(status(ErrorKind::PermissionDenied), StatusCode::FORBIDDEN);
+        assert_eq!(status(ErrorKind::NotFound), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(ErrorKind::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(ErrorKind::Unexpected),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(status(ErrorKind::Config), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(ErrorKind::Unauthenticated), StatusCode::UNAUTHORIZED);
+    }
 
     #[test]
     fn users_created_together_get_different_short_ids() {
