@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Chrome, OrgEntry, chrome, org_entries, selector_html};
+use super::{Chrome, OrgEntry, chrome_with, org_entries, selector_html};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, html_response, page};
@@ -29,17 +29,8 @@ pub(in crate::console) async fn index(
     base: Base,
 ) -> Result<Response, ConsoleError> {
     let orgs = config.tenancy.orgs_for_user(viewer.user).await?;
+    let chrome = chrome_with(&orgs, &viewer, &base, "Your organizations", None, "", None)?;
     let orgs = org_entries(&orgs, &base, None);
-    let chrome = chrome(
-        &config,
-        &viewer,
-        &base,
-        "Your organizations",
-        None,
-        "",
-        None,
-    )
-    .await?;
     Ok(page(&Index { chrome, orgs }))
 }
 

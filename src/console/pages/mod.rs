@@ -104,8 +104,11 @@ pub(super) async fn selector_html(
     current: Option<OrgId>,
 ) -> Result<String, ConsoleError> {
     let orgs = tenancy.orgs_for_user(user).await?;
-    let entries = org_entries(&orgs, base, current);
-    SelectorFragment { orgs: &entries }
+    render_selector(&org_entries(&orgs, base, current))
+}
+
+fn render_selector(entries: &[OrgEntry]) -> Result<String, ConsoleError> {
+    SelectorFragment { orgs: entries }
         .render()
         .map_err(|_| ConsoleError::internal())
 }
@@ -120,8 +123,22 @@ pub(super) async fn chrome(
     section: &'static str,
     notice: Option<String>,
 ) -> Result<Chrome, ConsoleError> {
+    let orgs = config.tenancy.orgs_for_user(viewer.user).await?;
+    chrome_with(&orgs, viewer, base, title, ctx, section, notice)
+}
+
+/// [`chrome`] with the viewer's organizations already read.
+pub(super) fn chrome_with(
+    orgs: &[OrgMembership],
+    viewer: &Viewer,
+    base: &Base,
+    title: impl Into<String>,
+    ctx: Option<&TenantContext>,
+    section: &'static str,
+    notice: Option<String>,
+) -> Result<Chrome, ConsoleError> {
     let current = ctx.map(|ctx| ctx.org());
-    let selector_html = selector_html(&config.tenancy, viewer.user, base, current).await?;
+    let selector_html = render_selector(&org_entries(orgs, base, current))?;
     Ok(Chrome {
         title: title.into(),
         base: base.0.clone(),
