@@ -36,6 +36,8 @@ struct Members {
     chrome: Chrome,
     org_name: String,
     my_role: Role,
+    /// The zone the joined dates are in: the organization's.
+    timezone: String,
     members: Vec<MemberRow>,
     leave_action: String,
     csrf: String,
@@ -83,7 +85,10 @@ pub(in crate::console) async fn list(
                 &base,
                 m.user_id,
                 m.role,
-                m.created_at.date_naive().to_string(),
+                m.created_at
+                    .with_timezone(&ctx.organization().timezone)
+                    .date_naive()
+                    .to_string(),
             )
         })
         .collect();
@@ -101,6 +106,7 @@ pub(in crate::console) async fn list(
         chrome,
         org_name: ctx.organization().name.clone(),
         my_role: ctx.role(),
+        timezone: ctx.organization().timezone.name().to_owned(),
         members: rows,
         leave_action: base.at(&format!("/orgs/{}/leave", ctx.org())),
         csrf: viewer.csrf.clone(),

@@ -13,6 +13,12 @@ use super::{Page, site};
 const POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The last eight hex digits of a user id, as the members table shows it.
+fn short_id(user: UserId) -> String {
+    let simple = user.as_uuid().simple().to_string();
+    simple[simple.len() - 8..].to_owned()
+}
+
 /// `user`'s role in `org`.
 async fn role_of(s: &super::Site, user: UserId, org: OrgId) -> Role {
     s.demo
@@ -477,3 +483,26 @@ fn assert_headers_once(what: &str, page: &Page) {
 #[tokio::test]
 #[tokio::test]
 #[tokio::test]
+#[tokio::test]
+async fn a_members_joined_date_is_the_organizations_day() {
+    let s = site().await;
+    let (initech, carol) = (s.demo.initech, s.demo.carol);
+    let tenancy = s.demo.app.auth.tenancy();
+    // 20:00 UTC on the 24th is 05:00 on the 25th in Tokyo.
+    s.clock
+        .set("2026-11-24T20:00:00Z".parse().expect("an RFC 3339 instant"));
+    let newcomer = UserId::new_v7();
+    let owner = tenancy.context(carol, initech).await.unwrap();
+    tenancy
+        .add_member(&owner, newcomer, Role::Member)
+        .await
+        .unwrap();
+    let page = s.get(carol, &format!("/orgs/{initech}/members")).await;
+    assert!(page.body.contains("Joined (Asia/Tokyo)"), "{}", page.body);
+    let row = page
+        .body
+        .split("<tr>")
+        .find(|row| row.contains(&short_id(newcomer)))
+        .expect("the newcomer's row");
+    assert!(row.contains("2026-11-25"), "{row}");
+}
