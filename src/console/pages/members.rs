@@ -120,6 +120,23 @@ pub(in crate::console) struct RoleForm {
     role: String,
 }
 
+/// What every members form checks first: its CSRF token, then the
+/// viewer's membership of `org`.
+async fn member_post(
+    config: &ConsoleConfig,
+    viewer: &Viewer,
+    csrf: &str,
+    org: &str,
+) -> Result<TenantContext, ConsoleError> {
+    viewer.check_csrf(config, csrf)?;
+    context(config, viewer, org).await
+}
+
+/// Back to the members page with the `done` notice (303).
+fn back_to_members(base: &Base, ctx: &TenantContext, done: &str) -> Response {
+    see_other(&base.at(&format!("/orgs/{}/members?done={done}", ctx.org())))
+}
+
 fn member_id(user: &str) -> Result<UserId, ConsoleError> {
     UserId::parse(user).map_err(|_| ConsoleError::not_found())
 }
@@ -132,16 +149,13 @@ pub(in crate::console) async fn change_role(
     Path((org, user)): Path<(String, String)>,
     Form(form): Form<RoleForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let ctx = context(&config, &viewer, &org).await?;
+    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     let role = Role::parse(&form.role)?;
     config
         .tenancy
         .change_role(&ctx, member_id(&user)?, role)
         .await?;
-    Ok(see_other(
-        &base.at(&format!("/orgs/{}/members?done=role", ctx.org())),
-    ))
+    Ok(back_to_members(&base, &ctx, "role"))
 }
 
 /// `POST /orgs/{org}/members/{user}/remove`.
@@ -152,15 +166,12 @@ pub(in crate::console) async fn remove(
     Path((org, user)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let ctx = context(&config, &viewer, &org).await?;
+    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     config
         .tenancy
         .remove_member(&ctx, member_id(&user)?)
         .await?;
-    Ok(see_other(
-        &base.at(&format!("/orgs/{}/members?done=removed", ctx.org())),
-    ))
+    Ok(back_to_members(&base, &ctx, "removed"))
 }
 
 /// `POST /orgs/{org}/leave`: back to the start page.
@@ -171,8 +182,7 @@ pub(in crate::console) async fn leave(
     Path(org): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let ctx = context(&config, &viewer, &org).await?;
+    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     config.tenancy.leave(&ctx).await?;
     Ok(see_other(&base.at("/")))
 }
