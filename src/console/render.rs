@@ -136,12 +136,20 @@ impl ConsoleError {
         }
     }
 
-    /// The status this error answers with.
-    pub(super) fn status(&self) -> StatusCode {
-        self.status
+    fn unavailable() -> Self {
+        ConsoleError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            title: "Try again shortly",
+            message: "The console cannot reach its data just now. Try again in a moment.".into(),
+        }
     }
 }
 
+/// Store errors by kind. A person sees the message of a refusal they can
+/// act on (a value to correct, a rule of the role matrix, a thing missing
+/// or already there, a change made meanwhile): those name the field or the
+/// rule, never a secret. Any other kind shows a generic page and logs the
+/// details, which may name a backend.
 impl From<Error> for ConsoleError {
     fn from(error: Error) -> Self {
         let (status, title) = match error.kind() {
@@ -151,18 +159,38 @@ impl From<Error> for ConsoleError {
             ErrorKind::Conflict => (StatusCode::CONFLICT, "Changed meanwhile"),
             ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "Already there"),
             ErrorKind::Unauthenticated => return ConsoleError::unauthenticated(),
-            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Try again shortly"),
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %error, "console request failed: a backend is unavailable");
+                return ConsoleError::unavailable();
+            }
             _ => {
                 tracing::error!(error = %error, "console request failed");
                 return ConsoleError::internal();
             }
         };
-        // These messages name the rule or the field, never a secret.
         ConsoleError {
             status,
             title,
             message: error.message().to_owned(),
         }
+    }
+}
+
+/// Why a form was refused, to show beside the form again, when the person
+/// can act on it: `InvalidInput`, `NotFound`, `Conflict` and
+/// `AlreadyExists`, with their status and message. Any other error is the
+/// error page instead ([`ConsoleError::from`]): a denial as 403, a failure
+/// as 500 or 503 with its details only in the log.
+pub(super) fn form_refusal(error: Error) -> Result<(StatusCode, String), ConsoleError> {
+    match error.kind() {
+        ErrorKind::InvalidInput
+        | ErrorKind::NotFound
+        | ErrorKind::Conflict
+        | ErrorKind::AlreadyExists => {
+            let shown = ConsoleError::from(error);
+            Ok((shown.status, shown.message))
+        }
+        _ => Err(error.into()),
     }
 }
 
@@ -177,5 +205,54 @@ impl IntoResponse for ConsoleError {
             .render()
             .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
         html_response(self.status, html)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_refusal_shows_only_what_the_person_can_act_on() {
+        let cases = [
+            (
+                Error::invalid_input("limit_value", "\"x\" is not a number"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Error::new(ErrorKind::NotFound, "no feature \"exports\""),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Error::new(ErrorKind::Conflict, "changed meanwhile"),
+                StatusCode::CONFLICT,
+            ),
+            (
+                Error::new(ErrorKind::AlreadyExists, "already there"),
+                StatusCode::CONFLICT,
+            ),
+        ];
+        for (error, status) in cases {
+            let message = error.message().to_owned();
+            let (shown_status, shown) = form_refusal(error).expect("shown beside the form");
+            assert_eq!((shown_status, shown), (status, message));
+        }
+        let secret = "host=10.0.0.7 password=hunter2";
+        for (kind, status) in [
+            (ErrorKind::Unexpected, StatusCode::INTERNAL_SERVER_ERROR),
+            (ErrorKind::Config, StatusCode::INTERNAL_SERVER_ERROR),
+            (ErrorKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (ErrorKind::PermissionDenied, StatusCode::FORBIDDEN),
+        ] {
+            let page = form_refusal(Error::new(kind, secret)).expect_err("the error page");
+            assert_eq!(page.status, status, "{kind:?}");
+            if kind != ErrorKind::PermissionDenied {
+                assert!(
+                    !page.message.contains("hunter2"),
+                    "{kind:?}: {}",
+                    page.message
+                );
+            }
+        }
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -17,10 +16,10 @@ use super::usage::{level_names, local_time};
 use super::{Chrome, CsrfForm, Done, chrome};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
-use crate::console::render::{Base, ConsoleError, page, see_other};
+use crate::console::render::{Base, ConsoleError, form_refusal, page, see_other};
 use crate::error::{Error, quoted};
-use crate::ids::{LimitId, OrgId, UserId};
-use crate::limits::{LimitMode, NewLimit, UsageLine};
+use crate::ids::{LimitId, MetricKey, OrgId, UserId};
+use crate::limits::{LimitMode, LimitType, NewLimit, Period, UsageLine};
 use crate::model::{FeatureChange, Organization};
 use crate::tenancy::Operator;
 
@@ -60,7 +59,7 @@ async fn org_row(
         name: org.name.clone(),
         slug: org.slug.to_string(),
         href: base.at(&format!("/operator/orgs/{}", org.id)),
-        limit: tightest.map_or_else(String::new, |l| format!("{}_{}", l.period, l.metric)),
+        limit: tightest.map_or_else(String::new, |l| limit_type(l.metric.clone(), l.period)),
         percent: tightest
             .and_then(|l| l.percent)
             .map_or_else(String::new, |p| format!("{} %", p.normalize())),
@@ -119,16 +118,48 @@ struct OrgList {
     chrome: Chrome,
     action: String,
     query: String,
+    /// What the table shows: all organizations, the matches, or which of
+    /// them on a page of many.
+    heading: String,
     rows: Vec<OrgRow>,
+    /// The previous and next page's numbers, where there is one.
+    previous: Option<u32>,
+    next: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(in crate::console) struct Search {
     q: Option<String>,
+    page: Option<String>,
 }
 
-/// `GET /operator/orgs?q=`: organizations by name or slug, with their
-/// tightest limit.
+/// What a page of the organization list is headed: `All organizations`
+/// only when the one page holds them all.
+fn list_heading(query: &str, page: u32, shown: usize, more: bool) -> String {
+    let what = if query.is_empty() {
+        "Organizations".to_owned()
+    } else {
+        format!("Matching “{query}”")
+    };
+    if page == 1 && !more {
+        return if query.is_empty() {
+            "All organizations".to_owned()
+        } else {
+            what
+        };
+    }
+    let first = (page as usize - 1)
+        .saturating_mul(SEARCH_ROWS)
+        .saturating_add(1);
+    match shown.checked_sub(1) {
+        Some(last) => format!("{what} {first}–{}", first.saturating_add(last)),
+        None => format!("{what}: none from {first}"),
+    }
+}
+
+/// `GET /operator/orgs?q=&page=`: organizations by name or slug, with
+/// their tightest limit, [`SEARCH_ROWS`] a page (`page` from 1; anything
+/// else is the first).
 pub(in crate::console) async fn organizations(
     State(config): State<Arc<ConsoleConfig>>,
     viewer: Viewer,
@@ -137,7 +168,17 @@ pub(in crate::console) async fn organizations(
 ) -> Result<Response, ConsoleError> {
     let operator = config.tenancy.operator(viewer.operator()?);
     let query = search.q.unwrap_or_default();
-    let orgs = operator.organizations(Some(&query), SEARCH_ROWS, 0).await?;
+    let page_number = search
+        .page
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let offset = (page_number as usize - 1).saturating_mul(SEARCH_ROWS);
+    let mut orgs = operator
+        .organizations(Some(&query), SEARCH_ROWS + 1, offset)
+        .await?;
+    let more = orgs.len() > SEARCH_ROWS;
+    orgs.truncate(SEARCH_ROWS);
     let mut rows = Vec::with_capacity(orgs.len());
     for org in &orgs {
         rows.push(org_row(&operator, &base, org).await?);
@@ -146,8 +187,11 @@ pub(in crate::console) async fn organizations(
     Ok(page(&OrgList {
         chrome,
         action: base.at("/operator/orgs"),
+        heading: list_heading(query.trim(), page_number, rows.len(), more),
         query,
         rows,
+        previous: page_number.checked_sub(1).filter(|p| *p >= 1),
+        next: more.then(|| page_number.saturating_add(1)),
     }))
 }
 
@@ -231,7 +275,7 @@ async fn org_page(
                 .and_then(|u| u.percent)
                 .map_or_else(|| "—".to_owned(), |p| format!("{} %", p.normalize()));
             LimitRow {
-                limit_type: format!("{}_{}", l.period, l.metric),
+                limit_type: limit_type(l.metric.clone(), l.period),
                 scope: l.scope.to_string(),
                 user: l.scope.user().map(|u| u.to_string()).unwrap_or_default(),
                 value: l.value.normalize(),
@@ -270,6 +314,11 @@ async fn org_page(
     })
 }
 
+/// The plan's `limit_type` string of a metric and period (`monthly_tokens`).
+fn limit_type(metric: MetricKey, period: Period) -> String {
+    LimitType { metric, period }.to_string()
+}
+
 fn org_id(org: &str) -> Result<OrgId, ConsoleError> {
     OrgId::parse(org).map_err(|_| ConsoleError::not_found())
 }
@@ -287,7 +336,8 @@ pub(in crate::console) async fn organization(
 }
 
 /// The organization's page again with `error` at the top, answered with
-/// the error's status: a form that did not validate.
+/// the error's status: a form the operator can correct. An error they
+/// cannot act on is the error page ([`form_refusal`]).
 async fn refused(
     config: &ConsoleConfig,
     viewer: &Viewer,
@@ -295,23 +345,43 @@ async fn refused(
     org: OrgId,
     error: Error,
 ) -> Result<Response, ConsoleError> {
-    let status = ConsoleError::from(Error::new(error.kind(), "")).status();
-    let data = org_page(
-        config,
-        viewer,
-        base,
-        org,
-        None,
-        Some(error.message().to_owned()),
-    )
-    .await?;
+    let (status, message) = form_refusal(error)?;
+    let data = org_page(config, viewer, base, org, None, Some(message)).await?;
     let mut response = page(&data);
-    *response.status_mut() = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
+    *response.status_mut() = status;
     Ok(response)
+}
+
+/// What every operator form checks first, in this order: its CSRF token,
+/// the organization's id (404), the operator policy (403).
+fn operator_post<'a>(
+    config: &'a ConsoleConfig,
+    viewer: &'a Viewer,
+    csrf: &str,
+    org: &str,
+) -> Result<(OrgId, Operator<'a>), ConsoleError> {
+    viewer.check_csrf(config, csrf)?;
+    let org = org_id(org)?;
+    Ok((org, config.tenancy.operator(viewer.operator()?)))
+}
+
+/// What every operator form answers: back to the organization's page
+/// with the `done` notice (303), or the page again with why it was
+/// refused.
+async fn answer<T>(
+    config: &ConsoleConfig,
+    viewer: &Viewer,
+    base: &Base,
+    org: OrgId,
+    done: &str,
+    result: crate::error::Result<T>,
+) -> Result<Response, ConsoleError> {
+    match result {
+        Ok(_) => Ok(see_other(
+            &base.at(&format!("/operator/orgs/{org}?done={done}")),
+        )),
+        Err(e) => refused(config, viewer, base, org, e).await,
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,19 +399,12 @@ pub(in crate::console) async fn toggle_feature(
     Path((org, key)): Path<(String, String)>,
     Form(form): Form<ToggleForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let org = org_id(&org)?;
-    let operator = config.tenancy.operator(viewer.operator()?);
+    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
     let enabled = form.enabled == "true";
     let changed = operator
         .update_feature(org, &key, FeatureChange::enabled(enabled))
         .await;
-    match changed {
-        Ok(_) => Ok(see_other(
-            &base.at(&format!("/operator/orgs/{org}?done=feature")),
-        )),
-        Err(e) => refused(&config, &viewer, &base, org, e).await,
-    }
+    answer(&config, &viewer, &base, org, "feature", changed).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,9 +423,7 @@ pub(in crate::console) async fn set_feature_config(
     Path((org, key)): Path<(String, String)>,
     Form(form): Form<ConfigForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let org = org_id(&org)?;
-    let operator = config.tenancy.operator(viewer.operator()?);
+    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
     let text = form.config.trim();
     let parsed = if text.is_empty() {
         Ok(serde_json::Value::Null)
@@ -378,12 +439,7 @@ pub(in crate::console) async fn set_feature_config(
         Ok(change) => operator.update_feature(org, &key, change).await,
         Err(e) => Err(e),
     };
-    match saved {
-        Ok(_) => Ok(see_other(
-            &base.at(&format!("/operator/orgs/{org}?done=config")),
-        )),
-        Err(e) => refused(&config, &viewer, &base, org, e).await,
-    }
+    answer(&config, &viewer, &base, org, "config", saved).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,15 +457,9 @@ pub(in crate::console) async fn add_feature(
     Path(org): Path<String>,
     Form(form): Form<NewFeatureForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let org = org_id(&org)?;
-    let operator = config.tenancy.operator(viewer.operator()?);
-    match operator.enable_feature(org, form.key.trim()).await {
-        Ok(_) => Ok(see_other(
-            &base.at(&format!("/operator/orgs/{org}?done=feature")),
-        )),
-        Err(e) => refused(&config, &viewer, &base, org, e).await,
-    }
+    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let enabled = operator.enable_feature(org, form.key.trim()).await;
+    answer(&config, &viewer, &base, org, "feature", enabled).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -448,19 +498,12 @@ pub(in crate::console) async fn set_limit(
     Path(org): Path<String>,
     Form(form): Form<LimitForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let org = org_id(&org)?;
-    let operator = config.tenancy.operator(viewer.operator()?);
+    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
     let set = match new_limit(&form) {
         Ok(limit) => operator.set_limit(org, limit).await,
         Err(e) => Err(e),
     };
-    match set {
-        Ok(_) => Ok(see_other(
-            &base.at(&format!("/operator/orgs/{org}?done=limit")),
-        )),
-        Err(e) => refused(&config, &viewer, &base, org, e).await,
-    }
+    answer(&config, &viewer, &base, org, "limit", set).await
 }
 
 /// `POST /operator/orgs/{org}/limits/{id}/remove`.
@@ -471,14 +514,40 @@ pub(in crate::console) async fn remove_limit(
     Path((org, id)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
-    let org = org_id(&org)?;
+    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
     let id = LimitId::parse(&id).map_err(|_| ConsoleError::not_found())?;
-    let operator = config.tenancy.operator(viewer.operator()?);
     if !operator.remove_limit(org, id).await? {
         return Ok(ConsoleError::not_found().into_response());
     }
     Ok(see_other(
         &base.at(&format!("/operator/orgs/{org}?done=limit-removed")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_says_all_only_when_one_page_holds_them_all() {
+        assert_eq!(list_heading("", 1, 3, false), "All organizations");
+        assert_eq!(list_heading("", 1, 50, true), "Organizations 1–50");
+        assert_eq!(list_heading("", 2, 7, false), "Organizations 51–57");
+        assert_eq!(list_heading("ini", 1, 1, false), "Matching “ini”");
+        assert_eq!(list_heading("ini", 3, 50, true), "Matching “ini” 101–150");
+        assert_eq!(
+            list_heading("", 9, 0, false),
+            "Organizations: none from 401"
+        );
+        let last = list_heading("", u32::MAX, 1, false);
+        assert!(last.starts_with("Organizations "), "{last}");
+    }
+
+    #[test]
+    fn limit_types_read_as_the_plan_writes_them() {
+        assert_eq!(
+            limit_type(MetricKey::COST_USD, Period::Monthly),
+            "monthly_cost_usd"
+        );
+    }
 }
