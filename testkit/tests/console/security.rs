@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tenancy::{NewOrganization, OrgId, Role, UserId};
+use tenancy::{NewOrganization, OrgId, PlatformOperator, Role, UserId};
 
 use super::{Page, site};
 
@@ -230,14 +230,25 @@ fn shows_escaped(body: &str, text: &str) -> bool {
 async fn another_orgs_pages_cannot_be_opened_by_editing_the_url() {
     let s = site().await;
     let (acme, carol, alice) = (s.demo.acme, s.demo.carol, s.demo.alice);
-    for path in [
-        format!("/orgs/{acme}/usage"),
-        format!("/orgs/{acme}/members"),
+    // What only Acme's pages show: the people in it, its limit of 10 000
+    // tokens. The owner's view of the same pages is the positive control.
+    let alice_short = short_id(alice);
+    for (path, only_acme) in [
+        (format!("/orgs/{acme}/usage"), "10000"),
+        (format!("/orgs/{acme}/members"), alice_short.as_str()),
     ] {
+        let owners = s.get(alice, &path).await;
+        assert_eq!(owners.status, StatusCode::OK, "{path}");
+        assert!(owners.body.contains(only_acme), "{path}: {}", owners.body);
         let page = s.get(carol, &path).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
         assert!(
-            !page.body.contains("Acme"),
+            page.body.contains("not a member of this organization"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(
+            !page.body.contains(only_acme) && !page.body.contains("People in Acme"),
             "nothing of Acme is shown: {}",
             page.body
         );
@@ -479,10 +490,185 @@ fn assert_headers_once(what: &str, page: &Page) {
 }
 
 #[tokio::test]
+async fn a_non_operators_posts_to_operator_forms_are_refused_and_change_nothing() {
+    let s = site().await;
+    let (acme, alice) = (s.demo.acme, s.demo.alice);
+    let tenancy = s.demo.app.auth.tenancy();
+    let identity = PlatformOperator::new("test");
+    let operator = tenancy.operator(&identity);
+    let limit = operator.limits(acme).await.unwrap();
+    let limit_id = limit.first().expect("Acme's token limit").id;
+    let features = operator.features(acme).await.unwrap();
+    // Alice owns Acme and has a valid form token of her own.
+    let csrf = s.get(alice, &format!("/orgs/{acme}/members")).await.csrf();
+    let at = |path: &str| format!("/operator/orgs/{acme}{path}");
+    let posts = [
+        (at("/features"), vec![("key", "exports")]),
+        (
+            at("/features/veo_avatars/config"),
+            vec![("config", "{\"max\": 1}")],
+        ),
+        (
+            at("/limits"),
+            vec![
+                ("limit_type", "monthly_tokens"),
+                ("value", "99999999"),
+                ("mode", "soft"),
+                ("user", ""),
+            ],
+        ),
+        (at(&format!("/limits/{limit_id}/remove")), vec![]),
+    ];
+    for (path, mut form) in posts {
+        form.push(("csrf", &csrf));
+        let page = s.post(alice, &path, &form, &[]).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
+        assert!(
+            page.body.contains("for the platform operator"),
+            "{path}: {}",
+            page.body
+        );
+    }
+    assert_eq!(operator.limits(acme).await.unwrap(), limit);
+    assert_eq!(operator.features(acme).await.unwrap(), features);
+}
+
 #[tokio::test]
+async fn the_operator_removes_a_limit_once() {
+    let s = site().await;
+    let (olivia, initech) = (s.demo.olivia, s.demo.initech);
+    let tenancy = s.demo.app.auth.tenancy();
+    let identity = PlatformOperator::new("test");
+    let operator = tenancy.operator(&identity);
+    let images = operator
+        .limits(initech)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.metric.as_str() == "images")
+        .expect("Initech's image limit");
+    let page = s.get(olivia, &format!("/operator/orgs/{initech}")).await;
+    let remove = format!("/operator/orgs/{initech}/limits/{}/remove", images.id);
+    assert!(page.body.contains(&remove), "{}", page.body);
+    let csrf = page.csrf();
+    let done = s.post(olivia, &remove, &[("csrf", &csrf)], &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        done.headers["location"],
+        format!("/console/operator/orgs/{initech}?done=limit-removed")
+    );
+    let left = operator.limits(initech).await.unwrap();
+    assert!(left.iter().all(|l| l.id != images.id), "{left:?}");
+    assert_eq!(left.len(), 1, "the token limit stays: {left:?}");
+    let again = s.post(olivia, &remove, &[("csrf", &csrf)], &[]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+}
+
 #[tokio::test]
+async fn nobody_changes_a_role_in_an_org_through_another_org_they_manage() {
+    let s = site().await;
+    let (acme, globex, initech) = (s.demo.acme, s.demo.globex, s.demo.initech);
+    let (alice, bob, carol) = (s.demo.alice, s.demo.bob, s.demo.carol);
+    let tenancy = s.demo.app.auth.tenancy();
+    let owner = tenancy.context(alice, acme).await.unwrap();
+    tenancy.change_role(&owner, bob, Role::Admin).await.unwrap();
+    // Alice owns Acme and is a viewer in Globex and Initech; Bob is an
+    // admin of Acme and in nothing else; neither may touch Carol, who owns
+    // Globex and Initech. Through Acme, Carol is no member (404); through
+    // her own organizations, they are not allowed (403).
+    for (user, org, status) in [
+        (alice, acme, StatusCode::NOT_FOUND),
+        (bob, acme, StatusCode::NOT_FOUND),
+        (alice, initech, StatusCode::FORBIDDEN),
+        (alice, globex, StatusCode::FORBIDDEN),
+        (bob, initech, StatusCode::FORBIDDEN),
+    ] {
+        let csrf = s.get(user, &format!("/orgs/{acme}/members")).await.csrf();
+        for (action, form) in [
+            ("role", vec![("role", "viewer"), ("csrf", csrf.as_str())]),
+            ("remove", vec![("csrf", csrf.as_str())]),
+        ] {
+            let path = format!("/orgs/{org}/members/{carol}/{action}");
+            let page = s.post(user, &path, &form, &[]).await;
+            assert_eq!(page.status, status, "{path}: {}", page.body);
+        }
+    }
+    assert_eq!(role_of(&s, carol, initech).await, Role::Owner);
+    assert_eq!(role_of(&s, carol, globex).await, Role::Owner);
+    assert!(
+        tenancy.context(carol, acme).await.is_err(),
+        "not added to Acme"
+    );
+}
+
 #[tokio::test]
+async fn an_admin_cannot_forge_a_promotion_to_owner_or_admin() {
+    let s = site().await;
+    let (acme, alice, bob, dan) = (s.demo.acme, s.demo.alice, s.demo.bob, s.demo.dan);
+    let tenancy = s.demo.app.auth.tenancy();
+    let owner = tenancy.context(alice, acme).await.unwrap();
+    tenancy.change_role(&owner, bob, Role::Admin).await.unwrap();
+    let members = s.get(bob, &format!("/orgs/{acme}/members")).await;
+    assert_eq!(members.status, StatusCode::OK);
+    assert!(
+        members.body.contains("Change role"),
+        "an admin manages viewers"
+    );
+    assert!(
+        !members.body.contains("<option value=\"owner\">"),
+        "owner is never offered to an admin: {}",
+        members.body
+    );
+    let csrf = members.csrf();
+    for (target, role) in [
+        (dan, "owner"),
+        (bob, "owner"),
+        (dan, "admin"),
+        (alice, "viewer"),
+    ] {
+        let path = format!("/orgs/{acme}/members/{target}/role");
+        let page = s
+            .post(bob, &path, &[("role", role), ("csrf", &csrf)], &[])
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{role}: {}", page.body);
+    }
+    assert_eq!(role_of(&s, dan, acme).await, Role::Viewer);
+    assert_eq!(role_of(&s, bob, acme).await, Role::Admin);
+    assert_eq!(role_of(&s, alice, acme).await, Role::Owner);
+    // The positive control: what an admin may do.
+    let page = s
+        .post(
+            bob,
+            &format!("/orgs/{acme}/members/{dan}/role"),
+            &[("role", "member"), ("csrf", &csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(role_of(&s, dan, acme).await, Role::Member);
+}
+
 #[tokio::test]
+async fn the_top_members_are_rendered_for_owners_only_not_hidden() {
+    let s = site().await;
+    let (initech, carol, erin, alice) = (s.demo.initech, s.demo.carol, s.demo.erin, s.demo.alice);
+    let path = format!("/orgs/{initech}/usage");
+    let owners = s.get(carol, &path).await;
+    assert_eq!(owners.status, StatusCode::OK);
+    assert!(owners.body.contains("Top members this month"));
+    assert!(owners.body.contains(&short_id(erin)), "{}", owners.body);
+    // A viewer and a member get the page without the section: not in the
+    // HTML at all, so no stylesheet or inspector shows it.
+    for user in [alice, erin] {
+        let page = s.get(user, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("monthly"), "{}", page.body);
+        assert!(!page.body.contains("Top members"), "{}", page.body);
+        assert!(!page.body.contains("top-heading"), "{}", page.body);
+        assert!(!page.body.contains(&short_id(carol)), "{}", page.body);
+    }
+}
+
 #[tokio::test]
 async fn a_members_joined_date_is_the_organizations_day() {
     let s = site().await;
