@@ -153,7 +153,9 @@ impl TenantAuth {
     ) -> Result<Option<OrgId>, TenantRejection> {
         match &self.inner.org_source {
             OrgSource::Header(name) => parse_org(header_value(parts, name)?),
-            OrgSource::Cookie(name) => parse_org(cookie_value(parts, name)?),
+            OrgSource::Cookie(name) => {
+                parse_org(cookie_value(parts, name).map_err(|_| TenantRejection::BadOrgId)?)
+            }
             OrgSource::Path(param) => {
                 let params = RawPathParams::from_request_parts(parts, state)
                     .await
@@ -200,7 +202,11 @@ fn header_value<'a>(
 /// The first cookie named `name`: `None` when there is none; refused when
 /// its value is not UTF-8. Read as bytes, so that another cookie's odd
 /// bytes in the same header cannot hide this one.
-fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, TenantRejection> {
+/// The value of cookie `name`, trimmed; an error if it is not UTF-8.
+pub(crate) fn cookie_value<'a>(
+    parts: &'a Parts,
+    name: &str,
+) -> Result<Option<&'a str>, std::str::Utf8Error> {
     let pairs = parts
         .headers
         .get_all(header::COOKIE)
@@ -212,9 +218,7 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, Ten
             continue;
         };
         if &pair[..eq] == name.as_bytes() {
-            return std::str::from_utf8(pair[eq + 1..].trim_ascii())
-                .map(Some)
-                .map_err(|_| TenantRejection::BadOrgId);
+            return std::str::from_utf8(pair[eq + 1..].trim_ascii()).map(Some);
         }
     }
     Ok(None)
@@ -228,7 +232,8 @@ fn missing_path_parameter(param: &str) -> TenantRejection {
     TenantRejection::Misconfigured(message)
 }
 
-fn bearer_token(parts: &Parts) -> Option<&str> {
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

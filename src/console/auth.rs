@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::Method;
 use axum::http::request::Parts;
-use axum::http::{Method, header};
 
 use super::config::ConsoleConfig;
 use super::render::ConsoleError;
+use crate::axum::{bearer_token, cookie_value};
 use crate::ids::UserId;
 use crate::model::PlatformOperator;
 
@@ -35,8 +36,15 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
         if parts.method == Method::POST {
             refuse_cross_site(parts)?;
         }
-        let token = bearer(parts)
-            .or_else(|| cookie(parts, &config.token_cookie))
+        // An unreadable cookie is no token.
+        let cookie = || {
+            cookie_value(parts, &config.token_cookie)
+                .ok()
+                .flatten()
+                .filter(|token| !token.is_empty())
+        };
+        let token = bearer_token(parts)
+            .or_else(cookie)
             .ok_or_else(ConsoleError::unauthenticated)?;
         let claims = config.verifier.verify_async(token).await.map_err(|e| {
             tracing::debug!(error = %e, "console token rejected");
@@ -133,25 +141,6 @@ fn refuse_cross_site(parts: &Parts) -> Result<(), ConsoleError> {
         }
     }
     Ok(())
-}
-
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
 }
 
 #[cfg(test)]
