@@ -31,7 +31,7 @@ pub const EXPIRED_HOLD_RETENTION: TimeDelta = TimeDelta::days(7);
 
 /// An organization's limits, cached like its features, for deciding which
 /// alert checks a write needs.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct OrgLimits {
     limits: Vec<Limit>,
 }
@@ -354,8 +354,13 @@ impl Tenancy {
         self.inner.alerts.warning_percent()
     }
 
-    /// The organization's limits, from the cache when fresh.
+    /// The organization's limits, from the cache when fresh; none, without
+    /// a read, when alerts are off (they are only read to pick alert
+    /// checks).
     async fn org_limits(&self, org: OrgId) -> Result<Arc<OrgLimits>> {
+        if !self.inner.alerts.enabled() {
+            return Ok(Arc::default());
+        }
         let load = async {
             let limits = self.inner.store.limits(org).await?;
             Ok(Arc::new(OrgLimits { limits }))
