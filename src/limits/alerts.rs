@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::decision::reaches_percent;
+
 use crate::error::{Error, Result};
 use crate::ids::{LimitId, MetricKey, OrgId};
 use crate::limits::period::PeriodKey;
@@ -89,11 +91,10 @@ impl AlertThresholds {
 
     /// The thresholds `used` has reached against `limit`.
     pub(crate) fn crossed(&self, used: Decimal, limit: Decimal) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().copied().filter(move |&p| {
-            !used.is_zero()
-                && used.saturating_mul(Decimal::ONE_HUNDRED)
-                    >= limit.saturating_mul(Decimal::from(p))
-        })
+        self.0
+            .iter()
+            .copied()
+            .filter(move |&p| reaches_percent(used, limit, Decimal::from(p)))
     }
 }
 

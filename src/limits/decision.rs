@@ -116,13 +116,17 @@ impl LimitDecision {
 pub(crate) fn level_of(projected: Decimal, value: Decimal, warn_percent: Decimal) -> LimitLevel {
     if projected > value {
         LimitLevel::Exceeded
-    } else if !projected.is_zero()
-        && projected.saturating_mul(Decimal::ONE_HUNDRED) >= value.saturating_mul(warn_percent)
-    {
+    } else if reaches_percent(projected, value, warn_percent) {
         LimitLevel::Warning
     } else {
         LimitLevel::Ok
     }
+}
+
+/// Whether nonzero `used` is at least `percent` of `value`: the rule for
+/// both a `Warning` level and a crossed alert threshold.
+pub(crate) fn reaches_percent(used: Decimal, value: Decimal, percent: Decimal) -> bool {
+    !used.is_zero() && used.saturating_mul(Decimal::ONE_HUNDRED) >= value.saturating_mul(percent)
 }
 
 /// The largest percentage reported: usage a million percent of its limit
