@@ -183,7 +183,12 @@ impl Shared {
         for path in files {
             let own = lock(spool).is_own(&path);
             let events = match spool::read_events(&path) {
-                Ok(events) => events,
+                Ok(contents) => {
+                    self.counters
+                        .unreadable
+                        .fetch_add(contents.unreadable, Ordering::SeqCst);
+                    contents.events
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read a spool file");
                     self.spool_pending.store(true, Ordering::SeqCst);

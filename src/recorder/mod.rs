@@ -353,6 +353,7 @@ impl Shared {
             retried: Counters::get(&c.retried),
             spooled: Counters::get(&c.spooled),
             replayed: Counters::get(&c.replayed),
+            unreadable: Counters::get(&c.unreadable),
             failed: Counters::get(&c.failed),
         }
     }

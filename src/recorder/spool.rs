@@ -10,7 +10,7 @@
 //! event twice is harmless: recording is idempotent by event id.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -153,24 +153,38 @@ impl Spool {
     }
 }
 
-/// Reads a spool file. A line that does not parse (torn by a crash
-/// mid-append) is skipped with an error log; its `record` call never
-/// returned success.
-pub(super) fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
-    let file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
-    let mut events = Vec::new();
-    for (number, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| io_error("cannot read", path, e))?;
-        if line.trim().is_empty() {
+/// A spool file's events, and how many of its lines were unreadable.
+#[derive(Debug, Default)]
+pub(super) struct SpoolContents {
+    pub(super) events: Vec<UsageEvent>,
+    /// Lines that are not an event: torn by a crash mid-append, or not
+    /// valid UTF-8 or JSON. Each was skipped with an error log.
+    pub(super) unreadable: u64,
+}
+
+/// Reads a spool file. A line that does not parse is skipped with an error
+/// log and counted; the lines around it are kept.
+pub(super) fn read_events(path: &Path) -> Result<SpoolContents> {
+    let bytes = fs::read(path).map_err(|e| io_error("cannot read", path, e))?;
+    Ok(parse_events(path, &bytes))
+}
+
+fn parse_events(path: &Path, bytes: &[u8]) -> SpoolContents {
+    let mut contents = SpoolContents::default();
+    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<UsageEvent>(&line) {
-            Ok(event) => events.push(event),
-            Err(e) => tracing::error!(path = %path.display(), line = number + 1, error = %e,
-                "spool: skipping an unreadable line"),
+        match serde_json::from_slice::<UsageEvent>(line) {
+            Ok(event) => contents.events.push(event),
+            Err(e) => {
+                contents.unreadable += 1;
+                tracing::error!(path = %path.display(), line = number + 1, error = %e,
+                    "spool: skipping an unreadable line");
+            }
         }
     }
-    Ok(events)
+    contents
 }
 
 /// Deletes a replayed file. Already gone is fine: another recorder replayed
@@ -194,5 +208,69 @@ fn is_locked_by_a_live_recorder(path: &Path) -> bool {
         Ok(()) => false,
         Err(fs::TryLockError::WouldBlock) => true,
         Err(fs::TryLockError::Error(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::OrgId;
+
+    /// A fresh directory under the system's temporary one, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!("tenancy-spool-{}", Uuid::new_v4()));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn line(tokens: u64) -> Vec<u8> {
+        let event = UsageEvent::new(OrgId::new_v7()).tokens(tokens, 0, 0);
+        let mut line = serde_json::to_vec(&event).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    /// A torn line, bytes that are not UTF-8 and a line that is not an
+    /// event are each skipped and counted; every whole line around them
+    /// is read, once.
+    #[test]
+    fn unreadable_lines_are_skipped_and_the_rest_kept() {
+        let torn = line(2);
+        let mut bytes = line(1);
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        bytes.push(b'\n');
+        bytes.extend_from_slice(b"\xff\xfe{\"org\": 1}\n");
+        bytes.extend_from_slice(b"\n  \n");
+        bytes.extend_from_slice(&line(3));
+        bytes.extend_from_slice(b"[1, 2]\n");
+        bytes.extend_from_slice(&line(4));
+        // The last append was torn too: no newline.
+        bytes.extend_from_slice(&torn[..torn.len() - 3]);
+        let contents = parse_events(Path::new("test.jsonl"), &bytes);
+        let tokens: Vec<u128> = contents.events.iter().map(UsageEvent::total_tokens).collect();
+        assert_eq!(tokens, [1, 3, 4]);
+        assert_eq!(contents.unreadable, 4);
+    }
+
+    #[test]
+    fn a_file_of_invalid_utf8_reads_without_an_error() {
+        let dir = TempDir::new();
+        let path = dir.0.join("x.jsonl");
+        let mut bytes = vec![0xc3, 0x28, b'\n'];
+        bytes.extend_from_slice(&line(7));
+        fs::write(&path, &bytes).unwrap();
+        let contents = read_events(&path).unwrap();
+        assert_eq!(contents.events.len(), 1);
+        assert_eq!(contents.unreadable, 1);
     }
 }

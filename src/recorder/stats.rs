@@ -28,6 +28,9 @@ pub struct RecorderStats {
     pub spooled: u64,
     /// Events delivered from spool files.
     pub replayed: u64,
+    /// Spool file lines that were not an event (torn by a crash mid-write,
+    /// say): logged at error level and skipped, the rest of the file kept.
+    pub unreadable: u64,
     /// Events the store refused for good, or whose delivery panicked;
     /// logged at error level and listed in the [`ShutdownReport`].
     pub failed: u64,
@@ -65,6 +68,7 @@ pub(super) struct Counters {
     pub(super) retried: AtomicU64,
     pub(super) spooled: AtomicU64,
     pub(super) replayed: AtomicU64,
+    pub(super) unreadable: AtomicU64,
     pub(super) failed: AtomicU64,
     /// The first failed events, for the shutdown report.
     pub(super) failed_events: Mutex<Vec<FailedEvent>>,

@@ -282,6 +282,43 @@ async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
     next.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A spool file left by a crash, with a torn line and bytes that are not
+/// UTF-8 among its events: the next recorder replays every whole line
+/// once, counts the others unreadable, and removes the file.
+#[tokio::test]
+async fn a_torn_spool_file_is_replayed_around_its_bad_lines() {
+    let rig = rig().await;
+    let spool = tempfile::tempdir().unwrap();
+    let line = |tokens: u64| {
+        let mut line = serde_json::to_vec(&rig.event(tokens).id(EventId::new_v7()).at(Utc::now())).unwrap();
+        line.push(b'\n');
+        line
+    };
+    let mut bytes = line(1);
+    bytes.extend_from_slice(b"\xff\xfe not json\n");
+    bytes.extend_from_slice(&line(2));
+    let torn = line(100);
+    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&line(4));
+    let crashed = spool.path().join(format!("{}.jsonl", uuid::Uuid::now_v7()));
+    std::fs::write(&crashed, bytes).unwrap();
+
+    let recorder = fast(rig.recorder())
+        .spool_dir(spool.path())
+        .start()
+        .unwrap();
+    eventually("the spool to be replayed", async || {
+        recorder.stats().replayed == 3
+    })
+    .await;
+    assert_eq!(rig.stored_tokens().await, dec!(7));
+    let stats = recorder.stats();
+    assert_eq!((stats.sent, stats.unreadable), (3, 2), "{stats:?}");
+    eventually("the file to be removed", async || !crashed.exists()).await;
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn without_a_spool_a_full_buffer_rejects_and_nothing_is_dropped() {
     let rig = rig().await;
