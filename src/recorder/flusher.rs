@@ -180,9 +180,9 @@ impl Shared {
             }
         };
         self.spool_pending.store(false, Ordering::SeqCst);
-        for path in files {
-            let own = lock(spool).is_own(&path);
-            let events = match spool::read_events(&path) {
+        for file in files {
+            let path = &file.path;
+            let events = match spool::read_events(path) {
                 Ok(contents) => {
                     self.counters
                         .unreadable
@@ -206,9 +206,6 @@ impl Shared {
                 match self.deliver(chunk).await {
                     Delivery::Settled => {
                         self.counters.replayed.fetch_add(n, Ordering::SeqCst);
-                        if own {
-                            self.progress.send_modify(|p| p.spill_settled += n);
-                        }
                     }
                     // The file stays; the next recorder replays it (resent
                     // chunks count once).
@@ -218,8 +215,14 @@ impl Shared {
                     }
                 }
             }
-            if let Err(e) = spool::remove(&path) {
+            if let Err(e) = spool::remove(path) {
                 tracing::error!(error = %e, "cannot remove a replayed spool file");
+            }
+            // Own spills settle with their whole file: counting per chunk
+            // would count again a chunk replayed twice.
+            let spilled = lock(spool).finished(path);
+            if spilled > 0 {
+                self.progress.send_modify(|p| p.spill_settled += spilled);
             }
         }
     }

@@ -478,7 +478,7 @@ impl Shared {
             // Memory is full: spill this event to the spool if there is one.
             if let Some(spool) = &self.spool {
                 drop(queue);
-                match lock(spool).append([&event]) {
+                match lock(spool).spill(&event) {
                     Ok(_) => {
                         self.counters.spooled.fetch_add(1, Ordering::SeqCst);
                         self.spilled.fetch_add(1, Ordering::SeqCst);

@@ -9,6 +9,7 @@
 //! are replayed by the next recorder started on the directory. Replaying an
 //! event twice is harmless: recording is idempotent by event id.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,8 +40,23 @@ pub(super) struct Spool {
     sync: SpoolSync,
     /// The file this recorder appends to, opened lazily.
     current: Option<File>,
+    /// Events `record` spilled into `current` (see [`Spool::spill`]).
+    current_spilled: u64,
     /// How many replay files this instance has cut, for unique names.
     cuts: u64,
+    /// Replay files cut from this instance's own file and not finished,
+    /// with the events `record` spilled into each.
+    own_cuts: HashMap<PathBuf, u64>,
+}
+
+/// A spool file moved aside for replay.
+#[derive(Debug)]
+pub(super) struct ReplayFile {
+    pub(super) path: PathBuf,
+    /// How many of its events this recorder's `record` spilled, for
+    /// `flush`: decided when the file is cut, as names say nothing of
+    /// whose events a file holds.
+    pub(super) spilled: u64,
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -59,12 +75,29 @@ impl Spool {
             instance,
             sync,
             current: None,
+            current_spilled: 0,
             cuts: 0,
+            own_cuts: HashMap::new(),
         })
     }
 
     fn current_path(&self) -> PathBuf {
         self.dir.join(format!("{}.jsonl", self.instance))
+    }
+
+    /// A new, unique name for a replay file.
+    fn next_cut(&mut self) -> PathBuf {
+        self.cuts += 1;
+        self.dir
+            .join(format!("{}-{}.replaying", self.instance, self.cuts))
+    }
+
+    /// Appends an event `record` could not queue (memory is full); `flush`
+    /// waits for the spilled events to be replayed.
+    pub(super) fn spill(&mut self, event: &UsageEvent) -> Result<()> {
+        self.append([event])?;
+        self.current_spilled += 1;
+        Ok(())
     }
 
     /// Appends events, one JSON object per line, and syncs per the policy.
@@ -106,38 +139,50 @@ impl Spool {
     }
 
     /// Moves every spooled file aside for replay — this instance's current
-    /// file and any left by others — and returns their paths.
-    pub(super) fn take_for_replay(&mut self) -> Result<Vec<PathBuf>> {
-        self.current = None;
+    /// file and any left by others — and returns them, each with the
+    /// events this instance spilled into it.
+    pub(super) fn take_for_replay(&mut self) -> Result<Vec<ReplayFile>> {
+        if let Some(file) = self.current.take() {
+            let path = self.current_path();
+            let target = self.next_cut();
+            if let Err(e) = fs::rename(&path, &target) {
+                self.current = Some(file);
+                return Err(io_error("cannot move", &path, e));
+            }
+            let spilled = std::mem::take(&mut self.current_spilled);
+            self.own_cuts.insert(target, spilled);
+        }
         let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list", &self.dir, e))?;
         let mut files = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             match path.extension().and_then(|e| e.to_str()) {
-                Some("replaying") => files.push(path),
+                Some("replaying") => {
+                    let spilled = self.own_cuts.get(&path).copied().unwrap_or(0);
+                    files.push(ReplayFile { path, spilled });
+                }
                 Some("jsonl") => {
-                    if !self.is_own(&path) && is_locked_by_a_live_recorder(&path) {
+                    if is_locked_by_a_live_recorder(&path) {
                         continue;
                     }
-                    self.cuts += 1;
-                    let target = self
-                        .dir
-                        .join(format!("{}-{}.replaying", self.instance, self.cuts));
+                    let target = self.next_cut();
                     fs::rename(&path, &target).map_err(|e| io_error("cannot move", &path, e))?;
-                    files.push(target);
+                    files.push(ReplayFile {
+                        path: target,
+                        spilled: 0,
+                    });
                 }
                 _ => {}
             }
         }
-        files.sort();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
     }
 
-    /// Whether `path` is one of this instance's files.
-    pub(super) fn is_own(&self, path: &Path) -> bool {
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&self.instance.to_string()))
+    /// A replay file is done with (delivered, then removed): how many of
+    /// its events this instance spilled.
+    pub(super) fn finished(&mut self, path: &Path) -> u64 {
+        self.own_cuts.remove(path).unwrap_or(0)
     }
 
     /// Whether any spooled file is waiting, this instance's or another's.

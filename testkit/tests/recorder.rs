@@ -61,6 +61,23 @@ impl Rig {
             .tokens(tokens, 0, 0)
     }
 
+    /// An event of `tokens` as a line of a spool file.
+    fn spool_line(&self, tokens: u64) -> Vec<u8> {
+        let event = self.event(tokens).id(EventId::new_v7()).at(Utc::now());
+        let mut line = serde_json::to_vec(&event).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    /// Leaves a spool file of `n` events of `tokens` each, as a recorder
+    /// that crashed would; returns its path.
+    fn crashed_spool_file(&self, dir: &std::path::Path, n: u64, tokens: u64) -> std::path::PathBuf {
+        let path = dir.join(format!("{}.jsonl", uuid::Uuid::now_v7()));
+        let bytes: Vec<u8> = (0..n).flat_map(|_| self.spool_line(tokens)).collect();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
     /// Org-wide tokens stored this month.
     async fn stored_tokens(&self) -> Decimal {
         let lines = self.tenancy.usage_summary(&self.ctx).await.unwrap();
@@ -282,6 +299,44 @@ async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
     next.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Another recorder's file, adopted for replay, does not count as this
+/// recorder's own spills: `flush` returns only once the events this
+/// recorder spilled are stored, not when as many foreign ones are.
+#[tokio::test]
+async fn flush_waits_for_its_own_spills_not_for_adopted_files() {
+    let rig = rig().await;
+    let spool = tempfile::tempdir().unwrap();
+    let foreign = 50;
+    rig.crashed_spool_file(spool.path(), foreign, 1_000);
+    rig.faults.set_down(true);
+    // It takes the crashed file for replay at once and retries it while
+    // the backend is down; meanwhile memory fills and `record` spills.
+    let recorder = fast(rig.recorder())
+        .batch_size(10)
+        .max_buffered_events(10)
+        .spool_dir(spool.path())
+        .start()
+        .unwrap();
+    eventually("the crashed file to be taken", async || {
+        recorder.stats().retried > 0
+    })
+    .await;
+    let own = record_many(&recorder, &rig, 30);
+    assert_eq!(recorder.stats().spooled, 20);
+
+    rig.faults.set_down(false);
+    tokio::time::timeout(Duration::from_secs(20), recorder.flush())
+        .await
+        .expect("flush after recovery")
+        .unwrap();
+    assert_eq!(
+        rig.stored_tokens().await,
+        own + Decimal::from(foreign * 1_000),
+        "flush returned with this recorder's spills still in the spool"
+    );
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
 /// A spool file left by a crash, with a torn line and bytes that are not
 /// UTF-8 among its events: the next recorder replays every whole line
 /// once, counts the others unreadable, and removes the file.
@@ -289,11 +344,7 @@ async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
 async fn a_torn_spool_file_is_replayed_around_its_bad_lines() {
     let rig = rig().await;
     let spool = tempfile::tempdir().unwrap();
-    let line = |tokens: u64| {
-        let mut line = serde_json::to_vec(&rig.event(tokens).id(EventId::new_v7()).at(Utc::now())).unwrap();
-        line.push(b'\n');
-        line
-    };
+    let line = |tokens: u64| rig.spool_line(tokens);
     let mut bytes = line(1);
     bytes.extend_from_slice(b"\xff\xfe not json\n");
     bytes.extend_from_slice(&line(2));
