@@ -3,11 +3,14 @@
 //!
 //! Each recorder appends to its own file, `<instance>.jsonl`, so two
 //! recorders sharing a directory never interleave writes. To replay, a file
-//! is first renamed to `<name>.replaying` (so new spills go to a fresh
-//! file), its events are delivered, and then it is deleted. Files left by a
-//! recorder that crashed or was dropped — `*.jsonl` and `*.replaying` alike —
-//! are replayed by the next recorder started on the directory. Replaying an
-//! event twice is harmless: recording is idempotent by event id.
+//! is first renamed to `<instance>-<n>.replaying` (so new spills go to a
+//! fresh file), its events are delivered, and then it is deleted. A
+//! recorder holds an exclusive lock on every file it appends to or
+//! replays, so recorders sharing a directory — in one process or several —
+//! take each file once. Files left by a recorder that crashed or was
+//! dropped — `*.jsonl` and `*.replaying` alike, no longer locked — are
+//! replayed by the next recorder that looks. Replaying an event twice is
+//! harmless: recording is idempotent by event id.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -44,9 +47,18 @@ pub(super) struct Spool {
     current_spilled: u64,
     /// How many replay files this instance has cut, for unique names.
     cuts: u64,
-    /// Replay files cut from this instance's own file and not finished,
-    /// with the events `record` spilled into each.
-    own_cuts: HashMap<PathBuf, u64>,
+    /// Replay files this instance has taken and not finished, each with
+    /// its open handle, whose lock tells other recorders sharing the
+    /// directory that the file is being replayed, and the events `record`
+    /// spilled into it.
+    held: HashMap<PathBuf, Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    /// Locked: dropping it lets other recorders take the file.
+    _lock: File,
+    spilled: u64,
 }
 
 /// A spool file moved aside for replay.
@@ -77,7 +89,7 @@ impl Spool {
             current: None,
             current_spilled: 0,
             cuts: 0,
-            own_cuts: HashMap::new(),
+            held: HashMap::new(),
         })
     }
 
@@ -140,9 +152,13 @@ impl Spool {
 
     /// Moves every spooled file aside for replay — this instance's current
     /// file and any left by others — and returns them, each with the
-    /// events this instance spilled into it.
+    /// events this instance spilled into it. Every file returned is locked
+    /// until [`finished`](Self::finished); files another live recorder
+    /// appends to or replays are left to it.
     pub(super) fn take_for_replay(&mut self) -> Result<Vec<ReplayFile>> {
         if let Some(file) = self.current.take() {
+            // Moved while still locked, so no other recorder can take it
+            // between the unlock and the move.
             let path = self.current_path();
             let target = self.next_cut();
             if let Err(e) = fs::rename(&path, &target) {
@@ -150,49 +166,80 @@ impl Spool {
                 return Err(io_error("cannot move", &path, e));
             }
             let spilled = std::mem::take(&mut self.current_spilled);
-            self.own_cuts.insert(target, spilled);
+            self.held.insert(
+                target,
+                Held {
+                    _lock: file,
+                    spilled,
+                },
+            );
         }
         let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot list", &self.dir, e))?;
-        let mut files = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("replaying") => {
-                    let spilled = self.own_cuts.get(&path).copied().unwrap_or(0);
-                    files.push(ReplayFile { path, spilled });
-                }
-                Some("jsonl") => {
-                    if is_locked_by_a_live_recorder(&path) {
-                        continue;
-                    }
-                    let target = self.next_cut();
-                    fs::rename(&path, &target).map_err(|e| io_error("cannot move", &path, e))?;
-                    files.push(ReplayFile {
-                        path: target,
-                        spilled: 0,
-                    });
-                }
-                _ => {}
+            if self.held.contains_key(&path) {
+                continue;
             }
+            let extension = path.extension().and_then(|e| e.to_str());
+            if !matches!(extension, Some("jsonl" | "replaying")) {
+                continue;
+            }
+            let Some(lock) = lock_for_replay(&path) else {
+                continue;
+            };
+            let path = if extension == Some("jsonl") {
+                let target = self.next_cut();
+                match fs::rename(&path, &target) {
+                    Ok(()) => target,
+                    // Taken by another recorder after our look.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error("cannot move", &path, e)),
+                }
+            } else {
+                path
+            };
+            self.held.insert(
+                path,
+                Held {
+                    _lock: lock,
+                    spilled: 0,
+                },
+            );
         }
+        let mut files: Vec<ReplayFile> = self
+            .held
+            .iter()
+            .map(|(path, held)| ReplayFile {
+                path: path.clone(),
+                spilled: held.spilled,
+            })
+            .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
     }
 
-    /// A replay file is done with (delivered, then removed): how many of
-    /// its events this instance spilled.
+    /// A replay file is done with (delivered, then removed): unlocks it and
+    /// says how many of its events this instance spilled.
     pub(super) fn finished(&mut self, path: &Path) -> u64 {
-        self.own_cuts.remove(path).unwrap_or(0)
+        self.held.remove(path).map_or(0, |held| held.spilled)
     }
 
-    /// Whether any spooled file is waiting, this instance's or another's.
+    /// Whether a spooled file waits for this instance to replay it: one it
+    /// holds, or one no other live recorder holds. Its own current file is
+    /// not looked at: spilling into it says so.
     pub(super) fn has_pending(&self) -> bool {
+        if !self.held.is_empty() {
+            return true;
+        }
+        let current = self.current_path();
         fs::read_dir(&self.dir).is_ok_and(|entries| {
             entries.flatten().any(|e| {
+                let path = e.path();
                 matches!(
-                    e.path().extension().and_then(|x| x.to_str()),
+                    path.extension().and_then(|x| x.to_str()),
                     Some("jsonl" | "replaying")
-                )
+                ) && path != current
+                    && !is_held_by_another(&path)
             })
         })
     }
@@ -243,17 +290,38 @@ pub(super) fn remove(path: &Path) -> Result<()> {
     }
 }
 
-/// Whether another recorder holds the lock on `path` (it is still
-/// appending to it).
-fn is_locked_by_a_live_recorder(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
+/// Opens and locks `path` for replay; `None` if another live recorder
+/// holds it (appending to it or replaying it), or it is gone, or the file
+/// at `path` changed before it was locked. On a file system without locks
+/// the file is taken unlocked: a file replayed twice counts once.
+fn lock_for_replay(path: &Path) -> Option<File> {
+    let file = File::open(path).ok()?;
     match file.try_lock() {
-        Ok(()) => false,
-        Err(fs::TryLockError::WouldBlock) => true,
-        Err(fs::TryLockError::Error(_)) => false,
+        Ok(()) | Err(fs::TryLockError::Error(_)) => {}
+        Err(fs::TryLockError::WouldBlock) => return None,
     }
+    same_file(&file, path).then_some(file)
+}
+
+/// Whether another live recorder holds the lock on `path`.
+fn is_held_by_another(path: &Path) -> bool {
+    File::open(path).is_ok_and(|file| matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)))
+}
+
+/// Whether `file` is still the file at `path` (it was not moved away, and
+/// another put in its place, between opening and locking it).
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
 }
 
 #[cfg(test)]
@@ -317,5 +385,50 @@ mod tests {
         let contents = read_events(&path).unwrap();
         assert_eq!(contents.events.len(), 1);
         assert_eq!(contents.unreadable, 1);
+    }
+
+    fn spool(dir: &TempDir) -> Spool {
+        Spool::open(&dir.0, Uuid::new_v4(), SpoolSync::Never).unwrap()
+    }
+
+    /// Two recorders on one directory (two handles lock like two
+    /// processes): a file one of them replays is not the other's, until
+    /// the first goes away without finishing it.
+    #[test]
+    fn a_file_one_recorder_replays_is_not_anothers() {
+        let dir = TempDir::new();
+        let event = UsageEvent::new(OrgId::new_v7());
+        let mut a = spool(&dir);
+        let mut b = spool(&dir);
+        a.spill(&event).unwrap();
+        a.spill(&event).unwrap();
+        b.append([&event]).unwrap();
+        // Left by recorders that crashed.
+        let json = serde_json::to_vec(&event).unwrap();
+        fs::write(dir.0.join(format!("{}.jsonl", Uuid::new_v4())), &json).unwrap();
+        fs::write(dir.0.join(format!("{}-1.replaying", Uuid::new_v4())), &json).unwrap();
+
+        let taken = a.take_for_replay().unwrap();
+        assert_eq!(taken.len(), 3, "its own and the two crashed: {taken:?}");
+        assert_eq!(taken.iter().map(|f| f.spilled).sum::<u64>(), 2);
+        assert!(!b.has_pending(), "everything else is held by a or is b's own");
+        let theirs = b.take_for_replay().unwrap();
+        assert_eq!(theirs.len(), 1, "only its own file: {theirs:?}");
+        assert_eq!(theirs[0].spilled, 0);
+
+        // `a` finishes one file and goes away without finishing the rest.
+        remove(&taken[0].path).unwrap();
+        a.finished(&taken[0].path);
+        drop(a);
+        assert!(b.has_pending());
+        let adopted = b.take_for_replay().unwrap();
+        assert_eq!(adopted.len(), 3, "b's own and a's two left: {adopted:?}");
+        assert_eq!(adopted.iter().map(|f| f.spilled).sum::<u64>(), 0);
+        for file in adopted {
+            remove(&file.path).unwrap();
+            b.finished(&file.path);
+        }
+        assert!(!b.has_pending());
+        assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 0);
     }
 }
