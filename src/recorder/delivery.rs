@@ -21,6 +21,11 @@ use crate::store::RecordOutcome;
 pub(super) enum Delivery {
     /// Stored, or failed for good (counted and logged).
     Settled,
+    /// Some events were not delivered because of an error that is neither
+    /// transient nor theirs (an answer the store does not explain): they
+    /// are given back to be spooled and replayed later. The rest of the
+    /// batch is stored or failed for good.
+    Kept(Vec<UsageEvent>),
     /// Not delivered: the recorder is stopping, or the store cannot take
     /// usage at all. The events are given back to be spooled.
     Stopped(Vec<UsageEvent>),
@@ -35,12 +40,13 @@ enum Attempt {
 
 impl Shared {
     /// Sends one batch, retrying transient failures with backoff until it
-    /// is stored or the recorder is stopping. A batch that fails for good,
-    /// or whose delivery panics, is split into single events, so one bad
-    /// event cannot hold back the others: the bad one alone is counted
-    /// failed, with its reason. A batch the store refuses for lack of
-    /// rights (the store cannot write usage at all) stops the recorder
-    /// from accepting more and is given back.
+    /// is stored or the recorder is stopping. A batch that fails with a
+    /// permanent error, or whose delivery panics, is split into single
+    /// events, so one bad event cannot hold back the others: the bad one
+    /// alone is counted failed, with its reason, if the store refused it
+    /// for good or its delivery panicked, and is kept otherwise. A batch
+    /// the store refuses for lack of rights (the store cannot write usage
+    /// at all) stops the recorder from accepting more and is given back.
     pub(super) async fn deliver(&self, batch: Vec<UsageEvent>) -> Delivery {
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.retry_min_delay)
@@ -69,7 +75,9 @@ impl Shared {
                     return Delivery::Settled;
                 }
                 Attempt::Panicked(why) => {
-                    return self.split_or_fail(batch, format!("panicked: {why}")).await;
+                    return self
+                        .split(batch, format!("panicked: {why}"), Settle::Fail)
+                        .await;
                 }
                 Attempt::Failed(e) => e,
             };
@@ -78,7 +86,12 @@ impl Shared {
                 return Delivery::Stopped(batch);
             }
             if !error.is_retryable() {
-                return self.split_or_fail(batch, error.to_string()).await;
+                let settle = if refused_for_good(&error) {
+                    Settle::Fail
+                } else {
+                    Settle::Keep
+                };
+                return self.split(batch, error.to_string(), settle).await;
             }
             if self.stopping() {
                 return Delivery::Stopped(batch);
@@ -90,30 +103,47 @@ impl Shared {
         }
     }
 
-    /// A batch that failed for good: one event is failed with `reason`;
-    /// several are sent one by one.
-    async fn split_or_fail(&self, mut batch: Vec<UsageEvent>, reason: String) -> Delivery {
+    /// A batch that failed with a permanent error: one event is settled
+    /// per `settle`; several are sent one by one.
+    async fn split(&self, mut batch: Vec<UsageEvent>, reason: String, settle: Settle) -> Delivery {
         if batch.len() == 1 {
-            if let Some(event) = batch.pop() {
-                self.counters.fail(event, reason);
+            match settle {
+                Settle::Fail => {
+                    if let Some(event) = batch.pop() {
+                        self.counters.fail(event, reason);
+                    }
+                    return Delivery::Settled;
+                }
+                Settle::Keep => {
+                    tracing::error!(reason = %reason,
+                        "usage event not delivered (an error the store does not explain); kept for a later replay");
+                    return Delivery::Kept(batch);
+                }
             }
-            return Delivery::Settled;
         }
         tracing::warn!(reason = %reason, events = batch.len(), "usage batch refused; sending one by one");
-        let mut stopped = Vec::new();
+        let mut kept = Vec::new();
+        let mut stopped = false;
         for event in batch {
-            if !stopped.is_empty() {
-                stopped.push(event);
+            if stopped {
+                kept.push(event);
                 continue;
             }
-            if let Delivery::Stopped(rest) = Box::pin(self.deliver(vec![event])).await {
-                stopped.extend(rest);
+            match Box::pin(self.deliver(vec![event])).await {
+                Delivery::Settled => {}
+                Delivery::Kept(events) => kept.extend(events),
+                Delivery::Stopped(events) => {
+                    kept.extend(events);
+                    stopped = true;
+                }
             }
         }
-        if stopped.is_empty() {
+        if stopped {
+            Delivery::Stopped(kept)
+        } else if kept.is_empty() {
             Delivery::Settled
         } else {
-            Delivery::Stopped(stopped)
+            Delivery::Kept(kept)
         }
     }
 
@@ -131,6 +161,29 @@ impl Shared {
             _ = self.wake.notified() => {}
         }
     }
+}
+
+/// What becomes of a single event that failed with a permanent error.
+#[derive(Clone, Copy)]
+enum Settle {
+    /// Failed for good: counted, logged, reported.
+    Fail,
+    /// Given back, to be spooled and replayed.
+    Keep,
+}
+
+/// Whether a permanent error is the event's own: the store will refuse it
+/// however often it is sent (it is invalid, its organization is gone).
+/// Anything else — an answer the store does not explain, above all — says
+/// nothing against the event, which is kept.
+fn refused_for_good(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::InvalidInput
+            | ErrorKind::NotFound
+            | ErrorKind::AlreadyExists
+            | ErrorKind::Conflict
+    )
 }
 
 /// Whether an error means the store will take no usage at all from this

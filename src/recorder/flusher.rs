@@ -66,7 +66,7 @@ impl Shared {
                             Err(e) => (e.id(), None),
                         };
                         if let Some((start, end)) = ranges.remove(&id) {
-                            if let Some(Delivery::Stopped(events)) = delivery {
+                            if let Some(Delivery::Kept(events) | Delivery::Stopped(events)) = delivery {
                                 self.persist(events);
                             }
                             self.settle_range(start, end);
@@ -206,6 +206,12 @@ impl Shared {
                 match self.deliver(chunk).await {
                     Delivery::Settled => {
                         self.counters.replayed.fetch_add(n, Ordering::SeqCst);
+                    }
+                    // Back into the spool, for the next replay.
+                    Delivery::Kept(kept) => {
+                        let stored = n - kept.len() as u64;
+                        self.counters.replayed.fetch_add(stored, Ordering::SeqCst);
+                        self.persist(kept);
                     }
                     // The file stays; the next recorder replays it (resent
                     // chunks count once).

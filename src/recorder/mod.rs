@@ -35,11 +35,18 @@
 //! - When even the spool is unavailable (none configured, or the disk
 //!   fails), [`Backpressure`] decides: reject `record` with an `Unavailable`
 //!   error, or block the caller until there is room. Never a silent drop.
-//! - An event the store refuses for good (its organization was deleted, say),
-//!   or whose delivery panics, is split from its batch and failed alone: it
-//!   is counted in [`RecorderStats::failed`], logged with its full JSON at
-//!   error level, and listed with the reason in the [`ShutdownReport`]. The
-//!   rest of its batch is delivered.
+//! - An event the store refuses for good (it is invalid, or its organization
+//!   was deleted: `InvalidInput`, `NotFound`, `AlreadyExists`, `Conflict`
+//!   that is not retryable), or whose delivery panics, is split from its
+//!   batch and failed alone: it is counted in [`RecorderStats::failed`],
+//!   logged with its full JSON at error level, and listed with the reason
+//!   in the [`ShutdownReport`]. The rest of its batch is delivered.
+//! - Any other error that is not retryable (an answer the store does not
+//!   explain, above all `Unexpected`) says nothing against the events: the
+//!   batch is split the same way, and the events that still fail are kept —
+//!   spooled and replayed with the spool, once per `flush_interval` while
+//!   they keep failing, or, without a `spool_dir`, handed back in the
+//!   [`ShutdownReport`].
 //! - If the store takes no usage at all (no valid credentials, no right to
 //!   write), the recorder stops accepting events: `record` and `flush`
 //!   return the error, and what is queued is spooled or handed back. A

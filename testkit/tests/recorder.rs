@@ -557,27 +557,51 @@ async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
     recorder.shutdown(Duration::from_secs(1)).await;
 }
 
-/// A response the store does not understand is not retried forever: the
-/// batch is split, each event is tried once more on its own, and what still
-/// fails is counted and logged, so `flush` returns.
+/// A response the store does not understand fails no event for good, nor
+/// holds `flush` forever: the batch is split, each event is tried once more
+/// on its own, and what still fails is kept — spooled and replayed, or,
+/// without a spool, handed back at shutdown.
 #[tokio::test]
-async fn an_unexpected_failure_is_not_retried_forever() {
+async fn an_unexpected_failure_keeps_the_events() {
     let rig = rig().await;
-    let recorder = fast(rig.recorder()).start().unwrap();
-    record_many(&recorder, &rig, 3);
+    let spool = tempfile::tempdir().unwrap();
+    let recorder = fast(rig.recorder())
+        .spool_dir(spool.path())
+        .start()
+        .unwrap();
+    let expected = record_many(&recorder, &rig, 3);
     // The batch, then each of its three events on its own.
     rig.faults.garble_next(4);
     tokio::time::timeout(Duration::from_secs(10), recorder.flush())
         .await
         .expect("flush returns")
         .unwrap();
+    eventually("the kept events to be replayed", async || {
+        recorder.stats().replayed == 3
+    })
+    .await;
+    assert_eq!(rig.stored_tokens().await, expected);
     let stats = recorder.stats();
-    assert_eq!((stats.sent, stats.failed, stats.retried), (0, 3, 0));
-    // The next event goes through.
+    assert_eq!(
+        (stats.sent, stats.failed, stats.spooled, stats.retried),
+        (3, 0, 3, 0),
+        "{stats:?}"
+    );
+    let report = recorder.shutdown(Duration::from_secs(1)).await;
+    assert!(report.failed.is_empty() && report.undelivered.is_empty());
+
+    let recorder = fast(rig.recorder()).start().unwrap();
     recorder.record(rig.event(10)).unwrap();
-    recorder.flush().await.unwrap();
-    assert_eq!(rig.stored_tokens().await, dec!(10));
-    recorder.shutdown(Duration::from_secs(1)).await;
+    rig.faults.garble_next(1);
+    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+        .await
+        .expect("flush returns")
+        .unwrap();
+    let report = recorder.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(report.undelivered.len(), 1, "{report:?}");
+    assert_eq!(report.undelivered[0].total_tokens(), 10);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(rig.stored_tokens().await, expected);
 }
 
 // ---- a poison event, panics, and what `record` refuses up front -------------
