@@ -66,10 +66,12 @@ impl Shared {
                             Err(e) => (e.id(), None),
                         };
                         if let Some((start, end)) = ranges.remove(&id) {
+                            let mut given_back = 0;
                             if let Some(Delivery::Kept(events) | Delivery::Stopped(events)) = delivery {
+                                given_back = events.len() as u64;
                                 self.persist(events);
                             }
-                            self.settle_range(start, end);
+                            self.settle_range(start, end, given_back);
                         }
                     }
                     _ = self.wake.notified() => {}
@@ -127,13 +129,17 @@ impl Shared {
         (start, batch)
     }
 
-    /// Marks the queue events `start..end` settled and moves the
-    /// contiguous prefix forward.
-    fn settle_range(&self, start: u64, end: u64) {
+    /// Marks the queue events `start..end` settled, `given_back` of them
+    /// given back instead of stored, and moves the contiguous prefix
+    /// forward.
+    fn settle_range(&self, start: u64, end: u64, given_back: u64) {
         let mut finished = lock(&self.finished);
-        finished.insert(start, end);
+        if given_back > 0 {
+            self.given_back(start, end, given_back);
+        }
+        finished.insert(start, (end, given_back));
         self.progress.send_modify(|p| {
-            while let Some(end) = finished.remove(&p.queue_settled) {
+            while let Some((end, _)) = finished.remove(&p.queue_settled) {
                 p.queue_settled = end;
             }
         });
@@ -209,8 +215,13 @@ impl Shared {
                     }
                     // Back into the spool, for the next replay.
                     Delivery::Kept(kept) => {
-                        let stored = n - kept.len() as u64;
-                        self.counters.replayed.fetch_add(stored, Ordering::SeqCst);
+                        let kept_n = kept.len() as u64;
+                        self.counters
+                            .replayed
+                            .fetch_add(n - kept_n, Ordering::SeqCst);
+                        if file.spilled > 0 {
+                            self.spills_given_back(kept_n);
+                        }
                         self.persist(kept);
                     }
                     // The file stays; the next recorder replays it (resent

@@ -14,8 +14,9 @@
 //! `Ok` means *accepted*, not yet durable. An accepted event is in memory
 //! until its batch is stored, or until it is spilled to the spool file (with
 //! [`SpoolSync::EveryWrite`], durable from then on, power loss included).
-//! [`flush`](UsageRecorder::flush) returns once everything accepted before
-//! it is stored; [`shutdown`](UsageRecorder::shutdown) drains or spools. A
+//! [`flush`](UsageRecorder::flush) returns `Ok` once everything accepted
+//! before it is stored, and an error saying so when some of it was not;
+//! [`shutdown`](UsageRecorder::shutdown) drains or spools. A
 //! process killed outright (SIGKILL, power loss) loses what was only in
 //! memory: at most `max_buffered_events` plus the `max_in_flight` batches
 //! being sent.
@@ -92,6 +93,17 @@ use queue::{Progress, Queue};
 use spool::Spool;
 use stats::Counters;
 
+/// How many of `given_back` events of the queue events `start..end` a
+/// `flush` waiting for the events below `queued` counts: all of them if the
+/// range is below `queued`, at most its part below `queued` otherwise.
+fn given_back_before(start: u64, end: u64, given_back: u64, queued: u64) -> u64 {
+    if end <= queued {
+        given_back
+    } else {
+        given_back.min(queued.saturating_sub(start))
+    }
+}
+
 /// The longest a `shutdown` deadline is taken to be: a day. Longer ones
 /// (`Duration::MAX` included) mean the same.
 const MAX_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -110,8 +122,11 @@ struct Shared {
     counters: Counters,
     /// How far this recorder's own events are settled, for `flush`.
     progress: watch::Sender<Progress>,
-    /// Settled batches past the contiguous prefix: start → end.
-    finished: Mutex<BTreeMap<u64, u64>>,
+    /// Settled batches past the contiguous prefix: start → (end, how many
+    /// of its events were given back instead of stored).
+    finished: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// The `flush` calls waiting now.
+    waiters: Mutex<Vec<Arc<FlushWaiter>>>,
     /// Own events spilled to the spool by `record` (memory full).
     spilled: AtomicU64,
     spool: Option<Mutex<Spool>>,
@@ -179,6 +194,7 @@ impl UsageRecorder {
             counters: Counters::default(),
             progress: watch::Sender::new(Progress::default()),
             finished: Mutex::default(),
+            waiters: Mutex::default(),
             spilled: AtomicU64::new(0),
             spool,
             spool_pending: AtomicBool::new(spool_pending),
@@ -245,15 +261,27 @@ impl UsageRecorder {
         self.record(event)
     }
 
-    /// Returns once every event recorded before the call is stored (or
-    /// failed for good). Sends at once instead of waiting for the interval.
-    /// While the backend is down this waits; bound it with
-    /// `tokio::time::timeout` if needed. Once the recorder has stopped
-    /// accepting events, an error saying why.
+    /// Sends at once instead of waiting for the interval, and returns `Ok`
+    /// once every event recorded before the call is stored or failed for
+    /// good (see [`RecorderStats::failed`]). While the backend is down this
+    /// waits; bound it with `tokio::time::timeout` if needed.
+    ///
+    /// An `Unavailable` error instead, saying why, when some of those events
+    /// were not stored: the recorder shut down or stopped accepting events
+    /// first, or the store answered with an error it does not explain (see
+    /// the [module docs](self)). Such events are spooled for a later replay
+    /// (or, without a spool, handed back by
+    /// [`shutdown`](Self::shutdown)); a later `flush` does not wait for
+    /// them. Once the recorder has stopped accepting events, every `flush`
+    /// is an error saying why.
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.handle.shared;
-        let queued = lock(&shared.queue).pushed;
-        let spilled = shared.spilled.load(Ordering::SeqCst);
+        let waiter = shared.register_flush();
+        let _registered = Registered {
+            shared,
+            waiter: &waiter,
+        };
+        let (queued, spilled) = (waiter.queued, waiter.spilled);
         let mut progress = shared.progress.subscribe();
         shared.urgent.store(true, Ordering::SeqCst);
         shared.wake.notify_one();
@@ -261,14 +289,36 @@ impl UsageRecorder {
             .wait_for(|p| p.stopped || (p.queue_settled >= queued && p.spill_settled >= spilled))
             .await
             .map(|p| !p.stopped);
-        match (settled, shared.stopped.get()) {
-            (Ok(true), _) => Ok(()),
-            (_, Some(why)) => Err(Error::new(ErrorKind::Unavailable, why.clone()).permanent()),
-            _ => Err(Error::new(
-                ErrorKind::Unavailable,
-                "the recorder's flusher has stopped",
-            )),
-        }
+        let not_stored = waiter.given_back.load(Ordering::SeqCst);
+        let why = match (settled, shared.stopped.get()) {
+            (Ok(true), _) if not_stored == 0 => return Ok(()),
+            (Ok(true), None) if lock(&shared.queue).closed => {
+                "the recorder was shut down before they were stored".to_owned()
+            }
+            (Ok(true), None) => "the store answered with an error it does not explain".to_owned(),
+            (Ok(true), Some(why)) => why.clone(),
+            (_, Some(why)) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("not every event recorded before this flush was stored: {why}"),
+                )
+                .permanent());
+            }
+            (_, None) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the recorder's flusher has stopped",
+                ));
+            }
+        };
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{not_stored} of the events recorded before this flush were not stored ({why}); \
+                 they are spooled for a later replay, or handed back by shutdown without a spool"
+            ),
+        )
+        .permanent())
     }
 
     /// Stops accepting events, delivers what is queued until `deadline`
@@ -295,9 +345,11 @@ impl UsageRecorder {
             let _ = tokio::time::timeout(deadline + Duration::from_secs(1), flusher).await;
         }
         // Whatever is still queued (the flusher did not get to it) is
-        // persisted now.
+        // persisted now; a `flush` still waiting learns it will not be
+        // stored.
         let leftover = lock(&shared.queue).drain();
         shared.persist(leftover);
+        shared.stop("the usage recorder is shut down".to_owned());
         let left = give_up_at.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left, shared.sink.flush_alerts()).await;
         ShutdownReport {
@@ -348,7 +400,69 @@ impl Drop for Handle {
     }
 }
 
+/// A `flush` waiting: what it waits for, and how many of those events
+/// were given back (spooled or handed back) instead of stored.
+#[derive(Debug)]
+struct FlushWaiter {
+    /// The queue events below this sequence number.
+    queued: u64,
+    /// This many own spills settled.
+    spilled: u64,
+    given_back: AtomicU64,
+}
+
+/// Removes a waiter when its `flush` returns or is dropped.
+struct Registered<'a> {
+    shared: &'a Shared,
+    waiter: &'a Arc<FlushWaiter>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.waiters).retain(|w| !Arc::ptr_eq(w, self.waiter));
+    }
+}
+
 impl Shared {
+    /// A waiter for a `flush` called now, told already of the events among
+    /// those it waits for that were given back in batches settled out of
+    /// order.
+    fn register_flush(&self) -> Arc<FlushWaiter> {
+        let finished = lock(&self.finished);
+        let queued = lock(&self.queue).pushed;
+        let given_back = finished
+            .iter()
+            .map(|(&start, &(end, given_back))| given_back_before(start, end, given_back, queued))
+            .sum();
+        let waiter = Arc::new(FlushWaiter {
+            queued,
+            spilled: self.spilled.load(Ordering::SeqCst),
+            given_back: AtomicU64::new(given_back),
+        });
+        lock(&self.waiters).push(Arc::clone(&waiter));
+        waiter
+    }
+
+    /// Tells the waiting `flush` calls that `given_back` events of the
+    /// queue events `start..end` were given back instead of stored.
+    fn given_back(&self, start: u64, end: u64, given_back: u64) {
+        for waiter in lock(&self.waiters).iter() {
+            let n = given_back_before(start, end, given_back, waiter.queued);
+            waiter.given_back.fetch_add(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Tells the `flush` calls waiting for own spills that `n` replayed
+    /// events (some perhaps spilled by this recorder) were given back.
+    fn spills_given_back(&self, n: u64) {
+        let settled = self.progress.borrow().spill_settled;
+        for waiter in lock(&self.waiters).iter() {
+            if waiter.spilled > settled {
+                waiter.given_back.fetch_add(n, Ordering::SeqCst);
+            }
+        }
+    }
+
     fn stats(&self) -> RecorderStats {
         let c = &self.counters;
         let queue = lock(&self.queue);

@@ -572,10 +572,12 @@ async fn an_unexpected_failure_keeps_the_events() {
     let expected = record_many(&recorder, &rig, 3);
     // The batch, then each of its three events on its own.
     rig.faults.garble_next(4);
-    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+    let err = tokio::time::timeout(Duration::from_secs(10), recorder.flush())
         .await
         .expect("flush returns")
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("3 of the events"), "{err}");
     eventually("the kept events to be replayed", async || {
         recorder.stats().replayed == 3
     })
@@ -593,15 +595,43 @@ async fn an_unexpected_failure_keeps_the_events() {
     let recorder = fast(rig.recorder()).start().unwrap();
     recorder.record(rig.event(10)).unwrap();
     rig.faults.garble_next(1);
-    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+    let err = tokio::time::timeout(Duration::from_secs(10), recorder.flush())
         .await
         .expect("flush returns")
-        .unwrap();
+        .unwrap_err();
+    assert!(err.message().contains("1 of the events"), "{err}");
     let report = recorder.shutdown(Duration::from_secs(1)).await;
     assert_eq!(report.undelivered.len(), 1, "{report:?}");
     assert_eq!(report.undelivered[0].total_tokens(), 10);
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(rig.stored_tokens().await, expected);
+}
+
+/// A `flush` under way when `shutdown` gives up on a batch returns an
+/// error saying the events were not stored, not `Ok`.
+#[tokio::test]
+async fn a_flush_overtaken_by_shutdown_says_its_events_were_not_stored() {
+    let rig = rig().await;
+    rig.faults.set_down(true);
+    let recorder = fast(rig.recorder()).start().unwrap();
+    record_many(&recorder, &rig, 5);
+    let flushing = {
+        let recorder = recorder.clone();
+        tokio::spawn(async move { recorder.flush().await })
+    };
+    eventually("the batch to be retried", async || {
+        recorder.stats().retried > 0
+    })
+    .await;
+    let report = recorder.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.undelivered.len(), 5);
+    let err = tokio::time::timeout(Duration::from_secs(5), flushing)
+        .await
+        .expect("flush returns")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("not stored"), "{err}");
 }
 
 // ---- a poison event, panics, and what `record` refuses up front -------------
