@@ -523,7 +523,9 @@ impl Shared {
                 event.cost_usd = Some(validate_amount("cost_usd", cost)?);
                 // A `cost_usd` quantity adds to the computed cost; delivery
                 // would refuse their sum for good, so refuse it here.
-                if let Err(sum) = event.amounts() {
+                if let Some(&quantity) = event.quantities.get(&MetricKey::COST_USD)
+                    && let Err(sum) = validate_amount("quantity", cost.saturating_add(quantity))
+                {
                     return Err(Error::invalid_input(
                         "cost_usd",
                         format_args!(
