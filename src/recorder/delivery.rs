@@ -59,13 +59,11 @@ impl Shared {
         let mut prepared = None;
         loop {
             let attempt = catching(async {
-                if prepared.is_none() {
-                    prepared = Some(self.sink.prepare(&batch).await?);
-                }
-                match &prepared {
-                    Some(ready) => ready.write().await,
-                    None => Err(Error::unexpected("a prepared batch went missing")),
-                }
+                let ready = match &mut prepared {
+                    Some(ready) => ready,
+                    unprepared => unprepared.insert(self.sink.prepare(&batch).await?),
+                };
+                ready.write().await
             })
             .await;
             let error = match attempt {

@@ -335,9 +335,7 @@ impl UsageRecorder {
             queue.closed = true;
             queue.give_up_at = Some(give_up_at);
         }
-        shared.room.notify_all();
-        shared.wake.notify_waiters();
-        shared.wake.notify_one();
+        shared.wake_all();
         let flusher = lock(&self.handle.flusher).take();
         if let Some(flusher) = flusher {
             // The flusher gives up by itself at the deadline; the extra
@@ -380,9 +378,7 @@ impl Drop for Handle {
             queue.give_up_at = Some(Instant::now());
             queue.drain()
         };
-        shared.room.notify_all();
-        shared.wake.notify_waiters();
-        shared.wake.notify_one();
+        shared.wake_all();
         let count = leftover.len();
         shared.persist(leftover);
         let lost = lock(&shared.queue).undelivered.len();
@@ -488,9 +484,18 @@ impl Shared {
     fn stop(&self, why: String) {
         if self.stopped.set(why).is_ok() {
             self.progress.send_modify(|p| p.stopped = true);
-            self.room.notify_all();
-            self.wake.notify_one();
+            self.wake_all();
         }
+    }
+
+    /// Wakes everyone waiting on the recorder: callers blocked for room,
+    /// deliveries sleeping between retries (`notify_waiters` reaches every
+    /// task waiting now), and the flusher, even if it is not waiting at
+    /// this moment (`notify_one` leaves it a permit).
+    fn wake_all(&self) {
+        self.room.notify_all();
+        self.wake.notify_waiters();
+        self.wake.notify_one();
     }
 
     /// The store refused a batch for lack of rights: no more events.

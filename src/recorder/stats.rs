@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::lock;
 use crate::model::UsageEvent;
 
 /// How many failed events a recorder keeps for its [`ShutdownReport`];
@@ -89,7 +90,7 @@ impl Counters {
         self.failed.fetch_add(1, Ordering::SeqCst);
         let json = serde_json::to_string(&event).unwrap_or_default();
         tracing::error!(reason = %reason, event = %json, "usage event failed for good; not retried");
-        let mut kept = self.failed_events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = lock(&self.failed_events);
         if kept.len() < MAX_FAILED_KEPT {
             kept.push(FailedEvent { event, reason });
         }
