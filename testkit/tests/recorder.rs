@@ -244,59 +244,56 @@ async fn bursts_lost_responses_and_double_delivery_count_once() {
     recorder.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
-async fn a_dropped_recorder_is_replayed_by_the_next_one() {
-    let rig = rig().await;
-    let spool = tempfile::tempdir().unwrap();
-    let spooling = || {
-        fast(rig.recorder())
-            .spool_dir(spool.path())
-            .start()
-            .unwrap()
-    };
-    rig.faults.set_down(true);
-    let recorder = spooling();
-    let expected = record_many(&recorder, &rig, 120);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    drop(recorder);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(rig.stored_tokens().await, Decimal::ZERO);
-
-    rig.faults.set_down(false);
-    let next = spooling();
-    eventually("the spool to be replayed", async || {
-        next.stats().replayed == 120
-    })
-    .await;
-    assert_eq!(rig.stored_tokens().await, expected);
-    next.shutdown(Duration::from_secs(1)).await;
+/// How a recorder with undelivered events in its spool ends.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Its last handle dropped without `shutdown`.
+    Dropped,
+    /// `shutdown` with a deadline that passes while the backend is down.
+    ShutDown,
 }
 
+/// Whatever a recorder leaves in its spool while the backend is down —
+/// dropped, or shut down past its deadline — the next recorder on the
+/// directory replays, once.
 #[tokio::test]
-async fn shutdown_spools_what_it_cannot_deliver_by_the_deadline() {
-    let rig = rig().await;
-    let spool = tempfile::tempdir().unwrap();
-    let spooling = || {
-        fast(rig.recorder())
-            .spool_dir(spool.path())
-            .start()
-            .unwrap()
-    };
-    rig.faults.set_down(true);
-    let recorder = spooling();
-    let expected = record_many(&recorder, &rig, 80);
-    let report = recorder.shutdown(Duration::from_millis(200)).await;
-    assert_eq!(report.stats.spooled, 80);
-    assert!(report.undelivered.is_empty());
+async fn the_next_recorder_replays_what_one_left_in_the_spool() {
+    for ending in [Ending::Dropped, Ending::ShutDown] {
+        let rig = rig().await;
+        let spool = tempfile::tempdir().unwrap();
+        let spooling = || {
+            fast(rig.recorder())
+                .spool_dir(spool.path())
+                .start()
+                .unwrap()
+        };
+        rig.faults.set_down(true);
+        let recorder = spooling();
+        let expected = record_many(&recorder, &rig, 100);
+        match ending {
+            Ending::Dropped => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(recorder);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ending::ShutDown => {
+                let report = recorder.shutdown(Duration::from_millis(200)).await;
+                assert_eq!(report.stats.spooled, 100, "{ending:?}");
+                assert!(report.undelivered.is_empty(), "{ending:?}");
+            }
+        }
+        assert_eq!(rig.stored_tokens().await, Decimal::ZERO, "{ending:?}");
 
-    rig.faults.set_down(false);
-    let next = spooling();
-    eventually("the spool to be replayed", async || {
-        next.stats().replayed == 80
-    })
-    .await;
-    assert_eq!(rig.stored_tokens().await, expected);
-    next.shutdown(Duration::from_secs(1)).await;
+        rig.faults.set_down(false);
+        let next = spooling();
+        eventually("the spool to be replayed", async || {
+            next.stats().replayed == 100
+        })
+        .await;
+        assert_eq!(rig.stored_tokens().await, expected, "{ending:?}");
+        let report = next.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(report.stats.replayed, 100, "replayed once: {ending:?}");
+    }
 }
 
 /// Another recorder's file, adopted for replay, does not count as this
@@ -418,13 +415,6 @@ async fn invalid_events_are_rejected_at_record_and_never_enqueued() {
         .record_activity(&rig.ctx, "Ads Created!", "brand/1")
         .unwrap_err();
     assert_eq!(err.field(), Some("metric"));
-    let bad_org: Result<UsageEvent, _> =
-        serde_json::from_str(r#"{"org": "not-a-uuid", "quantities": {}}"#);
-    assert!(bad_org.is_err());
-    assert_eq!(
-        tenancy::OrgId::parse("not-a-uuid").unwrap_err().field(),
-        Some("org_id")
-    );
     assert_eq!(recorder.stats().recorded, 0);
     recorder.shutdown(Duration::from_secs(1)).await;
 }
@@ -432,11 +422,6 @@ async fn invalid_events_are_rejected_at_record_and_never_enqueued() {
 #[tokio::test]
 async fn activity_events_count_as_metrics() {
     let rig = rig().await;
-    let member = UserId::new_v7();
-    rig.tenancy
-        .add_member(&rig.ctx, member, Role::Member)
-        .await
-        .unwrap();
     let recorder = rig.recorder().start().unwrap();
     recorder
         .record_activity(&rig.ctx, "ads_created", "brand/7")
