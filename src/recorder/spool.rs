@@ -370,7 +370,11 @@ mod tests {
         // The last append was torn too: no newline.
         bytes.extend_from_slice(&torn[..torn.len() - 3]);
         let contents = parse_events(Path::new("test.jsonl"), &bytes);
-        let tokens: Vec<u128> = contents.events.iter().map(UsageEvent::total_tokens).collect();
+        let tokens: Vec<u128> = contents
+            .events
+            .iter()
+            .map(UsageEvent::total_tokens)
+            .collect();
         assert_eq!(tokens, [1, 3, 4]);
         assert_eq!(contents.unreadable, 4);
     }
@@ -411,7 +415,10 @@ mod tests {
         let taken = a.take_for_replay().unwrap();
         assert_eq!(taken.len(), 3, "its own and the two crashed: {taken:?}");
         assert_eq!(taken.iter().map(|f| f.spilled).sum::<u64>(), 2);
-        assert!(!b.has_pending(), "everything else is held by a or is b's own");
+        assert!(
+            !b.has_pending(),
+            "everything else is held by a or is b's own"
+        );
         let theirs = b.take_for_replay().unwrap();
         assert_eq!(theirs.len(), 1, "only its own file: {theirs:?}");
         assert_eq!(theirs[0].spilled, 0);
