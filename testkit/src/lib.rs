@@ -15,6 +15,7 @@ pub mod browser;
 pub mod fault_proxy;
 pub mod pg;
 pub mod postgrest;
+pub mod seed;
 
 /// Whether a missing live component is a failure (`TENANCY_REQUIRE_LIVE`
 /// set, non-empty and not `0`) rather than a skipped test.
