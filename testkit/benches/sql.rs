@@ -1,4 +1,5 @@
-//! Benchmarks of the shipped SQL on a private PostgreSQL cluster.
+//! Benchmarks of the shipped SQL on a private PostgreSQL cluster (no
+//! PostgREST: the queries go straight to PostgreSQL).
 //!
 //! - `brands_select`: one user's brands among 100,000 rows in 100
 //!   organizations, read under RLS as that user (`authenticated` + JWT
@@ -6,12 +7,21 @@
 //!   `where organization_id = $1`. The target is RLS ≤ 2× the explicit
 //!   filter.
 //! - `record_usage`: the record RPC with batches of 1,000 events, each an
-//!   AI call carrying the amounts the library computed for it (tokens and
-//!   cost: four counters each).
+//!   AI call by a member carrying the amounts the library computed for it
+//!   (tokens and cost), so each event adds to 8 counters (2 metrics × daily
+//!   and monthly × the org and the user); against the baseline
+//!   `baseline_plain_insert`: the RPC's own `insert … select from
+//!   jsonb_to_recordset` of the same batch into a copy of `usage_events`
+//!   (same columns, constraints and indexes, no triggers, no RLS), without
+//!   the organization lock and the counters.
 //!
-//! Run with `cargo bench --bench sql`. Besides criterion's report it prints
-//! plain medians and the RLS/explicit ratio. Without PostgreSQL it prints
-//! `SKIPPED` and exits.
+//! ```text
+//! cargo bench -p tenancy-testkit --bench sql
+//! ```
+//!
+//! Besides criterion's report it prints plain medians and the ratios
+//! (RLS/explicit, RPC/plain insert). Without PostgreSQL it prints `SKIPPED`
+//! and exits.
 
 use tenancy_testkit::pg;
 
@@ -34,6 +44,22 @@ const RLS_FILTERED: &str =
     "select id, name, organization_id from public.brands where organization_id = $1";
 const EXPLICIT: &str =
     "select id, name, organization_id from public.brands where organization_id = $1";
+
+const RECORD: &str = "select tenancy_record_usage($1)";
+/// The record RPC's insert, alone, into a copy of `usage_events`.
+const PLAIN_INSERT: &str = "insert into public.bench_plain_events (
+       id, organization_id, user_id, provider, model, operation, input_tokens,
+       cached_input_tokens, output_tokens, quantities, cost_usd, occurred_at, metadata,
+       amounts, daily_start, monthly_start)
+     select x.id, x.organization_id, x.user_id, x.provider, x.model, x.operation,
+       x.input_tokens, x.cached_input_tokens, x.output_tokens, x.quantities, x.cost_usd,
+       x.occurred_at, x.metadata, x.amounts, x.daily_start, x.monthly_start
+     from jsonb_to_recordset($1) as x(
+       id uuid, organization_id uuid, user_id uuid, provider text, model text, operation text,
+       input_tokens bigint, cached_input_tokens bigint, output_tokens bigint, quantities jsonb,
+       cost_usd numeric, occurred_at timestamptz, metadata jsonb, amounts jsonb,
+       daily_start date, monthly_start date)
+     on conflict (organization_id, id) do nothing";
 
 /// Sets up brands (100 orgs × 1,000 rows); returns (a user, their org, all orgs).
 async fn seed(db: &Client) -> (Uuid, Uuid, Vec<Uuid>) {
@@ -79,6 +105,15 @@ async fn seed(db: &Client) -> (Uuid, Uuid, Vec<Uuid>) {
     db.batch_execute("analyze public.brands; analyze public.user_organizations;")
         .await
         .unwrap();
+    // The plain-insert baseline's table: `usage_events`' columns,
+    // constraints and indexes (its primary key and occurred-at index).
+    db.batch_execute(
+        "create table public.bench_plain_events (like public.usage_events \
+           including defaults including constraints including indexes);
+         grant insert on public.bench_plain_events to service_role;",
+    )
+    .await
+    .unwrap();
     let pick = ORGS / 2;
     (owners[pick], orgs[pick], orgs)
 }
@@ -215,18 +250,25 @@ async fn record_users(admin: &Client, orgs: &[Uuid]) -> Vec<Uuid> {
         .collect()
 }
 
-/// The median of 10 record batches, printed; checks they counted.
+/// The medians of 10 record batches and of 10 plain inserts of the same
+/// batches, interleaved, and their ratio, printed; checks they counted.
 async fn print_record_median(admin: &Client, as_service: &Client, orgs: &[Uuid], users: &[Uuid]) {
-    let mut samples = Vec::new();
+    let (mut plain, mut record) = (Vec::new(), Vec::new());
     for _ in 0..10 {
         let events = batch(orgs, users);
         let start = Instant::now();
+        let inserted = as_service.execute(PLAIN_INSERT, &[&events]).await.unwrap();
+        plain.push(start.elapsed());
+        assert_eq!(inserted, BATCH as u64);
+
+        let events = batch(orgs, users);
+        let start = Instant::now();
         let out: Value = as_service
-            .query_one("select tenancy_record_usage($1)", &[&events])
+            .query_one(RECORD, &[&events])
             .await
             .unwrap()
             .get(0);
-        samples.push(start.elapsed());
+        record.push(start.elapsed());
         assert_eq!(out["inserted"], BATCH);
     }
     // The batches counted their amounts: 10 × 1,000 × 1,950 tokens.
@@ -240,11 +282,27 @@ async fn print_record_median(admin: &Client, as_service: &Client, orgs: &[Uuid],
         .unwrap()
         .get(0);
     assert_eq!(counted, (10 * BATCH * 1950).to_string());
-    let m = median(samples);
+    // Each event added to 8 counters: tokens and cost_usd, daily and
+    // monthly, the org's and its user's. Event i is org i % 10's and user
+    // i % 10's, so 10 orgs with one user each: 10 × (4 + 4) counters.
+    assert_eq!(users.len(), 10);
+    let counters: i64 = admin
+        .query_one(
+            "select count(*) from usage_counters where organization_id = any($1)",
+            &[&orgs[..10].to_vec()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counters, 10 * 8);
+    let (p, m) = (median(plain), median(record));
     println!(
-        "record_usage: median {:?} per batch of {BATCH} events = {:.0} events/s",
+        "record_usage: median {:?} per batch of {BATCH} events = {:.0} events/s; \
+         baseline plain insert of the same batch: median {:?}; ratio {:.2}x",
         m,
-        BATCH as f64 / m.as_secs_f64()
+        BATCH as f64 / m.as_secs_f64(),
+        p,
+        m.as_secs_f64() / p.as_secs_f64(),
     );
 }
 
@@ -288,17 +346,22 @@ fn run_criterion(rt: &Runtime, s: &Subjects) {
     {
         let mut group = c.benchmark_group("record_usage");
         group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function("baseline_plain_insert_1000", |b| {
+            b.to_async(rt).iter_batched(
+                || batch(&s.orgs, &s.users),
+                |events| {
+                    let client = &s.as_service;
+                    async move { client.execute(PLAIN_INSERT, &[&events]).await.unwrap() }
+                },
+                BatchSize::PerIteration,
+            )
+        });
         group.bench_function("batch_of_1000", |b| {
             b.to_async(rt).iter_batched(
                 || batch(&s.orgs, &s.users),
                 |events| {
                     let client = &s.as_service;
-                    async move {
-                        client
-                            .query_one("select tenancy_record_usage($1)", &[&events])
-                            .await
-                            .unwrap()
-                    }
+                    async move { client.query_one(RECORD, &[&events]).await.unwrap() }
                 },
                 BatchSize::PerIteration,
             )
