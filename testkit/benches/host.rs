@@ -9,7 +9,7 @@
 //!   the user's default org, a read of all their memberships.
 //!
 //! ```text
-//! cargo bench --all-features --bench host
+//! cargo bench -p tenancy-testkit --bench host
 //! ```
 
 #[path = "../../examples/host_app.rs"]

@@ -9,11 +9,16 @@
 //! sum bounds the rate. Then a sweep of concurrent `record_usage_batch`
 //! calls (batches in flight) and of several recorders side by side.
 //!
-//! `cargo bench --all-features --bench ingest` (needs the `[[bench]]` entry
-//! with `harness = false` and `required-features = ["supabase"]`). Prints a
-//! plain summary after criterion's report; `TENANCY_BENCH_QUICK=1` prints
-//! only the default recorder's rate and CPU split. Skips (with a line) when
-//! PostgreSQL or the stand-in is missing.
+//! ```text
+//! cargo bench -p tenancy-testkit --bench ingest
+//! ```
+//!
+//! Starts its own private PostgreSQL cluster and the stand-in in front of
+//! it; skips (with a line) when either is missing. Prints a plain summary
+//! after criterion's report; `TENANCY_BENCH_QUICK=1` prints only the
+//! default recorder's rate and CPU split. With criterion's `--test` each
+//! criterion bench runs once and the summary is the quick one, to check the
+//! bench end to end.
 
 use tenancy_testkit::postgrest as postgrest_server;
 
@@ -399,7 +404,7 @@ async fn summary(tenancy: &Tenancy, stand_in_pid: u32) {
     .await;
     let (client_us, stand_in_us, postgres_us) =
         cpu_before.per_event(&CpuSplit::now(stand_in_pid), 3 * RECORDER_EVENTS);
-    if quick() {
+    if short_summary() {
         println!(
             "UsageRecorder (default config): {recorder:.0} events/s; CPU per event: client \
              {client_us:.1} µs, stand-in {stand_in_us:.1} µs, PostgreSQL {postgres_us:.1} µs"
@@ -477,6 +482,16 @@ fn quick() -> bool {
     std::env::var_os("TENANCY_BENCH_QUICK").is_some()
 }
 
+/// Criterion's `--test`: each criterion bench once, then the quick summary.
+fn test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
+/// Whether the summary stops after the default recorder's rate.
+fn short_summary() -> bool {
+    quick() || test_mode()
+}
+
 /// Ingest with a sink that takes 50 ms per alert, beside a sink that takes
 /// none and alerts turned off: alert delivery is off the ingestion path
 /// when the first ratio stays near 1 (target: within 10 %).
@@ -540,13 +555,13 @@ fn main() {
         .build()
         .unwrap();
     let tenancy = Tenancy::builder().store(store(server)).build().unwrap();
-    if !quick() {
+    if !quick() || test_mode() {
         let mut criterion = Criterion::default().configure_from_args();
         criterion_benches(&mut criterion, &rt, &tenancy);
         criterion.final_summary();
     }
     rt.block_on(summary(&tenancy, server.pid()));
-    if !quick() || std::env::var_os("TENANCY_BENCH_ALERTS").is_some() {
+    if !short_summary() || std::env::var_os("TENANCY_BENCH_ALERTS").is_some() {
         rt.block_on(alert_summary(&store(server)));
     }
 }
