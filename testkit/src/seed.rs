@@ -101,7 +101,11 @@ impl OrgHistory {
                 // `now`, so the current day and month have usage.
                 let minutes = if call == 0 { 0 } else { (n * 97) % (20 * 60) };
                 let at = day_start - TimeDelta::minutes(minutes as i64);
-                let model = if n % 4 == 0 { "gpt-4o-mini" } else { "gpt-4o" };
+                let model = if n.is_multiple_of(4) {
+                    "gpt-4o-mini"
+                } else {
+                    "gpt-4o"
+                };
                 let (input, cached, output) =
                     (500 + (n * 37) % 2000, (n * 11) % 400, 100 + (n * 53) % 800);
                 let cost = prices
@@ -114,10 +118,10 @@ impl OrgHistory {
                     .tokens(input, cached, output)
                     .cost_usd(cost)
                     .at(at);
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     event = event.quantity(metric("images"), (1 + n as i64 % 4).into());
                 }
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     event = event.quantity(metric("api_calls"), (10 + n as i64 % 15).into());
                 }
                 events.push(event);
