@@ -2,6 +2,7 @@
 //! commit the actual amount or release it.
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use crate::ids::{MetricKey, OrgId, ReservationId, UserId};
@@ -28,21 +29,21 @@ pub struct Reservation {
     id: ReservationId,
     org: OrgId,
     user: UserId,
-    metric: MetricKey,
-    amount: Decimal,
+    timezone: Tz,
     periods: CurrentPeriods,
     expires_at: DateTime<Utc>,
+    /// Its metric and amount are the reservation's.
     decision: LimitDecision,
 }
 
 impl Reservation {
-    #[allow(clippy::too_many_arguments)]
+    /// The hold `id` of `user` in `org` (whose time zone is `timezone`),
+    /// for `decision.requested` of `decision.metric`.
     pub(crate) fn new(
         id: ReservationId,
         org: OrgId,
         user: UserId,
-        metric: MetricKey,
-        amount: Decimal,
+        timezone: Tz,
         periods: CurrentPeriods,
         expires_at: DateTime<Utc>,
         decision: LimitDecision,
@@ -51,8 +52,7 @@ impl Reservation {
             id,
             org,
             user,
-            metric,
-            amount,
+            timezone,
             periods,
             expires_at,
             decision,
@@ -76,12 +76,17 @@ impl Reservation {
 
     /// The metric held.
     pub fn metric(&self) -> &MetricKey {
-        &self.metric
+        &self.decision.metric
     }
 
     /// The amount held.
     pub fn amount(&self) -> Decimal {
-        self.amount
+        self.decision.requested
+    }
+
+    /// The organization's time zone when it was reserved.
+    pub(crate) fn timezone(&self) -> Tz {
+        self.timezone
     }
 
     /// The periods it holds in, and the periods its committed usage counts

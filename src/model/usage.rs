@@ -307,6 +307,17 @@ impl UsageEvent {
     /// [`into_record`](Self::into_record) for an event accepted earlier (its
     /// time window checked then): a recorder delivering after an outage.
     pub(crate) fn into_record_accepted(self, now: DateTime<Utc>, tz: Tz) -> Result<UsageRecord> {
+        self.into_record_counted_in(now, |occurred_at| CurrentPeriods::at(occurred_at, tz))
+    }
+
+    /// [`into_record_accepted`](Self::into_record_accepted), counted in the
+    /// periods `periods_of` gives for the event's time: a reservation's
+    /// commit counts in the periods of its hold.
+    pub(crate) fn into_record_counted_in(
+        self,
+        now: DateTime<Utc>,
+        periods_of: impl FnOnce(DateTime<Utc>) -> CurrentPeriods,
+    ) -> Result<UsageRecord> {
         self.validate_labels_and_metadata()?;
         let amounts = self.amounts()?;
         let id = self.id.unwrap_or_else(EventId::new_v7);
@@ -314,7 +325,7 @@ impl UsageEvent {
         Ok(UsageRecord {
             id,
             occurred_at,
-            periods: CurrentPeriods::at(occurred_at, tz),
+            periods: periods_of(occurred_at),
             amounts,
             event: UsageEvent {
                 id: Some(id),

@@ -247,8 +247,7 @@ impl Tenancy {
             request.id,
             request.org,
             request.user,
-            metric,
-            amount,
+            tz,
             request.periods,
             request.expires_at,
             decision,
@@ -314,12 +313,10 @@ impl Tenancy {
             )));
         }
         event.check_time(now)?;
-        let org = self.cached_org(reservation.org()).await?;
-        let mut record = event
+        let record = event
             .id(id)
             .user(reservation.user())
-            .into_record_accepted(now, org.timezone)?;
-        record.periods = reservation.periods();
+            .into_record_counted_in(now, |_| reservation.periods())?;
         let request = CommitRequest {
             org: reservation.org(),
             user: reservation.user(),
@@ -330,7 +327,7 @@ impl Tenancy {
         let outcome = self.inner.store.commit_reservation(&request).await?;
         if outcome.recorded {
             let limits = self.org_limits(reservation.org()).await?;
-            let orgs = HashMap::from([(reservation.org(), (org.timezone, limits))]);
+            let orgs = HashMap::from([(reservation.org(), (reservation.timezone(), limits))]);
             self.queue_alert_checks(std::slice::from_ref(&request.usage), &orgs);
         }
         Ok(outcome)
