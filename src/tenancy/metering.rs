@@ -19,7 +19,7 @@ use crate::ids::{EventId, MetricKey, OrgId, ReservationId, UserId};
 use crate::limits::{
     CurrentPeriods, Limit, LimitDecision, Reservation, ReserveOutcome, decide, validate_amount,
 };
-use crate::model::{Action, Organization, TenantContext, UsageEvent, UsageRecord};
+use crate::model::{Action, TenantContext, UsageEvent, UsageRecord};
 use crate::store::{
     CommitOutcome, CommitRequest, RecordOutcome, ReleaseRequest, ReserveRequest, UsageQuery,
 };
@@ -405,11 +405,6 @@ impl Tenancy {
             }
         }
         self.inner.alerts.enqueue(checks);
-    }
-
-    /// The organization of an operator's call, with its time zone.
-    pub(super) async fn org_for_operator(&self, org: OrgId) -> Result<Arc<Organization>> {
-        self.cached_org(org).await
     }
 }
 

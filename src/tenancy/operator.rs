@@ -72,7 +72,7 @@ impl<'a> Operator<'a> {
     /// The organization-wide usage lines of any organization (support,
     /// admin tools). `NotFound` if it does not exist.
     pub async fn usage_summary(&self, org: OrgId) -> Result<Vec<UsageLine>> {
-        let tz = self.tenancy.org_for_operator(org).await?.timezone;
+        let tz = self.tenancy.cached_org(org).await?.timezone;
         self.tenancy.summary_lines(org, None, tz).await
     }
 
