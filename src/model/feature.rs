@@ -50,18 +50,29 @@ impl FeatureChange {
     /// character anywhere (PostgreSQL cannot store one); otherwise
     /// `InvalidInput` naming `config`.
     pub fn config(config: serde_json::Value) -> Result<Self> {
-        refuse_nul("config", &config)?;
-        let size = serialized_len(&config);
+        let change = FeatureChange {
+            enabled: None,
+            config: Some(config),
+        };
+        change.check()?;
+        Ok(change)
+    }
+
+    /// Checks the config as [`config`](Self::config) does, for a change
+    /// built from its public fields.
+    pub(crate) fn check(&self) -> Result<()> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        refuse_nul("config", config)?;
+        let size = serialized_len(config);
         if size > MAX_FEATURE_CONFIG_BYTES {
             return Err(Error::invalid_input(
                 "config",
                 format_args!("{size} bytes serialized; the limit is {MAX_FEATURE_CONFIG_BYTES}"),
             ));
         }
-        Ok(FeatureChange {
-            enabled: None,
-            config: Some(config),
-        })
+        Ok(())
     }
 
     /// The row after this change, from the row before it (`None`: no row).

@@ -123,8 +123,12 @@ impl<'a> Operator<'a> {
         let config = serde_json::to_value(config).map_err(|e| {
             Error::invalid_input("config", "does not serialize to JSON").with_source(e)
         })?;
-        self.update_feature(org, key, FeatureChange::config(config)?)
-            .await
+        let change = FeatureChange {
+            enabled: None,
+            config: Some(config),
+        };
+        // update_feature checks the config.
+        self.update_feature(org, key, change).await
     }
 
     /// Applies `change` to `key` of `org` in one atomic store step: a
@@ -136,9 +140,7 @@ impl<'a> Operator<'a> {
         change: FeatureChange,
     ) -> Result<Feature> {
         let key = FeatureKey::parse(key)?;
-        if let Some(config) = &change.config {
-            FeatureChange::config(config.clone())?;
-        }
+        change.check()?;
         let now = self.tenancy.now();
         let stored = self
             .tenancy
