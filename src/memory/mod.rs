@@ -287,7 +287,10 @@ impl Store for MemoryStore {
             existing.mode = limit.mode;
             return Ok(existing.clone());
         }
-        tenant.limits.push(limit.clone());
+        // Kept in the order limits() promises: creation time, then id.
+        let key = |l: &Limit| (l.created_at, l.id);
+        let at = tenant.limits.partition_point(|l| key(l) < key(limit));
+        tenant.limits.insert(at, limit.clone());
         Ok(limit.clone())
     }
 

@@ -67,6 +67,7 @@ macro_rules! store_contract_tests {
             feature_changes_touch_only_the_named_field,
             concurrent_feature_changes_are_never_lost,
             limits_replace_their_slot,
+            limits_are_ordered_by_creation_time_then_id,
             record_is_idempotent_by_event_id,
             record_counts_exactly_the_given_amounts,
             a_batch_is_recorded_all_or_nothing,

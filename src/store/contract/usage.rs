@@ -121,6 +121,55 @@ pub async fn a_batch_is_recorded_all_or_nothing(store: Arc<DynStore>) {
     assert_eq!(store.record_usage(&[good]).await.unwrap().inserted, 1);
 }
 
+/// Limits are listed, and a snapshot's limits ordered, by creation time
+/// then id, whatever order they were set in.
+pub async fn limits_are_ordered_by_creation_time_then_id(store: Arc<DynStore>) {
+    let (org, owner) = new_org(&*store).await;
+    let slot = |scope, metric: &str, period, hours: i64| crate::limits::Limit {
+        created_at: noon() + chrono::TimeDelta::hours(hours),
+        ..limit(
+            org.id,
+            scope,
+            MetricKey::parse(metric).unwrap(),
+            period,
+            100,
+        )
+    };
+    let set = [
+        slot(LimitScope::Organization, "tokens", Period::Daily, 2),
+        slot(LimitScope::User(owner), "tokens", Period::Daily, 0),
+        slot(LimitScope::Organization, "tokens", Period::Monthly, 0),
+        slot(LimitScope::Organization, "images", Period::Daily, -1),
+    ];
+    for l in &set {
+        store.put_limit(l).await.unwrap();
+    }
+    let mut expected: Vec<_> = set.iter().map(|l| (l.created_at, l.id)).collect();
+    expected.sort();
+    let listed: Vec<_> = store
+        .limits(org.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| (l.created_at, l.id))
+        .collect();
+    assert_eq!(listed, expected, "limits()");
+    let query = UsageQuery {
+        org: org.id,
+        user: Some(owner),
+        metric: None,
+        periods: CurrentPeriods::at(noon(), org.timezone),
+        now: noon(),
+    };
+    let snapshot = store.usage_snapshot(&query).await.unwrap();
+    let in_snapshot: Vec<_> = snapshot
+        .limits
+        .iter()
+        .map(|u| (u.limit.created_at, u.limit.id))
+        .collect();
+    assert_eq!(in_snapshot, expected, "usage_snapshot()");
+}
+
 /// A user's snapshot holds the org-wide limits and counters and the user's
 /// own, never another user's.
 pub async fn snapshots_count_org_wide_and_own_usage(store: Arc<DynStore>) {
