@@ -1,7 +1,7 @@
 //! Usage as pages and reports show it: against limits, over time, and by
 //! member.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
@@ -28,12 +28,12 @@ pub struct MemberUsage {
 /// Checks a history span: `from` not after `to`, and at most
 /// [`MAX_HISTORY_PERIODS`] periods; `InvalidInput` naming `to` otherwise.
 fn check_span(period: Period, from: NaiveDate, to: NaiveDate) -> Result<()> {
-    let days = (to - from).num_days();
+    let month_number = |d: NaiveDate| i64::from(d.year()) * 12 + i64::from(d.month0());
     let periods = match period {
-        Period::Daily => days + 1,
-        Period::Monthly => days / 28 + 1,
+        Period::Daily => (to - from).num_days() + 1,
+        Period::Monthly => month_number(to) - month_number(from) + 1,
     };
-    if days < 0 || periods > MAX_HISTORY_PERIODS {
+    if from > to || periods > MAX_HISTORY_PERIODS {
         return Err(Error::invalid_input(
             "to",
             format_args!(
@@ -154,5 +154,29 @@ impl Tenancy {
             to,
         };
         self.inner.store.usage_history(&query).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn a_span_counts_whole_periods_up_to_the_maximum() {
+        // 400 days, and 400 months (January 2000 to April 2033).
+        assert!(check_span(Period::Daily, date(2026, 1, 1), date(2027, 2, 4)).is_ok());
+        assert!(check_span(Period::Daily, date(2026, 1, 1), date(2027, 2, 5)).is_err());
+        assert!(check_span(Period::Monthly, date(2000, 1, 1), date(2033, 4, 1)).is_ok());
+        assert!(check_span(Period::Monthly, date(2000, 1, 1), date(2033, 5, 1)).is_err());
+        assert!(check_span(Period::Monthly, date(2026, 3, 1), date(2026, 3, 1)).is_ok());
+        let backwards = check_span(Period::Daily, date(2026, 3, 2), date(2026, 3, 1));
+        assert_eq!(
+            backwards.unwrap_err().kind(),
+            crate::error::ErrorKind::InvalidInput
+        );
     }
 }
