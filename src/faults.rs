@@ -26,6 +26,7 @@ use crate::store::{
     RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery,
     with_store_methods,
 };
+use crate::sync::lock;
 
 /// A store whose usage writes (`record_usage`, `commit_reservation`)
 /// misbehave on demand.
@@ -93,10 +94,7 @@ impl FaultyStore {
     /// A poison event: every usage write that carries `id` panics before
     /// touching the store, however often it is retried.
     pub fn panic_on_event(&self, id: EventId) {
-        self.poison
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+        lock(&self.poison).insert(id);
     }
 
     /// Every usage write is applied twice, as by a proxy that re-sends.
@@ -141,7 +139,7 @@ impl FaultyStore {
             tokio::time::sleep(Duration::from_micros(delay)).await;
         }
         let poisoned = {
-            let poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+            let poison = lock(&self.poison);
             events.iter().any(|id| poison.contains(id))
         };
         if poisoned || Self::take(&self.panic_next) {

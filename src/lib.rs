@@ -96,6 +96,7 @@ pub mod store;
 #[cfg(feature = "supabase")]
 #[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]
 pub mod supabase;
+mod sync;
 mod tenancy;
 
 pub use async_trait::async_trait;

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use super::delivery::{Delivery, panic_message};
 use super::stats::Counters;
-use super::{Shared, lock, spool};
+use super::{Shared, spool};
 use crate::model::UsageEvent;
+use crate::sync::lock;
 
 impl Shared {
     /// The flusher task. If it ever panics, the recorder stops accepting

@@ -69,7 +69,7 @@ mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -81,6 +81,7 @@ use crate::error::{Error, ErrorKind, Result, quoted};
 use crate::ids::{EventId, MetricKey};
 use crate::limits::validate_amount;
 use crate::model::{Action, TenantContext, UsageEvent};
+use crate::sync::lock;
 
 pub use config::{Backpressure, RecorderBuilder, RecorderConfig, UnknownModelPolicy};
 pub use spool::SpoolSync;
@@ -163,10 +164,6 @@ pub struct UsageRecorder {
 struct Handle {
     shared: Arc<Shared>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl UsageRecorder {
@@ -633,7 +630,7 @@ impl Shared {
                     queue = self
                         .room
                         .wait_timeout(queue, Duration::from_millis(100))
-                        .unwrap_or_else(|e| e.into_inner())
+                        .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
             }

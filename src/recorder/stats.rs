@@ -4,8 +4,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::lock;
 use crate::model::UsageEvent;
+use crate::sync::lock;
 
 /// How many failed events a recorder keeps for its [`ShutdownReport`];
 /// later ones are counted and logged only.

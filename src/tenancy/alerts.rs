@@ -30,6 +30,7 @@ use crate::error::Result;
 use crate::ids::{OrgId, UserId};
 use crate::limits::{AlertKey, AlertThresholds, CurrentPeriods, LimitAlert};
 use crate::store::{DynStore, UsageQuery};
+use crate::sync::lock;
 
 /// Where alerts go: email, Slack, a webhook, a queue.
 ///
@@ -78,20 +79,14 @@ impl MemoryAlertSink {
 
     /// The alerts delivered so far, oldest first.
     pub fn alerts(&self) -> Vec<LimitAlert> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.alerts).clone()
     }
 }
 
 #[async_trait]
 impl AlertSink for MemoryAlertSink {
     async fn deliver(&self, alert: &LimitAlert) -> Result<()> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(alert.clone());
+        lock(&self.alerts).push(alert.clone());
         Ok(())
     }
 }
@@ -187,10 +182,6 @@ impl AlertQueue {
         let mut busy = self.shared.busy.subscribe();
         let _ = busy.wait_for(|busy| !busy).await;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
