@@ -250,13 +250,19 @@ impl UsageEvent {
         if earliest.is_some_and(|e| at < e) {
             return Err(Error::invalid_input(
                 "occurred_at",
-                format_args!("{at} is more than 31 days before now ({now})"),
+                format_args!(
+                    "{at} is more than {} days before now ({now})",
+                    MAX_EVENT_AGE.num_days()
+                ),
             ));
         }
         if latest.is_some_and(|l| at > l) {
             return Err(Error::invalid_input(
                 "occurred_at",
-                format_args!("{at} is more than 5 minutes after now ({now})"),
+                format_args!(
+                    "{at} is more than {} minutes after now ({now})",
+                    MAX_EVENT_LEAD.num_minutes()
+                ),
             ));
         }
         Ok(())
