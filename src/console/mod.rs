@@ -39,8 +39,8 @@
 //! default; anyone else gets 403):
 //!
 //! - `GET /operator` — the organizations nearest their limits;
-//! - `GET /operator/orgs?q=` — organizations by name or slug, with their
-//!   tightest limit;
+//! - `GET /operator/orgs?q=&page=` — organizations by name or slug, with
+//!   their tightest limit, 50 a page;
 //! - `GET /operator/orgs/{org}` — features (toggle; edit the JSON
 //!   configuration, refused with where the JSON broke) and limits (set,
 //!   change mode, remove).
