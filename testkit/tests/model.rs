@@ -104,6 +104,8 @@ struct Coverage {
     denials: u32,
     commits: u32,
     late_commits: u32,
+    /// Commits refused because the hold expired beyond the retention.
+    purged_commits: u32,
     commits_above: u32,
     /// Commits of live holds on a later local day than the hold was taken.
     commits_across_midnight: u32,
@@ -460,9 +462,23 @@ impl Run {
         let model_hold = self.model.holds.remove(&hold.id());
         let model_hold =
             model_hold.ok_or_else(|| self.failure(step, "a task commits a hold the model lost"))?;
+        // Past the retention the commit records nothing and is `NotFound`,
+        // whether or not the store purged the hold yet.
         match result {
-            Err(e) if purgeable && e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if purgeable && e.kind() == ErrorKind::NotFound => {
+                self.coverage.purged_commits += 1;
+                return Ok(());
+            }
             Err(e) => return Err(self.failure(step, &format!("commit: {e}"))),
+            Ok(outcome) if purgeable => {
+                return Err(self.failure(
+                    step,
+                    &format!(
+                        "commit {outcome:?} at or after expires_at + {} days, expected NotFound",
+                        EXPIRED_HOLD_RETENTION.num_days()
+                    ),
+                ));
+            }
             Ok(outcome) => {
                 let expected = CommitOutcome {
                     released_hold: live,
@@ -759,6 +775,7 @@ fn reservations_keep_the_invariant_for_fixed_seeds() {
         );
         total.denials += coverage.denials;
         total.late_commits += coverage.late_commits;
+        total.purged_commits += coverage.purged_commits;
         total.commits_above += coverage.commits_above;
         total.commits_across_midnight += coverage.commits_across_midnight;
         total.releases += coverage.releases;
@@ -770,6 +787,10 @@ fn reservations_keep_the_invariant_for_fixed_seeds() {
     assert!(
         total.late_commits > 0,
         "no commit came after its hold expired: {total:?}"
+    );
+    assert!(
+        total.purged_commits > 0,
+        "no commit came after its hold's retention ended: {total:?}"
     );
     assert!(
         total.commits_above > 0,
