@@ -10,39 +10,52 @@ use tenancy::{
     MemoryStore, Result, UsageEvent, UserId, async_trait,
 };
 
-use crate::scene::{dec, monthly, scene, scene_on, tenancy_on, utc};
+use crate::scene::{at_once, dec, monthly, scene, scene_on, tenancy_on, utc};
 
 /// Thresholds fire once each per period, even from two instances sharing
-/// the store and writing at once.
+/// the store and writing at once on two threads, round after round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_fire_once_per_threshold() {
-    let s = scene().await;
-    let other_sink = Arc::new(MemoryAlertSink::new());
-    let other = tenancy_on(&s.store, &s.clock, other_sink.clone());
-    s.limit(monthly("tokens", 100)).await;
-    let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
+    let mut last = None;
+    for round in 0..16 {
+        let s = scene().await;
+        let other_sink = Arc::new(MemoryAlertSink::new());
+        let other = tenancy_on(&s.store, &s.clock, other_sink.clone());
+        s.limit(monthly("tokens", 100)).await;
+        let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
 
-    s.tenancy.record_usage(tokens(79)).await.unwrap();
-    assert!(s.fired(LimitScope::Organization).await.is_empty());
-    s.tenancy.record_usage(tokens(1)).await.unwrap();
-    assert_eq!(s.fired(LimitScope::Organization).await, vec![80]);
-    other.record_usage(tokens(1)).await.unwrap();
-    let (a, b) = tokio::join!(
-        s.tenancy.record_usage(tokens(10)),
-        other.record_usage(tokens(10)),
-    );
-    a.unwrap();
-    b.unwrap();
-    other.flush_alerts().await;
-    let mut fired = s.fired(LimitScope::Organization).await;
-    fired.extend(other_sink.alerts().iter().map(|a| a.key.threshold_percent));
-    fired.sort_unstable();
-    assert_eq!(fired, vec![80, 90, 100], "each threshold exactly once");
-    let alert = &s.alerts.alerts()[0];
-    assert_eq!(
-        (alert.key.scope, alert.limit),
-        (LimitScope::Organization, dec(100))
-    );
+        s.tenancy.record_usage(tokens(79)).await.unwrap();
+        assert!(s.fired(LimitScope::Organization).await.is_empty());
+        s.tenancy.record_usage(tokens(1)).await.unwrap();
+        assert_eq!(s.fired(LimitScope::Organization).await, vec![80]);
+        other.record_usage(tokens(1)).await.unwrap();
+        let (first, second) = (s.tenancy.clone(), other.clone());
+        let (a, b) = (tokens(10), tokens(10));
+        let (a, b) = at_once(
+            async move { first.record_usage(a).await },
+            async move { second.record_usage(b).await },
+        )
+        .await;
+        a.unwrap();
+        b.unwrap();
+        other.flush_alerts().await;
+        let mut fired = s.fired(LimitScope::Organization).await;
+        fired.extend(other_sink.alerts().iter().map(|a| a.key.threshold_percent));
+        fired.sort_unstable();
+        assert_eq!(
+            fired,
+            vec![80, 90, 100],
+            "round {round}: each threshold exactly once"
+        );
+        let alert = &s.alerts.alerts()[0];
+        assert_eq!(
+            (alert.key.scope, alert.limit),
+            (LimitScope::Organization, dec(100))
+        );
+        last = Some(s);
+    }
+    let s = last.expect("a round");
+    let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
 
     // A new month starts from zero, and alerts can fire again.
     s.clock.set(utc("2026-04-02T00:00:00Z"));

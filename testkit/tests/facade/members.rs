@@ -7,7 +7,7 @@ use tenancy::{
     Action, Clock, ErrorKind, NewOrganization, OrgId, OrgMembership, Role, Tenancy, UserId,
 };
 
-use crate::scene::{kind, scene, unique_slug};
+use crate::scene::{at_once, kind, scene, unique_slug};
 
 /// Admins manage members and viewers, but never grant or revoke admin or
 /// owner; members manage nobody.
@@ -121,27 +121,36 @@ async fn last_owner_is_kept() {
     );
 }
 
-/// Two owners demoting themselves at once: exactly one succeeds, and one
-/// owner is left.
+/// Two owners demoting themselves at once, on two threads, many times:
+/// exactly one succeeds each time, and one owner is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_demotions_keep_one_owner() {
-    let s = scene().await;
-    let t = &s.tenancy;
-    let second = UserId::new_v7();
-    t.add_member(&s.owner_ctx, second, Role::Owner)
-        .await
-        .unwrap();
-    let second_ctx = t.context(second, s.org).await.unwrap();
-    let (a, b) = tokio::join!(
-        t.change_role(&s.owner_ctx, s.owner, Role::Admin),
-        t.change_role(&second_ctx, second, Role::Admin),
-    );
-    assert!(
-        a.is_ok() != b.is_ok(),
-        "exactly one demotion succeeds: {a:?} {b:?}"
-    );
-    let owners = t.members(&second_ctx).await.unwrap();
-    assert_eq!(owners.iter().filter(|m| m.role == Role::Owner).count(), 1);
+    for round in 0..32 {
+        let s = scene().await;
+        let t = &s.tenancy;
+        let second = UserId::new_v7();
+        t.add_member(&s.owner_ctx, second, Role::Owner)
+            .await
+            .unwrap();
+        let second_ctx = t.context(second, s.org).await.unwrap();
+        let (first, other) = (t.clone(), t.clone());
+        let (owner, owner_ctx, other_ctx) = (s.owner, s.owner_ctx.clone(), second_ctx.clone());
+        let (a, b) = at_once(
+            async move { first.change_role(&owner_ctx, owner, Role::Admin).await },
+            async move { other.change_role(&other_ctx, second, Role::Admin).await },
+        )
+        .await;
+        assert!(
+            a.is_ok() != b.is_ok(),
+            "round {round}: exactly one demotion succeeds: {a:?} {b:?}"
+        );
+        let owners = t.members(&second_ctx).await.unwrap();
+        assert_eq!(
+            owners.iter().filter(|m| m.role == Role::Owner).count(),
+            1,
+            "round {round}"
+        );
+    }
 }
 
 /// A context exists only for members; removal and switching re-check it.

@@ -1,6 +1,7 @@
 //! A fresh scene per test: a tenancy on a fake clock over `MemoryStore`,
 //! an organization with its owner, and the helpers the scenarios share.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,6 +155,29 @@ impl Scene {
         fired.sort_unstable();
         fired
     }
+}
+
+/// Runs `a` and `b` as two spawned tasks released together by a barrier:
+/// on a multi-threaded runtime they run at the same time, on two threads.
+pub(crate) async fn at_once<A, B>(a: A, b: B) -> (A::Output, B::Output)
+where
+    A: Future + Send + 'static,
+    A::Output: Send + 'static,
+    B: Future + Send + 'static,
+    B::Output: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let released = Arc::clone(&barrier);
+    let a = tokio::spawn(async move {
+        released.wait().await;
+        a.await
+    });
+    let b = tokio::spawn(async move {
+        barrier.wait().await;
+        b.await
+    });
+    let (a, b) = tokio::join!(a, b);
+    (a.expect("first task"), b.expect("second task"))
 }
 
 pub(crate) fn dec(n: i64) -> Decimal {
