@@ -6,21 +6,71 @@ use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
+use tenancy::limits::MAX_AMOUNT;
 use tenancy::{FeatureKey, MetricKey, OrgId, Period, PeriodKey, Slug, UsageEvent};
+
+/// The slug rule, written out independently of the crate: 1 to 63 bytes,
+/// runs of lowercase ASCII letters and digits joined by single hyphens
+/// (`organizations_slug_check`).
+fn is_slug(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.split('-').all(|run| {
+            !run.is_empty()
+                && run
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+/// Strings on both sides of the slug rule: any text, the slug alphabet
+/// with hyphens anywhere, well-formed slugs from 1 to 77 bytes, and
+/// well-formed slugs of 60 to 66 bytes, around the 63-byte limit.
+fn slug_candidates() -> impl Strategy<Value = String> {
+    let well_formed = "[a-z0-9]{1,12}(-[a-z0-9]{1,12}){0,5}";
+    let around_the_limit = (60usize..=66, well_formed).prop_map(|(len, mut slug)| {
+        while slug.len() < len {
+            slug.push('a');
+        }
+        slug.truncate(len);
+        if slug.ends_with('-') {
+            slug.pop();
+            slug.push('0');
+        }
+        slug
+    });
+    prop_oneof![
+        "\\PC{0,80}",
+        "[a-z0-9-]{0,70}",
+        well_formed,
+        around_the_limit,
+    ]
+}
+
+#[test]
+fn slugs_are_refused_from_64_bytes() {
+    for (slug, ok) in [
+        ("a".repeat(63), true),
+        ("a".repeat(64), false),
+        (format!("{}-{}", "a".repeat(31), "9".repeat(31)), true),
+        (format!("{}-{}", "a".repeat(32), "9".repeat(31)), false),
+    ] {
+        let parsed = Slug::parse(&slug);
+        assert_eq!(parsed.is_ok(), ok, "{} bytes: {parsed:?}", slug.len());
+        if let Err(err) = parsed {
+            assert_eq!(err.field(), Some("slug"));
+        }
+    }
+}
 
 proptest! {
     #[test]
-    fn slug_parse_accepts_only_valid_slugs(s in "\\PC{0,80}") {
-        if let Ok(slug) = Slug::parse(&s) {
-            prop_assert!(!slug.as_str().is_empty() && slug.as_str().len() <= 63);
-            prop_assert!(!slug.as_str().starts_with('-') && !slug.as_str().ends_with('-'));
-            prop_assert!(!slug.as_str().contains("--"));
+    fn slug_parse_accepts_exactly_the_rule(s in slug_candidates()) {
+        let parsed = Slug::parse(&s);
+        prop_assert_eq!(parsed.is_ok(), is_slug(&s), "{:?}: {:?}", s, parsed);
+        match parsed {
+            Ok(slug) => prop_assert_eq!(slug.as_str(), s.as_str()),
+            Err(err) => prop_assert_eq!(err.field(), Some("slug")),
         }
-    }
-
-    #[test]
-    fn generated_valid_slugs_parse(s in "[a-z0-9]{1,10}(-[a-z0-9]{1,10}){0,4}") {
-        prop_assert!(Slug::parse(&s).is_ok());
     }
 
     #[test]
@@ -37,6 +87,11 @@ proptest! {
     fn valid_metric_keys_parse(s in "[a-z][a-z0-9_]{0,62}") {
         let key = MetricKey::parse(&s).unwrap();
         prop_assert_eq!(key.as_str(), s.as_str());
+    }
+
+    #[test]
+    fn metric_keys_of_64_bytes_or_more_are_refused(s in "[a-z][a-z0-9_]{63,70}") {
+        prop_assert!(MetricKey::parse(&s).is_err(), "{} bytes", s.len());
     }
 }
 
@@ -67,23 +122,37 @@ proptest! {
     }
 
     /// `validate` (allocation-free, on every `UsageRecorder::record`)
-    /// accepts exactly what `amounts` (on every write) accepts.
+    /// accepts exactly what `amounts` (on every write) accepts, and both
+    /// refuse a negative amount and one above `MAX_AMOUNT`.
     #[test]
     fn validate_agrees_with_amounts(
         input in any::<u64>(),
         output in any::<u64>(),
-        cost in proptest::option::of((-3i64..i64::MAX, 0u32..3)),
-        quantities in proptest::collection::vec((0usize..3, -3i64..i64::MAX, 0u32..3), 0..4),
+        cost in proptest::option::of((mantissa(), 0u32..3)),
+        quantities in proptest::collection::vec((0usize..3, mantissa(), 0u32..3), 0..4),
     ) {
-        // Mantissas up to i64::MAX at scales 0..3 straddle the largest amount.
         let names = ["tokens", "cost_usd", "images"];
         let mut e = UsageEvent::new(OrgId::new_v7()).tokens(input, 0, output);
+        let mut amounts = Vec::new();
         if let Some((mantissa, scale)) = cost {
+            amounts.push(Decimal::new(mantissa, scale));
             e = e.cost_usd(Decimal::new(mantissa, scale));
         }
         for (name, mantissa, scale) in quantities {
+            amounts.push(Decimal::new(mantissa, scale));
             e = e.quantity(MetricKey::parse(names[name]).unwrap(), Decimal::new(mantissa, scale));
         }
         prop_assert_eq!(e.validate().is_ok(), e.amounts().is_ok(), "{:?}", e);
+        if amounts.iter().any(|a| *a < Decimal::ZERO || *a > MAX_AMOUNT) {
+            prop_assert!(e.validate().is_err(), "{:?}", e);
+        }
     }
+}
+
+/// Mantissas for amounts at scales 0 to 2: small ones either side of zero,
+/// ones around `MAX_AMOUNT` (10^18 at scale 0), and any up to `i64::MAX`,
+/// which straddles the largest amount.
+fn mantissa() -> impl Strategy<Value = i64> {
+    const MAX: i64 = 1_000_000_000_000_000_000;
+    prop_oneof![-3i64..=3, MAX - 2..=MAX + 2, -3i64..i64::MAX]
 }
