@@ -17,6 +17,8 @@ pub mod pg;
 pub mod postgrest;
 pub mod seed;
 
+use std::path::PathBuf;
+
 /// Whether a missing live component is a failure (`TENANCY_REQUIRE_LIVE`
 /// set, non-empty and not `0`) rather than a skipped test.
 pub fn live_required() -> bool {
@@ -25,12 +27,47 @@ pub fn live_required() -> bool {
 
 /// Where `scripts/test` caches the tools it installs:
 /// `TENANCY_CACHE_DIR`, or `~/.cache/tenancy`. `None` with neither that nor
-/// `HOME` set.
-pub fn cache_dir() -> Option<std::path::PathBuf> {
+/// `HOME` set (an empty value counts as unset).
+pub fn cache_dir() -> Option<PathBuf> {
     match std::env::var_os("TENANCY_CACHE_DIR") {
         Some(dir) if !dir.is_empty() => Some(dir.into()),
-        _ => Some(std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/tenancy")),
+        _ => std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(|home| PathBuf::from(home).join(".cache/tenancy")),
     }
+}
+
+/// The directory for the components' scratch files: `TMPDIR` when set and
+/// not empty, else `/tmp`.
+pub fn temp_dir() -> PathBuf {
+    match std::env::var_os("TMPDIR") {
+        Some(dir) if !dir.is_empty() => dir.into(),
+        _ => PathBuf::from("/tmp"),
+    }
+}
+
+/// `path` when it is a file with an execute bit set; otherwise why not,
+/// naming `origin` (where the path came from) and the fix.
+pub fn executable(path: PathBuf, origin: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match path.metadata() {
+        Err(e) => Err(format!("{} ({origin}): {e}", path.display())),
+        Ok(meta) if !meta.is_file() => {
+            Err(format!("{} ({origin}) is not a file", path.display()))
+        }
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err(format!(
+            "{} ({origin}) is not executable: chmod +x it",
+            path.display()
+        )),
+        Ok(_) => Ok(path),
+    }
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| executable(dir.join(program), "PATH").is_ok())
+    })
 }
 
 /// Skips a live test: prints `SKIPPED: <what> (<why>)` straight to stderr

@@ -7,13 +7,18 @@
 //! every file of `migrations/` in lexical order. It never touches a system
 //! cluster.
 //!
-//! Binaries come from `$TENANCY_PG_BIN` when set (strictly: nothing else is
-//! tried), else the newest `/usr/lib/postgresql/*/bin`. Without them, the
-//! harness prints a `SKIPPED` line and returns `None` — or panics when
-//! `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
+//! Binaries (`initdb`, `pg_ctl`, `postgres`, executable) come from
+//! `$TENANCY_PG_BIN` when set and not empty (strictly: nothing else is
+//! tried), else the newest `/usr/lib/postgresql/*/bin`. The cluster's
+//! directory is made in `$TMPDIR` (else `/tmp`).
 //!
 //! When running as root (initdb refuses to), the cluster runs as the
-//! `postgres` system user (else `nobody`) through `runuser`.
+//! `postgres` system user (else `nobody`) through `runuser`, in `/tmp`.
+//!
+//! Without the binaries, without `runuser` or such a user when root, or
+//! without a writable temp directory, the harness prints a `SKIPPED` line
+//! saying which and returns `None` — or panics with that line when
+//! `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
 //!
 //! [`Cluster::shared`] starts one cluster per process. Statics are never
 //! dropped, so a small watchdog process stops the cluster and removes its
@@ -55,23 +60,37 @@ pub struct Cluster {
 
 static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
 
-/// Where the PostgreSQL binaries are, if anywhere.
-pub fn find_bin() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("TENANCY_PG_BIN") {
+/// The PostgreSQL tools the harness runs.
+const TOOLS: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
+
+/// Where the PostgreSQL binaries are, or why none were found.
+pub fn find_bin() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("TENANCY_PG_BIN").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        return dir.join("initdb").is_file().then_some(dir);
+        for tool in TOOLS {
+            crate::executable(dir.join(tool), "from TENANCY_PG_BIN")?;
+        }
+        return Ok(dir);
     }
     let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
+            TOOLS
+                .iter()
+                .all(|tool| crate::executable(bin.join(tool), "").is_ok())
+                .then_some((version, bin))
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin)
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        "no /usr/lib/postgresql/*/bin with initdb, pg_ctl and postgres; \
+         set TENANCY_PG_BIN to a PostgreSQL bin directory"
+            .to_owned()
+    })
 }
 
 /// The directory of `migrations/`.
@@ -148,39 +167,21 @@ fn user_exists(name: &str) -> bool {
 
 impl Cluster {
     /// The cluster shared by every test of this process, started on first
-    /// use; `None` when PostgreSQL is not installed (see the module docs).
+    /// use; `None` when PostgreSQL cannot run here (see the module docs).
     pub fn shared() -> Option<&'static Cluster> {
         SHARED.get_or_init(Cluster::start).as_ref()
     }
 
     /// Starts a new cluster with [`DATABASE`] ready; `None` when PostgreSQL
-    /// is not installed and live tests are not required.
+    /// cannot run here and live tests are not required.
     pub fn start() -> Option<Cluster> {
-        let Some(bin) = find_bin() else {
-            let why = match std::env::var_os("TENANCY_PG_BIN") {
-                Some(dir) => format!("no initdb in TENANCY_PG_BIN={}", dir.to_string_lossy()),
-                None => "initdb not found; set TENANCY_PG_BIN".to_owned(),
-            };
-            crate::skip("live PostgreSQL tests", &why);
-            return None;
-        };
-        let run_as = running_as_root().then(|| {
-            if user_exists("postgres") {
-                "postgres"
-            } else {
-                "nobody"
+        let (bin, run_as, root) = match Cluster::prepare() {
+            Ok(found) => found,
+            Err(why) => {
+                crate::skip("live PostgreSQL tests", &why);
+                return None;
             }
-            .to_owned()
-        });
-        let base = if run_as.is_some() {
-            PathBuf::from("/tmp")
-        } else {
-            std::env::temp_dir()
         };
-        let root = tempfile::Builder::new()
-            .prefix("tenancy-pg-")
-            .tempdir_in(base)
-            .expect("create a temp dir for the cluster");
         let password = Uuid::new_v4().simple().to_string();
         let mut cluster = Cluster {
             root: Some(root),
@@ -195,6 +196,44 @@ impl Cluster {
         cluster.spawn_watchdog();
         cluster.prepare_database();
         Some(cluster)
+    }
+
+    /// The binaries, the user to run them as, and the cluster's directory;
+    /// or why the cluster cannot run here.
+    fn prepare() -> Result<(PathBuf, Option<String>, tempfile::TempDir), String> {
+        let bin = find_bin()?;
+        let run_as = if running_as_root() {
+            // initdb refuses to run as root.
+            if !crate::on_path("runuser") {
+                return Err("running as root, PostgreSQL must run as another user \
+                     through runuser, which is not on PATH (util-linux)"
+                    .to_owned());
+            }
+            let user = ["postgres", "nobody"]
+                .into_iter()
+                .find(|user| user_exists(user))
+                .ok_or("running as root, and `id` finds neither a postgres nor a nobody user")?;
+            Some(user.to_owned())
+        } else {
+            None
+        };
+        // Root's TMPDIR may be private; /tmp is one the other user can enter.
+        let base = if run_as.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            crate::temp_dir()
+        };
+        let root = tempfile::Builder::new()
+            .prefix("tenancy-pg-")
+            .tempdir_in(&base)
+            .map_err(|e| {
+                format!(
+                    "cannot create the cluster's directory in {}: {e}; \
+                     set TMPDIR to a writable directory",
+                    base.display()
+                )
+            })?;
+        Ok((bin, run_as, root))
     }
 
     fn root(&self) -> &Path {

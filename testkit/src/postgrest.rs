@@ -7,10 +7,11 @@
 //! kills the server (by pid) once the test process has exited, like the
 //! cluster's.
 //!
-//! The binary is `$TENANCY_POSTGREST_BIN`, else
-//! `~/.cache/tenancy/postrust-3.1.0/bin/postrust`. Without it (or without
-//! PostgreSQL) the harness prints a `SKIPPED` line and returns `None`, or
-//! panics when `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
+//! The binary is `$TENANCY_POSTGREST_BIN` when set and not empty, else
+//! `postrust-3.1.0/bin/postrust` in the tools cache ([`crate::cache_dir`]).
+//! Without it, when it is not executable, or without PostgreSQL, the
+//! harness prints a `SKIPPED` line saying why and returns `None`, or panics
+//! when `TENANCY_REQUIRE_LIVE` is set (non-empty, not `0`).
 //!
 //! # How the stand-in differs from PostgREST
 //!
@@ -99,13 +100,21 @@ pub struct Server {
 
 static SHARED: OnceLock<Option<Server>> = OnceLock::new();
 
-/// Where the stand-in binary is, if anywhere.
-pub fn find_bin() -> Option<PathBuf> {
-    let path = match std::env::var_os("TENANCY_POSTGREST_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => crate::cache_dir()?.join("postrust-3.1.0/bin/postrust"),
-    };
-    path.is_file().then_some(path)
+/// Where the stand-in binary is, or why it is not usable.
+pub fn find_bin() -> Result<PathBuf, String> {
+    match std::env::var_os("TENANCY_POSTGREST_BIN").filter(|p| !p.is_empty()) {
+        Some(path) => crate::executable(path.into(), "TENANCY_POSTGREST_BIN"),
+        None => {
+            let cache = crate::cache_dir().ok_or(
+                "TENANCY_POSTGREST_BIN is not set, and neither is TENANCY_CACHE_DIR or HOME \
+                 to find the cached stand-in",
+            )?;
+            crate::executable(
+                cache.join("postrust-3.1.0/bin/postrust"),
+                "the cached stand-in; set TENANCY_POSTGREST_BIN or run scripts/test",
+            )
+        }
+    }
 }
 
 fn skip(why: &str) -> Option<Server> {
@@ -162,10 +171,9 @@ impl Server {
     }
 
     fn start_shared() -> Option<Server> {
-        let Some(bin) = find_bin() else {
-            return skip(
-                "the PostgREST stand-in is missing: set TENANCY_POSTGREST_BIN or run scripts/test",
-            );
+        let bin = match find_bin() {
+            Ok(bin) => bin,
+            Err(why) => return skip(&format!("no usable PostgREST stand-in: {why}")),
         };
         let cluster = Cluster::shared()?;
         run_sql(cluster, TEST_FIXTURES_SQL);
@@ -184,8 +192,9 @@ impl Server {
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let log = std::env::temp_dir().join(format!("tenancy-postrust-{port}.log"));
-            let log_file = std::fs::File::create(&log).expect("create the server log");
+            let log = crate::temp_dir().join(format!("tenancy-postrust-{port}.log"));
+            let log_file = std::fs::File::create(&log)
+                .unwrap_or_else(|e| panic!("create the server log {}: {e}", log.display()));
             let mut child = Command::new(bin)
                 .env("DATABASE_URL", &db_url)
                 .env("PGRST_DB_SCHEMAS", "public")
