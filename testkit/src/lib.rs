@@ -19,6 +19,14 @@ pub mod seed;
 
 use std::path::PathBuf;
 
+/// A slug no other test uses: `prefix`, a hyphen and 12 random hex digits.
+pub fn unique_slug(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
 /// Whether a missing live component is a failure (`TENANCY_REQUIRE_LIVE`
 /// set, non-empty and not `0`) rather than a skipped test.
 pub fn live_required() -> bool {
@@ -52,9 +60,7 @@ pub fn executable(path: PathBuf, origin: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt as _;
     match path.metadata() {
         Err(e) => Err(format!("{} ({origin}): {e}", path.display())),
-        Ok(meta) if !meta.is_file() => {
-            Err(format!("{} ({origin}) is not a file", path.display()))
-        }
+        Ok(meta) if !meta.is_file() => Err(format!("{} ({origin}) is not a file", path.display())),
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err(format!(
             "{} ({origin}) is not executable: chmod +x it",
             path.display()

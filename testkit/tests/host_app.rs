@@ -4,6 +4,7 @@
 #[path = "../../examples/host_app.rs"]
 mod host_app;
 use tenancy_testkit::postgrest as postgrest_server;
+use tenancy_testkit::unique_slug;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1026,22 +1027,19 @@ async fn on_supabase_brands_live_in_the_scoped_table() {
     // project that is the project's JWT secret.
     let app = host_app::on_supabase(store, host_app::DEMO_JWT_SECRET).unwrap();
     let tenancy = app.auth.tenancy().clone();
-    let slug = |name: &str| {
-        format!(
-            "{name}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        )
-    };
     let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
     let acme = tenancy
-        .create_organization(alice, NewOrganization::new("Acme", &slug("acme")).unwrap())
+        .create_organization(
+            alice,
+            NewOrganization::new("Acme", &unique_slug("acme")).unwrap(),
+        )
         .await
         .unwrap()
         .id;
     tenancy
         .create_organization(
             bob,
-            NewOrganization::new("Globex", &slug("globex")).unwrap(),
+            NewOrganization::new("Globex", &unique_slug("globex")).unwrap(),
         )
         .await
         .unwrap();
@@ -1132,7 +1130,10 @@ async fn rejections_name_their_status_and_code() {
             .await
             .unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!((&body["error"], &body["message"]), (&json!(code), &json!(message)));
+        assert_eq!(
+            (&body["error"], &body["message"]),
+            (&json!(code), &json!(message))
+        );
     }
     let denied = TenantRejection::from_error(tenancy::Error::permission_denied("not in it"));
     assert_eq!(denied.code(), "not_a_member");

@@ -13,6 +13,7 @@
 
 use tenancy_testkit::fault_proxy;
 use tenancy_testkit::postgrest as postgrest_server;
+use tenancy_testkit::unique_slug;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -78,7 +79,7 @@ async fn rig(request_timeout: Duration) -> Option<Rig> {
         .build()
         .expect("tenancy");
     let owner = UserId::new_v7();
-    let slug = format!("live-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let slug = unique_slug("live");
     let org = direct
         .create_organization(owner, NewOrganization::new("Live", &slug).unwrap())
         .await

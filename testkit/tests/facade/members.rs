@@ -7,7 +7,9 @@ use tenancy::{
     Action, Clock, ErrorKind, NewOrganization, OrgId, OrgMembership, Role, Tenancy, UserId,
 };
 
-use crate::scene::{at_once, kind, scene, unique_slug};
+use tenancy_testkit::unique_slug;
+
+use crate::scene::{at_once, kind, scene};
 
 /// Admins manage members and viewers, but never grant or revoke admin or
 /// owner; members manage nobody.

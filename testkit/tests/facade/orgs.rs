@@ -2,7 +2,9 @@
 
 use tenancy::{ErrorKind, NewOrganization, OrgId, Role, UserId};
 
-use crate::scene::{kind, scene, unique_slug};
+use tenancy_testkit::unique_slug;
+
+use crate::scene::{kind, scene};
 
 /// Creating an organization makes the creator its owner; lookups by id and
 /// slug find it; a taken slug is `AlreadyExists`.

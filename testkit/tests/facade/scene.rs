@@ -12,6 +12,7 @@ use tenancy::{
     NewLimit, NewOrganization, Operator, OrgId, Period, PlatformOperator, Result, Role, Tenancy,
     TenantContext, UserId,
 };
+use tenancy_testkit::unique_slug;
 
 /// When every scene starts, unless it says otherwise.
 pub(crate) const START: &str = "2026-03-04T10:00:00Z";
@@ -43,12 +44,6 @@ pub(crate) fn tenancy_on(
         .reservation_ttl(RESERVATION_TTL)
         .build()
         .expect("valid configuration")
-}
-
-/// A slug no other scene on the same store uses.
-pub(crate) fn unique_slug(prefix: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}-{}", &id[..12])
 }
 
 /// A scene on a fresh `MemoryStore`, in UTC, at [`START`].

@@ -5,13 +5,14 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tenancy_testkit::pg::{Actor, Cluster, act, create_user};
+use tenancy_testkit::unique_slug;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
 use crate::support::{
     TENANT_TABLES, assert_code, assert_denied, assert_waits_for, at, backend_pid, execute_as, noon,
-    role_of, snapshot_on, unique_slug, usage_rows, visible, world,
+    role_of, snapshot_on, usage_rows, visible, world,
 };
 
 const SET_ROLE: &str =

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Value, json};
 use tenancy::UsageEvent;
 use tenancy_testkit::pg::{self, Actor, act, create_user};
+use tenancy_testkit::unique_slug;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Error, GenericClient};
 use uuid::Uuid;
@@ -40,10 +41,6 @@ pub fn noon() -> DateTime<Utc> {
 }
 
 // ---- organizations and members ---------------------------------------------
-
-pub fn unique_slug(prefix: &str) -> String {
-    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
-}
 
 /// Creates an organization owned by `owner` (through the service RPC).
 pub async fn create_org(db: &Client, owner: Uuid) -> Uuid {

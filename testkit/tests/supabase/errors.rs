@@ -8,9 +8,10 @@ use serde_json::json;
 
 use tenancy::supabase::{RetryConfig, SupabaseStore, SupabaseStoreBuilder};
 use tenancy::{ErrorKind, Membership, Organization, Role, Slug, Store};
+use tenancy_testkit::unique_slug;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{api, server, slug, two_orgs};
+use super::{api, server, two_orgs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_expired_jwts_are_unauthenticated() {
@@ -86,7 +87,7 @@ async fn unique_violation_and_unknown_rpc_are_mapped() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     // A slug lookup for a missing org is a value, not an error.
-    let missing = Slug::parse(&slug("missing")).unwrap();
+    let missing = Slug::parse(&unique_slug("missing")).unwrap();
     assert_eq!(
         t.service.organization_by_slug(&missing).await.unwrap(),
         None

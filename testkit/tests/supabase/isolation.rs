@@ -8,7 +8,9 @@ use tenancy::{
     PlatformOperator, Role, Store, Tenancy, UsageEvent, UserId,
 };
 
-use super::{Brand, TwoOrgs, api, slug, two_orgs, user_client};
+use tenancy_testkit::unique_slug;
+
+use super::{Brand, TwoOrgs, api, two_orgs, user_client};
 
 /// Both orgs get a feature, a limit and usage, so "nothing of Bob's" below
 /// is a refusal, not an empty table.
@@ -280,7 +282,7 @@ async fn a_user_created_organization_comes_back_as_stored() {
         .store(user_client(server, &t.service, carol))
         .build()
         .unwrap();
-    let new = NewOrganization::new("Initech", &slug("initech")).unwrap();
+    let new = NewOrganization::new("Initech", &unique_slug("initech")).unwrap();
     let created = as_carol.create_organization(carol, new).await.unwrap();
     let stored = t.service.organization_by_slug(&created.slug).await.unwrap();
     assert_eq!(Some(&created), stored.as_ref());

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tenancy::supabase::{ApiError, SupabaseStore};
 use tenancy::{DynStore, NewOrganization, Organization, Tenancy, TenantContext, UserId};
 use tenancy_testkit::postgrest::Server;
+use tenancy_testkit::unique_slug;
 
 fn server() -> Option<&'static Server> {
     Server::shared()
@@ -40,13 +41,6 @@ async fn supabase_store() -> Option<Arc<DynStore>> {
 
 tenancy::store_contract_tests!(supabase_store);
 
-fn slug(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
 /// Two orgs, each with its own owner, created through the service client.
 struct TwoOrgs {
     service: SupabaseStore,
@@ -66,13 +60,16 @@ async fn two_orgs() -> Option<(&'static Server, TwoOrgs)> {
         .expect("tenancy");
     let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
     let acme = tenancy
-        .create_organization(alice, NewOrganization::new("Acme", &slug("acme")).unwrap())
+        .create_organization(
+            alice,
+            NewOrganization::new("Acme", &unique_slug("acme")).unwrap(),
+        )
         .await
         .expect("acme");
     let globex = tenancy
         .create_organization(
             bob,
-            NewOrganization::new("Globex", &slug("globex")).unwrap(),
+            NewOrganization::new("Globex", &unique_slug("globex")).unwrap(),
         )
         .await
         .expect("globex");
