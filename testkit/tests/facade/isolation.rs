@@ -47,11 +47,7 @@ async fn nothing_of_one_org_is_seen_from_another() {
         .map(|m| m.user_id)
         .collect();
     assert_eq!(b_members, vec![b.owner], "org B has only its owner");
-    let decision = b
-        .tenancy
-        .check_limit(ctx, "tokens", dec(1_000))
-        .await
-        .unwrap();
+    let decision = b.check(ctx, "tokens", 1_000).await;
     assert!(decision.allowed && decision.limit.is_none());
     // A is untouched by B's reads.
     assert_eq!(a.used(&a.owner_ctx, "tokens").await, dec(50));

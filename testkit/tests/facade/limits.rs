@@ -16,11 +16,7 @@ async fn tightest_limit_wins() {
     s.limit(monthly("tokens", 1_000)).await;
     s.limit(daily("tokens", 100).for_user(member.user())).await;
 
-    let d = s
-        .tenancy
-        .check_limit(&member, "tokens", dec(150))
-        .await
-        .unwrap();
+    let d = s.check(&member, "tokens", 150).await;
     assert!(!d.allowed);
     assert_eq!(d.limit, Some(dec(100)));
     assert_eq!(d.decided_by.unwrap().scope, LimitScope::User(member.user()));
@@ -28,11 +24,7 @@ async fn tightest_limit_wins() {
     assert_eq!(d.level, LimitLevel::Exceeded);
 
     // The owner has no per-user limit: only the org-wide one applies.
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "tokens", dec(150))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "tokens", 150).await;
     assert!(d.allowed);
     assert_eq!(d.limit, Some(dec(1_000)));
 
@@ -41,11 +33,7 @@ async fn tightest_limit_wins() {
         .record_usage(UsageEvent::new(s.org).user(s.owner).tokens(950, 0, 0))
         .await
         .unwrap();
-    let d = s
-        .tenancy
-        .check_limit(&member, "tokens", dec(60))
-        .await
-        .unwrap();
+    let d = s.check(&member, "tokens", 60).await;
     assert!(!d.allowed);
     assert_eq!(
         (d.limit, d.used, d.remaining),
@@ -53,13 +41,7 @@ async fn tightest_limit_wins() {
     );
     assert_eq!(d.resets_at, Some(utc("2026-04-01T00:00:00Z")));
     // Other metrics are unlimited.
-    assert!(
-        s.tenancy
-            .check_limit(&member, "ads_created", dec(1_000))
-            .await
-            .unwrap()
-            .allowed
-    );
+    assert!(s.check(&member, "ads_created", 1_000).await.allowed);
 }
 
 /// Limits are set, replaced and removed by the operator; members see them.
@@ -125,11 +107,7 @@ async fn viewers_check_limits_but_do_not_reserve() {
     let s = scene().await;
     let viewer = s.member(Role::Viewer).await;
     s.limit(monthly("tokens", 100)).await;
-    let d = s
-        .tenancy
-        .check_limit(&viewer, "tokens", dec(10))
-        .await
-        .unwrap();
+    let d = s.check(&viewer, "tokens", 10).await;
     assert!(d.allowed);
     assert_eq!(d.limit, Some(dec(100)));
     assert_eq!(s.tenancy.limits(&viewer).await.unwrap().len(), 1);

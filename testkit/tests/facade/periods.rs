@@ -18,32 +18,20 @@ async fn daily_rollover_in_tokyo() {
     };
     s.tenancy.record_usage(ad()).await.unwrap();
     s.tenancy.record_usage(ad()).await.unwrap();
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "ads_created", dec(1))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "ads_created", 1).await;
     assert!(!d.allowed);
     assert_eq!(d.resets_at, Some(utc("2026-01-31T15:00:00Z")));
 
     // Two minutes later it is 1 February in Tokyo: a new day and a new month.
     s.clock.set(utc("2026-01-31T15:00:00Z"));
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "ads_created", dec(2))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "ads_created", 2).await;
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.used, dec(0));
     assert_eq!(d.resets_at, Some(utc("2026-02-01T15:00:00Z")));
     s.tenancy.record_usage(ad()).await.unwrap();
     s.clock.set(utc("2026-02-01T15:00:00Z"));
     // New day, same month: the monthly limit (3) now leaves 2.
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "ads_created", dec(2))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "ads_created", 2).await;
     assert!(d.allowed);
     assert_eq!(d.remaining, Some(dec(2)));
     assert_eq!(
@@ -62,11 +50,7 @@ async fn monthly_rollover_in_new_york_across_dst() {
     s.limit(daily("tokens", 80)).await;
     let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
     s.tenancy.record_usage(tokens(70)).await.unwrap();
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "tokens", dec(40))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "tokens", 40).await;
     assert!(!d.allowed);
     // October ends at midnight EDT (UTC-4).
     assert_eq!(d.resets_at, Some(utc("2026-11-01T04:00:00Z")));
@@ -80,11 +64,7 @@ async fn monthly_rollover_in_new_york_across_dst() {
     // 1 November is 25 hours long: clocks fall back at 02:00 EDT, and the
     // next day starts at midnight EST (UTC-5).
     s.tenancy.record_usage(tokens(50)).await.unwrap();
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "tokens", dec(40))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "tokens", 40).await;
     assert!(!d.allowed);
     assert_eq!(d.resets_at, Some(utc("2026-11-02T05:00:00Z")));
     s.clock.set(utc("2026-11-02T04:30:00Z"));
@@ -94,11 +74,7 @@ async fn monthly_rollover_in_new_york_across_dst() {
         "still 1 November in New York"
     );
     s.clock.set(utc("2026-11-02T05:00:00Z"));
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "tokens", dec(40))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "tokens", 40).await;
     assert!(d.allowed);
     assert_eq!(
         d.limit,

@@ -40,7 +40,7 @@ async fn reserve_then_commit_counts_once() {
         (hold.amount(), hold.org(), hold.user()),
         (dec(60), s.org, member.user())
     );
-    let d = t.check_limit(&member, "tokens", dec(50)).await.unwrap();
+    let d = s.check(&member, "tokens", 50).await;
     assert!(!d.allowed, "the hold counts");
     assert_eq!((d.used, d.reserved), (dec(0), dec(60)));
     let denied = t.reserve(&member, "tokens", dec(50)).await.unwrap();
@@ -55,7 +55,7 @@ async fn reserve_then_commit_counts_once() {
         !retry.released_hold && !retry.recorded,
         "a retried commit counts once"
     );
-    let d = t.check_limit(&member, "tokens", dec(0)).await.unwrap();
+    let d = s.check(&member, "tokens", 0).await;
     assert_eq!((d.used, d.reserved), (dec(30), dec(0)));
 }
 
@@ -70,7 +70,7 @@ async fn release_drops_the_hold_and_records_nothing() {
     let hold = hold(&s, &member, 70).await;
     assert!(t.release(&hold).await.unwrap());
     assert!(!t.release(&hold).await.unwrap());
-    let d = t.check_limit(&member, "tokens", dec(0)).await.unwrap();
+    let d = s.check(&member, "tokens", 0).await;
     assert_eq!((d.used, d.reserved), (dec(0), dec(0)));
     assert_eq!(kind(t.commit(&hold, dec(70)).await), ErrorKind::NotFound);
     assert_eq!(s.used(&member, "tokens").await, dec(0));
@@ -89,11 +89,7 @@ async fn commit_above_estimate_is_recorded() {
         .tokens(100, 0, 20)
         .cost_usd(Decimal::new(3, 2));
     s.tenancy.commit_event(&hold, event).await.unwrap();
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "tokens", dec(1))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "tokens", 1).await;
     assert_eq!(
         (d.used, d.allowed, d.level),
         (dec(120), false, LimitLevel::Exceeded)
@@ -148,11 +144,7 @@ async fn reservations_expire() {
     assert_eq!(held.expires_at(), utc("2026-03-04T10:01:00Z"));
     assert!(!ads(1).await.unwrap().decision().allowed);
     s.clock.advance(RESERVATION_TTL + Duration::from_secs(1));
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "ads_created", dec(3))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "ads_created", 3).await;
     assert!(d.allowed && d.reserved.is_zero(), "{d:?}");
     assert!(ads(3).await.unwrap().granted().is_some());
 }
@@ -239,11 +231,7 @@ async fn a_commit_counts_in_the_periods_of_its_hold() {
         dec(0),
         "April is empty"
     );
-    let d = s
-        .tenancy
-        .check_limit(&s.owner_ctx, "tokens", dec(100))
-        .await
-        .unwrap();
+    let d = s.check(&s.owner_ctx, "tokens", 100).await;
     assert!(d.allowed, "the new day's budget is whole: {d:?}");
 
     s.clock.set(utc("2026-03-31T23:59:59Z"));

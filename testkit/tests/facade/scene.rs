@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tenancy::{
-    AlertSink, DynStore, ErrorKind, FakeClock, LimitScope, MemoryAlertSink, MemoryStore, MetricKey,
-    NewLimit, NewOrganization, Operator, OrgId, Period, PlatformOperator, Result, Role, Tenancy,
-    TenantContext, UserId,
+    AlertSink, DynStore, ErrorKind, FakeClock, LimitDecision, LimitScope, MemoryAlertSink,
+    MemoryStore, MetricKey, NewLimit, NewOrganization, Operator, OrgId, Period, PlatformOperator,
+    Result, Role, Tenancy, TenantContext, UserId,
 };
 use tenancy_testkit::unique_slug;
 
@@ -110,6 +110,19 @@ impl Scene {
     /// Sets a limit on the scene's organization.
     pub(crate) async fn limit(&self, new: NewLimit) {
         self.op().set_limit(self.org, new).await.expect("set limit");
+    }
+
+    /// `ctx`'s decision on using `amount` more of `metric`.
+    pub(crate) async fn check(
+        &self,
+        ctx: &TenantContext,
+        metric: &str,
+        amount: i64,
+    ) -> LimitDecision {
+        self.tenancy
+            .check_limit(ctx, metric, dec(amount))
+            .await
+            .expect("check limit")
     }
 
     /// Org-wide usage of `metric` this month, as `ctx` sees it.
