@@ -10,8 +10,8 @@
 //!
 //! After every step, for every period of the limit's kind that a hold was
 //! taken in, plus the current and the previous one, the store's figures
-//! (`usage_snapshot` for the limit, `usage_history` for all counters) must
-//! match the model: usage is the sum of the commits whose holds were taken
+//! (`usage_snapshot` for the limit, `usage_history` for every org-wide
+//! daily and monthly counter of its metric) must match the model: usage is the sum of the commits whose holds were taken
 //! in that period (a committed reservation counts in the periods it was
 //! reserved in, wherever the commit falls), held is the sum of the live
 //! holds taken in it, and used + held ≤ the limit. Where commits above
@@ -67,7 +67,7 @@ use tenancy::{
     Limit, MemoryStore, NewLimit, NewOrganization, Organization, Period, PeriodKey,
     PlatformOperator, Reservation, ReserveOutcome, Tenancy, TenantContext, UserId,
 };
-use tenancy_fuzz::accepted;
+use tenancy_fuzz::{Bytes, accepted};
 
 const ZONES: [&str; 8] = [
     "UTC",
@@ -155,49 +155,12 @@ fn world() -> &'static World {
     })
 }
 
-/// The input, read front to back; zeros once it runs out.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        out
-    }
-
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take())
-    }
-
-    fn i16(&mut self) -> i16 {
-        i16::from_le_bytes(self.take())
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-
-    fn index(&mut self, len: usize) -> usize {
-        usize::from(self.u8()) % len
-    }
-
-    /// An amount: whole units, a fraction of `limit`, or any decimal.
-    fn amount(&mut self, limit: Decimal) -> Decimal {
-        match self.u8() % 3 {
-            0 => Decimal::from(self.u16()),
-            1 => fraction(limit, self.u8(), 64),
-            _ => {
-                let (lo, mid, hi) = (self.u32(), self.u32(), self.u32());
-                let flags = self.u8();
-                Decimal::from_parts(lo, mid, hi, flags & 0x80 != 0, u32::from(flags & 0x7f) % 29)
-            }
-        }
+/// An amount: whole units, a fraction of `limit`, or any decimal.
+fn amount(b: &mut Bytes, limit: Decimal) -> Decimal {
+    match b.u8() % 3 {
+        0 => Decimal::from(b.u16()),
+        1 => fraction(limit, b.u8(), 64),
+        _ => b.raw_decimal(),
     }
 }
 
@@ -696,12 +659,12 @@ impl Model<'_> {
 }
 
 async fn run(world: &World, data: &[u8]) {
-    let mut b = Bytes(data);
+    let mut b = Bytes::new(data);
     let zone = ZONES[b.index(ZONES.len())];
     let ttl_index = b.index(TTLS.len());
     let tenancy = &world.tenancies[ttl_index];
     let limit_type = LIMIT_TYPES[b.index(LIMIT_TYPES.len())];
-    let value = b.amount(Decimal::from(1000));
+    let value = amount(&mut b, Decimal::from(1000));
     let start = instant(STARTS[b.index(STARTS.len())]);
     let offset = TimeDelta::seconds(i64::from(b.u32() % (40 * 86_400)));
     world.clock.set(start + offset);
@@ -751,12 +714,12 @@ async fn run(world: &World, data: &[u8]) {
     model.verify().await;
 
     for _ in 0..MAX_OPERATIONS {
-        if b.0.is_empty() {
+        if b.is_empty() {
             break;
         }
         let limit = model.limit.value;
         match b.u8() % 6 {
-            0 => model.reserve(b.amount(limit)).await,
+            0 => model.reserve(amount(&mut b, limit)).await,
             1 => {
                 let index = b.u8();
                 let kind = b.u8() % 4;
@@ -769,8 +732,8 @@ async fn run(world: &World, data: &[u8]) {
                 let actual = match kind {
                     0 => fraction(estimate, fraction_of, 255).min(estimate),
                     1 => estimate,
-                    2 => estimate + b.amount(limit).abs().min(MAX_AMOUNT),
-                    _ => b.amount(limit),
+                    2 => estimate + amount(&mut b, limit).abs().min(MAX_AMOUNT),
+                    _ => amount(&mut b, limit),
                 };
                 model.commit(index, actual).await;
             }
@@ -783,7 +746,7 @@ async fn run(world: &World, data: &[u8]) {
             }
             3 => model.advance(&mut b),
             4 => model.jump(&mut b).await,
-            _ => model.check_limit(b.amount(limit)).await,
+            _ => model.check_limit(amount(&mut b, limit)).await,
         }
         model.verify().await;
     }

@@ -65,7 +65,7 @@ use tenancy::{
     NewOrganization, OrgId, Organization, PeriodKey, PlatformOperator, PriceTable, RecordOutcome,
     Tenancy, UsageEvent, UsageRecorder, UserId,
 };
-use tenancy_fuzz::accepted;
+use tenancy_fuzz::{Bytes, accepted};
 
 /// Where the clock stands unless the input moves it: a minute before a
 /// month ends in UTC, so that the window around it spans two months.
@@ -146,74 +146,26 @@ fn world() -> &'static World {
     })
 }
 
-/// The input, read front to back; zeros once it runs out.
-struct Bytes<'a>(&'a [u8]);
+/// A label repeated: a `u32` char (U+10FFFF when not one) × a `u16` count
+/// (mod 10 000).
+fn repeated(b: &mut Bytes) -> String {
+    let ch = char::from_u32(b.u32()).unwrap_or('\u{10FFFF}');
+    std::iter::repeat_n(ch, usize::from(b.u16()) % 10_000).collect()
+}
 
-impl<'a> Bytes<'a> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        out
-    }
-
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take())
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
-
-    fn i32(&mut self) -> i32 {
-        i32::from_le_bytes(self.take())
-    }
-
-    fn i64(&mut self) -> i64 {
-        i64::from_le_bytes(self.take())
-    }
-
-    fn index(&mut self, len: usize) -> usize {
-        usize::from(self.u8()) % len
-    }
-
-    fn text(&mut self) -> String {
-        let len = usize::from(self.u16()).min(self.0.len());
-        let (text, rest) = self.0.split_at(len);
-        self.0 = rest;
-        String::from_utf8_lossy(text).into_owned()
-    }
-
-    fn repeated(&mut self) -> String {
-        let ch = char::from_u32(self.u32()).unwrap_or('\u{10FFFF}');
-        std::iter::repeat_n(ch, usize::from(self.u16()) % 10_000).collect()
-    }
-
-    fn decimal(&mut self) -> Decimal {
-        match self.u8() % 3 {
-            0 => {
-                let (lo, mid, hi) = (self.u32(), self.u32(), self.u32());
-                let flags = self.u8();
-                Decimal::from_parts(lo, mid, hi, flags & 0x80 != 0, u32::from(flags & 0x7f) % 29)
-            }
-            1 => {
-                let mantissa = self.i64();
-                let scale = u32::from(self.u8()) % 29;
-                Decimal::try_from_i128_with_scale(mantissa.into(), scale).unwrap_or_default()
-            }
-            _ => {
-                let edges = edge_amounts();
-                edges[self.index(edges.len())]
-            }
+/// A decimal: raw parts, an `i64` mantissa at a scale mod 29, or an edge
+/// value.
+fn decimal(b: &mut Bytes) -> Decimal {
+    match b.u8() % 3 {
+        0 => b.raw_decimal(),
+        1 => {
+            let mantissa = b.i64();
+            let scale = u32::from(b.u8()) % 29;
+            Decimal::try_from_i128_with_scale(mantissa.into(), scale).unwrap_or_default()
+        }
+        _ => {
+            let edges = edge_amounts();
+            edges[b.index(edges.len())]
         }
     }
 }
@@ -282,7 +234,7 @@ fn event_time(b: &mut Bytes, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 fn label(b: &mut Bytes) -> String {
     match b.u8() % 3 {
         0 => b.text(),
-        1 => b.repeated(),
+        1 => repeated(b),
         _ => {
             let (before, after) = (b.text(), b.text());
             format!("{before}\0{after}")
@@ -315,7 +267,7 @@ fn json(b: &mut Bytes, depth: u8) -> serde_json::Value {
             let len = b.u8() % 5;
             Value::Object((0..len).map(|_| (b.text(), json(b, depth - 1))).collect())
         }
-        7 => Value::String(b.repeated()),
+        7 => Value::String(repeated(b)),
         _ => Value::Null,
     }
 }
@@ -334,7 +286,7 @@ struct Input {
 /// Decodes the input; the clock is set on the way, since event times may
 /// be relative to it.
 fn decode(data: &[u8], world: &World) -> Input {
-    let mut b = Bytes(data);
+    let mut b = Bytes::new(data);
     let flags = b.u8();
     let zone = ZONES[b.index(ZONES.len())];
     world.clock.set(clock_time(&mut b));
@@ -353,11 +305,11 @@ fn decode(data: &[u8], world: &World) -> Input {
     event.operation = label(&mut b);
     event = event.tokens(b.u64(), b.u64(), b.u64());
     if b.u8() & 1 == 1 {
-        event = event.cost_usd(b.decimal());
+        event = event.cost_usd(decimal(&mut b));
     }
     for _ in 0..(b.u8() % 5) {
         let metric = metric(&mut b);
-        let amount = b.decimal();
+        let amount = decimal(&mut b);
         if let Some(metric) = metric {
             event = event.quantity(metric, amount);
         }
