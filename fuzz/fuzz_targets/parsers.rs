@@ -3,31 +3,45 @@
 //! Single-argument parsers get the whole input. Constructors with several
 //! arguments get it whole in each position, and also split at newlines
 //! (`name\nslug\ntimezone`, `limit_type\n…`). An accepted value must survive
-//! a round trip through its text form.
+//! a round trip through its text form; a known limit type takes exactly the
+//! limit values the rule allows.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
+use tenancy::limits::{MAX_AMOUNT, MIN_NONZERO_LIMIT};
 use tenancy::{
     FeatureKey, LimitMode, LimitType, MetricKey, NewLimit, NewOrganization, OrgId, Period,
     PriceTable, Role, Slug, UserId,
 };
 use tenancy_fuzz::{accepted, text};
 
-/// Limit values at and around the edges `NewLimit` must police.
-fn limit_values() -> [Decimal; 8] {
-    let max_amount = Decimal::from(1_000_000_000_000_000_000_u64);
+/// Limit values at and around the edges `NewLimit` must police: zero (and
+/// minus zero), `MIN_NONZERO_LIMIT` and just below it, `MAX_AMOUNT` and
+/// either side of it, negatives, and `Decimal`'s ends.
+fn limit_values() -> [Decimal; 12] {
+    let tiny = Decimal::new(1, 10);
     [
         Decimal::ZERO,
         -Decimal::ZERO,
+        MIN_NONZERO_LIMIT,
+        MIN_NONZERO_LIMIT - tiny,
+        -MIN_NONZERO_LIMIT,
         Decimal::ONE,
         Decimal::NEGATIVE_ONE,
-        max_amount,
-        max_amount + Decimal::new(1, 10),
+        MAX_AMOUNT - tiny,
+        MAX_AMOUNT,
+        MAX_AMOUNT + tiny,
         Decimal::MAX,
         Decimal::MIN,
     ]
+}
+
+/// The rule for a limit's value: zero, or from `MIN_NONZERO_LIMIT` to
+/// `MAX_AMOUNT`.
+fn valid_limit(value: Decimal) -> bool {
+    value.is_zero() || (MIN_NONZERO_LIMIT..=MAX_AMOUNT).contains(&value)
 }
 
 fn names(input: &str) {
@@ -79,11 +93,19 @@ fn organization(name: &str, slug: &str, timezone: &str) {
 }
 
 fn limit(limit_type: &str) {
+    let known_type = LimitType::parse(limit_type).is_ok();
     for value in limit_values() {
-        accepted(
+        let made = accepted(
             "NewLimit::from_limit_type",
             NewLimit::from_limit_type(limit_type, value),
         );
+        if known_type {
+            assert_eq!(
+                made.is_some(),
+                valid_limit(value),
+                "NewLimit::from_limit_type({limit_type:?}, {value})"
+            );
+        }
     }
 }
 
