@@ -53,10 +53,7 @@ fn store(server: &Server) -> SupabaseStore {
 /// A fresh org (no limits unless `limited`) and a user in it.
 async fn org(tenancy: &Tenancy, limited: bool) -> (OrgId, UserId) {
     let owner = UserId::new_v7();
-    let slug = format!(
-        "ingest-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
+    let slug = tenancy_testkit::unique_slug("ingest");
     let org = tenancy
         .create_organization(owner, NewOrganization::new("Ingest", &slug).unwrap())
         .await

@@ -77,7 +77,7 @@ fn store_at(server: &postgrest_server::Server, url: &str) -> SupabaseStore {
 /// The seeded organization on `store`, and the owner's context.
 async fn scene(store: SupabaseStore) -> (Tenancy, TenantContext) {
     let tenancy = Tenancy::builder().store(store).build().unwrap();
-    let slug = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let slug = tenancy_testkit::unique_slug("bench");
     let seeded = OrgHistory::default()
         .seed(&tenancy, &slug, Utc::now())
         .await
