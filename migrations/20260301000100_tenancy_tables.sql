@@ -150,7 +150,9 @@ create index if not exists usage_events_org_occurred_idx
 -- ---------------------------------------------------------------------------
 -- usage_counters: one row per (org, scope, metric, period): a limit check
 -- reads a row, never a SUM over events. scope_user_id is the user, or the
--- nil uuid for the org-wide counter.
+-- nil uuid for the org-wide counter. The key puts the metric last: a
+-- snapshot of every metric then reads one scope's current periods, not its
+-- whole history.
 
 create table if not exists public.usage_counters (
   organization_id uuid not null references public.organizations (id) on delete cascade,
@@ -163,7 +165,7 @@ create table if not exists public.usage_counters (
   used numeric not null default 0 constraint usage_counters_used_check check (used >= 0),
   updated_at timestamptz not null default now(),
   constraint usage_counters_pkey
-    primary key (organization_id, scope_user_id, metric, period, period_start)
+    primary key (organization_id, scope_user_id, period, period_start, metric)
 );
 
 -- ---------------------------------------------------------------------------

@@ -442,12 +442,21 @@ begin
             ), 0)::text
           ) order by c.metric collate "C", c.period, c.period_start,
                      c.scope_user_id <> c_nil, c.scope_user_id)
-        from public.usage_counters c
-        where c.organization_id = p_org
-          and (c.scope_user_id = c_nil or (p_user is not null and c.scope_user_id = p_user))
-          and (p_metric is null or c.metric = p_metric)
-          and ((c.period = 'daily' and c.period_start = p_daily)
-               or (c.period = 'monthly' and c.period_start = p_monthly))
+        -- Each wanted (scope, period, start) looked up by the primary key
+        -- (metric last), so that the cached generic plan reads the current
+        -- periods' rows only, not the organization's whole history.
+        from (values (c_nil, 'daily', p_daily), (c_nil, 'monthly', p_monthly),
+                     (p_user, 'daily', p_daily), (p_user, 'monthly', p_monthly))
+             k (scope_user_id, period, period_start)
+        cross join lateral (
+          select * from public.usage_counters c
+          where c.organization_id = p_org
+            and c.scope_user_id = k.scope_user_id
+            and c.period = k.period
+            and c.period_start = k.period_start
+            and (p_metric is null or c.metric = p_metric)
+        ) c
+        where k.scope_user_id is not null
       ), '[]'::jsonb)
     )
   );
