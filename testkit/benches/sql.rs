@@ -14,6 +14,10 @@
 //!   jsonb_to_recordset` of the same batch into a copy of `usage_events`
 //!   (same columns, constraints and indexes, no triggers, no RLS), without
 //!   the organization lock and the counters.
+//! - `usage_snapshot`: the snapshot RPC (what `check_limit` and the usage
+//!   summary read) for one metric and for every metric, on an organization
+//!   with a month of history (`seed_history`), beside a primary-key read of
+//!   the organization; plain medians only.
 //!
 //! ```text
 //! cargo bench -p tenancy-testkit --bench sql
@@ -40,6 +44,7 @@ const ROWS_PER_ORG: i64 = 1_000;
 const BATCH: usize = 1_000;
 
 const RLS_ONLY: &str = "select id, name, organization_id from public.brands";
+const EXPLICIT_ORG: &str = "select * from public.organizations where id = $1";
 const RLS_FILTERED: &str =
     "select id, name, organization_id from public.brands where organization_id = $1";
 const EXPLICIT: &str =
@@ -236,6 +241,121 @@ async fn print_select_medians(as_user: &Client, as_service: &Client, org: Uuid) 
     println!("plan under RLS:\n  {}", plan.join("\n  "));
 }
 
+/// Gives `org` a month of history: nine more members, counters for 4
+/// metrics × (org-wide + 10 members) × 30 days and 2 months, 7 limits of
+/// different metrics, periods and modes (one the owner's own), and 5 live
+/// holds. Returns the owner.
+async fn seed_history(db: &Client, org: Uuid) -> Uuid {
+    let owner: Uuid = db
+        .query_one(
+            "select owner_user_id from organizations where id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for _ in 0..9 {
+        let member = pg::create_user(db).await;
+        db.execute(
+            "insert into user_organizations (organization_id, user_id, role) values ($1, $2, 'member')",
+            &[&org, &member],
+        )
+        .await
+        .unwrap();
+    }
+    db.execute(
+        "with scopes as (
+           select '00000000-0000-0000-0000-000000000000'::uuid as scope
+           union all select user_id from user_organizations where organization_id = $1),
+         periods as (
+           select 'daily' as period, (current_date - d) as start from generate_series(0, 29) d
+           union all select 'monthly', date_trunc('month', current_date)::date
+           union all select 'monthly', (date_trunc('month', current_date) - interval '1 month')::date)
+         insert into usage_counters (organization_id, scope_user_id, metric, period, period_start, used)
+         select $1, s.scope, m, p.period, p.start, 100
+         from scopes s, periods p, unnest(array['tokens', 'cost_usd', 'images', 'api_calls']) m",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "select count(*) from (
+           select tenancy_put_limit(limit_id => gen_random_uuid(), org_id => $1, metric => x.metric,
+             period => x.period, limit_value => 1000000000, mode => x.mode,
+             user_id => case when x.own then $2::uuid end)
+           from (values ('tokens', 'monthly', 'hard', false), ('tokens', 'daily', 'hard', false),
+                        ('tokens', 'monthly', 'hard', true), ('cost_usd', 'monthly', 'hard', false),
+                        ('cost_usd', 'daily', 'soft', false), ('images', 'monthly', 'hard', false),
+                        ('api_calls', 'daily', 'hard', false)) x (metric, period, mode, own)) t",
+        &[&org, &owner],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "insert into usage_reservations
+           (organization_id, id, user_id, metric, amount, daily_start, monthly_start, expires_at)
+         select $1, gen_random_uuid(), $2, 'tokens', 10, current_date,
+           date_trunc('month', current_date)::date, now() + interval '1 hour'
+         from generate_series(1, 5)",
+        &[&org, &owner],
+    )
+    .await
+    .unwrap();
+    db.batch_execute("analyze usage_counters; analyze usage_limits; analyze usage_reservations;")
+        .await
+        .unwrap();
+    owner
+}
+
+const SNAPSHOT: &str = "select tenancy_usage_snapshot(org_id => $1, \
+     daily_start => current_date, monthly_start => date_trunc('month', current_date)::date, \
+     now => now(), user_id => $2, metric => $3)";
+
+/// Plain medians of the usage snapshot (what `check_limit` and the usage
+/// summary read) on an organization with a month of history, for one
+/// metric and for every metric, interleaved with a primary-key read of the
+/// organization on the same connection; prepared statements, so each is
+/// one round trip.
+async fn print_snapshot_medians(as_service: &Client, org: Uuid, owner: Uuid) {
+    let snapshot = as_service.prepare(SNAPSHOT).await.unwrap();
+    let by_key = as_service.prepare(EXPLICIT_ORG).await.unwrap();
+    let (mut t_key, mut t_one, mut t_every) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..550 {
+        let a = Instant::now();
+        as_service.query_one(&by_key, &[&org]).await.unwrap();
+        let b = Instant::now();
+        let one = as_service
+            .query_one(&snapshot, &[&org, &owner, &Some("tokens")])
+            .await
+            .unwrap();
+        let c = Instant::now();
+        let every = as_service
+            .query_one(&snapshot, &[&org, &owner, &None::<&str>])
+            .await
+            .unwrap();
+        let d = Instant::now();
+        if i == 0 {
+            let limits = |row: &tokio_postgres::Row| {
+                row.get::<_, Value>(0)["limits"].as_array().map(Vec::len)
+            };
+            assert_eq!((limits(&one), limits(&every)), (Some(3), Some(7)));
+        }
+        if i >= 50 {
+            t_key.push(b - a);
+            t_one.push(c - b);
+            t_every.push(d - c);
+        }
+    }
+    let (key, one, every) = (median(t_key), median(t_one), median(t_every));
+    println!(
+        "usage_snapshot (org with a month of history: 11 scopes x 4 metrics x 32 periods of counters, \
+         7 limits, 5 holds; 500 interleaved runs): median one metric {one:?} = {:.2}x, every metric \
+         {every:?} = {:.2}x the primary-key read of the organization ({key:?})",
+        one.as_secs_f64() / key.as_secs_f64(),
+        every.as_secs_f64() / key.as_secs_f64(),
+    );
+}
+
 /// Users for the record batches: the owners of the first 10 orgs.
 async fn record_users(admin: &Client, orgs: &[Uuid]) -> Vec<Uuid> {
     admin
@@ -275,8 +395,9 @@ async fn print_record_median(admin: &Client, as_service: &Client, orgs: &[Uuid],
     let counted: String = admin
         .query_one(
             "select coalesce(sum(used), 0)::text from usage_counters \
-             where scope_user_id = $1 and metric = 'tokens' and period = 'daily'",
-            &[&pg::NIL],
+             where scope_user_id = $1 and metric = 'tokens' and period = 'daily' \
+             and organization_id = any($2)",
+            &[&pg::NIL, &orgs[..10].to_vec()],
         )
         .await
         .unwrap()
@@ -382,6 +503,8 @@ fn main() {
         let as_user = session(&cluster, pg::Actor::User(user)).await;
         let as_service = session(&cluster, pg::Actor::Service).await;
         print_select_medians(&as_user, &as_service, org).await;
+        let owner = seed_history(&admin, org).await;
+        print_snapshot_medians(&as_service, org, owner).await;
         let users = record_users(&admin, &orgs).await;
         print_record_median(&admin, &as_service, &orgs, &users).await;
         Subjects {
