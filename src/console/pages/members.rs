@@ -9,7 +9,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Chrome, CsrfForm, Done, chrome, context, short_id};
+use super::{Chrome, CsrfForm, Done, chrome, context, path_id, short_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page, see_other};
@@ -137,10 +137,6 @@ fn back_to_members(base: &Base, ctx: &TenantContext, done: &str) -> Response {
     see_other(&base.at(&format!("/orgs/{}/members?done={done}", ctx.org())))
 }
 
-fn member_id(user: &str) -> Result<UserId, ConsoleError> {
-    UserId::parse(user).map_err(|_| ConsoleError::not_found())
-}
-
 /// `POST /orgs/{org}/members/{user}/role`.
 pub(in crate::console) async fn change_role(
     State(config): State<Arc<ConsoleConfig>>,
@@ -153,7 +149,7 @@ pub(in crate::console) async fn change_role(
     let role = Role::parse(&form.role)?;
     config
         .tenancy
-        .change_role(&ctx, member_id(&user)?, role)
+        .change_role(&ctx, path_id::<UserId>(&user)?, role)
         .await?;
     Ok(back_to_members(&base, &ctx, "role"))
 }
@@ -169,7 +165,7 @@ pub(in crate::console) async fn remove(
     let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     config
         .tenancy
-        .remove_member(&ctx, member_id(&user)?)
+        .remove_member(&ctx, path_id::<UserId>(&user)?)
         .await?;
     Ok(back_to_members(&base, &ctx, "removed"))
 }

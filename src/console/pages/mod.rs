@@ -155,6 +155,12 @@ pub(super) fn chrome_with(
     })
 }
 
+/// An id from the URL path; one that does not parse is 404, as an id
+/// that names nothing is.
+pub(super) fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ConsoleError> {
+    raw.parse().map_err(|_| ConsoleError::not_found())
+}
+
 /// The viewer's context in `org`: the store confirms the membership, or the
 /// page is refused (403), whatever the URL says. An id that is not one is
 /// 404; a store that fails is 500 or 503 ([`not_a_member`]).
@@ -163,7 +169,7 @@ pub(super) async fn context(
     viewer: &Viewer,
     org: &str,
 ) -> Result<TenantContext, ConsoleError> {
-    let org = OrgId::parse(org).map_err(|_| ConsoleError::not_found())?;
+    let org: OrgId = path_id(org)?;
     config
         .tenancy
         .context(viewer.user, org)

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::usage::{level_names, local_time};
-use super::{Chrome, CsrfForm, Done, chrome};
+use super::{Chrome, CsrfForm, Done, chrome, path_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, form_refusal, page, see_other};
@@ -319,10 +319,6 @@ fn limit_type(metric: MetricKey, period: Period) -> String {
     LimitType { metric, period }.to_string()
 }
 
-fn org_id(org: &str) -> Result<OrgId, ConsoleError> {
-    OrgId::parse(org).map_err(|_| ConsoleError::not_found())
-}
-
 /// `GET /operator/orgs/{org}`.
 pub(in crate::console) async fn organization(
     State(config): State<Arc<ConsoleConfig>>,
@@ -331,7 +327,15 @@ pub(in crate::console) async fn organization(
     Path(org): Path<String>,
     Query(done): Query<Done>,
 ) -> Result<Response, ConsoleError> {
-    let data = org_page(&config, &viewer, &base, org_id(&org)?, done.notice(), None).await?;
+    let data = org_page(
+        &config,
+        &viewer,
+        &base,
+        path_id::<OrgId>(&org)?,
+        done.notice(),
+        None,
+    )
+    .await?;
     Ok(page(&data))
 }
 
@@ -361,7 +365,7 @@ fn operator_post<'a>(
     org: &str,
 ) -> Result<(OrgId, Operator<'a>), ConsoleError> {
     viewer.check_csrf(config, csrf)?;
-    let org = org_id(org)?;
+    let org: OrgId = path_id(org)?;
     Ok((org, config.tenancy.operator(viewer.operator()?)))
 }
 
@@ -515,7 +519,7 @@ pub(in crate::console) async fn remove_limit(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ConsoleError> {
     let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
-    let id = LimitId::parse(&id).map_err(|_| ConsoleError::not_found())?;
+    let id: LimitId = path_id(&id)?;
     if !operator.remove_limit(org, id).await? {
         return Ok(ConsoleError::not_found().into_response());
     }
