@@ -211,13 +211,30 @@ create table if not exists public.usage_alerts (
 -- Databases created before the metric checks of the hold and alert tables.
 do $$
 begin
-  if not exists (select 1 from pg_catalog.pg_constraint where conname = 'usage_reservations_metric_check') then
+  if not exists (select 1 from pg_catalog.pg_constraint where conname = 'usage_reservations_metric_check'
+                   and conrelid = 'public.usage_reservations'::regclass) then
     alter table public.usage_reservations add constraint usage_reservations_metric_check
       check (metric ~ '^[a-z][a-z0-9_]{0,62}$');
   end if;
-  if not exists (select 1 from pg_catalog.pg_constraint where conname = 'usage_alerts_metric_check') then
+  if not exists (select 1 from pg_catalog.pg_constraint where conname = 'usage_alerts_metric_check'
+                   and conrelid = 'public.usage_alerts'::regclass) then
     alter table public.usage_alerts add constraint usage_alerts_metric_check
       check (metric ~ '^[a-z][a-z0-9_]{0,62}$');
+  end if;
+end
+$$;
+
+-- Databases created before usage_counters' key put the metric last.
+do $$
+begin
+  if (select a.attname from pg_catalog.pg_index i
+      join pg_catalog.pg_attribute a
+        on a.attrelid = i.indrelid and a.attnum = i.indkey[pg_catalog.array_upper(i.indkey, 1)]
+      where i.indexrelid = 'public.usage_counters_pkey'::regclass) <> 'metric' then
+    alter table public.usage_counters
+      drop constraint usage_counters_pkey,
+      add constraint usage_counters_pkey
+        primary key (organization_id, scope_user_id, period, period_start, metric);
   end if;
 end
 $$;

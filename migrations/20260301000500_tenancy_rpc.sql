@@ -445,8 +445,10 @@ begin
         -- Each wanted (scope, period, start) looked up by the primary key
         -- (metric last), so that the cached generic plan reads the current
         -- periods' rows only, not the organization's whole history.
+        -- A nil p_user names no user: the org-wide rows are already there.
         from (values (c_nil, 'daily', p_daily), (c_nil, 'monthly', p_monthly),
-                     (p_user, 'daily', p_daily), (p_user, 'monthly', p_monthly))
+                     (nullif(p_user, c_nil), 'daily', p_daily),
+                     (nullif(p_user, c_nil), 'monthly', p_monthly))
              k (scope_user_id, period, period_start)
         cross join lateral (
           select * from public.usage_counters c

@@ -214,6 +214,50 @@ async fn assert_definers_pinned(db: &Client) {
     );
 }
 
+/// The columns of `usage_counters`' primary key, in order.
+async fn counter_key(db: &Client) -> Vec<String> {
+    db.query(
+        "select a.attname::text from pg_index i, unnest(i.indkey) with ordinality k (attnum, n) \
+         join pg_attribute a on a.attnum = k.attnum \
+         where i.indexrelid = 'public.usage_counters_pkey'::regclass \
+           and a.attrelid = i.indrelid order by k.n",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// A database whose `usage_counters` was created with the metric before
+/// the period gets the current key when the migrations are applied again.
+#[tokio::test]
+async fn reapplying_rekeys_counters_created_with_the_earlier_key() {
+    let Some(pg) = Cluster::shared() else { return };
+    let name = format!("rekey_{}", Uuid::new_v4().simple());
+    let db = pg.create_database(&name).await;
+    pg::apply_all(&db).await.unwrap();
+    let current = [
+        "organization_id",
+        "scope_user_id",
+        "period",
+        "period_start",
+        "metric",
+    ];
+    assert_eq!(counter_key(&db).await, current, "positive control");
+    db.batch_execute(
+        "alter table public.usage_counters drop constraint usage_counters_pkey, \
+         add constraint usage_counters_pkey \
+         primary key (organization_id, scope_user_id, metric, period, period_start)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(counter_key(&db).await[2], "metric");
+    pg::apply_all(&db).await.expect("re-apply");
+    assert_eq!(counter_key(&db).await, current);
+}
+
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_reapply_cleanly() {
     let Some(pg) = Cluster::shared() else { return };

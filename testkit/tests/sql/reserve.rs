@@ -365,6 +365,9 @@ async fn snapshot_reads_the_limits_and_counters_in_scope() {
         ],
         "the org-wide counters only: {snap}"
     );
+    // The nil user names nobody: the same as no user, nothing twice.
+    let nil = snapshot_on(&db, s.org, Some(pg::NIL), None).await.unwrap();
+    assert_eq!(nil, snap);
     let snap = snapshot_on(&db, Uuid::new_v4(), None, None).await.unwrap();
     assert_eq!(snap, json!({"limits": [], "counters": []}));
 }
