@@ -253,12 +253,8 @@ impl MembershipChange {
                 (Some(before), Some(after)) if after > before => {
                     deny("nobody may raise their own role")
                 }
-                // Leaving is the matrix's `Leave`; the store keeps the last
-                // owner in place.
-                (Some(_), None) if !actor.can(Action::Leave) => {
-                    deny("this role may not leave the organization")
-                }
-                // Lowering one's own role is always allowed.
+                // Lowering one's own role or leaving is always allowed; the
+                // store keeps the last owner in place.
                 (Some(_), _) => Ok(()),
             };
         }
