@@ -232,9 +232,7 @@ impl Tenancy {
             periods: CurrentPeriods::at(now, tz),
             now,
             expires_at: later(now, self.inner.reservation_ttl)?,
-            purge_before: now
-                .checked_sub_signed(EXPIRED_HOLD_RETENTION)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            purge_before: retention_cutoff(now),
         };
         let result = self.inner.store.reserve(&request).await?;
         let mut decision = decide(&metric, amount, &result.limits, tz, self.warning_percent());
@@ -304,7 +302,7 @@ impl Tenancy {
         }
         let now = self.now();
         // Exact on every backend, whether or not the store purged the hold yet.
-        if now.signed_duration_since(reservation.expires_at()) >= EXPIRED_HOLD_RETENTION {
+        if reservation.expires_at() <= retention_cutoff(now) {
             return Err(Error::not_found(format!(
                 "reservation {} expired at {}, {} days or more ago; nothing was recorded",
                 reservation.id(),
@@ -406,6 +404,14 @@ impl Tenancy {
         }
         self.inner.alerts.enqueue(checks);
     }
+}
+
+/// Holds that expired at or before this instant are past
+/// [`EXPIRED_HOLD_RETENTION`]: a reserve may purge them, a commit of one is
+/// `NotFound`.
+fn retention_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_sub_signed(EXPIRED_HOLD_RETENTION)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// `now + ttl`, or a `Config` error if the clock is so late that it
