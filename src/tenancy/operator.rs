@@ -77,7 +77,8 @@ impl<'a> Operator<'a> {
     }
 
     /// The organization-wide usage history of any organization, as
-    /// [`Tenancy::usage_history`] reads it for a member.
+    /// [`Tenancy::usage_history`] reads it for a member. `NotFound` if it
+    /// does not exist.
     pub async fn usage_history(
         &self,
         org: OrgId,
@@ -86,6 +87,7 @@ impl<'a> Operator<'a> {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<CounterValue>> {
+        self.tenancy.cached_org(org).await?;
         self.tenancy
             .history(org, CounterScope::Organization, metric, period, from, to)
             .await

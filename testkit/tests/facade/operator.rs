@@ -1,12 +1,16 @@
 //! The operator's handle: feature changes return the stored row, and a
-//! paged, searchable list of organizations.
+//! paged, searchable list of organizations, and any organization's
+//! usage history.
 
 use std::time::Duration;
 
 use serde_json::json;
-use tenancy::{Clock, FeatureChange, MAX_ORG_PAGE, NewOrganization, UserId};
+use tenancy::{
+    Clock, ErrorKind, FeatureChange, MAX_ORG_PAGE, NewOrganization, OrgId, Period, UsageEvent,
+    UserId,
+};
 
-use crate::scene::{scene, utc};
+use crate::scene::{dec, kind, scene, scene_on, utc};
 
 /// Every feature change returns the row as stored: only the fields it
 /// names change, stamped with the tenancy's clock.
@@ -90,4 +94,31 @@ async fn organizations_are_listed_by_name_in_pages() {
     assert_eq!(too_many.unwrap_err().field(), Some("limit"));
     let nul = s.op().organizations(Some("ac\0me"), 10, 0).await;
     assert_eq!(nul.unwrap_err().field(), Some("search"));
+}
+
+/// The operator reads any organization's usage history, its own org-wide
+/// counters only; an organization that does not exist is `NotFound`.
+#[tokio::test]
+async fn the_operator_reads_an_organizations_history() {
+    let s = scene().await;
+    let other = scene_on(std::sync::Arc::clone(&s.store)).await;
+    s.tenancy
+        .record_usage(UsageEvent::new(s.org).user(s.owner).tokens(40, 0, 0))
+        .await
+        .unwrap();
+    let month = chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+    let op = s.op();
+    let history = |org| op.usage_history(org, Some("tokens"), Period::Monthly, month, month);
+    let used: Vec<_> = history(s.org)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.used)
+        .collect();
+    assert_eq!(used, [dec(40)]);
+    assert!(
+        history(other.org).await.unwrap().is_empty(),
+        "another org's"
+    );
+    assert_eq!(kind(history(OrgId::new_v7()).await), ErrorKind::NotFound);
 }
