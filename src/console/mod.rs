@@ -47,10 +47,10 @@
 //!
 //! # Identity and security
 //!
-//! - A request is signed in as the axum integration signs it in: a
-//!   Supabase access token in `Authorization: Bearer`, or in a cookie
-//!   (`sb-access-token` by default), checked by the
-//!   [`TokenVerifier`](crate::axum::TokenVerifier).
+//! - A request is signed in with a Supabase access token in
+//!   `Authorization: Bearer` (as the axum integration reads it) or, for the
+//!   console only, in a cookie (`sb-access-token` by default), checked by
+//!   the [`TokenVerifier`](crate::axum::TokenVerifier).
 //! - Every form carries a CSRF token (HMAC-SHA256 of the user and an expiry
 //!   12 hours ahead, with the console's secret); a post without a valid one
 //!   is 403 before anything changes. Posts from another site (by
@@ -81,8 +81,10 @@ use crate::error::Result;
 use crate::ids::{OrgId, UserId};
 use crate::tenancy::Tenancy;
 
-/// The console's routes, to mount with `Router::nest` at any prefix (or
-/// `merge` at the root).
+/// The console's routes, to mount with `Router::nest` at any prefix. The
+/// router has a fallback (its 404 page): `merge` it at the root only into a
+/// router without one (axum panics on two), and it then answers the host's
+/// unknown paths too.
 pub fn router(config: ConsoleConfig) -> Router {
     use pages::{index, members, operator, usage};
     Router::new()

@@ -36,6 +36,16 @@ impl Base {
     pub(super) fn at(&self, path: &str) -> String {
         format!("{}{path}", self.0)
     }
+
+    /// The start page: the mount point itself (`/console`, which `nest`
+    /// matches, unlike `/console/`), or `/` at the root.
+    pub(super) fn home(&self) -> String {
+        if self.0.is_empty() {
+            "/".to_owned()
+        } else {
+            self.0.clone()
+        }
+    }
 }
 
 /// A rendered page.

@@ -180,5 +180,5 @@ pub(in crate::console) async fn leave(
 ) -> Result<Response, ConsoleError> {
     let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     config.tenancy.leave(&ctx).await?;
-    Ok(see_other(&base.at("/")))
+    Ok(see_other(&base.home()))
 }

@@ -64,6 +64,44 @@ async fn a_viewer_sees_usage_but_no_member_controls_and_a_forged_post_is_refused
     assert_eq!(ctx.role(), Role::Member, "bob's role is unchanged");
 }
 
+/// A member leaves its organization and lands on the start page; a user
+/// who is not a member of it cannot leave it, even with a valid form token
+/// of its own.
+#[tokio::test]
+async fn a_member_leaves_and_a_stranger_cannot_leave_for_it() {
+    let s = site().await;
+    let (acme, dan, carol) = (s.demo.acme, s.demo.dan, s.demo.carol);
+    let initech = s.demo.initech;
+    let carols = s
+        .get(carol, &format!("/orgs/{initech}/members"))
+        .await
+        .csrf();
+    let stranger = s
+        .post(
+            carol,
+            &format!("/orgs/{acme}/leave"),
+            &[("csrf", &carols)],
+            &[],
+        )
+        .await;
+    assert_eq!(stranger.status, StatusCode::FORBIDDEN, "{}", stranger.body);
+    let dans = s.get(dan, &format!("/orgs/{acme}/members")).await.csrf();
+    let left = s
+        .post(dan, &format!("/orgs/{acme}/leave"), &[("csrf", &dans)], &[])
+        .await;
+    assert_eq!(left.status, StatusCode::SEE_OTHER, "{}", left.body);
+    assert_eq!(left.headers["location"], "/console");
+    let start = s.get(dan, "").await;
+    assert_eq!(
+        start.status,
+        StatusCode::OK,
+        "the start page is where it sent him"
+    );
+    let tenancy = s.demo.app.auth.tenancy();
+    assert!(tenancy.context(dan, acme).await.is_err(), "dan is gone");
+    assert!(tenancy.context(s.demo.alice, acme).await.is_ok());
+}
+
 #[tokio::test]
 async fn only_the_operator_opens_operator_pages() {
     let s = site().await;
