@@ -335,10 +335,19 @@ async fn print_snapshot_medians(as_service: &Client, org: Uuid, owner: Uuid) {
             .unwrap();
         let d = Instant::now();
         if i == 0 {
-            let limits = |row: &tokio_postgres::Row| {
-                row.get::<_, Value>(0)["limits"].as_array().map(Vec::len)
+            let len = |row: &tokio_postgres::Row, key: &str| {
+                row.get::<_, Value>(0)[key].as_array().map(Vec::len)
             };
-            assert_eq!((limits(&one), limits(&every)), (Some(3), Some(7)));
+            assert_eq!(
+                (len(&one, "limits"), len(&every, "limits")),
+                (Some(3), Some(7))
+            );
+            assert_eq!(
+                (len(&one, "counters"), len(&every, "counters")),
+                (Some(4), Some(16))
+            );
+            let reserved = one.get::<_, Value>(0)["limits"][0]["reserved"].clone();
+            assert_eq!(reserved, "50", "the five live holds count");
         }
         if i >= 50 {
             t_key.push(b - a);
