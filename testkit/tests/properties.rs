@@ -126,27 +126,45 @@ proptest! {
     /// refuse a negative amount and one above `MAX_AMOUNT`.
     #[test]
     fn validate_agrees_with_amounts(
-        input in any::<u64>(),
-        output in any::<u64>(),
+        // Mostly in range, so that cost and quantities get checked at all.
+        input in prop_oneof![0u64..100_000, any::<u64>()],
+        output in prop_oneof![0u64..100_000, any::<u64>()],
         cost in proptest::option::of((mantissa(), 0u32..3)),
         quantities in proptest::collection::vec((0usize..3, mantissa(), 0u32..3), 0..4),
     ) {
         let names = ["tokens", "cost_usd", "images"];
         let mut e = UsageEvent::new(OrgId::new_v7()).tokens(input, 0, output);
-        let mut amounts = Vec::new();
         if let Some((mantissa, scale)) = cost {
-            amounts.push(Decimal::new(mantissa, scale));
             e = e.cost_usd(Decimal::new(mantissa, scale));
         }
         for (name, mantissa, scale) in quantities {
-            amounts.push(Decimal::new(mantissa, scale));
             e = e.quantity(MetricKey::parse(names[name]).unwrap(), Decimal::new(mantissa, scale));
         }
         prop_assert_eq!(e.validate().is_ok(), e.amounts().is_ok(), "{:?}", e);
-        if amounts.iter().any(|a| *a < Decimal::ZERO || *a > MAX_AMOUNT) {
+        // What the event holds (a repeated quantity is summed), each an
+        // amount on its own.
+        let held = e.cost_usd.iter().chain(e.quantities.values());
+        if held.clone().any(|a| *a < Decimal::ZERO || *a > MAX_AMOUNT) {
             prop_assert!(e.validate().is_err(), "{:?}", e);
         }
     }
+}
+
+/// The edges the property above draws around, fixed: a cost of exactly
+/// `MAX_AMOUNT` is an amount, a cent more is refused naming `cost_usd`.
+#[test]
+fn a_cost_at_the_largest_amount_is_accepted_and_a_cent_more_refused() {
+    let event = |cost| {
+        UsageEvent::new(OrgId::new_v7())
+            .tokens(1, 0, 1)
+            .cost_usd(cost)
+    };
+    assert!(event(MAX_AMOUNT).validate().is_ok());
+    assert!(event(MAX_AMOUNT).amounts().is_ok());
+    let over = event(MAX_AMOUNT + Decimal::new(1, 2))
+        .validate()
+        .unwrap_err();
+    assert_eq!(over.field(), Some("cost_usd"), "{over}");
 }
 
 /// Mantissas for amounts at scales 0 to 2: small ones either side of zero,
