@@ -146,6 +146,15 @@ async fn concurrent_demotions_keep_one_owner() {
             a.is_ok() != b.is_ok(),
             "round {round}: exactly one demotion succeeds: {a:?} {b:?}"
         );
+        // The loser is refused by the last-owner rule, not by anything else.
+        let loser = a.err().or(b.err()).map(|e| e.kind());
+        assert!(
+            matches!(
+                loser,
+                Some(ErrorKind::Conflict | ErrorKind::PermissionDenied)
+            ),
+            "round {round}: {loser:?}"
+        );
         let owners = t.members(&second_ctx).await.unwrap();
         assert_eq!(
             owners.iter().filter(|m| m.role == Role::Owner).count(),
