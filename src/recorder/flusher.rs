@@ -40,6 +40,8 @@ impl Shared {
         // When a partial batch may go out, so an event waits at most about
         // one interval.
         let mut partial_due = tokio::time::Instant::now() + interval;
+        // When the spool directory is next listed for files behind our back.
+        let mut next_scan = tokio::time::Instant::now();
         loop {
             while in_flight.len() < self.config.max_in_flight && !self.is_stopped() {
                 let partial = self.urgent.load(Ordering::SeqCst)
@@ -91,12 +93,16 @@ impl Shared {
             }
             // Files can appear behind our back: a recorder in this process
             // dropped a moment ago still held its file's lock at our last
-            // look. One directory listing per interval finds them.
+            // look. One directory listing per interval finds them; not one
+            // per wake-up, which is every full batch and every flush.
             if let Some(spool) = &self.spool
                 && !self.spool_pending.load(Ordering::SeqCst)
-                && lock(spool).has_pending()
+                && tokio::time::Instant::now() >= next_scan
             {
-                self.spool_pending.store(true, Ordering::SeqCst);
+                next_scan = tokio::time::Instant::now() + interval;
+                if lock(spool).has_pending() {
+                    self.spool_pending.store(true, Ordering::SeqCst);
+                }
             }
             if self.spool_pending.load(Ordering::SeqCst) && !self.stopping() {
                 self.replay().await;
