@@ -76,6 +76,12 @@ impl<'a> Operator<'a> {
         self.tenancy.summary_lines(org, None, tz).await
     }
 
+    /// [`usage_summary`](Self::usage_summary) of an organization already in
+    /// hand (a listing's row), without reading it again.
+    pub(crate) async fn usage_summary_of(&self, org: &Organization) -> Result<Vec<UsageLine>> {
+        self.tenancy.summary_lines(org.id, None, org.timezone).await
+    }
+
     /// The organization-wide usage history of any organization, as
     /// [`Tenancy::usage_history`] reads it for a member. `NotFound` if it
     /// does not exist.
