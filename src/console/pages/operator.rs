@@ -56,7 +56,10 @@ async fn org_rows(
 ) -> Result<Vec<OrgRow>, ConsoleError> {
     let mut rows = Vec::with_capacity(orgs.len());
     for chunk in orgs.chunks(ROWS_AT_ONCE) {
-        let reads: Vec<_> = chunk.iter().map(|org| org_row(operator, base, org)).collect();
+        let reads: Vec<_> = chunk
+            .iter()
+            .map(|org| org_row(operator, base, org))
+            .collect();
         rows.extend(futures_util::future::try_join_all(reads).await?);
     }
     Ok(rows)

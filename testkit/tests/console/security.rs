@@ -571,6 +571,107 @@ async fn a_non_operators_posts_to_operator_forms_are_refused_and_change_nothing(
     assert_eq!(operator.features(acme).await.unwrap(), features);
 }
 
+/// Every form, the members' and the operator's, refuses a post whose
+/// token is missing, not one, or another user's, from a user who could
+/// otherwise make the change; nothing changes.
+#[tokio::test]
+async fn every_form_refuses_a_bad_token_and_changes_nothing() {
+    let s = site().await;
+    let (acme, alice, bob, dan, olivia) = (
+        s.demo.acme,
+        s.demo.alice,
+        s.demo.bob,
+        s.demo.dan,
+        s.demo.olivia,
+    );
+    let tenancy = s.demo.app.auth.tenancy();
+    let identity = PlatformOperator::new("test");
+    let operator = tenancy.operator(&identity);
+    let limit_id = operator.limits(acme).await.unwrap()[0].id;
+    let members = async || {
+        let ctx = tenancy.context(alice, acme).await.unwrap();
+        let mut all: Vec<_> = tenancy
+            .members(&ctx)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.user_id, m.role))
+            .collect();
+        all.sort();
+        all
+    };
+    let (members_before, features_before, limits_before) = (
+        members().await,
+        operator.features(acme).await.unwrap(),
+        operator.limits(acme).await.unwrap(),
+    );
+    let dans = s.get(dan, &format!("/orgs/{acme}/members")).await.csrf();
+    let org = |path: &str| format!("/orgs/{acme}{path}");
+    let op = |path: &str| format!("/operator/orgs/{acme}{path}");
+    let forms: Vec<(UserId, String, Vec<(&str, &str)>)> = vec![
+        (
+            alice,
+            org(&format!("/members/{bob}/role")),
+            vec![("role", "admin")],
+        ),
+        (alice, org(&format!("/members/{bob}/remove")), vec![]),
+        (alice, org("/leave"), vec![]),
+        (olivia, op("/features"), vec![("key", "exports")]),
+        (
+            olivia,
+            op("/features/veo_avatars/toggle"),
+            vec![("enabled", "false")],
+        ),
+        (
+            olivia,
+            op("/features/veo_avatars/config"),
+            vec![("config", "{}")],
+        ),
+        (
+            olivia,
+            op("/limits"),
+            vec![
+                ("limit_type", "monthly_tokens"),
+                ("value", "1"),
+                ("mode", "hard"),
+                ("user", ""),
+            ],
+        ),
+        (olivia, op(&format!("/limits/{limit_id}/remove")), vec![]),
+    ];
+    for (user, path, form) in &forms {
+        for token in [None, Some("garbage"), Some(dans.as_str())] {
+            let mut form = form.clone();
+            form.extend(token.map(|t| ("csrf", t)));
+            let page = s.post(*user, path, &form, &[]).await;
+            assert_eq!(
+                page.status,
+                StatusCode::FORBIDDEN,
+                "{path} {token:?}: {}",
+                page.body
+            );
+        }
+    }
+    assert_eq!(members().await, members_before);
+    assert_eq!(operator.features(acme).await.unwrap(), features_before);
+    assert_eq!(operator.limits(acme).await.unwrap(), limits_before);
+    // Positive control: the operator's own token makes the change.
+    let olivias = s
+        .get(olivia, &format!("/operator/orgs/{acme}"))
+        .await
+        .csrf();
+    let toggled = s
+        .post(
+            olivia,
+            &op("/features/veo_avatars/toggle"),
+            &[("enabled", "false"), ("csrf", &olivias)],
+            &[],
+        )
+        .await;
+    assert_eq!(toggled.status, StatusCode::SEE_OTHER, "{}", toggled.body);
+    assert_ne!(operator.features(acme).await.unwrap(), features_before);
+}
+
 #[tokio::test]
 async fn the_operator_removes_a_limit_once() {
     let s = site().await;
