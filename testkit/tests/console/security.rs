@@ -608,7 +608,8 @@ async fn every_form_refuses_a_bad_token_and_changes_nothing() {
     let dans = s.get(dan, &format!("/orgs/{acme}/members")).await.csrf();
     let org = |path: &str| format!("/orgs/{acme}{path}");
     let op = |path: &str| format!("/operator/orgs/{acme}{path}");
-    let forms: Vec<(UserId, String, Vec<(&str, &str)>)> = vec![
+    // (who posts, where, the form's fields other than the token)
+    let forms = [
         (
             alice,
             org(&format!("/members/{bob}/role")),
