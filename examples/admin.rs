@@ -21,11 +21,12 @@
 //! `<org>` is an organization id or slug.
 
 use std::process::ExitCode;
+use tenancy::store::{MemberStore, OrgStore};
 
 use tenancy::supabase::SupabaseStore;
 use tenancy::{
     Error, ErrorKind, MAX_ORG_PAGE, Membership, NewLimit, NewOrganization, OrgId, Organization,
-    PlatformOperator, Role, Store, Tenancy, UserId,
+    PlatformOperator, Role, Tenancy, UserId,
 };
 
 const USAGE: &str = "usage: admin <orgs [SEARCH] | create-org NAME SLUG OWNER | members ORG | \

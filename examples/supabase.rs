@@ -12,14 +12,14 @@
 //! ```
 
 use std::process::ExitCode;
+use tenancy::store::MemberStore;
 
 use rust_decimal_macros::dec;
 use tenancy::supabase::{
     ENV_ANON_KEY, ENV_JWT_SECRET, ENV_REST_URL, ENV_SERVICE_ROLE_KEY, ENV_URL, SupabaseStore,
 };
 use tenancy::{
-    Action, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role, Store, Tenancy,
-    UserId,
+    Action, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role, Tenancy, UserId,
 };
 
 /// The variables the example needs besides the project URL.

@@ -19,8 +19,9 @@ use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
 use crate::store::{
-    CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, OrgQuery, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery,
+    AlertStore, Backend, CommitOutcome, CommitRequest, CounterScope, CounterValue, FeatureStore,
+    HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore, Principal,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
 };
 
 const ORGS: &str = "organizations";
@@ -85,8 +86,7 @@ impl SupabaseStore {
     }
 }
 
-#[async_trait]
-impl Store for SupabaseStore {
+impl Backend for SupabaseStore {
     fn principal(&self) -> Principal {
         if self.is_user_client() {
             Principal::User
@@ -94,7 +94,10 @@ impl Store for SupabaseStore {
             Principal::Service
         }
     }
+}
 
+#[async_trait]
+impl OrgStore for SupabaseStore {
     async fn create_organization(&self, org: &Organization) -> Result<Organization> {
         let what = format!("creating organization {}", org.slug.as_str());
         let args = CreateOrgArgs {
@@ -160,7 +163,10 @@ impl Store for SupabaseStore {
             .delete();
         self.deleted_any("deleting an organization", request).await
     }
+}
 
+#[async_trait]
+impl MemberStore for SupabaseStore {
     async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<OrgMembership>> {
         let request = self
             .from(MEMBERS)
@@ -240,7 +246,10 @@ impl Store for SupabaseStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl FeatureStore for SupabaseStore {
     async fn features(&self, org: OrgId) -> Result<Vec<Feature>> {
         let request = self
             .from(FEATURES)
@@ -291,7 +300,10 @@ impl Store for SupabaseStore {
             .delete();
         self.deleted_any("deleting a feature", request).await
     }
+}
 
+#[async_trait]
+impl LimitStore for SupabaseStore {
     async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
         let request = self
             .from(LIMITS)
@@ -334,7 +346,10 @@ impl Store for SupabaseStore {
             .delete();
         self.deleted_any("deleting a limit", request).await
     }
+}
 
+#[async_trait]
+impl MeteringStore for SupabaseStore {
     async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
         if batch.is_empty() {
             return Ok(RecordOutcome::default());
@@ -429,7 +444,10 @@ impl Store for SupabaseStore {
             .await?;
         Ok(released.released)
     }
+}
 
+#[async_trait]
+impl AlertStore for SupabaseStore {
     async fn claim_alert(&self, key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool> {
         let args = json!({
             "org_id": key.org,

@@ -18,6 +18,7 @@
 //! `--test` (`cargo bench -p tenancy-testkit --bench supabase -- --test`)
 //! each measurement runs once, to check the bench end to end.
 
+use tenancy::store::MeteringStore;
 use tenancy_testkit::fault_proxy::FaultProxy;
 use tenancy_testkit::postgrest as postgrest_server;
 use tenancy_testkit::seed::OrgHistory;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rust_decimal_macros::dec;
 use tenancy::supabase::SupabaseStore;
-use tenancy::{OrgId, ReserveOutcome, Store, Tenancy, TenantContext, UsageEvent};
+use tenancy::{OrgId, ReserveOutcome, Tenancy, TenantContext, UsageEvent};
 
 const RUNS: usize = 300;
 const WARMUP: usize = 30;

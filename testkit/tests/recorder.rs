@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tenancy::store::Backend;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -702,7 +703,6 @@ async fn a_panic_in_one_store_call_loses_nothing() {
 /// it could write no usage at all, and would fail every event.
 #[tokio::test]
 async fn a_recorder_refuses_a_user_client() {
-    use tenancy::Store;
     use tenancy::store::Principal;
     use tenancy::supabase::SupabaseStore;
 

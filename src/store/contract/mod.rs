@@ -25,11 +25,14 @@
 //! idempotency, organization isolation, expiry and the `now` a store is
 //! given.
 
+mod alerts;
 mod features;
+mod isolation;
+mod limits;
 mod members;
+mod metering;
 mod orgs;
 mod reserve;
-mod usage;
 
 use std::sync::Arc;
 
@@ -43,18 +46,24 @@ use crate::limits::{CurrentPeriods, Limit, LimitMode, LimitScope, Period};
 use crate::model::{Organization, UsageEvent, UsageRecord};
 use crate::store::{DynStore, ReserveRequest, UsageQuery};
 
+pub use alerts::*;
 pub use features::*;
+pub use isolation::*;
+pub use limits::*;
 pub use members::*;
+pub use metering::*;
 pub use orgs::*;
 pub use reserve::*;
-pub use usage::*;
 
-/// Generates one `#[tokio::test]` per contract test, each calling
-/// `$factory().await` for its store and returning early when it is `None`.
+/// Calls `$callback! { $($prefix)* ; <every contract test> }`: the one
+/// list of the suite's tests, which [`store_contract_tests!`](crate::store_contract_tests)
+/// runs and a unit test compares with the functions in this module's files,
+/// so a test written but left out of it fails the build's tests.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! store_contract_tests {
-    ($factory:path) => {
-        $crate::store_contract_tests!(@tests $factory;
+macro_rules! __store_contract_list {
+    ([$($callback:tt)*] { $($prefix:tt)* }) => {
+        $($callback)*! { $($prefix)* ;
             create_organization_returns_it_with_its_owner,
             a_taken_slug_is_already_exists,
             rename_and_delete_organizations,
@@ -85,7 +94,33 @@ macro_rules! store_contract_tests {
             release_is_for_the_holds_user_only,
             an_alert_is_claimed_once_however_many_race,
             organizations_are_kept_apart,
-        );
+        }
+    };
+}
+
+/// The names of every contract test, in the order they run.
+pub const TESTS: &[&str] = &__names();
+
+const fn __names() -> [&'static str; count_tests()] {
+    macro_rules! names {
+        (; $($name:ident),* $(,)?) => { [$(stringify!($name)),*] };
+    }
+    __store_contract_list!([names] {})
+}
+
+const fn count_tests() -> usize {
+    macro_rules! count {
+        (; $($name:ident),* $(,)?) => { [$(stringify!($name)),*].len() };
+    }
+    __store_contract_list!([count] {})
+}
+
+/// Generates one `#[tokio::test]` per contract test, each calling
+/// `$factory().await` for its store and returning early when it is `None`.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::__store_contract_list!([$crate::store_contract_tests] { @tests $factory });
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -250,4 +285,62 @@ pub(super) fn event_of(id: ReservationId) -> EventId {
 /// A store shared by concurrent tasks.
 pub(super) fn shared(store: &Arc<DynStore>) -> Arc<DynStore> {
     Arc::clone(store)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `pub async fn` of the suite's files is in the one list, and
+    /// the list names nothing else.
+    #[test]
+    fn the_list_runs_every_contract_test() {
+        let sources = [
+            include_str!("alerts.rs"),
+            include_str!("features.rs"),
+            include_str!("isolation.rs"),
+            include_str!("limits.rs"),
+            include_str!("members.rs"),
+            include_str!("metering.rs"),
+            include_str!("orgs.rs"),
+            include_str!("reserve.rs"),
+        ];
+        let mut written: Vec<&str> = sources
+            .iter()
+            .flat_map(|src| src.lines())
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        written.sort_unstable();
+        let mut listed = super::TESTS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(
+            written, listed,
+            "store_contract_tests! must run exactly the suite's tests"
+        );
+    }
+
+    /// Every file of the suite is read above: a new capability's file must
+    /// be added there too.
+    #[test]
+    fn every_suite_file_is_checked() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/contract");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f != "mod.rs")
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "alerts.rs",
+                "features.rs",
+                "isolation.rs",
+                "limits.rs",
+                "members.rs",
+                "metering.rs",
+                "orgs.rs",
+                "reserve.rs"
+            ]
+        );
+    }
 }

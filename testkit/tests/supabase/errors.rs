@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tenancy::store::{FeatureStore, MemberStore, MeteringStore, OrgStore};
 
 use serde_json::json;
 
 use tenancy::supabase::{RetryConfig, SupabaseStore, SupabaseStoreBuilder};
-use tenancy::{ErrorKind, Membership, Organization, Role, Slug, Store};
+use tenancy::{ErrorKind, Membership, Organization, Role, Slug};
 use tenancy_testkit::unique_slug;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

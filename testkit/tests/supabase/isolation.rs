@@ -3,9 +3,10 @@
 
 use chrono::Utc;
 use serde_json::{Value, json};
+use tenancy::store::{FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore};
 use tenancy::{
     ErrorKind, FeatureChange, FeatureKey, Membership, NewLimit, NewOrganization, OrgId,
-    PlatformOperator, Role, Store, Tenancy, UsageEvent, UserId,
+    PlatformOperator, Role, Tenancy, UsageEvent, UserId,
 };
 
 use tenancy_testkit::unique_slug;

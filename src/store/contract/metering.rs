@@ -1,61 +1,16 @@
-//! Limits, recording, snapshots, history, alert claims, and isolation.
+//! `MeteringStore`: recording and reading usage (holds are in `reserve`).
 
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::{at, hold, kind, limit, new_org, noon, record, shared, usage_at};
+use super::{at, kind, limit, new_org, noon, record, shared, usage_at};
 use crate::error::ErrorKind;
 use crate::ids::{MetricKey, OrgId, UserId};
-use crate::limits::{AlertKey, CurrentPeriods, LimitMode, LimitScope, Period, PeriodKey};
+use crate::limits::{CurrentPeriods, LimitScope, Period};
 use crate::model::{Organization, UsageEvent};
 use crate::store::{CounterScope, DynStore, HistoryQuery, UsageQuery};
-
-/// Setting a limit for a slot that has one replaces its value and mode and
-/// keeps its id; another scope is another slot.
-pub async fn limits_replace_their_slot(store: Arc<DynStore>) {
-    let (org, owner) = new_org(&*store).await;
-    let first = limit(
-        org.id,
-        LimitScope::Organization,
-        MetricKey::TOKENS,
-        Period::Monthly,
-        100,
-    );
-    let stored = store.put_limit(&first).await.unwrap();
-    assert_eq!(stored, first);
-    let replacement = crate::limits::Limit {
-        id: crate::ids::LimitId::new_v7(),
-        value: Decimal::from(250),
-        mode: LimitMode::Soft,
-        ..first.clone()
-    };
-    let replaced = store.put_limit(&replacement).await.unwrap();
-    assert_eq!(
-        (replaced.id, replaced.value, replaced.mode),
-        (first.id, Decimal::from(250), LimitMode::Soft)
-    );
-    let own = limit(
-        org.id,
-        LimitScope::User(owner),
-        MetricKey::TOKENS,
-        Period::Monthly,
-        10,
-    );
-    store.put_limit(&own).await.unwrap();
-    assert_eq!(store.limits(org.id).await.unwrap().len(), 2);
-    assert!(store.delete_limit(org.id, own.id).await.unwrap());
-    assert!(!store.delete_limit(org.id, own.id).await.unwrap());
-    let nowhere = limit(
-        OrgId::new_v7(),
-        LimitScope::Organization,
-        MetricKey::TOKENS,
-        Period::Daily,
-        1,
-    );
-    assert_eq!(kind(store.put_limit(&nowhere).await), ErrorKind::NotFound);
-}
 
 /// An event id counts once: repeated inside a batch, and sent again later.
 pub async fn record_is_idempotent_by_event_id(store: Arc<DynStore>) {
@@ -119,55 +74,6 @@ pub async fn a_batch_is_recorded_all_or_nothing(store: Arc<DynStore>) {
     let (used, _) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, noon()).await;
     assert_eq!(used, Decimal::ZERO);
     assert_eq!(store.record_usage(&[good]).await.unwrap().inserted, 1);
-}
-
-/// Limits are listed, and a snapshot's limits ordered, by creation time
-/// then id, whatever order they were set in.
-pub async fn limits_are_ordered_by_creation_time_then_id(store: Arc<DynStore>) {
-    let (org, owner) = new_org(&*store).await;
-    let slot = |scope, metric: &str, period, hours: i64| crate::limits::Limit {
-        created_at: noon() + chrono::TimeDelta::hours(hours),
-        ..limit(
-            org.id,
-            scope,
-            MetricKey::parse(metric).unwrap(),
-            period,
-            100,
-        )
-    };
-    let set = [
-        slot(LimitScope::Organization, "tokens", Period::Daily, 2),
-        slot(LimitScope::User(owner), "tokens", Period::Daily, 0),
-        slot(LimitScope::Organization, "tokens", Period::Monthly, 0),
-        slot(LimitScope::Organization, "images", Period::Daily, -1),
-    ];
-    for l in &set {
-        store.put_limit(l).await.unwrap();
-    }
-    let mut expected: Vec<_> = set.iter().map(|l| (l.created_at, l.id)).collect();
-    expected.sort();
-    let listed: Vec<_> = store
-        .limits(org.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| (l.created_at, l.id))
-        .collect();
-    assert_eq!(listed, expected, "limits()");
-    let query = UsageQuery {
-        org: org.id,
-        user: Some(owner),
-        metric: None,
-        periods: CurrentPeriods::at(noon(), org.timezone),
-        now: noon(),
-    };
-    let snapshot = store.usage_snapshot(&query).await.unwrap();
-    let in_snapshot: Vec<_> = snapshot
-        .limits
-        .iter()
-        .map(|u| (u.limit.created_at, u.limit.id))
-        .collect();
-    assert_eq!(in_snapshot, expected, "usage_snapshot()");
 }
 
 /// A user's snapshot holds the org-wide limits and counters and the user's
@@ -296,103 +202,4 @@ pub async fn history_reads_past_periods(store: Arc<DynStore>) {
         month.iter().map(|v| v.used).collect::<Vec<_>>(),
         [Decimal::from(63)]
     );
-}
-
-/// Of many callers claiming the same alert at once, exactly one wins, and
-/// it stays claimed.
-pub async fn an_alert_is_claimed_once_however_many_race(store: Arc<DynStore>) {
-    let (org, _) = new_org(&*store).await;
-    let key = AlertKey {
-        org: org.id,
-        scope: LimitScope::Organization,
-        metric: MetricKey::TOKENS,
-        period: PeriodKey::containing(Period::Monthly, noon(), org.timezone),
-        threshold_percent: 80,
-    };
-    let claims: Vec<_> = (0..16)
-        .map(|_| {
-            let (store, key) = (shared(&store), key.clone());
-            tokio::spawn(async move { store.claim_alert(&key, noon()).await.unwrap() })
-        })
-        .collect();
-    let mut won = 0;
-    for claim in claims {
-        won += usize::from(claim.await.unwrap());
-    }
-    assert_eq!(won, 1);
-    assert!(!store.claim_alert(&key, noon()).await.unwrap());
-    let next = AlertKey {
-        threshold_percent: 90,
-        ..key
-    };
-    assert!(store.claim_alert(&next, noon()).await.unwrap());
-}
-
-/// Nothing of one organization is visible or writable through another's
-/// id: its members, features, limits, usage, history, and holds.
-pub async fn organizations_are_kept_apart(store: Arc<DynStore>) {
-    let date = |d| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
-    let (acme, alice) = new_org(&*store).await;
-    let (globex, bob) = new_org(&*store).await;
-    let key = crate::ids::FeatureKey::from_static("exports");
-    store
-        .update_feature(
-            acme.id,
-            &key,
-            &crate::model::FeatureChange::enabled(true),
-            noon(),
-        )
-        .await
-        .unwrap();
-    let acme_limit = limit(
-        acme.id,
-        LimitScope::Organization,
-        MetricKey::TOKENS,
-        Period::Daily,
-        9,
-    );
-    store.put_limit(&acme_limit).await.unwrap();
-    store
-        .record_usage(&[record(
-            &acme,
-            Some(alice),
-            &[(MetricKey::TOKENS, 4)],
-            noon(),
-        )])
-        .await
-        .unwrap();
-    let granted = store
-        .reserve(&hold(&acme, alice, 2, noon(), 60))
-        .await
-        .unwrap();
-    assert!(granted.granted);
-
-    assert!(store.membership(globex.id, alice).await.unwrap().is_none());
-    let globex_members: Vec<UserId> = store
-        .members(globex.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    assert_eq!(globex_members, [bob]);
-    assert!(store.features(globex.id).await.unwrap().is_empty());
-    assert!(store.limits(globex.id).await.unwrap().is_empty());
-    assert!(!store.delete_limit(globex.id, acme_limit.id).await.unwrap());
-    assert!(!store.delete_feature(globex.id, &key).await.unwrap());
-    assert_eq!(store.limits(acme.id).await.unwrap().len(), 1);
-    let (used, reserved) =
-        usage_at(&*store, &globex, &MetricKey::TOKENS, Period::Daily, noon()).await;
-    assert_eq!((used, reserved), (Decimal::ZERO, Decimal::ZERO));
-    let history = HistoryQuery {
-        org: globex.id,
-        scope: CounterScope::EachUser,
-        metric: None,
-        period: Period::Daily,
-        from: date("2000-01-01"),
-        to: date("2100-01-01"),
-    };
-    assert!(store.usage_history(&history).await.unwrap().is_empty());
-    let in_globex = hold(&globex, bob, 1, noon(), 60);
-    assert!(store.reserve(&in_globex).await.unwrap().limits.is_empty());
 }

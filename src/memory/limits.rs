@@ -1,0 +1,48 @@
+//! `LimitStore` for [`MemoryStore`]: limits, kept in the order `limits()` promises.
+
+use crate::error::Result;
+use crate::ids::{LimitId, OrgId};
+use crate::limits::Limit;
+use crate::store::LimitStore;
+use async_trait::async_trait;
+
+use super::MemoryStore;
+
+#[async_trait]
+impl LimitStore for MemoryStore {
+    async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
+        let state = self.lock();
+        Ok(state
+            .tenant(org)
+            .map(|t| t.limits.clone())
+            .unwrap_or_default())
+    }
+
+    async fn put_limit(&self, limit: &Limit) -> Result<Limit> {
+        let mut state = self.lock();
+        let tenant = state.tenant_mut(limit.org)?;
+        let same_slot = |l: &&mut Limit| {
+            l.scope == limit.scope && l.metric == limit.metric && l.period == limit.period
+        };
+        if let Some(existing) = tenant.limits.iter_mut().find(same_slot) {
+            existing.value = limit.value;
+            existing.mode = limit.mode;
+            return Ok(existing.clone());
+        }
+        // Kept in the order limits() promises: creation time, then id.
+        let key = |l: &Limit| (l.created_at, l.id);
+        let at = tenant.limits.partition_point(|l| key(l) < key(limit));
+        tenant.limits.insert(at, limit.clone());
+        Ok(limit.clone())
+    }
+
+    async fn delete_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
+        let mut state = self.lock();
+        let Ok(tenant) = state.tenant_mut(org) else {
+            return Ok(false);
+        };
+        let before = tenant.limits.len();
+        tenant.limits.retain(|l| l.id != id);
+        Ok(tenant.limits.len() < before)
+    }
+}

@@ -1,0 +1,64 @@
+//! [`MeteringStore`]: recording usage, reading it, and holds.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::limits::UsageSnapshot;
+use crate::model::UsageRecord;
+
+use super::{
+    Backend, CommitOutcome, CommitRequest, CounterValue, HistoryQuery, RecordOutcome,
+    ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+};
+
+/// Usage: the atomic primitives — record idempotently, read counters, and check-and-reserve, commit and release holds.
+///
+/// Part of the [`Store`](super::Store) bundle. Each method is atomic on its
+/// own and touches only the organization it names.
+#[async_trait]
+pub trait MeteringStore: Backend {
+    /// Records a batch of usage, idempotently by (organization, event id):
+    /// an event already stored is skipped and its amounts are not counted
+    /// again. For each new event, every one of its `amounts` (as given: a
+    /// store never derives amounts itself) is added to the org-wide
+    /// counters and, when the event has a user, to that user's, for the
+    /// daily and monthly periods in the record. All of a batch is applied
+    /// or none. `NotFound` if an organization does not exist.
+    async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome>;
+
+    /// The applicable limits with their usage, and the counters in scope.
+    async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot>;
+
+    /// Recorded usage per counter and period between two period starts
+    /// (both included), ordered by period start, metric, then scope.
+    async fn usage_history(&self, query: &HistoryQuery) -> Result<Vec<CounterValue>>;
+
+    /// Check-and-reserve in one atomic step: reads every applicable limit
+    /// (org-wide and the user's, for the metric, in the request's periods)
+    /// with its usage and unexpired holds, and writes the hold only if the
+    /// amount fits under every hard limit. Concurrent calls never overshoot
+    /// a hard limit. May delete holds that expired before
+    /// `request.purge_before`. `NotFound` if the organization does not exist.
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult>;
+
+    /// Commits a hold in one atomic step. If a hold with `request.id` exists
+    /// in `request.org` for `request.user` — live or expired, but not yet
+    /// committed, released or purged — the usage is recorded (once, by its
+    /// id, which is the hold's) in the hold's periods, the hold is dropped,
+    /// and `released_hold` says whether it was still live at `request.now`.
+    /// If no such hold exists but the event is already recorded (a retried
+    /// commit), nothing changes and both flags are false. Otherwise nothing
+    /// is recorded: `NotFound` for an unknown hold, `PermissionDenied` for a
+    /// hold of another user. `InvalidInput` if the usage's organization or
+    /// id is not the request's.
+    async fn commit_reservation(&self, request: &CommitRequest) -> Result<CommitOutcome>;
+
+    /// Drops the hold `request.id` of `request.user` in `request.org`;
+    /// whether it was live (there and unexpired at `request.now`). A hold
+    /// of another user is left alone: `PermissionDenied`.
+    async fn release_reservation(&self, request: &ReleaseRequest) -> Result<bool>;
+}
+
+forward_capability!(MeteringStore, metering_store_methods);
