@@ -2,10 +2,11 @@
 //! whose usage writes fail, hang, land twice or panic on demand.
 //!
 //! For proving that usage recording loses nothing and doubles nothing
-//! whatever the backend does. Only the usage writes (`record_usage`,
-//! `commit_reservation`) are faulty; usage snapshots are counted (for tests
-//! of how many reads a write costs); every other method passes straight
-//! through, generated from the store's one list of methods.
+//! whatever the backend does. The usage writes (`record_usage`,
+//! `commit_reservation`) can fail in every way below; alert claims and
+//! limit reads can fail with `Unavailable`; usage snapshots are counted
+//! (for tests of how many reads a write costs). Every other method passes
+//! straight through, generated from its capability's one list of methods.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,9 +23,11 @@ use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
 use crate::store::{
-    CommitOutcome, CommitRequest, CounterValue, DynStore, HistoryQuery, OrgQuery, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, Store, UsageQuery,
-    with_store_methods,
+    AlertStore, Backend, CommitOutcome, CommitRequest, CounterValue, DynStore, FeatureStore,
+    HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore, Principal,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
+    feature_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
+    org_store_methods,
 };
 use crate::sync::lock;
 
@@ -41,6 +44,9 @@ pub struct FaultyStore {
     poison: Mutex<HashSet<EventId>>,
     deliver_twice: AtomicBool,
     delay_micros: AtomicU64,
+    pass_alert_claims: AtomicUsize,
+    fail_alert_claims: AtomicUsize,
+    fail_limit_reads: AtomicUsize,
     calls: AtomicU64,
     snapshot_calls: AtomicU64,
 }
@@ -58,6 +64,9 @@ impl FaultyStore {
             poison: Mutex::default(),
             deliver_twice: AtomicBool::new(false),
             delay_micros: AtomicU64::new(0),
+            pass_alert_claims: AtomicUsize::new(0),
+            fail_alert_claims: AtomicUsize::new(0),
+            fail_limit_reads: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
             snapshot_calls: AtomicU64::new(0),
         }
@@ -106,6 +115,19 @@ impl FaultyStore {
     pub fn set_delay(&self, delay: Duration) {
         let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.delay_micros.store(micros, Ordering::SeqCst);
+    }
+
+    /// After the next `pass` alert claims, which go through, the `n`
+    /// following ones fail with `Unavailable`, claiming nothing.
+    pub fn fail_alert_claims_after(&self, pass: usize, n: usize) {
+        self.pass_alert_claims.store(pass, Ordering::SeqCst);
+        self.fail_alert_claims.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` reads of an organization's limits fail with
+    /// `Unavailable`.
+    pub fn fail_limit_reads(&self, n: usize) {
+        self.fail_limit_reads.store(n, Ordering::SeqCst);
     }
 
     /// How many usage writes were attempted.
@@ -164,20 +186,17 @@ impl FaultyStore {
     }
 }
 
-/// `#[async_trait] impl Store for FaultyStore` from `overrides` (written
-/// out) and the store's method list, every method not overridden passing
+/// `#[async_trait] impl $trait for FaultyStore` from `overrides` (written
+/// out) and the trait's method list, every method not overridden passing
 /// straight through to `self.inner`. The inner macro's arms name the
 /// overridden methods, so they are skipped; `$d` is a `$` for the inner
 /// macro's own variables.
-macro_rules! faulty_store_impl {
-    ($d:tt [$($skip:ident),*] { $($overrides:item)* } ; $($methods:tt)*) => {
+macro_rules! faulty_impl {
+    ($d:tt $trait:ident [$($skip:ident),*] { $($overrides:item)* } ; $($methods:tt)*) => {
         macro_rules! pass_through {
             (@done [$d($d kept:tt)*]) => {
                 #[async_trait]
-                impl Store for FaultyStore {
-                    fn principal(&self) -> Principal {
-                        self.inner.principal()
-                    }
+                impl $trait for FaultyStore {
                     $($overrides)*
                     $d($d kept)*
                 }
@@ -200,8 +219,27 @@ macro_rules! faulty_store_impl {
     };
 }
 
-with_store_methods!(
-    faulty_store_impl! { $ [record_usage, commit_reservation, usage_snapshot] {
+impl Backend for FaultyStore {
+    fn principal(&self) -> Principal {
+        self.inner.principal()
+    }
+}
+
+org_store_methods!(faulty_impl! { $ OrgStore [] {} });
+member_store_methods!(faulty_impl! { $ MemberStore [] {} });
+feature_store_methods!(faulty_impl! { $ FeatureStore [] {} });
+
+limit_store_methods!(faulty_impl! { $ LimitStore [limits] {
+    async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
+        if Self::take(&self.fail_limit_reads) {
+            return Err(Self::unavailable("reading limits"));
+        }
+        self.inner.limits(org).await
+    }
+} });
+
+metering_store_methods!(
+    faulty_impl! { $ MeteringStore [record_usage, commit_reservation, usage_snapshot] {
         async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
             let ids: Vec<EventId> = batch.iter().map(|r| r.id).collect();
             self.usage_fault(&ids, async || {
@@ -227,3 +265,12 @@ with_store_methods!(
         }
     } }
 );
+
+alert_store_methods!(faulty_impl! { $ AlertStore [claim_alert] {
+    async fn claim_alert(&self, key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool> {
+        if !Self::take(&self.pass_alert_claims) && Self::take(&self.fail_alert_claims) {
+            return Err(Self::unavailable("claiming an alert"));
+        }
+        self.inner.claim_alert(key, fired_at).await
+    }
+} });
