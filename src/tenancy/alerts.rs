@@ -26,7 +26,7 @@ use chrono_tz::Tz;
 use tokio::sync::{Semaphore, watch};
 
 use crate::clock::Clock;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{OrgId, UserId};
 use crate::limits::{AlertKey, AlertThresholds, CurrentPeriods, LimitAlert};
 use crate::store::{DynStore, UsageQuery};
@@ -199,19 +199,20 @@ impl Shared {
             };
             let mut deliveries = tokio::task::JoinSet::new();
             for (check, tz) in checks {
-                match self.crossed(check, tz).await {
-                    Ok(alerts) => {
-                        for alert in alerts {
-                            let me = Arc::clone(&self);
-                            let permit = Arc::clone(&self.deliveries).acquire_owned().await.ok();
-                            deliveries.spawn(async move {
-                                me.deliver(&alert).await;
-                                drop(permit);
-                            });
-                        }
-                    }
-                    Err(e) => tracing::error!(org = %check.org, error = %e,
-                        "alert check failed; the usage was recorded"),
+                // Alerts claimed before a failure are delivered: they are
+                // claimed in the store, so no later check would fire them.
+                let (alerts, failure) = self.crossed(check, tz).await;
+                if let Some(e) = failure {
+                    tracing::error!(org = %check.org, error = %e,
+                        "alert check failed; the usage was recorded");
+                }
+                for alert in alerts {
+                    let me = Arc::clone(&self);
+                    let permit = Arc::clone(&self.deliveries).acquire_owned().await.ok();
+                    deliveries.spawn(async move {
+                        me.deliver(&alert).await;
+                        drop(permit);
+                    });
                 }
             }
             while let Some(joined) = deliveries.join_next().await {
@@ -223,8 +224,11 @@ impl Shared {
     }
 
     /// The alerts `check` newly fires: thresholds its limits' usage has
-    /// reached, each claimed in the store (false: already fired).
-    async fn crossed(&self, check: AlertCheck, tz: Tz) -> Result<Vec<LimitAlert>> {
+    /// reached, each claimed in the store (false: already fired). A failed
+    /// claim is skipped (unclaimed, it fires on a later check) and the
+    /// others are still tried; the first failure comes back beside every
+    /// alert that was claimed.
+    async fn crossed(&self, check: AlertCheck, tz: Tz) -> (Vec<LimitAlert>, Option<Error>) {
         let now = self.clock.now();
         let query = UsageQuery {
             org: check.org,
@@ -233,8 +237,12 @@ impl Shared {
             periods: check.periods,
             now,
         };
-        let snapshot = self.store.usage_snapshot(&query).await?;
+        let snapshot = match self.store.usage_snapshot(&query).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
         let mut alerts = Vec::new();
+        let mut failure = None;
         // A user's snapshot includes the org-wide limits, which their own
         // check covers.
         let own = snapshot
@@ -250,8 +258,13 @@ impl Shared {
                     period: usage.period,
                     threshold_percent,
                 };
-                if !self.store.claim_alert(&key, now).await? {
-                    continue;
+                match self.store.claim_alert(&key, now).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        continue;
+                    }
                 }
                 alerts.push(LimitAlert {
                     key,
@@ -264,7 +277,7 @@ impl Shared {
                 });
             }
         }
-        Ok(alerts)
+        (alerts, failure)
     }
 
     /// Delivers one alert, retrying with backoff; logs if every try fails.

@@ -322,9 +322,12 @@ impl Tenancy {
             usage: record,
             now,
         };
+        // Read before the commit: once it has landed, a failed read would
+        // report an error for recorded usage, and the retry (which records
+        // nothing) would skip the alert check.
+        let limits = self.org_limits(reservation.org()).await?;
         let outcome = self.inner.store.commit_reservation(&request).await?;
         if outcome.recorded {
-            let limits = self.org_limits(reservation.org()).await?;
             let orgs = HashMap::from([(reservation.org(), (reservation.timezone(), limits))]);
             self.queue_alert_checks(std::slice::from_ref(&request.usage), &orgs);
         }

@@ -107,6 +107,52 @@ async fn alert_checks_read_org_wide_limits_once_per_batch() {
     assert_eq!(s.fired(LimitScope::User(capped)).await, vec![80, 90]);
 }
 
+/// When one alert claim fails, the alerts already claimed in the same check
+/// are still delivered (they are claimed, so no later check fires them), and
+/// the one whose claim failed fires on the next check.
+#[tokio::test]
+async fn a_failed_claim_keeps_the_alerts_claimed_before_it() {
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let s = scene_on(Arc::clone(&faulty) as Arc<DynStore>).await;
+    s.limit(monthly("tokens", 100)).await;
+    let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
+
+    // 95 of 100 crosses 80 and 90: the 80 claim lands, the 90 claim fails.
+    faulty.fail_alert_claims_after(1, 1);
+    s.tenancy.record_usage(tokens(95)).await.unwrap();
+    assert_eq!(s.fired(LimitScope::Organization).await, vec![80]);
+
+    s.tenancy.record_usage(tokens(1)).await.unwrap();
+    assert_eq!(s.fired(LimitScope::Organization).await, vec![80, 90]);
+}
+
+/// A commit whose limits cannot be read records nothing and fails
+/// retryably; its retry records the usage once and runs the alert check.
+#[tokio::test]
+async fn a_commit_that_cannot_read_limits_records_nothing_and_its_retry_alerts() {
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
+    let s = scene_on(Arc::clone(&faulty) as Arc<DynStore>).await;
+    s.limit(monthly("tokens", 100)).await;
+    let hold = s
+        .tenancy
+        .reserve(&s.owner_ctx, "tokens", dec(90))
+        .await
+        .unwrap()
+        .granted()
+        .expect("90 of 100 fits");
+
+    faulty.fail_limit_reads(1);
+    let err = s.tenancy.commit(&hold, dec(90)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.is_retryable());
+    assert_eq!(s.used(&s.owner_ctx, "tokens").await, dec(0));
+
+    let outcome = s.tenancy.commit(&hold, dec(90)).await.unwrap();
+    assert!(outcome.recorded);
+    assert_eq!(s.used(&s.owner_ctx, "tokens").await, dec(90));
+    assert_eq!(s.fired(LimitScope::Organization).await, vec![80, 90]);
+}
+
 #[derive(Debug)]
 struct BrokenSink;
 
