@@ -38,6 +38,11 @@ pub enum ErrorKind {
     Config,
     /// A backend could not be reached or is overloaded.
     Unavailable,
+    /// The store this [`Tenancy`](crate::Tenancy) was built with lacks the
+    /// optional capability the call needs (a rate limiter, a report
+    /// reader); the message names it. Never retryable: hand the capability
+    /// to the builder.
+    Unsupported,
     /// Anything else: a bug, or a backend answering something unexpected.
     Unexpected,
 }
@@ -54,6 +59,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Config => "config",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Unexpected => "unexpected",
         }
     }

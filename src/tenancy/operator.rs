@@ -78,6 +78,7 @@ impl<'a> Operator<'a> {
 
     /// [`usage_summary`](Self::usage_summary) of an organization already in
     /// hand (a listing's row), without reading it again.
+    #[cfg(feature = "console")]
     pub(crate) async fn usage_summary_of(&self, org: &Organization) -> Result<Vec<UsageLine>> {
         self.tenancy.summary_lines(org.id, None, org.timezone).await
     }
