@@ -8,6 +8,68 @@
 --
 -- Idempotent: `if not exists` everywhere.
 
+-- A host table of the same name. `create table if not exists` below would
+-- keep a host's own `public.organizations (id, title)` and the migrations
+-- would fail later, far from the cause; so first, every one of the eight
+-- tables that already exists must be a table with the columns tenancy
+-- needs (a database that applied this file has them all). Otherwise this
+-- stops here, naming each table and what it lacks, and changes nothing.
+do $$
+declare
+  v_needed constant jsonb := '{
+    "organizations": ["id", "name", "slug", "owner_user_id", "timezone", "created_at"],
+    "user_organizations": ["organization_id", "user_id", "role", "created_at"],
+    "org_features": ["organization_id", "feature_key", "enabled", "config", "updated_at"],
+    "usage_limits": ["id", "organization_id", "user_id", "limit_type", "limit_value", "period",
+                     "mode", "metric", "created_at", "scope_user_id"],
+    "usage_events": ["id", "organization_id", "user_id", "provider", "model", "operation",
+                     "input_tokens", "cached_input_tokens", "output_tokens", "quantities",
+                     "cost_usd", "occurred_at", "metadata", "daily_start", "monthly_start",
+                     "recorded_at"],
+    "usage_counters": ["organization_id", "scope_user_id", "metric", "period", "period_start",
+                       "used", "updated_at"],
+    "usage_reservations": ["organization_id", "id", "user_id", "metric", "amount", "daily_start",
+                           "monthly_start", "expires_at", "created_at"],
+    "usage_alerts": ["organization_id", "scope_user_id", "metric", "period", "period_start",
+                     "threshold_percent", "fired_at"]
+  }';
+  v_table text;
+  v_relation oid;
+  v_kind "char";
+  v_missing text;
+  v_problems text[] := '{}';
+begin
+  foreach v_table in array array[
+    'organizations', 'user_organizations', 'org_features', 'usage_limits',
+    'usage_events', 'usage_counters', 'usage_reservations', 'usage_alerts'
+  ] loop
+    v_relation := pg_catalog.to_regclass('public.' || pg_catalog.quote_ident(v_table));
+    continue when v_relation is null;
+    select c.relkind into v_kind from pg_catalog.pg_class c where c.oid = v_relation;
+    if v_kind not in ('r', 'p') then
+      v_problems := v_problems || pg_catalog.format('public.%I is not a table', v_table);
+      continue;
+    end if;
+    select pg_catalog.string_agg(n.name, ', ' order by n.ord) into v_missing
+    from pg_catalog.jsonb_array_elements_text(v_needed -> v_table) with ordinality n (name, ord)
+    where not exists (
+      select 1 from pg_catalog.pg_attribute a
+      where a.attrelid = v_relation and a.attname = n.name and a.attnum > 0 and not a.attisdropped
+    );
+    if v_missing is not null then
+      v_problems := v_problems
+        || pg_catalog.format('public.%I exists without the columns %s', v_table, v_missing);
+    end if;
+  end loop;
+  if pg_catalog.cardinality(v_problems) > 0 then
+    raise exception 'tenancy cannot create its tables: %. Rename the application''s own '
+        'table (alter table public.<name> rename to app_<name>), then apply '
+        'the migrations again', pg_catalog.array_to_string(v_problems, '; ')
+      using errcode = '42P07';
+  end if;
+end
+$$;
+
 create schema if not exists tenancy;
 
 -- Whether PostgreSQL knows the time zone `tz` (IANA names, as chrono-tz).

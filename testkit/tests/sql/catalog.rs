@@ -10,26 +10,83 @@ use uuid::Uuid;
 use crate::support::{TENANT_TABLES, event, record};
 
 /// Every RPC in `public`, by name.
-const RPCS: [&str; 11] = [
+const RPCS: [&str; 26] = [
+    "tenancy_add_member",
     "tenancy_claim_alert",
     "tenancy_commit_reservation",
     "tenancy_create_organization",
+    "tenancy_create_unowned_organization",
+    "tenancy_delete_feature",
+    "tenancy_delete_limit",
+    "tenancy_delete_organization",
+    "tenancy_features",
+    "tenancy_limits",
     "tenancy_list_organizations",
+    "tenancy_members",
+    "tenancy_memberships",
+    "tenancy_organization",
+    "tenancy_organization_by_slug",
     "tenancy_put_limit",
     "tenancy_record_usage",
     "tenancy_release_reservation",
+    "tenancy_remove_member",
+    "tenancy_rename_organization",
     "tenancy_reserve",
+    "tenancy_schema_version",
+    "tenancy_set_member_role",
     "tenancy_update_feature",
     "tenancy_usage_history",
     "tenancy_usage_snapshot",
 ];
 
 /// The RPCs a user JWT may call; every other one is for service_role only.
-const USER_RPCS: [&str; 3] = [
+const USER_RPCS: [&str; 17] = [
+    "tenancy_add_member",
     "tenancy_create_organization",
+    "tenancy_delete_feature",
+    "tenancy_delete_limit",
+    "tenancy_delete_organization",
+    "tenancy_features",
+    "tenancy_limits",
+    "tenancy_members",
+    "tenancy_memberships",
+    "tenancy_organization",
+    "tenancy_organization_by_slug",
+    "tenancy_remove_member",
+    "tenancy_rename_organization",
+    "tenancy_schema_version",
+    "tenancy_set_member_role",
     "tenancy_usage_history",
     "tenancy_usage_snapshot",
 ];
+
+/// The functions in `tenancy` a user JWT may execute (migrations/README.md
+/// lists them): those its policies, triggers and RPCs call.
+const USER_HELPERS: [&str; 18] = [
+    "feature_json",
+    "has_feature",
+    "has_role",
+    "is_member",
+    "is_privileged",
+    "is_timezone",
+    "limit_json",
+    "member_usage_snapshot",
+    "membership_cas_failed",
+    "membership_json",
+    "org_exists",
+    "org_ids",
+    "organization_json",
+    "other_owner_exists",
+    "require_member",
+    "role_in",
+    "role_rank",
+    "schema_version",
+];
+
+/// The functions in `tenancy` that are not trigger functions and that
+/// service_role may not execute: the snapshot for user JWTs, and
+/// adopt_table (for migrations).
+const NOT_FOR_SERVICE: [&str; 2] = ["adopt_table", "member_usage_snapshot"];
 
 /// The catalog checks, on `db`.
 pub async fn assert_catalog(db: &Client) {
@@ -106,14 +163,17 @@ async fn assert_rpc_grants(db: &Client) {
     assert_eq!(names(|f| f.3), names(|_| true), "service_role executes all");
 }
 
-/// anon executes nothing in `tenancy` either: PostgreSQL grants execute on
-/// each new function to PUBLIC, and only the migrations' revokes take it
-/// back.
+/// Who may execute each function of `tenancy`: anon nothing (PostgreSQL
+/// grants execute on each new function to PUBLIC, and only the
+/// migrations' revokes take it back), authenticated exactly
+/// [`USER_HELPERS`], service_role every one but [`NOT_FOR_SERVICE`] and the
+/// trigger functions, which nobody calls.
 async fn assert_helper_grants(db: &Client) {
-    let helpers: Vec<(String, bool, bool, bool)> = db
+    let helpers: Vec<(String, bool, bool, bool, bool)> = db
         .query(
             "select p.proname::text, has_function_privilege('anon', p.oid, 'execute'), \
              has_function_privilege('authenticated', p.oid, 'execute'), \
+             has_function_privilege('service_role', p.oid, 'execute'), \
              p.prorettype = 'pg_catalog.trigger'::regtype \
              from pg_proc p join pg_namespace n on n.oid = p.pronamespace \
              where n.nspname = 'tenancy' order by 1",
@@ -122,35 +182,39 @@ async fn assert_helper_grants(db: &Client) {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
-    let for_anon: Vec<&str> = helpers
-        .iter()
-        .filter(|h| h.1)
-        .map(|h| h.0.as_str())
-        .collect();
-    assert!(
-        for_anon.is_empty(),
-        "functions in tenancy anon may execute: {for_anon:?}"
+    let names = |keep: fn(&(String, bool, bool, bool, bool)) -> bool| -> Vec<&str> {
+        helpers
+            .iter()
+            .filter(|h| keep(h))
+            .map(|h| h.0.as_str())
+            .collect()
+    };
+    assert_eq!(
+        names(|h| h.1),
+        Vec::<&str>::new(),
+        "functions in tenancy anon may execute"
     );
-    assert!(
-        helpers.iter().any(|h| h.0 == "is_member" && h.2),
-        "positive control: the same query finds what authenticated may execute: {helpers:?}"
+    assert_eq!(
+        names(|h| h.2),
+        USER_HELPERS,
+        "functions in tenancy authenticated may execute"
+    );
+    let not_for_service: Vec<&str> = names(|h| !h.3 && !h.4);
+    assert_eq!(
+        not_for_service, NOT_FOR_SERVICE,
+        "functions in tenancy service_role may not execute, trigger functions aside"
     );
     // Trigger functions are not for calling, by anyone.
-    let triggers: Vec<(&str, bool)> = helpers
-        .iter()
-        .filter(|h| h.3)
-        .map(|h| (h.0.as_str(), h.2))
-        .collect();
     assert!(
-        triggers.iter().any(|t| t.0 == "user_organizations_guard"),
+        names(|h| h.4).contains(&"user_organizations_guard"),
         "positive control: the query finds the trigger functions: {helpers:?}"
     );
-    let callable: Vec<&str> = triggers.iter().filter(|t| t.1).map(|t| t.0).collect();
+    let callable = names(|h| h.4 && (h.2 || h.3));
     assert!(
         callable.is_empty(),
-        "trigger functions authenticated may call: {callable:?}"
+        "trigger functions authenticated or service_role may call: {callable:?}"
     );
 }
 

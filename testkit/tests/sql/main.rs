@@ -1,7 +1,9 @@
 //! The SQL shipped in `migrations/`, tested on a private PostgreSQL cluster:
 //! the migrations and the catalog, row-level security between and inside
 //! organizations, organizations and the membership rules, recording usage,
-//! reservations and the snapshot, and the rules Rust and SQL must agree on.
+//! reservations and the snapshot, the rules Rust and SQL must agree on, and
+//! the files after the baseline (store functions, schema version, the host
+//! table guard, the metric domain, upgrading a baseline database).
 //!
 //! Every test shares one cluster (`tenancy_testkit::pg`) and uses fresh
 //! organizations and users, so tests are independent; those that change the
@@ -13,5 +15,6 @@ mod members;
 mod parity;
 mod reserve;
 mod rls;
+mod store_functions;
 mod support;
 mod usage;
