@@ -27,7 +27,7 @@ use crate::store::{
     HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore, Principal,
     RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
     feature_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
-    org_store_methods,
+    org_store_methods, pass_through_impl,
 };
 use crate::sync::lock;
 
@@ -186,50 +186,17 @@ impl FaultyStore {
     }
 }
 
-/// `#[async_trait] impl $trait for FaultyStore` from `overrides` (written
-/// out) and the trait's method list, every method not overridden passing
-/// straight through to `self.inner`. The inner macro's arms name the
-/// overridden methods, so they are skipped; `$d` is a `$` for the inner
-/// macro's own variables.
-macro_rules! faulty_impl {
-    ($d:tt $trait:ident [$($skip:ident),*] { $($overrides:item)* } ; $($methods:tt)*) => {
-        macro_rules! pass_through {
-            (@done [$d($d kept:tt)*]) => {
-                #[async_trait]
-                impl $trait for FaultyStore {
-                    $($overrides)*
-                    $d($d kept)*
-                }
-            };
-            $(
-                (@done [$d($d kept:tt)*] fn $skip($d($d a:ident: $d t:ty),*) -> $d r:ty; $d($d rest:tt)*) => {
-                    pass_through!(@done [$d($d kept)*] $d($d rest)*);
-                };
-            )*
-            (@done [$d($d kept:tt)*] fn $d name:ident($d($d a:ident: $d t:ty),*) -> $d r:ty; $d($d rest:tt)*) => {
-                pass_through!(@done [
-                    $d($d kept)*
-                    async fn $d name(&self, $d($d a: $d t),*) -> $d r {
-                        self.inner.$d name($d($d a),*).await
-                    }
-                ] $d($d rest)*);
-            };
-        }
-        pass_through!(@done [] $($methods)*);
-    };
-}
-
 impl Backend for FaultyStore {
     fn principal(&self) -> Principal {
         self.inner.principal()
     }
 }
 
-org_store_methods!(faulty_impl! { $ OrgStore [] {} });
-member_store_methods!(faulty_impl! { $ MemberStore [] {} });
-feature_store_methods!(faulty_impl! { $ FeatureStore [] {} });
+org_store_methods!(pass_through_impl! { $ OrgStore for FaultyStore [] {} });
+member_store_methods!(pass_through_impl! { $ MemberStore for FaultyStore [] {} });
+feature_store_methods!(pass_through_impl! { $ FeatureStore for FaultyStore [] {} });
 
-limit_store_methods!(faulty_impl! { $ LimitStore [limits] {
+limit_store_methods!(pass_through_impl! { $ LimitStore for FaultyStore [limits] {
     async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
         if Self::take(&self.fail_limit_reads) {
             return Err(Self::unavailable("reading limits"));
@@ -239,7 +206,7 @@ limit_store_methods!(faulty_impl! { $ LimitStore [limits] {
 } });
 
 metering_store_methods!(
-    faulty_impl! { $ MeteringStore [record_usage, commit_reservation, usage_snapshot] {
+    pass_through_impl! { $ MeteringStore for FaultyStore [record_usage, commit_reservation, usage_snapshot] {
         async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
             let ids: Vec<EventId> = batch.iter().map(|r| r.id).collect();
             self.usage_fault(&ids, async || {
@@ -266,11 +233,13 @@ metering_store_methods!(
     } }
 );
 
-alert_store_methods!(faulty_impl! { $ AlertStore [claim_alert] {
-    async fn claim_alert(&self, key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool> {
-        if !Self::take(&self.pass_alert_claims) && Self::take(&self.fail_alert_claims) {
-            return Err(Self::unavailable("claiming an alert"));
+alert_store_methods!(
+    pass_through_impl! { $ AlertStore for FaultyStore [claim_alert] {
+        async fn claim_alert(&self, key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool> {
+            if !Self::take(&self.pass_alert_claims) && Self::take(&self.fail_alert_claims) {
+                return Err(Self::unavailable("claiming an alert"));
+            }
+            self.inner.claim_alert(key, fired_at).await
         }
-        self.inner.claim_alert(key, fired_at).await
-    }
-} });
+    } }
+);

@@ -90,8 +90,15 @@ pub mod faults;
 pub mod ids;
 pub mod limits;
 pub mod memory;
+pub mod migrations;
 pub mod model;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 pub mod recorder;
+#[cfg(any(feature = "supabase", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "supabase", feature = "postgres"))))]
+pub mod sql;
 pub mod store;
 #[cfg(feature = "supabase")]
 #[cfg_attr(docsrs, doc(cfg(feature = "supabase")))]

@@ -1,11 +1,12 @@
-//! Row and argument shapes: what PostgREST sends back for the tables, and
-//! the JSON bodies of the writes and RPCs (the RPC contract is
-//! `migrations/README.md`).
+//! The arguments and results of the SQL functions (the contract is
+//! `migrations/README.md`, with an example of each result in
+//! `migrations/examples/`).
 //!
-//! `organizations` and `user_organizations` rows have exactly the serde
-//! shapes of [`Organization`] and [`Membership`]; the RPCs answer in the
-//! serde shapes of the store types. Only features and limits need a row
-//! type of their own.
+//! Most functions answer in the serde shapes of the store types; the rows
+//! of `SETOF` functions, and a membership with its organization, have a
+//! row type here. Optional arguments are left out when `None`, so the SQL
+//! default applies: a JSON `null` argument does not reach every PostgREST
+//! as SQL null.
 
 use std::collections::BTreeMap;
 
@@ -13,42 +14,21 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{EventId, FeatureKey, LimitId, MetricKey, OrgId, UserId};
+use crate::ids::{EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, UserId};
 use crate::limits::{Limit, LimitMode, Period};
 use crate::model::{Feature, OrgMembership, Organization, Role, UsageRecord};
 
-/// The `select` of a membership joined with its organization.
-pub(super) const MEMBERSHIP_WITH_ORG: &str = "role,created_at,organizations(*)";
-
 /// The `select` of a limit: `limit_value` as text, so decimals stay exact
 /// (PostgREST sends `numeric` as a JSON number).
-pub(super) const LIMIT_COLUMNS: &str =
+pub(crate) const LIMIT_COLUMNS: &str =
     "id,organization_id,user_id,metric,period,limit_value::text,mode,created_at";
 
-/// A `user_organizations` row with its organization embedded.
-#[derive(Debug, Deserialize)]
-pub(super) struct MembershipRow {
-    role: Role,
-    created_at: DateTime<Utc>,
-    organizations: Organization,
-}
-
-impl From<MembershipRow> for OrgMembership {
-    fn from(row: MembershipRow) -> Self {
-        OrgMembership {
-            organization: row.organizations,
-            role: row.role,
-            joined_at: row.created_at,
-        }
-    }
-}
-
 /// The `select` of a feature row.
-pub(super) const FEATURE_COLUMNS: &str = "feature_key,enabled,config,updated_at";
+pub(crate) const FEATURE_COLUMNS: &str = "feature_key,enabled,config,updated_at";
 
 /// An `org_features` row.
 #[derive(Debug, Deserialize)]
-pub(super) struct FeatureRow {
+pub(crate) struct FeatureRow {
     feature_key: FeatureKey,
     enabled: bool,
     #[serde(default)]
@@ -70,21 +50,21 @@ impl From<FeatureRow> for Feature {
 /// Arguments of `tenancy_update_feature`: only what the change names is
 /// written. `None`s are left out, so the SQL defaults (null: keep) apply.
 #[derive(Debug, Serialize)]
-pub(super) struct UpdateFeatureArgs<'a> {
-    pub(super) org_id: OrgId,
-    pub(super) feature_key: &'a FeatureKey,
+pub(crate) struct UpdateFeatureArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) feature_key: &'a FeatureKey,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Whether `config` is written (a `null` config is a value to write).
-    pub(super) set_config: bool,
+    pub(crate) set_config: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) config: Option<&'a serde_json::Value>,
-    pub(super) updated_at: DateTime<Utc>,
+    pub(crate) config: Option<&'a serde_json::Value>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 /// A `usage_limits` row, read with [`LIMIT_COLUMNS`].
 #[derive(Debug, Deserialize)]
-pub(super) struct LimitRow {
+pub(crate) struct LimitRow {
     id: LimitId,
     organization_id: OrgId,
     user_id: Option<UserId>,
@@ -114,29 +94,29 @@ impl From<LimitRow> for Limit {
 /// default applies (a JSON `null` argument does not reach every PostgREST
 /// as null).
 #[derive(Debug, Serialize)]
-pub(super) struct PutLimitArgs<'a> {
-    pub(super) limit_id: LimitId,
-    pub(super) org_id: OrgId,
-    pub(super) metric: &'a MetricKey,
-    pub(super) period: Period,
-    pub(super) limit_value: Decimal,
-    pub(super) mode: LimitMode,
+pub(crate) struct PutLimitArgs<'a> {
+    pub(crate) limit_id: LimitId,
+    pub(crate) org_id: OrgId,
+    pub(crate) metric: &'a MetricKey,
+    pub(crate) period: Period,
+    pub(crate) limit_value: Decimal,
+    pub(crate) mode: LimitMode,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) user_id: Option<UserId>,
-    pub(super) created_at: DateTime<Utc>,
+    pub(crate) user_id: Option<UserId>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// Arguments of `tenancy_create_organization` (and the row of a plain
 /// insert). `None`s are left out, as for [`PutLimitArgs`].
 #[derive(Debug, Serialize)]
-pub(super) struct CreateOrgArgs<'a> {
-    pub(super) id: OrgId,
-    pub(super) name: &'a str,
-    pub(super) slug: &'a str,
-    pub(super) timezone: &'a str,
+pub(crate) struct CreateOrgArgs<'a> {
+    pub(crate) id: OrgId,
+    pub(crate) name: &'a str,
+    pub(crate) slug: &'a str,
+    pub(crate) timezone: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) owner_user_id: Option<UserId>,
-    pub(super) created_at: DateTime<Utc>,
+    pub(crate) owner_user_id: Option<UserId>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// One event of `tenancy_record_usage` (and the `event` of
@@ -144,7 +124,7 @@ pub(super) struct CreateOrgArgs<'a> {
 /// included: PostgREST refuses an array body whose objects have different
 /// keys (PGRST102).
 #[derive(Debug, Serialize)]
-pub(super) struct EventArg<'a> {
+pub(crate) struct EventArg<'a> {
     id: EventId,
     organization_id: OrgId,
     user_id: Option<UserId>,
@@ -191,12 +171,182 @@ impl<'a> From<&'a UsageRecord> for EventArg<'a> {
 
 /// `{released}` from `tenancy_release_reservation`.
 #[derive(Debug, Deserialize)]
-pub(super) struct Released {
-    pub(super) released: bool,
+pub(crate) struct Released {
+    pub(crate) released: bool,
 }
 
 /// `{claimed}` from `tenancy_claim_alert`.
 #[derive(Debug, Deserialize)]
-pub(super) struct Claimed {
-    pub(super) claimed: bool,
+pub(crate) struct Claimed {
+    pub(crate) claimed: bool,
+}
+
+/// `{deleted}` of the delete functions.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Deleted {
+    pub(crate) deleted: bool,
+}
+
+/// One `{organization, role, joined_at}` of `tenancy_memberships`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct OrgMembershipRow {
+    organization: Organization,
+    role: Role,
+    joined_at: DateTime<Utc>,
+}
+
+impl From<OrgMembershipRow> for OrgMembership {
+    fn from(row: OrgMembershipRow) -> Self {
+        OrgMembership {
+            organization: row.organization,
+            role: row.role,
+            joined_at: row.joined_at,
+        }
+    }
+}
+
+/// `{org_id}`: the argument of the functions that read one organization's
+/// rows.
+#[derive(Debug, Serialize)]
+pub(crate) struct OrgArg {
+    pub(crate) org_id: OrgId,
+}
+
+/// Arguments of `tenancy_organization_by_slug`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SlugArg<'a> {
+    pub(crate) org_slug: &'a str,
+}
+
+/// Arguments of `tenancy_list_organizations`. `None`s are left out.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListOrgsArgs<'a> {
+    pub(crate) max_rows: usize,
+    pub(crate) skip_rows: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) search: Option<&'a str>,
+}
+
+/// Arguments of `tenancy_rename_organization`.
+#[derive(Debug, Serialize)]
+pub(crate) struct RenameOrgArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) new_name: &'a str,
+}
+
+/// Arguments of `tenancy_memberships`: one user's, in one organization or
+/// in all of them.
+#[derive(Debug, Serialize)]
+pub(crate) struct MembershipsArgs {
+    pub(crate) user_id: UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) org_id: Option<OrgId>,
+}
+
+/// Arguments of `tenancy_add_member`.
+#[derive(Debug, Serialize)]
+pub(crate) struct AddMemberArgs {
+    pub(crate) org_id: OrgId,
+    pub(crate) user_id: UserId,
+    pub(crate) member_role: Role,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// Arguments of `tenancy_set_member_role` (with `new_role`) and
+/// `tenancy_remove_member` (without).
+#[derive(Debug, Serialize)]
+pub(crate) struct MemberCasArgs {
+    pub(crate) org_id: OrgId,
+    pub(crate) user_id: UserId,
+    pub(crate) expected_role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) new_role: Option<Role>,
+}
+
+/// Arguments of `tenancy_delete_feature`.
+#[derive(Debug, Serialize)]
+pub(crate) struct FeatureKeyArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) feature_key: &'a FeatureKey,
+}
+
+/// Arguments of `tenancy_delete_limit`.
+#[derive(Debug, Serialize)]
+pub(crate) struct LimitIdArgs {
+    pub(crate) org_id: OrgId,
+    pub(crate) limit_id: LimitId,
+}
+
+/// Arguments of `tenancy_usage_snapshot`. `None`s are left out.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) daily_start: NaiveDate,
+    pub(crate) monthly_start: NaiveDate,
+    pub(crate) now: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) metric: Option<&'a MetricKey>,
+}
+
+/// Arguments of `tenancy_usage_history`. `None`s are left out.
+#[derive(Debug, Serialize)]
+pub(crate) struct HistoryArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) scope: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) metric: Option<&'a MetricKey>,
+    pub(crate) period: Period,
+    pub(crate) from_start: NaiveDate,
+    pub(crate) to_start: NaiveDate,
+}
+
+/// Arguments of `tenancy_reserve`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReserveArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) user_id: UserId,
+    pub(crate) metric: &'a MetricKey,
+    pub(crate) amount: Decimal,
+    pub(crate) daily_start: NaiveDate,
+    pub(crate) monthly_start: NaiveDate,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) reservation_id: ReservationId,
+    pub(crate) purge_before: DateTime<Utc>,
+}
+
+/// Arguments of `tenancy_commit_reservation`.
+#[derive(Debug, Serialize)]
+pub(crate) struct CommitArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) user_id: UserId,
+    pub(crate) reservation_id: ReservationId,
+    pub(crate) event: EventArg<'a>,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// Arguments of `tenancy_release_reservation`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReleaseArgs {
+    pub(crate) org_id: OrgId,
+    pub(crate) user_id: UserId,
+    pub(crate) reservation_id: ReservationId,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// Arguments of `tenancy_claim_alert`. `None`s are left out.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClaimAlertArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) metric: &'a MetricKey,
+    pub(crate) period: Period,
+    pub(crate) period_start: NaiveDate,
+    pub(crate) threshold_percent: u32,
+    pub(crate) fired_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_id: Option<UserId>,
 }

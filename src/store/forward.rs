@@ -89,8 +89,42 @@ macro_rules! forward_capability {
     };
 }
 
-#[cfg(feature = "test-util")]
+/// `#[async_trait] impl $trait for $type` from `overrides` (written out)
+/// and the trait's method list, every method not overridden passing
+/// straight through to `self.inner`: a wrapper store that changes only
+/// some methods (fault injection, caching). The inner macro's arms name
+/// the overridden methods, so they are skipped; `$d` is a `$` for the inner
+/// macro's own variables.
+macro_rules! pass_through_impl {
+    ($d:tt $trait:ident for $type:ty [$($skip:ident),*] { $($overrides:item)* } ; $($methods:tt)*) => {
+        macro_rules! pass_through {
+            (@done [$d($d kept:tt)*]) => {
+                #[async_trait]
+                #[deny(clippy::missing_trait_methods)]
+                impl $trait for $type {
+                    $($overrides)*
+                    $d($d kept)*
+                }
+            };
+            $(
+                (@done [$d($d kept:tt)*] fn $skip($d($d a:ident: $d t:ty),*) -> $d r:ty; $d($d rest:tt)*) => {
+                    pass_through!(@done [$d($d kept)*] $d($d rest)*);
+                };
+            )*
+            (@done [$d($d kept:tt)*] fn $d name:ident($d($d a:ident: $d t:ty),*) -> $d r:ty; $d($d rest:tt)*) => {
+                pass_through!(@done [
+                    $d($d kept)*
+                    async fn $d name(&self, $d($d a: $d t),*) -> $d r {
+                        self.inner.$d name($d($d a),*).await
+                    }
+                ] $d($d rest)*);
+            };
+        }
+        pass_through!(@done [] $($methods)*);
+    };
+}
+
 pub(crate) use {
     alert_store_methods, feature_store_methods, limit_store_methods, member_store_methods,
-    metering_store_methods, org_store_methods,
+    metering_store_methods, org_store_methods, pass_through_impl,
 };

@@ -49,10 +49,9 @@ pub use crate::limits::{CounterUsage, UsageSnapshot};
 pub use alerts::AlertStore;
 pub(crate) use errors::{not_a_member, org_not_found};
 pub use features::FeatureStore;
-#[cfg(feature = "test-util")]
 pub(crate) use forward::{
     alert_store_methods, feature_store_methods, limit_store_methods, member_store_methods,
-    metering_store_methods, org_store_methods,
+    metering_store_methods, org_store_methods, pass_through_impl,
 };
 pub use limits::LimitStore;
 pub use members::MemberStore;

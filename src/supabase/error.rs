@@ -246,15 +246,16 @@ pub(crate) fn from_status(status: StatusCode, body: &[u8], what: &str) -> Failur
     };
     let message = match api.code.as_deref() {
         Some("PGRST125") => format!(
-            "{what}: {api} — no such path on the server: check the REST base URL \
+            "{what}: no such path on the server: check the REST base URL \
              (SUPABASE_REST_URL, or SUPABASE_URL whose REST base is {{SUPABASE_URL}}/rest/v1; \
              a self-hosted PostgREST usually serves at its root)"
         ),
         Some("PGRST202") | Some("42883") => format!(
-            "{what}: {api} — the function is missing: apply migrations/ to the database \
+            "{what}: the function is missing: apply the crate's migrations to the database \
              (and reload PostgREST's schema cache)"
         ),
-        _ => format!("{what}: {api}"),
+        // The source (the ApiError) says why; Display prints it once.
+        _ => what.to_owned(),
     };
     Failure {
         error: Error::new(kind, message).with_source(api),
@@ -361,8 +362,11 @@ mod tests {
     fn foreign_bodies_keep_status_and_excerpt() {
         let f = from_status(StatusCode::BAD_REQUEST, b"<html>nope</html>", "reading");
         assert_eq!(f.error.kind(), ErrorKind::Unexpected);
-        assert!(f.error.message().contains("HTTP 400"));
-        assert!(f.error.message().contains("<html>nope</html>"));
+        // Said once: the message says what was being done, the source why.
+        assert_eq!(f.error.message(), "reading");
+        let shown = f.error.to_string();
+        assert!(shown.contains("HTTP 400") && shown.contains("<html>nope</html>"), "{shown}");
+        assert_eq!(shown.matches("<html>nope</html>").count(), 1, "{shown}");
         let gw = from_status(StatusCode::BAD_GATEWAY, b"bad gateway", "reading");
         assert_eq!(gw.error.kind(), ErrorKind::Unavailable);
         assert!(gw.retryable(true) && !gw.retryable(false));

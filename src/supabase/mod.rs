@@ -1,11 +1,11 @@
 //! [`SupabaseStore`]: the production backend, PostgREST through the
 //! [`postgrest`] crate (feature `supabase`).
 //!
-//! Reads and plain writes are table requests; every atomic primitive
-//! (record a batch, reserve, commit, release, claim an alert, set a limit,
-//! create an organization with its owner) is one call of an SQL function
-//! shipped in `migrations/`, so each store method is exactly one round trip
-//! in the common case.
+//! The SQL store over PostgREST: every store primitive is one call of an
+//! SQL function shipped in `migrations/` (`POST /rpc/<function>`), so each
+//! store method is exactly one round trip in the common case. The same
+//! functions serve [`PgStore`](crate::postgres::PgStore) over a direct
+//! connection; the Rust side of each is written once, in the `sql` module.
 //!
 //! Two kinds of client, as in Supabase:
 //!
@@ -40,7 +40,6 @@
 
 mod builder;
 mod error;
-mod rows;
 pub mod scope;
 mod store;
 
@@ -60,6 +59,7 @@ pub use error::ApiError;
 pub use scope::{DEFAULT_ORG_COLUMN, ForOrg, ScopedTable};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sql::Idempotent;
 use error::Failure;
 
 /// The [`Store`](crate::Store) over a Supabase project's PostgREST API.
@@ -97,14 +97,6 @@ impl std::fmt::Debug for SupabaseStore {
             .field("retry", &self.inner.retry)
             .finish_non_exhaustive()
     }
-}
-
-/// Whether a call may be repeated after a failure that might have been
-/// applied (a timeout, a 5xx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Idempotent {
-    Yes,
-    No,
 }
 
 impl SupabaseStore {
@@ -151,6 +143,14 @@ impl SupabaseStore {
             .timeout(self.inner.timeout)
             .retry(self.inner.retry)
             .build()
+    }
+
+    /// Refuses a database whose tenancy schema version is not the one this
+    /// crate needs ([`SCHEMA_VERSION`](crate::migrations::SCHEMA_VERSION)):
+    /// a [`Config`](ErrorKind::Config) error naming both versions and the
+    /// migration files to apply. Call it once at start-up.
+    pub async fn check_schema(&self) -> Result<()> {
+        crate::sql::Sql(self).check_schema().await
     }
 
     /// The PostgREST base URL requests go to.

@@ -189,7 +189,11 @@ async fn non_json_and_unexpected_bodies_are_unexpected() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unexpected, "{err}");
-    assert!(err.message().contains("HTTP 418") && err.message().contains("short"));
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 418") && text.contains("short"),
+        "{text}"
+    );
 
     // A 503 is transient.
     let down = canned_server(

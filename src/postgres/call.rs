@@ -1,0 +1,379 @@
+//! One SQL function call over a pooled connection: the statement built
+//! from the function's arguments in `pg_proc`, retries, timeouts, and
+//! errors mapped onto kinds.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable as _};
+use deadpool_postgres::{Object, PoolError};
+use tokio_postgres::types::Type;
+
+use super::PgStore;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{FeatureKey, LimitId, OrgId, Slug, UserId};
+use crate::limits::{AlertKey, Limit, UsageSnapshot};
+use crate::model::{
+    Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
+};
+use crate::sql::{
+    Idempotent, SqlCall, SqlError, SqlTransport, sql_capability_impl, sql_store_impls,
+};
+use crate::store::{
+    CommitOutcome, CommitRequest, CounterValue, HistoryQuery, OrgQuery, RecordOutcome,
+    ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+};
+use chrono::{DateTime, Utc};
+
+sql_store_impls!(PgStore);
+
+/// A function of the crate's in `public`, as `pg_proc` describes it.
+#[derive(Debug, Clone)]
+pub(super) struct Function {
+    returns_set: bool,
+    /// (name, type) of each argument; an unnamed one has an empty name.
+    args: Vec<(String, String)>,
+}
+
+const FUNCTIONS: &str = "select p.proname::text, p.proretset, \
+    coalesce(p.proargnames, '{}')::text[], \
+    array(select pg_catalog.format_type(t, null) from unnest(p.proargtypes::oid[]) t)::text[] \
+    from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+    where n.nspname = 'public' and p.proname like 'tenancy\\_%'";
+
+pub(super) const SET_CLAIMS: &str = "select pg_catalog.set_config('role', $1, true), pg_catalog.set_config('request.jwt.claims', $2, true)";
+
+/// Whether a failed attempt may be repeated.
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    /// Nothing landed (a refused connection, a serialization failure).
+    nothing_landed: bool,
+    /// The failure is temporary (the connection, the server).
+    temporary: bool,
+}
+
+impl Failure {
+    fn retryable(&self, idempotent: Idempotent) -> bool {
+        self.temporary && (self.nothing_landed || idempotent == Idempotent::Yes)
+    }
+}
+
+fn from_pool(err: PoolError, what: &str) -> Failure {
+    let error = Error::new(
+        ErrorKind::Unavailable,
+        format!("{what}: cannot get a database connection"),
+    )
+    .with_source(err);
+    Failure {
+        error,
+        nothing_landed: true,
+        temporary: true,
+    }
+}
+
+/// The error for a failed statement: a database error by its SQLSTATE,
+/// anything else (a closed connection, I/O) as `Unavailable`.
+fn from_postgres(err: tokio_postgres::Error, what: &str) -> Failure {
+    if let Some(db) = err.as_db_error() {
+        let sql = SqlError::new(db.code().code(), db.message())
+            .with_constraint(db.constraint().map(str::to_owned))
+            .with_detail(db.detail().map(str::to_owned), db.hint().map(str::to_owned));
+        let kind = sql.kind();
+        let message = match crate::sql::error::schema_hint(sql.code()) {
+            Some(hint) => format!("{what}: {hint}"),
+            None => what.to_owned(),
+        };
+        // A serialization failure or deadlock rolled the statement back.
+        let nothing_landed = matches!(sql.code(), "40001" | "40P01");
+        let temporary = matches!(kind, ErrorKind::Unavailable | ErrorKind::Conflict);
+        return Failure {
+            error: Error::new(kind, message).with_source(sql),
+            nothing_landed,
+            temporary,
+        };
+    }
+    Failure {
+        error: Error::new(
+            ErrorKind::Unavailable,
+            format!("{what}: the database connection failed"),
+        )
+        .with_source(err),
+        nothing_landed: false,
+        temporary: true,
+    }
+}
+
+/// The caller's error for a failed statement outside the retry loop.
+pub(super) fn from_postgres_error(err: tokio_postgres::Error, what: &str) -> Error {
+    from_postgres(err, what).error
+}
+
+impl PgStore {
+    /// Forgets the functions read from `pg_proc` (after a migration).
+    pub(super) fn forget_functions(&self) {
+        *crate::sync::lock(&self.inner.functions) = None;
+        crate::sync::lock(&self.inner.statements).clear();
+    }
+
+    /// The crate's functions, read from `pg_proc` on first use and again
+    /// when `refresh` (a function was missing: the schema may have changed).
+    async fn functions(&self, refresh: bool) -> Result<Arc<HashMap<String, Function>>> {
+        if !refresh && let Some(known) = crate::sync::lock(&self.inner.functions).clone() {
+            return Ok(known);
+        }
+        let what = "reading the crate's functions";
+        let client = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| from_pool(e, what).error)?;
+        let rows = client
+            .query_typed(FUNCTIONS, &[])
+            .await
+            .map_err(|e| from_postgres(e, what).error)?;
+        let mut functions = HashMap::new();
+        for row in rows {
+            let names: Vec<String> = row.get(2);
+            let types: Vec<String> = row.get(3);
+            let args = types
+                .into_iter()
+                .enumerate()
+                .map(|(i, ty)| (names.get(i).cloned().unwrap_or_default(), ty))
+                .collect();
+            functions.insert(
+                row.get(0),
+                Function {
+                    returns_set: row.get(1),
+                    args,
+                },
+            );
+        }
+        let functions = Arc::new(functions);
+        *crate::sync::lock(&self.inner.functions) = Some(Arc::clone(&functions));
+        crate::sync::lock(&self.inner.statements).clear();
+        Ok(functions)
+    }
+
+    /// The statement calling `call.function` with the arguments its JSON
+    /// names, taking that JSON as `$1` and answering one text column: the
+    /// function's `jsonb`, or its rows as a JSON array.
+    async fn statement(&self, call: &SqlCall<'_>) -> Result<Arc<str>> {
+        let mut functions = self.functions(false).await?;
+        if !functions.contains_key(call.function) {
+            functions = self.functions(true).await?;
+        }
+        let function = functions.get(call.function).ok_or_else(|| {
+            Error::config(format!(
+                "{}: the function public.{} is missing: apply the crate's migrations \
+                 (PgStore::migrate)",
+                call.what, call.function
+            ))
+        })?;
+        let unnamed = function.args.len() == 1 && function.args[0].0.is_empty();
+        let given: Vec<String> = if unnamed {
+            Vec::new()
+        } else {
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&call.args).map_err(|e| {
+                    Error::unexpected(format!("{}: the arguments are not an object", call.what))
+                        .with_source(e)
+                })?;
+            object.into_iter().map(|(k, _)| k).collect()
+        };
+        let key = format!(
+            "{}({}){}",
+            call.function,
+            given.join(","),
+            call.columns.unwrap_or("*")
+        );
+        if let Some(sql) = crate::sync::lock(&self.inner.statements).get(&key) {
+            return Ok(Arc::clone(sql));
+        }
+        let sql: Arc<str> = build_statement(call, function, unnamed, &given)?.into();
+        crate::sync::lock(&self.inner.statements).insert(key, Arc::clone(&sql));
+        Ok(sql)
+    }
+
+    /// One attempt: a connection, the claims in user mode, the statement.
+    async fn attempt(&self, sql: &str, args: &str, what: &str) -> Result<Vec<u8>, Failure> {
+        let mut client = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| from_pool(e, what))?;
+        let timeout = self.inner.call_timeout;
+        match tokio::time::timeout(timeout, self.run(&mut client, sql, args, what)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Cancel the statement and drop the connection: its state is
+                // unknown.
+                let cancel = client.cancel_token();
+                let _ = Object::take(client);
+                let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                Err(Failure {
+                    error: Error::new(
+                        ErrorKind::Unavailable,
+                        format!("{what}: no answer within {}", DurationText(timeout)),
+                    ),
+                    nothing_landed: false,
+                    temporary: true,
+                })
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        client: &mut Object,
+        sql: &str,
+        args: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let fail = |e| from_postgres(e, what);
+        let row = match &self.user {
+            None => client
+                .query_typed(sql, &[(&args, Type::TEXT)])
+                .await
+                .map_err(fail)?,
+            Some(user) => {
+                let tx = client.transaction().await.map_err(fail)?;
+                tx.query_typed(
+                    SET_CLAIMS,
+                    &[(&user.role, Type::TEXT), (&user.json, Type::TEXT)],
+                )
+                .await
+                .map_err(fail)?;
+                let rows = tx
+                    .query_typed(sql, &[(&args, Type::TEXT)])
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                rows
+            }
+        };
+        let text: Option<String> = row.first().and_then(|r| r.get(0));
+        Ok(text.unwrap_or_else(|| "null".to_owned()).into_bytes())
+    }
+}
+
+/// `select public.f(a => x.a, …)::text from json_to_record($1::json) as
+/// x(a type, …)`, or for a `SETOF` function its rows aggregated into a
+/// JSON array.
+fn build_statement(
+    call: &SqlCall<'_>,
+    function: &Function,
+    unnamed: bool,
+    given: &[String],
+) -> Result<String> {
+    let name = call.function;
+    if unnamed {
+        return Ok(format!("select public.{name}($1::jsonb)::text"));
+    }
+    let mut named = Vec::new();
+    let mut record = Vec::new();
+    for key in given {
+        let (arg, ty) = function
+            .args
+            .iter()
+            .find(|(arg, _)| arg == key)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "{}: public.{name} has no argument {key:?}: the database's migrations \
+                     are older than the crate's",
+                    call.what
+                ))
+            })?;
+        named.push(format!("\"{arg}\" => x.\"{arg}\""));
+        record.push(format!("\"{arg}\" {ty}"));
+    }
+    let invoke = format!("public.{name}({})", named.join(", "));
+    let from = if record.is_empty() {
+        String::new()
+    } else {
+        format!(" from json_to_record($1::json) as x({})", record.join(", "))
+    };
+    if !function.returns_set {
+        if from.is_empty() {
+            return Ok(format!("select {invoke}::text where $1::text is not null"));
+        }
+        return Ok(format!("select {invoke}::text{from}"));
+    }
+    let row = match call.columns {
+        None => "r".to_owned(),
+        Some(columns) => {
+            let mut object = String::from("json_build_object(");
+            for (i, column) in columns.split(',').enumerate() {
+                let (column, cast) = column.split_once("::").unwrap_or((column, ""));
+                if i > 0 {
+                    object.push_str(", ");
+                }
+                let _ = write!(object, "'{column}', r.\"{column}\"");
+                if !cast.is_empty() {
+                    let _ = write!(object, "::{cast}");
+                }
+            }
+            object.push(')');
+            object
+        }
+    };
+    let source = if from.is_empty() {
+        format!(" from {invoke} r where $1::text is not null")
+    } else {
+        format!("{from} cross join lateral {invoke} r")
+    };
+    Ok(format!(
+        "select coalesce(json_agg({row}), '[]')::text{source}"
+    ))
+}
+
+struct DurationText(Duration);
+
+impl std::fmt::Display for DurationText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
+    }
+}
+
+#[async_trait]
+impl SqlTransport for PgStore {
+    async fn call(&self, call: SqlCall<'_>) -> Result<Vec<u8>> {
+        let sql = self.statement(&call).await?;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(self.inner.max_retries)
+            .with_jitter();
+        let idempotent = call.idempotent;
+        (|| self.attempt(&sql, &call.args, call.what))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| f.retryable(idempotent))
+            .notify(|f: &Failure, delay| {
+                tracing::debug!(error = %f.error, ?delay, "retrying a database call");
+            })
+            .await
+            .map_err(|f| {
+                if f.retryable(idempotent) {
+                    f.error.temporary()
+                } else {
+                    f.error.permanent()
+                }
+            })
+    }
+
+    fn undecodable(
+        &self,
+        function: &str,
+        what: &str,
+        body: &[u8],
+        source: serde_json::Error,
+    ) -> Error {
+        crate::sql::error::unexpected_result(function, what, body, source)
+    }
+}

@@ -1,0 +1,163 @@
+//! Recording, reading and holding usage over SQL, and claiming alerts.
+
+use chrono::{DateTime, Utc};
+
+use super::args::{
+    ClaimAlertArgs, Claimed, CommitArgs, EventArg, HistoryArgs, ReleaseArgs, Released, ReserveArgs,
+    SnapshotArgs,
+};
+use super::{Idempotent, Sql, SqlTransport};
+use crate::error::Result;
+use crate::limits::{AlertKey, UsageSnapshot};
+use crate::model::UsageRecord;
+use crate::store::{
+    CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, RecordOutcome,
+    ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+};
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {
+    pub(crate) async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
+        if batch.is_empty() {
+            return Ok(RecordOutcome::default());
+        }
+        // The function's one argument is unnamed: the events array itself.
+        let events: Vec<EventArg<'_>> = batch.iter().map(EventArg::from).collect();
+        // Idempotent by event id: safe to retry after any transient failure.
+        self.rpc(
+            "tenancy_record_usage",
+            "recording usage",
+            Idempotent::Yes,
+            &events,
+        )
+        .await
+    }
+
+    pub(crate) async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
+        let args = SnapshotArgs {
+            org_id: query.org,
+            daily_start: query.periods.daily.start,
+            monthly_start: query.periods.monthly.start,
+            now: query.now,
+            user_id: query.user,
+            metric: query.metric.as_ref(),
+        };
+        self.rpc(
+            "tenancy_usage_snapshot",
+            "reading usage",
+            Idempotent::Yes,
+            &args,
+        )
+        .await
+    }
+
+    pub(crate) async fn usage_history(&self, query: &HistoryQuery) -> Result<Vec<CounterValue>> {
+        let (scope, user) = match query.scope {
+            CounterScope::Organization => ("organization", None),
+            CounterScope::User(user) => ("user", Some(user)),
+            CounterScope::EachUser => ("each_user", None),
+        };
+        let args = HistoryArgs {
+            org_id: query.org,
+            scope,
+            user_id: user,
+            metric: query.metric.as_ref(),
+            period: query.period,
+            from_start: query.from,
+            to_start: query.to,
+        };
+        self.rpc(
+            "tenancy_usage_history",
+            "reading usage history",
+            Idempotent::Yes,
+            &args,
+        )
+        .await
+    }
+
+    pub(crate) async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult> {
+        let args = ReserveArgs {
+            org_id: request.org,
+            user_id: request.user,
+            metric: &request.metric,
+            amount: request.amount,
+            daily_start: request.periods.daily.start,
+            monthly_start: request.periods.monthly.start,
+            now: request.now,
+            expires_at: request.expires_at,
+            reservation_id: request.id,
+            purge_before: request.purge_before,
+        };
+        // Not idempotent: a retried grant would count its own first hold.
+        self.rpc("tenancy_reserve", "reserving", Idempotent::No, &args)
+            .await
+    }
+
+    pub(crate) async fn commit_reservation(
+        &self,
+        request: &CommitRequest,
+    ) -> Result<CommitOutcome> {
+        let args = CommitArgs {
+            org_id: request.org,
+            user_id: request.user,
+            reservation_id: request.id,
+            event: EventArg::from(&request.usage),
+            now: request.now,
+        };
+        // Retrying a commit is harmless: the event id dedupes, and a retry
+        // after the hold was dropped finds the event recorded.
+        self.rpc(
+            "tenancy_commit_reservation",
+            "committing a reservation",
+            Idempotent::Yes,
+            &args,
+        )
+        .await
+    }
+
+    pub(crate) async fn release_reservation(&self, request: &ReleaseRequest) -> Result<bool> {
+        let args = ReleaseArgs {
+            org_id: request.org,
+            user_id: request.user,
+            reservation_id: request.id,
+            now: request.now,
+        };
+        // Not retried after an ambiguous failure: a retry would report a
+        // hold it had just released as gone.
+        let released: Released = self
+            .rpc(
+                "tenancy_release_reservation",
+                "releasing a reservation",
+                Idempotent::No,
+                &args,
+            )
+            .await?;
+        Ok(released.released)
+    }
+
+    pub(crate) async fn claim_alert(
+        &self,
+        key: &AlertKey,
+        fired_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let args = ClaimAlertArgs {
+            org_id: key.org,
+            metric: &key.metric,
+            period: key.period.period,
+            period_start: key.period.start,
+            threshold_percent: key.threshold_percent,
+            fired_at,
+            user_id: key.scope.user(),
+        };
+        // Not retried after an ambiguous failure: a retry would read its
+        // own first claim as someone else's.
+        let claimed: Claimed = self
+            .rpc(
+                "tenancy_claim_alert",
+                "claiming an alert",
+                Idempotent::No,
+                &args,
+            )
+            .await?;
+        Ok(claimed.claimed)
+    }
+}

@@ -1,0 +1,177 @@
+//! The SQL store, written once over a transport: every store primitive is
+//! one call of an SQL function shipped in `migrations/`, with typed
+//! arguments and results ([`args`]), sent through a [`SqlTransport`] —
+//! PostgREST for [`SupabaseStore`](crate::supabase::SupabaseStore), a
+//! direct connection for [`PgStore`](crate::postgres::PgStore).
+//!
+//! A transport knows how to call a function by name with a JSON object of
+//! named arguments and hand back the JSON of its result. Everything else —
+//! which function serves which primitive, its arguments, how its answer
+//! becomes a store type, whether a call may be repeated — is here, once.
+//! SQLSTATEs become [`ErrorKind`](crate::ErrorKind)s in [`error`].
+
+pub(crate) mod args;
+pub(crate) mod error;
+mod features;
+mod limits;
+mod members;
+mod metering;
+mod orgs;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::store::Backend;
+
+pub use error::SqlError;
+
+/// Whether a call may be repeated after a failure that might have been
+/// applied (a timeout, a dropped connection, a 5xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotent {
+    Yes,
+    No,
+}
+
+/// One call of `public.<function>`.
+#[derive(Debug)]
+pub(crate) struct SqlCall<'a> {
+    /// The function, in `public`.
+    pub(crate) function: &'static str,
+    /// Its arguments: a JSON object of named arguments (absent keys take
+    /// the SQL defaults), or for a function with one unnamed `jsonb`
+    /// argument, that argument.
+    pub(crate) args: String,
+    /// For a function returning `SETOF <table>`: the columns each row
+    /// carries, as a PostgREST `select` (`a,b,c::text`). `None`: every
+    /// column.
+    pub(crate) columns: Option<&'static str>,
+    /// Whether repeating the call is safe.
+    pub(crate) idempotent: Idempotent,
+    /// What the call does, for error messages ("reserving").
+    pub(crate) what: &'a str,
+}
+
+/// How the SQL store reaches the database.
+#[async_trait]
+pub(crate) trait SqlTransport: Backend {
+    /// Calls the function and returns the JSON text of its result: a
+    /// `jsonb` function's value, or the array of rows of a `SETOF`
+    /// function. Retries what the transport may retry; errors are mapped
+    /// onto kinds, retryable only where repeating the call is safe.
+    async fn call(&self, call: SqlCall<'_>) -> Result<Vec<u8>>;
+
+    /// The error for a successful call whose result does not decode into
+    /// what `function` promises (a proxy's HTML page, another schema).
+    fn undecodable(
+        &self,
+        function: &str,
+        what: &str,
+        body: &[u8],
+        source: serde_json::Error,
+    ) -> Error;
+}
+
+/// The store primitives over one transport (one file per capability).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sql<'a, T: ?Sized>(pub(crate) &'a T);
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {
+    /// Calls `function` with `args` and decodes its result.
+    async fn rpc<R: DeserializeOwned>(
+        &self,
+        function: &'static str,
+        what: &str,
+        idempotent: Idempotent,
+        args: &impl Serialize,
+    ) -> Result<R> {
+        self.rpc_rows(function, None, what, idempotent, args).await
+    }
+
+    /// [`rpc`](Self::rpc) of a `SETOF` function whose rows carry `columns`.
+    async fn rpc_rows<R: DeserializeOwned>(
+        &self,
+        function: &'static str,
+        columns: Option<&'static str>,
+        what: &str,
+        idempotent: Idempotent,
+        args: &impl Serialize,
+    ) -> Result<R> {
+        let args = serde_json::to_string(args).map_err(|e| {
+            Error::unexpected(format!("{what}: cannot serialize the arguments")).with_source(e)
+        })?;
+        let call = SqlCall {
+            function,
+            args,
+            columns,
+            idempotent,
+            what,
+        };
+        let body = self.0.call(call).await?;
+        serde_json::from_slice(&body).map_err(|e| self.0.undecodable(function, what, &body, e))
+    }
+}
+
+/// Implements every capability trait for `$store` (a [`SqlTransport`]) by
+/// calling the [`Sql`] primitives of the same name, from the capabilities'
+/// method lists.
+macro_rules! sql_store_impls {
+    ($store:ty) => {
+        $crate::store::org_store_methods!(sql_capability_impl! { OrgStore, $store });
+        $crate::store::member_store_methods!(sql_capability_impl! { MemberStore, $store });
+        $crate::store::feature_store_methods!(sql_capability_impl! { FeatureStore, $store });
+        $crate::store::limit_store_methods!(sql_capability_impl! { LimitStore, $store });
+        $crate::store::metering_store_methods!(sql_capability_impl! { MeteringStore, $store });
+        $crate::store::alert_store_methods!(sql_capability_impl! { AlertStore, $store });
+    };
+}
+
+macro_rules! sql_capability_impl {
+    ($trait:ident, $store:ty ; $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        #[async_trait::async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl $crate::store::$trait for $store {
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> $ret {
+                    $crate::sql::Sql(self).$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use {sql_capability_impl, sql_store_impls};
+
+/// `{version}` of `tenancy_schema_version`.
+#[derive(Debug, serde::Deserialize)]
+struct SchemaVersion {
+    version: Option<u32>,
+}
+
+/// `{}`: no arguments.
+#[derive(Debug, Serialize)]
+struct NoArgs {}
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {
+    /// Refuses a database whose schema version is not the crate's
+    /// ([`crate::migrations::check_version`]). A database without the
+    /// version function is at the baseline or has no migrations at all.
+    pub(crate) async fn check_schema(&self) -> Result<()> {
+        let found = match self
+            .rpc::<SchemaVersion>(
+                "tenancy_schema_version",
+                "reading the schema version",
+                Idempotent::Yes,
+                &NoArgs {},
+            )
+            .await
+        {
+            Ok(found) => found.version,
+            Err(e) if e.kind() == crate::ErrorKind::Config => None,
+            Err(e) => return Err(e),
+        };
+        crate::migrations::check_version(found)
+    }
+}

@@ -1,0 +1,399 @@
+//! Live tests of `PgStore` against a private PostgreSQL cluster: the whole
+//! store-contract suite in service mode, and isolation in user mode (the
+//! same transaction-local role and claims PostgREST sets).
+//!
+//! Without PostgreSQL the tests print a SKIPPED line and pass, unless
+//! `TENANCY_REQUIRE_LIVE` is set.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tenancy::migrations::SCHEMA_VERSION;
+use tenancy::postgres::PgStore;
+use tenancy::store::{FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore};
+use tenancy::{
+    DynStore, ErrorKind, FeatureChange, FeatureKey, Membership, Organization, Role, UserId,
+};
+use tenancy_testkit::pg::{self, Cluster};
+use tenancy_testkit::unique_slug;
+
+fn service(cluster: &Cluster) -> PgStore {
+    PgStore::builder()
+        .url(cluster.url(pg::DATABASE))
+        .pool_size(8)
+        .build()
+        .expect("a PgStore")
+}
+
+/// The shared cluster, with the test fixtures (users appear in
+/// `auth.users` on first use, as the contract suite makes up user ids).
+async fn cluster() -> Option<&'static Cluster> {
+    static FIXTURES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let cluster = tokio::task::spawn_blocking(Cluster::shared)
+        .await
+        .expect("start")?;
+    FIXTURES
+        .get_or_init(|| async {
+            let db = cluster.superuser().await;
+            db.batch_execute(tenancy_testkit::postgrest::TEST_FIXTURES_SQL)
+                .await
+                .expect("test fixtures");
+        })
+        .await;
+    Some(cluster)
+}
+
+/// The contract factory: a fresh pool per test (on that test's runtime).
+async fn pg_store() -> Option<Arc<DynStore>> {
+    Some(Arc::new(service(cluster().await?)))
+}
+
+tenancy::store_contract_tests!(pg_store);
+
+/// Claims as Supabase's auth server issues them for `user`.
+fn claims(user: UserId) -> serde_json::Value {
+    json!({ "sub": user.to_string(), "role": "authenticated", "aud": "authenticated" })
+}
+
+async fn new_org(store: &PgStore, owner: UserId) -> Organization {
+    let org = Organization {
+        id: tenancy::OrgId::new_v7(),
+        name: "Isolation".into(),
+        slug: tenancy::Slug::parse(&unique_slug("pg-iso")).unwrap(),
+        owner_user_id: Some(owner),
+        timezone: chrono_tz::Tz::UTC,
+        created_at: chrono::Utc::now(),
+    };
+    store.create_organization(&org).await.expect("create")
+}
+
+/// A user of one organization, through user mode, reads nothing of
+/// another and changes nothing in it; a viewer cannot manage members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_mode_keeps_organizations_apart() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let service = service(cluster);
+    let db = cluster.superuser().await;
+    let (alice, bob, viewer) = (
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+    );
+    let acme = new_org(&service, alice).await;
+    let globex = new_org(&service, bob).await;
+    service
+        .add_member(&Membership {
+            user_id: viewer,
+            organization_id: acme.id,
+            role: Role::Viewer,
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let key = FeatureKey::parse("exports").unwrap();
+    service
+        .update_feature(
+            globex.id,
+            &key,
+            &FeatureChange::enabled(true),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let as_alice = service.as_user(&claims(alice)).unwrap();
+    assert!(as_alice.organization(acme.id).await.unwrap().is_some());
+    assert_eq!(as_alice.organization(globex.id).await.unwrap(), None);
+    assert_eq!(as_alice.membership(globex.id, bob).await.unwrap(), None);
+    assert!(as_alice.members(globex.id).await.unwrap().is_empty());
+    assert!(as_alice.features(globex.id).await.unwrap().is_empty());
+    assert!(as_alice.limits(globex.id).await.unwrap().is_empty());
+    let memberships = as_alice.memberships_of_user(alice).await.unwrap();
+    assert_eq!(
+        memberships
+            .iter()
+            .map(|m| m.organization.id)
+            .collect::<Vec<_>>(),
+        [acme.id]
+    );
+    let rename = as_alice.rename_organization(globex.id, "Mine").await;
+    assert_eq!(rename.unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!as_alice.delete_organization(globex.id).await.unwrap());
+    let join = as_alice
+        .add_member(&Membership {
+            user_id: alice,
+            organization_id: globex.id,
+            role: Role::Owner,
+            created_at: chrono::Utc::now(),
+        })
+        .await;
+    assert!(join.is_err(), "joined another organization: {join:?}");
+    assert_eq!(
+        service.organization(globex.id).await.unwrap().unwrap().name,
+        "Isolation"
+    );
+    assert_eq!(service.members(globex.id).await.unwrap().len(), 1);
+
+    // A viewer cannot add members to its own organization.
+    let as_viewer = service.as_user(&claims(viewer)).unwrap();
+    let added = as_viewer
+        .add_member(&Membership {
+            user_id: bob,
+            organization_id: acme.id,
+            role: Role::Member,
+            created_at: chrono::Utc::now(),
+        })
+        .await;
+    assert_eq!(added.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    // Nor record usage: user mode has no execute on the record function.
+    let record = as_viewer
+        .record_usage(&[tenancy::UsageEvent::new(acme.id)
+            .tokens(1, 0, 0)
+            .into_record(chrono::Utc::now(), acme.timezone)
+            .unwrap()])
+        .await;
+    assert_eq!(record.unwrap_err().kind(), ErrorKind::PermissionDenied);
+}
+
+/// Claims without a user id or a role are refused before any call.
+#[test]
+fn user_mode_needs_a_sub_and_a_role() {
+    let store = PgStore::connect("host=127.0.0.1 port=1 user=nobody").unwrap();
+    for bad in [
+        json!("not an object"),
+        json!({ "role": "authenticated" }),
+        json!({ "sub": "not-a-uuid", "role": "authenticated" }),
+        json!({ "sub": UserId::new_v7().to_string() }),
+    ] {
+        let err = store.as_user(&bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
+    }
+    assert!(store.as_user(&claims(UserId::new_v7())).unwrap().is_user());
+}
+
+/// A bad URL or setting is a Config error, never a panic.
+#[test]
+fn bad_configuration_is_a_config_error() {
+    for err in [
+        PgStore::connect("postgres://[::1").unwrap_err(),
+        PgStore::builder()
+            .url("host=127.0.0.1")
+            .pool_size(0)
+            .build()
+            .unwrap_err(),
+        PgStore::builder()
+            .url("host=127.0.0.1")
+            .call_timeout(std::time::Duration::ZERO)
+            .build()
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    }
+}
+
+/// A store on a new database of the shared cluster holding only the
+/// Supabase bootstrap (roles, `auth`), and a superuser connection to it.
+async fn fresh_database(cluster: &Cluster) -> (PgStore, tokio_postgres::Client) {
+    let name = format!("fresh_{}", uuid::Uuid::new_v4().simple());
+    let db = cluster.create_database(&name).await;
+    db.batch_execute(&pg::bootstrap_sql())
+        .await
+        .expect("bootstrap");
+    let store = PgStore::builder()
+        .url(cluster.url(&name))
+        .pool_size(4)
+        .build()
+        .unwrap();
+    (store, db)
+}
+
+/// `migrate` on an empty database applies everything; two instances
+/// migrating at once both succeed; a second run applies nothing; the
+/// version check passes only after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_what_is_missing_once() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let (store, db) = fresh_database(cluster).await;
+    let err = store.check_schema().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("this crate needs"), "{err}");
+
+    let other = store.clone();
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    let mut before = [a.unwrap(), b.unwrap()];
+    before.sort_unstable();
+    assert_eq!(
+        before,
+        [0, SCHEMA_VERSION],
+        "one applied, the other found it done"
+    );
+    store.check_schema().await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), SCHEMA_VERSION);
+    let versions: i64 = db
+        .query_one("select count(*) from tenancy.schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, i64::from(SCHEMA_VERSION));
+}
+
+/// A database whose schema is newer than the crate's is refused, by the
+/// check and by `migrate`, which changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let (store, db) = fresh_database(cluster).await;
+    store.migrate().await.unwrap();
+    db.batch_execute(
+        "insert into tenancy.schema_migrations (version, name) values (999, 'from the future')",
+    )
+    .await
+    .unwrap();
+    for err in [
+        store.check_schema().await.unwrap_err(),
+        store.migrate().await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("upgrade the tenancy crate"), "{err}");
+    }
+}
+
+/// The upgrade path: a database built by the baseline alone, with data
+/// written through the baseline's functions, is reported stale, upgraded by
+/// `migrate`, keeps its data, and then works through every primitive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_database_with_data_upgrades() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let (store, db) = fresh_database(cluster).await;
+    for migration in tenancy::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.version == 1)
+    {
+        db.batch_execute(migration.sql).await.expect(migration.file);
+    }
+    let owner = pg::create_user(&db).await;
+    let org: uuid::Uuid = db
+        .query_one(
+            "select id from public.tenancy_create_organization(name => 'Old', slug => $1, \
+             owner_user_id => $2)",
+            &[&unique_slug("old"), &owner],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!(
+        "select public.tenancy_put_limit(limit_id => gen_random_uuid(), org_id => '{org}', \
+           metric => 'tokens', period => 'monthly', limit_value => 1000); \
+         select public.tenancy_record_usage('[{{\"id\": \"{event}\", \"organization_id\": \"{org}\", \
+           \"occurred_at\": \"2026-03-04T12:00:00Z\", \"amounts\": {{\"tokens\": 250}}, \
+           \"daily_start\": \"2026-03-04\", \"monthly_start\": \"2026-03-01\"}}]'::jsonb);",
+        event = uuid::Uuid::now_v7(),
+    ))
+    .await
+    .unwrap();
+
+    let stale = store.check_schema().await.unwrap_err();
+    assert!(stale.message().contains("1 or older"), "{stale}");
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    store.check_schema().await.unwrap();
+
+    let org = tenancy::OrgId::from(org);
+    let kept = store.organization(org).await.unwrap().expect("kept");
+    assert_eq!(kept.name, "Old");
+    assert_eq!(store.members(org).await.unwrap().len(), 1);
+    let limits = store.limits(org).await.unwrap();
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits[0].value, rust_decimal::Decimal::from(1000));
+    let periods =
+        tenancy::CurrentPeriods::at("2026-03-04T12:00:00Z".parse().unwrap(), chrono_tz::Tz::UTC);
+    let snapshot = store
+        .usage_snapshot(&tenancy::store::UsageQuery {
+            org,
+            user: None,
+            metric: None,
+            periods,
+            now: "2026-03-04T12:00:00Z".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(snapshot.limits[0].used, rust_decimal::Decimal::from(250));
+}
+
+/// The host's own SQL in user mode: row-level security filters an adopted
+/// table (`brands`) by the user's organizations, and a write to another
+/// organization is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_transactions_see_only_their_organizations_rows() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let service = service(cluster);
+    let db = cluster.superuser().await;
+    let (alice, bob) = (
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+    );
+    let acme = new_org(&service, alice).await;
+    let globex = new_org(&service, bob).await;
+    let as_alice = service.as_user(&claims(alice)).unwrap();
+    let as_bob = service.as_user(&claims(bob)).unwrap();
+    let acme_id = uuid::Uuid::from(acme.id);
+    let globex_id = uuid::Uuid::from(globex.id);
+
+    as_alice
+        .user_transaction(async |tx| {
+            tx.execute(
+                "insert into public.brands (name, organization_id) values ('Acme brand', $1)",
+                &[&acme_id],
+            )
+            .await
+            .map_err(|e| tenancy::Error::unexpected("insert").with_source(e))
+        })
+        .await
+        .unwrap();
+    let foreign = as_alice
+        .user_transaction(async |tx| {
+            tx.execute(
+                "insert into public.brands (name, organization_id) values ('Sneaky', $1)",
+                &[&globex_id],
+            )
+            .await
+            .map_err(|e| tenancy::Error::unexpected("insert").with_source(e))
+        })
+        .await;
+    assert!(foreign.is_err(), "alice wrote into globex");
+
+    let seen = |store: PgStore| async move {
+        store
+            .user_transaction(async |tx| {
+                let rows = tx
+                    .query("select organization_id from public.brands", &[])
+                    .await
+                    .map_err(|e| tenancy::Error::unexpected("select").with_source(e))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| r.get::<_, uuid::Uuid>(0))
+                    .collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+    };
+    let alice_sees = seen(as_alice).await;
+    assert!(alice_sees.contains(&acme_id));
+    assert!(
+        alice_sees.iter().all(|org| *org == acme_id),
+        "{alice_sees:?}"
+    );
+    assert!(!seen(as_bob).await.contains(&acme_id));
+
+    let refused = service.user_transaction(async |_| Ok(())).await;
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::PermissionDenied);
+}
