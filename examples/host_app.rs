@@ -433,7 +433,7 @@ async fn seed_month(
         .quantity(MetricKey::parse("images")?, Decimal::from(DEMO_IMAGES.1))
         .at(now);
     events.push(images);
-    tenancy.record_usage_batch(events).await?;
+    tenancy.service().record_usage_batch(events).await?;
     Ok(())
 }
 

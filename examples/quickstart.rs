@@ -123,6 +123,7 @@ async fn main() -> tenancy::Result<()> {
         )
         .await?;
     tenancy
+        .service()
         .record_usage(
             UsageEvent::new(acme.id)
                 .user(alice)

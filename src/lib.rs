@@ -135,5 +135,5 @@ pub use crate::recorder::{
 pub use crate::store::{CommitOutcome, DynStore, RecordOutcome, Store};
 pub use crate::tenancy::{
     AlertSink, EXPIRED_HOLD_RETENTION, LogAlertSink, MAX_HISTORY_PERIODS, MAX_ORG_PAGE,
-    MemberUsage, MemoryAlertSink, Operator, Tenancy, TenancyBuilder,
+    MemberUsage, MemoryAlertSink, Operator, Service, Tenancy, TenancyBuilder,
 };

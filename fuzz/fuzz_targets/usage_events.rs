@@ -1,5 +1,5 @@
 //! One usage event built from the input, recorded on both paths against a
-//! `MemoryStore` under a `FakeClock`: directly (`Tenancy::record_usage`) and
+//! `MemoryStore` under a `FakeClock`: directly (`Service::record_usage`) and
 //! through a `UsageRecorder` (`record`, then `flush`, bounded by a timeout).
 //!
 //! Asserts, besides no panic and typed refusals (`InvalidInput` naming a
@@ -59,7 +59,7 @@ use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
 use tenancy::limits::MAX_AMOUNT;
 use tenancy::model::{MAX_EVENT_AGE, MAX_EVENT_LEAD};
-use tenancy::store::UsageQuery;
+use tenancy::store::{MeteringStore, OrgStore, UsageQuery};
 use tenancy::{
     Clock, CurrentPeriods, EventId, FakeClock, LimitScope, MemoryStore, MetricKey, NewLimit,
     NewOrganization, OrgId, Organization, PeriodKey, PlatformOperator, PriceTable, RecordOutcome,
@@ -99,6 +99,7 @@ const KNOWN_METRICS: [&str; 4] = ["tokens", "cost_usd", "ads_created", "images"]
 struct World {
     runtime: tokio::runtime::Runtime,
     clock: FakeClock,
+    store: std::sync::Arc<MemoryStore>,
     tenancy: Tenancy,
     plain: UsageRecorder,
     priced: UsageRecorder,
@@ -116,8 +117,9 @@ fn world() -> &'static World {
             .build()
             .expect("a current-thread runtime");
         let clock = FakeClock::at(START);
+        let store = std::sync::Arc::new(MemoryStore::new());
         let tenancy = Tenancy::builder()
-            .store(MemoryStore::new())
+            .shared_store(store.clone())
             .clock(clock.clone())
             .build()
             .expect("a valid tenancy");
@@ -135,6 +137,7 @@ fn world() -> &'static World {
         World {
             runtime,
             clock,
+            store,
             tenancy,
             plain,
             priced,
@@ -371,8 +374,7 @@ async fn assert_counted(
         now: world.clock.now(),
     };
     let snapshot = world
-        .tenancy
-        .store()
+        .store
         .usage_snapshot(&query)
         .await
         .expect("a memory store reads its counters");
@@ -465,7 +467,7 @@ async fn run(world: &World, input: Input) {
     // The direct path.
     let mut expected = Counters::new();
     let direct_event = with_id(&event);
-    let direct = world.tenancy.record_usage(direct_event.clone()).await;
+    let direct = world.tenancy.service().record_usage(direct_event.clone()).await;
     let direct = accepted("Tenancy::record_usage", direct);
     if let Some(outcome) = direct {
         assert!(
@@ -481,7 +483,7 @@ async fn run(world: &World, input: Input) {
         count(&mut expected, amounts, input.user, periods);
         assert_counted(world, &org, input.user, periods, &expected, "record_usage").await;
         if input.own_id && input.send_twice {
-            let again = world.tenancy.record_usage(direct_event).await;
+            let again = world.tenancy.service().record_usage(direct_event).await;
             let again = again.expect("an event accepted once is accepted again");
             let duplicate = RecordOutcome {
                 inserted: 0,
@@ -553,7 +555,7 @@ async fn run(world: &World, input: Input) {
         .await
         .expect("a usage summary");
     world.tenancy.flush_alerts().await;
-    let deleted = world.tenancy.store().delete_organization(org.id).await;
+    let deleted = world.store.delete_organization(org.id).await;
     assert!(
         deleted.expect("delete the organization"),
         "the organization existed"

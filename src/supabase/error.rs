@@ -365,7 +365,10 @@ mod tests {
         // Said once: the message says what was being done, the source why.
         assert_eq!(f.error.message(), "reading");
         let shown = f.error.to_string();
-        assert!(shown.contains("HTTP 400") && shown.contains("<html>nope</html>"), "{shown}");
+        assert!(
+            shown.contains("HTTP 400") && shown.contains("<html>nope</html>"),
+            "{shown}"
+        );
         assert_eq!(shown.matches("<html>nope</html>").count(), 1, "{shown}");
         let gw = from_status(StatusCode::BAD_GATEWAY, b"bad gateway", "reading");
         assert_eq!(gw.error.kind(), ErrorKind::Unavailable);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use super::alerts::{AlertQueue, AlertSink, LogAlertSink};
-use super::cache::TtlCache;
+use super::cache::{CacheConfig, CachingStore};
 use super::{Inner, Tenancy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_count, check_duration};
@@ -212,26 +212,30 @@ impl TenancyBuilder {
         let reservation_ttl = TimeDelta::from_std(self.reservation_ttl).map_err(|e| {
             Error::config("reservation_ttl does not fit a time span").with_source(e)
         })?;
+        let (org_ttl, org_capacity) = (self.feature_cache_ttl, self.feature_cache_capacity);
+        let cached = Arc::new(CachingStore::new(
+            store,
+            Arc::clone(&self.clock),
+            CacheConfig {
+                org_capacity,
+                org_ttl,
+                membership_capacity: self.membership_cache_capacity,
+                membership_ttl: self.membership_cache_ttl,
+            },
+        ));
+        // Alert checks read and claim through the same caching store.
         let alerts = AlertQueue::new(
-            Arc::clone(&store),
+            Arc::clone(&cached) as Arc<DynStore>,
             Arc::clone(&self.clock),
             self.alert_sink,
             self.alert_thresholds,
             self.alert_delivery_attempts,
             self.alert_concurrency,
         );
-        let (org_ttl, org_capacity) = (self.feature_cache_ttl, self.feature_cache_capacity);
         Ok(Tenancy {
             inner: Arc::new(Inner {
-                store,
+                store: cached,
                 clock: self.clock,
-                orgs: TtlCache::new(org_capacity, org_ttl),
-                memberships: TtlCache::new(
-                    self.membership_cache_capacity,
-                    self.membership_cache_ttl,
-                ),
-                features: TtlCache::new(org_capacity, org_ttl),
-                limits: TtlCache::new(org_capacity, org_ttl),
                 reservation_ttl,
                 alerts,
             }),

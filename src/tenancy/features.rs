@@ -2,7 +2,8 @@
 //!
 //! A feature is off unless a row enables it. Reads go through a per-org
 //! cache (bounded size, configurable TTL); a change made through the same
-//! [`Tenancy`] invalidates it at once, and a change made elsewhere (another
+//! [`Tenancy`] invalidates it at once (the cache is a store wrapper that
+//! drops what its own writes change), and a change made elsewhere (another
 //! instance, SQL) is seen within the TTL. Operators change features through
 //! [`Operator`](crate::Operator).
 
@@ -15,6 +16,7 @@ use super::Tenancy;
 use crate::error::{Error, Result};
 use crate::ids::{AsFeatureKey, FeatureKey, OrgId};
 use crate::model::{Action, Feature, TenantContext};
+use crate::store::FeatureStore;
 
 /// An organization's features as loaded into the cache, by key.
 ///
@@ -27,13 +29,13 @@ pub(super) struct OrgFeatures {
 }
 
 impl OrgFeatures {
-    fn new(features: Vec<Feature>) -> Self {
+    pub(super) fn new(features: Vec<Feature>) -> Self {
         OrgFeatures {
             by_key: features.into_iter().map(|f| (f.key.clone(), f)).collect(),
         }
     }
 
-    fn get(&self, key: &str) -> Option<&Feature> {
+    pub(super) fn get(&self, key: &str) -> Option<&Feature> {
         self.by_key.get(key)
     }
 
@@ -69,10 +71,8 @@ impl Tenancy {
         // nested future and no reference count on a hit.
         let hit = self
             .inner
-            .features
-            .with(&ctx.org(), self.cache_now(), |features| {
-                features.is_enabled(key)
-            });
+            .store
+            .with_cached_features(ctx.org(), |features| features.is_enabled(key));
         match hit {
             Some(enabled) => Ok(enabled),
             None => Ok(self.org_features(ctx.org()).await?.is_enabled(key)),
@@ -109,18 +109,6 @@ impl Tenancy {
 
     /// The organization's features, from the cache when fresh.
     async fn org_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
-        let load = async {
-            let features = self.inner.store.features(org).await?;
-            Ok(Arc::new(OrgFeatures::new(features)))
-        };
-        self.inner
-            .features
-            .get_or_load(org, self.cache_now(), load)
-            .await
-    }
-
-    /// Drops the organization's cached features, after a change.
-    pub(super) fn forget_features(&self, org: OrgId) {
-        self.inner.features.invalidate(&org);
+        self.inner.store.cached_features(org).await
     }
 }

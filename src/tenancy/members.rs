@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use super::{ConfirmedRole, Tenancy};
-use crate::error::{Error, ErrorKind, Result};
+use super::Tenancy;
+use crate::error::{Error, Result};
 use crate::ids::{OrgId, UserId};
 use crate::model::{
     Action, Membership, MembershipChange, OrgMembership, Role, TenantContext, default_membership,
 };
+use crate::store::MemberStore;
 use crate::store::not_a_member;
 
 fn not_a_member_of(org: OrgId, user: UserId) -> Error {
@@ -20,46 +21,12 @@ impl Tenancy {
     /// configured TTL). A user who is not a member — or an org that does not
     /// exist, indistinguishably — is `PermissionDenied`.
     pub async fn context(&self, user: UserId, org: OrgId) -> Result<TenantContext> {
-        let now = self.cache_now();
-        let key = (org, user);
-        if let Some(confirmed) = self.inner.memberships.get(&key, now) {
-            match self.cached_org(org).await {
-                Ok(organization) => {
-                    return Ok(TenantContext::new(
-                        user,
-                        organization,
-                        confirmed.role,
-                        confirmed.confirmed_at,
-                    ));
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    self.inner.memberships.invalidate(&key);
-                    return Err(not_a_member_of(org, user));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let (orgs_generation, memberships_generation) = (
-            self.inner.orgs.generation(),
-            self.inner.memberships.generation(),
-        );
-        let membership = self
+        let (organization, confirmed) = self
             .inner
             .store
-            .membership(org, user)
+            .confirmed_membership(org, user, self.now())
             .await?
             .ok_or_else(|| not_a_member_of(org, user))?;
-        let confirmed = ConfirmedRole {
-            role: membership.role,
-            confirmed_at: self.now(),
-        };
-        let organization = Arc::new(membership.organization);
-        self.inner
-            .orgs
-            .insert(org, Arc::clone(&organization), now, orgs_generation);
-        self.inner
-            .memberships
-            .insert(key, confirmed, now, memberships_generation);
         Ok(TenantContext::new(
             user,
             organization,
@@ -163,7 +130,6 @@ impl Tenancy {
             .store
             .set_member_role(ctx.org(), user, current, role)
             .await;
-        self.inner.memberships.invalidate(&(ctx.org(), user));
         changed
     }
 
@@ -181,7 +147,6 @@ impl Tenancy {
             .store
             .remove_member(ctx.org(), user, current)
             .await;
-        self.inner.memberships.invalidate(&(ctx.org(), user));
         removed
     }
 

@@ -21,7 +21,8 @@ use crate::limits::{
 };
 use crate::model::{Action, TenantContext, UsageEvent, UsageRecord};
 use crate::store::{
-    CommitOutcome, CommitRequest, RecordOutcome, ReleaseRequest, ReserveRequest, UsageQuery,
+    CommitOutcome, CommitRequest, LimitStore, MeteringStore, RecordOutcome, ReleaseRequest,
+    ReserveRequest, UsageQuery,
 };
 
 /// How long after it expired a hold is still recognised by a commit: 7
@@ -37,6 +38,15 @@ pub(super) struct OrgLimits {
 }
 
 impl OrgLimits {
+    pub(super) fn new(limits: Vec<Limit>) -> Self {
+        OrgLimits { limits }
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+
     /// Whether `record` counts towards an org-wide limit (`None`) or one of
     /// its user's own (`Some(user)`).
     fn touched_by(&self, record: &UsageRecord, user: Option<UserId>) -> bool {
@@ -70,17 +80,11 @@ impl Tenancy {
 
     // ---- recording (workers) ---------------------------------------------
 
-    /// Records one usage event: validates it (its time included: see
-    /// [`UsageEvent`]), fills in its id and time, and adds its amounts to
-    /// every applicable counter atomically. The same event id twice counts
-    /// once. Needs a store acting as the service role.
-    pub async fn record_usage(&self, event: UsageEvent) -> Result<RecordOutcome> {
-        self.record_usage_batch(vec![event]).await
-    }
-
-    /// Records a batch of usage events in one store call, all or nothing.
-    /// Every event is validated before anything is written.
-    pub async fn record_usage_batch(&self, events: Vec<UsageEvent>) -> Result<RecordOutcome> {
+    /// [`Service::record_usage_batch`](super::Service::record_usage_batch).
+    pub(super) async fn record_usage_batch(
+        &self,
+        events: Vec<UsageEvent>,
+    ) -> Result<RecordOutcome> {
         let prepared = self.prepare_usage(events, true).await?;
         self.write_usage(&prepared).await
     }
@@ -359,19 +363,7 @@ impl Tenancy {
         if !self.inner.alerts.enabled() {
             return Ok(Arc::default());
         }
-        let load = async {
-            let limits = self.inner.store.limits(org).await?;
-            Ok(Arc::new(OrgLimits { limits }))
-        };
-        self.inner
-            .limits
-            .get_or_load(org, self.cache_now(), load)
-            .await
-    }
-
-    /// Drops the organization's cached limits, after a change.
-    pub(super) fn forget_limits(&self, org: OrgId) {
-        self.inner.limits.invalidate(&org);
+        self.inner.store.cached_limits(org).await
     }
 
     /// Queues the threshold checks newly recorded usage may need: one per

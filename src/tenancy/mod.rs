@@ -6,8 +6,9 @@
 //!   access), [`metering`](self) (limits, reservations, recording);
 //!   [`summary`](self) (usage against limits);
 //! - for the platform operator: [`Operator`], from [`Tenancy::operator`];
-//! - for workers: [`Tenancy::record_usage`] and the
-//!   [`UsageRecorder`](crate::UsageRecorder) built on it.
+//! - for back-end services: [`Service`], from [`Tenancy::service`]: usage
+//!   recording for any organization, organization lookups, and the
+//!   [`UsageRecorder`](crate::UsageRecorder) built on them.
 //!
 //! [`TenantContext`]: crate::TenantContext
 
@@ -20,6 +21,7 @@ mod metering;
 mod operator;
 mod orgs;
 mod recording;
+mod service;
 mod summary;
 
 use std::sync::Arc;
@@ -28,20 +30,18 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::clock::Clock;
 use crate::error::Result;
-use crate::ids::{OrgId, UserId};
-use crate::model::{Organization, PlatformOperator, Role};
-use crate::store::{DynStore, org_not_found};
+use crate::ids::OrgId;
+use crate::model::{Organization, PlatformOperator};
 
 pub use alerts::{AlertSink, LogAlertSink, MemoryAlertSink};
 pub use builder::TenancyBuilder;
 pub use metering::EXPIRED_HOLD_RETENTION;
 pub use operator::{MAX_ORG_PAGE, Operator};
+pub use service::Service;
 pub use summary::{MAX_HISTORY_PERIODS, MemberUsage};
 
 use alerts::AlertQueue;
-use cache::TtlCache;
-use features::OrgFeatures;
-use metering::OrgLimits;
+use cache::CachingStore;
 
 /// The multi-tenant layer: organizations, members, contexts, features,
 /// usage and limits over one [`Store`](crate::Store).
@@ -68,23 +68,12 @@ pub struct Tenancy {
     inner: Arc<Inner>,
 }
 
-/// A membership the store confirmed, as the membership cache keeps it. The
-/// organization itself is cached by organization, so renaming one touches
-/// one entry, not every membership.
-#[derive(Debug, Clone, Copy)]
-struct ConfirmedRole {
-    role: Role,
-    confirmed_at: DateTime<Utc>,
-}
-
 #[derive(Debug)]
 struct Inner {
-    store: Arc<DynStore>,
+    /// The store behind the facade's caches; every write through it drops
+    /// what it changed.
+    store: Arc<CachingStore>,
     clock: Arc<dyn Clock>,
-    orgs: TtlCache<OrgId, Arc<Organization>>,
-    memberships: TtlCache<(OrgId, UserId), ConfirmedRole>,
-    features: TtlCache<OrgId, Arc<OrgFeatures>>,
-    limits: TtlCache<OrgId, Arc<OrgLimits>>,
     reservation_ttl: TimeDelta,
     alerts: AlertQueue,
 }
@@ -95,9 +84,15 @@ impl Tenancy {
         TenancyBuilder::default()
     }
 
-    /// The store this facade runs on.
-    pub fn store(&self) -> &Arc<DynStore> {
+    /// The store this facade runs on (behind its caches).
+    fn store(&self) -> &CachingStore {
         &self.inner.store
+    }
+
+    /// The back-end service's handle: usage recording for any
+    /// organization, organization lookups by id or slug, and recorders.
+    pub fn service(&self) -> Service<'_> {
+        Service::new(self)
     }
 
     /// The platform operator's handle: feature and limit administration for
@@ -129,21 +124,9 @@ impl Tenancy {
         self.inner.clock.now()
     }
 
-    /// The cache clock: cheap, possibly a few milliseconds coarse.
-    fn cache_now(&self) -> i64 {
-        self.inner.clock.coarse_unix_micros()
-    }
-
     /// The organization, from the cache when fresh. `NotFound` if it does
     /// not exist.
     async fn cached_org(&self, org: OrgId) -> Result<Arc<Organization>> {
-        let load = async {
-            let found = self.inner.store.organization(org).await?;
-            found.map(Arc::new).ok_or_else(|| org_not_found(org))
-        };
-        self.inner
-            .orgs
-            .get_or_load(org, self.cache_now(), load)
-            .await
+        self.inner.store.cached_org(org).await
     }
 }

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 
 use crate::limits::{Limit, NewLimit, Period, UsageLine};
 use crate::model::{Feature, FeatureChange, Organization, PlatformOperator};
-use crate::store::{CounterScope, CounterValue, OrgQuery};
+use crate::store::{CounterScope, CounterValue, FeatureStore, LimitStore, OrgQuery, OrgStore};
 
 /// The most organizations one [`Operator::organizations`] page returns.
 pub const MAX_ORG_PAGE: usize = 500;
@@ -158,7 +158,6 @@ impl<'a> Operator<'a> {
             .update_feature(org, &key, &change, now)
             .await;
         // Even on error: the write may have landed.
-        self.tenancy.forget_features(org);
         let stored = stored?;
         tracing::info!(operator = self.operator.name(), %org, %key, enabled = stored.enabled,
             "feature changed");
@@ -169,7 +168,6 @@ impl<'a> Operator<'a> {
     pub async fn remove_feature(&self, org: OrgId, key: &str) -> Result<bool> {
         let key = FeatureKey::parse(key)?;
         let removed = self.tenancy.inner.store.delete_feature(org, &key).await;
-        self.tenancy.forget_features(org);
         tracing::info!(operator = self.operator.name(), %org, %key,
             removed = ?removed.as_ref().ok(), "feature removed");
         removed
@@ -212,7 +210,6 @@ impl<'a> Operator<'a> {
             created_at: self.tenancy.now(),
         };
         let stored = self.tenancy.inner.store.put_limit(&limit).await;
-        self.tenancy.forget_limits(org);
         let stored = stored?;
         tracing::info!(operator = self.operator.name(), %org, metric = %stored.metric,
             period = %stored.period, value = %stored.value, scope = %stored.scope, "limit set");
@@ -222,7 +219,6 @@ impl<'a> Operator<'a> {
     /// Removes a limit from `org`; whether it existed.
     pub async fn remove_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
         let removed = self.tenancy.inner.store.delete_limit(org, id).await;
-        self.tenancy.forget_limits(org);
         tracing::info!(operator = self.operator.name(), %org, limit = %id,
             removed = ?removed.as_ref().ok(), "limit removed");
         removed

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::ids::{OrgId, Slug, UserId};
 use crate::model::org::validate_org_name;
 use crate::model::{Action, NewOrganization, Organization, TenantContext};
+use crate::store::OrgStore;
 
 impl Tenancy {
     /// Creates an organization; `owner` becomes its owner and
@@ -26,13 +27,13 @@ impl Tenancy {
     }
 
     /// The organization with this id, if any.
-    pub async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {
+    pub(super) async fn organization(&self, id: OrgId) -> Result<Option<Organization>> {
         self.inner.store.organization(id).await
     }
 
     /// The organization with this slug, if any. An invalid slug is
     /// `InvalidInput`.
-    pub async fn organization_by_slug(&self, slug: &str) -> Result<Option<Organization>> {
+    pub(super) async fn organization_by_slug(&self, slug: &str) -> Result<Option<Organization>> {
         let slug = Slug::parse(slug)?;
         self.inner.store.organization_by_slug(&slug).await
     }
@@ -46,10 +47,7 @@ impl Tenancy {
     ) -> Result<Organization> {
         ctx.require(Action::RenameOrganization)?;
         let name = validate_org_name(name)?;
-        let renamed = self.inner.store.rename_organization(ctx.org(), &name).await;
-        // Even on error: the rename may have landed.
-        self.inner.orgs.invalidate(&ctx.org());
-        renamed
+        self.inner.store.rename_organization(ctx.org(), &name).await
     }
 
     /// Deletes the active organization and everything in it (owner only).
@@ -57,9 +55,6 @@ impl Tenancy {
         ctx.require(Action::DeleteOrganization)?;
         let deleted = self.inner.store.delete_organization(ctx.org()).await;
         let org = ctx.org();
-        self.inner.orgs.invalidate(&org);
-        self.inner.features.invalidate(&org);
-        self.inner.limits.invalidate(&org);
         if !deleted? {
             return Err(Error::not_found(format!(
                 "organization {org} no longer exists"

@@ -12,6 +12,7 @@ use super::metering::PreparedUsage;
 use crate::error::Result;
 use crate::model::UsageEvent;
 use crate::recorder::{PreparedBatch, RecorderBuilder, UsageRecorder, UsageSink};
+use crate::store::Backend;
 use crate::store::{Principal, RecordOutcome};
 
 impl UsageRecorder {

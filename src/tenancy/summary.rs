@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::ids::{MetricKey, OrgId, UserId};
 use crate::limits::{CurrentPeriods, Period, PeriodKey, UsageLine, usage_lines};
 use crate::model::{Action, TenantContext};
+use crate::store::MeteringStore;
 use crate::store::{CounterScope, CounterValue, HistoryQuery, UsageQuery};
 
 /// The longest span a history read covers: 400 periods (a little over a

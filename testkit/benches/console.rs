@@ -154,7 +154,11 @@ async fn seed() -> Org {
         }
     }
     for chunk in events.chunks(500) {
-        tenancy.record_usage_batch(chunk.to_vec()).await.unwrap();
+        tenancy
+            .service()
+            .record_usage_batch(chunk.to_vec())
+            .await
+            .unwrap();
     }
     let verifier = TokenVerifier::hs256(SECRET).unwrap();
     Org {

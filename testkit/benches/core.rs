@@ -235,7 +235,7 @@ async fn race(atomic: bool) -> Decimal {
                     }
                     tokio::task::yield_now().await; // the "expensive call"
                     let event = UsageEvent::new(ctx.org()).user(ctx.user()).tokens(10, 0, 0);
-                    tenancy.record_usage(event).await.unwrap();
+                    tenancy.service().record_usage(event).await.unwrap();
                 }
             }
         });

@@ -218,6 +218,7 @@ async fn run_naive(
         tasks.push(tokio::spawn(async move {
             for i in (t..events).step_by(concurrency) {
                 let outcome = tenancy
+                    .service()
                     .record_usage(event(org, user, i))
                     .await
                     .expect("record_usage");
@@ -251,7 +252,11 @@ async fn run_batches(
                 let batch: Vec<UsageEvent> = (0..batch_size)
                     .map(|i| event(org, user, b * batch_size + i))
                     .collect();
-                let outcome = tenancy.record_usage_batch(batch).await.expect("batch");
+                let outcome = tenancy
+                    .service()
+                    .record_usage_batch(batch)
+                    .await
+                    .expect("batch");
                 assert_eq!(outcome.inserted, batch_size);
             }
         }));

@@ -178,7 +178,7 @@ impl OrgHistory {
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
             let batch: Vec<_> = events.by_ref().take(BATCH).collect();
-            tenancy.record_usage_batch(batch).await?;
+            tenancy.service().record_usage_batch(batch).await?;
         }
         Ok(SeededOrg {
             org,

@@ -257,6 +257,7 @@ async fn org_page(
     let operator = config.tenancy.operator(viewer.operator()?);
     let organization = config
         .tenancy
+        .service()
         .organization(org)
         .await?
         .ok_or_else(ConsoleError::not_found)?;

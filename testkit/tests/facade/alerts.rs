@@ -24,16 +24,17 @@ async fn alerts_fire_once_per_threshold() {
         s.limit(monthly("tokens", 100)).await;
         let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
 
-        s.tenancy.record_usage(tokens(79)).await.unwrap();
+        s.tenancy.service().record_usage(tokens(79)).await.unwrap();
         assert!(s.fired(LimitScope::Organization).await.is_empty());
-        s.tenancy.record_usage(tokens(1)).await.unwrap();
+        s.tenancy.service().record_usage(tokens(1)).await.unwrap();
         assert_eq!(s.fired(LimitScope::Organization).await, vec![80]);
-        other.record_usage(tokens(1)).await.unwrap();
+        other.service().record_usage(tokens(1)).await.unwrap();
         let (first, second) = (s.tenancy.clone(), other.clone());
         let (a, b) = (tokens(10), tokens(10));
-        let (a, b) = at_once(async move { first.record_usage(a).await }, async move {
-            second.record_usage(b).await
-        })
+        let (a, b) = at_once(
+            async move { first.service().record_usage(a).await },
+            async move { second.service().record_usage(b).await },
+        )
         .await;
         a.unwrap();
         b.unwrap();
@@ -58,7 +59,7 @@ async fn alerts_fire_once_per_threshold() {
 
     // A new month starts from zero, and alerts can fire again.
     s.clock.set(utc("2026-04-02T00:00:00Z"));
-    s.tenancy.record_usage(tokens(85)).await.unwrap();
+    s.tenancy.service().record_usage(tokens(85)).await.unwrap();
     s.tenancy.flush_alerts().await;
     let april: Vec<LimitAlert> = s
         .alerts
@@ -86,7 +87,7 @@ async fn alert_checks_read_org_wide_limits_once_per_batch() {
     let mut batch: Vec<UsageEvent> = (0..50).map(|_| tokens(UserId::new_v7(), 10)).collect();
     batch.push(tokens(capped, 90));
     let before = counting.snapshot_calls();
-    s.tenancy.record_usage_batch(batch).await.unwrap();
+    s.tenancy.service().record_usage_batch(batch).await.unwrap();
     s.tenancy.flush_alerts().await;
     assert_eq!(
         counting.snapshot_calls() - before,
@@ -102,7 +103,7 @@ async fn alert_checks_read_org_wide_limits_once_per_batch() {
     // 250 more from other users take the org to 84 %: its alert fires once,
     // and the capped user's do not fire again.
     let batch: Vec<UsageEvent> = (0..25).map(|_| tokens(UserId::new_v7(), 10)).collect();
-    s.tenancy.record_usage_batch(batch).await.unwrap();
+    s.tenancy.service().record_usage_batch(batch).await.unwrap();
     assert_eq!(s.fired(LimitScope::Organization).await, vec![80]);
     assert_eq!(s.fired(LimitScope::User(capped)).await, vec![80, 90]);
 }
@@ -119,10 +120,10 @@ async fn a_failed_claim_keeps_the_alerts_claimed_before_it() {
 
     // 95 of 100 crosses 80 and 90: the 80 claim lands, the 90 claim fails.
     faulty.fail_alert_claims_after(1, 1);
-    s.tenancy.record_usage(tokens(95)).await.unwrap();
+    s.tenancy.service().record_usage(tokens(95)).await.unwrap();
     assert_eq!(s.fired(LimitScope::Organization).await, vec![80]);
 
-    s.tenancy.record_usage(tokens(1)).await.unwrap();
+    s.tenancy.service().record_usage(tokens(1)).await.unwrap();
     assert_eq!(s.fired(LimitScope::Organization).await, vec![80, 90]);
 }
 
@@ -170,6 +171,7 @@ async fn failing_alert_sink_never_fails_the_write() {
     let broken = tenancy_on(&s.store, &s.clock, Arc::new(BrokenSink));
     s.limit(monthly("tokens", 10)).await;
     let outcome = broken
+        .service()
         .record_usage(UsageEvent::new(s.org).user(s.owner).tokens(20, 0, 0))
         .await
         .expect("the write succeeds");
@@ -184,7 +186,8 @@ async fn soft_limits_allow_and_alert() {
     let s = scene().await;
     let t = &s.tenancy;
     s.limit(monthly("cost_usd", 10).soft()).await;
-    t.record_usage(UsageEvent::new(s.org).cost_usd(dec(12)))
+    t.service()
+        .record_usage(UsageEvent::new(s.org).cost_usd(dec(12)))
         .await
         .unwrap();
     let d = s.check(&s.owner_ctx, "cost_usd", 5).await;

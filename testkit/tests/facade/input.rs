@@ -47,9 +47,15 @@ async fn bad_amounts_metrics_and_events_are_invalid_input() {
         Some("estimate")
     );
     let negative = UsageEvent::new(s.org).quantity(MetricKey::ADS_CREATED, dec(-1));
-    assert_eq!(field(t.record_usage(negative).await), Some("quantity"));
+    assert_eq!(
+        field(t.service().record_usage(negative).await),
+        Some("quantity")
+    );
     let overflow = UsageEvent::new(s.org).quantity(MetricKey::ADS_CREATED, huge);
-    assert_eq!(field(t.record_usage(overflow).await), Some("quantity"));
+    assert_eq!(
+        field(t.service().record_usage(overflow).await),
+        Some("quantity")
+    );
     // Nothing was half-written.
     assert!(t.usage_summary(ctx).await.unwrap().is_empty());
 }
@@ -107,7 +113,10 @@ async fn nul_characters_are_refused() {
         ),
     ];
     for (name, bad) in cases {
-        assert_eq!(field(s.tenancy.record_usage(bad).await), Some(name));
+        assert_eq!(
+            field(s.tenancy.service().record_usage(bad).await),
+            Some(name)
+        );
     }
     let config = serde_json::json!({"voices": ["ava\u{0}"]});
     assert_eq!(

@@ -18,6 +18,7 @@ async fn two_orgs() -> (Scene, Scene) {
     a.op().enable_feature(a.org, "veo_avatars").await.unwrap();
     a.limit(monthly("tokens", 100)).await;
     a.tenancy
+        .service()
         .record_usage(UsageEvent::new(a.org).user(a.owner).tokens(50, 0, 0))
         .await
         .unwrap();
@@ -60,6 +61,7 @@ async fn history_and_top_members_are_of_the_callers_org() {
     let (a, b) = two_orgs().await;
     let ty = a.member(Role::Member).await;
     a.tenancy
+        .service()
         .record_usage(UsageEvent::new(a.org).user(ty.user()).tokens(20, 0, 0))
         .await
         .unwrap();

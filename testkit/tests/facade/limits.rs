@@ -30,6 +30,7 @@ async fn tightest_limit_wins() {
 
     // Org-wide usage from others tightens the member's org-wide headroom.
     s.tenancy
+        .service()
         .record_usage(UsageEvent::new(s.org).user(s.owner).tokens(950, 0, 0))
         .await
         .unwrap();

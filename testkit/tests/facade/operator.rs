@@ -103,6 +103,7 @@ async fn the_operator_reads_an_organizations_history() {
     let s = scene().await;
     let other = scene_on(std::sync::Arc::clone(&s.store)).await;
     s.tenancy
+        .service()
         .record_usage(UsageEvent::new(s.org).user(s.owner).tokens(40, 0, 0))
         .await
         .unwrap();

@@ -13,6 +13,7 @@ async fn organizations_create_and_look_up() {
     let s = scene().await;
     let org = s
         .tenancy
+        .service()
         .organization(s.org)
         .await
         .unwrap()
@@ -21,6 +22,7 @@ async fn organizations_create_and_look_up() {
     assert_eq!(org.name, "Acme");
     let by_slug = s
         .tenancy
+        .service()
         .organization_by_slug(org.slug.as_str())
         .await
         .unwrap();
@@ -29,6 +31,7 @@ async fn organizations_create_and_look_up() {
 
     assert!(
         s.tenancy
+            .service()
             .organization(OrgId::new_v7())
             .await
             .unwrap()
@@ -36,6 +39,7 @@ async fn organizations_create_and_look_up() {
     );
     let absent = s
         .tenancy
+        .service()
         .organization_by_slug(&unique_slug("nobody"))
         .await
         .unwrap();
@@ -48,6 +52,7 @@ async fn organizations_create_and_look_up() {
     );
     let err = s
         .tenancy
+        .service()
         .organization_by_slug("Not Valid")
         .await
         .unwrap_err();
@@ -74,7 +79,13 @@ async fn organizations_rename_and_delete() {
         .unwrap();
     assert_eq!(renamed.name, "Acme Labs");
     assert_eq!(
-        s.tenancy.organization(s.org).await.unwrap().unwrap().name,
+        s.tenancy
+            .service()
+            .organization(s.org)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
         "Acme Labs"
     );
     assert_eq!(
@@ -87,7 +98,14 @@ async fn organizations_rename_and_delete() {
         ErrorKind::PermissionDenied
     );
     s.tenancy.delete_organization(&s.owner_ctx).await.unwrap();
-    assert!(s.tenancy.organization(s.org).await.unwrap().is_none());
+    assert!(
+        s.tenancy
+            .service()
+            .organization(s.org)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
         kind(s.tenancy.context(member.user(), s.org).await),
         ErrorKind::PermissionDenied

@@ -16,8 +16,8 @@ async fn daily_rollover_in_tokyo() {
             .user(s.owner)
             .quantity(MetricKey::ADS_CREATED, dec(1))
     };
-    s.tenancy.record_usage(ad()).await.unwrap();
-    s.tenancy.record_usage(ad()).await.unwrap();
+    s.tenancy.service().record_usage(ad()).await.unwrap();
+    s.tenancy.service().record_usage(ad()).await.unwrap();
     let d = s.check(&s.owner_ctx, "ads_created", 1).await;
     assert!(!d.allowed);
     assert_eq!(d.resets_at, Some(utc("2026-01-31T15:00:00Z")));
@@ -28,7 +28,7 @@ async fn daily_rollover_in_tokyo() {
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.used, dec(0));
     assert_eq!(d.resets_at, Some(utc("2026-02-01T15:00:00Z")));
-    s.tenancy.record_usage(ad()).await.unwrap();
+    s.tenancy.service().record_usage(ad()).await.unwrap();
     s.clock.set(utc("2026-02-01T15:00:00Z"));
     // New day, same month: the monthly limit (3) now leaves 2.
     let d = s.check(&s.owner_ctx, "ads_created", 2).await;
@@ -49,7 +49,7 @@ async fn monthly_rollover_in_new_york_across_dst() {
     s.limit(monthly("tokens", 100)).await;
     s.limit(daily("tokens", 80)).await;
     let tokens = |n| UsageEvent::new(s.org).user(s.owner).tokens(n, 0, 0);
-    s.tenancy.record_usage(tokens(70)).await.unwrap();
+    s.tenancy.service().record_usage(tokens(70)).await.unwrap();
     let d = s.check(&s.owner_ctx, "tokens", 40).await;
     assert!(!d.allowed);
     // October ends at midnight EDT (UTC-4).
@@ -63,7 +63,7 @@ async fn monthly_rollover_in_new_york_across_dst() {
 
     // 1 November is 25 hours long: clocks fall back at 02:00 EDT, and the
     // next day starts at midnight EST (UTC-5).
-    s.tenancy.record_usage(tokens(50)).await.unwrap();
+    s.tenancy.service().record_usage(tokens(50)).await.unwrap();
     let d = s.check(&s.owner_ctx, "tokens", 40).await;
     assert!(!d.allowed);
     assert_eq!(d.resets_at, Some(utc("2026-11-02T05:00:00Z")));

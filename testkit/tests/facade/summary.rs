@@ -15,6 +15,7 @@ async fn used_and_held() -> (Scene, TenantContext, Reservation) {
     s.limit(monthly("tokens", 1_000)).await;
     s.limit(daily("tokens", 100).for_user(member.user())).await;
     s.tenancy
+        .service()
         .record_usage(
             UsageEvent::new(s.org)
                 .user(member.user())

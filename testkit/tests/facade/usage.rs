@@ -19,10 +19,16 @@ async fn usage_is_idempotent_by_event_id() {
         .ai_call("openai", "gpt-4o", "ad_copy")
         .tokens(100, 20, 30)
         .cost_usd(Decimal::new(125, 4));
-    let first = s.tenancy.record_usage(event.clone()).await.unwrap();
+    let first = s
+        .tenancy
+        .service()
+        .record_usage(event.clone())
+        .await
+        .unwrap();
     assert_eq!((first.inserted, first.duplicates), (1, 0));
     let again = s
         .tenancy
+        .service()
         .record_usage_batch(vec![event.clone(), event.clone()])
         .await
         .unwrap();
@@ -30,6 +36,7 @@ async fn usage_is_idempotent_by_event_id() {
     let fresh = UsageEvent::new(s.org).user(s.owner).tokens(1, 0, 0);
     let mixed = s
         .tenancy
+        .service()
         .record_usage_batch(vec![fresh, event])
         .await
         .unwrap();
@@ -40,6 +47,7 @@ async fn usage_is_idempotent_by_event_id() {
     assert_eq!(
         kind(
             s.tenancy
+                .service()
                 .record_usage(UsageEvent::new(OrgId::new_v7()).tokens(1, 0, 0))
                 .await
         ),
@@ -54,6 +62,7 @@ async fn usage_counts_into_the_event_period() {
     s.limit(monthly("tokens", 1_000)).await;
     let last_month = utc("2026-02-27T12:00:00Z");
     s.tenancy
+        .service()
         .record_usage(
             UsageEvent::new(s.org)
                 .user(s.owner)
@@ -63,6 +72,7 @@ async fn usage_counts_into_the_event_period() {
         .await
         .unwrap();
     s.tenancy
+        .service()
         .record_usage(UsageEvent::new(s.org).user(s.owner).tokens(10, 0, 0))
         .await
         .unwrap();
@@ -97,7 +107,12 @@ async fn event_times_outside_the_window_are_refused() {
         now + TimeDelta::minutes(10),
     ];
     for when in refused {
-        let err = s.tenancy.record_usage(at(when)).await.unwrap_err();
+        let err = s
+            .tenancy
+            .service()
+            .record_usage(at(when))
+            .await
+            .unwrap_err();
         assert_eq!(
             (err.kind(), err.field()),
             (ErrorKind::InvalidInput, Some("occurred_at")),
@@ -107,6 +122,7 @@ async fn event_times_outside_the_window_are_refused() {
     let batch = vec![at(now), at(now + TimeDelta::minutes(10))];
     assert_eq!(
         s.tenancy
+            .service()
             .record_usage_batch(batch)
             .await
             .unwrap_err()
@@ -122,7 +138,7 @@ async fn event_times_outside_the_window_are_refused() {
     );
 
     let edges = vec![at(now - MAX_EVENT_AGE), at(now + MAX_EVENT_LEAD)];
-    let outcome = s.tenancy.record_usage_batch(edges).await.unwrap();
+    let outcome = s.tenancy.service().record_usage_batch(edges).await.unwrap();
     assert_eq!(outcome.inserted, 2);
 }
 
@@ -138,11 +154,16 @@ async fn the_event_window_moves_with_the_clock() {
             .tokens(5, 0, 0)
             .at(then)
     };
-    s.tenancy.record_usage(event()).await.unwrap();
+    s.tenancy.service().record_usage(event()).await.unwrap();
     s.clock
         .advance(std::time::Duration::from_secs(40 * 24 * 3600));
     assert_eq!(
-        s.tenancy.record_usage(event()).await.unwrap_err().field(),
+        s.tenancy
+            .service()
+            .record_usage(event())
+            .await
+            .unwrap_err()
+            .field(),
         Some("occurred_at")
     );
     s.clock.set(then);

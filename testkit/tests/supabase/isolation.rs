@@ -23,6 +23,7 @@ async fn seed_both(t: &TwoOrgs) {
         let limit = NewLimit::from_limit_type("monthly_tokens", 100.into()).unwrap();
         admin.set_limit(org, limit).await.unwrap();
         t.tenancy
+            .service()
             .record_usage(UsageEvent::new(org).tokens(5, 0, 0))
             .await
             .unwrap();

@@ -1,0 +1,395 @@
+//! [`CachingStore`]: the facade's caches as a store wrapper that
+//! invalidates in its own write methods, so no write path can forget.
+//!
+//! Reads through the capability traits pass straight through (they are
+//! fresh: the facade's compare-and-set reads need that). The facade's
+//! cached reads are the inherent methods: an organization, its features,
+//! its limits, and a confirmed membership, each kept for the configured
+//! TTL. Every write that changes one of them drops the entry — whether or
+//! not the write reports success, since a failed call may have landed — and
+//! a load that began before a drop is not cached after it (see
+//! [`TtlCache`]).
+
+mod ttl;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::features::OrgFeatures;
+use super::metering::OrgLimits;
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::ids::{FeatureKey, LimitId, OrgId, Slug, UserId};
+use crate::limits::{AlertKey, Limit, UsageSnapshot};
+use crate::model::{
+    Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
+};
+use crate::store::{
+    AlertStore, Backend, CommitOutcome, CommitRequest, CounterValue, DynStore, FeatureStore,
+    HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore, Principal,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
+    feature_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
+    org_not_found, org_store_methods, pass_through_impl,
+};
+use ttl::TtlCache;
+
+/// A membership the store confirmed, as the membership cache keeps it. The
+/// organization itself is cached by organization, so renaming one touches
+/// one entry, not every membership.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConfirmedRole {
+    pub(super) role: Role,
+    pub(super) confirmed_at: DateTime<Utc>,
+}
+
+/// The sizes and lifetimes of the caches.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CacheConfig {
+    pub(super) org_capacity: usize,
+    pub(super) org_ttl: std::time::Duration,
+    pub(super) membership_capacity: usize,
+    pub(super) membership_ttl: std::time::Duration,
+}
+
+/// The store the facade runs on: `inner` behind its caches.
+#[derive(Debug)]
+pub(super) struct CachingStore {
+    inner: Arc<DynStore>,
+    clock: Arc<dyn Clock>,
+    orgs: TtlCache<OrgId, Arc<Organization>>,
+    memberships: TtlCache<(OrgId, UserId), ConfirmedRole>,
+    features: TtlCache<OrgId, Arc<OrgFeatures>>,
+    limits: TtlCache<OrgId, Arc<OrgLimits>>,
+}
+
+impl CachingStore {
+    pub(super) fn new(inner: Arc<DynStore>, clock: Arc<dyn Clock>, config: CacheConfig) -> Self {
+        CachingStore {
+            inner,
+            clock,
+            orgs: TtlCache::new(config.org_capacity, config.org_ttl),
+            memberships: TtlCache::new(config.membership_capacity, config.membership_ttl),
+            features: TtlCache::new(config.org_capacity, config.org_ttl),
+            limits: TtlCache::new(config.org_capacity, config.org_ttl),
+        }
+    }
+
+    /// The cache clock: cheap, possibly a few milliseconds coarse.
+    fn cache_now(&self) -> i64 {
+        self.clock.coarse_unix_micros()
+    }
+
+    /// The organization, from the cache when fresh. `NotFound` if it does
+    /// not exist.
+    pub(super) async fn cached_org(&self, org: OrgId) -> Result<Arc<Organization>> {
+        let load = async {
+            let found = self.inner.organization(org).await?;
+            found.map(Arc::new).ok_or_else(|| org_not_found(org))
+        };
+        self.orgs.get_or_load(org, self.cache_now(), load).await
+    }
+
+    /// `read` applied to the organization's cached features, when fresh:
+    /// the hot path of `has_feature`, synchronous and without a clone.
+    pub(super) fn with_cached_features<R>(
+        &self,
+        org: OrgId,
+        read: impl FnOnce(&OrgFeatures) -> R,
+    ) -> Option<R> {
+        self.features
+            .with(&org, self.cache_now(), |features| read(features))
+    }
+
+    /// The organization's features, from the cache when fresh.
+    pub(super) async fn cached_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
+        let load = async {
+            let features = self.inner.features(org).await?;
+            Ok(Arc::new(OrgFeatures::new(features)))
+        };
+        self.features.get_or_load(org, self.cache_now(), load).await
+    }
+
+    /// The organization's limits, from the cache when fresh.
+    pub(super) async fn cached_limits(&self, org: OrgId) -> Result<Arc<OrgLimits>> {
+        let load = async {
+            let limits = self.inner.limits(org).await?;
+            Ok(Arc::new(OrgLimits::new(limits)))
+        };
+        self.limits.get_or_load(org, self.cache_now(), load).await
+    }
+
+    /// `user`'s role in `org` with the organization, from the membership
+    /// cache when it confirmed the membership within its TTL, else from the
+    /// store (confirmed at `now`). `None` for a non-member, or an
+    /// organization that no longer exists.
+    pub(super) async fn confirmed_membership(
+        &self,
+        org: OrgId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Arc<Organization>, ConfirmedRole)>> {
+        let cache_now = self.cache_now();
+        let key = (org, user);
+        if let Some(confirmed) = self.memberships.get(&key, cache_now) {
+            return match self.cached_org(org).await {
+                Ok(organization) => Ok(Some((organization, confirmed))),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                    self.memberships.invalidate(&key);
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let generations = (self.orgs.generation(), self.memberships.generation());
+        let Some(membership) = self.inner.membership(org, user).await? else {
+            return Ok(None);
+        };
+        let confirmed = ConfirmedRole {
+            role: membership.role,
+            confirmed_at: now,
+        };
+        let organization = Arc::new(membership.organization);
+        self.orgs
+            .insert(org, Arc::clone(&organization), cache_now, generations.0);
+        self.memberships
+            .insert(key, confirmed, cache_now, generations.1);
+        Ok(Some((organization, confirmed)))
+    }
+}
+
+impl Backend for CachingStore {
+    fn principal(&self) -> Principal {
+        self.inner.principal()
+    }
+}
+
+org_store_methods!(pass_through_impl! { $ OrgStore for CachingStore
+    [rename_organization, delete_organization] {
+    async fn rename_organization(&self, id: OrgId, name: &str) -> Result<Organization> {
+        let renamed = self.inner.rename_organization(id, name).await;
+        self.orgs.invalidate(&id);
+        renamed
+    }
+
+    async fn delete_organization(&self, id: OrgId) -> Result<bool> {
+        let deleted = self.inner.delete_organization(id).await;
+        // Memberships of a deleted organization are dropped when next read:
+        // their organization is gone.
+        self.orgs.invalidate(&id);
+        self.features.invalidate(&id);
+        self.limits.invalidate(&id);
+        deleted
+    }
+} });
+
+member_store_methods!(pass_through_impl! { $ MemberStore for CachingStore
+    [set_member_role, remove_member] {
+    async fn set_member_role(
+        &self,
+        org: OrgId,
+        user: UserId,
+        expected: Role,
+        role: Role,
+    ) -> Result<Membership> {
+        let changed = self.inner.set_member_role(org, user, expected, role).await;
+        self.memberships.invalidate(&(org, user));
+        changed
+    }
+
+    async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
+        let removed = self.inner.remove_member(org, user, expected).await;
+        self.memberships.invalidate(&(org, user));
+        removed
+    }
+} });
+
+feature_store_methods!(pass_through_impl! { $ FeatureStore for CachingStore
+    [update_feature, delete_feature] {
+    async fn update_feature(
+        &self,
+        org: OrgId,
+        key: &FeatureKey,
+        change: &FeatureChange,
+        now: DateTime<Utc>,
+    ) -> Result<Feature> {
+        let stored = self.inner.update_feature(org, key, change, now).await;
+        self.features.invalidate(&org);
+        stored
+    }
+
+    async fn delete_feature(&self, org: OrgId, key: &FeatureKey) -> Result<bool> {
+        let deleted = self.inner.delete_feature(org, key).await;
+        self.features.invalidate(&org);
+        deleted
+    }
+} });
+
+limit_store_methods!(pass_through_impl! { $ LimitStore for CachingStore
+    [put_limit, delete_limit] {
+    async fn put_limit(&self, limit: &Limit) -> Result<Limit> {
+        let stored = self.inner.put_limit(limit).await;
+        self.limits.invalidate(&limit.org);
+        stored
+    }
+
+    async fn delete_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
+        let deleted = self.inner.delete_limit(org, id).await;
+        self.limits.invalidate(&org);
+        deleted
+    }
+} });
+
+metering_store_methods!(pass_through_impl! { $ MeteringStore for CachingStore [] {} });
+alert_store_methods!(pass_through_impl! { $ AlertStore for CachingStore [] {} });
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::memory::MemoryStore;
+    use crate::model::FeatureChange;
+
+    fn cached(inner: Arc<MemoryStore>) -> CachingStore {
+        let config = CacheConfig {
+            org_capacity: 100,
+            org_ttl: Duration::from_secs(3600),
+            membership_capacity: 100,
+            membership_ttl: Duration::from_secs(3600),
+        };
+        CachingStore::new(inner, Arc::new(FakeClock::default()), config)
+    }
+
+    /// Every write through the wrapper drops what it changed, so the next
+    /// cached read sees it; a write behind the wrapper's back stays hidden
+    /// for the TTL (what the wrapper is for).
+    #[tokio::test]
+    async fn its_own_writes_invalidate_what_they_change() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = cached(Arc::clone(&inner));
+        let (owner, member) = (UserId::new_v7(), UserId::new_v7());
+        let org = Organization {
+            id: OrgId::new_v7(),
+            name: "Acme".into(),
+            slug: Slug::parse("acme").unwrap(),
+            owner_user_id: Some(owner),
+            timezone: chrono_tz::Tz::UTC,
+            created_at: chrono::Utc::now(),
+        };
+        store.create_organization(&org).await.unwrap();
+        let now = org.created_at;
+        let key = FeatureKey::from_static("exports");
+        let on = FeatureChange::enabled(true);
+
+        // Cache everything once.
+        assert_eq!(store.cached_org(org.id).await.unwrap().name, "Acme");
+        assert!(
+            store
+                .cached_features(org.id)
+                .await
+                .unwrap()
+                .get("exports")
+                .is_none()
+        );
+        assert!(store.cached_limits(org.id).await.unwrap().is_empty());
+        inner
+            .add_member(&Membership {
+                user_id: member,
+                organization_id: org.id,
+                role: Role::Member,
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        let (_, confirmed) = store
+            .confirmed_membership(org.id, member, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(confirmed.role, Role::Member);
+
+        // Behind the wrapper's back: hidden for the TTL.
+        inner.update_feature(org.id, &key, &on, now).await.unwrap();
+        assert!(
+            store
+                .with_cached_features(org.id, |f| f.get("exports").is_none())
+                .unwrap()
+        );
+
+        // Through the wrapper: seen at once.
+        store.update_feature(org.id, &key, &on, now).await.unwrap();
+        assert_eq!(
+            store.with_cached_features(org.id, |f| f.get("exports").is_some()),
+            None
+        );
+        assert!(
+            store
+                .cached_features(org.id)
+                .await
+                .unwrap()
+                .get("exports")
+                .is_some()
+        );
+        store.delete_feature(org.id, &key).await.unwrap();
+        assert!(
+            store
+                .cached_features(org.id)
+                .await
+                .unwrap()
+                .get("exports")
+                .is_none()
+        );
+
+        let limit = crate::limits::Limit {
+            id: LimitId::new_v7(),
+            org: org.id,
+            scope: crate::limits::LimitScope::Organization,
+            metric: crate::ids::MetricKey::TOKENS,
+            period: crate::limits::Period::Monthly,
+            value: 10.into(),
+            mode: crate::limits::LimitMode::Hard,
+            created_at: now,
+        };
+        store.put_limit(&limit).await.unwrap();
+        assert!(!store.cached_limits(org.id).await.unwrap().is_empty());
+        store.delete_limit(org.id, limit.id).await.unwrap();
+        assert!(store.cached_limits(org.id).await.unwrap().is_empty());
+
+        store
+            .rename_organization(org.id, "Acme Labs")
+            .await
+            .unwrap();
+        assert_eq!(store.cached_org(org.id).await.unwrap().name, "Acme Labs");
+
+        store
+            .set_member_role(org.id, member, Role::Member, Role::Admin)
+            .await
+            .unwrap();
+        let (_, confirmed) = store
+            .confirmed_membership(org.id, member, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(confirmed.role, Role::Admin);
+        store
+            .remove_member(org.id, member, Role::Admin)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .confirmed_membership(org.id, member, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        store.delete_organization(org.id).await.unwrap();
+        assert_eq!(
+            store.cached_org(org.id).await.unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
+    }
+}
