@@ -12,15 +12,17 @@ const EXCERPT_BYTES: usize = 300;
 /// it: the SQLSTATE, the constraint when the database named one, and
 /// PostgreSQL's message, detail and hint.
 ///
-/// The [`source`](std::error::Error::source) of an error that
-/// [`PgStore`](crate::postgres::PgStore) returns for a database error:
+/// In the [`source`](std::error::Error::source) chain of every error a
+/// database raised, through either transport: the source of a
+/// [`PgStore`](crate::postgres::PgStore) error, and the source of the
+/// [`ApiError`](crate::supabase::ApiError) of a
+/// [`SupabaseStore`](crate::supabase::SupabaseStore) one (PostgREST does
+/// not name the constraint). [`SqlError::find`] walks the chain:
 ///
 /// ```
 /// use tenancy::sql::SqlError;
 /// # fn code_of(err: &tenancy::Error) -> Option<&str> {
-/// std::error::Error::source(err)
-///     .and_then(|s| s.downcast_ref::<SqlError>())
-///     .map(|sql| sql.code())
+/// SqlError::find(err).map(|sql| sql.code())
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,19 @@ impl SqlError {
         self.detail = detail;
         self.hint = hint;
         self
+    }
+
+    /// The first `SqlError` in `error`'s source chain, whichever transport
+    /// carried it.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a SqlError> {
+        let mut next = error.source();
+        while let Some(cause) = next {
+            if let Some(sql) = cause.downcast_ref::<SqlError>() {
+                return Some(sql);
+            }
+            next = cause.source();
+        }
+        None
     }
 
     /// The SQLSTATE, such as `23505`.

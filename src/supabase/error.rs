@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind};
+use crate::sql::SqlError;
 
 /// How many bytes of an unexpected body an error keeps.
 const EXCERPT_BYTES: usize = 300;
@@ -28,6 +29,9 @@ const EXCERPT_BYTES: usize = 300;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The database error, when `code` is a SQLSTATE rather than one of
+    /// PostgREST's own `PGRST…` codes: the backend-neutral source.
+    sql: Option<SqlError>,
     status: u16,
     code: Option<String>,
     message: String,
@@ -90,7 +94,15 @@ impl fmt::Display for ApiError {
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiError {
+    /// The [`SqlError`] when the database raised the error (a SQLSTATE
+    /// code), as [`PgStore`](crate::postgres::PgStore)'s errors carry it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.sql
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// PostgREST's error body.
 #[derive(Debug, Deserialize)]
@@ -209,9 +221,18 @@ pub(crate) fn from_status(status: StatusCode, body: &[u8], what: &str) -> Failur
                 .as_deref()
                 .and_then(kind_of_code)
                 .unwrap_or_else(|| kind_of_status(status));
+            let message = b.message.unwrap_or_default();
+            let sql = b
+                .code
+                .as_deref()
+                .filter(|c| !c.starts_with("PGRST"))
+                .map(|c| {
+                    SqlError::new(c, message.clone()).with_detail(b.details.clone(), b.hint.clone())
+                });
             let api = ApiError {
+                sql,
                 status: status.as_u16(),
-                message: b.message.unwrap_or_default(),
+                message,
                 code: b.code,
                 details: b.details,
                 hint: b.hint,
@@ -229,6 +250,7 @@ pub(crate) fn from_status(status: StatusCode, body: &[u8], what: &str) -> Failur
                 _ => ErrorKind::Unexpected,
             };
             let api = ApiError {
+                sql: None,
                 status: status.as_u16(),
                 code: None,
                 message: "the response is not a PostgREST error".to_owned(),
@@ -271,6 +293,7 @@ pub(crate) fn unexpected_body(
     source: serde_json::Error,
 ) -> Error {
     let api = ApiError {
+        sql: None,
         status: status.as_u16(),
         code: None,
         message: format!("unexpected response body ({source})"),

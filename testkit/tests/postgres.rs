@@ -397,3 +397,27 @@ async fn user_transactions_see_only_their_organizations_rows() {
     let refused = service.user_transaction(async |_| Ok(())).await;
     assert_eq!(refused.unwrap_err().kind(), ErrorKind::PermissionDenied);
 }
+
+/// A database error keeps its SQLSTATE, constraint and message in a
+/// `SqlError` source, and prints the cause once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_errors_carry_their_sqlstate_and_constraint() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let service = service(cluster);
+    let db = cluster.superuser().await;
+    let owner = UserId::from(pg::create_user(&db).await);
+    let org = new_org(&service, owner).await;
+    let again = Organization {
+        id: tenancy::OrgId::new_v7(),
+        ..org.clone()
+    };
+    let err = service.create_organization(&again).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert!(!err.is_retryable());
+    let sql = tenancy::sql::SqlError::find(&err).expect("a SqlError in the chain");
+    assert_eq!(sql.code(), "23505");
+    assert_eq!(sql.constraint(), Some("organizations_slug_key"));
+    assert_eq!(err.to_string().matches("duplicate key").count(), 1, "{err}");
+}

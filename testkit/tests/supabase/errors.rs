@@ -60,6 +60,12 @@ async fn unique_violation_and_unknown_rpc_are_mapped() {
     let err = t.service.create_organization(&again).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     assert_eq!(api(&err).code(), Some("23505"));
+    // The backend-neutral cause, as PgStore's errors carry it.
+    let sql = tenancy::sql::SqlError::find(&err).expect("a SqlError in the chain");
+    assert_eq!(sql.code(), "23505");
+    assert!(sql.message().contains("duplicate key"), "{sql}");
+    // Said once: the message names the operation, the source the cause.
+    assert_eq!(err.to_string().matches("duplicate key").count(), 1, "{err}");
     // An existing member added again.
     let err = t
         .service
