@@ -350,3 +350,83 @@ pub(crate) struct ClaimAlertArgs<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) user_id: Option<UserId>,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The examples in `migrations/examples/` whose Rust side is a row type
+    //! of this module (the store types' own are checked in `store::types`),
+    //! and that every example is checked somewhere.
+
+    use super::*;
+
+    fn reads<T: serde::de::DeserializeOwned>(name: &str, example: &str) -> T {
+        serde_json::from_str(example).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn row_examples_read_into_their_types() {
+        let memberships: Vec<OrgMembershipRow> = reads(
+            "tenancy_memberships",
+            include_str!("../../migrations/examples/tenancy_memberships.json"),
+        );
+        assert!(!memberships.is_empty());
+        for (name, example) in [
+            (
+                "tenancy_delete_organization",
+                include_str!("../../migrations/examples/tenancy_delete_organization.json"),
+            ),
+            (
+                "tenancy_delete_feature",
+                include_str!("../../migrations/examples/tenancy_delete_feature.json"),
+            ),
+            (
+                "tenancy_delete_limit",
+                include_str!("../../migrations/examples/tenancy_delete_limit.json"),
+            ),
+        ] {
+            let _: Deleted = reads(name, example);
+        }
+        let _: Released = reads(
+            "tenancy_release_reservation",
+            include_str!("../../migrations/examples/tenancy_release_reservation.json"),
+        );
+        let _: Claimed = reads(
+            "tenancy_claim_alert",
+            include_str!("../../migrations/examples/tenancy_claim_alert.json"),
+        );
+        let removed: serde_json::Value = reads(
+            "tenancy_remove_member",
+            include_str!("../../migrations/examples/tenancy_remove_member.json"),
+        );
+        assert_eq!(removed, serde_json::json!({"removed": true}));
+        let version: serde_json::Value = reads(
+            "tenancy_schema_version",
+            include_str!("../../migrations/examples/tenancy_schema_version.json"),
+        );
+        assert_eq!(
+            version["version"],
+            serde_json::json!(crate::migrations::SCHEMA_VERSION)
+        );
+    }
+
+    /// Every example is read by a test: here or in `store::types`.
+    #[test]
+    fn every_example_is_checked() {
+        let checked = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/sql/args.rs"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/types.rs"),
+        ]
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .concat();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/examples");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".json") {
+                assert!(
+                    checked.contains(&format!("examples/{name}")),
+                    "{name} is not checked by any test"
+                );
+            }
+        }
+    }
+}

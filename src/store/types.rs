@@ -185,7 +185,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::limits::UsageSnapshot;
+    use crate::limits::{Limit, UsageSnapshot};
+    use crate::model::{Feature, Membership, Organization};
 
     /// Keys the SQL sends that no Rust type reads: `limit_type` is the
     /// plan's column, kept beside the metric and period it names.
@@ -253,6 +254,38 @@ mod tests {
         round_trips::<Vec<CounterValue>>(
             "tenancy_usage_history",
             include_str!("../../migrations/examples/tenancy_usage_history.json"),
+        );
+        round_trips::<Vec<Organization>>(
+            "tenancy_organization",
+            include_str!("../../migrations/examples/tenancy_organization.json"),
+        );
+        round_trips::<Vec<Organization>>(
+            "tenancy_organization_by_slug",
+            include_str!("../../migrations/examples/tenancy_organization_by_slug.json"),
+        );
+        round_trips::<Organization>(
+            "tenancy_rename_organization",
+            include_str!("../../migrations/examples/tenancy_rename_organization.json"),
+        );
+        round_trips::<Vec<Membership>>(
+            "tenancy_members",
+            include_str!("../../migrations/examples/tenancy_members.json"),
+        );
+        round_trips::<Membership>(
+            "tenancy_add_member",
+            include_str!("../../migrations/examples/tenancy_add_member.json"),
+        );
+        round_trips::<Membership>(
+            "tenancy_set_member_role",
+            include_str!("../../migrations/examples/tenancy_set_member_role.json"),
+        );
+        round_trips::<Vec<Feature>>(
+            "tenancy_features",
+            include_str!("../../migrations/examples/tenancy_features.json"),
+        );
+        round_trips::<Vec<Limit>>(
+            "tenancy_limits",
+            include_str!("../../migrations/examples/tenancy_limits.json"),
         );
     }
 
