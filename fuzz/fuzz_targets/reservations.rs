@@ -550,13 +550,9 @@ impl Model<'_> {
                     monthly: key,
                 },
             };
-            let query = UsageQuery {
-                org: self.org.id,
-                user: Some(self.ctx.user()),
-                metric: Some(self.limit.metric.clone()),
-                periods,
-                now,
-            };
+            let query = UsageQuery::new(self.org.id, periods, now)
+                .with_user(Some(self.ctx.user()))
+                .with_metric(Some(self.limit.metric.clone()));
             let snapshot = self.world.store.usage_snapshot(&query).await;
             let snapshot = snapshot.unwrap_or_else(|e| panic!("usage_snapshot: {e:?}"));
             let [usage] = snapshot.limits.as_slice() else {
@@ -592,14 +588,14 @@ impl Model<'_> {
         // Every counter of the metric, both kinds: nothing lost, nothing
         // doubled, each commit in the periods of its hold.
         for period in [Period::Daily, Period::Monthly] {
-            let query = HistoryQuery {
-                org: self.org.id,
-                scope: CounterScope::Organization,
-                metric: Some(self.limit.metric.clone()),
+            let query = HistoryQuery::new(
+                self.org.id,
+                CounterScope::Organization,
                 period,
-                from: NaiveDate::MIN,
-                to: NaiveDate::MAX,
-            };
+                NaiveDate::MIN,
+                NaiveDate::MAX,
+            )
+            .with_metric(Some(self.limit.metric.clone()));
             let history = self.world.store.usage_history(&query).await;
             let history = history.unwrap_or_else(|e| panic!("usage_history: {e:?}"));
             let stored: BTreeMap<PeriodKey, Decimal> = history

@@ -366,13 +366,7 @@ async fn assert_counted(
     expected: &Counters,
     after: &str,
 ) {
-    let query = UsageQuery {
-        org: org.id,
-        user,
-        metric: None,
-        periods,
-        now: world.clock.now(),
-    };
+    let query = UsageQuery::new(org.id, periods, world.clock.now()).with_user(user);
     let snapshot = world
         .store
         .usage_snapshot(&query)
@@ -467,7 +461,11 @@ async fn run(world: &World, input: Input) {
     // The direct path.
     let mut expected = Counters::new();
     let direct_event = with_id(&event);
-    let direct = world.tenancy.service().record_usage(direct_event.clone()).await;
+    let direct = world
+        .tenancy
+        .service()
+        .record_usage(direct_event.clone())
+        .await;
     let direct = accepted("Tenancy::record_usage", direct);
     if let Some(outcome) = direct {
         assert!(

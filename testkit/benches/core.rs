@@ -156,13 +156,13 @@ fn limits(c: &mut Criterion) {
     // store's read alone, and the ratio is what the facade adds (the key
     // and amount checks, the clock, the periods, the decision).
     let now = Utc::now();
-    let query = UsageQuery {
-        org: s.ctx.org(),
-        user: Some(s.ctx.user()),
-        metric: Some(MetricKey::parse("tokens").unwrap()),
-        periods: CurrentPeriods::at(now, s.ctx.organization().timezone),
+    let query = UsageQuery::new(
+        s.ctx.org(),
+        CurrentPeriods::at(now, s.ctx.organization().timezone),
         now,
-    };
+    )
+    .with_user(Some(s.ctx.user()))
+    .with_metric(Some(MetricKey::parse("tokens").unwrap()));
     let snapshot = rt.block_on(s.store.usage_snapshot(&query)).unwrap();
     assert_eq!(snapshot.limits.len(), 3, "{snapshot:#?}");
     assert!(

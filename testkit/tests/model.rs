@@ -526,13 +526,9 @@ impl Run {
             monthly: previous(current.monthly),
         };
         for periods in [current, before] {
-            let query = UsageQuery {
-                org: self.world.org,
-                user: Some(self.world.users[1].user()),
-                metric: Some(self.world.metric.clone()),
-                periods,
-                now,
-            };
+            let query = UsageQuery::new(self.world.org, periods, now)
+                .with_user(Some(self.world.users[1].user()))
+                .with_metric(Some(self.world.metric.clone()));
             let snapshot = self.world.store.usage_snapshot(&query).await;
             let snapshot =
                 snapshot.map_err(|e| self.failure(step, &format!("usage_snapshot: {e}")))?;
@@ -587,14 +583,14 @@ impl Run {
                 &[CounterScope::Organization]
             };
             for &scope in scopes {
-                let query = HistoryQuery {
-                    org: self.world.org,
+                let query = HistoryQuery::new(
+                    self.world.org,
                     scope,
-                    metric: Some(self.world.metric.clone()),
                     period,
-                    from: NaiveDate::MIN,
-                    to: NaiveDate::MAX,
-                };
+                    NaiveDate::MIN,
+                    NaiveDate::MAX,
+                )
+                .with_metric(Some(self.world.metric.clone()));
                 let history = self.world.store.usage_history(&query).await;
                 let history =
                     history.map_err(|e| self.failure(step, &format!("usage_history: {e}")))?;

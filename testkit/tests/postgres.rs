@@ -315,13 +315,11 @@ async fn a_baseline_database_with_data_upgrades() {
     let periods =
         tenancy::CurrentPeriods::at("2026-03-04T12:00:00Z".parse().unwrap(), chrono_tz::Tz::UTC);
     let snapshot = store
-        .usage_snapshot(&tenancy::store::UsageQuery {
+        .usage_snapshot(&tenancy::store::UsageQuery::new(
             org,
-            user: None,
-            metric: None,
             periods,
-            now: "2026-03-04T12:00:00Z".parse().unwrap(),
-        })
+            "2026-03-04T12:00:00Z".parse().unwrap(),
+        ))
         .await
         .unwrap();
     assert_eq!(snapshot.limits[0].used, rust_decimal::Decimal::from(250));

@@ -267,17 +267,14 @@ async fn retries_idempotent_calls_until_the_server_answers() {
     // A non-idempotent call (reserve) is not retried after a 503.
     hits.store(0, std::sync::atomic::Ordering::SeqCst);
     let now = chrono::Utc::now();
-    let request = tenancy::store::ReserveRequest {
-        id: tenancy::ReservationId::new_v7(),
-        org: tenancy::OrgId::new_v7(),
-        user: tenancy::UserId::new_v7(),
-        metric: tenancy::MetricKey::TOKENS,
-        amount: rust_decimal::Decimal::TEN,
-        periods: tenancy::CurrentPeriods::at(now, chrono_tz::UTC),
+    let request = tenancy::store::ReserveRequest::new(
+        tenancy::OrgId::new_v7(),
+        tenancy::UserId::new_v7(),
+        tenancy::MetricKey::TOKENS,
+        rust_decimal::Decimal::TEN,
+        tenancy::CurrentPeriods::at(now, chrono_tz::UTC),
         now,
-        expires_at: now + chrono::TimeDelta::minutes(5),
-        purge_before: now - chrono::TimeDelta::days(7),
-    };
+    );
     let err = store.reserve(&request).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
