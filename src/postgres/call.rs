@@ -62,16 +62,39 @@ impl Failure {
     }
 }
 
+/// The error for a connection the pool could not hand out. Nothing was
+/// sent. A refusal by the server at login (a wrong password, an unknown
+/// database) maps by its SQLSTATE and is permanent; anything else (refused,
+/// timed out, the server restarting) is temporary.
 fn from_pool(err: PoolError, what: &str) -> Failure {
-    let error = Error::new(
-        ErrorKind::Unavailable,
-        format!("{what}: cannot get a database connection"),
-    )
-    .with_source(err);
+    let what = format!("{what}: cannot get a database connection");
+    if let PoolError::Backend(backend) = &err
+        && let Some(db) = backend.as_db_error()
+    {
+        let sql = SqlError::new(db.code().code(), db.message());
+        let kind = sql.kind();
+        let temporary = matches!(kind, ErrorKind::Unavailable | ErrorKind::Conflict);
+        return Failure {
+            error: Error::new(kind, what).with_source(sql),
+            nothing_landed: true,
+            temporary,
+        };
+    }
+    Failure {
+        error: Error::new(ErrorKind::Unavailable, what).with_source(err),
+        nothing_landed: true,
+        temporary: true,
+    }
+}
+
+/// A failure before anything was sent for the call itself (reading the
+/// crate's functions): temporary when the database was unreachable.
+fn before_sending(error: Error) -> Failure {
+    let temporary = error.kind() == ErrorKind::Unavailable;
     Failure {
         error,
         nothing_landed: true,
-        temporary: true,
+        temporary,
     }
 }
 
@@ -199,16 +222,35 @@ impl PgStore {
         Ok(sql)
     }
 
-    /// One attempt: a connection, the claims in user mode, the statement.
-    async fn attempt(&self, sql: &str, args: &str, what: &str) -> Result<Vec<u8>, Failure> {
-        let mut client = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| from_pool(e, what))?;
+    /// One attempt, within the call timeout: the statement (built on first
+    /// use), a connection, the claims in user mode, the statement's answer.
+    async fn attempt(&self, call: &SqlCall<'_>) -> Result<Vec<u8>, Failure> {
+        let what = call.what;
         let timeout = self.inner.call_timeout;
-        match tokio::time::timeout(timeout, self.run(&mut client, sql, args, what)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = |nothing_landed| Failure {
+            error: Error::new(
+                ErrorKind::Unavailable,
+                format!("{what}: no answer within {}", DurationText(timeout)),
+            ),
+            nothing_landed,
+            temporary: true,
+        };
+        let prepare = async {
+            let sql = self.statement(call).await.map_err(before_sending)?;
+            let client = self
+                .inner
+                .pool
+                .get()
+                .await
+                .map_err(|e| from_pool(e, what))?;
+            Ok::<_, Failure>((sql, client))
+        };
+        let (sql, mut client) = tokio::time::timeout_at(deadline, prepare)
+            .await
+            .map_err(|_| timed_out(true))??;
+        match tokio::time::timeout_at(deadline, self.run(&mut client, &sql, &call.args, what)).await
+        {
             Ok(result) => result,
             Err(_) => {
                 // Cancel the statement and drop the connection: its state is
@@ -216,14 +258,7 @@ impl PgStore {
                 let cancel = client.cancel_token();
                 let _ = Object::take(client);
                 let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
-                Err(Failure {
-                    error: Error::new(
-                        ErrorKind::Unavailable,
-                        format!("{what}: no answer within {}", DurationText(timeout)),
-                    ),
-                    nothing_landed: false,
-                    temporary: true,
-                })
+                Err(timed_out(false))
             }
         }
     }
@@ -343,14 +378,13 @@ impl std::fmt::Display for DurationText {
 #[async_trait]
 impl SqlTransport for PgStore {
     async fn call(&self, call: SqlCall<'_>) -> Result<Vec<u8>> {
-        let sql = self.statement(&call).await?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(20))
             .with_max_delay(Duration::from_secs(1))
             .with_max_times(self.inner.max_retries)
             .with_jitter();
         let idempotent = call.idempotent;
-        (|| self.attempt(&sql, &call.args, call.what))
+        (|| self.attempt(&call))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|f: &Failure| f.retryable(idempotent))

@@ -14,8 +14,8 @@ pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_SUPABASE_DB_URL: &str = "SUPABASE_DB_URL";
 /// Connections in the pool unless set.
 pub const DEFAULT_POOL_SIZE: usize = 16;
-/// How long one call may take, waiting for a connection included, unless
-/// set.
+/// How long one attempt of a call may take, waiting for a connection
+/// included, unless set.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds a [`PgStore`]. Every setting is checked by [`build`](Self::build).
@@ -80,17 +80,23 @@ impl PgStoreBuilder {
         self
     }
 
-    /// How long one call may take, waiting for a connection included
-    /// (default [`DEFAULT_CALL_TIMEOUT`]); more than zero. A call past it
-    /// fails with `Unavailable`, its statement is cancelled and its
-    /// connection discarded.
+    /// How long one attempt of a call may take, waiting for a connection
+    /// included (default [`DEFAULT_CALL_TIMEOUT`]); more than zero. An
+    /// attempt past it is abandoned: its statement is cancelled and its
+    /// connection discarded; the call is then retried where that is safe
+    /// (see [`max_retries`](Self::max_retries)), else fails with
+    /// `Unavailable`. A call can so take up to `max_retries + 1` attempts
+    /// plus the backoff between them.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = Some(timeout);
         self
     }
 
     /// How many times a failed call is repeated where that is safe
-    /// (default 3).
+    /// (default 3): always when nothing was sent (a refused connection) or
+    /// nothing landed (a serialization failure or deadlock); after a
+    /// dropped connection or a timeout only for calls that are idempotent
+    /// (recording, committing, reads). Backoff from 20 ms to 1 s.
     pub fn max_retries(mut self, retries: usize) -> Self {
         self.max_retries = Some(retries);
         self

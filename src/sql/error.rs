@@ -3,9 +3,10 @@
 
 use std::fmt;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::ErrorKind;
 
 /// How many bytes of an unexpected result an error keeps.
+#[cfg(feature = "postgres")]
 const EXCERPT_BYTES: usize = 300;
 
 /// A database error as the SQL store saw it, whichever transport carried
@@ -135,7 +136,10 @@ pub(crate) fn kind_of_sqlstate(code: &str) -> Option<ErrorKind> {
         "23502" | "23514" => InvalidInput,
         c if c.starts_with("22") => InvalidInput,
         // An unknown function, table or column: the migrations are missing.
-        "42883" | "42P01" | "42703" => Config,
+        // An unknown database: the connection URL is wrong.
+        "42883" | "42P01" | "42703" | "3D000" => Config,
+        // A login the server refused: a wrong password or role.
+        "28P01" | "28000" => Unauthenticated,
         // Cannot reach or use the database: connection exceptions,
         // insufficient resources, operator intervention (a restart, a
         // terminated backend).
@@ -150,6 +154,7 @@ pub(crate) fn kind_of_sqlstate(code: &str) -> Option<ErrorKind> {
 
 /// The hint a message gets for a code that means the schema is not what
 /// the crate expects.
+#[cfg(feature = "postgres")]
 pub(crate) fn schema_hint(code: &str) -> Option<&'static str> {
     matches!(code, "42883" | "42P01" | "42703" | "PGRST202").then_some(
         "the function or table is missing: apply the crate's migrations to the database \
@@ -159,19 +164,20 @@ pub(crate) fn schema_hint(code: &str) -> Option<&'static str> {
 
 /// The error for a result that does not decode into what the function
 /// promises.
+#[cfg(feature = "postgres")]
 pub(crate) fn unexpected_result(
     function: &str,
     what: &str,
     body: &[u8],
     source: serde_json::Error,
-) -> Error {
+) -> crate::error::Error {
     let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_BYTES)]);
     let more = if body.len() > EXCERPT_BYTES {
         "…"
     } else {
         ""
     };
-    Error::unexpected(format!(
+    crate::error::Error::unexpected(format!(
         "{what}: {function} returned an unexpected result: {text}{more}"
     ))
     .with_source(source)
@@ -192,6 +198,8 @@ mod tests {
             ("23514", Some(InvalidInput)),
             ("22023", Some(InvalidInput)),
             ("42883", Some(Config)),
+            ("3D000", Some(Config)),
+            ("28P01", Some(Unauthenticated)),
             ("08006", Some(Unavailable)),
             ("57P01", Some(Unavailable)),
             ("53300", Some(Unavailable)),

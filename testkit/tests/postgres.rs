@@ -419,3 +419,43 @@ async fn database_errors_carry_their_sqlstate_and_constraint() {
     assert_eq!(sql.constraint(), Some("organizations_slug_key"));
     assert_eq!(err.to_string().matches("duplicate key").count(), 1, "{err}");
 }
+
+/// A login the server refuses is permanent and says why; a server that is
+/// not there is temporary, and even a store's first call is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failures_map_by_cause() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let org = tenancy::OrgId::new_v7();
+    let wrong_password = PgStore::connect(&format!(
+        "host=127.0.0.1 port={} user=postgres password=wrong dbname={}",
+        cluster.port(),
+        pg::DATABASE
+    ))
+    .unwrap();
+    let err = wrong_password.organization(org).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(tenancy::sql::SqlError::find(&err).unwrap().code(), "28P01");
+
+    let no_database = PgStore::connect(&cluster.url("no_such_database")).unwrap();
+    let err = no_database.organization(org).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+
+    let nobody_home = PgStore::builder()
+        .url("host=127.0.0.1 port=1 user=postgres dbname=tenancy")
+        .max_retries(2)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = nobody_home.organization(org).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(20),
+        "retried with backoff before giving up: {:?}",
+        started.elapsed()
+    );
+}
