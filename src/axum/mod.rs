@@ -34,6 +34,7 @@ mod token;
 pub use extract::{
     FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource, Tenant, TenantAuth,
 };
+#[cfg(feature = "console")]
 pub(crate) use extract::{bearer_token, cookie_value};
 pub use rejection::TenantRejection;
 pub use token::{Claims, MIN_HS256_SECRET_BYTES, TokenVerifier, TokenVerifierBuilder};

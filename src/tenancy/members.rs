@@ -125,12 +125,10 @@ impl Tenancy {
             after: Some(role),
         };
         ctx.require_member_change(user, change)?;
-        let changed = self
-            .inner
+        self.inner
             .store
             .set_member_role(ctx.org(), user, current, role)
-            .await;
-        changed
+            .await
     }
 
     /// Removes `user` from the active organization. Their next
@@ -142,12 +140,10 @@ impl Tenancy {
             after: None,
         };
         ctx.require_member_change(user, change)?;
-        let removed = self
-            .inner
+        self.inner
             .store
             .remove_member(ctx.org(), user, current)
-            .await;
-        removed
+            .await
     }
 
     /// Leaves the active organization. The last owner cannot leave.
