@@ -4,6 +4,8 @@
 //! - [`pg`]: a private PostgreSQL cluster with the Supabase-like bootstrap
 //!   and the migrations applied;
 //! - [`postgrest`]: the PostgREST stand-in in front of it;
+//! - [`pgbouncer`]: PgBouncer in transaction mode in front of it, as
+//!   Supabase's pooler is;
 //! - [`fault_proxy`]: an HTTP proxy that injects the faults a real server
 //!   will not produce on demand.
 //!
@@ -14,6 +16,7 @@
 pub mod browser;
 pub mod fault_proxy;
 pub mod pg;
+pub mod pgbouncer;
 pub mod postgrest;
 pub mod seed;
 

@@ -296,33 +296,66 @@ impl Cluster {
         let mut last_error = String::new();
         for _ in 0..3 {
             self.port = free_port();
-            let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                self.port,
-                self.root().display()
-            );
-            let out = self
-                .tool("pg_ctl")
-                .arg("-D")
-                .arg(self.data_dir())
-                .arg("-l")
-                .arg(self.root().join("postgres.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run pg_ctl start");
-            if out.status.success() {
-                return;
+            match self.pg_ctl_start() {
+                Ok(()) => return,
+                Err(e) => last_error = e,
             }
-            last_error = format!(
-                "{}{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                fs::read_to_string(self.root().join("postgres.log")).unwrap_or_default()
-            );
         }
         panic!("pg_ctl start failed three times:\n{last_error}");
+    }
+
+    /// `pg_ctl start` on [`Self::port`], waiting until it accepts
+    /// connections; the output and the server log when it fails.
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.root().display()
+        );
+        let out = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.root().join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl start");
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(self.root().join("postgres.log")).unwrap_or_default()
+        ))
+    }
+
+    /// Stops the server as a planned restart does (`pg_ctl stop -m fast`:
+    /// open sessions are terminated, transactions in flight roll back),
+    /// keeping its files and port, for fault tests. Start it again with
+    /// [`start_server_again`](Self::start_server_again). Not for
+    /// [`Cluster::shared`], which other tests use at the same time.
+    pub fn stop_server(&self) {
+        run(
+            self.tool("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-m", "fast", "-w", "-t", "60", "stop"]),
+            "pg_ctl stop",
+        );
+    }
+
+    /// Starts the server that [`stop_server`](Self::stop_server) stopped,
+    /// on the same port (clients and poolers keep their connection
+    /// strings), and waits until it accepts connections.
+    pub fn start_server_again(&self) {
+        if let Err(e) = self.pg_ctl_start() {
+            panic!("pg_ctl start (again, port {}) failed:\n{e}", self.port);
+        }
     }
 
     /// Stops the server and removes the directory after this process exits,
@@ -384,6 +417,18 @@ impl Cluster {
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The password of the superuser `postgres` and of `authenticator`.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The system user the server runs as when the tests run as root
+    /// (`postgres`, else `nobody`); `None` when it runs as the current user.
+    /// Other components started beside it (PgBouncer) run as the same one.
+    pub fn run_as(&self) -> Option<&str> {
+        self.run_as.as_deref()
     }
 
     /// A connection string for the superuser `postgres` to `db`.
