@@ -257,7 +257,10 @@ impl PgStore {
                 // unknown.
                 let cancel = client.cancel_token();
                 let _ = Object::take(client);
-                let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                let _ = match &self.inner.connector {
+                    super::Connector::Plain => cancel.cancel_query(tokio_postgres::NoTls).await,
+                    super::Connector::Rustls(tls) => cancel.cancel_query(tls.clone()).await,
+                };
                 Err(timed_out(false))
             }
         }

@@ -3,9 +3,13 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Inner, PgStore};
+use super::{Connector, Inner, PgStore};
 use crate::error::{Error, Result};
 
 /// The variable [`PgStore::from_env`] reads first.
@@ -26,6 +30,7 @@ pub struct PgStoreBuilder {
     pool_size: Option<usize>,
     call_timeout: Option<Duration>,
     max_retries: Option<usize>,
+    root_certificates: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -36,6 +41,7 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("pool_size", &self.pool_size)
             .field("call_timeout", &self.call_timeout)
             .field("max_retries", &self.max_retries)
+            .field("root_certificates", &self.root_certificates.len())
             .finish()
     }
 }
@@ -102,8 +108,23 @@ impl PgStoreBuilder {
         self
     }
 
+    /// Also trusts the CA certificates in `pem` for TLS (Supabase's
+    /// database CA, or your own), beside Mozilla's roots; and uses TLS
+    /// whenever the server offers it (`sslmode=prefer`, the URL's default),
+    /// verifying the server's certificate and name.
+    ///
+    /// TLS is used when the URL says `sslmode=require` (then it is
+    /// required) or when a certificate was given here; `sslmode=disable`
+    /// turns it off. A server whose certificate does not verify is an
+    /// `Unavailable` error, never a silent plain connection.
+    pub fn tls_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.root_certificates.push(pem.as_ref().to_vec());
+        self
+    }
+
     /// The store. No connection is opened yet. `Config` for a missing or
-    /// malformed URL, a zero pool size or timeout.
+    /// malformed URL, a zero pool size or timeout, or a certificate that is
+    /// not PEM.
     pub fn build(self) -> Result<PgStore> {
         let name = self.source.unwrap_or("url");
         let url = self
@@ -120,13 +141,14 @@ impl PgStoreBuilder {
         if call_timeout.is_zero() {
             return Err(Error::config("call_timeout: more than zero"));
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let connector = connector(config.get_ssl_mode(), &self.root_certificates)?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &connector {
+            Connector::Plain => Manager::from_config(config, NoTls, manager_config),
+            Connector::Rustls(tls) => Manager::from_config(config, tls.clone(), manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -139,10 +161,57 @@ impl PgStoreBuilder {
                 pool,
                 call_timeout,
                 max_retries: self.max_retries.unwrap_or(3),
+                connector,
                 functions: std::sync::Mutex::default(),
                 statements: std::sync::Mutex::default(),
             }),
             user: None,
         })
     }
+}
+
+/// Plain connections unless TLS is required by the URL or configured with
+/// a certificate (and not disabled by the URL).
+fn connector(mode: SslMode, root_certificates: &[Vec<u8>]) -> Result<Connector> {
+    let wanted = match mode {
+        SslMode::Disable => false,
+        SslMode::Require => true,
+        _ => !root_certificates.is_empty(),
+    };
+    if !wanted {
+        return Ok(Connector::Plain);
+    }
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for pem in root_certificates {
+        let mut found = false;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| {
+                Error::config("tls_root_certificate_pem: not a PEM certificate").with_source(e)
+            })?;
+            roots.add(cert).map_err(|e| {
+                Error::config("tls_root_certificate_pem: not a usable CA certificate")
+                    .with_source(e)
+            })?;
+            found = true;
+        }
+        if !found {
+            return Err(Error::config(
+                "tls_root_certificate_pem: no certificate in the PEM",
+            ));
+        }
+    }
+    // ring, already in the tree through jsonwebtoken: rustls deprecates its
+    // provider for lacking post-quantum key exchange, which only the
+    // aws-lc-rs provider has, at the price of a C and CMake build for every
+    // user of this feature.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config("TLS: no usable protocol version").with_source(e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Connector::Rustls(MakeRustlsConnect::new(config)))
 }

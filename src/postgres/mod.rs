@@ -30,6 +30,11 @@
 //!   runs the host's own SQL the same way: the direct-connection
 //!   counterpart of [`ScopedTable`](crate::supabase::ScopedTable).
 //!
+//! TLS (rustls): required by `sslmode=require` in the URL, or used whenever
+//! offered once a CA is given with
+//! [`tls_root_certificate_pem`](PgStoreBuilder::tls_root_certificate_pem);
+//! the server's certificate and name are always verified.
+//!
 //! Errors: a database error's SQLSTATE maps onto an
 //! [`ErrorKind`](crate::ErrorKind) in the SQL store's one map, and the
 //! error's source is a [`SqlError`](crate::sql::SqlError) (SQLSTATE,
@@ -68,8 +73,17 @@ pub struct PgStore {
     user: Option<Arc<UserClaims>>,
 }
 
+/// How connections are made: plain, or TLS through rustls.
+#[derive(Clone)]
+enum Connector {
+    Plain,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
 struct Inner {
     pool: Pool,
+    /// Also what cancels a statement that ran past the call timeout.
+    connector: Connector,
     call_timeout: Duration,
     max_retries: usize,
     /// The crate's functions in `public` with their arguments, read from
@@ -100,6 +114,7 @@ impl fmt::Debug for PgStore {
             )
             .field("pool_size", &status.max_size)
             .field("call_timeout", &self.inner.call_timeout)
+            .field("tls", &matches!(self.inner.connector, Connector::Rustls(_)))
             .finish_non_exhaustive()
     }
 }

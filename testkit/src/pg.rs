@@ -32,10 +32,11 @@
 use std::fs;
 use std::io::Write as _;
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, Transaction};
 use uuid::Uuid;
@@ -429,6 +430,125 @@ impl Cluster {
     /// Other components started beside it (PgBouncer) run as the same one.
     pub fn run_as(&self) -> Option<&str> {
         self.run_as.as_deref()
+    }
+
+    /// Turns TLS on (`ssl = on`, reloaded): a throwaway CA and a server
+    /// certificate for `127.0.0.1` signed by it, made with `openssl` in the
+    /// cluster's directory. Returns the CA certificate (PEM) a client must
+    /// trust. Plain connections keep working. For a private cluster: the
+    /// shared one stays plain.
+    pub async fn enable_tls(&self) -> String {
+        let dir = self.root().join("tls");
+        fs::create_dir_all(&dir).expect("create the TLS dir");
+        let ext = dir.join("server.ext");
+        fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the extensions");
+        let openssl = |args: &[&str], what: &str| {
+            run(Command::new("openssl").current_dir(&dir).args(args), what);
+        };
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=tenancy test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+            "openssl: the CA",
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            "openssl: the server key",
+        );
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+            "openssl: the server certificate",
+        );
+        if let Some(user) = &self.run_as {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{user}:"))
+                    .arg(&dir),
+                "chown the TLS dir",
+            );
+        }
+        fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600))
+            .expect("chmod the server key");
+        let admin = self.superuser().await;
+        // One statement each: ALTER SYSTEM refuses a multi-statement batch
+        // (an implicit transaction).
+        for statement in [
+            format!(
+                "alter system set ssl_cert_file = '{}'",
+                dir.join("server.crt").display()
+            ),
+            format!(
+                "alter system set ssl_key_file = '{}'",
+                dir.join("server.key").display()
+            ),
+            "alter system set ssl = on".to_owned(),
+            "select pg_reload_conf()".to_owned(),
+        ] {
+            admin.batch_execute(&statement).await.expect("turn TLS on");
+        }
+        // The reload is asynchronous: wait until new connections see it.
+        for _ in 0..100 {
+            let on: String = connect_url(&self.url(DATABASE))
+                .await
+                .query_one("show ssl", &[])
+                .await
+                .expect("show ssl")
+                .get(0);
+            if on == "on" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fs::read_to_string(dir.join("ca.crt")).expect("read the CA")
     }
 
     /// A connection string for the superuser `postgres` to `db`.

@@ -459,3 +459,68 @@ async fn connection_failures_map_by_cause() {
         started.elapsed()
     );
 }
+
+/// TLS: required by the URL and verified against the CA given; refused
+/// without it; used whenever a CA is given and the server offers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_and_used() {
+    let Some(cluster) = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("start")
+    else {
+        return;
+    };
+    let ca = cluster.enable_tls().await;
+    let url = cluster.url(pg::DATABASE);
+    let in_use = |store: PgStore| async move {
+        let client = store.pool().get().await.expect("a TLS connection");
+        client
+            .query_one(
+                "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+
+    let required = PgStore::builder()
+        .url(format!("{url} sslmode=require"))
+        .tls_root_certificate_pem(&ca)
+        .build()
+        .unwrap();
+    assert!(in_use(required.clone()).await);
+    required
+        .check_schema()
+        .await
+        .expect("the store works over TLS");
+
+    let preferred = PgStore::builder()
+        .url(url.clone())
+        .tls_root_certificate_pem(&ca)
+        .build()
+        .unwrap();
+    assert!(in_use(preferred).await, "a CA given: TLS when offered");
+    assert!(
+        !in_use(PgStore::connect(&url).unwrap()).await,
+        "none asked for"
+    );
+
+    let unverified = PgStore::builder()
+        .url(format!("{url} sslmode=require"))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let err = unverified
+        .organization(tenancy::OrgId::new_v7())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+
+    let not_pem = PgStore::builder()
+        .url(url)
+        .tls_root_certificate_pem("not a certificate")
+        .build()
+        .unwrap_err();
+    assert_eq!(not_pem.kind(), ErrorKind::Config, "{not_pem}");
+}
