@@ -1,4 +1,4 @@
-//! Fault injection for tests (feature `test-util`): a [`Store`] wrapper
+//! Fault injection for tests (feature `test-util`): a [`Store`](crate::store::Store) wrapper
 //! whose usage writes fail, hang, land twice or panic on demand.
 //!
 //! For proving that usage recording loses nothing and doubles nothing

@@ -6,7 +6,7 @@
 //! queue in batches — by size (default 500) or every interval (default 1 s),
 //! one store call per batch, up to `max_in_flight` (default 4) at once —
 //! through the same path as
-//! [`Tenancy::record_usage_batch`](crate::Tenancy::record_usage_batch), so
+//! [`Service::record_usage_batch`](crate::Service::record_usage_batch), so
 //! counters, limits and alerts see the usage exactly as on the request path.
 //!
 //! # Durability: what `Ok` from `record` means

@@ -98,8 +98,8 @@ impl SqlError {
         self.hint.as_deref()
     }
 
-    /// The kind this error maps onto ([`kind_of_sqlstate`], `Unexpected`
-    /// for a code it does not know).
+    /// The kind this error maps onto (the SQL store's one map of
+    /// SQLSTATEs; `Unexpected` for a code it does not know).
     pub fn kind(&self) -> ErrorKind {
         kind_of_sqlstate(&self.code).unwrap_or(ErrorKind::Unexpected)
     }

@@ -1,6 +1,6 @@
 //! The SQL store, written once over a transport: every store primitive is
 //! one call of an SQL function shipped in `migrations/`, with typed
-//! arguments and results ([`args`]), sent through a [`SqlTransport`] —
+//! arguments and results, sent through a transport —
 //! PostgREST for [`SupabaseStore`](crate::supabase::SupabaseStore), a
 //! direct connection for [`PgStore`](crate::postgres::PgStore).
 //!
@@ -8,7 +8,8 @@
 //! named arguments and hand back the JSON of its result. Everything else —
 //! which function serves which primitive, its arguments, how its answer
 //! becomes a store type, whether a call may be repeated — is here, once.
-//! SQLSTATEs become [`ErrorKind`](crate::ErrorKind)s in [`error`].
+//! SQLSTATEs become [`ErrorKind`](crate::ErrorKind)s in one map, and
+//! every database error carries a [`SqlError`].
 
 pub(crate) mod args;
 pub(crate) mod error;

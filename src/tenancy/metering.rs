@@ -200,7 +200,7 @@ impl Tenancy {
     ///   [`CommitOutcome::released_hold`] is false then. A hold is recognised
     ///   for [`EXPIRED_HOLD_RETENTION`] after it expired; a commit at or
     ///   after `expires_at` + 7 days records nothing and is `NotFound`.
-    /// - Usage recorded directly ([`record_usage`](Tenancy::record_usage),
+    /// - Usage recorded directly ([`record_usage`](super::Service::record_usage),
     ///   the recorder) counts in the periods its event time falls in.
     /// - A hold can be committed or released only for the organization and
     ///   user it was made for: the store checks, before recording anything.
