@@ -20,6 +20,7 @@
 //! criterion bench runs once and the summary is the quick one, to check the
 //! bench end to end.
 
+use tenancy_testkit::cpu;
 use tenancy_testkit::postgrest as postgrest_server;
 
 use std::sync::Arc;
@@ -279,20 +280,10 @@ struct CpuSplit {
 
 impl CpuSplit {
     fn now(stand_in_pid: u32) -> CpuSplit {
-        let mut postgres = 0.0;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let stat = entry.path().join("stat");
-            if let Ok(text) = std::fs::read_to_string(&stat)
-                && text.contains("(postgres)")
-            {
-                postgres += cpu_seconds(&text, true);
-            }
-        }
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         CpuSplit {
-            client: cpu_seconds(&read("/proc/self/stat"), false),
-            stand_in: cpu_seconds(&read(&format!("/proc/{stand_in_pid}/stat")), false),
-            postgres,
+            client: cpu::process_seconds(None),
+            stand_in: cpu::process_seconds(Some(stand_in_pid)),
+            postgres: cpu::postgres_seconds(),
         }
     }
 
@@ -305,45 +296,6 @@ impl CpuSplit {
             us(self.postgres, later.postgres),
         )
     }
-}
-
-/// utime + stime (+ cutime + cstime) from a `/proc/<pid>/stat` line.
-fn cpu_seconds(stat: &str, with_children: bool) -> f64 {
-    // Fields after the `(comm)`, which may contain spaces: state is the
-    // first, utime the 12th, stime, cutime, cstime follow.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return 0.0;
-    };
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    if fields.len() < 4 {
-        return 0.0;
-    }
-    let ticks = fields[0]
-        + fields[1]
-        + if with_children {
-            fields[2] + fields[3]
-        } else {
-            0.0
-        };
-    ticks / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 fn rate(events: usize, elapsed: Duration) -> f64 {

@@ -31,6 +31,7 @@ use tenancy::postgres::PgStore;
 use tenancy::postgres::tokio_postgres::types::Type;
 use tenancy::supabase::SupabaseStore;
 use tenancy::{AlertThresholds, OrgId, ReserveOutcome, Tenancy, TenantContext, UsageEvent, UserId};
+use tenancy_testkit::cpu;
 use tenancy_testkit::pg::{Cluster, DATABASE};
 use tenancy_testkit::postgrest::Server;
 use tenancy_testkit::seed::OrgHistory;
@@ -208,38 +209,9 @@ async fn round_trips(counts: Counts, cluster: &Cluster, server: &Server) {
     );
 }
 
-/// CPU seconds used so far by this process and by every `postgres`
-/// process (with reaped children), from `/proc`.
+/// CPU seconds used so far by this process and by PostgreSQL.
 fn cpu() -> (f64, f64) {
-    let mut postgres = 0.0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Ok(text) = std::fs::read_to_string(entry.path().join("stat"))
-            && text.contains("(postgres)")
-        {
-            postgres += cpu_seconds(&text, true);
-        }
-    }
-    let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    (cpu_seconds(&me, false), postgres)
-}
-
-/// utime + stime (+ cutime + cstime) of a `/proc/<pid>/stat` line, in
-/// seconds (at the usual 100 ticks a second).
-fn cpu_seconds(stat: &str, with_children: bool) -> f64 {
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    if f.len() < 4 {
-        return 0.0;
-    }
-    let ticks = f[0] + f[1] + if with_children { f[2] + f[3] } else { 0.0 };
-    ticks / 100.0
+    (cpu::process_seconds(None), cpu::postgres_seconds())
 }
 
 /// `events` through one recorder, record to flush; every event stored once.

@@ -14,6 +14,7 @@
 //! missing component is a failure instead. `scripts/test` installs them.
 
 pub mod browser;
+pub mod cpu;
 pub mod fault_proxy;
 pub mod pg;
 pub mod pgbouncer;

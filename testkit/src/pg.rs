@@ -123,6 +123,27 @@ pub fn bootstrap_sql() -> String {
     fs::read_to_string(path).expect("read testkit/fixtures/supabase_bootstrap.sql")
 }
 
+/// The shared cluster ([`Cluster::shared`]) with the test fixtures applied
+/// once per process ([`crate::postgrest::TEST_FIXTURES_SQL`]: users appear
+/// in `auth.users` on first use, as the contract suite makes up user ids),
+/// for tests that use a store directly; `None` (after a SKIPPED line) when
+/// PostgreSQL cannot run here.
+pub async fn shared_with_fixtures() -> Option<&'static Cluster> {
+    static FIXTURES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let cluster = tokio::task::spawn_blocking(Cluster::shared)
+        .await
+        .expect("start the cluster")?;
+    FIXTURES
+        .get_or_init(|| async {
+            let db = cluster.superuser().await;
+            db.batch_execute(crate::postgrest::TEST_FIXTURES_SQL)
+                .await
+                .expect("test fixtures");
+        })
+        .await;
+    Some(cluster)
+}
+
 /// Applies the bootstrap and then every migration, each in one batch.
 pub async fn apply_all(client: &Client) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(&bootstrap_sql()).await?;

@@ -25,22 +25,9 @@ fn service(cluster: &Cluster) -> PgStore {
         .expect("a PgStore")
 }
 
-/// The shared cluster, with the test fixtures (users appear in
-/// `auth.users` on first use, as the contract suite makes up user ids).
+/// The shared cluster, with the test fixtures.
 async fn cluster() -> Option<&'static Cluster> {
-    static FIXTURES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let cluster = tokio::task::spawn_blocking(Cluster::shared)
-        .await
-        .expect("start")?;
-    FIXTURES
-        .get_or_init(|| async {
-            let db = cluster.superuser().await;
-            db.batch_execute(tenancy_testkit::postgrest::TEST_FIXTURES_SQL)
-                .await
-                .expect("test fixtures");
-        })
-        .await;
-    Some(cluster)
+    pg::shared_with_fixtures().await
 }
 
 /// The contract factory: a fresh pool per test (on that test's runtime).

@@ -44,18 +44,7 @@ use uuid::Uuid;
 /// on first use, as the contract suite makes up user ids), and the shared
 /// PgBouncer in front of it.
 async fn shared() -> Option<(&'static Cluster, &'static PgBouncer)> {
-    static FIXTURES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let cluster = tokio::task::spawn_blocking(Cluster::shared)
-        .await
-        .expect("start the cluster")?;
-    FIXTURES
-        .get_or_init(|| async {
-            let db = cluster.superuser().await;
-            db.batch_execute(tenancy_testkit::postgrest::TEST_FIXTURES_SQL)
-                .await
-                .expect("test fixtures");
-        })
-        .await;
+    let cluster = tenancy_testkit::pg::shared_with_fixtures().await?;
     let bouncer = tokio::task::spawn_blocking(PgBouncer::shared)
         .await
         .expect("start PgBouncer")?;
