@@ -1,14 +1,11 @@
-//! Recording, reading and holding usage over SQL, and claiming alerts.
-
-use chrono::{DateTime, Utc};
+//! Recording, reading and holding usage over SQL.
 
 use super::args::{
-    ClaimAlertArgs, Claimed, CommitArgs, EventArg, HistoryArgs, ReleaseArgs, Released, ReserveArgs,
-    SnapshotArgs,
+    CommitArgs, EventArg, HistoryArgs, ReleaseArgs, Released, ReserveArgs, SnapshotArgs,
 };
 use super::{Idempotent, Sql, SqlTransport};
 use crate::error::Result;
-use crate::limits::{AlertKey, UsageSnapshot};
+use crate::limits::UsageSnapshot;
 use crate::model::UsageRecord;
 use crate::store::{
     CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, RecordOutcome,
@@ -132,32 +129,5 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             )
             .await?;
         Ok(released.released)
-    }
-
-    pub(crate) async fn claim_alert(
-        &self,
-        key: &AlertKey,
-        fired_at: DateTime<Utc>,
-    ) -> Result<bool> {
-        let args = ClaimAlertArgs {
-            org_id: key.org,
-            metric: &key.metric,
-            period: key.period.period,
-            period_start: key.period.start,
-            threshold_percent: key.threshold_percent,
-            fired_at,
-            user_id: key.scope.user(),
-        };
-        // Not retried after an ambiguous failure: a retry would read its
-        // own first claim as someone else's.
-        let claimed: Claimed = self
-            .rpc(
-                "tenancy_claim_alert",
-                "claiming an alert",
-                Idempotent::No,
-                &args,
-            )
-            .await?;
-        Ok(claimed.claimed)
     }
 }

@@ -11,6 +11,7 @@
 //! SQLSTATEs become [`ErrorKind`](crate::ErrorKind)s in one map, and
 //! every database error carries a [`SqlError`].
 
+mod alerts;
 pub(crate) mod args;
 pub(crate) mod error;
 mod features;
