@@ -12,7 +12,7 @@
 //! - **Checked at start-up.** [`PgStore::check_schema`](crate::postgres::PgStore::check_schema)
 //!   and [`SupabaseStore::check_schema`](crate::supabase::SupabaseStore::check_schema)
 //!   refuse a database whose version is not [`SCHEMA_VERSION`], with a
-//!   [`Config`](crate::ErrorKind::Config) error naming both versions and
+//!   [`Config`](crate::error::ErrorKind::Config) error naming both versions and
 //!   the files to apply.
 //! - **Applied** by [`PgStore::migrate`](crate::postgres::PgStore::migrate)
 //!   (what is missing, in one transaction, under a lock), or by the
@@ -77,7 +77,7 @@ pub fn missing(applied: u32) -> impl Iterator<Item = &'static Migration> {
     MIGRATIONS.iter().filter(move |m| m.version > applied)
 }
 
-/// The [`Config`](crate::ErrorKind::Config) error for a database at schema
+/// The [`Config`](crate::error::ErrorKind::Config) error for a database at schema
 /// version `found` (`None`: no version recorded, the baseline or nothing),
 /// or `Ok` when it is [`SCHEMA_VERSION`].
 pub fn check_version(found: Option<u32>) -> Result<()> {
@@ -176,7 +176,7 @@ mod tests {
     fn a_stale_or_newer_schema_names_the_fix() {
         assert!(check_version(Some(SCHEMA_VERSION)).is_ok());
         let old = check_version(None).unwrap_err();
-        assert_eq!(old.kind(), crate::ErrorKind::Config);
+        assert_eq!(old.kind(), crate::error::ErrorKind::Config);
         assert!(old.message().contains("1 or older"), "{old}");
         assert!(
             old.message()

@@ -135,7 +135,7 @@ impl CachingStore {
         if let Some(confirmed) = self.memberships.get(&key, cache_now) {
             return match self.cached_org(org).await {
                 Ok(organization) => Ok(Some((organization, confirmed))),
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
                     self.memberships.invalidate(&key);
                     Ok(None)
                 }
@@ -389,7 +389,7 @@ mod tests {
         store.delete_organization(org.id).await.unwrap();
         assert_eq!(
             store.cached_org(org.id).await.unwrap_err().kind(),
-            crate::ErrorKind::NotFound
+            crate::error::ErrorKind::NotFound
         );
     }
 }
