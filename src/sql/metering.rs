@@ -1,5 +1,7 @@
 //! Recording, reading and holding usage over SQL.
 
+use chrono::NaiveDate;
+
 use super::args::{
     CommitArgs, EventArg, HistoryArgs, ReleaseArgs, Released, ReserveArgs, SnapshotArgs,
 };
@@ -53,14 +55,21 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             CounterScope::User(user) => ("user", Some(user)),
             CounterScope::EachUser => ("each_user", None),
         };
+        // Every period start is a date of years 1 to 9999 (events are
+        // recorded near now); wider bounds, which PostgreSQL cannot read
+        // (chrono writes them as `+10000-01-01`), ask for the same rows.
+        let (first, last) = (
+            NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or(NaiveDate::MIN),
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or(NaiveDate::MAX),
+        );
         let args = HistoryArgs {
             org_id: query.org,
             scope,
             user_id: user,
             metric: query.metric.as_ref(),
             period: query.period,
-            from_start: query.from,
-            to_start: query.to,
+            from_start: query.from.clamp(first, last),
+            to_start: query.to.clamp(first, last),
         };
         self.rpc(
             "tenancy_usage_history",

@@ -202,4 +202,16 @@ pub async fn history_reads_past_periods(store: Arc<DynStore>) {
         month.iter().map(|v| v.used).collect::<Vec<_>>(),
         [Decimal::from(63)]
     );
+    // The widest bounds a date can have read everything, on every backend.
+    let everything = HistoryQuery {
+        from: NaiveDate::MIN,
+        to: NaiveDate::MAX,
+        ..query(CounterScope::Organization)
+    };
+    let all = store.usage_history(&everything).await.unwrap();
+    assert_eq!(
+        all.iter().map(|v| v.used).sum::<Decimal>(),
+        Decimal::from(63),
+        "{all:?}"
+    );
 }
