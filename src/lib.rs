@@ -96,6 +96,9 @@ pub mod model;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod recorder;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod reservation_model;
 #[cfg(any(feature = "supabase", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "supabase", feature = "postgres"))))]
 pub mod sql;
