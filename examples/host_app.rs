@@ -43,10 +43,11 @@ use serde_json::{Value, json};
 use tenancy::axum::{
     FeatureGate, FeatureName, Metered, MeteredOperation, Tenant, TenantAuth, TokenVerifier,
 };
+use tenancy::clock::Clock;
 use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
 use tenancy::supabase::{ENV_JWT_SECRET, ENV_REST_URL, ENV_URL, SupabaseStore};
 use tenancy::{
-    Action, Clock, Error, ErrorKind, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId,
+    Action, Error, ErrorKind, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId,
     PlatformOperator, Role, Tenancy, TenantContext, UsageEvent, UserId,
 };
 
@@ -321,7 +322,7 @@ pub const DEMO_IMAGES: (i64, i64) = (50, 46);
 
 /// Builds the demo on `MemoryStore`, on the system clock.
 pub async fn demo() -> tenancy::Result<Demo> {
-    demo_with(tenancy::SystemClock).await
+    demo_with(tenancy::clock::SystemClock).await
 }
 
 /// Builds the demo on `MemoryStore` with `clock`: Initech's month of usage

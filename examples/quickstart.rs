@@ -9,9 +9,11 @@
 //! enforced with a reservation.
 
 use rust_decimal_macros::dec;
+use tenancy::alerts::MemoryAlertSink;
+use tenancy::limits::LimitScope;
 use tenancy::{
-    Action, LimitScope, MemoryAlertSink, MemoryStore, NewLimit, NewOrganization, PlatformOperator,
-    ReserveOutcome, Role, Tenancy, TenantContext, UsageEvent, UserId,
+    Action, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role,
+    Tenancy, TenantContext, UsageEvent, UserId,
 };
 
 #[tokio::main(flavor = "current_thread")]

@@ -49,7 +49,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tenancy::{Clock, FakeClock};
+/// use tenancy::clock::{Clock, FakeClock};
 ///
 /// let clock = FakeClock::at("2026-03-31T23:59:00Z");
 /// let shared = clock.clone();

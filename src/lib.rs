@@ -6,7 +6,7 @@
 //! before expensive operations.
 //!
 //! - [`Tenancy`] is the facade, built with [`Tenancy::builder`] over a
-//!   [`Store`]. People act through a [`TenantContext`]: a user in one
+//!   [`Store`](store::Store). People act through a [`TenantContext`]: a user in one
 //!   organization with a role, which exists only after the store has
 //!   confirmed the membership.
 //! - Features: [`Tenancy::has_feature`] and [`Tenancy::feature_config`].
@@ -16,14 +16,19 @@
 //!   rule, idempotency) are in the facade's metering docs on
 //!   [`Tenancy::reserve`] and [`EXPIRED_HOLD_RETENTION`].
 //! - The platform operator manages features and limits for any organization
-//!   through [`Tenancy::operator`], never through an org role.
+//!   through [`Tenancy::operator`], never through an org role; back-end
+//!   services record usage for any organization through
+//!   [`Tenancy::service`].
 //! - Workers: [`UsageRecorder`] records usage without waiting on the
 //!   network: batched, retried, spooled to disk when the backend is down
 //!   ([`recorder`] for what `Ok` from `record` means).
-//! - Stores: [`MemoryStore`] (embedded) and `supabase::SupabaseStore`
-//!   (feature `supabase`: PostgREST, with the SQL in `migrations/`, and
-//!   org-filtered queries of your own tables). Every backend passes the same
-//!   store-contract suite (`store::contract`, feature `test-util`).
+//! - Stores: [`MemoryStore`] (embedded), and one SQL store (the SQL in
+//!   `migrations/`, embedded as [`migrations`]) over two transports:
+//!   `supabase::SupabaseStore` (feature `supabase`: PostgREST, with
+//!   org-filtered queries of your own tables) and `postgres::PgStore`
+//!   (feature `postgres`: direct connections through Supabase's pooler).
+//!   Every backend passes the same store-contract suite (`store::contract`,
+//!   feature `test-util`).
 //! - Web hosts: the `axum` module (feature `axum`) verifies Supabase JWTs
 //!   and extracts a [`TenantContext`], feature gates and metered calls.
 //!
@@ -32,9 +37,12 @@
 //! errors ([`Error`], with an [`ErrorKind`]) are for failures.
 //!
 //! The modules follow the layers: [`model`], [`limits`], [`ids`], [`error`]
-//! and [`clock`] are plain data and pure rules; [`store`] is the trait the
-//! backends ([`memory`], `supabase`) implement; the facade ([`Tenancy`],
-//! [`Operator`]) and the [`recorder`] sit on top; `axum` on top of those.
+//! and [`clock`] are plain data and pure rules; [`store`] holds the
+//! capability traits the backends ([`memory`], and `sql` over `supabase` and
+//! `postgres`) implement; the facade ([`Tenancy`], [`Operator`],
+//! [`Service`]) and the [`recorder`] sit on top; `axum` and `console` on top
+//! of those. The crate root holds the facade, the ids, the errors, and what
+//! facade calls take and return; everything else is in its module.
 //!
 //! ## Quickstart
 //!
@@ -116,27 +124,31 @@ pub use async_trait::async_trait;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use crate::clock::{Clock, FakeClock, SystemClock};
+// The root holds the facade, ids, errors, and what facade calls take and
+// return; everything else has one path, in its module.
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::ids::{
     AsFeatureKey, EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId,
 };
 pub use crate::limits::{
-    AlertKey, AlertThresholds, CurrentPeriods, DecidingLimit, Limit, LimitAlert, LimitDecision,
-    LimitLevel, LimitMode, LimitScope, LimitType, LimitUsage, NewLimit, Period, PeriodKey,
-    Reservation, ReserveOutcome, UsageLine,
+    Limit, LimitDecision, NewLimit, Period, Reservation, ReserveOutcome, UsageLine,
 };
 pub use crate::memory::MemoryStore;
 pub use crate::model::{
-    Action, Feature, FeatureChange, Membership, MembershipChange, ModelPrice, NewOrganization,
-    OrgMembership, Organization, PlatformOperator, PriceTable, Role, TenantContext, UsageEvent,
-    UsageRecord,
+    Action, Feature, FeatureChange, Membership, NewOrganization, OrgMembership, Organization,
+    PlatformOperator, Role, TenantContext, UsageEvent,
 };
-pub use crate::recorder::{
-    RecorderBuilder, RecorderConfig, RecorderStats, ShutdownReport, UsageRecorder,
-};
-pub use crate::store::{CommitOutcome, DynStore, RecordOutcome, Store};
+pub use crate::recorder::UsageRecorder;
+pub use crate::store::{CommitOutcome, RecordOutcome};
 pub use crate::tenancy::{
-    AlertSink, EXPIRED_HOLD_RETENTION, LogAlertSink, MAX_HISTORY_PERIODS, MAX_ORG_PAGE,
-    MemberUsage, MemoryAlertSink, Operator, Service, Tenancy, TenancyBuilder,
+    EXPIRED_HOLD_RETENTION, MAX_HISTORY_PERIODS, MAX_ORG_PAGE, MemberUsage, Operator, Service,
+    Tenancy, TenancyBuilder,
 };
+
+/// Where alerts go: the [`AlertSink`](alerts::AlertSink) a
+/// [`Tenancy`] delivers them to, and two sinks. The alert itself and its
+/// thresholds are in [`limits`] ([`LimitAlert`](limits::LimitAlert),
+/// [`AlertThresholds`](limits::AlertThresholds)).
+pub mod alerts {
+    pub use crate::tenancy::{AlertSink, LogAlertSink, MemoryAlertSink};
+}

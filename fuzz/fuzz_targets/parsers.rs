@@ -10,10 +10,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
+use tenancy::limits::{LimitMode, LimitType};
 use tenancy::limits::{MAX_AMOUNT, MIN_NONZERO_LIMIT};
+use tenancy::model::PriceTable;
 use tenancy::{
-    FeatureKey, LimitMode, LimitType, MetricKey, NewLimit, NewOrganization, OrgId, Period,
-    PriceTable, Role, Slug, UserId,
+    FeatureKey, MetricKey, NewLimit, NewOrganization, OrgId, Period, Role, Slug, UserId,
 };
 use tenancy_fuzz::{accepted, text};
 

@@ -12,7 +12,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
-use tenancy::PriceTable;
+use tenancy::model::PriceTable;
 use tenancy_fuzz::{accepted, text};
 
 /// One `cost` call's arguments.

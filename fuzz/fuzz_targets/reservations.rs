@@ -51,10 +51,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::{Decimal, RoundingStrategy};
+use tenancy::clock::FakeClock;
+use tenancy::limits::LimitType;
 use tenancy::limits::MAX_AMOUNT;
 use tenancy::model::parse_timezone;
 use tenancy::reservation_model::{self, Actual, LimitSpec, Mark, Op, Setup};
-use tenancy::{DynStore, FakeClock, LimitType, MemoryStore, NewLimit, Period};
+use tenancy::store::DynStore;
+use tenancy::{MemoryStore, NewLimit, Period};
 use tenancy_fuzz::{Bytes, accepted};
 
 const ZONES: [&str; 8] = [

@@ -57,13 +57,15 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use libfuzzer_sys::fuzz_target;
 use rust_decimal::Decimal;
+use tenancy::clock::{Clock, FakeClock};
 use tenancy::limits::MAX_AMOUNT;
+use tenancy::limits::{CurrentPeriods, LimitScope, PeriodKey};
+use tenancy::model::PriceTable;
 use tenancy::model::{MAX_EVENT_AGE, MAX_EVENT_LEAD};
 use tenancy::store::{MeteringStore, OrgStore, UsageQuery};
 use tenancy::{
-    Clock, CurrentPeriods, EventId, FakeClock, LimitScope, MemoryStore, MetricKey, NewLimit,
-    NewOrganization, OrgId, Organization, PeriodKey, PlatformOperator, PriceTable, RecordOutcome,
-    Tenancy, UsageEvent, UsageRecorder, UserId,
+    EventId, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId, Organization,
+    PlatformOperator, RecordOutcome, Tenancy, UsageEvent, UsageRecorder, UserId,
 };
 use tenancy_fuzz::{Bytes, accepted};
 

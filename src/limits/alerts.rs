@@ -4,7 +4,7 @@
 //! Each threshold fires once per (organization, scope, metric, period,
 //! threshold). The store records which have fired, so many
 //! [`Tenancy`](crate::Tenancy) instances sharing one store still send each
-//! alert once. Delivery is the facade's job ([`AlertSink`](crate::AlertSink)).
+//! alert once. Delivery is the facade's job ([`AlertSink`](crate::alerts::AlertSink)).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -54,7 +54,7 @@ pub struct LimitAlert {
 /// Alert thresholds in percent of a limit, ascending. Default 80, 90, 100.
 ///
 /// ```
-/// use tenancy::AlertThresholds;
+/// use tenancy::limits::AlertThresholds;
 /// assert_eq!(AlertThresholds::default().percents(), &[80, 90, 100]);
 /// assert!(AlertThresholds::new([50, 100]).is_ok());
 /// assert!(AlertThresholds::new([0]).is_err());
@@ -83,7 +83,7 @@ impl AlertThresholds {
         &self.0
     }
 
-    /// The lowest threshold, where a [`LimitLevel`](crate::LimitLevel)
+    /// The lowest threshold, where a [`LimitLevel`](crate::limits::LimitLevel)
     /// becomes `Warning`; 100 when there are none.
     pub fn warning_percent(&self) -> Decimal {
         Decimal::from(self.0.first().copied().unwrap_or(100))

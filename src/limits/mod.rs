@@ -2,7 +2,7 @@
 //! alert thresholds.
 //!
 //! Everything here is pure logic and plain data; the atomic parts
-//! (check-and-reserve, counters) are [`Store`](crate::Store) primitives, and
+//! (check-and-reserve, counters) are [`Store`](crate::store::Store) primitives, and
 //! [`Tenancy`](crate::Tenancy) ties the two together.
 
 mod alerts;

@@ -85,7 +85,8 @@ impl PeriodKey {
     ///
     /// ```
     /// use chrono::{NaiveDate, TimeZone, Utc};
-    /// use tenancy::{Period, PeriodKey};
+    /// use tenancy::Period;
+    /// use tenancy::limits::PeriodKey;
     ///
     /// // 20:00 UTC on 31 January is already 1 February in Tokyo.
     /// let instant = Utc.with_ymd_and_hms(2026, 1, 31, 20, 0, 0).unwrap();

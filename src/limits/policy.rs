@@ -136,7 +136,8 @@ pub const LIMIT_TYPE_ALIASES: [(&str, MetricKey); 2] = [
 /// `monthly_<metric>`.
 ///
 /// ```
-/// use tenancy::{LimitType, Period};
+/// use tenancy::Period;
+/// use tenancy::limits::LimitType;
 /// let t = LimitType::parse("monthly_cost")?;
 /// assert_eq!((t.metric.as_str(), t.period), ("cost_usd", Period::Monthly));
 /// assert_eq!(LimitType::parse("daily_ads")?.metric.as_str(), "ads_created");

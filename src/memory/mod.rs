@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind};
 use crate::store::{Backend, Principal};
 use tenant::State;
 
-/// The embedded, in-memory [`Store`](crate::Store).
+/// The embedded, in-memory [`Store`](crate::store::Store).
 ///
 /// ```
 /// use tenancy::{MemoryStore, Tenancy};

@@ -46,7 +46,7 @@ struct PriceFile {
 /// ```
 /// use chrono::Utc;
 /// use rust_decimal_macros::dec;
-/// use tenancy::PriceTable;
+/// use tenancy::model::PriceTable;
 ///
 /// let table = PriceTable::from_json(r#"{"prices": [
 ///   {"provider": "openai", "model": "gpt-4o", "effective_from": "2024-10-01",

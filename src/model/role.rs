@@ -235,7 +235,8 @@ impl MembershipChange {
     /// enforces it atomically.
     ///
     /// ```
-    /// use tenancy::{MembershipChange, Role};
+    /// use tenancy::Role;
+    /// use tenancy::model::MembershipChange;
     /// let promote = MembershipChange { before: Some(Role::Member), after: Some(Role::Admin) };
     /// assert!(promote.check(Role::Owner, false).is_ok());
     /// assert!(promote.check(Role::Admin, false).is_err());

@@ -64,7 +64,7 @@ pub use config::{
 pub use deadpool_postgres;
 pub use tokio_postgres;
 
-/// The [`Store`](crate::Store) over direct PostgreSQL connections.
+/// The [`Store`](crate::store::Store) over direct PostgreSQL connections.
 ///
 /// Cheap to clone: clones share the pool. See the [module docs](self).
 #[derive(Clone)]

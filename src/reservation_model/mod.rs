@@ -69,7 +69,8 @@
 //!
 //! use rust_decimal::Decimal;
 //! use tenancy::reservation_model::{Actual, Failure, Op, Setup, run};
-//! use tenancy::{FakeClock, MemoryStore};
+//! use tenancy::MemoryStore;
+//! use tenancy::clock::FakeClock;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Failure> {

@@ -62,7 +62,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sql::Idempotent;
 use error::Failure;
 
-/// The [`Store`](crate::Store) over a Supabase project's PostgREST API.
+/// The [`Store`](crate::store::Store) over a Supabase project's PostgREST API.
 ///
 /// Cheap to clone: clones share the HTTP client and its connection pool.
 #[derive(Clone)]

@@ -206,7 +206,7 @@ impl Tenancy {
     ///   user it was made for: the store checks, before recording anything.
     /// - Alerts are checked after the write, on a background task, once per
     ///   threshold and period; a slow or failing
-    ///   [`AlertSink`](crate::AlertSink) never slows or fails the write.
+    ///   [`AlertSink`](crate::alerts::AlertSink) never slows or fails the write.
     ///
     /// # Who may consume
     ///

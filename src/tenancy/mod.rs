@@ -44,7 +44,7 @@ use alerts::AlertQueue;
 use cache::CachingStore;
 
 /// The multi-tenant layer: organizations, members, contexts, features,
-/// usage and limits over one [`Store`](crate::Store).
+/// usage and limits over one [`Store`](crate::store::Store).
 ///
 /// Cheap to clone; clones share caches and the store.
 ///

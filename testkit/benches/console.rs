@@ -38,10 +38,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 use tenancy::axum::{Tenant, TenantAuth, TokenVerifier};
+use tenancy::clock::FakeClock;
 use tenancy::console::{self, ConsoleConfig};
 use tenancy::{
-    FakeClock, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId, Period, PlatformOperator,
-    Role, Tenancy, TenantContext, UsageEvent, UsageLine, UserId,
+    MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId, Period, PlatformOperator, Role,
+    Tenancy, TenantContext, UsageEvent, UsageLine, UserId,
 };
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
@@ -106,7 +107,7 @@ fn day_of(org: OrgId, user: UserId, member: usize, day: i64, at: DateTime<Utc>) 
 
 async fn seed() -> Org {
     let clock = FakeClock::at(NOW);
-    let now = tenancy::Clock::now(&clock);
+    let now = tenancy::clock::Clock::now(&clock);
     let tenancy = Tenancy::builder()
         .store(MemoryStore::new())
         .clock(clock)

@@ -40,10 +40,12 @@ use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 use tenancy::faults::FaultyStore;
+use tenancy::limits::CurrentPeriods;
+use tenancy::store::DynStore;
 use tenancy::store::UsageQuery;
 use tenancy::{
-    CurrentPeriods, DynStore, FeatureKey, MemoryStore, MetricKey, NewLimit, NewOrganization,
-    PlatformOperator, ReserveOutcome, Tenancy, TenantContext, UsageEvent, UsageRecorder, UserId,
+    FeatureKey, MemoryStore, MetricKey, NewLimit, NewOrganization, PlatformOperator,
+    ReserveOutcome, Tenancy, TenantContext, UsageEvent, UsageRecorder, UserId,
 };
 use tenancy_testkit::seed::OrgHistory;
 use tokio::runtime::Runtime;

@@ -28,9 +28,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use rust_decimal_macros::dec;
+use tenancy::alerts::AlertSink;
+use tenancy::limits::{AlertThresholds, LimitAlert};
 use tenancy::supabase::SupabaseStore;
-use tenancy::{AlertSink, AlertThresholds, LimitAlert, UsageRecorder, async_trait};
 use tenancy::{NewLimit, NewOrganization, OrgId, PlatformOperator, Tenancy, UsageEvent, UserId};
+use tenancy::{UsageRecorder, async_trait};
 use tokio::runtime::Runtime;
 
 use postgrest_server::Server;

@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rust_decimal_macros::dec;
+use tenancy::limits::AlertThresholds;
 use tenancy::postgres::PgStore;
 use tenancy::postgres::tokio_postgres::types::Type;
 use tenancy::supabase::SupabaseStore;
-use tenancy::{AlertThresholds, OrgId, ReserveOutcome, Tenancy, TenantContext, UsageEvent, UserId};
+use tenancy::{OrgId, ReserveOutcome, Tenancy, TenantContext, UsageEvent, UserId};
 use tenancy_testkit::cpu;
 use tenancy_testkit::pg::{Cluster, DATABASE};
 use tenancy_testkit::postgrest::Server;

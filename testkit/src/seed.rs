@@ -23,9 +23,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tenancy::model::MAX_EVENT_AGE;
+use tenancy::model::PriceTable;
 use tenancy::{
-    MetricKey, NewLimit, NewOrganization, OrgId, Period, PlatformOperator, PriceTable, Role,
-    Tenancy, TenantContext, UsageEvent, UserId,
+    MetricKey, NewLimit, NewOrganization, OrgId, Period, PlatformOperator, Role, Tenancy,
+    TenantContext, UsageEvent, UserId,
 };
 
 /// Events per `record_usage_batch` call while seeding.

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use tenancy::{DynStore, MemoryStore};
+use tenancy::MemoryStore;
+use tenancy::store::DynStore;
 
 async fn memory_store() -> Option<Arc<DynStore>> {
     Some(Arc::new(MemoryStore::new()))

@@ -517,8 +517,9 @@ async fn verified_as(
 
 #[tokio::test]
 async fn a_jwks_url_is_fetched_at_most_once_per_interval_whatever_the_tokens_say() {
+    use tenancy::ErrorKind;
     use tenancy::axum::TokenVerifier;
-    use tenancy::{ErrorKind, FakeClock};
+    use tenancy::clock::FakeClock;
 
     let user = UserId::new_v7();
     let jwks = JwksServer::start(TEST_JWKS).await;

@@ -31,12 +31,15 @@ use chrono_tz::Tz;
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use rust_decimal::Decimal;
+use tenancy::clock::FakeClock;
 use tenancy::limits::MAX_AMOUNT;
+use tenancy::limits::PeriodKey;
 use tenancy::postgres::PgStore;
 use tenancy::reservation_model::{
     self, Actual, Coverage, LimitSpec, Mark, Op, Outcome, Runner, Setup,
 };
-use tenancy::{DynStore, FakeClock, MemoryStore, Period, PeriodKey};
+use tenancy::store::DynStore;
+use tenancy::{MemoryStore, Period};
 use tenancy_testkit::pg::{self, Cluster};
 
 /// Zones the organization may be in: none is UTC, several shift for

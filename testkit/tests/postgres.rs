@@ -10,10 +10,9 @@ use std::sync::Arc;
 use serde_json::json;
 use tenancy::migrations::SCHEMA_VERSION;
 use tenancy::postgres::PgStore;
+use tenancy::store::DynStore;
 use tenancy::store::{FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore};
-use tenancy::{
-    DynStore, ErrorKind, FeatureChange, FeatureKey, Membership, Organization, Role, UserId,
-};
+use tenancy::{ErrorKind, FeatureChange, FeatureKey, Membership, Organization, Role, UserId};
 use tenancy_testkit::pg::{self, Cluster};
 use tenancy_testkit::unique_slug;
 
@@ -299,8 +298,10 @@ async fn a_baseline_database_with_data_upgrades() {
     let limits = store.limits(org).await.unwrap();
     assert_eq!(limits.len(), 1);
     assert_eq!(limits[0].value, rust_decimal::Decimal::from(1000));
-    let periods =
-        tenancy::CurrentPeriods::at("2026-03-04T12:00:00Z".parse().unwrap(), chrono_tz::Tz::UTC);
+    let periods = tenancy::limits::CurrentPeriods::at(
+        "2026-03-04T12:00:00Z".parse().unwrap(),
+        chrono_tz::Tz::UTC,
+    );
     let snapshot = store
         .usage_snapshot(&tenancy::store::UsageQuery::new(
             org,

@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::json;
 use tenancy::postgres::PgStore;
+use tenancy::recorder::RecorderStats;
+use tenancy::store::DynStore;
 use tenancy::store::{FeatureStore, MemberStore, OrgStore};
 use tenancy::{
-    DynStore, ErrorKind, FeatureChange, FeatureKey, NewOrganization, OrgId, Organization,
-    RecorderStats, Tenancy, UsageEvent, UsageRecorder, UserId,
+    ErrorKind, FeatureChange, FeatureKey, NewOrganization, OrgId, Organization, Tenancy,
+    UsageEvent, UsageRecorder, UserId,
 };
 use tenancy_testkit::pg::{self, Cluster};
 use tenancy_testkit::pgbouncer::{self, PgBouncer};

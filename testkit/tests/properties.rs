@@ -7,7 +7,8 @@ use chrono_tz::Tz;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use tenancy::limits::MAX_AMOUNT;
-use tenancy::{FeatureKey, MetricKey, OrgId, Period, PeriodKey, Slug, UsageEvent};
+use tenancy::limits::PeriodKey;
+use tenancy::{FeatureKey, MetricKey, OrgId, Period, Slug, UsageEvent};
 
 /// The slug rule, written out independently of the crate: 1 to 63 bytes,
 /// runs of lowercase ASCII letters and digits joined by single hyphens

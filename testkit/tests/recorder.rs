@@ -11,10 +11,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tenancy::faults::FaultyStore;
+use tenancy::limits::LimitScope;
+use tenancy::model::PriceTable;
+use tenancy::recorder::RecorderBuilder;
 use tenancy::recorder::{Backpressure, UnknownModelPolicy};
+use tenancy::store::DynStore;
 use tenancy::{
-    DynStore, ErrorKind, EventId, LimitScope, MemoryStore, MetricKey, NewOrganization, Period,
-    PriceTable, RecorderBuilder, Role, Tenancy, TenantContext, UsageEvent, UsageRecorder, UserId,
+    ErrorKind, EventId, MemoryStore, MetricKey, NewOrganization, Period, Role, Tenancy,
+    TenantContext, UsageEvent, UsageRecorder, UserId,
 };
 
 struct Rig {
@@ -831,9 +835,9 @@ async fn settings_out_of_range_are_config_errors_naming_them() {
 /// the largest accepted count at the maximum price records its cost.
 #[tokio::test]
 async fn huge_token_counts_at_the_highest_price_are_invalid_input() {
-    use tenancy::ModelPrice;
     use tenancy::limits::MAX_AMOUNT;
     use tenancy::model::MAX_PRICE_PER_MILLION;
+    use tenancy::model::ModelPrice;
 
     let price = |per_million: Decimal| ModelPrice {
         provider: "openai".into(),

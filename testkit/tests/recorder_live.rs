@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use tenancy::UsageRecorder;
+use tenancy::limits::LimitScope;
+use tenancy::recorder::{RecorderBuilder, RecorderStats};
 use tenancy::supabase::{RetryConfig, SupabaseStore};
-use tenancy::{
-    LimitScope, MetricKey, NewOrganization, Period, Tenancy, TenantContext, UsageEvent, UserId,
-};
-use tenancy::{RecorderBuilder, RecorderStats, UsageRecorder};
+use tenancy::{MetricKey, NewOrganization, Period, Tenancy, TenantContext, UsageEvent, UserId};
 use uuid::Uuid;
 
 use fault_proxy::{FaultProxy, Mode};

@@ -6,7 +6,7 @@
 //! with [`store_contract_tests!`](crate::store_contract_tests):
 //!
 //! ```ignore
-//! async fn store() -> Option<std::sync::Arc<tenancy::DynStore>> {
+//! async fn store() -> Option<std::sync::Arc<tenancy::store::DynStore>> {
 //!     Some(std::sync::Arc::new(tenancy::MemoryStore::new()))
 //! }
 //! tenancy::store_contract_tests!(store);

@@ -9,7 +9,8 @@
 
 use chrono::{TimeZone, Utc};
 use rust_decimal::Decimal;
-use tenancy::{LimitLevel, LimitMode, LimitScope, Period, PlatformOperator, Role, UsageLine};
+use tenancy::limits::{LimitLevel, LimitMode, LimitScope};
+use tenancy::{Period, PlatformOperator, Role, UsageLine};
 use tenancy_testkit::browser::{Browser, ScenarioOutput, scenario_path};
 
 use super::host_app::DEMO_IMAGES;

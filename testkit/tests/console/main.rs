@@ -9,7 +9,8 @@ mod security;
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use tenancy::{FakeClock, UserId};
+use tenancy::UserId;
+use tenancy::clock::FakeClock;
 
 /// When the demo's clock stands: late in a month, so its charts have days.
 const DEMO_NOW: &str = "2026-11-24T03:00:00Z";

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use tenancy::alerts::{AlertSink, MemoryAlertSink};
 use tenancy::faults::FaultyStore;
-use tenancy::{
-    AlertSink, DynStore, Error, ErrorKind, LimitAlert, LimitLevel, LimitScope, MemoryAlertSink,
-    MemoryStore, Result, UsageEvent, UserId, async_trait,
-};
+use tenancy::limits::{LimitAlert, LimitLevel, LimitScope};
+use tenancy::store::DynStore;
+use tenancy::{Error, ErrorKind, MemoryStore, Result, UsageEvent, UserId, async_trait};
 
 use crate::scene::{at_once, dec, monthly, scene, scene_on, tenancy_on, utc};
 

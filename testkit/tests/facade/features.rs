@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use tenancy::{Clock, ErrorKind, FeatureChange, FeatureKey, OrgId};
+use tenancy::clock::Clock;
+use tenancy::{ErrorKind, FeatureChange, FeatureKey, OrgId};
 
 use crate::scene::{kind, scene};
 

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use tenancy::{
-    DynStore, ErrorKind, MemoryStore, Period, Role, Tenancy, TenantContext, UsageEvent, UserId,
-};
+use tenancy::store::DynStore;
+use tenancy::{ErrorKind, MemoryStore, Period, Role, Tenancy, TenantContext, UsageEvent, UserId};
 
 use crate::scene::{Scene, dec, kind, monthly, scene_on};
 

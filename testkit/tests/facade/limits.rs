@@ -1,9 +1,8 @@
 //! Limits: operator-managed, org-wide and per user, the tightest deciding;
 //! who may check them.
 
-use tenancy::{
-    ErrorKind, LimitLevel, LimitMode, LimitScope, MetricKey, NewLimit, OrgId, Role, UsageEvent,
-};
+use tenancy::limits::{LimitLevel, LimitMode, LimitScope};
+use tenancy::{ErrorKind, MetricKey, NewLimit, OrgId, Role, UsageEvent};
 
 use crate::scene::{daily, dec, kind, monthly, scene, utc};
 

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenancy::{
-    Action, Clock, ErrorKind, NewOrganization, OrgId, OrgMembership, Role, Tenancy, UserId,
-};
+use tenancy::clock::Clock;
+use tenancy::{Action, ErrorKind, NewOrganization, OrgId, OrgMembership, Role, Tenancy, UserId};
 
 use tenancy_testkit::unique_slug;
 

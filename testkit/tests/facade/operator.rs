@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tenancy::clock::Clock;
 use tenancy::{
-    Clock, ErrorKind, FeatureChange, MAX_ORG_PAGE, NewOrganization, OrgId, Period, UsageEvent,
-    UserId,
+    ErrorKind, FeatureChange, MAX_ORG_PAGE, NewOrganization, OrgId, Period, UsageEvent, UserId,
 };
 
 use crate::scene::{dec, kind, scene, scene_on, utc};

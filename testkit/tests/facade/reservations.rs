@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use tenancy::{ErrorKind, LimitLevel, Period, ReserveOutcome, Role, UsageEvent};
+use tenancy::limits::LimitLevel;
+use tenancy::{ErrorKind, Period, ReserveOutcome, Role, UsageEvent};
 
 use crate::scene::{RESERVATION_TTL, Scene, daily, dec, kind, monthly, scene, utc};
 

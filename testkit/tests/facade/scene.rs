@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use tenancy::alerts::{AlertSink, MemoryAlertSink};
+use tenancy::clock::FakeClock;
+use tenancy::limits::LimitScope;
+use tenancy::store::DynStore;
 use tenancy::{
-    AlertSink, DynStore, ErrorKind, FakeClock, LimitDecision, LimitScope, MemoryAlertSink,
-    MemoryStore, MetricKey, NewLimit, NewOrganization, Operator, OrgId, Period, PlatformOperator,
-    Result, Role, Tenancy, TenantContext, UserId,
+    ErrorKind, LimitDecision, MemoryStore, MetricKey, NewLimit, NewOrganization, Operator, OrgId,
+    Period, PlatformOperator, Result, Role, Tenancy, TenantContext, UserId,
 };
 use tenancy_testkit::unique_slug;
 

@@ -1,9 +1,8 @@
 //! Usage against limits, as a page shows it: the user's lines, and the
 //! operator's view of any organization.
 
-use tenancy::{
-    ErrorKind, LimitScope, OrgId, Period, Reservation, Role, TenantContext, UsageEvent, UsageLine,
-};
+use tenancy::limits::LimitScope;
+use tenancy::{ErrorKind, OrgId, Period, Reservation, Role, TenantContext, UsageEvent, UsageLine};
 
 use crate::scene::{Scene, daily, dec, kind, monthly, scene, utc};
 

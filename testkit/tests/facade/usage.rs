@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
+use tenancy::clock::Clock;
 use tenancy::model::{MAX_EVENT_AGE, MAX_EVENT_LEAD};
-use tenancy::{Clock, ErrorKind, EventId, OrgId, Period, UsageEvent};
+use tenancy::{ErrorKind, EventId, OrgId, Period, UsageEvent};
 
 use crate::scene::{dec, kind, monthly, scene, utc};
 

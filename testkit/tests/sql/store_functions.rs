@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tenancy::{Feature, Limit, LimitScope, Membership, Organization, Role};
+use tenancy::limits::LimitScope;
+use tenancy::{Feature, Limit, Membership, Organization, Role};
 use tenancy_testkit::pg::{self, Actor, Cluster, act, create_user};
 use tenancy_testkit::unique_slug;
 use tokio_postgres::error::SqlState;

@@ -272,7 +272,7 @@ async fn retries_idempotent_calls_until_the_server_answers() {
         tenancy::UserId::new_v7(),
         tenancy::MetricKey::TOKENS,
         rust_decimal::Decimal::TEN,
-        tenancy::CurrentPeriods::at(now, chrono_tz::UTC),
+        tenancy::limits::CurrentPeriods::at(now, chrono_tz::UTC),
         now,
     );
     let err = store.reserve(&request).await.unwrap_err();

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tenancy::store::DynStore;
 use tenancy::supabase::{ApiError, SupabaseStore};
-use tenancy::{DynStore, NewOrganization, Organization, Tenancy, TenantContext, UserId};
+use tenancy::{NewOrganization, Organization, Tenancy, TenantContext, UserId};
 use tenancy_testkit::postgrest::Server;
 use tenancy_testkit::unique_slug;
 
