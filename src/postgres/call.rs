@@ -136,6 +136,16 @@ pub(super) fn from_postgres_error(err: tokio_postgres::Error, what: &str) -> Err
 }
 
 impl PgStore {
+    /// A connection from the pool, for work outside the store calls
+    /// (migrations, user transactions); errors as the calls map them.
+    pub(super) async fn connection(&self, what: &str) -> Result<Object> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| from_pool(e, what).error)
+    }
+
     /// Forgets the functions read from `pg_proc` (after a migration).
     pub(super) fn forget_functions(&self) {
         *crate::sync::lock(&self.inner.functions) = None;

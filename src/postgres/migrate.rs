@@ -6,7 +6,7 @@ use tokio_postgres::types::Type;
 
 use super::PgStore;
 use super::call::from_postgres_error;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::migrations::{self, SCHEMA_VERSION};
 
 /// The transaction-level advisory lock `migrate` holds, so two instances
@@ -30,9 +30,7 @@ impl PgStore {
     /// crate.
     pub async fn migrate(&self) -> Result<u32> {
         let what = "applying the tenancy migrations";
-        let mut client = self.inner.pool.get().await.map_err(|e| {
-            Error::new(ErrorKind::Unavailable, format!("{what}: cannot connect")).with_source(e)
-        })?;
+        let mut client = self.connection(what).await?;
         let fail = |e| from_postgres_error(e, what);
         let tx = client.transaction().await.map_err(fail)?;
         tx.query_typed(
@@ -70,7 +68,7 @@ impl PgStore {
     }
 
     /// Refuses a database whose tenancy schema version is not the one this
-    /// crate needs ([`SCHEMA_VERSION`]): a [`Config`](ErrorKind::Config)
+    /// crate needs ([`SCHEMA_VERSION`]): a [`Config`](crate::error::ErrorKind::Config)
     /// error naming both versions and the migration files to apply. Call it
     /// once at start-up (or [`migrate`](Self::migrate)).
     pub async fn check_schema(&self) -> Result<()> {
@@ -92,9 +90,7 @@ impl PgStore {
         let user = self.user.as_ref().ok_or_else(|| {
             Error::permission_denied(format!("{what} needs a user-mode store (PgStore::as_user)"))
         })?;
-        let mut client = self.inner.pool.get().await.map_err(|e| {
-            Error::new(ErrorKind::Unavailable, format!("{what}: cannot connect")).with_source(e)
-        })?;
+        let mut client = self.connection(what).await?;
         let fail = |e| from_postgres_error(e, what);
         let tx = client.transaction().await.map_err(fail)?;
         tx.query_typed(

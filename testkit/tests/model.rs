@@ -385,19 +385,7 @@ proptest! {
 /// The shared cluster, with the test fixtures (users appear in
 /// `auth.users` on first use, as the runner makes up user ids).
 async fn cluster() -> Option<&'static Cluster> {
-    static FIXTURES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let cluster = tokio::task::spawn_blocking(Cluster::shared)
-        .await
-        .expect("start")?;
-    FIXTURES
-        .get_or_init(|| async {
-            let db = cluster.superuser().await;
-            db.batch_execute(tenancy_testkit::postgrest::TEST_FIXTURES_SQL)
-                .await
-                .expect("test fixtures");
-        })
-        .await;
-    Some(cluster)
+    tenancy_testkit::pg::shared_with_fixtures().await
 }
 
 /// The same model, seeds and scheduler on `PgStore`: the SQL
