@@ -512,3 +512,257 @@ async fn tls_is_verified_and_used() {
         .unwrap_err();
     assert_eq!(not_pem.kind(), ErrorKind::Config, "{not_pem}");
 }
+
+/// The isolation matrix of `SupabaseStore`'s user client
+/// (`tests/supabase/isolation.rs`), through `PgStore` in user mode: two
+/// organizations, each with a feature, a limit and usage, and a user of
+/// one who can read or change nothing of the other's, nor change features,
+/// limits or usage of her own; a viewer who cannot read members' usage;
+/// the operator's and workers' functions refused; the anon role refused.
+mod user_mode_matrix {
+    use super::*;
+    use chrono::{NaiveDate, Utc};
+    use tenancy::store::{AlertStore, CounterScope, HistoryQuery, ReserveRequest, UsageQuery};
+    use tenancy::{NewLimit, OrgId, Period, PlatformOperator, UsageEvent};
+
+    struct TwoOrgs {
+        service: PgStore,
+        alice: UserId,
+        bob: UserId,
+        acme: Organization,
+        globex: Organization,
+    }
+
+    async fn two_orgs() -> Option<TwoOrgs> {
+        let cluster = cluster().await?;
+        let service = super::service(cluster);
+        let db = cluster.superuser().await;
+        let alice = UserId::from(pg::create_user(&db).await);
+        let bob = UserId::from(pg::create_user(&db).await);
+        let acme = new_org(&service, alice).await;
+        let globex = new_org(&service, bob).await;
+        let tenancy = tenancy::Tenancy::builder()
+            .store(service.clone())
+            .build()
+            .unwrap();
+        let operator = PlatformOperator::new("test");
+        for org in [acme.id, globex.id] {
+            let admin = tenancy.operator(&operator);
+            admin.enable_feature(org, "beta").await.unwrap();
+            let limit = NewLimit::from_limit_type("monthly_tokens", 100.into()).unwrap();
+            admin.set_limit(org, limit).await.unwrap();
+            tenancy
+                .service()
+                .record_usage(UsageEvent::new(org).user(alice).tokens(5, 0, 0))
+                .await
+                .unwrap();
+        }
+        Some(TwoOrgs {
+            service,
+            alice,
+            bob,
+            acme,
+            globex,
+        })
+    }
+
+    fn denied<T: std::fmt::Debug>(result: tenancy::Result<T>, what: &str) {
+        let err = result.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{what}: {err}");
+    }
+
+    fn snapshot_of(org: OrgId) -> UsageQuery {
+        let now = Utc::now();
+        UsageQuery::new(
+            org,
+            tenancy::limits::CurrentPeriods::at(now, chrono_tz::UTC),
+            now,
+        )
+    }
+
+    fn history_of(org: OrgId, scope: CounterScope) -> HistoryQuery {
+        let (from, to) = (
+            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+        );
+        HistoryQuery::new(org, scope, Period::Daily, from, to)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_its_own_org_and_nothing_of_another() {
+        let Some(t) = two_orgs().await else { return };
+        let as_alice = t.service.as_user(&claims(t.alice)).unwrap();
+        assert!(as_alice.organization(t.acme.id).await.unwrap().is_some());
+        assert_eq!(as_alice.members(t.acme.id).await.unwrap().len(), 1);
+        assert_eq!(as_alice.features(t.acme.id).await.unwrap().len(), 1);
+        assert_eq!(as_alice.limits(t.acme.id).await.unwrap().len(), 1);
+        let own = as_alice
+            .usage_snapshot(&snapshot_of(t.acme.id))
+            .await
+            .unwrap();
+        assert_eq!(own.limits.len(), 1);
+        let history = as_alice
+            .usage_history(&history_of(t.acme.id, CounterScope::Organization))
+            .await
+            .unwrap();
+        assert!(!history.is_empty());
+
+        assert_eq!(as_alice.organization(t.globex.id).await.unwrap(), None);
+        let by_slug = as_alice.organization_by_slug(&t.globex.slug).await.unwrap();
+        assert_eq!(by_slug, None);
+        assert!(as_alice.members(t.globex.id).await.unwrap().is_empty());
+        assert!(as_alice.features(t.globex.id).await.unwrap().is_empty());
+        assert!(as_alice.limits(t.globex.id).await.unwrap().is_empty());
+        assert_eq!(as_alice.membership(t.globex.id, t.bob).await.unwrap(), None);
+        assert!(
+            as_alice
+                .memberships_of_user(t.bob)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        denied(
+            as_alice.usage_snapshot(&snapshot_of(t.globex.id)).await,
+            "another org's snapshot",
+        );
+        denied(
+            as_alice
+                .usage_history(&history_of(t.globex.id, CounterScope::Organization))
+                .await,
+            "another org's history",
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cannot_change_features_limits_or_usage() {
+        let Some(t) = two_orgs().await else { return };
+        let as_alice = t.service.as_user(&claims(t.alice)).unwrap();
+        let beta = FeatureKey::parse("beta").unwrap();
+        for org in [t.acme.id, t.globex.id] {
+            // Not even in her own org: features and limits are the operator's.
+            denied(
+                as_alice.delete_feature(org, &beta).await,
+                "delete a feature",
+            );
+            denied(
+                as_alice
+                    .update_feature(org, &beta, &FeatureChange::enabled(false), Utc::now())
+                    .await,
+                "change a feature",
+            );
+            let limits = t.service.limits(org).await.unwrap();
+            denied(
+                as_alice.delete_limit(org, limits[0].id).await,
+                "delete a limit",
+            );
+            denied(as_alice.put_limit(&limits[0]).await, "set a limit");
+            let event = UsageEvent::new(org)
+                .user(t.alice)
+                .tokens(1, 0, 0)
+                .into_record(Utc::now(), chrono_tz::UTC)
+                .unwrap();
+            denied(as_alice.record_usage(&[event]).await, "record usage");
+            let periods = tenancy::limits::CurrentPeriods::at(Utc::now(), chrono_tz::UTC);
+            let hold = ReserveRequest::new(
+                org,
+                t.alice,
+                tenancy::MetricKey::TOKENS,
+                1.into(),
+                periods,
+                Utc::now(),
+            );
+            denied(as_alice.reserve(&hold).await, "reserve");
+            let key = tenancy::limits::AlertKey {
+                org,
+                scope: tenancy::limits::LimitScope::Organization,
+                metric: tenancy::MetricKey::TOKENS,
+                period: periods.key(Period::Monthly),
+                threshold_percent: 80,
+            };
+            denied(
+                as_alice.claim_alert(&key, Utc::now()).await,
+                "claim an alert",
+            );
+        }
+        denied(
+            as_alice
+                .list_organizations(&tenancy::store::OrgQuery::new(10, 0))
+                .await,
+            "list every organization",
+        );
+        assert!(t.service.features(t.globex.id).await.unwrap()[0].enabled);
+        assert_eq!(t.service.limits(t.globex.id).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_viewer_cannot_read_members_usage() {
+        let Some(t) = two_orgs().await else { return };
+        let db = cluster().await.unwrap().superuser().await;
+        let viewer = UserId::from(pg::create_user(&db).await);
+        t.service
+            .add_member(&Membership {
+                user_id: viewer,
+                organization_id: t.acme.id,
+                role: Role::Viewer,
+                created_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        let as_alice = t.service.as_user(&claims(t.alice)).unwrap();
+        as_alice
+            .usage_history(&history_of(t.acme.id, CounterScope::EachUser))
+            .await
+            .expect("an owner sees her members' usage");
+        let as_viewer = t.service.as_user(&claims(viewer)).unwrap();
+        denied(
+            as_viewer
+                .usage_history(&history_of(t.acme.id, CounterScope::EachUser))
+                .await,
+            "a viewer reading members' usage",
+        );
+        as_viewer
+            .usage_history(&history_of(t.acme.id, CounterScope::Organization))
+            .await
+            .expect("a viewer sees the org-wide usage");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_user_created_organization_comes_back_as_stored() {
+        let Some(t) = two_orgs().await else { return };
+        let db = cluster().await.unwrap().superuser().await;
+        let carol = UserId::from(pg::create_user(&db).await);
+        let as_carol = t.service.as_user(&claims(carol)).unwrap();
+        let wanted = Organization {
+            id: OrgId::new_v7(),
+            name: "Initech".into(),
+            slug: tenancy::Slug::parse(&unique_slug("initech")).unwrap(),
+            owner_user_id: Some(carol),
+            timezone: chrono_tz::Tz::UTC,
+            created_at: Utc::now(),
+        };
+        let created = as_carol.create_organization(&wanted).await.unwrap();
+        assert_ne!(
+            created.id, wanted.id,
+            "the database assigns a user's org id"
+        );
+        let stored = t.service.organization_by_slug(&created.slug).await.unwrap();
+        assert_eq!(Some(&created), stored.as_ref());
+        let own = as_carol
+            .membership(created.id, carol)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(own.role, Role::Owner);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_anon_role_reads_nothing() {
+        let Some(t) = two_orgs().await else { return };
+        let anon = t
+            .service
+            .as_user(&json!({ "sub": t.alice.to_string(), "role": "anon" }))
+            .unwrap();
+        denied(anon.organization(t.acme.id).await, "anon reading an org");
+        denied(anon.features(t.acme.id).await, "anon reading features");
+    }
+}
