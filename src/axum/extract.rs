@@ -111,7 +111,9 @@ impl TenantAuth {
         parts: &mut Parts,
         state: &S,
     ) -> Result<TenantContext, TenantRejection> {
-        let token = bearer_token(parts).ok_or(TenantRejection::Unauthenticated)?;
+        let token = bearer_token(parts)
+            .map_err(|_| TenantRejection::DoubledAuthorization)?
+            .ok_or(TenantRejection::Unauthenticated)?;
         let user = self.inner.verifier.verify_user(token).await.map_err(|e| {
             tracing::debug!(error = %e, "token rejected");
             TenantRejection::Unauthenticated
@@ -232,11 +234,25 @@ fn missing_path_parameter(param: &str) -> TenantRejection {
     TenantRejection::Misconfigured(message)
 }
 
-/// The token of an `Authorization: Bearer` header.
-pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// A request with more than one `Authorization` header: which one would
+/// count? A proxy that checked the other would disagree about the caller.
+#[derive(Debug)]
+pub(crate) struct DoubledAuthorization;
+
+/// The token of the `Authorization: Bearer` header: `None` when there is no
+/// such header (or another scheme); refused when the header is sent twice.
+pub(crate) fn bearer_token(parts: &Parts) -> Result<Option<&str>, DoubledAuthorization> {
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(DoubledAuthorization);
+    }
+    Ok(value.to_str().ok().and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }))
 }
 
 /// The request's [`TenantContext`]: a verified user in an organization they

@@ -23,6 +23,8 @@ pub enum TenantRejection {
     /// 400: the request names an organization that is not a UUID (or is
     /// empty, not text, or named twice).
     BadOrgId,
+    /// 400: the request carries more than one `Authorization` header.
+    DoubledAuthorization,
     /// 403: the user is not a member of the requested organization.
     NotAMember,
     /// 403: the user belongs to no organization.
@@ -77,7 +79,9 @@ impl TenantRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             TenantRejection::Unauthenticated => StatusCode::UNAUTHORIZED,
-            TenantRejection::BadOrgId => StatusCode::BAD_REQUEST,
+            TenantRejection::BadOrgId | TenantRejection::DoubledAuthorization => {
+                StatusCode::BAD_REQUEST
+            }
             TenantRejection::NotAMember
             | TenantRejection::NoOrganization
             | TenantRejection::FeatureDisabled(_)
@@ -96,6 +100,7 @@ impl TenantRejection {
         match self {
             TenantRejection::Unauthenticated => "unauthenticated",
             TenantRejection::BadOrgId => "bad_org_id",
+            TenantRejection::DoubledAuthorization => "doubled_authorization",
             TenantRejection::NotAMember => "not_a_member",
             TenantRejection::NoOrganization => "no_organization",
             TenantRejection::FeatureDisabled(_) => "feature_disabled",
@@ -112,6 +117,9 @@ impl TenantRejection {
         match self {
             TenantRejection::Unauthenticated => "a valid access token is required".into(),
             TenantRejection::BadOrgId => "the organization id is not a UUID".into(),
+            TenantRejection::DoubledAuthorization => {
+                "send one Authorization header, not several".into()
+            }
             TenantRejection::NotAMember => "you are not a member of this organization".into(),
             TenantRejection::NoOrganization => "you belong to no organization".into(),
             TenantRejection::FeatureDisabled(key) => format!("the feature {key} is off"),

@@ -44,11 +44,30 @@ impl Claims {
     }
 }
 
-/// The one claim the extractors need, parsed into a user id while the
-/// payload is decoded.
+/// The claims the extractors need: the user, parsed into a user id while
+/// the payload is decoded, and the role, checked like [`Claims::role`].
 #[derive(Deserialize)]
 struct Subject {
     sub: UserId,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// A decoded payload whose `role` the verifier checks.
+trait HasRole {
+    fn role(&self) -> Option<&str>;
+}
+
+impl HasRole for Claims {
+    fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+}
+
+impl HasRole for Subject {
+    fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
 }
 
 /// The keys of a JWKS document, turned into decoding keys once, when the
@@ -188,13 +207,21 @@ struct Validations {
 }
 
 impl Validations {
-    fn new(audience: &str, leeway: Duration) -> Self {
+    fn new(audience: &str, issuer: Option<&str>, leeway: Duration) -> Self {
         let build = |algorithm| {
             let mut validation = Validation::new(algorithm);
             validation.set_audience(&[audience]);
             validation.leeway = leeway.as_secs();
             validation.validate_exp = true;
-            validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+            // RFC 7519 §4.1.5: not before `nbf`, with the same leeway.
+            validation.validate_nbf = true;
+            match issuer {
+                Some(issuer) => {
+                    validation.set_issuer(&[issuer]);
+                    validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+                }
+                None => validation.set_required_spec_claims(&["exp", "sub", "aud"]),
+            }
             validation
         };
         Validations {
@@ -209,12 +236,23 @@ impl Validations {
 /// are at least 32 characters, and a shorter one is guessable.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
-/// Verifies Supabase access tokens: HS256 with the project's JWT secret,
-/// and RS256/ES256 with keys from a JWKS document (given as JSON, or
-/// fetched from a URL and cached). Checks expiry with a leeway and the
-/// audience (`authenticated` by default). Built with
-/// [`TokenVerifier::builder`], or [`TokenVerifier::hs256`] for the common
-/// case.
+/// Verifies Supabase access tokens. Built with [`TokenVerifier::builder`],
+/// or [`TokenVerifier::hs256`] for the common case. A token is accepted
+/// only when every check passes; any failure is `Unauthenticated`:
+///
+/// - **`alg`**: HS256 with the project's JWT secret, or RS256/ES256 with a
+///   key of the JWKS document (given as JSON, or fetched from a URL and
+///   cached, chosen by `kid`); `none` and every other algorithm are
+///   refused, and `jku`, `x5u` and `kid` never make it fetch anything.
+/// - **`exp`** (required): not past, with the leeway (default 30 s).
+/// - **`nbf`** (when present): not in the future, with the same leeway.
+/// - **`aud`** (required): the audience (default `authenticated`).
+/// - **`role`** (required): one of the accepted roles, by default only
+///   `authenticated`; [`accept_role`](TokenVerifierBuilder::accept_role)
+///   adds others (such as `service_role`, for the operator).
+/// - **`sub`** (required): for the extractors and the console, a user id.
+/// - **`iss`**: only when [`issuer`](TokenVerifierBuilder::issuer) is set
+///   (Supabase's is `{SUPABASE_URL}/auth/v1`); then required and equal.
 ///
 /// ```
 /// use tenancy::axum::TokenVerifier;
@@ -228,6 +266,7 @@ pub struct TokenVerifier {
     secret: Option<Arc<DecodingKey>>,
     jwks: Jwks,
     audience: String,
+    roles: Arc<[String]>,
     leeway: Duration,
     validations: Arc<Validations>,
     clock: Arc<dyn Clock>,
@@ -259,6 +298,8 @@ pub struct TokenVerifierBuilder {
     jwks_ttl: Option<Duration>,
     min_refetch_interval: Option<Duration>,
     audience: Option<String>,
+    issuer: Option<String>,
+    extra_roles: Vec<String>,
     leeway: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
 }
@@ -273,12 +314,32 @@ impl std::fmt::Debug for TokenVerifierBuilder {
             .field("jwks_ttl", &self.jwks_ttl)
             .field("min_refetch_interval", &self.min_refetch_interval)
             .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("extra_roles", &self.extra_roles)
             .field("leeway", &self.leeway)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenVerifierBuilder {
+    /// Also accepts tokens whose `role` claim is `role`, beside
+    /// `authenticated` (always accepted). For example `service_role`, to
+    /// let the back end's service tokens act as a platform operator in the
+    /// console. Every token still needs a user id as `sub` wherever a user
+    /// is needed.
+    pub fn accept_role(mut self, role: impl Into<String>) -> Self {
+        self.extra_roles.push(role.into());
+        self
+    }
+
+    /// Requires the `iss` claim to be `issuer`: Supabase's is the project's
+    /// auth URL, `{SUPABASE_URL}/auth/v1`. Cheap protection against tokens
+    /// of another project that shares the secret. Not checked unless set.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
     /// Accepts HS256 tokens signed with the project's JWT secret
     /// (`SUPABASE_JWT_SECRET`), at least [`MIN_HS256_SECRET_BYTES`] long.
     /// With a JWKS as well, both are accepted (projects migrating from the
@@ -416,11 +477,20 @@ impl TokenVerifierBuilder {
         if audience.trim().is_empty() {
             return Err(config("the audience must not be empty".into()));
         }
+        if self.issuer.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            return Err(config("the issuer must not be empty".into()));
+        }
+        if self.extra_roles.iter().any(|r| r.trim().is_empty()) {
+            return Err(config("an accepted role must not be empty".into()));
+        }
+        let mut roles = vec!["authenticated".to_owned()];
+        roles.extend(self.extra_roles);
         Ok(TokenVerifier {
             secret,
             jwks,
-            validations: Arc::new(Validations::new(&audience, leeway)),
+            validations: Arc::new(Validations::new(&audience, self.issuer.as_deref(), leeway)),
             audience,
+            roles: roles.into(),
             leeway,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
         })
@@ -462,7 +532,7 @@ impl TokenVerifier {
         self.decode_async::<Subject>(token).await.map(|s| s.sub)
     }
 
-    async fn decode_async<T: DeserializeOwned>(&self, token: &str) -> Result<T> {
+    async fn decode_async<T: DeserializeOwned + HasRole>(&self, token: &str) -> Result<T> {
         let header = decode_header(token).map_err(unauthenticated)?;
         let asymmetric = matches!(header.alg, Algorithm::RS256 | Algorithm::ES256);
         let fetched;
@@ -477,7 +547,7 @@ impl TokenVerifier {
         self.decode(token, &header, keys)
     }
 
-    fn decode<T: DeserializeOwned>(
+    fn decode<T: DeserializeOwned + HasRole>(
         &self,
         token: &str,
         header: &Header,
@@ -514,9 +584,20 @@ impl TokenVerifier {
                 ));
             }
         };
-        decode::<T>(token, key, validation)
+        let claims = decode::<T>(token, key, validation)
             .map(|data| data.claims)
-            .map_err(unauthenticated)
+            .map_err(unauthenticated)?;
+        match claims.role() {
+            Some(role) if self.roles.iter().any(|r| r == role) => Ok(claims),
+            Some(role) => Err(Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the token's role {role:?} is not accepted"),
+            )),
+            None => Err(Error::new(
+                ErrorKind::Unauthenticated,
+                "the token has no role",
+            )),
+        }
     }
 
     async fn remote_keys(&self, remote: &Remote, kid: Option<&str>) -> Result<Arc<KeySet>> {
@@ -598,6 +679,7 @@ impl std::fmt::Debug for TokenVerifier {
             .field("hs256", &self.secret.is_some())
             .field("jwks", &self.jwks)
             .field("audience", &self.audience)
+            .field("roles", &self.roles)
             .field("leeway", &self.leeway)
             .finish_non_exhaustive()
     }
@@ -605,4 +687,95 @@ impl std::fmt::Debug for TokenVerifier {
 
 fn unauthenticated(e: jsonwebtoken::errors::Error) -> Error {
     Error::new(ErrorKind::Unauthenticated, format!("invalid token: {e}")).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes";
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn claims(role: &str) -> serde_json::Value {
+        serde_json::json!({
+            "sub": UserId::new_v7().to_string(),
+            "aud": "authenticated",
+            "role": role,
+            "exp": chrono::Utc::now().timestamp() + 3600,
+        })
+    }
+
+    #[test]
+    fn only_authenticated_unless_another_role_is_accepted() {
+        let strict = TokenVerifier::hs256(SECRET).unwrap();
+        assert!(strict.verify(&sign(claims("authenticated"))).is_ok());
+        let err = strict.verify(&sign(claims("service_role"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+        assert!(err.message().contains("service_role"), "{err}");
+
+        let operators = TokenVerifier::builder()
+            .hs256_secret(SECRET)
+            .accept_role("service_role")
+            .build()
+            .unwrap();
+        assert!(operators.verify(&sign(claims("service_role"))).is_ok());
+        assert!(operators.verify(&sign(claims("authenticated"))).is_ok());
+        assert!(operators.verify(&sign(claims("anon"))).is_err());
+
+        let empty = TokenVerifier::builder()
+            .hs256_secret(SECRET)
+            .accept_role(" ")
+            .build()
+            .unwrap_err();
+        assert_eq!(empty.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn the_issuer_is_checked_only_when_set() {
+        let issuer = "https://abc.supabase.co/auth/v1";
+        let mut ours = claims("authenticated");
+        ours["iss"] = issuer.into();
+        let mut theirs = claims("authenticated");
+        theirs["iss"] = "https://xyz.supabase.co/auth/v1".into();
+        let none = claims("authenticated");
+
+        let any = TokenVerifier::hs256(SECRET).unwrap();
+        for token in [&ours, &theirs, &none] {
+            assert!(any.verify(&sign(token.clone())).is_ok());
+        }
+        let pinned = TokenVerifier::builder()
+            .hs256_secret(SECRET)
+            .issuer(issuer)
+            .build()
+            .unwrap();
+        assert!(pinned.verify(&sign(ours)).is_ok());
+        assert!(pinned.verify(&sign(theirs)).is_err(), "another project");
+        assert!(pinned.verify(&sign(none)).is_err(), "no iss");
+    }
+
+    #[test]
+    fn not_before_is_checked_with_the_leeway() {
+        let verifier = TokenVerifier::builder()
+            .hs256_secret(SECRET)
+            .leeway(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let with_nbf = |nbf: i64| {
+            let mut c = claims("authenticated");
+            c["nbf"] = nbf.into();
+            sign(c)
+        };
+        assert!(verifier.verify(&with_nbf(now - 60)).is_ok());
+        assert!(verifier.verify(&with_nbf(now + 10)).is_ok(), "within the leeway");
+        assert!(verifier.verify(&with_nbf(now + 120)).is_err());
+    }
 }

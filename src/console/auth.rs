@@ -43,7 +43,8 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
                 .flatten()
                 .filter(|token| !token.is_empty())
         };
-        let token = bearer_token(parts)
+        let header = bearer_token(parts).map_err(|_| ConsoleError::ambiguous_user())?;
+        let token = header
             .or_else(cookie)
             .ok_or_else(ConsoleError::unauthenticated)?;
         let claims = config.verifier.verify_async(token).await.map_err(|e| {
@@ -53,6 +54,15 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
         let user = claims
             .user_id()
             .map_err(|_| ConsoleError::unauthenticated())?;
+        // A header and a session cookie of two different users: which one
+        // acts? A cookie that does not verify names nobody.
+        if header.is_some()
+            && let Some(cookie) = cookie().filter(|c| *c != token)
+            && let Ok(other) = config.verifier.verify_async(cookie).await
+            && other.user_id().is_ok_and(|other| other != user)
+        {
+            return Err(ConsoleError::ambiguous_user());
+        }
         Ok(Viewer {
             user,
             operator: config.operators.operator_for(&claims),

@@ -122,6 +122,17 @@ impl ConsoleError {
         }
     }
 
+    /// 400 for a request that names its user ambiguously: several
+    /// `Authorization` headers, or a header and a session cookie of
+    /// different users.
+    pub(super) fn ambiguous_user() -> Self {
+        ConsoleError {
+            status: StatusCode::BAD_REQUEST,
+            title: "Who are you?",
+            message: "This request names more than one user. Sign in again.".into(),
+        }
+    }
+
     pub(super) fn forbidden(message: impl Into<String>) -> Self {
         ConsoleError {
             status: StatusCode::FORBIDDEN,

@@ -199,6 +199,62 @@ async fn tokens_are_verified() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no token");
 }
 
+/// `nbf` is enforced with the leeway, only `role: authenticated` is taken,
+/// and a request with two `Authorization` headers is refused: each of these
+/// was served before.
+#[tokio::test]
+async fn not_before_role_and_one_authorization_header_are_checked() {
+    let s = server().await;
+    let alice = s.demo.alice;
+    let secret = host_app::DEMO_JWT_SECRET;
+    let now = chrono::Utc::now().timestamp();
+    let with = |extra: Value| {
+        let mut claims = claims(alice, 3600, "authenticated");
+        for (key, value) in extra.as_object().unwrap() {
+            claims[key] = value.clone();
+        }
+        claims.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+        token(claims, secret)
+    };
+    // Positive controls: an `nbf` past, or ahead within the 30 s leeway.
+    for ok in [json!({"nbf": now - 60}), json!({"nbf": now + 10})] {
+        let (status, _) = s.get("/brands", Some(&with(ok.clone())), None).await;
+        assert_eq!(status, StatusCode::OK, "{ok}");
+    }
+    let refused = [
+        ("nbf an hour ahead", json!({"nbf": now + 3600})),
+        ("role anon", json!({"role": "anon"})),
+        ("role service_role", json!({"role": "service_role"})),
+        ("no role", json!({"role": null})),
+    ];
+    for (what, extra) in refused {
+        let (status, body) = s.get("/brands", Some(&with(extra)), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            body,
+            json!({"error": "unauthenticated", "message": "a valid access token is required"}),
+            "{what}: no details leak"
+        );
+    }
+
+    // Two Authorization headers, of two users or the same one twice.
+    let bob = host_app::sign_token(s.demo.bob);
+    let alices = host_app::sign_token(alice);
+    for second in [&bob, &alices] {
+        let response = s
+            .http
+            .get(format!("{}/brands", s.base))
+            .header("Authorization", format!("Bearer {alices}"))
+            .header("Authorization", format!("Bearer {second}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], json!("doubled_authorization"));
+    }
+}
+
 #[tokio::test]
 async fn the_org_is_rechecked_and_can_be_switched() {
     let s = server().await;

@@ -832,3 +832,56 @@ async fn a_members_joined_date_is_the_organizations_day() {
         .expect("the newcomer's row");
     assert!(row.contains("2026-11-25"), "{row}");
 }
+
+/// The console takes one user per request: two `Authorization` headers, or
+/// a header and a session cookie of different users, are refused (400),
+/// and nothing about either user is shown; the same user twice over a
+/// header and the cookie, or the header alone, is served.
+#[tokio::test]
+async fn a_request_naming_two_users_is_refused() {
+    let s = site().await;
+    let (alice, bob) = (s.demo.alice, s.demo.bob);
+    let bearer = |user| format!("Bearer {}", super::host_app::sign_token(user));
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut request = s.http.get(format!("{}/console", s.base));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { super::Site::read(request.send().await.unwrap()).await }
+    };
+
+    let ok = get(vec![("authorization", bearer(alice))]).await;
+    assert_eq!(ok.status, StatusCode::OK, "the header alone");
+    assert!(ok.body.contains("Acme"), "her organizations: {}", ok.body);
+    let ok = get(vec![
+        ("authorization", bearer(alice)),
+        ("cookie", super::Site::cookie(alice)),
+    ])
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "one user, header and cookie");
+
+    let refused = [
+        vec![
+            ("authorization", bearer(alice)),
+            ("authorization", bearer(bob)),
+        ],
+        vec![
+            ("authorization", bearer(alice)),
+            ("authorization", bearer(alice)),
+        ],
+        vec![
+            ("authorization", bearer(alice)),
+            ("cookie", super::Site::cookie(bob)),
+        ],
+    ];
+    for headers in refused {
+        let page = get(headers).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+        assert!(page.body.contains("more than one user"), "{}", page.body);
+        assert!(
+            !page.body.contains("Acme"),
+            "nothing of either user's: {}",
+            page.body
+        );
+    }
+}
