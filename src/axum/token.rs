@@ -775,7 +775,10 @@ mod tests {
             sign(c)
         };
         assert!(verifier.verify(&with_nbf(now - 60)).is_ok());
-        assert!(verifier.verify(&with_nbf(now + 10)).is_ok(), "within the leeway");
+        assert!(
+            verifier.verify(&with_nbf(now + 10)).is_ok(),
+            "within the leeway"
+        );
         assert!(verifier.verify(&with_nbf(now + 120)).is_err());
     }
 }
