@@ -134,7 +134,12 @@ pub fn write_missing(
         if present.contains(&name) {
             continue;
         }
-        latest += 1;
+        latest = latest.checked_add(1).ok_or_else(|| {
+            Error::config(format!(
+                "{} holds a migration dated at the end of time; name the files by hand",
+                dir.display()
+            ))
+        })?;
         let path = dir.join(format!("{latest}_{name}"));
         std::fs::write(&path, migration.sql).map_err(io(format!("writing {}", path.display())))?;
         written.push(path);
@@ -218,6 +223,13 @@ mod tests {
             write_missing(&dir, 2, now).unwrap().is_empty(),
             "written once"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A migration dated at the end of time: a Config error, no panic.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}_host.sql", u64::MAX)), "select 1;").unwrap();
+        let err = write_missing(&dir, 2, now).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -243,7 +243,9 @@ pub const MIN_HS256_SECRET_BYTES: usize = 32;
 /// - **`alg`**: HS256 with the project's JWT secret, or RS256/ES256 with a
 ///   key of the JWKS document (given as JSON, or fetched from a URL and
 ///   cached, chosen by `kid`); `none` and every other algorithm are
-///   refused, and `jku`, `x5u` and `kid` never make it fetch anything.
+///   refused. It fetches nothing but the configured JWKS URL: `jku` and
+///   `x5u` are ignored, and an unknown `kid` refetches that URL at most
+///   once per `min_refetch_interval`.
 /// - **`exp`** (required): not past, with the leeway (default 30 s).
 /// - **`nbf`** (when present): not in the future, with the same leeway.
 /// - **`aud`** (required): the audience (default `authenticated`).

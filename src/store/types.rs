@@ -79,8 +79,13 @@ impl ReserveRequest {
             amount,
             periods,
             now,
-            expires_at: now + chrono::TimeDelta::minutes(10),
-            purge_before: now - chrono::TimeDelta::days(7),
+            // Saturating: a `now` at the end of time must not panic.
+            expires_at: now
+                .checked_add_signed(chrono::TimeDelta::minutes(10))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            purge_before: now
+                .checked_sub_signed(chrono::TimeDelta::days(7))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
         }
     }
 
@@ -437,6 +442,26 @@ mod tests {
             "tenancy_limits",
             include_str!("../../migrations/examples/tenancy_limits.json"),
         );
+    }
+
+    /// A request built at the ends of time saturates instead of panicking.
+    #[test]
+    fn requests_at_the_ends_of_time_do_not_panic() {
+        let (end, start) = (DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC);
+        let at = |now| {
+            let periods = CurrentPeriods::at(Utc::now(), chrono_tz::UTC);
+            let request = ReserveRequest::new(
+                OrgId::new_v7(),
+                UserId::new_v7(),
+                MetricKey::TOKENS,
+                Decimal::ONE,
+                periods,
+                now,
+            );
+            (request.expires_at, request.purge_before)
+        };
+        assert_eq!(at(end), (end, end - chrono::TimeDelta::days(7)));
+        assert_eq!(at(start), (start + chrono::TimeDelta::minutes(10), start));
     }
 
     #[test]
