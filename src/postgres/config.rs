@@ -10,6 +10,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Connector, Inner, PgStore};
+use crate::config::{check_count, check_duration};
 use crate::error::{Error, Result};
 
 /// The variable [`PgStore::from_env`] reads first.
@@ -21,6 +22,13 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long one attempt of a call may take, waiting for a connection
 /// included, unless set.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most connections a pool may open.
+pub const MAX_POOL_SIZE: usize = 1_000;
+/// The longest call timeout.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// The most retries of one call.
+pub const MAX_RETRIES: usize = 20;
 
 /// Builds a [`PgStore`]. Every setting is checked by [`build`](Self::build).
 #[derive(Clone, Default)]
@@ -80,14 +88,15 @@ impl PgStoreBuilder {
     }
 
     /// The most connections the pool opens (default
-    /// [`DEFAULT_POOL_SIZE`]); at least 1.
+    /// [`DEFAULT_POOL_SIZE`]); 1 to [`MAX_POOL_SIZE`].
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = Some(size);
         self
     }
 
     /// How long one attempt of a call may take, waiting for a connection
-    /// included (default [`DEFAULT_CALL_TIMEOUT`]); more than zero. An
+    /// included (default [`DEFAULT_CALL_TIMEOUT`]); 1 ms to
+    /// [`MAX_CALL_TIMEOUT`]. An
     /// attempt past it is abandoned: its statement is cancelled and its
     /// connection discarded; the call is then retried where that is safe
     /// (see [`max_retries`](Self::max_retries)), else fails with
@@ -99,7 +108,7 @@ impl PgStoreBuilder {
     }
 
     /// How many times a failed call is repeated where that is safe
-    /// (default 3): always when nothing was sent (a refused connection) or
+    /// (default 3, at most [`MAX_RETRIES`]): always when nothing was sent (a refused connection) or
     /// nothing landed (a serialization failure or deadlock); after a
     /// dropped connection or a timeout only for calls that are idempotent
     /// (recording, committing, reads). Backoff from 20 ms to 1 s.
@@ -122,9 +131,9 @@ impl PgStoreBuilder {
         self
     }
 
-    /// The store. No connection is opened yet. `Config` for a missing or
-    /// malformed URL, a zero pool size or timeout, or a certificate that is
-    /// not PEM.
+    /// The store. No connection is opened yet. `Config` naming what is
+    /// wrong: a missing or malformed URL, a pool size, timeout or retry
+    /// count out of range, or a certificate that is not PEM.
     pub fn build(self) -> Result<PgStore> {
         let name = self.source.unwrap_or("url");
         let url = self
@@ -134,13 +143,17 @@ impl PgStoreBuilder {
             Error::config(format!("{name} is not a valid PostgreSQL connection URL")).with_source(e)
         })?;
         let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
-        if pool_size == 0 {
-            return Err(Error::config("pool_size: at least 1"));
-        }
+        check_count("pool_size", pool_size, 1, MAX_POOL_SIZE)?;
+        // Bounded: a deadline is now + the timeout, which must not overflow.
         let call_timeout = self.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
-        if call_timeout.is_zero() {
-            return Err(Error::config("call_timeout: more than zero"));
-        }
+        check_duration(
+            "call_timeout",
+            call_timeout,
+            Duration::from_millis(1),
+            MAX_CALL_TIMEOUT,
+        )?;
+        let max_retries = self.max_retries.unwrap_or(3);
+        check_count("max_retries", max_retries, 0, MAX_RETRIES)?;
         let connector = connector(config.get_ssl_mode(), &self.root_certificates)?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -160,7 +173,7 @@ impl PgStoreBuilder {
             inner: std::sync::Arc::new(Inner {
                 pool,
                 call_timeout,
-                max_retries: self.max_retries.unwrap_or(3),
+                max_retries,
                 connector,
                 functions: std::sync::Mutex::default(),
                 statements: std::sync::Mutex::default(),

@@ -59,7 +59,8 @@ use crate::ids::UserId;
 use crate::store::{Backend, Principal};
 
 pub use config::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_POOL_SIZE, ENV_DATABASE_URL, ENV_SUPABASE_DB_URL, PgStoreBuilder,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_POOL_SIZE, ENV_DATABASE_URL, ENV_SUPABASE_DB_URL,
+    MAX_CALL_TIMEOUT, MAX_POOL_SIZE, MAX_RETRIES, PgStoreBuilder,
 };
 pub use deadpool_postgres;
 pub use tokio_postgres;

@@ -174,6 +174,22 @@ fn bad_configuration_is_a_config_error() {
             .call_timeout(std::time::Duration::ZERO)
             .build()
             .unwrap_err(),
+        // A deadline past the end of time would panic later.
+        PgStore::builder()
+            .url("host=127.0.0.1")
+            .call_timeout(std::time::Duration::MAX)
+            .build()
+            .unwrap_err(),
+        PgStore::builder()
+            .url("host=127.0.0.1")
+            .pool_size(usize::MAX)
+            .build()
+            .unwrap_err(),
+        PgStore::builder()
+            .url("host=127.0.0.1")
+            .max_retries(usize::MAX)
+            .build()
+            .unwrap_err(),
     ] {
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     }
