@@ -1,12 +1,10 @@
-//! Applying the embedded migrations, checking the schema version, and the
-//! host's own queries in user mode.
+//! Applying the embedded migrations and checking the schema version.
 
-use tokio_postgres::Transaction;
 use tokio_postgres::types::Type;
 
 use super::PgStore;
 use super::call::from_postgres_error;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::migrations::{self, SCHEMA_VERSION};
 
 /// The transaction-level advisory lock `migrate` holds, so two instances
@@ -73,34 +71,5 @@ impl PgStore {
     /// once at start-up (or [`migrate`](Self::migrate)).
     pub async fn check_schema(&self) -> Result<()> {
         crate::sql::Sql(self).check_schema().await
-    }
-
-    /// Runs `work` in one transaction acting as this store's user: the
-    /// same transaction-local `role` and `request.jwt.claims` as every
-    /// user-mode call, so row-level security filters the host's own tables
-    /// (an adopted `brands`) as it does through PostgREST. Commits when
-    /// `work` returns `Ok`, rolls back otherwise. `PermissionDenied` on a
-    /// service-mode store: use [`pool`](Self::pool) for the service's own
-    /// queries.
-    pub async fn user_transaction<R>(
-        &self,
-        work: impl AsyncFnOnce(&Transaction<'_>) -> Result<R>,
-    ) -> Result<R> {
-        let what = "a user transaction";
-        let user = self.user.as_ref().ok_or_else(|| {
-            Error::permission_denied(format!("{what} needs a user-mode store (PgStore::as_user)"))
-        })?;
-        let mut client = self.connection(what).await?;
-        let fail = |e| from_postgres_error(e, what);
-        let tx = client.transaction().await.map_err(fail)?;
-        tx.query_typed(
-            super::call::SET_CLAIMS,
-            &[(&user.role, Type::TEXT), (&user.json, Type::TEXT)],
-        )
-        .await
-        .map_err(fail)?;
-        let result = work(&tx).await?;
-        tx.commit().await.map_err(fail)?;
-        Ok(result)
     }
 }

@@ -45,6 +45,7 @@
 mod call;
 mod config;
 mod migrate;
+mod user;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,10 +53,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::ids::UserId;
+use crate::error::Result;
 use crate::store::{Backend, Principal};
 
 pub use config::{
@@ -71,7 +70,7 @@ pub use tokio_postgres;
 #[derive(Clone)]
 pub struct PgStore {
     inner: Arc<Inner>,
-    user: Option<Arc<UserClaims>>,
+    user: Option<Arc<user::UserClaims>>,
 }
 
 /// How connections are made: plain, or TLS through rustls.
@@ -92,13 +91,6 @@ struct Inner {
     functions: Mutex<Option<Arc<HashMap<String, call::Function>>>>,
     /// The statement text of each (function, arguments given, columns).
     statements: Mutex<HashMap<String, Arc<str>>>,
-}
-
-/// A user's verified claims, as user mode sets them.
-#[derive(Debug)]
-struct UserClaims {
-    role: String,
-    json: String,
 }
 
 impl fmt::Debug for PgStore {
@@ -137,39 +129,6 @@ impl PgStore {
     /// [`Config`](crate::ErrorKind::Config) error naming the variable.
     pub fn from_env() -> Result<PgStore> {
         PgStoreBuilder::from_env()?.build()
-    }
-
-    /// A user-mode store acting as the holder of `claims`: the payload of
-    /// a Supabase access token **that the caller has verified** (for
-    /// example with `tenancy::axum::TokenVerifier`). It shares this store's
-    /// pool. `claims` must be an object with a `sub` that is a user id and
-    /// a `role` (Supabase's is `authenticated`); otherwise `InvalidInput`.
-    pub fn as_user(&self, claims: &Value) -> Result<PgStore> {
-        let object = claims
-            .as_object()
-            .ok_or_else(|| Error::invalid_input("claims", "not a JSON object"))?;
-        let sub = object
-            .get("sub")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::invalid_input("claims", "no `sub`"))?;
-        UserId::parse(sub).map_err(|_| Error::invalid_input("claims", "`sub` is not a user id"))?;
-        let role = object
-            .get("role")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| Error::invalid_input("claims", "no `role`"))?;
-        Ok(PgStore {
-            inner: Arc::clone(&self.inner),
-            user: Some(Arc::new(UserClaims {
-                role: role.to_owned(),
-                json: claims.to_string(),
-            })),
-        })
-    }
-
-    /// Whether this store acts as a user (user mode).
-    pub fn is_user(&self) -> bool {
-        self.user.is_some()
     }
 
     /// The connection pool, for the service's own queries (as the login

@@ -19,6 +19,7 @@ mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod schema;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -145,35 +146,3 @@ macro_rules! sql_capability_impl {
 }
 
 pub(crate) use {sql_capability_impl, sql_store_impls};
-
-/// `{version}` of `tenancy_schema_version`.
-#[derive(Debug, serde::Deserialize)]
-struct SchemaVersion {
-    version: Option<u32>,
-}
-
-/// `{}`: no arguments.
-#[derive(Debug, Serialize)]
-struct NoArgs {}
-
-impl<T: SqlTransport + ?Sized> Sql<'_, T> {
-    /// Refuses a database whose schema version is not the crate's
-    /// ([`crate::migrations::check_version`]). A database without the
-    /// version function is at the baseline or has no migrations at all.
-    pub(crate) async fn check_schema(&self) -> Result<()> {
-        let found = match self
-            .rpc::<SchemaVersion>(
-                "tenancy_schema_version",
-                "reading the schema version",
-                Idempotent::Yes,
-                &NoArgs {},
-            )
-            .await
-        {
-            Ok(found) => found.version,
-            Err(e) if e.kind() == crate::error::ErrorKind::Config => None,
-            Err(e) => return Err(e),
-        };
-        crate::migrations::check_version(found)
-    }
-}
