@@ -90,3 +90,42 @@ pub fn skip(what: &str, why: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {what} ({why})");
 }
+
+/// Starts a watchdog: a shell that waits for this test process to exit,
+/// then runs `cleanup` (stop a server, remove its directory). Servers the
+/// tests start outlive a killed test process otherwise. `what` names it in
+/// the panic if `sh` cannot start.
+pub(crate) fn spawn_watchdog(cleanup: &str, what: &str) -> std::process::Child {
+    let script = format!(
+        "trap '' INT HUP; while kill -0 {me} 2>/dev/null; do sleep 1; done; {cleanup}",
+        me = std::process::id(),
+    );
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the {what} watchdog: {e}"))
+}
+
+/// The names of the files in `dir` (none when it cannot be read): what a
+/// recorder's spool directory holds.
+pub fn spool_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A line on stderr that libtest does not capture: what a live test saw,
+/// for whoever runs it.
+pub fn log(line: String) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

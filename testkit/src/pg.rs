@@ -387,24 +387,14 @@ impl Cluster {
             Some(user) => format!("runuser -u {user} -- "),
             None => String::new(),
         };
-        let script = format!(
-            "trap '' INT HUP; while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             if [ -f '{data}/postmaster.pid' ]; then {runas}'{pg_ctl}' -D '{data}' -m immediate stop; fi; \
+        let cleanup = format!(
+            "if [ -f '{data}/postmaster.pid' ]; then {runas}'{pg_ctl}' -D '{data}' -m immediate stop; fi; \
              rm -rf '{root}'",
-            pid = std::process::id(),
             data = self.data_dir().display(),
             pg_ctl = self.bin.join("pg_ctl").display(),
             root = self.root().display(),
         );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the cluster watchdog");
-        self.watchdog = Some(child);
+        self.watchdog = Some(crate::spawn_watchdog(&cleanup, "cluster"));
     }
 
     fn prepare_database(&self) {

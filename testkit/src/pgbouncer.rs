@@ -270,25 +270,15 @@ impl PgBouncer {
     /// pid from the pidfile, so it follows restarts, and signals it only
     /// if that pid is still a pgbouncer.
     fn spawn_watchdog(&mut self) {
-        let script = format!(
-            "trap '' INT HUP; while kill -0 {me} 2>/dev/null; do sleep 1; done; \
-             p=$(cat '{pidfile}' 2>/dev/null); \
+        let cleanup = format!(
+            "p=$(cat '{pidfile}' 2>/dev/null); \
              if [ -n \"$p\" ] && [ \"$(cat /proc/$p/comm 2>/dev/null)\" = pgbouncer ]; then \
              kill -TERM \"$p\"; sleep 1; fi; \
              rm -rf '{root}'",
-            me = std::process::id(),
             pidfile = self.pidfile().display(),
             root = self.root().display(),
         );
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the PgBouncer watchdog");
-        self.watchdog = Some(child);
+        self.watchdog = Some(crate::spawn_watchdog(&cleanup, "PgBouncer"));
     }
 
     /// PgBouncer's port on 127.0.0.1.

@@ -298,16 +298,5 @@ fn password_of(cluster: &Cluster) -> String {
 
 /// Kills `pid` once this process has exited.
 fn spawn_watchdog(pid: u32) -> Child {
-    let script = format!(
-        "trap '' INT HUP; while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null",
-        me = std::process::id(),
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the PostgREST watchdog")
+    crate::spawn_watchdog(&format!("kill {pid} 2>/dev/null"), "PostgREST")
 }

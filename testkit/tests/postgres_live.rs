@@ -37,6 +37,7 @@ use tenancy::{
 use tenancy_testkit::pg::{self, Cluster};
 use tenancy_testkit::pgbouncer::{self, PgBouncer};
 use tenancy_testkit::unique_slug;
+use tenancy_testkit::{log, spool_files};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -473,24 +474,6 @@ async fn assert_exact(db: &Client, rig: &Rig, recorded: &Recorded, what: &str) {
         .flat_map(|scope| ["daily", "monthly"].map(|p| ((scope, p.to_owned()), sum)))
         .collect();
     assert_eq!(counters, expected, "{what}: tokens counters");
-}
-
-fn spool_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A line on stderr that libtest does not capture: what the fault tests
-/// saw, for whoever runs them.
-fn log(line: String) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A private cluster (started off the runtime: it blocks).

@@ -14,6 +14,7 @@
 use tenancy_testkit::fault_proxy;
 use tenancy_testkit::postgrest as postgrest_server;
 use tenancy_testkit::unique_slug;
+use tenancy_testkit::{log, spool_files};
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -224,22 +225,6 @@ async fn flush_within(recorder: &UsageRecorder, limit: Duration, what: &str) {
             )
         })
         .expect("flush");
-}
-
-fn spool_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn log(line: String) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 // ---- the tests -----------------------------------------------------------------
