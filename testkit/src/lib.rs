@@ -16,6 +16,7 @@
 pub mod browser;
 pub mod cpu;
 pub mod fault_proxy;
+pub mod isolation;
 pub mod pg;
 pub mod pgbouncer;
 pub mod postgrest;

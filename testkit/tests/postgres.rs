@@ -537,9 +537,10 @@ async fn tls_is_verified_and_used() {
 /// the operator's and workers' functions refused; the anon role refused.
 mod user_mode_matrix {
     use super::*;
-    use chrono::{NaiveDate, Utc};
-    use tenancy::store::{AlertStore, CounterScope, HistoryQuery, ReserveRequest, UsageQuery};
-    use tenancy::{NewLimit, OrgId, Period, PlatformOperator, UsageEvent};
+    use chrono::Utc;
+    use tenancy::store::CounterScope;
+    use tenancy::{NewLimit, OrgId, PlatformOperator, UsageEvent};
+    use tenancy_testkit::isolation::{self, denied, history_of};
 
     struct TwoOrgs {
         service: PgStore,
@@ -582,132 +583,18 @@ mod user_mode_matrix {
         })
     }
 
-    fn denied<T: std::fmt::Debug>(result: tenancy::Result<T>, what: &str) {
-        let err = result.expect_err(what);
-        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{what}: {err}");
-    }
-
-    fn snapshot_of(org: OrgId) -> UsageQuery {
-        let now = Utc::now();
-        UsageQuery::new(
-            org,
-            tenancy::limits::CurrentPeriods::at(now, chrono_tz::UTC),
-            now,
-        )
-    }
-
-    fn history_of(org: OrgId, scope: CounterScope) -> HistoryQuery {
-        let (from, to) = (
-            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
-            NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
-        );
-        HistoryQuery::new(org, scope, Period::Daily, from, to)
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_its_own_org_and_nothing_of_another() {
         let Some(t) = two_orgs().await else { return };
         let as_alice = t.service.as_user(&claims(t.alice)).unwrap();
-        assert!(as_alice.organization(t.acme.id).await.unwrap().is_some());
-        assert_eq!(as_alice.members(t.acme.id).await.unwrap().len(), 1);
-        assert_eq!(as_alice.features(t.acme.id).await.unwrap().len(), 1);
-        assert_eq!(as_alice.limits(t.acme.id).await.unwrap().len(), 1);
-        let own = as_alice
-            .usage_snapshot(&snapshot_of(t.acme.id))
-            .await
-            .unwrap();
-        assert_eq!(own.limits.len(), 1);
-        let history = as_alice
-            .usage_history(&history_of(t.acme.id, CounterScope::Organization))
-            .await
-            .unwrap();
-        assert!(!history.is_empty());
-
-        assert_eq!(as_alice.organization(t.globex.id).await.unwrap(), None);
-        let by_slug = as_alice.organization_by_slug(&t.globex.slug).await.unwrap();
-        assert_eq!(by_slug, None);
-        assert!(as_alice.members(t.globex.id).await.unwrap().is_empty());
-        assert!(as_alice.features(t.globex.id).await.unwrap().is_empty());
-        assert!(as_alice.limits(t.globex.id).await.unwrap().is_empty());
-        assert_eq!(as_alice.membership(t.globex.id, t.bob).await.unwrap(), None);
-        assert!(
-            as_alice
-                .memberships_of_user(t.bob)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        denied(
-            as_alice.usage_snapshot(&snapshot_of(t.globex.id)).await,
-            "another org's snapshot",
-        );
-        denied(
-            as_alice
-                .usage_history(&history_of(t.globex.id, CounterScope::Organization))
-                .await,
-            "another org's history",
-        );
+        isolation::reads_own_and_nothing_of_another(&as_alice, &t.acme, &t.globex, t.bob).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cannot_change_features_limits_or_usage() {
         let Some(t) = two_orgs().await else { return };
         let as_alice = t.service.as_user(&claims(t.alice)).unwrap();
-        let beta = FeatureKey::parse("beta").unwrap();
-        for org in [t.acme.id, t.globex.id] {
-            // Not even in her own org: features and limits are the operator's.
-            denied(
-                as_alice.delete_feature(org, &beta).await,
-                "delete a feature",
-            );
-            denied(
-                as_alice
-                    .update_feature(org, &beta, &FeatureChange::enabled(false), Utc::now())
-                    .await,
-                "change a feature",
-            );
-            let limits = t.service.limits(org).await.unwrap();
-            denied(
-                as_alice.delete_limit(org, limits[0].id).await,
-                "delete a limit",
-            );
-            denied(as_alice.put_limit(&limits[0]).await, "set a limit");
-            let event = UsageEvent::new(org)
-                .user(t.alice)
-                .tokens(1, 0, 0)
-                .into_record(Utc::now(), chrono_tz::UTC)
-                .unwrap();
-            denied(as_alice.record_usage(&[event]).await, "record usage");
-            let periods = tenancy::limits::CurrentPeriods::at(Utc::now(), chrono_tz::UTC);
-            let hold = ReserveRequest::new(
-                org,
-                t.alice,
-                tenancy::MetricKey::TOKENS,
-                1.into(),
-                periods,
-                Utc::now(),
-            );
-            denied(as_alice.reserve(&hold).await, "reserve");
-            let key = tenancy::limits::AlertKey {
-                org,
-                scope: tenancy::limits::LimitScope::Organization,
-                metric: tenancy::MetricKey::TOKENS,
-                period: periods.key(Period::Monthly),
-                threshold_percent: 80,
-            };
-            denied(
-                as_alice.claim_alert(&key, Utc::now()).await,
-                "claim an alert",
-            );
-        }
-        denied(
-            as_alice
-                .list_organizations(&tenancy::store::OrgQuery::new(10, 0))
-                .await,
-            "list every organization",
-        );
-        assert!(t.service.features(t.globex.id).await.unwrap()[0].enabled);
-        assert_eq!(t.service.limits(t.globex.id).await.unwrap().len(), 1);
+        isolation::changes_nothing(&as_alice, &t.service, t.alice, [&t.acme, &t.globex]).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

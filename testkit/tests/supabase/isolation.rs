@@ -3,13 +3,13 @@
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use tenancy::store::{FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore};
+use tenancy::store::{MemberStore, OrgStore};
 use tenancy::{
-    ErrorKind, FeatureChange, FeatureKey, Membership, NewLimit, NewOrganization, OrgId,
-    PlatformOperator, Role, Tenancy, UsageEvent, UserId,
+    ErrorKind, Membership, NewLimit, NewOrganization, OrgId, PlatformOperator, Role, Tenancy,
+    UsageEvent, UserId,
 };
 
-use tenancy_testkit::unique_slug;
+use tenancy_testkit::{isolation, unique_slug};
 
 use super::{Brand, TwoOrgs, api, two_orgs, user_client};
 
@@ -38,26 +38,7 @@ async fn a_user_client_reads_its_own_org_and_nothing_of_another() {
     seed_both(&t).await;
     let as_alice = user_client(server, &t.service, t.alice);
     assert!(as_alice.is_user_client());
-    // Positive controls: her own org is visible.
-    let own = as_alice.organization(t.acme.id).await.unwrap();
-    assert_eq!(own.map(|o| o.id), Some(t.acme.id));
-    assert_eq!(as_alice.members(t.acme.id).await.unwrap().len(), 1);
-    assert_eq!(as_alice.features(t.acme.id).await.unwrap().len(), 1);
-    // Bob's org, its members and features: nothing.
-    assert_eq!(as_alice.organization(t.globex.id).await.unwrap(), None);
-    let by_slug = as_alice.organization_by_slug(&t.globex.slug).await.unwrap();
-    assert_eq!(by_slug, None);
-    assert!(as_alice.members(t.globex.id).await.unwrap().is_empty());
-    assert!(as_alice.features(t.globex.id).await.unwrap().is_empty());
-    assert!(as_alice.limits(t.globex.id).await.unwrap().is_empty());
-    assert_eq!(as_alice.membership(t.globex.id, t.bob).await.unwrap(), None);
-    assert!(
-        as_alice
-            .memberships_of_user(t.bob)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    isolation::reads_own_and_nothing_of_another(&as_alice, &t.acme, &t.globex, t.bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,32 +218,7 @@ async fn a_user_client_cannot_change_features_limits_or_usage() {
     };
     seed_both(&t).await;
     let as_alice = user_client(server, &t.service, t.alice);
-    let beta = FeatureKey::from_static("beta");
-    for org in [t.acme.id, t.globex.id] {
-        // Not even in her own org: features and limits are the operator's.
-        let err = as_alice.delete_feature(org, &beta).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-        let change = FeatureChange::enabled(false);
-        let err = as_alice
-            .update_feature(org, &beta, &change, Utc::now())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-        let event = UsageEvent::new(org)
-            .tokens(1, 0, 0)
-            .into_record(Utc::now(), chrono_tz::UTC)
-            .unwrap();
-        let err = as_alice.record_usage(&[event]).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-    }
-    let limits = t.service.limits(t.globex.id).await.unwrap();
-    let err = as_alice
-        .delete_limit(t.globex.id, limits[0].id)
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-    assert_eq!(t.service.limits(t.globex.id).await.unwrap(), limits);
-    assert!(t.service.features(t.globex.id).await.unwrap()[0].enabled);
+    isolation::changes_nothing(&as_alice, &t.service, t.alice, [&t.acme, &t.globex]).await;
     let brand = json!([{"name": "Trojan", "organization_id": t.globex.id.to_string()}]);
     let err = as_alice
         .fetch::<Vec<Brand>>(as_alice.from("brands").insert(brand.to_string()))

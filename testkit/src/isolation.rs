@@ -1,0 +1,153 @@
+//! The user-client isolation matrix, through the store traits alone, so
+//! that every SQL transport runs the same checks: `SupabaseStore`'s user
+//! client (`tests/supabase/isolation.rs`) and `PgStore` in user mode
+//! (`tests/postgres.rs`).
+//!
+//! Both organizations must hold a feature, a limit and usage, so that
+//! "nothing of the other's" is a refusal, not an empty table.
+
+use chrono::{NaiveDate, Utc};
+use tenancy::limits::{AlertKey, CurrentPeriods, LimitScope};
+use tenancy::store::{CounterScope, DynStore, HistoryQuery, OrgQuery, ReserveRequest, UsageQuery};
+use tenancy::{
+    ErrorKind, FeatureChange, FeatureKey, MetricKey, OrgId, Organization, Period, UsageEvent,
+    UserId,
+};
+
+/// `result` is a `PermissionDenied` error; `what` names the call.
+pub fn denied<T: std::fmt::Debug>(result: tenancy::Result<T>, what: &str) {
+    let err = result.expect_err(what);
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{what}: {err}");
+}
+
+fn snapshot_of(org: OrgId) -> UsageQuery {
+    let now = Utc::now();
+    UsageQuery::new(org, CurrentPeriods::at(now, chrono_tz::UTC), now)
+}
+
+/// Every daily counter of `org` for `scope` from 2000 to 2100.
+pub fn history_of(org: OrgId, scope: CounterScope) -> HistoryQuery {
+    let (from, to) = (
+        NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+        NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+    );
+    HistoryQuery::new(org, scope, Period::Daily, from, to)
+}
+
+/// `as_user`, a member of `own`, reads its own organization — the
+/// organization, its members, feature, limit, usage and history — and
+/// nothing of `other` (whose member is `other_user`): reads come back empty
+/// and usage reads are refused.
+pub async fn reads_own_and_nothing_of_another(
+    as_user: &DynStore,
+    own: &Organization,
+    other: &Organization,
+    other_user: UserId,
+) {
+    assert!(as_user.organization(own.id).await.unwrap().is_some());
+    assert!(!as_user.members(own.id).await.unwrap().is_empty());
+    assert_eq!(as_user.features(own.id).await.unwrap().len(), 1);
+    assert_eq!(as_user.limits(own.id).await.unwrap().len(), 1);
+    let snapshot = as_user.usage_snapshot(&snapshot_of(own.id)).await.unwrap();
+    assert_eq!(snapshot.limits.len(), 1);
+    let history = as_user
+        .usage_history(&history_of(own.id, CounterScope::Organization))
+        .await
+        .unwrap();
+    assert!(!history.is_empty(), "its own usage");
+
+    assert_eq!(as_user.organization(other.id).await.unwrap(), None);
+    assert_eq!(
+        as_user.organization_by_slug(&other.slug).await.unwrap(),
+        None
+    );
+    assert!(as_user.members(other.id).await.unwrap().is_empty());
+    assert!(as_user.features(other.id).await.unwrap().is_empty());
+    assert!(as_user.limits(other.id).await.unwrap().is_empty());
+    assert_eq!(
+        as_user.membership(other.id, other_user).await.unwrap(),
+        None
+    );
+    assert!(
+        as_user
+            .memberships_of_user(other_user)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    denied(
+        as_user.usage_snapshot(&snapshot_of(other.id)).await,
+        "another org's snapshot",
+    );
+    denied(
+        as_user
+            .usage_history(&history_of(other.id, CounterScope::Organization))
+            .await,
+        "another org's history",
+    );
+}
+
+/// `as_user` (user `user`) changes nothing in either organization, not even
+/// its own: features, limits, usage, holds and alert claims are the
+/// operator's and the workers'; nor lists every organization. `service`
+/// sees the other organization's feature and limit unchanged after.
+pub async fn changes_nothing(
+    as_user: &DynStore,
+    service: &DynStore,
+    user: UserId,
+    orgs: [&Organization; 2],
+) {
+    let beta = FeatureKey::parse("beta").unwrap();
+    let before: Vec<_> = {
+        let mut rows = Vec::new();
+        for org in orgs {
+            rows.push((
+                service.features(org.id).await.unwrap(),
+                service.limits(org.id).await.unwrap(),
+            ));
+        }
+        rows
+    };
+    for (org, (_, limits)) in orgs.iter().zip(&before) {
+        let org = org.id;
+        denied(as_user.delete_feature(org, &beta).await, "delete a feature");
+        let off = FeatureChange::enabled(false);
+        denied(
+            as_user.update_feature(org, &beta, &off, Utc::now()).await,
+            "change a feature",
+        );
+        denied(
+            as_user.delete_limit(org, limits[0].id).await,
+            "delete a limit",
+        );
+        denied(as_user.put_limit(&limits[0]).await, "set a limit");
+        let event = UsageEvent::new(org)
+            .user(user)
+            .tokens(1, 0, 0)
+            .into_record(Utc::now(), chrono_tz::UTC)
+            .unwrap();
+        denied(as_user.record_usage(&[event]).await, "record usage");
+        let periods = CurrentPeriods::at(Utc::now(), chrono_tz::UTC);
+        let hold = ReserveRequest::new(org, user, MetricKey::TOKENS, 1.into(), periods, Utc::now());
+        denied(as_user.reserve(&hold).await, "reserve");
+        let key = AlertKey {
+            org,
+            scope: LimitScope::Organization,
+            metric: MetricKey::TOKENS,
+            period: periods.key(Period::Monthly),
+            threshold_percent: 80,
+        };
+        denied(
+            as_user.claim_alert(&key, Utc::now()).await,
+            "claim an alert",
+        );
+    }
+    denied(
+        as_user.list_organizations(&OrgQuery::new(10, 0)).await,
+        "list every organization",
+    );
+    for (org, (features, limits)) in orgs.iter().zip(&before) {
+        assert_eq!(&service.features(org.id).await.unwrap(), features);
+        assert_eq!(&service.limits(org.id).await.unwrap(), limits);
+    }
+}
