@@ -87,17 +87,26 @@ pub fn check_version(found: Option<u32>) -> Result<()> {
             "the database's tenancy schema is version {newer}, newer than this crate's \
              {SCHEMA_VERSION}: upgrade the tenancy crate"
         ))),
-        older => {
-            let files: Vec<&str> = missing(older.unwrap_or(1)).map(|m| m.file).collect();
-            let found = older.map_or_else(
-                || "1 or older (no version recorded)".to_owned(),
-                |v| v.to_string(),
-            );
+        Some(older) => {
+            let files: Vec<&str> = missing(older).map(|m| m.file).collect();
             Err(Error::config(format!(
-                "the database's tenancy schema is version {found}, this crate needs \
+                "the database's tenancy schema is version {older}, this crate needs \
                  {SCHEMA_VERSION}: apply {} (PgStore::migrate, or \
                  tenancy::migrations::write_missing and `supabase db push`)",
                 files.join(", ")
+            )))
+        }
+        None => {
+            // Without the version table the database has the baseline
+            // (version 1) or none of the crate's tables; which, only it knows.
+            let after_baseline: Vec<&str> = missing(1).map(|m| m.file).collect();
+            Err(Error::config(format!(
+                "the database records no tenancy schema version (version 1 or older), this \
+                 crate needs {SCHEMA_VERSION}: apply {} after the baseline, or every file \
+                 from {} on a database without the crate's tables (PgStore::migrate does \
+                 either, or tenancy::migrations::write_missing and `supabase db push`)",
+                after_baseline.join(", "),
+                MIGRATIONS[0].file,
             )))
         }
     }
@@ -182,7 +191,11 @@ mod tests {
         assert!(check_version(Some(SCHEMA_VERSION)).is_ok());
         let old = check_version(None).unwrap_err();
         assert_eq!(old.kind(), crate::error::ErrorKind::Config);
-        assert!(old.message().contains("1 or older"), "{old}");
+        assert!(old.message().contains("version 1 or older"), "{old}");
+        assert!(
+            old.message().contains("20260301000100_tenancy_tables.sql"),
+            "names the baseline for an empty database: {old}"
+        );
         assert!(
             old.message()
                 .contains("20261206000100_tenancy_schema_version.sql"),

@@ -30,7 +30,12 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             .await
         {
             Ok(found) => found.version,
-            Err(e) if e.kind() == crate::error::ErrorKind::Config => None,
+            // No such function: the version table's migration is missing.
+            // The cause stays the error's source, should it be another.
+            Err(e) if e.kind() == crate::error::ErrorKind::Config => {
+                return crate::migrations::check_version(None)
+                    .map_err(|check| check.with_source(e));
+            }
             Err(e) => return Err(e),
         };
         crate::migrations::check_version(found)
