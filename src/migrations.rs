@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The schema version this crate's code expects.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// One migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     2 "20261206000100_tenancy_schema_version.sql",
     3 "20261206000200_tenancy_store_functions.sql",
     4 "20261206000300_tenancy_grants_and_domains.sql",
+    5 "20261206000400_tenancy_sql_api.sql",
 ];
 
 /// The migrations a database at schema version `applied` lacks (0: none
