@@ -216,10 +216,7 @@ begin
         using errcode = '22023';
     end if;
     for v_metric, v_quantity in select q.key, q.value from pg_catalog.jsonb_each(v_value) q loop
-      if v_metric !~ '^[a-z][a-z0-9_]{0,62}$' then
-        raise exception 'quantities: "%" is not a metric: use 1 to 63 lowercase ASCII letters, digits and underscores, starting with a letter', v_metric
-          using errcode = '22023';
-      end if;
+      perform tenancy.checked_metric('quantities', v_metric);
       v_amount := tenancy.json_amount('quantity', v_quantity);
       if v_amounts ? v_metric then
         v_amount := tenancy.checked_amount('quantity', (v_amounts ->> v_metric)::numeric + v_amount);
@@ -385,17 +382,22 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Arguments and callers.
 
--- `metric` if it is a metric key; 22023 naming `field` otherwise.
+-- `metric` if it is a metric key (the tenancy.metric_key domain, the one
+-- copy of the rule); 22023 naming `field` otherwise.
 create or replace function tenancy.checked_metric(field text, metric text) returns text
 language plpgsql immutable
 set search_path = ''
 as $$
 begin
-  if metric is null or metric !~ '^[a-z][a-z0-9_]{0,62}$' then
-    raise exception '%: % is not a metric: use 1 to 63 lowercase ASCII letters, digits and underscores, starting with a letter',
-      field, coalesce('"' || metric || '"', 'null') using errcode = '22023';
+  if metric is null then
+    raise exception '%: is required', field using errcode = '22023';
   end if;
-  return metric;
+  begin
+    return metric::tenancy.metric_key;
+  exception when check_violation then
+    raise exception '%: "%" is not a metric: use 1 to 63 lowercase ASCII letters, digits and underscores, starting with a letter',
+      field, metric using errcode = '22023';
+  end;
 end
 $$;
 
@@ -767,7 +769,8 @@ end
 $$;
 
 -- {key, enabled, config}: config only while enabled (null otherwise),
--- {key, false, null} for a feature never set.
+-- {key, false, null} for a feature never set (a key no feature can have
+-- included).
 create or replace function tenancy.feature_for(org uuid, feature_key text) returns jsonb
 language plpgsql stable
 set search_path = ''
@@ -776,9 +779,8 @@ declare
   v_feature public.org_features;
 begin
   perform tenancy.org_timezone(org);
-  if feature_key is null or feature_key !~ '^[a-z][a-z0-9_]{0,62}$' then
-    raise exception 'feature_key: % is not a feature key: use 1 to 63 lowercase ASCII letters, digits and underscores, starting with a letter',
-      coalesce('"' || feature_key || '"', 'null') using errcode = '22023';
+  if feature_key is null then
+    raise exception 'feature_key: is required' using errcode = '22023';
   end if;
   select f.* into v_feature from public.org_features f
   where f.organization_id = org and f.feature_key = feature_for.feature_key;

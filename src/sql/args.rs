@@ -370,6 +370,11 @@ mod tests {
             include_str!("../../migrations/examples/tenancy_memberships.json"),
         );
         assert!(!memberships.is_empty());
+        let organizations: Vec<OrgMembershipRow> = reads(
+            "tenancy_user_organizations",
+            include_str!("../../migrations/examples/tenancy_user_organizations.json"),
+        );
+        assert!(!organizations.is_empty());
         for (name, example) in [
             (
                 "tenancy_delete_organization",

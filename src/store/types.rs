@@ -340,7 +340,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::limits::{Limit, UsageSnapshot};
+    use crate::ids::EventId;
+    use crate::limits::{Limit, LimitDecision, UsageLine, UsageSnapshot};
     use crate::model::{Feature, Membership, Organization};
 
     /// Keys the SQL sends that no Rust type reads: `limit_type` is the
@@ -442,6 +443,76 @@ mod tests {
             "tenancy_limits",
             include_str!("../../migrations/examples/tenancy_limits.json"),
         );
+    }
+
+    /// The entry points for callers that are not the library answer in the
+    /// library's own types where it has one: a decision, usage lines, the
+    /// commit's outcome (the user's organizations are checked in
+    /// `sql::args`, beside `tenancy_memberships`).
+    #[test]
+    fn entry_point_examples_have_the_shapes_of_the_rust_answers() {
+        round_trips::<LimitDecision>(
+            "tenancy_check_limit",
+            include_str!("../../migrations/examples/tenancy_check_limit.json"),
+        );
+        round_trips::<Vec<UsageLine>>(
+            "tenancy_usage_summary",
+            include_str!("../../migrations/examples/tenancy_usage_summary.json"),
+        );
+        round_trips::<CommitOutcome>(
+            "tenancy_commit_usage",
+            include_str!("../../migrations/examples/tenancy_commit_usage.json"),
+        );
+        let reserved: Value = serde_json::from_str(include_str!(
+            "../../migrations/examples/tenancy_reserve_usage.json"
+        ))
+        .unwrap();
+        round_trips::<LimitDecision>(
+            "tenancy_reserve_usage.decision",
+            &reserved["decision"].to_string(),
+        );
+        let keys = |v: &Value| -> Vec<String> {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(
+            keys(&reserved),
+            ["decision", "expires_at", "granted", "reservation_id"]
+        );
+        for name_and_example in [
+            (
+                "tenancy_record_event",
+                include_str!("../../migrations/examples/tenancy_record_event.json"),
+            ),
+            (
+                "tenancy_record_events",
+                include_str!("../../migrations/examples/tenancy_record_events.json"),
+            ),
+        ] {
+            let (name, example) = name_and_example;
+            let recorded: Value = serde_json::from_str(example).unwrap();
+            let ids = recorded["ids"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: ids"));
+            assert!(
+                ids.iter()
+                    .all(|id| id.as_str().is_some_and(|s| EventId::parse(s).is_ok()))
+            );
+            let mut outcome = recorded.clone();
+            outcome.as_object_mut().unwrap().remove("ids");
+            round_trips::<RecordOutcome>(name, &outcome.to_string());
+        }
+        let released: Value = serde_json::from_str(include_str!(
+            "../../migrations/examples/tenancy_release_usage.json"
+        ))
+        .unwrap();
+        assert_eq!(keys(&released), ["released"]);
+        let feature: Value = serde_json::from_str(include_str!(
+            "../../migrations/examples/tenancy_feature.json"
+        ))
+        .unwrap();
+        assert_eq!(keys(&feature), ["config", "enabled", "key"]);
     }
 
     /// A request built at the ends of time saturates instead of panicking.

@@ -10,15 +10,18 @@ use uuid::Uuid;
 use crate::support::{TENANT_TABLES, event, record};
 
 /// Every RPC in `public`, by name.
-const RPCS: [&str; 26] = [
+const RPCS: [&str; 35] = [
     "tenancy_add_member",
+    "tenancy_check_limit",
     "tenancy_claim_alert",
     "tenancy_commit_reservation",
+    "tenancy_commit_usage",
     "tenancy_create_organization",
     "tenancy_create_unowned_organization",
     "tenancy_delete_feature",
     "tenancy_delete_limit",
     "tenancy_delete_organization",
+    "tenancy_feature",
     "tenancy_features",
     "tenancy_limits",
     "tenancy_list_organizations",
@@ -27,66 +30,113 @@ const RPCS: [&str; 26] = [
     "tenancy_organization",
     "tenancy_organization_by_slug",
     "tenancy_put_limit",
+    "tenancy_record_event",
+    "tenancy_record_events",
     "tenancy_record_usage",
     "tenancy_release_reservation",
+    "tenancy_release_usage",
     "tenancy_remove_member",
     "tenancy_rename_organization",
     "tenancy_reserve",
+    "tenancy_reserve_usage",
     "tenancy_schema_version",
     "tenancy_set_member_role",
     "tenancy_update_feature",
     "tenancy_usage_history",
     "tenancy_usage_snapshot",
+    "tenancy_usage_summary",
+    "tenancy_user_organizations",
 ];
 
 /// The RPCs a user JWT may call; every other one is for service_role only.
-const USER_RPCS: [&str; 17] = [
+const USER_RPCS: [&str; 26] = [
     "tenancy_add_member",
+    "tenancy_check_limit",
+    "tenancy_commit_usage",
     "tenancy_create_organization",
     "tenancy_delete_feature",
     "tenancy_delete_limit",
     "tenancy_delete_organization",
+    "tenancy_feature",
     "tenancy_features",
     "tenancy_limits",
     "tenancy_members",
     "tenancy_memberships",
     "tenancy_organization",
     "tenancy_organization_by_slug",
+    "tenancy_record_event",
+    "tenancy_record_events",
+    "tenancy_release_usage",
     "tenancy_remove_member",
     "tenancy_rename_organization",
+    "tenancy_reserve_usage",
     "tenancy_schema_version",
     "tenancy_set_member_role",
     "tenancy_usage_history",
     "tenancy_usage_snapshot",
+    "tenancy_usage_summary",
+    "tenancy_user_organizations",
 ];
 
 /// The functions in `tenancy` a user JWT may execute (migrations/README.md
 /// lists them): those its policies, triggers and RPCs call.
-const USER_HELPERS: [&str; 18] = [
+const USER_HELPERS: [&str; 40] = [
+    "checked_amount",
+    "checked_metric",
+    "day_starts_at",
+    "decide",
+    "event_amounts",
     "feature_json",
     "has_feature",
     "has_role",
     "is_member",
     "is_privileged",
     "is_timezone",
+    "json_amount",
     "limit_json",
+    "limit_level",
+    "limit_percent",
+    "member_check_limit",
+    "member_commit_usage",
+    "member_feature",
+    "member_record_events",
+    "member_release_usage",
+    "member_reserve_usage",
     "member_usage_snapshot",
+    "member_usage_summary",
     "membership_cas_failed",
     "membership_json",
     "org_exists",
     "org_ids",
     "organization_json",
     "other_owner_exists",
+    "period_resets_at",
+    "period_start",
+    "period_starts_at",
     "require_member",
+    "require_role",
     "role_in",
     "role_rank",
+    "round_half_even",
     "schema_version",
+    "usage_lines",
+    "within_limit",
 ];
 
 /// The functions in `tenancy` that are not trigger functions and that
-/// service_role may not execute: the snapshot for user JWTs, and
-/// adopt_table (for migrations).
-const NOT_FOR_SERVICE: [&str; 2] = ["adopt_table", "member_usage_snapshot"];
+/// service_role may not execute: the checked paths for user JWTs
+/// (`member_*`), and adopt_table (for migrations).
+const NOT_FOR_SERVICE: [&str; 9] = [
+    "adopt_table",
+    "member_check_limit",
+    "member_commit_usage",
+    "member_feature",
+    "member_record_events",
+    "member_release_usage",
+    "member_reserve_usage",
+    "member_usage_snapshot",
+    "member_usage_summary",
+];
 
 /// The catalog checks, on `db`.
 pub async fn assert_catalog(db: &Client) {

@@ -10,6 +10,8 @@
 //! schema make a database of their own. Without PostgreSQL they print
 //! `SKIPPED` and pass, unless `TENANCY_REQUIRE_LIVE` is set.
 
+mod agreement;
+mod api;
 mod catalog;
 mod members;
 mod parity;

@@ -699,6 +699,9 @@ async fn live_responses(db: &Client) -> BTreeMap<String, Value> {
     }
     out.insert("tenancy_usage_history", Value::Array(history));
     out.insert("tenancy_claim_alert", claim_alert(db, org, None, 80).await);
+    for (rpc, response) in crate::api::entry_point_responses(db, org, member).await {
+        out.insert(rpc, response);
+    }
     for (rpc, response) in store_function_responses(db, org, member).await {
         out.insert(rpc, response);
     }
@@ -1002,10 +1005,21 @@ async fn every_parity_check_sees_drifted_sql() {
         "c: {problems:#?}"
     );
     let problems = shape_disagreements(&db).await;
+    let mut drifted: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split_once(':').map_or(p.as_str(), |(rpc, _)| rpc))
+        .collect();
+    drifted.sort_unstable();
     assert_eq!(
-        problems.len(),
-        2,
-        "d: the reserve and snapshot: {problems:#?}"
+        drifted,
+        [
+            "tenancy_check_limit",
+            "tenancy_reserve",
+            "tenancy_reserve_usage",
+            "tenancy_usage_snapshot",
+            "tenancy_usage_summary",
+        ],
+        "d: the reserve and snapshot, and the entry points that read their limits: {problems:#?}"
     );
     let problems = crate::rls::per_user_disagreements(&db, &mut conn).await;
     assert!(

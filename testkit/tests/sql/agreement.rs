@@ -1,0 +1,1 @@
+//! Rust and SQL agree on periods and amounts.
