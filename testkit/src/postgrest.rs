@@ -87,6 +87,27 @@ create table if not exists public.brands (
 select tenancy.adopt_table('public.brands');
 "#;
 
+/// The SQL block that follows `<!-- example: <name> -->` in
+/// `migrations/README.md`: the documented examples the stand-in serves
+/// (`ads`, the host table whose inserts stop at a limit), so the tests run
+/// exactly what the documentation shows.
+pub fn readme_example(name: &str) -> String {
+    let path = crate::pg::migrations_dir().join("README.md");
+    let readme =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let marker = format!("<!-- example: {name} -->");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("{} has no {marker}", path.display()))
+        .1;
+    let block = after
+        .split_once("```sql\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sql block after {marker}"))
+        .0;
+    block.to_owned()
+}
+
 /// A running stand-in.
 #[derive(Debug)]
 pub struct Server {
@@ -177,6 +198,7 @@ impl Server {
         };
         let cluster = Cluster::shared()?;
         run_sql(cluster, TEST_FIXTURES_SQL);
+        run_sql(cluster, &readme_example("ads"));
         Some(Server::start(cluster, &bin))
     }
 
