@@ -34,10 +34,12 @@ async fn call_as(
     .await
 }
 
-const CHECK: &str = "select tenancy_check_limit(org_id => $1, metric => $2, amount => $3::text::numeric)";
+const CHECK: &str =
+    "select tenancy_check_limit(org_id => $1, metric => $2, amount => $3::text::numeric)";
 const CHECK_FOR: &str =
     "select tenancy_check_limit(org_id => $1, metric => 'tokens', amount => 1, user_id => $2)";
-const RESERVE: &str = "select tenancy_reserve_usage(org_id => $1, metric => $2, estimate => $3::text::numeric)";
+const RESERVE: &str =
+    "select tenancy_reserve_usage(org_id => $1, metric => $2, estimate => $3::text::numeric)";
 const RESERVE_FOR: &str =
     "select tenancy_reserve_usage(org_id => $1, metric => 'tokens', estimate => 1, user_id => $2)";
 const COMMIT: &str =
@@ -217,13 +219,7 @@ async fn entry_points_act_for_the_caller_within_its_role() {
     );
     // Nobody signed in: anon executes none of them.
     assert_denied(
-        call_as(
-            &mut conn,
-            Actor::Anon,
-            CHECK,
-            &[&w.org_a, &"tokens", &"1"],
-        )
-        .await,
+        call_as(&mut conn, Actor::Anon, CHECK, &[&w.org_a, &"tokens", &"1"]).await,
         "anon",
     );
     // The unchecked work is the service role's; the checked path is the
@@ -420,14 +416,9 @@ async fn a_retried_commit_counts_once() {
     let w = world(&db).await;
     let mut conn = pg::connect_url(&pg.authenticator_url(pg::DATABASE)).await;
     let member = Actor::User(w.member_a);
-    let held = call_as(
-        &mut conn,
-        member,
-        RESERVE,
-        &[&w.org_a, &"tokens", &"500"],
-    )
-    .await
-    .unwrap();
+    let held = call_as(&mut conn, member, RESERVE, &[&w.org_a, &"tokens", &"500"])
+        .await
+        .unwrap();
     let hold: Uuid = held["reservation_id"].as_str().unwrap().parse().unwrap();
     let event = json!({"provider": "openai", "model": "gpt-4o", "input_tokens": 300, "output_tokens": 120, "cost_usd": "0.0123"});
     let first = call_as(&mut conn, member, COMMIT_EVENT, &[&w.org_a, &hold, &event]).await;
