@@ -995,8 +995,7 @@ end
 $$;
 
 -- The organizations of `user_id` (a user JWT: itself, the default) with
--- its role: [OrgMembership], the first joined first (the default
--- organization, as Tenancy::orgs_for_user orders them).
+-- its role: [OrgMembership] in Tenancy::orgs_for_user's order.
 create or replace function public.tenancy_user_organizations(user_id uuid default null)
 returns jsonb
 language plpgsql stable
@@ -1018,15 +1017,21 @@ begin
   elsif v_user is null then
     raise exception 'user_id is required with the service role' using errcode = '22023';
   end if;
+  -- The default first (default_membership: joined first; a tie goes to
+  -- the higher role, then the lower id), then by join time and id.
   return (
     select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
         'organization', tenancy.organization_json(o),
         'role', m.role,
         'joined_at', m.created_at
-      ) order by m.created_at, m.organization_id), '[]'::jsonb)
-    from public.user_organizations m
-    join public.organizations o on o.id = m.organization_id
-    where m.user_id = v_user);
+      ) order by m.rank <> 1, m.created_at, m.organization_id), '[]'::jsonb)
+    from (
+      select u.*, pg_catalog.row_number() over (
+          order by u.created_at, tenancy.role_rank(u.role) desc, u.organization_id) as rank
+      from public.user_organizations u
+      where u.user_id = v_user
+    ) m
+    join public.organizations o on o.id = m.organization_id);
 end
 $$;
 

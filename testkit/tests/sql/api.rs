@@ -763,3 +763,46 @@ pub async fn entry_point_responses(
         ("tenancy_feature", one(FEATURE, &[&org, &"veo_avatars"]).await),
     ]
 }
+
+/// `tenancy_user_organizations` lists them in `Tenancy::orgs_for_user`'s
+/// order, the default first, ties in join time included.
+#[tokio::test]
+async fn organizations_come_in_the_rust_order() {
+    let Some(pg) = Cluster::shared() else { return };
+    let mut a = agreement(pg).await;
+    let user = create_user(&a.db).await;
+    let mut orgs = vec![Uuid::from(a.org)];
+    for _ in 0..3 {
+        orgs.push(crate::support::create_org(&a.db, create_user(&a.db).await).await);
+    }
+    // Joined all at once, with different roles: the highest role is the
+    // default, then the rest by id.
+    for (org, role) in orgs.iter().zip(["viewer", "member", "admin", "member"]) {
+        a.db.execute(
+            "insert into user_organizations (organization_id, user_id, role, created_at) \
+             values ($1, $2, $3, '2026-03-01T00:00:00Z')",
+            &[org, &user, &role],
+        )
+        .await
+        .unwrap();
+    }
+    let rust: Vec<Uuid> = a
+        .tenancy
+        .orgs_for_user(UserId::from(user))
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| Uuid::from(m.organization.id))
+        .collect();
+    let sql = call_as(&mut a.conn, Actor::User(user), ORGS, &[])
+        .await
+        .unwrap();
+    let sql: Vec<Uuid> = sql
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["organization"]["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sql, rust);
+    assert_eq!(rust[0], orgs[2], "the admin membership is the default");
+}
