@@ -7,7 +7,9 @@
 //! - [`pgbouncer`]: PgBouncer in transaction mode in front of it, as
 //!   Supabase's pooler is;
 //! - [`fault_proxy`]: an HTTP proxy that injects the faults a real server
-//!   will not produce on demand.
+//!   will not produce on demand;
+//! - [`python`]: Python with supabase-py's PostgREST client, for the
+//!   Python example and scripts calling the SQL entry points.
 //!
 //! Every component is found on the machine or skipped with a loud
 //! `SKIPPED` line; with `TENANCY_REQUIRE_LIVE` set (as `.ci/run` does) a
@@ -20,6 +22,7 @@ pub mod isolation;
 pub mod pg;
 pub mod pgbouncer;
 pub mod postgrest;
+pub mod python;
 pub mod seed;
 
 use std::path::PathBuf;

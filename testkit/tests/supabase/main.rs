@@ -7,6 +7,8 @@
 
 mod errors;
 mod isolation;
+mod policy;
+mod python;
 mod scoped;
 
 use std::sync::Arc;
