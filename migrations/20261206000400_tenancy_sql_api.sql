@@ -28,6 +28,24 @@
 -- ---------------------------------------------------------------------------
 -- 1. The rules.
 
+-- The zone `tz` names, as chrono-tz reads it. PostgreSQL reads a name in
+-- its abbreviation list before its zone names, and four IANA zone names
+-- are also abbreviations of fixed offsets there: CET, EET, MET and WET,
+-- which the IANA database (since 2024b) links to Europe/Brussels,
+-- Europe/Athens, Europe/Brussels and Europe/Lisbon, daylight saving
+-- included. Every other name means the same to both.
+create or replace function tenancy.iana_zone(tz text) returns text
+language sql immutable
+as $$
+  select case iana_zone.tz
+    when 'CET' then 'Europe/Brussels'
+    when 'MET' then 'Europe/Brussels'
+    when 'EET' then 'Europe/Athens'
+    when 'WET' then 'Europe/Lisbon'
+    else iana_zone.tz
+  end
+$$;
+
 -- The local date `at` falls on in `tz`, as a daily or monthly period's
 -- start (the first of the month for monthly): PeriodKey::containing.
 create or replace function tenancy.period_start(period text, at timestamptz, tz text)
@@ -35,8 +53,9 @@ returns date
 language sql stable
 as $$
   select case period_start.period
-    when 'daily' then (period_start.at at time zone period_start.tz)::date
-    when 'monthly' then pg_catalog.date_trunc('month', period_start.at at time zone period_start.tz)::date
+    when 'daily' then (period_start.at at time zone tenancy.iana_zone(period_start.tz))::date
+    when 'monthly' then pg_catalog.date_trunc('month',
+      period_start.at at time zone tenancy.iana_zone(period_start.tz))::date
   end
 $$;
 
@@ -55,6 +74,7 @@ language plpgsql stable
 set search_path = ''
 as $$
 declare
+  v_tz text := tenancy.iana_zone(day_starts_at.tz);
   v_midnight timestamp := day_starts_at.day::timestamp;
   v_as_utc timestamptz := v_midnight at time zone 'UTC';
   v_offset interval;
@@ -65,12 +85,12 @@ declare
   v_mid bigint;
 begin
   foreach v_offset in array array[
-    ((v_as_utc - interval '26 hours') at time zone tz) - ((v_as_utc - interval '26 hours') at time zone 'UTC'),
-    (v_as_utc at time zone tz) - (v_as_utc at time zone 'UTC'),
-    ((v_as_utc + interval '26 hours') at time zone tz) - ((v_as_utc + interval '26 hours') at time zone 'UTC')
+    ((v_as_utc - interval '26 hours') at time zone v_tz) - ((v_as_utc - interval '26 hours') at time zone 'UTC'),
+    (v_as_utc at time zone v_tz) - (v_as_utc at time zone 'UTC'),
+    ((v_as_utc + interval '26 hours') at time zone v_tz) - ((v_as_utc + interval '26 hours') at time zone 'UTC')
   ] loop
     v_candidate := (v_midnight - v_offset) at time zone 'UTC';
-    if (v_candidate at time zone tz) = v_midnight and (v_best is null or v_candidate < v_best) then
+    if (v_candidate at time zone v_tz) = v_midnight and (v_best is null or v_candidate < v_best) then
       v_best := v_candidate;
     end if;
   end loop;
@@ -81,7 +101,7 @@ begin
   v_hi := extract(epoch from v_as_utc + interval '26 hours')::bigint;
   while v_hi - v_lo > 1 loop
     v_mid := v_lo + (v_hi - v_lo) / 2;
-    if (pg_catalog.to_timestamp(v_mid) at time zone tz) >= v_midnight then
+    if (pg_catalog.to_timestamp(v_mid) at time zone v_tz) >= v_midnight then
       v_hi := v_mid;
     else
       v_lo := v_mid;
@@ -109,7 +129,7 @@ as $$
   select tenancy.day_starts_at(
     case period_resets_at.period
       when 'daily' then period_resets_at.start + 1
-      else (period_resets_at.start + interval '1 month')::date
+      else (pg_catalog.date_trunc('month', period_resets_at.start) + interval '1 month')::date
     end,
     period_resets_at.tz)
 $$;
@@ -1121,6 +1141,7 @@ $$;
 -- and authenticated, and PostgreSQL every new function to PUBLIC: revoke.
 
 revoke all on function
+  tenancy.iana_zone(text),
   tenancy.period_start(text, timestamptz, text),
   tenancy.day_starts_at(date, text),
   tenancy.period_starts_at(text, date, text),
@@ -1168,6 +1189,7 @@ from public, anon, authenticated;
 -- The rules, the argument checks and the policy helper: for everyone who
 -- may call an entry point.
 grant execute on function
+  tenancy.iana_zone(text),
   tenancy.period_start(text, timestamptz, text),
   tenancy.day_starts_at(date, text),
   tenancy.period_starts_at(text, date, text),

@@ -12,7 +12,9 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -121,9 +123,12 @@ impl PeriodKey {
         }
     }
 
-    /// The instant the period starts: local midnight of its first day, or
-    /// the first instant after it where a daylight-saving gap skips
-    /// midnight.
+    /// The instant the period starts: the first instant whose local date in
+    /// `tz` is its first day or later. That is local midnight; where
+    /// midnight happens twice, the earlier; where a clock change skips
+    /// midnight, the end of the gap (the first second whose local time is
+    /// midnight or later). A day a zone skips entirely (Pacific/Apia,
+    /// 2011-12-30) starts and ends at the same instant.
     pub fn starts_at(&self, tz: Tz) -> DateTime<Utc> {
         local_start_of_day(self.start, tz)
     }
@@ -168,26 +173,59 @@ impl CurrentPeriods {
     }
 }
 
-/// The first instant of `date` in `tz`. Midnight is usually it; on a day
-/// whose midnight falls in a daylight-saving gap (clocks jump from 23:59 to
-/// 01:00 in some zones) it is the end of the gap, and where midnight happens
-/// twice it is the earlier one.
+/// The first instant whose local date in `tz` is `date` or later.
+///
+/// - Local midnight, where it happens once.
+/// - The earlier one, where it happens twice (clocks turned back across
+///   midnight).
+/// - Where a clock change skips midnight (a gap: Havana and Santiago spring
+///   forward from 24:00 to 01:00; Apia skipped all of 2011-12-30), the end
+///   of the gap: the first instant, to the second, whose local date-time is
+///   midnight or later ([`end_of_gap`]).
+///
+/// `tenancy.day_starts_at` in SQL is the same rule, and a property test
+/// (`testkit/tests/sql/agreement.rs`) keeps the two equal.
 fn local_start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
-    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
-    // Gaps are at most a few hours; step forward minute by minute until the
-    // local time exists.
-    for minutes in 0..=(6 * 60) {
-        let Some(local) = midnight.checked_add_signed(Duration::minutes(minutes)) else {
-            break;
-        };
-        match tz.from_local_datetime(&local) {
-            LocalResult::Single(t) => return t.with_timezone(&Utc),
-            LocalResult::Ambiguous(earliest, _) => return earliest.with_timezone(&Utc),
-            LocalResult::None => continue,
+    let midnight = date.and_time(NaiveTime::MIN);
+    match tz.from_local_datetime(&midnight) {
+        LocalResult::Single(t) => t.with_timezone(&Utc),
+        LocalResult::Ambiguous(earliest, _) => earliest.with_timezone(&Utc),
+        LocalResult::None => end_of_gap(midnight, tz),
+    }
+}
+
+/// The first whole second whose local date-time in `tz` is `local` or
+/// later, for a `local` no instant has: bisected between `local` read as
+/// UTC minus 26 hours and plus 26 hours. Every UTC offset is well under 26
+/// hours, so the local time is earlier than `local` at the low end and
+/// later at the high end; zones change offsets on whole seconds, so the
+/// second found is the exact end of the gap. Seconds outside chrono's range
+/// count as before (below it) or after (above it) `local`, so this never
+/// panics.
+fn end_of_gap(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    const WINDOW: i64 = 26 * 60 * 60;
+    let target = local.and_utc().timestamp();
+    let reached = |secs: i64| match DateTime::from_timestamp(secs, 0) {
+        Some(t) => {
+            let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+            secs + i64::from(offset.local_minus_utc()) >= target
+        }
+        None => secs > 0,
+    };
+    let (mut lo, mut hi) = (target - WINDOW, target + WINDOW);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if reached(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
         }
     }
-    // Unreachable for real zones; fall back to reading midnight as UTC.
-    Utc.from_utc_datetime(&midnight)
+    DateTime::from_timestamp(hi, 0).unwrap_or(if hi > 0 {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
+    })
 }
 
 #[cfg(test)]
@@ -257,6 +295,126 @@ mod tests {
             start.with_timezone(&tz).format("%H:%M").to_string(),
             "01:00"
         );
+    }
+
+    /// The day `date` in the zone named `zone`: when it starts and when it
+    /// resets.
+    fn day_bounds(zone: &str, date: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+        let tz: Tz = zone.parse().unwrap();
+        let key = PeriodKey {
+            period: Period::Daily,
+            start: date.parse().unwrap(),
+        };
+        (key.starts_at(tz), key.resets_at(tz))
+    }
+
+    #[test]
+    fn a_skipped_day_starts_and_ends_at_the_gap_end() {
+        // Apia jumped from 2011-12-29T23:59:59-10:00 to
+        // 2011-12-31T00:00:00+14:00 at 10:00 UTC: 30 December never began.
+        let (starts, resets) = day_bounds("Pacific/Apia", "2011-12-30");
+        assert_eq!(starts, utc("2011-12-30T10:00:00Z"));
+        assert_eq!(resets, utc("2011-12-30T10:00:00Z"));
+        let (_, resets) = day_bounds("Pacific/Apia", "2011-12-29");
+        assert_eq!(resets, utc("2011-12-30T10:00:00Z"));
+        let tz: Tz = "Pacific/Apia".parse().unwrap();
+        let after = PeriodKey::containing(Period::Daily, utc("2011-12-30T10:00:00Z"), tz);
+        assert_eq!(after.start.to_string(), "2011-12-31");
+    }
+
+    #[test]
+    fn gaps_at_midnight_start_the_day_at_their_end() {
+        for (zone, date, start, reset) in [
+            // Santiago: 2022-09-11T00:00-04:00 became 01:00-03:00.
+            (
+                "America/Santiago",
+                "2022-09-11",
+                "2022-09-11T04:00:00Z",
+                "2022-09-12T03:00:00Z",
+            ),
+            // Havana: 2022-03-13T00:00 CST became 01:00 CDT.
+            (
+                "America/Havana",
+                "2022-03-13",
+                "2022-03-13T05:00:00Z",
+                "2022-03-14T04:00:00Z",
+            ),
+            // Beirut: 2022-03-27T00:00+02:00 became 01:00+03:00.
+            (
+                "Asia/Beirut",
+                "2022-03-27",
+                "2022-03-26T22:00:00Z",
+                "2022-03-27T21:00:00Z",
+            ),
+        ] {
+            assert_eq!(
+                day_bounds(zone, date),
+                (utc(start), utc(reset)),
+                "{zone} {date}"
+            );
+        }
+    }
+
+    #[test]
+    fn clocks_turned_back_at_midnight() {
+        // Santiago, 2022-04-03T00:00-03:00 became 2022-04-02T23:00-04:00:
+        // midnight of 3 April happens once, at -04:00, and 2 April has 25
+        // hours.
+        assert_eq!(
+            day_bounds("America/Santiago", "2022-04-02"),
+            (utc("2022-04-02T03:00:00Z"), utc("2022-04-03T04:00:00Z"))
+        );
+        assert_eq!(
+            day_bounds("America/Santiago", "2022-04-03").0,
+            utc("2022-04-03T04:00:00Z")
+        );
+        // Beirut, 2022-10-30T00:00+03:00 became 2022-10-29T23:00+02:00.
+        assert_eq!(
+            day_bounds("Asia/Beirut", "2022-10-29"),
+            (utc("2022-10-28T21:00:00Z"), utc("2022-10-29T22:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_midnight_that_happens_twice_starts_the_day_at_the_first() {
+        // Havana, 2022-11-06T01:00 CDT became 00:00 CST: midnight came at
+        // 04:00 UTC and again at 05:00 UTC; the day has 25 hours.
+        assert_eq!(
+            day_bounds("America/Havana", "2022-11-06"),
+            (utc("2022-11-06T04:00:00Z"), utc("2022-11-07T05:00:00Z"))
+        );
+        let tz: Tz = "America/Havana".parse().unwrap();
+        let between = PeriodKey::containing(Period::Daily, utc("2022-11-06T04:30:00Z"), tz);
+        assert_eq!(between.start.to_string(), "2022-11-06");
+    }
+
+    #[test]
+    fn half_hour_daylight_saving() {
+        // Lord Howe moves by 30 minutes, at 02:00: 2 October 2022 has 23.5
+        // hours, 3 April 2022 has 24.5.
+        assert_eq!(
+            day_bounds("Australia/Lord_Howe", "2022-10-02"),
+            (utc("2022-10-01T13:30:00Z"), utc("2022-10-02T13:00:00Z"))
+        );
+        assert_eq!(
+            day_bounds("Australia/Lord_Howe", "2022-04-03"),
+            (utc("2022-04-02T13:00:00Z"), utc("2022-04-03T13:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn far_dates_do_not_panic() {
+        for tz in [Tz::UTC, Asia::Tokyo, America::Santiago, Tz::Pacific__Apia] {
+            for start in [NaiveDate::MIN, NaiveDate::MAX] {
+                for period in [Period::Daily, Period::Monthly] {
+                    let key = PeriodKey { period, start };
+                    assert!(key.resets_at(tz) >= key.starts_at(tz));
+                }
+            }
+            let gap = NaiveDate::MAX.and_time(NaiveTime::MIN);
+            let _ = end_of_gap(gap, tz);
+            let _ = end_of_gap(NaiveDate::MIN.and_time(NaiveTime::MIN), tz);
+        }
     }
 
     #[test]

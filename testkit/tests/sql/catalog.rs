@@ -80,7 +80,7 @@ const USER_RPCS: [&str; 26] = [
 
 /// The functions in `tenancy` a user JWT may execute (migrations/README.md
 /// lists them): those its policies, triggers and RPCs call.
-const USER_HELPERS: [&str; 40] = [
+const USER_HELPERS: [&str; 41] = [
     "checked_amount",
     "checked_metric",
     "day_starts_at",
@@ -89,6 +89,7 @@ const USER_HELPERS: [&str; 40] = [
     "feature_json",
     "has_feature",
     "has_role",
+    "iana_zone",
     "is_member",
     "is_privileged",
     "is_timezone",
