@@ -173,8 +173,25 @@ impl Error {
 
     /// The human-readable message, without the kind or the source. For
     /// [`ErrorKind::InvalidInput`] it starts with the field's name.
+    ///
+    /// It says what failed in the caller's terms (a field, a slug, a
+    /// member, an organization id) and never carries a backend's detail:
+    /// SQL text, constraint and table names, key values, SQLSTATE messages
+    /// and HTTP bodies stay in [`source`](std::error::Error::source) (and
+    /// in `Display`, for logs). So it is safe to show the client whose
+    /// request caused it; with the `axum` feature the error is a response
+    /// that does (`impl IntoResponse for Error`).
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The same error with another message; kind, field, retryability and
+    /// source kept. For a caller that knows what a backend's error means
+    /// at its call site.
+    #[cfg(any(feature = "supabase", feature = "postgres"))]
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
     }
 
     /// For [`ErrorKind::InvalidInput`], the name of the field that failed

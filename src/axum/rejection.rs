@@ -43,6 +43,11 @@ pub enum TenantRejection {
     Misconfigured(String),
     /// 500: anything else.
     Internal,
+    /// A handler's own call failed: the response is the error's
+    /// ([`impl IntoResponse for Error`](#impl-IntoResponse-for-Error)),
+    /// by its kind. What `?` on a [`crate::Result`] gives in a handler
+    /// that returns `Result<_, TenantRejection>`.
+    Error(Error),
 }
 
 impl TenantRejection {
@@ -91,6 +96,7 @@ impl TenantRejection {
             TenantRejection::Misconfigured(_) | TenantRejection::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            TenantRejection::Error(error) => status_of(error.kind()),
         }
     }
 
@@ -109,6 +115,7 @@ impl TenantRejection {
             TenantRejection::Unavailable => "unavailable",
             TenantRejection::Misconfigured(_) => "misconfigured",
             TenantRejection::Internal => "internal",
+            TenantRejection::Error(error) => error.kind().as_str(),
         }
     }
 
@@ -130,7 +137,89 @@ impl TenantRejection {
             TenantRejection::Unavailable => "try again shortly".into(),
             TenantRejection::Misconfigured(message) => message.clone(),
             TenantRejection::Internal => "an internal error".into(),
+            TenantRejection::Error(error) => public_message(error).into_owned(),
         }
+    }
+}
+
+impl From<Error> for TenantRejection {
+    /// [`TenantRejection::Error`]: the response the error makes.
+    fn from(error: Error) -> Self {
+        TenantRejection::Error(error)
+    }
+}
+
+/// The status of an error of `kind` in a response.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Config | ErrorKind::Unexpected => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// What a response says of an error: its message where that is the
+/// client's business (what it asked for is missing, taken, invalid,
+/// forbidden, or changed meanwhile), a fixed sentence where the fault is
+/// the server's (its configuration, a backend down or answering oddly) or
+/// the credentials'.
+fn public_message(error: &Error) -> std::borrow::Cow<'_, str> {
+    match error.kind() {
+        ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::Conflict
+        | ErrorKind::InvalidInput
+        | ErrorKind::PermissionDenied => error.message().into(),
+        ErrorKind::Unauthenticated => "a valid access token is required".into(),
+        ErrorKind::Unavailable => "try again shortly".into(),
+        ErrorKind::Unsupported => "this server does not offer this".into(),
+        ErrorKind::Config | ErrorKind::Unexpected => "an internal error".into(),
+    }
+}
+
+/// An error as a JSON response: the status by its kind, `error` the
+/// kind's stable name ([`ErrorKind::as_str`]), `message` what
+/// [`public_message`] allows, and `field` for invalid input. The whole
+/// error, its source included, is logged with `tracing` (warn for a
+/// client's error, error for the server's); the body never holds a
+/// backend's detail.
+///
+/// | kind | status |
+/// |---|---|
+/// | `not_found` | 404 |
+/// | `already_exists`, `conflict` | 409 |
+/// | `invalid_input` | 422 |
+/// | `unauthenticated` | 401 (with `WWW-Authenticate: Bearer`) |
+/// | `permission_denied` | 403 |
+/// | `unavailable` | 503 (with `Retry-After: 1` when retrying may help) |
+/// | `unsupported` | 501 |
+/// | `config`, `unexpected` | 500 |
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = status_of(self.kind());
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::warn!(error = %self, "request refused");
+        }
+        let mut body = json!({"error": self.kind().as_str(), "message": public_message(&self)});
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+        }
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.kind() == ErrorKind::Unavailable && self.is_retryable() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -151,6 +240,9 @@ impl std::error::Error for TenantRejection {}
 
 impl IntoResponse for TenantRejection {
     fn into_response(self) -> Response {
+        if let TenantRejection::Error(error) = self {
+            return error.into_response();
+        }
         let status = self.status();
         let mut body = json!({"error": self.code(), "message": self.message()});
         match &self {
@@ -177,5 +269,96 @@ impl IntoResponse for TenantRejection {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response's status, headers and JSON body.
+    async fn answer(response: Response) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    const EVERY_KIND: [ErrorKind; 10] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Conflict,
+        ErrorKind::InvalidInput,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Config,
+        ErrorKind::Unavailable,
+        ErrorKind::Unsupported,
+        ErrorKind::Unexpected,
+    ];
+
+    /// Every kind has its status and its code, and the body says the
+    /// message only where it is the client's business; a source never
+    /// reaches it.
+    #[tokio::test]
+    async fn every_kind_answers_with_its_status_and_code() {
+        let leak = "duplicate key value violates unique constraint \"organizations_slug_key\"";
+        for kind in EVERY_KIND {
+            let error =
+                Error::new(kind, "slug \"acme\" is taken").with_source(std::io::Error::other(leak));
+            let rejection = TenantRejection::from(error);
+            assert_eq!(rejection.code(), kind.as_str());
+            let status = rejection.status();
+            let (got, headers, body) = answer(rejection.into_response()).await;
+            assert_eq!(got, status);
+            let want = match kind {
+                ErrorKind::NotFound => 404,
+                ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
+                ErrorKind::InvalidInput => 422,
+                ErrorKind::Unauthenticated => 401,
+                ErrorKind::PermissionDenied => 403,
+                ErrorKind::Unavailable => 503,
+                ErrorKind::Unsupported => 501,
+                ErrorKind::Config | ErrorKind::Unexpected => 500,
+            };
+            assert_eq!(got.as_u16(), want, "{kind}");
+            assert_eq!(body["error"], kind.as_str());
+            let text = body.to_string();
+            assert!(!text.contains("violates"), "{kind}: {text}");
+            let clients = matches!(
+                kind,
+                ErrorKind::NotFound
+                    | ErrorKind::AlreadyExists
+                    | ErrorKind::Conflict
+                    | ErrorKind::InvalidInput
+                    | ErrorKind::PermissionDenied
+            );
+            assert_eq!(
+                body["message"] == "slug \"acme\" is taken",
+                clients,
+                "{kind}: {text}"
+            );
+            assert_eq!(
+                headers.contains_key(header::WWW_AUTHENTICATE),
+                kind == ErrorKind::Unauthenticated
+            );
+            assert_eq!(
+                headers.get(header::RETRY_AFTER).is_some(),
+                kind == ErrorKind::Unavailable,
+                "{kind}: retryable by default"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_input_names_its_field() {
+        let (status, _, body) =
+            answer(Error::invalid_input("slug", "must be lowercase").into_response()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["field"], "slug");
+        assert_eq!(body["message"], "slug: must be lowercase");
     }
 }

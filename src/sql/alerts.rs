@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::args::{ClaimAlertArgs, Claimed};
-use super::{Idempotent, Sql, SqlTransport};
+use super::{org_missing, Idempotent, Sql, SqlTransport};
 use crate::error::Result;
 use crate::limits::AlertKey;
 
@@ -31,7 +31,8 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::No,
                 &args,
             )
-            .await?;
+            .await
+            .map_err(org_missing(key.org))?;
         Ok(claimed.claimed)
     }
 }

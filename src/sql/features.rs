@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::args::{
     Deleted, FEATURE_COLUMNS, FeatureKeyArgs, FeatureRow, OrgArg, UpdateFeatureArgs,
 };
-use super::{Idempotent, Sql, SqlTransport};
+use super::{org_missing, Idempotent, Sql, SqlTransport};
 use crate::error::{Error, Result};
 use crate::ids::{FeatureKey, OrgId};
 use crate::model::{Feature, FeatureChange};
@@ -47,7 +47,8 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::Yes,
                 &args,
             )
-            .await?;
+            .await
+            .map_err(org_missing(org))?;
         rows.into_iter()
             .next()
             .map(Feature::from)

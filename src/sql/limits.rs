@@ -1,7 +1,7 @@
 //! Limits over SQL.
 
 use super::args::{Deleted, LIMIT_COLUMNS, LimitIdArgs, LimitRow, OrgArg, PutLimitArgs};
-use super::{Idempotent, Sql, SqlTransport};
+use super::{org_missing, Idempotent, Sql, SqlTransport};
 use crate::error::{Error, Result};
 use crate::ids::{LimitId, OrgId};
 use crate::limits::Limit;
@@ -36,7 +36,8 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::Yes,
                 &args,
             )
-            .await?;
+            .await
+            .map_err(org_missing(limit.org))?;
         rows.into_iter()
             .next()
             .map(Limit::from)

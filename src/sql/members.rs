@@ -2,10 +2,11 @@
 //! functions' and the membership trigger's.
 
 use super::args::{AddMemberArgs, MemberCasArgs, MembershipsArgs, OrgArg, OrgMembershipRow};
-use super::{Idempotent, Sql, SqlTransport};
-use crate::error::Result;
+use super::{Idempotent, Sql, SqlTransport, explained};
+use crate::error::{ErrorKind, Result};
 use crate::ids::{OrgId, UserId};
 use crate::model::{Membership, OrgMembership, Role};
+use crate::store::{not_a_member, org_not_found};
 
 /// `{removed}` of `tenancy_remove_member`.
 #[derive(Debug, serde::Deserialize)]
@@ -57,6 +58,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             member_role: membership.role,
             created_at: membership.created_at,
         };
+        let (org, user) = (membership.organization_id, membership.user_id);
         let _: Membership = self
             .rpc(
                 "tenancy_add_member",
@@ -64,7 +66,25 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::No,
                 &args,
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                explained(e, |kind, sql| match kind {
+                    ErrorKind::AlreadyExists => {
+                        Some(format!("user {user} is already a member of {org}"))
+                    }
+                    // A foreign key: the user; raised by the function: the
+                    // organization.
+                    ErrorKind::NotFound if sql.is_some_and(|s| s.code() == "23503") => {
+                        Some(format!("user {user} does not exist"))
+                    }
+                    ErrorKind::NotFound => Some(org_not_found(org).message().to_owned()),
+                    ErrorKind::PermissionDenied => Some(format!(
+                        "not allowed to add user {user} to organization {org} as {}",
+                        membership.role
+                    )),
+                    _ => None,
+                })
+            })?;
         Ok(())
     }
 
@@ -90,6 +110,16 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             &args,
         )
         .await
+        .map_err(|e| {
+            explained(e, |kind, _| {
+                membership_refusal(
+                    kind,
+                    org,
+                    user,
+                    format!("change user {user}'s role to {role}"),
+                )
+            })
+        })
     }
 
     pub(crate) async fn remove_member(
@@ -111,7 +141,27 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::No,
                 &args,
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                explained(e, |kind, _| {
+                    membership_refusal(kind, org, user, format!("remove user {user}"))
+                })
+            })?;
         Ok(())
+    }
+}
+
+/// What a refused role change or removal means: the compare-and-set's
+/// answers (no membership, another role meanwhile) and the role rules.
+fn membership_refusal(kind: ErrorKind, org: OrgId, user: UserId, action: String) -> Option<String> {
+    match kind {
+        ErrorKind::NotFound => Some(not_a_member(org, user).message().to_owned()),
+        ErrorKind::Conflict => Some(format!(
+            "user {user}'s role in organization {org} changed meanwhile; reload and retry"
+        )),
+        ErrorKind::PermissionDenied => Some(format!(
+            "not allowed to {action} in organization {org}: the role rules (an organization keeps an owner; only owners manage owners and admins) or your role forbid it"
+        )),
+        _ => None,
     }
 }

@@ -5,8 +5,9 @@ use chrono::NaiveDate;
 use super::args::{
     CommitArgs, EventArg, HistoryArgs, ReleaseArgs, Released, ReserveArgs, SnapshotArgs,
 };
-use super::{Idempotent, Sql, SqlTransport};
-use crate::error::Result;
+use super::{Idempotent, Sql, SqlTransport, explained, org_missing};
+use crate::error::{ErrorKind, Result};
+use crate::ids::{OrgId, ReservationId, UserId};
 use crate::limits::UsageSnapshot;
 use crate::model::UsageRecord;
 use crate::store::{
@@ -96,6 +97,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
         // Not idempotent: a retried grant would count its own first hold.
         self.rpc("tenancy_reserve", "reserving", Idempotent::No, &args)
             .await
+            .map_err(org_missing(request.org))
     }
 
     pub(crate) async fn commit_reservation(
@@ -118,6 +120,11 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             &args,
         )
         .await
+        .map_err(|e| {
+            explained(e, |kind, _| {
+                hold_refusal(kind, request.org, request.user, request.id)
+            })
+        })
     }
 
     pub(crate) async fn release_reservation(&self, request: &ReleaseRequest) -> Result<bool> {
@@ -136,7 +143,26 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::No,
                 &args,
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                explained(e, |kind, _| {
+                    hold_refusal(kind, request.org, request.user, request.id)
+                })
+            })?;
         Ok(released.released)
+    }
+}
+
+/// What a refused commit or release means: no such hold (and, for a
+/// commit, no event under its id), or another user's hold.
+fn hold_refusal(kind: ErrorKind, org: OrgId, user: UserId, hold: ReservationId) -> Option<String> {
+    match kind {
+        ErrorKind::NotFound => Some(format!(
+            "reservation {hold} not found in organization {org}; nothing was recorded"
+        )),
+        ErrorKind::PermissionDenied => {
+            Some(format!("reservation {hold} was not made for user {user}"))
+        }
+        _ => None,
     }
 }

@@ -25,8 +25,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
-use crate::store::Backend;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::OrgId;
+use crate::store::{Backend, org_not_found};
 
 pub use error::SqlError;
 
@@ -112,8 +113,54 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             idempotent,
             what,
         };
-        let body = self.0.call(call).await?;
+        let body = self.0.call(call).await.map_err(|e| phrased(e, what))?;
         serde_json::from_slice(&body).map_err(|e| self.0.undecodable(function, what, &body, e))
+    }
+}
+
+/// A failed call's message, `what` alone from the transport, completed
+/// with what its kind means ("adding a member: already exists"). A message
+/// the transport made longer (a hint on what to fix) is kept.
+fn phrased(error: Error, what: &str) -> Error {
+    if error.message() != what {
+        return error;
+    }
+    let meaning = match error.kind() {
+        ErrorKind::NotFound => "not found",
+        ErrorKind::AlreadyExists => "already exists",
+        ErrorKind::Conflict => "something changed meanwhile; reload and retry",
+        ErrorKind::InvalidInput => "the database refused a value",
+        ErrorKind::Unauthenticated => "the credentials were refused",
+        ErrorKind::PermissionDenied => "not allowed",
+        ErrorKind::Config => "the database is not set up for this crate",
+        ErrorKind::Unavailable => "the database is unavailable",
+        ErrorKind::Unsupported => "not supported by this database",
+        ErrorKind::Unexpected => "the database answered something unexpected",
+    };
+    error.with_message(format!("{what}: {meaning}"))
+}
+
+/// A write to `org` refused for want of the organization says so, as the
+/// other stores do.
+pub(crate) fn org_missing(org: OrgId) -> impl FnOnce(Error) -> Error {
+    move |error| {
+        explained(error, |kind, _| {
+            (kind == ErrorKind::NotFound).then(|| org_not_found(org).message().to_owned())
+        })
+    }
+}
+
+/// `error` in the caller's terms where its call site knows them:
+/// `explain` gets the kind and the database's error, when there is one,
+/// and returns the message (`None` keeps it). The database's own text
+/// stays in the source.
+pub(crate) fn explained(
+    error: Error,
+    explain: impl FnOnce(ErrorKind, Option<&SqlError>) -> Option<String>,
+) -> Error {
+    match explain(error.kind(), SqlError::find(&error)) {
+        Some(message) => error.with_message(message),
+        None => error,
     }
 }
 

@@ -1,10 +1,11 @@
 //! Organizations over SQL.
 
 use super::args::{CreateOrgArgs, Deleted, ListOrgsArgs, OrgArg, RenameOrgArgs, SlugArg};
-use super::{Idempotent, Sql, SqlTransport};
-use crate::error::{Error, Result};
+use super::{Idempotent, Sql, SqlError, SqlTransport, explained};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{OrgId, Slug};
 use crate::model::Organization;
+use crate::store::org_not_found;
 use crate::store::OrgQuery;
 
 impl<T: SqlTransport + ?Sized> Sql<'_, T> {
@@ -26,7 +27,23 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             "tenancy_create_unowned_organization"
         };
         // As stored: for a user's JWT the database assigns id and created_at.
-        let rows: Vec<Organization> = self.rpc(function, &what, Idempotent::No, &args).await?;
+        let rows: Vec<Organization> = self
+            .rpc(function, &what, Idempotent::No, &args)
+            .await
+            .map_err(|e| {
+                explained(e, |kind, sql| match kind {
+                    ErrorKind::AlreadyExists => Some(if sql.is_some_and(names_the_slug) {
+                        format!("slug {:?} is taken", org.slug.as_str())
+                    } else {
+                        format!("organization {} exists", org.id)
+                    }),
+                    // The owner is the one reference a new organization has.
+                    ErrorKind::NotFound => org
+                        .owner_user_id
+                        .map(|owner| format!("user {owner} does not exist")),
+                    _ => None,
+                })
+            })?;
         rows.into_iter()
             .next()
             .ok_or_else(|| Error::unexpected(format!("{what}: {function} returned no row")))
@@ -86,6 +103,15 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             &args,
         )
         .await
+        .map_err(|e| {
+            explained(e, |kind, _| match kind {
+                ErrorKind::NotFound => Some(org_not_found(id).message().to_owned()),
+                ErrorKind::PermissionDenied => {
+                    Some(format!("only admins and owners rename organization {id}"))
+                }
+                _ => None,
+            })
+        })
     }
 
     pub(crate) async fn delete_organization(&self, id: OrgId) -> Result<bool> {
@@ -101,4 +127,11 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             .await?;
         Ok(deleted.deleted)
     }
+}
+
+/// Whether a unique violation is the slug's: its constraint, where the
+/// transport reports it, or else the message names it.
+fn names_the_slug(sql: &SqlError) -> bool {
+    sql.constraint()
+        .map_or_else(|| sql.message().contains("slug"), |c| c.contains("slug"))
 }

@@ -301,7 +301,11 @@ pub(crate) fn unexpected_body(
         hint: None,
         body_excerpt: Some(excerpt(body)),
     };
-    Error::new(ErrorKind::Unexpected, format!("{what}: {api}")).with_source(api)
+    Error::new(
+        ErrorKind::Unexpected,
+        format!("{what}: the server's answer is not what the call returns"),
+    )
+    .with_source(api)
 }
 
 /// The error for a request that got no response.

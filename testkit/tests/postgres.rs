@@ -5,6 +5,9 @@
 //! Without PostgreSQL the tests print a SKIPPED line and pass, unless
 //! `TENANCY_REQUIRE_LIVE` is set.
 
+#[path = "common/responses.rs"]
+mod responses;
+
 use std::sync::Arc;
 
 use serde_json::json;
@@ -668,4 +671,22 @@ mod user_mode_matrix {
         denied(anon.organization(t.acme.id).await, "anon reading an org");
         denied(anon.features(t.acme.id).await, "anon reading features");
     }
+}
+
+/// Errors through `PgStore` are responses without database detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_safe_responses() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let pg = service(cluster);
+    let store: Arc<DynStore> = Arc::new(pg.clone());
+    let tenancy = tenancy::Tenancy::builder()
+        .store(pg.clone())
+        .build()
+        .unwrap();
+    let user_store =
+        |user: UserId| -> Arc<DynStore> { Arc::new(pg.as_user(&claims(user)).unwrap()) };
+    responses::errors_are_safe_responses(&tenancy, &store, &mut UserId::new_v7, Some(&user_store))
+        .await;
 }

@@ -165,8 +165,10 @@ async fn non_json_and_unexpected_bodies_are_unexpected() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unexpected, "{err}");
-    assert!(err.message().contains("HTTP 200"), "{err}");
-    assert!(err.message().contains("<html>maintenance"), "{err}");
+    // The detail is the source's, for logs; the message is safe to show.
+    assert!(err.to_string().contains("HTTP 200"), "{err}");
+    assert!(err.to_string().contains("<html>maintenance"), "{err}");
+    assert!(!err.message().contains("<html>"), "{err}");
     assert_eq!(api(&err).status(), 200);
     assert_eq!(
         api(&err).body_excerpt(),
@@ -183,7 +185,8 @@ async fn non_json_and_unexpected_bodies_are_unexpected() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unexpected, "{err}");
-    assert!(err.message().contains("{\"rows\":[1]}"), "{err}");
+    assert!(err.to_string().contains("{\"rows\":[1]}"), "{err}");
+    assert!(!err.message().contains("rows"), "{err}");
 
     // An error status with a foreign body.
     let teapot = canned_server(
@@ -319,4 +322,32 @@ fn malformed_url_and_missing_keys_are_config_errors_naming_the_variable() {
     let err = store.user_client("token").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.message().contains("SUPABASE_ANON_KEY"), "{err}");
+}
+
+/// Errors through `SupabaseStore` are responses without database detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_safe_responses() {
+    let Some(server) = tokio::task::spawn_blocking(server).await.unwrap() else {
+        return;
+    };
+    let service = super::service_store(server);
+    let store: Arc<tenancy::store::DynStore> = Arc::new(service.clone());
+    let tenancy = tenancy::Tenancy::builder()
+        .store(service.clone())
+        .build()
+        .unwrap();
+    let user_store = |user: tenancy::UserId| -> Arc<tenancy::store::DynStore> {
+        Arc::new(
+            service
+                .user_client(&server.user_token(user.as_uuid()))
+                .unwrap(),
+        )
+    };
+    super::responses::errors_are_safe_responses(
+        &tenancy,
+        &store,
+        &mut tenancy::UserId::new_v7,
+        Some(&user_store),
+    )
+    .await;
 }

@@ -9,6 +9,8 @@ mod errors;
 mod isolation;
 mod policy;
 mod python;
+#[path = "../common/responses.rs"]
+mod responses;
 mod scoped;
 
 use std::sync::Arc;
