@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::args::{ClaimAlertArgs, Claimed};
-use super::{org_missing, Idempotent, Sql, SqlTransport};
+use super::{Idempotent, Sql, SqlTransport, org_missing};
 use crate::error::Result;
 use crate::limits::AlertKey;
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::args::{
     Deleted, FEATURE_COLUMNS, FeatureKeyArgs, FeatureRow, OrgArg, UpdateFeatureArgs,
 };
-use super::{org_missing, Idempotent, Sql, SqlTransport};
+use super::{Idempotent, Sql, SqlTransport, org_missing};
 use crate::error::{Error, Result};
 use crate::ids::{FeatureKey, OrgId};
 use crate::model::{Feature, FeatureChange};

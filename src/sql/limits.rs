@@ -1,7 +1,7 @@
 //! Limits over SQL.
 
 use super::args::{Deleted, LIMIT_COLUMNS, LimitIdArgs, LimitRow, OrgArg, PutLimitArgs};
-use super::{org_missing, Idempotent, Sql, SqlTransport};
+use super::{Idempotent, Sql, SqlTransport, org_missing};
 use crate::error::{Error, Result};
 use crate::ids::{LimitId, OrgId};
 use crate::limits::Limit;

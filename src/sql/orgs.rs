@@ -5,8 +5,8 @@ use super::{Idempotent, Sql, SqlError, SqlTransport, explained};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{OrgId, Slug};
 use crate::model::Organization;
-use crate::store::org_not_found;
 use crate::store::OrgQuery;
+use crate::store::org_not_found;
 
 impl<T: SqlTransport + ?Sized> Sql<'_, T> {
     pub(crate) async fn create_organization(&self, org: &Organization) -> Result<Organization> {

@@ -18,6 +18,10 @@
 //!   summary read) for one metric and for every metric, on an organization
 //!   with a month of history (`seed_history`), beside a primary-key read of
 //!   the organization; plain medians only.
+//! - entry points: `tenancy_check_limit` (as the service role and as a user
+//!   JWT) and `tenancy_usage_summary`, which compute the periods and the
+//!   decision in SQL, beside the snapshot the library sends for the same
+//!   answer; plain medians only.
 //!
 //! ```text
 //! cargo bench -p tenancy-testkit --bench sql
@@ -365,6 +369,76 @@ async fn print_snapshot_medians(as_service: &Client, org: Uuid, owner: Uuid) {
     );
 }
 
+const CHECK_ENTRY: &str =
+    "select tenancy_check_limit(org_id => $1, metric => 'tokens', amount => 1, user_id => $2)";
+const CHECK_AS_USER: &str =
+    "select tenancy_check_limit(org_id => $1, metric => 'tokens', amount => 1)";
+const SUMMARY_ENTRY: &str = "select tenancy_usage_summary(org_id => $1, user_id => $2)";
+
+/// Plain medians of the SQL entry points for callers that are not the
+/// library, beside the snapshot the library sends for the same answer (it
+/// computes the periods, and decides, in Rust): `tenancy_check_limit` as
+/// the service role and as a user JWT (its checked, security definer
+/// path), and `tenancy_usage_summary`, on the organization with a month of
+/// history; interleaved, one connection each.
+async fn print_entry_point_medians(as_service: &Client, as_owner: &Client, org: Uuid, owner: Uuid) {
+    let snapshot = as_service.prepare(SNAPSHOT).await.unwrap();
+    let check = as_service.prepare(CHECK_ENTRY).await.unwrap();
+    let summary = as_service.prepare(SUMMARY_ENTRY).await.unwrap();
+    let check_as_user = as_owner.prepare(CHECK_AS_USER).await.unwrap();
+    let mut t = [const { Vec::new() }; 5];
+    for i in 0..550 {
+        let marks = [
+            Instant::now(),
+            {
+                as_service
+                    .query_one(&snapshot, &[&org, &owner, &Some("tokens")])
+                    .await
+                    .unwrap();
+                Instant::now()
+            },
+            {
+                as_service.query_one(&check, &[&org, &owner]).await.unwrap();
+                Instant::now()
+            },
+            {
+                as_owner.query_one(&check_as_user, &[&org]).await.unwrap();
+                Instant::now()
+            },
+            {
+                as_service
+                    .query_one(&snapshot, &[&org, &owner, &None::<&str>])
+                    .await
+                    .unwrap();
+                Instant::now()
+            },
+            {
+                as_service
+                    .query_one(&summary, &[&org, &owner])
+                    .await
+                    .unwrap();
+                Instant::now()
+            },
+        ];
+        if i >= 50 {
+            for (k, samples) in t.iter_mut().enumerate() {
+                samples.push(marks[k + 1] - marks[k]);
+            }
+        }
+    }
+    let [snap_one, check, check_user, snap_every, summary] = t.map(median);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "entry points (the same org; 500 interleaved runs): tenancy_check_limit as the service role \
+         {check:?} = {:.2}x, as a user JWT {check_user:?} = {:.2}x the snapshot of one metric the \
+         library sends ({snap_one:?}); tenancy_usage_summary {summary:?} = {:.2}x the snapshot of \
+         every metric ({snap_every:?})",
+        ratio(check, snap_one),
+        ratio(check_user, snap_one),
+        ratio(summary, snap_every),
+    );
+}
+
 /// Users for the record batches: the owners of the first 10 orgs.
 async fn record_users(admin: &Client, orgs: &[Uuid]) -> Vec<Uuid> {
     admin
@@ -514,6 +588,8 @@ fn main() {
         print_select_medians(&as_user, &as_service, org).await;
         let owner = seed_history(&admin, org).await;
         print_snapshot_medians(&as_service, org, owner).await;
+        let as_owner = session(&cluster, pg::Actor::User(owner)).await;
+        print_entry_point_medians(&as_service, &as_owner, org, owner).await;
         let users = record_users(&admin, &orgs).await;
         print_record_median(&admin, &as_service, &orgs, &users).await;
         Subjects {
