@@ -16,14 +16,42 @@
 //! cargo run --example admin --features supabase -- limits <org>
 //! cargo run --example admin --features supabase -- set-limit <org> monthly_tokens 1000000 [soft]
 //! cargo run --example admin --features supabase -- usage <org>
+//! cargo run --example admin --features supabase -- make-operator <user-id|email> [KEY]
+//! cargo run --example admin --features supabase -- revoke-operator <user-id|email> [KEY]
+//! cargo run --example admin --features supabase -- operator-sql <email> [KEY]
 //! ```
 //!
 //! `<org>` is an organization id or slug.
+//!
+//! # The operator
+//!
+//! For a console configured with
+//! `OperatorPolicy::app_metadata_flag("tenancy_operator")`, the operator
+//! is a user whose `app_metadata.tenancy_operator` is `true`. Only the
+//! back end can set `app_metadata`:
+//!
+//! - `make-operator` sets it, and `revoke-operator` removes it, through
+//!   Supabase Auth's admin API (`PUT {SUPABASE_URL}/auth/v1/admin/users/{id}`)
+//!   with the service-role key: it needs `SUPABASE_URL` (the project URL,
+//!   not `SUPABASE_REST_URL`: Auth lives beside PostgREST) and
+//!   `SUPABASE_SERVICE_ROLE_KEY`. An email is looked up first among the
+//!   project's users.
+//! - `operator-sql` needs nothing: it prints the SQL that does the same,
+//!   to run as the `postgres` role (the dashboard's SQL editor, or `psql`
+//!   with the database's connection string), for a project without the
+//!   Auth API or a user known only by email.
+//!
+//! Either way the flag is in the access tokens issued afterwards: the user
+//! signs in again (or their client refreshes the session) to act as the
+//! operator, and a revoked operator keeps the flag until their current
+//! token expires (an hour by default). `KEY` defaults to
+//! `tenancy_operator`.
 
 use std::process::ExitCode;
 use tenancy::store::{MemberStore, OrgStore};
 
-use tenancy::supabase::SupabaseStore;
+use serde_json::{Value, json};
+use tenancy::supabase::{ENV_SERVICE_ROLE_KEY, ENV_URL, SupabaseStore};
 use tenancy::{
     Error, ErrorKind, MAX_ORG_PAGE, Membership, NewLimit, NewOrganization, OrgId, Organization,
     PlatformOperator, Role, Tenancy, UserId,
@@ -31,7 +59,12 @@ use tenancy::{
 
 const USAGE: &str = "usage: admin <orgs [SEARCH] | create-org NAME SLUG OWNER | members ORG | \
 add-member ORG USER ROLE | features ORG | enable ORG KEY | disable ORG KEY | limits ORG | \
-set-limit ORG LIMIT_TYPE VALUE [soft] | usage ORG>";
+set-limit ORG LIMIT_TYPE VALUE [soft] | usage ORG | make-operator USER [KEY] | \
+revoke-operator USER [KEY] | operator-sql EMAIL [KEY]>";
+
+/// The `app_metadata` key of `OperatorPolicy::app_metadata_flag` unless
+/// another is given.
+pub const OPERATOR_KEY: &str = "tenancy_operator";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -80,6 +113,25 @@ async fn find_org(store: &SupabaseStore, key: &str) -> tenancy::Result<Organizat
 }
 
 async fn run(args: &[String]) -> tenancy::Result<()> {
+    // The operator's commands need no store.
+    match args[0].as_str() {
+        "operator-sql" => {
+            let email = arg(args, 1, "EMAIL")?;
+            let key = args.get(2).map_or(OPERATOR_KEY, String::as_str);
+            println!("-- as the postgres role: makes {email} the operator");
+            println!("{}", operator_sql(email, key, true)?);
+            println!("-- and to revoke it:");
+            println!("-- {}", operator_sql(email, key, false)?);
+            println!("-- The user signs in again to get a token with (or without) the flag.");
+            return Ok(());
+        }
+        cmd @ ("make-operator" | "revoke-operator") => {
+            let user = arg(args, 1, "USER")?;
+            let key = args.get(2).map_or(OPERATOR_KEY, String::as_str);
+            return set_operator_flag(user, key, cmd == "make-operator").await;
+        }
+        _ => {}
+    }
     let store = SupabaseStore::from_env()?;
     let tenancy = Tenancy::builder().store(store.clone()).build()?;
     let operator = PlatformOperator::new("admin-cli");
@@ -220,6 +272,143 @@ async fn run(args: &[String]) -> tenancy::Result<()> {
                 format!("unknown command {other:?}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks an `app_metadata` key: letters, digits, `_`, `-` and `.`, so that
+/// it can stand in JSON and SQL text as it is.
+fn operator_key(key: &str) -> tenancy::Result<&str> {
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(key)
+    } else {
+        Err(Error::invalid_input(
+            "command",
+            format!("KEY {key:?} must be letters, digits, '_', '-' or '.'"),
+        ))
+    }
+}
+
+/// The SQL that sets (`grant`) or removes the operator flag `key` in the
+/// `raw_app_meta_data` of the user with `email`, keeping its other keys
+/// (Supabase Auth's `provider` and `providers`). For the `postgres` role.
+pub fn operator_sql(email: &str, key: &str, grant: bool) -> tenancy::Result<String> {
+    let key = operator_key(key)?;
+    let email = email.trim();
+    if email.is_empty() {
+        return Err(Error::invalid_input("command", "EMAIL is empty"));
+    }
+    let email = email.replace('\'', "''");
+    Ok(if grant {
+        format!(
+            "update auth.users set raw_app_meta_data = coalesce(raw_app_meta_data, '{{}}'::jsonb) || '{{\"{key}\": true}}' where email = '{email}';"
+        )
+    } else {
+        format!(
+            "update auth.users set raw_app_meta_data = raw_app_meta_data - '{key}' where email = '{email}';"
+        )
+    })
+}
+
+/// A required, non-empty environment variable; `Config` naming it and
+/// what it is for otherwise.
+fn required_env(name: &str, for_what: &str) -> tenancy::Result<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::config(format!("{name} is not set: {for_what}")))
+}
+
+/// A call to Supabase Auth's admin API that failed: the HTTP status says
+/// how, the body (Auth's own message) is for the operator's terminal.
+async fn auth_failure(what: &str, response: reqwest::Response) -> Error {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let kind = match status.as_u16() {
+        401 | 403 => ErrorKind::Config,
+        404 => ErrorKind::NotFound,
+        500.. => ErrorKind::Unavailable,
+        _ => ErrorKind::Unexpected,
+    };
+    Error::new(
+        kind,
+        format!("{what}: Supabase Auth answered {status}: {body}"),
+    )
+}
+
+/// Sets (`on`) or removes the flag `key` in the `app_metadata` of `user`
+/// (an id, or an email looked up first) through Supabase Auth's admin API,
+/// which merges the keys it is given and deletes those given as `null`.
+async fn set_operator_flag(user: &str, key: &str, on: bool) -> tenancy::Result<()> {
+    let key = operator_key(key)?;
+    let needs = "the operator's flag is set through Supabase Auth's admin API \
+                 (or print the SQL with `operator-sql EMAIL`)";
+    let url = required_env(ENV_URL, needs)?;
+    let service_key = required_env(ENV_SERVICE_ROLE_KEY, needs)?;
+    let admin = format!("{}/auth/v1/admin/users", url.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+    let call = |request: reqwest::RequestBuilder| {
+        request
+            .header("apikey", &service_key)
+            .bearer_auth(&service_key)
+            .send()
+    };
+    let unreachable = |e: reqwest::Error| {
+        Error::new(ErrorKind::Unavailable, "cannot reach Supabase Auth").with_source(e)
+    };
+    let id = match UserId::parse(user) {
+        Ok(id) => id,
+        Err(_) => {
+            // `filter` matches emails by substring: keep the exact one.
+            let response = call(
+                http.get(&admin)
+                    .query(&[("filter", user), ("per_page", "1000")]),
+            )
+            .await
+            .map_err(unreachable)?;
+            if !response.status().is_success() {
+                return Err(auth_failure("looking the user up", response).await);
+            }
+            let found: Value = response.json().await.map_err(unreachable)?;
+            found["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|u| {
+                    u["email"]
+                        .as_str()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(user.trim()))
+                })
+                .and_then(|u| u["id"].as_str())
+                .map(UserId::parse)
+                .transpose()?
+                .ok_or_else(|| Error::not_found(format!("no user with email {user:?}")))?
+        }
+    };
+    let value = if on { Value::Bool(true) } else { Value::Null };
+    let body = json!({ "app_metadata": { key: value } });
+    let response = call(http.put(format!("{admin}/{id}")).json(&body))
+        .await
+        .map_err(unreachable)?;
+    if !response.status().is_success() {
+        return Err(auth_failure("updating the user", response).await);
+    }
+    let updated: Value = response.json().await.map_err(unreachable)?;
+    println!(
+        "app_metadata of {id} ({}) is now {}",
+        updated["email"].as_str().unwrap_or("no email"),
+        updated["app_metadata"]
+    );
+    if on {
+        println!("They are the operator once they sign in again (a new access token).");
+    } else {
+        println!("Tokens already issued keep the flag until they expire (an hour by default).");
     }
     Ok(())
 }

@@ -8,10 +8,17 @@
 //!
 //! By default it runs on `MemoryStore` with seeded demo users,
 //! organizations and a month of usage, and prints clickable dev-only
-//! sign-in links to the console (as an owner, a viewer and the platform
-//! operator) and curl lines with tokens it signed. Routes:
+//! sign-in links to the console (as an owner, a viewer, the platform
+//! operator and a new user with no organization) and curl lines with
+//! tokens it signed. Errors are JSON, by the error's kind (`tenancy::Error`
+//! is a response with the `axum` feature): a taken slug is 409
+//! `already_exists`, an invalid name 422 `invalid_input` naming the field,
+//! a store outage 503, and never a database's detail. Routes:
 //!
-//! - `GET /orgs` — the user's organizations;
+//! - `GET /orgs` — the user's organizations (403 `no_organization` for a
+//!   user who has none yet);
+//! - `POST /orgs` — onboarding: any signed-in user creates an
+//!   organization, and becomes its owner (`{"name", "slug", "timezone"?}`);
 //! - `GET /brands`, `POST /brands` — brands of the active organization;
 //! - `POST /avatars` — gated by the `veo_avatars` feature;
 //! - `POST /generate` — reserves tokens against the limit, records what was
@@ -31,6 +38,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -41,7 +49,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenancy::axum::{
-    FeatureGate, FeatureName, Metered, MeteredOperation, Tenant, TenantAuth, TokenVerifier,
+    FeatureGate, FeatureName, Metered, MeteredOperation, SignedIn, Tenant, TenantAuth,
+    TokenVerifier,
 };
 use tenancy::clock::Clock;
 use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
@@ -156,7 +165,7 @@ impl MeteredOperation for Generate {
 pub fn router(app: App) -> Router {
     let console = console::router(app.console.clone());
     let mut routes = Router::new()
-        .route("/orgs", get(list_orgs))
+        .route("/orgs", get(list_orgs).post(create_org))
         .route("/brands", get(list_brands).post(create_brand))
         .route("/avatars", post(render_avatar))
         .route("/generate", post(generate));
@@ -202,13 +211,16 @@ async fn dev_sign_in(State(app): State<App>, Query(who): Query<SignInAs>) -> Res
     response
 }
 
-async fn list_orgs(State(app): State<App>, Tenant(ctx): Tenant) -> Result<Json<Value>, StatusCode> {
-    let orgs = app
-        .auth
-        .tenancy()
-        .orgs_for_user(ctx.user())
-        .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+/// A JSON body, or why it is not one (malformed, missing, not JSON) as an
+/// `invalid_input` error naming the body, like every other bad input.
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> tenancy::Result<T> {
+    json.map(|Json(value)| value)
+        .map_err(|rejection| Error::invalid_input("body", rejection.body_text()))
+}
+
+/// `GET /orgs`: the user's organizations and the active one.
+async fn list_orgs(State(app): State<App>, Tenant(ctx, _): Tenant) -> tenancy::Result<Json<Value>> {
+    let orgs = app.auth.tenancy().orgs_for_user(ctx.user()).await?;
     let orgs: Vec<Value> = orgs
         .iter()
         .map(|m| json!({"id": m.organization.id, "slug": m.organization.slug, "name": m.organization.name, "role": m.role}))
@@ -216,20 +228,51 @@ async fn list_orgs(State(app): State<App>, Tenant(ctx): Tenant) -> Result<Json<V
     Ok(Json(json!({"active": ctx.org(), "orgs": orgs})))
 }
 
+/// The body of `POST /orgs`. Missing fields are empty, so that they fail
+/// validation with a message naming them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct NewOrg {
+    name: String,
+    slug: String,
+    /// An IANA time zone; UTC when absent.
+    timezone: Option<String>,
+}
+
+/// `POST /orgs`: onboarding. A signed-in user, with or without an
+/// organization, creates one and becomes its owner (201). Then `Tenant`
+/// finds it: it is their default if it is their first.
+pub async fn create_org(
+    State(app): State<App>,
+    me: SignedIn,
+    new: Result<Json<NewOrg>, JsonRejection>,
+) -> tenancy::Result<(StatusCode, Json<Value>)> {
+    let new = body(new)?;
+    let mut org = NewOrganization::new(&new.name, &new.slug)?;
+    if let Some(zone) = &new.timezone {
+        org = org.timezone(zone)?;
+    }
+    let org = app
+        .auth
+        .tenancy()
+        .create_organization(me.user(), org)
+        .await?;
+    let created = json!({"id": org.id, "slug": org.slug, "name": org.name,
+                         "timezone": org.timezone.name(), "role": Role::Owner});
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
 /// `GET /brands`: the active organization's brands.
 pub async fn list_brands(
     State(app): State<App>,
-    Tenant(ctx): Tenant,
-) -> Result<Json<Vec<Brand>>, StatusCode> {
-    app.brands
-        .list(&ctx)
-        .await
-        .map(Json)
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+    Tenant(ctx, _): Tenant,
+) -> tenancy::Result<Json<Vec<Brand>>> {
+    app.brands.list(&ctx).await.map(Json)
 }
 
 /// The body of `POST /brands`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct NewBrand {
     name: String,
 }
@@ -237,25 +280,19 @@ pub struct NewBrand {
 /// `POST /brands`: a brand in the active organization (members and up).
 pub async fn create_brand(
     State(app): State<App>,
-    Tenant(ctx): Tenant,
-    Json(new): Json<NewBrand>,
-) -> Result<(StatusCode, Json<Brand>), (StatusCode, Json<Value>)> {
-    if !ctx.can(Action::WriteData) {
-        return Err((StatusCode::FORBIDDEN, Json(json!({"error": "forbidden"}))));
-    }
+    Tenant(ctx, _): Tenant,
+    new: Result<Json<NewBrand>, JsonRejection>,
+) -> tenancy::Result<(StatusCode, Json<Brand>)> {
+    ctx.require(Action::WriteData)?;
+    let new = body(new)?;
     let name = new.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"error": "invalid_input", "field": "name"})),
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::invalid_input(
+            "name",
+            "a brand's name is 1 to 100 characters",
         ));
     }
-    let brand = app.brands.create(&ctx, name).await.map_err(|_| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "unavailable"})),
-        )
-    })?;
+    let brand = app.brands.create(&ctx, name).await?;
     Ok((StatusCode::CREATED, Json(brand)))
 }
 
@@ -270,8 +307,10 @@ struct GenerateRequest {
 
 async fn generate(
     metered: Metered<Generate>,
-    Json(request): Json<GenerateRequest>,
-) -> Result<Json<Value>, StatusCode> {
+    request: Result<Json<GenerateRequest>, JsonRejection>,
+) -> tenancy::Result<Json<Value>> {
+    // A bad body drops `metered`, which releases the hold.
+    let request = body(request)?;
     // Stand-in for the model call: usage grows with the prompt.
     let input = 500 + request.prompt.len() as u64;
     let output = 1_000;
@@ -282,10 +321,7 @@ async fn generate(
         .ai_call("openai", "gpt-4o", "generate")
         .tokens(input, 0, output)
         .cost_usd(cost);
-    metered
-        .commit_event(event)
-        .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    metered.commit_event(event).await?;
     Ok(Json(json!({"tokens": input + output, "cost_usd": cost})))
 }
 
@@ -306,6 +342,8 @@ pub struct Demo {
     pub erin: UserId,
     /// The platform operator (a member of nothing).
     pub olivia: UserId,
+    /// A new user: signed in, a member of nothing yet (onboarding).
+    pub nina: UserId,
     /// Acme: `veo_avatars` on, a monthly limit of 10 000 tokens, no usage
     /// yet: the API's playground.
     pub acme: OrgId,
@@ -333,7 +371,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         .store(MemoryStore::new())
         .clock(clock)
         .build()?;
-    let [alice, bob, carol, dan, erin, olivia] = [(); 6].map(|_| UserId::new_v7());
+    let [alice, bob, carol, dan, erin, olivia, nina] = [(); 7].map(|_| UserId::new_v7());
     let new = |name, slug| NewOrganization::new(name, slug);
     let acme = tenancy
         .create_organization(alice, new("Acme", "acme")?)
@@ -374,6 +412,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     let verifier = TokenVerifier::hs256(DEMO_JWT_SECRET)?;
     let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
         .operators(OperatorPolicy::user_ids([olivia]))
+        .allow_first_organization(true)
         .build()?;
     let names = [
         ("alice", alice),
@@ -381,11 +420,11 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         ("carol", carol),
         ("dan", dan),
     ];
-    let users = HashMap::from_iter(
-        names
-            .into_iter()
-            .chain([("erin", erin), ("olivia", olivia)]),
-    );
+    let users = HashMap::from_iter(names.into_iter().chain([
+        ("erin", erin),
+        ("olivia", olivia),
+        ("nina", nina),
+    ]));
     let app = App {
         auth: TenantAuth::new(tenancy, verifier),
         brands: Brands::Memory(Arc::default()),
@@ -400,6 +439,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         dan,
         erin,
         olivia,
+        nina,
         acme,
         globex,
         initech,
@@ -445,9 +485,13 @@ pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<Ap
     let tenancy = Tenancy::builder().store(store.clone()).build()?;
     let verifier = TokenVerifier::hs256(jwt_secret)?;
     // Operators are users whose app_metadata says so (set it with the
-    // service role; users cannot set their own app_metadata).
+    // service role or as `postgres`, e.g. `examples/admin.rs make-operator`;
+    // users cannot set their own app_metadata). Users with no organization
+    // create their first from the console's start page, as through
+    // `POST /orgs`.
     let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
         .operators(OperatorPolicy::app_metadata_flag("tenancy_operator"))
+        .allow_first_organization(true)
         .build()?;
     Ok(App {
         auth: TenantAuth::new(tenancy, verifier),
@@ -541,6 +585,7 @@ fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
         ("carol", demo.carol, "owner of Globex and Initech"),
         ("erin", demo.erin, "member of Initech"),
         ("olivia", demo.olivia, "the platform operator"),
+        ("nina", demo.nina, "new: creates her organization"),
     ] {
         println!("#   {name:<7} {who:<32} http://{addr}/dev/sign-in?as={name}   (user {user})");
     }
@@ -563,6 +608,12 @@ fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
     println!("# bob generates (reserves 2000 tokens of Acme's 10000/month; 429 once spent)");
     println!(
         "curl -s -X POST http://{addr}/generate -H 'Authorization: Bearer {bob}' -H 'content-type: application/json' -d '{{\"prompt\":\"a summer ad\"}}'\n"
+    );
+    let nina = sign_token(demo.nina);
+    println!("# nina belongs to no organization (403 no_organization), then creates one");
+    println!("curl -s http://{addr}/orgs -H 'Authorization: Bearer {nina}'");
+    println!(
+        "curl -s http://{addr}/orgs -H 'Authorization: Bearer {nina}' -H 'content-type: application/json' -d '{{\"name\":\"Nina Studio\",\"slug\":\"nina-studio\"}}'\n"
     );
     println!("# no token: 401");
     println!("curl -si http://{addr}/brands\n");

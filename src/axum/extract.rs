@@ -10,9 +10,9 @@ use axum::http::{HeaderName, header};
 use rust_decimal::Decimal;
 
 use crate::axum::rejection::TenantRejection;
-use crate::axum::token::TokenVerifier;
+use crate::axum::token::{Claims, TokenVerifier};
 use crate::error::{Error, ErrorKind};
-use crate::ids::OrgId;
+use crate::ids::{OrgId, UserId};
 use crate::limits::{Reservation, ReserveOutcome};
 use crate::model::{TenantContext, UsageEvent};
 use crate::store::CommitOutcome;
@@ -111,25 +111,43 @@ impl TenantAuth {
         parts: &mut Parts,
         state: &S,
     ) -> Result<TenantContext, TenantRejection> {
-        let token = bearer_token(parts)
-            .map_err(|_| TenantRejection::DoubledAuthorization)?
-            .ok_or(TenantRejection::Unauthenticated)?;
-        let user = self.inner.verifier.verify_user(token).await.map_err(|e| {
-            tracing::debug!(error = %e, "token rejected");
-            TenantRejection::Unauthenticated
-        })?;
+        self.resolve(parts, state)
+            .await
+            .map(|resolved| resolved.ctx)
+    }
+
+    /// [`authenticate`](Self::authenticate), keeping the token it verified.
+    /// A [`SignedIn`] already extracted for this request is reused, not
+    /// verified again.
+    async fn resolve<S: Send + Sync>(
+        &self,
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Resolved, TenantRejection> {
+        let (user, token) = match parts.extensions.get::<SignedIn>() {
+            Some(me) => (me.user, me.token.clone()),
+            None => {
+                let token = request_token(parts)?;
+                let user = self.inner.verifier.verify_user(token).await.map_err(|e| {
+                    tracing::debug!(error = %e, "token rejected");
+                    TenantRejection::Unauthenticated
+                })?;
+                (user, AccessToken::new(token))
+            }
+        };
         let tenancy = &self.inner.tenancy;
-        match self.requested_org(parts, state).await? {
+        let ctx = match self.requested_org(parts, state).await? {
             Some(org) => tenancy
                 .context(user, org)
                 .await
-                .map_err(TenantRejection::from_error),
+                .map_err(TenantRejection::from_error)?,
             None => match tenancy.default_context(user).await {
-                Ok(Some(ctx)) => Ok(ctx),
-                Ok(None) => Err(TenantRejection::NoOrganization),
-                Err(e) => Err(TenantRejection::from_error(e)),
+                Ok(Some(ctx)) => ctx,
+                Ok(None) => return Err(TenantRejection::NoOrganization),
+                Err(e) => return Err(TenantRejection::from_error(e)),
             },
-        }
+        };
+        Ok(Resolved { ctx, token })
     }
 
     /// The context already resolved for this request, or a new one.
@@ -137,13 +155,32 @@ impl TenantAuth {
         &self,
         parts: &mut Parts,
         state: &S,
-    ) -> Result<TenantContext, TenantRejection> {
-        if let Some(ctx) = parts.extensions.get::<TenantContext>() {
-            return Ok(ctx.clone());
+    ) -> Result<Resolved, TenantRejection> {
+        if let Some(resolved) = parts.extensions.get::<Resolved>() {
+            return Ok(resolved.clone());
         }
-        let ctx = self.authenticate(parts, state).await?;
-        parts.extensions.insert(ctx.clone());
-        Ok(ctx)
+        let resolved = self.resolve(parts, state).await?;
+        parts.extensions.insert(resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Verifies the request's bearer token and reads its claims; no
+    /// organization is involved.
+    async fn sign_in(&self, parts: &Parts) -> Result<SignedIn, TenantRejection> {
+        let token = request_token(parts)?;
+        let claims = self.inner.verifier.verify_async(token).await.map_err(|e| {
+            tracing::debug!(error = %e, "token rejected");
+            TenantRejection::Unauthenticated
+        })?;
+        // `verify_async` checked that `sub` is a user id.
+        let user = claims
+            .user_id()
+            .map_err(|_| TenantRejection::Unauthenticated)?;
+        Ok(SignedIn {
+            user,
+            claims: Arc::new(claims),
+            token: AccessToken::new(token),
+        })
     }
 
     /// The organization the request names: `None` only when the source is
@@ -255,11 +292,89 @@ pub(crate) fn bearer_token(parts: &Parts) -> Result<Option<&str>, DoubledAuthori
     }))
 }
 
-/// The request's [`TenantContext`]: a verified user in an organization they
-/// belong to. Resolved once per request and shared with the other
-/// extractors.
+/// The request's bearer token, or the rejection: 401 without one, 400 when
+/// `Authorization` is sent twice.
+fn request_token(parts: &Parts) -> Result<&str, TenantRejection> {
+    bearer_token(parts)
+        .map_err(|_| TenantRejection::DoubledAuthorization)?
+        .filter(|token| !token.is_empty())
+        .ok_or(TenantRejection::Unauthenticated)
+}
+
+/// An access token that passed the [`TokenVerifier`]: the request's
+/// `Authorization: Bearer` token, as sent. What [`Tenant`] and
+/// [`SignedIn`] hand over for a client acting as the user
+/// (`SupabaseStore::user_client`). Only the extractors make one. Its
+/// `Debug` never prints it, and it has no `Display`, so that it does not
+/// end up in a log by accident.
+#[derive(Clone)]
+pub struct AccessToken(Arc<str>);
+
+impl AccessToken {
+    fn new(token: &str) -> Self {
+        AccessToken(Arc::from(token))
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for AccessToken {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(..)")
+    }
+}
+
+/// What the extractors share within one request: the context and the
+/// token it was resolved from. Private, so nothing else can put one there.
 #[derive(Debug, Clone)]
-pub struct Tenant(pub TenantContext);
+struct Resolved {
+    ctx: TenantContext,
+    token: AccessToken,
+}
+
+/// The request's [`TenantContext`]: a verified user in an organization they
+/// belong to, and the access token that proved who they are. Resolved once
+/// per request and shared with the other extractors.
+///
+/// Take the context with `Tenant(ctx, _)`, and the token too where the
+/// handler needs it, for example for a client that acts as the user
+/// under row-level security:
+///
+/// ```no_run
+/// # #[cfg(feature = "supabase")]
+/// # async fn brands(store: tenancy::supabase::SupabaseStore, tenant: tenancy::axum::Tenant) -> tenancy::Result<()> {
+/// let tenancy::axum::Tenant(ctx, token) = tenant;
+/// let as_user = store.user_client(token.as_str())?;
+/// let brands = as_user.table(&ctx, "brands");
+/// # Ok(()) }
+/// ```
+///
+/// A user who belongs to no organization is refused (403
+/// `no_organization`); [`SignedIn`] is the extractor for them.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub TenantContext, pub AccessToken);
+
+impl Tenant {
+    /// The tenant context.
+    pub fn context(&self) -> &TenantContext {
+        &self.0
+    }
+
+    /// The access token the request was authenticated with: the bearer
+    /// token the verifier accepted, as sent.
+    pub fn access_token(&self) -> &str {
+        self.1.as_str()
+    }
+}
 
 impl<S> FromRequestParts<S> for Tenant
 where
@@ -269,27 +384,98 @@ where
     type Rejection = TenantRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ctx) = parts.extensions.get::<TenantContext>() {
-            return Ok(Tenant(ctx.clone()));
+        let Resolved { ctx, token } = TenantAuth::from_ref(state).context(parts, state).await?;
+        Ok(Tenant(ctx, token))
+    }
+}
+
+/// A signed-in user, with or without an organization: the extractor for
+/// what comes before one, such as creating the first organization. It
+/// verifies the bearer token exactly as [`Tenant`] does, with the same
+/// rejections (401 without a valid token, 400 with two `Authorization`
+/// headers), and reads no organization, so it never answers 403
+/// `no_organization`.
+///
+/// ```
+/// use tenancy::NewOrganization;
+/// use tenancy::axum::{SignedIn, TenantAuth};
+///
+/// async fn create_org(
+///     axum::extract::State(auth): axum::extract::State<TenantAuth>,
+///     me: SignedIn,
+/// ) -> Result<String, tenancy::Error> {
+///     // The creator becomes the owner; a taken slug is a 409.
+///     let new = NewOrganization::new("Acme", "acme")?;
+///     let org = auth.tenancy().create_organization(me.user(), new).await?;
+///     Ok(org.id.to_string())
+/// }
+/// let app: axum::Router<TenantAuth> =
+///     axum::Router::new().route("/orgs", axum::routing::post(create_org));
+/// ```
+#[derive(Clone)]
+pub struct SignedIn {
+    user: UserId,
+    claims: Arc<Claims>,
+    token: AccessToken,
+}
+
+impl SignedIn {
+    /// The user: the token's `sub`.
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// The token's verified claims (email, `app_metadata`, expiry).
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// The access token, as the request sent it and the verifier accepted
+    /// it.
+    pub fn access_token(&self) -> &str {
+        self.token.as_str()
+    }
+}
+
+impl std::fmt::Debug for SignedIn {
+    /// The user, never the token or the other claims.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    TenantAuth: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = TenantRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(me) = parts.extensions.get::<SignedIn>() {
+            return Ok(me.clone());
         }
-        let ctx = TenantAuth::from_ref(state).context(parts, state).await?;
-        Ok(Tenant(ctx))
+        let me = TenantAuth::from_ref(state).sign_in(parts).await?;
+        parts.extensions.insert(me.clone());
+        Ok(me)
     }
 }
 
 /// The shared start of the guards: the state's [`TenantAuth`] and the
-/// request's context.
+/// request's context with its token.
 async fn auth_and_context<S>(
     parts: &mut Parts,
     state: &S,
-) -> Result<(TenantAuth, TenantContext), TenantRejection>
+) -> Result<(TenantAuth, Resolved), TenantRejection>
 where
     TenantAuth: FromRef<S>,
     S: Send + Sync,
 {
     let auth = TenantAuth::from_ref(state);
-    let ctx = auth.context(parts, state).await?;
-    Ok((auth, ctx))
+    let resolved = auth.context(parts, state).await?;
+    Ok((auth, resolved))
 }
 
 /// A feature, named at the type level for [`FeatureGate`].
@@ -307,12 +493,18 @@ pub trait FeatureName: Send + Sync + 'static {
 
 /// Refuses the request with 403 unless the organization has feature `F`.
 #[derive(Debug)]
-pub struct FeatureGate<F>(TenantContext, PhantomData<F>);
+pub struct FeatureGate<F>(Resolved, PhantomData<F>);
 
 impl<F> FeatureGate<F> {
     /// The tenant context.
     pub fn context(&self) -> &TenantContext {
-        &self.0
+        &self.0.ctx
+    }
+
+    /// The access token the request was authenticated with, as
+    /// [`Tenant::access_token`].
+    pub fn access_token(&self) -> &str {
+        self.0.token.as_str()
     }
 }
 
@@ -325,9 +517,9 @@ where
     type Rejection = TenantRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let (auth, ctx) = auth_and_context(parts, state).await?;
-        match auth.tenancy().has_feature(&ctx, F::KEY).await {
-            Ok(true) => Ok(FeatureGate(ctx, PhantomData)),
+        let (auth, resolved) = auth_and_context(parts, state).await?;
+        match auth.tenancy().has_feature(&resolved.ctx, F::KEY).await {
+            Ok(true) => Ok(FeatureGate(resolved, PhantomData)),
             Ok(false) => Err(TenantRejection::FeatureDisabled(F::KEY)),
             Err(e) => Err(TenantRejection::from_guard_error(
                 e,
@@ -354,6 +546,7 @@ pub trait MeteredOperation: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Metered<M> {
     ctx: TenantContext,
+    token: AccessToken,
     tenancy: Tenancy,
     /// Always `Some` until a commit takes it or `Drop` releases it.
     reservation: Option<Reservation>,
@@ -364,6 +557,12 @@ impl<M> Metered<M> {
     /// The tenant context.
     pub fn context(&self) -> &TenantContext {
         &self.ctx
+    }
+
+    /// The access token the request was authenticated with, as
+    /// [`Tenant::access_token`].
+    pub fn access_token(&self) -> &str {
+        self.token.as_str()
     }
 
     /// The reservation held for this request.
@@ -419,10 +618,11 @@ where
     type Rejection = TenantRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let (auth, ctx) = auth_and_context(parts, state).await?;
+        let (auth, Resolved { ctx, token }) = auth_and_context(parts, state).await?;
         match auth.tenancy().reserve(&ctx, M::METRIC, M::estimate()).await {
             Ok(ReserveOutcome::Granted(reservation)) => Ok(Metered {
                 ctx,
+                token,
                 tenancy: auth.tenancy().clone(),
                 reservation: Some(reservation),
                 _operation: PhantomData,

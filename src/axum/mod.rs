@@ -14,17 +14,28 @@
 //!   unreadable, empty or not a UUID gets 400, and a route without the
 //!   configured path parameter 500 — never the default org. Membership is
 //!   always re-checked: a non-member gets 403.
-//! - Extractors: [`Tenant`] (the context), [`FeatureGate<F>`] (403 when the
-//!   feature is off), [`Metered<M>`] (reserves before the handler, commits
-//!   what the handler reports, releases otherwise; a denial is 429 with
-//!   `Retry-After` and a JSON body).
+//! - Extractors: [`Tenant`] (the context, and the access token it was
+//!   resolved from), [`FeatureGate<F>`] (403 when the feature is off),
+//!   [`Metered<M>`] (reserves before the handler, commits what the handler
+//!   reports, releases otherwise; a denial is 429 with `Retry-After` and a
+//!   JSON body), and [`SignedIn`] (a verified user with no organization
+//!   context: onboarding, such as creating the first organization).
 //!
-//! ```ignore
+//! ```
+//! use axum::extract::FromRef;
+//! use axum::routing::get;
+//! use tenancy::axum::{SignedIn, Tenant, TenantAuth};
+//!
 //! #[derive(Clone)]
 //! struct App { auth: TenantAuth }
 //! impl FromRef<App> for TenantAuth { fn from_ref(app: &App) -> Self { app.auth.clone() } }
 //!
-//! async fn me(Tenant(ctx): Tenant) -> String { format!("{} in {}", ctx.user(), ctx.org()) }
+//! async fn me(Tenant(ctx, _): Tenant) -> String { format!("{} in {}", ctx.user(), ctx.org()) }
+//! async fn hello(me: SignedIn) -> String { format!("{} may create an org", me.user()) }
+//!
+//! let routes: axum::Router<App> = axum::Router::new()
+//!     .route("/me", get(me))
+//!     .route("/hello", get(hello));
 //! ```
 
 mod extract;
@@ -32,7 +43,8 @@ mod rejection;
 mod token;
 
 pub use extract::{
-    FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource, Tenant, TenantAuth,
+    AccessToken, FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource, SignedIn, Tenant,
+    TenantAuth,
 };
 #[cfg(feature = "console")]
 pub(crate) use extract::{bearer_token, cookie_value};

@@ -27,6 +27,11 @@
 //!   host that wants it adds a redirect); `GET /fragments/org-selector` —
 //!   the org selector alone, for the host's own sidebar ([`org_selector`]
 //!   renders the same in-process);
+//! - `POST /orgs` — a user who belongs to no organization creates one and
+//!   becomes its owner, from a form on the start page; only where the
+//!   host allows it
+//!   ([`allow_first_organization`](ConsoleConfigBuilder::allow_first_organization),
+//!   off by default);
 //! - `GET /orgs/{org}/members` — members with their roles; forms to change
 //!   a role, remove a member, and leave, shown only where the role rules
 //!   allow them (and checked again on every post);
@@ -89,6 +94,7 @@ pub fn router(config: ConsoleConfig) -> Router {
     use pages::{index, members, operator, usage};
     Router::new()
         .route("/", get(index::index))
+        .route("/orgs", post(index::create_organization))
         .route("/fragments/org-selector", get(index::selector_fragment))
         .route("/assets/{name}", get(assets::asset))
         .route("/orgs/{org}/usage", get(usage::usage))

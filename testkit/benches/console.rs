@@ -171,7 +171,10 @@ async fn seed() -> Org {
     }
 }
 
-async fn summary_json(Tenant(ctx): Tenant, State(auth): State<TenantAuth>) -> Json<Vec<UsageLine>> {
+async fn summary_json(
+    Tenant(ctx, _): Tenant,
+    State(auth): State<TenantAuth>,
+) -> Json<Vec<UsageLine>> {
     Json(auth.tenancy().usage_summary(&ctx).await.unwrap())
 }
 

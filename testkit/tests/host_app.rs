@@ -693,7 +693,7 @@ async fn whoami(demo: &host_app::Demo, source: tenancy::axum::OrgSource, route: 
             state.0.clone()
         }
     }
-    async fn org_of(Tenant(ctx): Tenant) -> String {
+    async fn org_of(Tenant(ctx, _): Tenant) -> String {
         ctx.org().to_string()
     }
     let auth = demo.app.auth.clone().with_org_source(source);
@@ -1125,6 +1125,324 @@ async fn on_supabase_brands_live_in_the_scoped_table() {
         (status, body["error"].as_str()),
         (StatusCode::FORBIDDEN, Some("not_a_member"))
     );
+
+    // Onboarding on the SQL store: a new user creates an organization;
+    // a taken slug is a 409 that says so, and nothing of the database's.
+    let nina = UserId::new_v7();
+    let nina_token = host_app::sign_token(nina);
+    let slug = unique_slug("nina");
+    let created = s
+        .post(
+            "/orgs",
+            &nina_token,
+            None,
+            json!({"name": "Nina", "slug": slug}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let org: Value = created.json().await.unwrap();
+    assert_eq!(
+        (&org["slug"], &org["role"]),
+        (&json!(slug), &json!("owner"))
+    );
+    let (status, orgs) = s.get("/orgs", Some(&nina_token), None).await;
+    assert_eq!((status, &orgs["active"]), (StatusCode::OK, &org["id"]));
+    let taken = s
+        .post(
+            "/orgs",
+            &bob,
+            None,
+            json!({"name": "Nina's twin", "slug": slug}),
+        )
+        .await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    let text = taken.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "already_exists", "message": format!("slug \"{slug}\" is taken")})
+    );
+    for detail in ["23505", "duplicate key", "constraint", "organizations_slug"] {
+        assert!(!text.contains(detail), "{detail} leaked: {text}");
+    }
+}
+
+/// An error response: its status, `error` code and `field`.
+async fn error_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    (status, body)
+}
+
+/// Onboarding: a signed-in user with no organization creates one through
+/// `POST /orgs` (with `SignedIn`) and then works in it through `Tenant`.
+#[tokio::test]
+async fn a_new_user_creates_an_organization_and_then_works_in_it() {
+    let s = server().await;
+    let nina = host_app::sign_token(s.demo.nina);
+    let tenancy = s.demo.app.auth.tenancy();
+
+    let (status, body) = s.get("/orgs", Some(&nina), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("no_organization")),
+        "Tenant refuses her: she has no organization"
+    );
+
+    // Signed out, or with a bad token: 401, as for every route.
+    let anonymous = s
+        .http
+        .post(format!("{}/orgs", s.base))
+        .json(&json!({"name": "Nina", "slug": "nina"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(anonymous).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "unauthenticated", "message": "a valid access token is required"})
+        )
+    );
+    let expired = token(
+        claims(s.demo.nina, -3600, "authenticated"),
+        host_app::DEMO_JWT_SECRET,
+    );
+    let (status, _) = error_of(
+        s.post(
+            "/orgs",
+            &expired,
+            None,
+            json!({"name": "Nina", "slug": "nina"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Bad input: a 4xx naming what is wrong, and nothing created.
+    let bad = [
+        (json!({"name": "", "slug": "nina"}), "name"),
+        (json!({"name": "Nina", "slug": "Nina Studio"}), "slug"),
+        (json!({"name": "Nina"}), "slug"),
+        (
+            json!({"name": "Nina", "slug": "nina", "timezone": "Mars/Olympus"}),
+            "timezone",
+        ),
+        (json!("nina-studio"), "body"),
+    ];
+    for (request, field) in bad {
+        let (status, body) = error_of(s.post("/orgs", &nina, None, request.clone()).await).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{request}: {body}"
+        );
+        assert_eq!(
+            (body["error"].as_str(), body["field"].as_str()),
+            (Some("invalid_input"), Some(field)),
+            "{request}: {body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{request}: {message}");
+    }
+    let not_json = s
+        .http
+        .post(format!("{}/orgs", s.base))
+        .bearer_auth(&nina)
+        .header("content-type", "application/json")
+        .body("{name: nina")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(not_json).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("body")),
+        "{body}"
+    );
+    let (status, body) = error_of(
+        s.post(
+            "/orgs",
+            &nina,
+            None,
+            json!({"name": "Acme too", "slug": "acme"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body,
+        json!({"error": "already_exists", "message": "slug \"acme\" is taken"})
+    );
+    assert!(tenancy.orgs_for_user(s.demo.nina).await.unwrap().is_empty());
+
+    // Created: she is its owner, and it is her default.
+    let created = s
+        .post(
+            "/orgs",
+            &nina,
+            None,
+            json!({"name": "Nina Studio", "slug": "nina-studio", "timezone": "Europe/Paris"}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let org: Value = created.json().await.unwrap();
+    let id = org["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        org,
+        json!({"id": id, "slug": "nina-studio", "name": "Nina Studio",
+               "timezone": "Europe/Paris", "role": "owner"})
+    );
+    let (status, orgs) = s.get("/orgs", Some(&nina), None).await;
+    assert_eq!(status, StatusCode::OK, "{orgs}");
+    assert_eq!(orgs["active"], json!(id));
+    assert_eq!(orgs["orgs"].as_array().unwrap().len(), 1);
+    assert_eq!(orgs["orgs"][0]["role"], "owner");
+    let brand = s
+        .post("/brands", &nina, None, json!({"name": "Bolt"}))
+        .await;
+    assert_eq!(brand.status(), StatusCode::CREATED);
+    let ctx = tenancy
+        .context(s.demo.nina, tenancy::OrgId::parse(&id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ctx.role(), tenancy::Role::Owner);
+
+    // A user who has organizations may create another through the API.
+    let alice = host_app::sign_token(s.demo.alice);
+    let another = s
+        .post(
+            "/orgs",
+            &alice,
+            None,
+            json!({"name": "Side", "slug": "side-project"}),
+        )
+        .await;
+    assert_eq!(another.status(), StatusCode::CREATED);
+    assert_eq!(tenancy.orgs_for_user(s.demo.alice).await.unwrap().len(), 4);
+}
+
+/// `SignedIn` and `Tenant` hand over exactly the token the verifier
+/// accepted, with `SignedIn`'s claims; `SignedIn` refuses as `Tenant` does,
+/// and the two share one verification in a handler that takes both.
+#[tokio::test]
+async fn signed_in_and_tenant_expose_the_verified_token() {
+    use axum::routing::get;
+    use tenancy::axum::{SignedIn, Tenant};
+
+    async fn me(me: SignedIn) -> axum::Json<Value> {
+        axum::Json(json!({
+            "user": me.user(), "email": me.claims().email,
+            "app_metadata": me.claims().app_metadata, "token": me.access_token(),
+            "debug": format!("{me:?}"),
+        }))
+    }
+    async fn both(me: SignedIn, tenant: Tenant) -> axum::Json<Value> {
+        axum::Json(json!({
+            "same_user": me.user() == tenant.context().user(),
+            "org": tenant.context().org(),
+            "token": tenant.access_token(),
+            "same_token": me.access_token() == tenant.access_token(),
+            "debug": format!("{tenant:?}"),
+        }))
+    }
+    let demo = host_app::demo().await.unwrap();
+    let base = serve(
+        axum::Router::new()
+            .route("/me", get(me))
+            .route("/both", get(both))
+            .with_state(demo.app.clone()),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut with_email = claims(demo.nina, 3600, "authenticated");
+    with_email["email"] = json!("nina@example.com");
+    with_email["app_metadata"] = json!({"provider": "email"});
+    let nina = token(with_email, host_app::DEMO_JWT_SECRET);
+    let response = http
+        .get(format!("{base}/me"))
+        .header("authorization", format!("bearer   {nina} "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "no organization needed");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["user"], json!(demo.nina));
+    assert_eq!(body["email"], "nina@example.com");
+    assert_eq!(body["app_metadata"], json!({"provider": "email"}));
+    assert_eq!(body["token"], json!(nina), "the token as verified");
+    let debug = body["debug"].as_str().unwrap();
+    assert!(
+        !debug.contains(&nina[..20]),
+        "Debug shows no token: {debug}"
+    );
+
+    let alice = host_app::sign_token(demo.alice);
+    let response = http
+        .get(format!("{base}/both"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            &body["same_user"],
+            &body["org"],
+            &body["token"],
+            &body["same_token"]
+        ),
+        (&json!(true), &json!(demo.acme), &json!(alice), &json!(true))
+    );
+    let debug = body["debug"].as_str().unwrap();
+    assert!(
+        !debug.contains(&alice[..20]),
+        "Debug shows no token: {debug}"
+    );
+
+    // SignedIn's refusals are Tenant's.
+    let refused = [
+        ("no token", None, None),
+        ("not bearer", Some(format!("Basic {alice}")), None),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                token(
+                    claims(demo.nina, -3600, "authenticated"),
+                    host_app::DEMO_JWT_SECRET
+                )
+            )),
+            None,
+        ),
+        (
+            "twice",
+            Some(format!("Bearer {alice}")),
+            Some(format!("Bearer {alice}")),
+        ),
+    ];
+    for (what, first, second) in refused {
+        let mut request = http.get(format!("{base}/me"));
+        for value in [first, second].into_iter().flatten() {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        let expected = if what == "twice" {
+            (StatusCode::BAD_REQUEST, "doubled_authorization")
+        } else {
+            (StatusCode::UNAUTHORIZED, "unauthenticated")
+        };
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, body["error"].as_str().unwrap()),
+            expected,
+            "{what}"
+        );
+    }
 }
 
 /// A rejection says, outside a response too, the status and the code its

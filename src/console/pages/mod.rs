@@ -72,6 +72,7 @@ impl Done {
             "config" => "The feature's configuration was saved.",
             "limit" => "The limit was saved.",
             "limit-removed" => "The limit was removed.",
+            "org-created" => "The organization was created, with you as its owner.",
             _ => return None,
         };
         Some(text.to_owned())

@@ -268,3 +268,45 @@ async fn the_usage_page_shows_the_limits_of_the_month_in_the_organizations_zone(
         out.stdout
     );
 }
+
+#[tokio::test]
+async fn a_new_user_creates_her_organization_from_the_start_page() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let nina = s.demo.nina;
+    let tenancy = s.demo.app.auth.tenancy();
+    assert!(tenancy.orgs_for_user(nina).await.unwrap().is_empty());
+
+    let shots = [
+        "onboarding-start",
+        "onboarding-slug-taken",
+        "onboarding-created",
+    ];
+    let out = run(&browser, &s, "console_onboarding.mjs", &shots).await;
+
+    // One organization, hers, made from what the second form said; the
+    // first (a taken slug) created nothing and left Acme alone.
+    let orgs = tenancy.orgs_for_user(nina).await.unwrap();
+    assert_eq!(orgs.len(), 1, "{orgs:?}");
+    let org = &orgs[0];
+    assert_eq!(
+        (
+            org.organization.name.as_str(),
+            org.organization.slug.as_str(),
+            org.organization.timezone.name(),
+            org.role,
+        ),
+        ("Nina Studio", "nina-studio", "Europe/Paris", Role::Owner)
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("her organization: {}\n", org.organization.id)),
+        "{}",
+        out.stdout
+    );
+    let acme = tenancy.context(s.demo.alice, s.demo.acme).await.unwrap();
+    assert_eq!(acme.organization().slug.as_str(), "acme");
+    assert_eq!(acme.role(), Role::Owner);
+}

@@ -4,7 +4,12 @@
 #[path = "../../../examples/host_app.rs"]
 mod host_app;
 
+#[allow(dead_code)]
+#[path = "../../../examples/admin.rs"]
+mod admin;
+
 mod browser;
+mod onboarding;
 mod security;
 
 use reqwest::StatusCode;
@@ -15,10 +20,26 @@ use tenancy::clock::FakeClock;
 /// When the demo's clock stands: late in a month, so its charts have days.
 const DEMO_NOW: &str = "2026-11-24T03:00:00Z";
 
-/// The demo app served on a loopback port.
-struct Site {
+/// A client of a console mounted at `/console` on `base`.
+struct Client {
     base: String,
     http: reqwest::Client,
+}
+
+impl Client {
+    /// A client that does not follow redirects, so tests see them.
+    fn new(base: String) -> Client {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Client { base, http }
+    }
+}
+
+/// The demo app served on a loopback port.
+struct Site {
+    client: Client,
     demo: host_app::Demo,
     /// The demo's clock, shared with its facade: advancing it ages the
     /// console's form tokens.
@@ -53,15 +74,17 @@ async fn site() -> Site {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = host_app::router(demo.app.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     Site {
-        base,
-        http,
+        client: Client::new(base),
         demo,
         clock,
+    }
+}
+
+impl std::ops::Deref for Site {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -77,7 +100,9 @@ impl Site {
             body: response.text().await.unwrap(),
         }
     }
+}
 
+impl Client {
     /// `GET /console<path>` signed in as `user`.
     async fn get(&self, user: UserId, path: &str) -> Page {
         let response = self
