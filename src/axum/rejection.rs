@@ -183,8 +183,11 @@ fn public_message(error: &Error) -> std::borrow::Cow<'_, str> {
 }
 
 /// An error as a JSON response: the status by its kind, `error` the
-/// kind's stable name ([`ErrorKind::as_str`]), `message` what
-/// [`public_message`] allows, and `field` for invalid input. The whole
+/// kind's stable name ([`ErrorKind::as_str`]), `message` the error's
+/// [`message`](Error::message) where the fault is the client's (not found,
+/// already exists, conflict, invalid input, permission denied) and a fixed
+/// sentence where it is the server's or the credentials', and `field` for
+/// invalid input. The whole
 /// error, its source included, is logged with `tracing` (warn for a
 /// client's error, error for the server's); the body never holds a
 /// backend's detail.

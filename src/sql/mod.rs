@@ -8,7 +8,7 @@
 //! named arguments and hand back the JSON of its result. Everything else —
 //! which function serves which primitive, its arguments, how its answer
 //! becomes a store type, whether a call may be repeated — is here, once.
-//! SQLSTATEs become [`ErrorKind`](crate::error::ErrorKind)s in one map, and
+//! SQLSTATEs become [`ErrorKind`]s in one map, and
 //! every database error carries a [`SqlError`].
 
 mod alerts;
