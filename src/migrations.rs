@@ -204,7 +204,8 @@ mod tests {
         );
         let two = check_version(Some(2)).unwrap_err();
         assert!(
-            two.message().contains("version 2, this crate needs 4"),
+            two.message()
+                .contains(&format!("version 2, this crate needs {SCHEMA_VERSION}")),
             "{two}"
         );
         assert!(!two.message().contains("schema_version.sql"), "{two}");
@@ -230,7 +231,8 @@ mod tests {
             names,
             [
                 "29990101000001_tenancy_store_functions.sql",
-                "29990101000002_tenancy_grants_and_domains.sql"
+                "29990101000002_tenancy_grants_and_domains.sql",
+                "29990101000003_tenancy_sql_api.sql",
             ]
         );
         assert!(
