@@ -98,6 +98,9 @@ pub mod faults;
 pub mod ids;
 pub mod limits;
 pub mod memory;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod migrations;
 pub mod model;
 #[cfg(feature = "postgres")]
@@ -140,15 +143,23 @@ pub use crate::model::{
 };
 pub use crate::recorder::UsageRecorder;
 pub use crate::store::{CommitOutcome, RecordOutcome};
+#[cfg(feature = "hold-tokens")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hold-tokens")))]
+pub use crate::tenancy::HoldToken;
 pub use crate::tenancy::{
     EXPIRED_HOLD_RETENTION, MAX_HISTORY_PERIODS, MAX_ORG_PAGE, MemberUsage, Operator, Service,
     Tenancy, TenancyBuilder,
 };
 
 /// Where alerts go: the [`AlertSink`](alerts::AlertSink) a
-/// [`Tenancy`] delivers them to, and two sinks. The alert itself and its
-/// thresholds are in [`limits`] ([`LimitAlert`](limits::LimitAlert),
+/// [`Tenancy`] delivers them to, and its sinks: the log, memory, and
+/// (feature `webhook`) signed webhooks in `alerts::webhook`. The alert
+/// itself and its thresholds are in [`limits`]
+/// ([`LimitAlert`](limits::LimitAlert),
 /// [`AlertThresholds`](limits::AlertThresholds)).
 pub mod alerts {
+    #[cfg(feature = "webhook")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
+    pub use crate::tenancy::webhook;
     pub use crate::tenancy::{AlertSink, LogAlertSink, MemoryAlertSink};
 }

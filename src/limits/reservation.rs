@@ -20,9 +20,12 @@ use crate::limits::period::CurrentPeriods;
 ///
 /// It cannot be built or deserialized outside this crate: only
 /// [`Tenancy::reserve`](crate::Tenancy::reserve) makes one, for the hold it
-/// just wrote. And the store checks, when it is committed or released, that
-/// the hold exists for that organization and user, so even a hold id copied
-/// from elsewhere cannot record usage into another organization.
+/// just wrote, and (feature `hold-tokens`) `Tenancy::open` gives one back
+/// from a token that `Tenancy::seal` signed with the same secret, so a hold
+/// can travel to a worker. And the store checks, when it is committed or
+/// released, that the hold exists for that organization and user, so even
+/// a hold id copied from elsewhere cannot record usage into another
+/// organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "commit or release a reservation; a dropped one holds budget until it expires"]
 pub struct Reservation {

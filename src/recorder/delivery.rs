@@ -12,23 +12,45 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::Shared;
-use super::stats::Counters;
+use super::stats::{Counters, FailedEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::UsageEvent;
 use crate::store::RecordOutcome;
 
-/// What became of a batch.
-pub(super) enum Delivery {
-    /// Stored, or failed for good (counted and logged).
-    Settled,
-    /// Some events were not delivered because of an error that is neither
-    /// transient nor theirs (an answer the store does not explain): they
-    /// are given back to be spooled and replayed later. The rest of the
-    /// batch is stored or failed for good.
-    Kept(Vec<UsageEvent>),
-    /// Not delivered: the recorder is stopping, or the store cannot take
-    /// usage at all. The events are given back to be spooled.
-    Stopped(Vec<UsageEvent>),
+/// What became of a batch: every event not listed here was stored.
+#[derive(Default)]
+pub(super) struct Delivery {
+    /// Events that failed for good (counted and logged), each with its
+    /// position in the batch.
+    pub(super) failed: Vec<(usize, FailedEvent)>,
+    /// Events given back to be spooled and replayed later, each with its
+    /// position in the batch: not delivered because of an error that is
+    /// neither transient nor theirs (an answer the store does not explain),
+    /// or because delivery stopped.
+    pub(super) kept: Vec<(usize, UsageEvent)>,
+    /// Delivery stopped: the recorder is stopping, or the store cannot take
+    /// usage at all. Every event from the first one it stopped at on is in
+    /// `kept`.
+    pub(super) stopped: bool,
+}
+
+impl Delivery {
+    /// The whole batch given back, because delivery stopped.
+    fn stopped(batch: Vec<UsageEvent>) -> Delivery {
+        Delivery {
+            failed: Vec::new(),
+            kept: batch.into_iter().enumerate().collect(),
+            stopped: true,
+        }
+    }
+
+    /// The events given back, in batch order.
+    pub(super) fn take_kept(&mut self) -> Vec<UsageEvent> {
+        std::mem::take(&mut self.kept)
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect()
+    }
 }
 
 /// What one attempt at a batch came to.
@@ -70,7 +92,7 @@ impl Shared {
                 Attempt::Stored(outcome) => {
                     Counters::add(&self.counters.sent, outcome.inserted);
                     Counters::add(&self.counters.duplicates, outcome.duplicates);
-                    return Delivery::Settled;
+                    return Delivery::default();
                 }
                 Attempt::Panicked(why) => {
                     return self
@@ -81,7 +103,7 @@ impl Shared {
             };
             if cannot_write(&error) {
                 self.refuse_further_events(&error);
-                return Delivery::Stopped(batch);
+                return Delivery::stopped(batch);
             }
             if !error.is_retryable() {
                 let settle = if refused_for_good(&error) {
@@ -92,7 +114,7 @@ impl Shared {
                 return self.split(batch, error.to_string(), settle).await;
             }
             if self.stopping() {
-                return Delivery::Stopped(batch);
+                return Delivery::stopped(batch);
             }
             self.counters.retried.fetch_add(1, Ordering::SeqCst);
             let delay = backoff.next().unwrap_or(self.config.retry_max_delay);
@@ -105,44 +127,36 @@ impl Shared {
     /// per `settle`; several are sent one by one.
     async fn split(&self, mut batch: Vec<UsageEvent>, reason: String, settle: Settle) -> Delivery {
         if batch.len() == 1 {
-            match settle {
-                Settle::Fail => {
-                    if let Some(event) = batch.pop() {
-                        self.counters.fail(event, reason);
+            let mut delivery = Delivery::default();
+            if let Some(event) = batch.pop() {
+                match settle {
+                    Settle::Fail => delivery.failed.push((0, self.counters.fail(event, reason))),
+                    Settle::Keep => {
+                        tracing::error!(reason = %reason,
+                            "usage event not delivered (an error the store does not explain); kept for a later replay");
+                        delivery.kept.push((0, event));
                     }
-                    return Delivery::Settled;
-                }
-                Settle::Keep => {
-                    tracing::error!(reason = %reason,
-                        "usage event not delivered (an error the store does not explain); kept for a later replay");
-                    return Delivery::Kept(batch);
                 }
             }
+            return delivery;
         }
         tracing::warn!(reason = %reason, events = batch.len(), "usage batch refused; sending one by one");
-        let mut kept = Vec::new();
-        let mut stopped = false;
-        for event in batch {
-            if stopped {
-                kept.push(event);
+        let mut delivery = Delivery::default();
+        for (at, event) in batch.into_iter().enumerate() {
+            if delivery.stopped {
+                delivery.kept.push((at, event));
                 continue;
             }
-            match Box::pin(self.deliver(vec![event])).await {
-                Delivery::Settled => {}
-                Delivery::Kept(events) => kept.extend(events),
-                Delivery::Stopped(events) => {
-                    kept.extend(events);
-                    stopped = true;
-                }
-            }
+            let one = Box::pin(self.deliver(vec![event])).await;
+            delivery
+                .failed
+                .extend(one.failed.into_iter().map(|(_, failed)| (at, failed)));
+            delivery
+                .kept
+                .extend(one.kept.into_iter().map(|(_, event)| (at, event)));
+            delivery.stopped |= one.stopped;
         }
-        if stopped {
-            Delivery::Stopped(kept)
-        } else if kept.is_empty() {
-            Delivery::Settled
-        } else {
-            Delivery::Kept(kept)
-        }
+        delivery
     }
 
     /// Sleeps `delay`, waking early when the recorder starts stopping.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::delivery::{Delivery, panic_message};
+use super::delivery::panic_message;
 use super::stats::Counters;
-use super::{Shared, spool};
+use super::{Place, Settled, Shared, spool};
 use crate::model::UsageEvent;
 use crate::sync::lock;
 
@@ -43,6 +43,7 @@ impl Shared {
         // When the spool directory is next listed for files behind our back.
         let mut next_scan = tokio::time::Instant::now();
         loop {
+            self.publish();
             while in_flight.len() < self.config.max_in_flight && !self.is_stopped() {
                 let partial = self.urgent.load(Ordering::SeqCst)
                     || tokio::time::Instant::now() >= partial_due;
@@ -69,12 +70,21 @@ impl Shared {
                             Err(e) => (e.id(), None),
                         };
                         if let Some((start, end)) = ranges.remove(&id) {
-                            let mut given_back = 0;
-                            if let Some(Delivery::Kept(events) | Delivery::Stopped(events)) = delivery {
-                                given_back = events.len() as u64;
-                                self.persist(events);
+                            let mut settled = Settled::empty(end);
+                            if let Some(mut delivery) = delivery {
+                                settled.kept = delivery
+                                    .kept
+                                    .iter()
+                                    .map(|(at, _)| start + *at as u64)
+                                    .collect();
+                                settled.kept_to = self.persist(delivery.take_kept());
+                                settled.failed = delivery
+                                    .failed
+                                    .into_iter()
+                                    .map(|(at, failed)| (start + at as u64, failed))
+                                    .collect();
                             }
-                            self.settle_range(start, end, given_back);
+                            self.settle_range(start, settled);
                         }
                     }
                     _ = self.wake.notified() => {}
@@ -136,18 +146,19 @@ impl Shared {
         (start, batch)
     }
 
-    /// Marks the queue events `start..end` settled, `given_back` of them
-    /// given back instead of stored, and moves the contiguous prefix
-    /// forward.
-    fn settle_range(&self, start: u64, end: u64, given_back: u64) {
+    /// Marks the queue events from `start` on settled as `settled` says,
+    /// tells the waiting flushes, and moves the contiguous prefix forward.
+    fn settle_range(&self, start: u64, settled: Settled) {
         let mut finished = lock(&self.finished);
-        if given_back > 0 {
-            self.given_back(start, end, given_back);
+        if !settled.kept.is_empty() || !settled.failed.is_empty() {
+            for waiter in lock(&self.waiters).iter() {
+                waiter.count(&settled);
+            }
         }
-        finished.insert(start, (end, given_back));
+        finished.insert(start, settled);
         self.progress.send_modify(|p| {
-            while let Some((end, _)) = finished.remove(&p.queue_settled) {
-                p.queue_settled = end;
+            while let Some(settled) = finished.remove(&p.queue_settled) {
+                p.queue_settled = settled.end;
             }
         });
     }
@@ -162,10 +173,10 @@ impl Shared {
     }
 
     /// Puts events that could not be delivered in the spool, or, without
-    /// one, aside for the shutdown report.
-    pub(super) fn persist(&self, events: Vec<UsageEvent>) {
+    /// one, aside for the shutdown report; says which.
+    pub(super) fn persist(&self, events: Vec<UsageEvent>) -> Place {
         if events.is_empty() {
-            return;
+            return Place::Spool;
         }
         if let Some(spool) = &self.spool {
             match lock(spool).append(&events) {
@@ -173,12 +184,13 @@ impl Shared {
                     Counters::add(&self.counters.spooled, n);
                     self.spool_pending.store(true, Ordering::SeqCst);
                     tracing::warn!(events = n, "usage events spooled");
-                    return;
+                    return Place::Spool;
                 }
                 Err(e) => tracing::error!(error = %e, "usage spool unavailable"),
             }
         }
         lock(&self.queue).undelivered.extend(events);
+        Place::HandedBack
     }
 
     /// Delivers every spooled file it can; stops (keeping the files) if the
@@ -200,6 +212,7 @@ impl Shared {
                     self.counters
                         .unreadable
                         .fetch_add(contents.unreadable, Ordering::SeqCst);
+                    lock(spool).read(path, contents.events.len() as u64);
                     contents.events
                 }
                 Err(e) => {
@@ -216,27 +229,23 @@ impl Shared {
                 if n == 0 {
                     break;
                 }
-                match self.deliver(chunk).await {
-                    Delivery::Settled => {
-                        self.counters.replayed.fetch_add(n, Ordering::SeqCst);
-                    }
-                    // Back into the spool, for the next replay.
-                    Delivery::Kept(kept) => {
-                        let kept_n = kept.len() as u64;
-                        self.counters
-                            .replayed
-                            .fetch_add(n - kept_n, Ordering::SeqCst);
-                        if file.spilled > 0 {
-                            self.spills_given_back(kept_n);
-                        }
-                        self.persist(kept);
-                    }
+                let mut delivery = self.deliver(chunk).await;
+                if delivery.stopped {
                     // The file stays; the next recorder replays it (resent
                     // chunks count once).
-                    Delivery::Stopped(_) => {
-                        self.spool_pending.store(true, Ordering::SeqCst);
-                        return;
-                    }
+                    self.spool_pending.store(true, Ordering::SeqCst);
+                    return;
+                }
+                // What was kept goes back into the spool, for the next
+                // replay.
+                let kept = delivery.take_kept();
+                let kept_n = kept.len() as u64;
+                self.counters
+                    .replayed
+                    .fetch_add(n - kept_n, Ordering::SeqCst);
+                let place = self.persist(kept);
+                if file.spilled > 0 {
+                    self.spills_settled_badly(kept_n, place, delivery.failed);
                 }
             }
             if let Err(e) = spool::remove(path) {

@@ -15,11 +15,14 @@
 //! until its batch is stored, or until it is spilled to the spool file (with
 //! [`SpoolSync::EveryWrite`], durable from then on, power loss included).
 //! [`flush`](UsageRecorder::flush) returns `Ok` once everything accepted
-//! before it is stored, and an error saying so when some of it was not;
-//! [`shutdown`](UsageRecorder::shutdown) drains or spools. A
-//! process killed outright (SIGKILL, power loss) loses what was only in
-//! memory: at most `max_buffered_events` plus the `max_in_flight` batches
-//! being sent.
+//! before it is stored or failed for good, with a [`FlushReport`] listing
+//! the failed events, and an error saying so when some of it was not
+//! stored; [`flush_within`](UsageRecorder::flush_within) stops waiting at a
+//! deadline and reports what is still [`Pending`], in memory or in the
+//! spool. [`shutdown`](UsageRecorder::shutdown) drains until its deadline,
+//! then spools, and reports what is pending too. A process killed outright
+//! (SIGKILL, power loss) loses what was only in memory: at most
+//! `max_buffered_events` plus the `max_in_flight` batches being sent.
 //!
 //! # Never lost, never doubled
 //!
@@ -41,7 +44,8 @@
 //!   that is not retryable), or whose delivery panics, is split from its
 //!   batch and failed alone: it is counted in [`RecorderStats::failed`],
 //!   logged with its full JSON at error level, and listed with the reason
-//!   in the [`ShutdownReport`]. The rest of its batch is delivered.
+//!   in the [`FlushReport`] of the flushes waiting for it and in the
+//!   [`ShutdownReport`]. The rest of its batch is delivered.
 //! - Any other error that is not retryable (an answer the store does not
 //!   explain, above all `Unexpected`) says nothing against the events: the
 //!   batch is split the same way, and the events that still fail are kept —
@@ -62,6 +66,8 @@ mod config;
 mod delivery;
 mod flusher;
 mod ids;
+#[cfg(feature = "metrics")]
+mod publish;
 mod queue;
 mod sink;
 mod spool;
@@ -85,7 +91,9 @@ use crate::sync::lock;
 
 pub use config::{Backpressure, RecorderBuilder, RecorderConfig, UnknownModelPolicy};
 pub use spool::SpoolSync;
-pub use stats::{FailedEvent, MAX_FAILED_KEPT, RecorderStats, ShutdownReport};
+pub use stats::{
+    FailedEvent, FlushReport, MAX_FAILED_KEPT, Pending, RecorderStats, ShutdownReport,
+};
 
 pub(crate) use sink::{PreparedBatch, UsageSink};
 
@@ -93,17 +101,6 @@ use ids::EventIds;
 use queue::{Progress, Queue};
 use spool::Spool;
 use stats::Counters;
-
-/// How many of `given_back` events of the queue events `start..end` a
-/// `flush` waiting for the events below `queued` counts: all of them if the
-/// range is below `queued`, at most its part below `queued` otherwise.
-fn given_back_before(start: u64, end: u64, given_back: u64, queued: u64) -> u64 {
-    if end <= queued {
-        given_back
-    } else {
-        given_back.min(queued.saturating_sub(start))
-    }
-}
 
 /// The longest a `shutdown` deadline is taken to be: a day. Longer ones
 /// (`Duration::MAX` included) mean the same.
@@ -123,9 +120,9 @@ struct Shared {
     counters: Counters,
     /// How far this recorder's own events are settled, for `flush`.
     progress: watch::Sender<Progress>,
-    /// Settled batches past the contiguous prefix: start → (end, how many
-    /// of its events were given back instead of stored).
-    finished: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// Settled batches past the contiguous prefix, by the queue sequence
+    /// number of their first event.
+    finished: Mutex<BTreeMap<u64, Settled>>,
     /// The `flush` calls waiting now.
     waiters: Mutex<Vec<Arc<FlushWaiter>>>,
     /// Own events spilled to the spool by `record` (memory full).
@@ -137,6 +134,9 @@ struct Shared {
     /// Why the recorder takes no more events, once it does not: the store
     /// refuses usage for good, or the flusher died.
     stopped: OnceLock<String>,
+    /// What it last reported to the `metrics` recorder.
+    #[cfg(feature = "metrics")]
+    published: publish::Published,
 }
 
 /// A batching, non-blocking usage recorder for worker services. Cheap to
@@ -150,9 +150,11 @@ struct Shared {
 /// # let org = tenancy.create_organization(UserId::new_v7(), NewOrganization::new("Acme", "acme")?).await?;
 /// let recorder = UsageRecorder::builder(tenancy.clone()).start()?;
 /// recorder.record(UsageEvent::new(org.id).ai_call("openai", "gpt-4o", "ad_copy").tokens(900, 0, 300))?;
-/// recorder.flush().await?;
+/// let flushed = recorder.flush().await?;
+/// assert_eq!((flushed.stored, flushed.failed), (1, 0));
 /// assert_eq!(recorder.stats().sent, 1);
-/// recorder.shutdown(std::time::Duration::from_secs(5)).await;
+/// let report = recorder.shutdown(std::time::Duration::from_secs(5)).await;
+/// assert!(report.pending.is_empty());
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -197,6 +199,8 @@ impl UsageRecorder {
             spool_pending: AtomicBool::new(spool_pending),
             urgent: AtomicBool::new(false),
             stopped: OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            published: publish::Published::default(),
         });
         let flusher = runtime.spawn(Arc::clone(&shared).run_guarded());
         Ok(UsageRecorder {
@@ -258,10 +262,12 @@ impl UsageRecorder {
         self.record(event)
     }
 
-    /// Sends at once instead of waiting for the interval, and returns `Ok`
-    /// once every event recorded before the call is stored or failed for
-    /// good (see [`RecorderStats::failed`]). While the backend is down this
-    /// waits; bound it with `tokio::time::timeout` if needed.
+    /// Sends at once instead of waiting for the interval, and waits until
+    /// every event recorded before the call is stored or failed for good;
+    /// then `Ok` with a [`FlushReport`] that counts them and lists the
+    /// events that failed for good (never retried: the store refused them,
+    /// or their delivery panicked). While the backend is down this waits;
+    /// [`flush_within`](Self::flush_within) is the same with a deadline.
     ///
     /// An `Unavailable` error instead, saying why, when some of those events
     /// were not stored: the recorder shut down or stopped accepting events
@@ -271,7 +277,64 @@ impl UsageRecorder {
     /// [`shutdown`](Self::shutdown)); a later `flush` does not wait for
     /// them. Once the recorder has stopped accepting events, every `flush`
     /// is an error saying why.
-    pub async fn flush(&self) -> Result<()> {
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewOrganization, OrgId, Tenancy, UserId, UsageEvent, UsageRecorder};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// # let org = tenancy.create_organization(UserId::new_v7(), NewOrganization::new("Acme", "acme")?).await?;
+    /// let recorder = UsageRecorder::builder(tenancy.clone()).start()?;
+    /// recorder.record(UsageEvent::new(org.id).tokens(900, 0, 300))?;
+    /// // Valid, but its organization does not exist: refused for good.
+    /// let orphan = recorder.record(UsageEvent::new(OrgId::new_v7()).tokens(1, 0, 0))?;
+    ///
+    /// let report = recorder.flush().await?;
+    /// assert_eq!((report.stored, report.failed), (1, 1));
+    /// assert_eq!(report.failed_events[0].event.id, Some(orphan));
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) -> Result<FlushReport> {
+        self.flush_until(None).await?.into_result()
+    }
+
+    /// [`flush`](Self::flush) that stops waiting when `deadline` passes:
+    /// for a worker that must stop on time while the backend may be down.
+    ///
+    /// `Ok` with a [`FlushReport`] unless the recorder has stopped
+    /// accepting events (the same error as `flush`). The report says what
+    /// became of the events recorded before the call:
+    /// [`is_complete`](FlushReport::is_complete) when each is stored or
+    /// failed for good; otherwise [`pending`](FlushReport::pending) counts
+    /// those still in memory (queued, or being sent: the recorder goes on
+    /// retrying them after the deadline), in the spool (spilled there, or
+    /// given back after an error the store does not explain), and handed
+    /// back (no spool), and [`deadline_passed`](FlushReport::deadline_passed)
+    /// says whether the deadline cut it short. Passing the deadline changes
+    /// nothing for the recorder: to stop, follow with
+    /// [`shutdown`](Self::shutdown), which spools what is still in memory.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tenancy::{MemoryStore, NewOrganization, Tenancy, UserId, UsageEvent, UsageRecorder};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// # let org = tenancy.create_organization(UserId::new_v7(), NewOrganization::new("Acme", "acme")?).await?;
+    /// let recorder = UsageRecorder::builder(tenancy.clone()).start()?;
+    /// recorder.record(UsageEvent::new(org.id).tokens(900, 0, 300))?;
+    /// let report = recorder.flush_within(Duration::from_secs(5)).await?;
+    /// if !report.is_complete() {
+    ///     eprintln!("not stored yet: {:?}", report.pending);
+    /// }
+    /// let report = recorder.shutdown(Duration::from_secs(5)).await;
+    /// assert!(report.pending.is_empty() && report.undelivered.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush_within(&self, deadline: Duration) -> Result<FlushReport> {
+        self.flush_until(Some(deadline)).await
+    }
+
+    /// `flush` with an optional deadline; the report, whatever it says.
+    async fn flush_until(&self, deadline: Option<Duration>) -> Result<FlushReport> {
         let shared = &self.handle.shared;
         let waiter = shared.register_flush();
         let _registered = Registered {
@@ -283,46 +346,43 @@ impl UsageRecorder {
         shared.urgent.store(true, Ordering::SeqCst);
         shared.wake.notify_one();
         let settled = progress
-            .wait_for(|p| p.stopped || (p.queue_settled >= queued && p.spill_settled >= spilled))
-            .await
-            .map(|p| !p.stopped);
-        let not_stored = waiter.given_back.load(Ordering::SeqCst);
-        let why = match (settled, shared.stopped.get()) {
-            (Ok(true), _) if not_stored == 0 => return Ok(()),
-            (Ok(true), None) if lock(&shared.queue).closed => {
-                "the recorder was shut down before they were stored".to_owned()
-            }
-            (Ok(true), None) => "the store answered with an error it does not explain".to_owned(),
-            (Ok(true), Some(why)) => why.clone(),
-            (_, Some(why)) => {
+            .wait_for(|p| p.stopped || (p.queue_settled >= queued && p.spill_settled >= spilled));
+        let settled = match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, settled).await.ok(),
+            None => Some(settled.await),
+        };
+        // `None`: the deadline passed.
+        let settled = settled.map(|settled| settled.map(|p| !p.stopped));
+        match (settled, shared.stopped.get()) {
+            (None | Some(Ok(true)), _) => {}
+            (Some(_), Some(why)) => {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     format!("not every event recorded before this flush was stored: {why}"),
                 )
                 .permanent());
             }
-            (_, None) => {
+            (Some(_), None) => {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
                     "the recorder's flusher has stopped",
                 ));
             }
-        };
-        Err(Error::new(
-            ErrorKind::Unavailable,
-            format!(
-                "{not_stored} of the events recorded before this flush were not stored ({why}); \
-                 they are spooled for a later replay, or handed back by shutdown without a spool"
-            ),
-        )
-        .permanent())
+        }
+        let report = shared.flush_report(&waiter);
+        shared.publish();
+        Ok(report)
     }
 
     /// Stops accepting events, delivers what is queued until `deadline`
     /// passes (a deadline over a day counts as a day), then spools whatever
     /// is left (or returns it, without a spool), and waits for the alert
     /// checks its deliveries queued. Other clones of this recorder stop
-    /// accepting events too.
+    /// accepting events too. Returns within `deadline` plus one second (a
+    /// store call under way then is not waited for any longer) and the
+    /// report says what was not stored: [`ShutdownReport::pending`] counts
+    /// the events in the spool and those handed back in
+    /// [`ShutdownReport::undelivered`].
     pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
         let shared = Arc::clone(&self.handle.shared);
         let deadline = deadline.min(MAX_SHUTDOWN_DEADLINE);
@@ -347,9 +407,18 @@ impl UsageRecorder {
         shared.stop("the usage recorder is shut down".to_owned());
         let left = give_up_at.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left, shared.sink.flush_alerts()).await;
+        let stats = shared.stats();
+        let undelivered = std::mem::take(&mut lock(&shared.queue).undelivered);
+        let pending = Pending {
+            in_memory: stats.in_flight,
+            in_spool: shared.spool_usage().events,
+            handed_back: undelivered.len() as u64,
+        };
+        shared.retire();
         ShutdownReport {
-            stats: shared.stats(),
-            undelivered: std::mem::take(&mut lock(&shared.queue).undelivered),
+            stats,
+            pending,
+            undelivered,
             failed: std::mem::take(&mut lock(&shared.counters.failed_events)),
         }
     }
@@ -378,6 +447,7 @@ impl Drop for Handle {
         shared.wake_all();
         let count = leftover.len();
         shared.persist(leftover);
+        shared.retire();
         let lost = lock(&shared.queue).undelivered.len();
         if lost > 0 {
             tracing::error!(
@@ -393,15 +463,96 @@ impl Drop for Handle {
     }
 }
 
-/// A `flush` waiting: what it waits for, and how many of those events
-/// were given back (spooled or handed back) instead of stored.
+/// Where events given back (not delivered, to be tried again later) went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Into the spool, for a replay.
+    Spool,
+    /// Aside, for the shutdown report: there is no spool, or it failed.
+    HandedBack,
+}
+
+/// How the queue events of one batch settled: those not listed here were
+/// stored.
+#[derive(Debug)]
+struct Settled {
+    /// The sequence number after its last event.
+    end: u64,
+    /// The sequence numbers of the events given back, and where they went.
+    kept: Vec<u64>,
+    kept_to: Place,
+    /// The events that failed for good, with their sequence numbers.
+    failed: Vec<(u64, FailedEvent)>,
+}
+
+impl Settled {
+    /// A batch up to `end`, all stored (or lost with the runtime).
+    fn empty(end: u64) -> Settled {
+        Settled {
+            end,
+            kept: Vec::new(),
+            kept_to: Place::Spool,
+            failed: Vec::new(),
+        }
+    }
+}
+
+/// A `flush` waiting: what it waits for, and what became of those events
+/// that were not stored.
 #[derive(Debug)]
 struct FlushWaiter {
     /// The queue events below this sequence number.
     queued: u64,
     /// This many own spills settled.
     spilled: u64,
-    given_back: AtomicU64,
+    /// How many events it waits for: those of `queued` not settled in the
+    /// contiguous prefix, and own spills not settled, when it was called.
+    waited_for: u64,
+    tally: Mutex<Tally>,
+}
+
+/// What became of a waiting flush's events that were not stored.
+#[derive(Debug, Default)]
+struct Tally {
+    spooled: u64,
+    handed_back: u64,
+    failed: u64,
+    failed_events: Vec<FailedEvent>,
+}
+
+impl Tally {
+    fn give_back(&mut self, n: u64, place: Place) {
+        match place {
+            Place::Spool => self.spooled += n,
+            Place::HandedBack => self.handed_back += n,
+        }
+    }
+
+    fn fail(&mut self, failed: &FailedEvent) {
+        self.failed += 1;
+        if self.failed_events.len() < MAX_FAILED_KEPT {
+            self.failed_events.push(failed.clone());
+        }
+    }
+}
+
+impl FlushWaiter {
+    /// Counts what became of the events of a settled batch that this flush
+    /// waits for (a batch may also hold events recorded after the call).
+    fn count(&self, settled: &Settled) {
+        let mut tally = lock(&self.tally);
+        let kept = settled
+            .kept
+            .iter()
+            .filter(|&&seq| seq < self.queued)
+            .count();
+        tally.give_back(kept as u64, settled.kept_to);
+        for (seq, failed) in &settled.failed {
+            if *seq < self.queued {
+                tally.fail(failed);
+            }
+        }
+    }
 }
 
 /// Removes a waiter when its `flush` returns or is dropped.
@@ -417,50 +568,131 @@ impl Drop for Registered<'_> {
 }
 
 impl Shared {
-    /// A waiter for a `flush` called now, told already of the events among
-    /// those it waits for that were given back in batches settled out of
-    /// order.
+    /// A waiter for a `flush` called now, told already of the batches
+    /// settled out of order, which it waits for too.
     fn register_flush(&self) -> Arc<FlushWaiter> {
         let finished = lock(&self.finished);
         let queued = lock(&self.queue).pushed;
-        let given_back = finished
-            .iter()
-            .map(|(&start, &(end, given_back))| given_back_before(start, end, given_back, queued))
-            .sum();
+        let spilled = self.spilled.load(Ordering::SeqCst);
+        let progress = *self.progress.borrow();
         let waiter = Arc::new(FlushWaiter {
             queued,
-            spilled: self.spilled.load(Ordering::SeqCst),
-            given_back: AtomicU64::new(given_back),
+            spilled,
+            waited_for: queued.saturating_sub(progress.queue_settled)
+                + spilled.saturating_sub(progress.spill_settled),
+            tally: Mutex::default(),
         });
+        for settled in finished.values() {
+            waiter.count(settled);
+        }
         lock(&self.waiters).push(Arc::clone(&waiter));
         waiter
     }
 
-    /// Tells the waiting `flush` calls that `given_back` events of the
-    /// queue events `start..end` were given back instead of stored.
-    fn given_back(&self, start: u64, end: u64, given_back: u64) {
-        for waiter in lock(&self.waiters).iter() {
-            let n = given_back_before(start, end, given_back, waiter.queued);
-            waiter.given_back.fetch_add(n, Ordering::SeqCst);
+    /// What became of the events `waiter` waits for, now.
+    fn flush_report(&self, waiter: &FlushWaiter) -> FlushReport {
+        // Under the lock that settling takes, so that no batch settles
+        // between the count of what is pending and the tally.
+        let finished = lock(&self.finished);
+        let progress = *self.progress.borrow();
+        let queued = waiter.queued;
+        let mut settled = progress.queue_settled.min(queued);
+        for (&start, batch) in finished.range(..queued) {
+            settled += batch.end.min(queued) - start;
+        }
+        let tally = std::mem::take(&mut *lock(&waiter.tally));
+        drop(finished);
+        let in_memory = queued.saturating_sub(settled);
+        let spills = waiter.spilled.saturating_sub(progress.spill_settled);
+        let pending = Pending {
+            in_memory,
+            in_spool: tally.spooled + spills,
+            handed_back: tally.handed_back,
+        };
+        let given_back = tally.spooled + tally.handed_back;
+        let why = (given_back > 0).then(|| match self.stopped.get() {
+            Some(why) => why.clone(),
+            None if lock(&self.queue).closed => {
+                "the recorder was shut down before they were stored".to_owned()
+            }
+            None => "the store answered with an error it does not explain".to_owned(),
+        });
+        FlushReport {
+            waited_for: waiter.waited_for,
+            stored: waiter
+                .waited_for
+                .saturating_sub(tally.failed + pending.total()),
+            failed: tally.failed,
+            failed_events: tally.failed_events,
+            pending,
+            deadline_passed: in_memory + spills > 0,
+            why,
         }
     }
 
-    /// Tells the `flush` calls waiting for own spills that `n` replayed
-    /// events (some perhaps spilled by this recorder) were given back.
-    fn spills_given_back(&self, n: u64) {
+    /// Tells the `flush` calls waiting for own spills what became of the
+    /// events of a replayed chunk (some perhaps spilled by this recorder)
+    /// that were not stored: `kept` given back to `place`, and `failed`.
+    fn spills_settled_badly(&self, kept: u64, place: Place, failed: Vec<(usize, FailedEvent)>) {
+        if kept == 0 && failed.is_empty() {
+            return;
+        }
         let settled = self.progress.borrow().spill_settled;
         for waiter in lock(&self.waiters).iter() {
             if waiter.spilled > settled {
-                waiter.given_back.fetch_add(n, Ordering::SeqCst);
+                let mut tally = lock(&waiter.tally);
+                tally.give_back(kept, place);
+                for (_, event) in &failed {
+                    tally.fail(event);
+                }
             }
         }
     }
 
+    /// Events in batches being sent now.
+    fn in_flight(&self) -> u64 {
+        let finished = lock(&self.finished);
+        let settled = self.progress.borrow().queue_settled
+            + finished
+                .iter()
+                .map(|(&start, batch)| batch.end - start)
+                .sum::<u64>();
+        let taken = lock(&self.queue).taken;
+        drop(finished);
+        taken.saturating_sub(settled)
+    }
+
+    /// What this recorder holds in its spool.
+    fn spool_usage(&self) -> spool::SpoolUsage {
+        self.spool
+            .as_ref()
+            .map(|spool| lock(spool).usage())
+            .unwrap_or_default()
+    }
+
+    /// Reports the stats to the `metrics` recorder (feature `metrics`).
+    fn publish(&self) {
+        #[cfg(feature = "metrics")]
+        self.published.publish(&self.stats());
+    }
+
+    /// Reports the stats a last time, and takes this recorder's share out
+    /// of the gauges: it holds nothing any more.
+    fn retire(&self) {
+        #[cfg(feature = "metrics")]
+        self.published.retire(&self.stats());
+    }
+
     fn stats(&self) -> RecorderStats {
         let c = &self.counters;
+        let in_flight = self.in_flight();
+        let spool = self.spool_usage();
         let queue = lock(&self.queue);
         RecorderStats {
             queued: queue.len as u64,
+            in_flight,
+            spool_files: spool.files,
+            spool_bytes: spool.bytes,
             recorded: queue.pushed + self.spilled.load(Ordering::SeqCst),
             sent: Counters::get(&c.sent),
             duplicates: Counters::get(&c.duplicates),

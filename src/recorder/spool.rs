@@ -45,6 +45,9 @@ pub(super) struct Spool {
     current: Option<File>,
     /// Events `record` spilled into `current` (see [`Spool::spill`]).
     current_spilled: u64,
+    /// Events and bytes appended to `current`.
+    current_events: u64,
+    current_bytes: u64,
     /// How many replay files this instance has cut, for unique names.
     cuts: u64,
     /// Replay files this instance has taken and not finished, each with
@@ -59,6 +62,20 @@ struct Held {
     /// Locked: dropping it lets other recorders take the file.
     _lock: File,
     spilled: u64,
+    /// The events in it, as far as known: those this instance appended,
+    /// or all of them once it was read for replay.
+    events: u64,
+    bytes: u64,
+}
+
+/// What a recorder holds in its spool: the file it appends to and those it
+/// has taken for replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SpoolUsage {
+    pub(super) files: u64,
+    pub(super) bytes: u64,
+    /// The events in them, as far as known (see [`Held::events`]).
+    pub(super) events: u64,
 }
 
 /// A spool file moved aside for replay.
@@ -88,6 +105,8 @@ impl Spool {
             sync,
             current: None,
             current_spilled: 0,
+            current_events: 0,
+            current_bytes: 0,
             cuts: 0,
             held: HashMap::new(),
         })
@@ -143,6 +162,8 @@ impl Spool {
         };
         file.write_all(&buffer)
             .map_err(|e| io_error("cannot write", &path, e))?;
+        self.current_events += count as u64;
+        self.current_bytes += buffer.len() as u64;
         if self.sync == SpoolSync::EveryWrite {
             file.sync_data()
                 .map_err(|e| io_error("cannot sync", &path, e))?;
@@ -171,6 +192,8 @@ impl Spool {
                 Held {
                     _lock: file,
                     spilled,
+                    events: std::mem::take(&mut self.current_events),
+                    bytes: std::mem::take(&mut self.current_bytes),
                 },
             );
         }
@@ -187,6 +210,7 @@ impl Spool {
             let Some(lock) = lock_for_replay(&path) else {
                 continue;
             };
+            let bytes = lock.metadata().map_or(0, |m| m.len());
             let path = if extension == Some("jsonl") {
                 let target = self.next_cut();
                 match fs::rename(&path, &target) {
@@ -203,6 +227,8 @@ impl Spool {
                 Held {
                     _lock: lock,
                     spilled: 0,
+                    events: 0,
+                    bytes,
                 },
             );
         }
@@ -222,6 +248,28 @@ impl Spool {
     /// says how many of its events this instance spilled.
     pub(super) fn finished(&mut self, path: &Path) -> u64 {
         self.held.remove(path).map_or(0, |held| held.spilled)
+    }
+
+    /// A replay file was read: it holds `events` events.
+    pub(super) fn read(&mut self, path: &Path, events: u64) {
+        if let Some(held) = self.held.get_mut(path) {
+            held.events = events;
+        }
+    }
+
+    /// The files this instance holds now, their bytes and their events.
+    pub(super) fn usage(&self) -> SpoolUsage {
+        let mut usage = SpoolUsage {
+            files: u64::from(self.current.is_some()),
+            bytes: self.current_bytes,
+            events: self.current_events,
+        };
+        for held in self.held.values() {
+            usage.files += 1;
+            usage.bytes += held.bytes;
+            usage.events += held.events;
+        }
+        usage
     }
 
     /// Whether a spooled file waits for this instance to replay it: one it
@@ -404,17 +452,39 @@ mod tests {
         let event = UsageEvent::new(OrgId::new_v7());
         let mut a = spool(&dir);
         let mut b = spool(&dir);
+        assert_eq!(a.usage(), SpoolUsage::default());
         a.spill(&event).unwrap();
         a.spill(&event).unwrap();
         b.append([&event]).unwrap();
         // Left by recorders that crashed.
         let json = serde_json::to_vec(&event).unwrap();
+        let line = json.len() as u64 + 1;
         fs::write(dir.0.join(format!("{}.jsonl", Uuid::new_v4())), &json).unwrap();
         fs::write(dir.0.join(format!("{}-1.replaying", Uuid::new_v4())), &json).unwrap();
+        let own = SpoolUsage {
+            files: 1,
+            bytes: 2 * line,
+            events: 2,
+        };
+        assert_eq!(a.usage(), own);
 
         let taken = a.take_for_replay().unwrap();
         assert_eq!(taken.len(), 3, "its own and the two crashed: {taken:?}");
         assert_eq!(taken.iter().map(|f| f.spilled).sum::<u64>(), 2);
+        // The crashed files' events are known once they are read.
+        let with_crashed = SpoolUsage {
+            files: 3,
+            bytes: 2 * line + 2 * (line - 1),
+            events: 2,
+        };
+        assert_eq!(a.usage(), with_crashed);
+        for file in &taken {
+            a.read(
+                &file.path,
+                read_events(&file.path).unwrap().events.len() as u64,
+            );
+        }
+        assert_eq!(a.usage().events, 4);
         assert!(
             !b.has_pending(),
             "everything else is held by a or is b's own"

@@ -259,7 +259,10 @@ impl Shared {
                     threshold_percent,
                 };
                 match self.store.claim_alert(&key, now).await {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        #[cfg(feature = "metrics")]
+                        crate::metrics::alert_fired();
+                    }
                     Ok(false) => continue,
                     Err(e) => {
                         failure.get_or_insert(e);
@@ -284,8 +287,14 @@ impl Shared {
     async fn deliver(&self, alert: &LimitAlert) {
         for attempt in 1..=self.attempts {
             match self.sink.deliver(alert).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::alert_delivery(true);
+                    return;
+                }
                 Err(e) if attempt == self.attempts => {
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::alert_delivery(false);
                     tracing::error!(org = %alert.key.org, metric = %alert.key.metric,
                         threshold_percent = alert.key.threshold_percent, error = %e,
                         "alert delivery failed; giving up");

@@ -7,6 +7,8 @@ use chrono::TimeDelta;
 
 use super::alerts::{AlertQueue, AlertSink, LogAlertSink};
 use super::cache::{CacheConfig, CachingStore};
+#[cfg(feature = "hold-tokens")]
+use super::hold_token::HoldSecrets;
 use super::{Inner, Tenancy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_count, check_duration};
@@ -52,6 +54,8 @@ pub struct TenancyBuilder {
     alert_sink: Arc<dyn AlertSink>,
     alert_delivery_attempts: u32,
     alert_concurrency: usize,
+    #[cfg(feature = "hold-tokens")]
+    hold_secrets: HoldSecrets,
 }
 
 impl Default for TenancyBuilder {
@@ -68,6 +72,8 @@ impl Default for TenancyBuilder {
             alert_sink: Arc::new(LogAlertSink),
             alert_delivery_attempts: 3,
             alert_concurrency: 8,
+            #[cfg(feature = "hold-tokens")]
+            hold_secrets: HoldSecrets::default(),
         }
     }
 }
@@ -163,6 +169,65 @@ impl TenancyBuilder {
         self
     }
 
+    /// The secret that signs [hold tokens](crate::HoldToken), under
+    /// `key_id`, which every token names: [`Tenancy::seal`] signs with it
+    /// and [`Tenancy::open`] accepts it. Give the API and its workers the
+    /// same one; keep it out of logs and source (`Debug` shows only the
+    /// key id).
+    ///
+    /// The secret is at least [`HoldToken::MIN_SECRET_BYTES`] (32) bytes,
+    /// for example 32 random bytes, or 64 hex digits used as text; the key
+    /// id is 1 to 32 of `A-Z a-z 0-9 _ -`, a name such as `2026-03`. Either
+    /// wrong is a `Config` error from [`build`](Self::build) naming
+    /// `hold_secret` (never the secret). To rotate, see
+    /// [`previous_hold_secret`](Self::previous_hold_secret).
+    ///
+    /// ```
+    /// use tenancy::{ErrorKind, MemoryStore, Tenancy};
+    ///
+    /// let secret = std::env::var("TENANCY_HOLD_SECRET")
+    ///     .unwrap_or_else(|_| "an example secret of 32 bytes or more".into());
+    /// let tenancy = Tenancy::builder().store(MemoryStore::new()).hold_secret("2026-03", secret).build()?;
+    ///
+    /// let err = Tenancy::builder().store(MemoryStore::new()).hold_secret("k1", "hunter2").build().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// assert!(err.message().contains("hold_secret") && !err.message().contains("hunter2"));
+    /// # Ok::<(), tenancy::Error>(())
+    /// ```
+    ///
+    /// [`HoldToken::MIN_SECRET_BYTES`]: crate::HoldToken::MIN_SECRET_BYTES
+    #[cfg(feature = "hold-tokens")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hold-tokens")))]
+    pub fn hold_secret(mut self, key_id: impl Into<String>, secret: impl AsRef<[u8]>) -> Self {
+        self.hold_secrets
+            .set_current(key_id.into(), secret.as_ref().to_vec());
+        self
+    }
+
+    /// A secret that [`Tenancy::open`] still accepts, under its own
+    /// `key_id`, but no longer signs with: for rotating the
+    /// [`hold_secret`](Self::hold_secret) without refusing the tokens
+    /// already in queues. May be called several times; needs a
+    /// `hold_secret`, and the same checks apply.
+    ///
+    /// To rotate: deploy the new secret as `previous_hold_secret` on every
+    /// worker, then swap the two (new as `hold_secret`, old as
+    /// `previous_hold_secret`) on the API and the workers, and drop the old
+    /// one once its tokens can no longer be opened (the reservation TTL
+    /// plus [`EXPIRED_HOLD_RETENTION`](crate::EXPIRED_HOLD_RETENTION)), or
+    /// as soon as it may have leaked.
+    #[cfg(feature = "hold-tokens")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hold-tokens")))]
+    pub fn previous_hold_secret(
+        mut self,
+        key_id: impl Into<String>,
+        secret: impl AsRef<[u8]>,
+    ) -> Self {
+        self.hold_secrets
+            .add_previous(key_id.into(), secret.as_ref().to_vec());
+        self
+    }
+
     /// Validates the configuration and builds the facade. A missing store
     /// or a setting outside its documented range is a `Config` error naming
     /// the setting.
@@ -209,6 +274,8 @@ impl TenancyBuilder {
             20,
         )?;
         check_count("alert_concurrency", self.alert_concurrency, 1, 256)?;
+        #[cfg(feature = "hold-tokens")]
+        let hold_keys = self.hold_secrets.build()?;
         let reservation_ttl = TimeDelta::from_std(self.reservation_ttl).map_err(|e| {
             Error::config("reservation_ttl does not fit a time span").with_source(e)
         })?;
@@ -238,6 +305,8 @@ impl TenancyBuilder {
                 clock: self.clock,
                 reservation_ttl,
                 alerts,
+                #[cfg(feature = "hold-tokens")]
+                hold_keys,
             }),
         })
     }

@@ -163,13 +163,20 @@ impl Tenancy {
                 now,
             })
             .await?;
-        Ok(decide(
+        let decision = decide(
             &metric,
             amount,
             &snapshot.limits,
             tz,
             self.warning_percent(),
-        ))
+        );
+        #[cfg(feature = "metrics")]
+        self.inner.store.limit_decisions().count(
+            crate::metrics::DecisionBy::CheckLimit,
+            &metric,
+            decision.allowed,
+        );
+        Ok(decision)
     }
 
     /// Atomically checks every applicable limit and, if `estimate` fits
@@ -242,6 +249,12 @@ impl Tenancy {
         let mut decision = decide(&metric, amount, &result.limits, tz, self.warning_percent());
         // The store's atomic answer is the truth; the decision explains it.
         decision.allowed = result.granted;
+        #[cfg(feature = "metrics")]
+        self.inner.store.limit_decisions().count(
+            crate::metrics::DecisionBy::Reserve,
+            &metric,
+            result.granted,
+        );
         if !result.granted {
             return Ok(ReserveOutcome::Denied(decision));
         }

@@ -16,6 +16,8 @@ mod alerts;
 mod builder;
 mod cache;
 mod features;
+#[cfg(feature = "hold-tokens")]
+mod hold_token;
 mod members;
 mod metering;
 mod operator;
@@ -23,6 +25,8 @@ mod orgs;
 mod recording;
 mod service;
 mod summary;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -35,6 +39,8 @@ use crate::model::{Organization, PlatformOperator};
 
 pub use alerts::{AlertSink, LogAlertSink, MemoryAlertSink};
 pub use builder::TenancyBuilder;
+#[cfg(feature = "hold-tokens")]
+pub use hold_token::HoldToken;
 pub use metering::EXPIRED_HOLD_RETENTION;
 pub use operator::{MAX_ORG_PAGE, Operator};
 pub use service::Service;
@@ -76,6 +82,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     reservation_ttl: TimeDelta,
     alerts: AlertQueue,
+    /// The keys hold tokens are sealed and opened with (`Debug` shows key
+    /// ids only).
+    #[cfg(feature = "hold-tokens")]
+    hold_keys: hold_token::HoldKeys,
 }
 
 impl Tenancy {

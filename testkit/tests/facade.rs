@@ -8,6 +8,8 @@
 mod alerts;
 #[path = "facade/features.rs"]
 mod features;
+#[path = "facade/hold_tokens.rs"]
+mod hold_tokens;
 #[path = "facade/input.rs"]
 mod input;
 #[path = "facade/isolation.rs"]
@@ -16,6 +18,8 @@ mod isolation;
 mod limits;
 #[path = "facade/members.rs"]
 mod members;
+#[path = "facade/metrics.rs"]
+mod metrics;
 #[path = "facade/operator.rs"]
 mod operator;
 #[path = "facade/orgs.rs"]
@@ -30,3 +34,5 @@ mod scene;
 mod summary;
 #[path = "facade/usage.rs"]
 mod usage;
+#[path = "facade/webhook.rs"]
+mod webhook;

@@ -21,6 +21,9 @@ use tenancy::{
     TenantContext, UsageEvent, UsageRecorder, UserId,
 };
 
+#[path = "recorder/flush.rs"]
+mod flush;
+
 struct Rig {
     tenancy: Tenancy,
     faults: Arc<FaultyStore>,
@@ -174,10 +177,14 @@ async fn batches_by_size_and_flush_does_not_wait_for_the_interval() {
         .start()
         .unwrap();
     let expected = record_many(&recorder, &rig, 1_200);
-    tokio::time::timeout(Duration::from_secs(10), recorder.flush())
+    let report = tokio::time::timeout(Duration::from_secs(10), recorder.flush())
         .await
         .expect("flush returns without waiting an hour")
         .unwrap();
+    assert_eq!(
+        (report.waited_for, report.stored, report.failed),
+        (1_200, 1_200, 0)
+    );
     assert_eq!(rig.stored_tokens().await, expected);
     let stats = recorder.stats();
     assert_eq!(
@@ -540,7 +547,8 @@ async fn an_event_refused_for_good_does_not_hold_back_the_batch() {
     let orphan = UsageEvent::new(tenancy::OrgId::new_v7()).tokens(9, 0, 0);
     recorder.record(orphan).unwrap();
     recorder.record(rig.event(7)).unwrap();
-    recorder.flush().await.unwrap();
+    let report = recorder.flush().await.unwrap();
+    assert_eq!((report.stored, report.failed), (2, 1), "{report:?}");
     assert_eq!(rig.stored_tokens().await, dec!(12));
     let stats = recorder.stats();
     assert_eq!((stats.sent, stats.failed), (2, 1));

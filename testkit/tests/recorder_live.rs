@@ -215,16 +215,15 @@ impl Rig {
     }
 }
 
+/// Flushes within `limit`: every event recorded before is stored (or
+/// failed for good), or the test fails saying where the rest is.
 async fn flush_within(recorder: &UsageRecorder, limit: Duration, what: &str) {
-    tokio::time::timeout(limit, recorder.flush())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "{what}: flush did not finish in {limit:?}: {:?}",
-                recorder.stats()
-            )
-        })
-        .expect("flush");
+    let report = recorder.flush_within(limit).await.expect("flush");
+    assert!(
+        report.is_complete(),
+        "{what}: flush did not finish in {limit:?}: {report:?}, {:?}",
+        recorder.stats()
+    );
 }
 
 // ---- the tests -----------------------------------------------------------------
@@ -337,6 +336,7 @@ async fn a_30_second_outage_under_steady_recording_loses_and_doubles_nothing() {
     );
     let report = recorder.shutdown(Duration::from_secs(5)).await;
     assert!(report.undelivered.is_empty());
+    assert!(report.pending.is_empty(), "{report:?}");
     assert_eq!(spool_files(spool.path()), Vec::<String>::new());
 }
 

@@ -9,7 +9,12 @@
 //! not the write reports success, since a failed call may have landed — and
 //! a load that began before a drop is not cached after it (see
 //! [`TtlCache`]).
+//!
+//! Below the caches, every call to the store goes through [`Instrumented`]:
+//! a `tracing` span per call, named by its operation, and (feature
+//! `metrics`) its duration and errors.
 
+mod instrumented;
 mod ttl;
 
 use std::sync::Arc;
@@ -33,6 +38,7 @@ use crate::store::{
     feature_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
     org_not_found, org_store_methods, pass_through_impl,
 };
+use instrumented::Instrumented;
 use ttl::TtlCache;
 
 /// A membership the store confirmed, as the membership cache keeps it. The
@@ -56,7 +62,7 @@ pub(super) struct CacheConfig {
 /// The store the facade runs on: `inner` behind its caches.
 #[derive(Debug)]
 pub(super) struct CachingStore {
-    inner: Arc<DynStore>,
+    inner: Instrumented,
     clock: Arc<dyn Clock>,
     orgs: TtlCache<OrgId, Arc<Organization>>,
     memberships: TtlCache<(OrgId, UserId), ConfirmedRole>,
@@ -67,13 +73,19 @@ pub(super) struct CachingStore {
 impl CachingStore {
     pub(super) fn new(inner: Arc<DynStore>, clock: Arc<dyn Clock>, config: CacheConfig) -> Self {
         CachingStore {
-            inner,
+            inner: Instrumented::new(inner),
             clock,
             orgs: TtlCache::new(config.org_capacity, config.org_ttl),
             memberships: TtlCache::new(config.membership_capacity, config.membership_ttl),
             features: TtlCache::new(config.org_capacity, config.org_ttl),
             limits: TtlCache::new(config.org_capacity, config.org_ttl),
         }
+    }
+
+    /// The limit-decision counters, per metric (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(super) fn limit_decisions(&self) -> &crate::metrics::LimitDecisions {
+        self.inner.decisions()
     }
 
     /// The cache clock: cheap, possibly a few milliseconds coarse.
