@@ -3,7 +3,7 @@
 //! default), and the console mounted at `/console`.
 //!
 //! ```text
-//! cargo run --example host_app --features axum,supabase,console
+//! cargo run --example host_app --features axum,supabase,console,hold-tokens
 //! ```
 //!
 //! By default it runs on `MemoryStore` with seeded demo users,
@@ -23,6 +23,11 @@
 //! - `POST /avatars` — gated by the `veo_avatars` feature;
 //! - `POST /generate` — reserves tokens against the limit, records what was
 //!   used (tokens and cost);
+//! - `POST /jobs` — the same generation, queued: the API reserves (429
+//!   when the limit would pass), seals the hold into a signed token
+//!   (`Tenancy::seal`, feature `hold-tokens`) and queues it with the job
+//!   (202); a worker opens the token, calls the model and commits what was
+//!   used, exactly once;
 //! - `/console/…` — the console (`tenancy::console`);
 //! - `GET /dev/sign-in?as=<name>` — demo only: sets the access-token cookie
 //!   for a seeded user and opens the console.
@@ -48,6 +53,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tenancy::axum::TenantRejection;
 use tenancy::axum::{
     FeatureGate, FeatureName, Metered, MeteredOperation, SignedIn, Tenant, TenantAuth,
     TokenVerifier,
@@ -56,15 +62,30 @@ use tenancy::clock::Clock;
 use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
 use tenancy::supabase::{ENV_JWT_SECRET, ENV_REST_URL, ENV_URL, SupabaseStore};
 use tenancy::{
-    Action, Error, ErrorKind, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId,
-    PlatformOperator, Role, Tenancy, TenantContext, UsageEvent, UserId,
+    Action, Error, ErrorKind, HoldToken, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId,
+    PlatformOperator, ReserveOutcome, Role, Tenancy, TenantContext, UsageEvent, UserId,
 };
+use tokio::sync::mpsc;
 
 /// The demo's JWT secret; a real app uses `SUPABASE_JWT_SECRET`.
 pub const DEMO_JWT_SECRET: &str = "demo-secret-that-is-at-least-32-characters-long";
 
 /// Tokens an AI generation is estimated to use, reserved up front.
 pub const GENERATE_ESTIMATE: i64 = 2_000;
+
+/// The demo's secret for sealing holds, shared by the API and its worker; a
+/// real app gives both the same `TENANCY_HOLD_SECRET` (32 bytes or more).
+pub const DEMO_HOLD_SECRET: &str = "demo-hold-secret-that-is-at-least-32-bytes";
+
+/// A queued generation: its hold, sealed, and what to generate. Both are
+/// strings, as on a real queue.
+#[derive(Debug)]
+pub struct Job {
+    /// The hold the API took for it, signed.
+    pub hold: HoldToken,
+    /// The prompt.
+    pub prompt: String,
+}
 
 /// A brand, the host's own org-owned table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +108,9 @@ pub struct App {
     pub console: ConsoleConfig,
     /// Demo only: the seeded users `GET /dev/sign-in?as=<name>` signs in.
     pub dev_users: Option<Arc<HashMap<&'static str, UserId>>>,
+    /// The queue to the generation worker ([`start_worker`]); in-process
+    /// here, a durable queue in a real app.
+    pub jobs: mpsc::UnboundedSender<Job>,
 }
 
 /// Where brands live: in memory for the demo, or the `brands` table on
@@ -168,7 +192,8 @@ pub fn router(app: App) -> Router {
         .route("/orgs", get(list_orgs).post(create_org))
         .route("/brands", get(list_brands).post(create_brand))
         .route("/avatars", post(render_avatar))
-        .route("/generate", post(generate));
+        .route("/generate", post(generate))
+        .route("/jobs", post(enqueue_generation));
     if app.dev_users.is_some() {
         routes = routes.route("/dev/sign-in", get(dev_sign_in));
     }
@@ -325,6 +350,68 @@ async fn generate(
     Ok(Json(json!({"tokens": input + output, "cost_usd": cost})))
 }
 
+/// `POST /jobs`: reserves the estimate now, where a denial can still be a
+/// 429, and queues the job with its hold sealed; the worker commits.
+async fn enqueue_generation(
+    State(app): State<App>,
+    Tenant(ctx, _): Tenant,
+    request: Result<Json<GenerateRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), TenantRejection> {
+    let request = body(request)?;
+    let tenancy = app.auth.tenancy();
+    let hold = match tenancy
+        .reserve(&ctx, Generate::METRIC, Generate::estimate())
+        .await?
+    {
+        ReserveOutcome::Granted(hold) => hold,
+        ReserveOutcome::Denied(decision) => {
+            return Err(TenantRejection::LimitExceeded(Box::new(decision)));
+        }
+    };
+    let job = Job {
+        hold: tenancy.seal(&hold)?,
+        prompt: request.prompt,
+    };
+    if app.jobs.send(job).is_err() {
+        tenancy.release(&hold).await?;
+        return Err(Error::new(ErrorKind::Unavailable, "the generation worker has stopped").into());
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job": hold.id(), "reserved": GENERATE_ESTIMATE})),
+    ))
+}
+
+/// Starts the generation worker on `tenancy` (built with the API's hold
+/// secret) and returns its queue. Each job's hold is opened (a token this
+/// app did not seal is refused, recording nothing), the model is called,
+/// and what it used is committed: once, however often a job is delivered.
+pub fn start_worker(tenancy: Tenancy) -> mpsc::UnboundedSender<Job> {
+    let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+    tokio::spawn(async move {
+        while let Some(job) = queue.recv().await {
+            if let Err(e) = run_job(&tenancy, job).await {
+                eprintln!("host_app worker: {e}");
+            }
+        }
+    });
+    jobs
+}
+
+async fn run_job(tenancy: &Tenancy, job: Job) -> tenancy::Result<()> {
+    let hold = tenancy.open(&job.hold)?;
+    // Stand-in for the model call, as in `generate`.
+    let input = 500 + job.prompt.len() as u64;
+    let output = 1_000;
+    let cost = Decimal::new((input * 25 + output * 100) as i64, 7);
+    let event = UsageEvent::new(hold.org())
+        .ai_call("openai", "gpt-4o", "generate")
+        .tokens(input, 0, output)
+        .cost_usd(cost);
+    tenancy.commit_event(&hold, event).await?;
+    Ok(())
+}
+
 /// The seeded demo world.
 #[derive(Debug)]
 pub struct Demo {
@@ -370,6 +457,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     let tenancy = Tenancy::builder()
         .store(MemoryStore::new())
         .clock(clock)
+        .hold_secret("demo", DEMO_HOLD_SECRET)
         .build()?;
     let [alice, bob, carol, dan, erin, olivia, nina] = [(); 7].map(|_| UserId::new_v7());
     let new = |name, slug| NewOrganization::new(name, slug);
@@ -426,6 +514,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         ("nina", nina),
     ]));
     let app = App {
+        jobs: start_worker(tenancy.clone()),
         auth: TenantAuth::new(tenancy, verifier),
         brands: Brands::Memory(Arc::default()),
         console,
@@ -482,7 +571,19 @@ async fn seed_month(
 /// `store`, access tokens checked with the project's JWT secret. Nothing is
 /// seeded.
 pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<App> {
-    let tenancy = Tenancy::builder().store(store.clone()).build()?;
+    // The worker runs in this process: a secret of its own will do. Workers
+    // elsewhere share the API's, from the environment.
+    let hold_secret = std::env::var("TENANCY_HOLD_SECRET").unwrap_or_else(|_| {
+        format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    });
+    let tenancy = Tenancy::builder()
+        .store(store.clone())
+        .hold_secret("host-app", &hold_secret)
+        .build()?;
     let verifier = TokenVerifier::hs256(jwt_secret)?;
     // Operators are users whose app_metadata says so (set it with the
     // service role or as `postgres`, e.g. `examples/admin.rs make-operator`;
@@ -494,6 +595,7 @@ pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<Ap
         .allow_first_organization(true)
         .build()?;
     Ok(App {
+        jobs: start_worker(tenancy.clone()),
         auth: TenantAuth::new(tenancy, verifier),
         brands: Brands::Supabase(store),
         console,
@@ -608,6 +710,10 @@ fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
     println!("# bob generates (reserves 2000 tokens of Acme's 10000/month; 429 once spent)");
     println!(
         "curl -s -X POST http://{addr}/generate -H 'Authorization: Bearer {bob}' -H 'content-type: application/json' -d '{{\"prompt\":\"a summer ad\"}}'\n"
+    );
+    println!("# bob queues a generation: 202 now, a worker commits what the model used");
+    println!(
+        "curl -s -X POST http://{addr}/jobs -H 'Authorization: Bearer {bob}' -H 'content-type: application/json' -d '{{\"prompt\":\"a winter ad\"}}'\n"
     );
     let nina = sign_token(demo.nina);
     println!("# nina belongs to no organization (403 no_organization), then creates one");

@@ -386,6 +386,48 @@ async fn a_limit_hit_is_429_with_retry_after_and_figures() {
     );
 }
 
+/// A queued generation: the API reserves and answers 202, the worker
+/// commits through the sealed hold what the model used; once the holds
+/// of queued jobs fill the limit, the API answers 429 before queueing.
+#[tokio::test]
+async fn queued_jobs_commit_through_travelling_holds() {
+    let s = server().await;
+    let bob = host_app::sign_token(s.demo.bob);
+    let mut accepted = 0;
+    let denied = loop {
+        let response = s
+            .post("/jobs", &bob, None, json!({"prompt": "winter"}))
+            .await;
+        if response.status() != StatusCode::ACCEPTED {
+            break response;
+        }
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["reserved"], 2000);
+        accepted += 1;
+        assert!(accepted < 100);
+    };
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(denied.headers().contains_key("retry-after"));
+    // Each job uses 1506 tokens (500 + the prompt, and 1000 out).
+    let want = rust_decimal::Decimal::from(accepted * 1506);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (used, reserved) = s.tokens_in(s.demo.bob, s.demo.acme).await;
+        if used == want && reserved.is_zero() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker committed {used} of {want}, {reserved} still held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        want <= 10_000.into(),
+        "queued holds never overshoot: {want}"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_requests_never_overshoot() {
     let s = server().await;
