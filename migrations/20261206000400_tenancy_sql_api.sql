@@ -23,7 +23,15 @@
 -- 3. tenancy.within_limit, for RLS policies, and tenancy.count_usage, a
 --    trigger function that records usage for each inserted row.
 --
--- Idempotent: `create or replace`, `on conflict do nothing`.
+-- Idempotent: `create or replace`, `if not exists`, `on conflict do
+-- nothing`.
+
+-- Whether a user JWT may commit or release the hold itself: only a hold it
+-- took itself (tenancy_reserve_usage with its JWT). A hold the server took
+-- for a user (the library, the service role) is the server's to settle, or
+-- a user could cancel the charge for work done on its behalf.
+alter table public.usage_reservations
+  add column if not exists user_settles boolean not null default false;
 
 -- ---------------------------------------------------------------------------
 -- 1. The rules.
@@ -235,6 +243,9 @@ begin
       raise exception 'quantities: must be an object of {metric: amount}, not %', v_value
         using errcode = '22023';
     end if;
+    if (select pg_catalog.count(*) from pg_catalog.jsonb_object_keys(v_value)) > 32 then
+      raise exception 'quantities: at most 32 metrics in one event' using errcode = '22023';
+    end if;
     for v_metric, v_quantity in select q.key, q.value from pg_catalog.jsonb_each(v_value) q loop
       perform tenancy.checked_metric('quantities', v_metric);
       v_amount := tenancy.json_amount('quantity', v_quantity);
@@ -419,6 +430,23 @@ begin
       field, metric using errcode = '22023';
   end;
 end
+$$;
+
+-- The id a user JWT's own id `client` stands for, as a hold or an event
+-- of `kind` in `org` for `user`: a UUID (version 8, RFC 9562) from
+-- SHA-256 of the four, so that the same client id gives the same id
+-- (retries stay idempotent) and no user can choose an id the server or
+-- another user uses.
+create or replace function tenancy.derived_id(kind text, org uuid, p_user uuid, client uuid)
+returns uuid
+language sql immutable
+as $$
+  select pg_catalog.encode(
+    pg_catalog.set_byte(pg_catalog.set_byte(d, 6, (pg_catalog.get_byte(d, 6) & 15) | 128),
+      8, (pg_catalog.get_byte(d, 8) & 63) | 128), 'hex')::uuid
+  from (select pg_catalog.substr(pg_catalog.sha256(pg_catalog.convert_to(
+      derived_id.kind || ':' || derived_id.org::text || ':' || derived_id.p_user::text || ':'
+        || derived_id.client::text, 'UTF8')), 1, 16) as d) x
 $$;
 
 -- The organization's time zone; P0002 when there is no such organization.
@@ -644,6 +672,23 @@ begin
 end
 $$;
 
+-- `events` if it is a JSON array of at most 1000 events; 22023 otherwise.
+create or replace function tenancy.checked_events(events jsonb) returns jsonb
+language plpgsql immutable
+set search_path = ''
+as $$
+begin
+  if events is null or pg_catalog.jsonb_typeof(events) <> 'array' then
+    raise exception 'events must be a JSON array of events' using errcode = '22023';
+  end if;
+  if pg_catalog.jsonb_array_length(events) > 1000 then
+    raise exception 'events: % in one call; the most is 1000', pg_catalog.jsonb_array_length(events)
+      using errcode = '22023';
+  end if;
+  return events;
+end
+$$;
+
 -- Records `events` (a JSON array; each event's user as given), through
 -- tenancy_record_usage: {inserted, duplicates, ids}, `ids` in the order of
 -- the events. All of them or none.
@@ -652,15 +697,13 @@ language plpgsql volatile
 set search_path = ''
 as $$
 declare
-  v_records jsonb := '[]';
+  v_records jsonb[] := '{}';
   v_event jsonb;
   v_org uuid;
   v_tzs jsonb := '{}';
   v_result jsonb;
 begin
-  if events is null or pg_catalog.jsonb_typeof(events) <> 'array' then
-    raise exception 'events must be a JSON array of events' using errcode = '22023';
-  end if;
+  perform tenancy.checked_events(events);
   for v_event in select e from pg_catalog.jsonb_array_elements(events) e loop
     if pg_catalog.jsonb_typeof(v_event) <> 'object' then
       raise exception 'an event must be a JSON object' using errcode = '22023';
@@ -677,13 +720,12 @@ begin
     if not v_tzs ? v_org::text then
       v_tzs := v_tzs || pg_catalog.jsonb_build_object(v_org, tenancy.org_timezone(v_org));
     end if;
-    v_records := v_records || pg_catalog.jsonb_build_array(
-      tenancy.usage_record(v_event, v_tzs ->> v_org::text));
+    v_records := v_records || tenancy.usage_record(v_event, v_tzs ->> v_org::text);
   end loop;
-  v_result := public.tenancy_record_usage(v_records);
+  v_result := public.tenancy_record_usage(pg_catalog.to_jsonb(v_records));
   return v_result || pg_catalog.jsonb_build_object('ids',
     (select coalesce(pg_catalog.jsonb_agg(r -> 'id' order by n), '[]'::jsonb)
-     from pg_catalog.jsonb_array_elements(v_records) with ordinality x (r, n)));
+     from pg_catalog.unnest(v_records) with ordinality x (r, n)));
 end
 $$;
 
@@ -713,8 +755,10 @@ begin
     raise exception 'give exactly one of actual (an amount of the reserved metric) and event'
       using errcode = '22023';
   end if;
+  -- The user's own hold only: another's is the core function's to refuse.
   select r.* into v_hold from public.usage_reservations r
-  where r.organization_id = org and r.id = commit_usage_for.reservation_id;
+  where r.organization_id = org and r.id = commit_usage_for.reservation_id
+    and r.user_id = p_user;
   v_has_hold := found;
   if v_has_hold and v_hold.expires_at <= v_now - interval '7 days' then
     raise exception 'reservation % expired at %, 7 days or more ago; nothing was recorded',
@@ -831,9 +875,37 @@ create or replace function tenancy.member_reserve_usage(
 language plpgsql volatile security definer
 set search_path = ''
 as $$
+declare
+  v_user uuid := tenancy.require_role(org, for_user, 'member');
+  v_result jsonb;
 begin
-  return tenancy.reserve_usage_for(org, tenancy.require_role(org, for_user, 'member'),
-    metric, estimate, ttl_seconds, reservation_id);
+  v_result := tenancy.reserve_usage_for(org, v_user, metric, estimate, ttl_seconds,
+    case when reservation_id is not null
+      then tenancy.derived_id('hold', org, v_user, reservation_id) end);
+  if (v_result ->> 'granted')::boolean then
+    update public.usage_reservations r set user_settles = true
+    where r.organization_id = org and r.id = (v_result ->> 'reservation_id')::uuid;
+  end if;
+  return v_result;
+end
+$$;
+
+-- 42501 unless the hold `reservation_id` of `org`, when it exists for
+-- `p_user`, is one the user took itself (user_settles).
+create or replace function tenancy.require_own_hold(org uuid, p_user uuid, reservation_id uuid)
+returns void
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  if exists (
+    select 1 from public.usage_reservations r
+    where r.organization_id = org and r.id = require_own_hold.reservation_id
+      and r.user_id = p_user and not r.user_settles
+  ) then
+    raise exception 'reservation % was taken for user % by the server; only the server commits or releases it',
+      require_own_hold.reservation_id, p_user using errcode = '42501';
+  end if;
 end
 $$;
 
@@ -843,9 +915,11 @@ create or replace function tenancy.member_commit_usage(
 language plpgsql volatile security definer
 set search_path = ''
 as $$
+declare
+  v_user uuid := tenancy.require_role(org, for_user, 'viewer');
 begin
-  return tenancy.commit_usage_for(org, tenancy.require_role(org, for_user, 'viewer'),
-    reservation_id, actual, event);
+  perform tenancy.require_own_hold(org, v_user, reservation_id);
+  return tenancy.commit_usage_for(org, v_user, reservation_id, actual, event);
 end
 $$;
 
@@ -854,8 +928,11 @@ returns jsonb
 language plpgsql volatile security definer
 set search_path = ''
 as $$
+declare
+  v_user uuid := tenancy.require_role(org, for_user, 'viewer');
 begin
-  return tenancy.release_usage_for(org, tenancy.require_role(org, for_user, 'viewer'), reservation_id);
+  perform tenancy.require_own_hold(org, v_user, reservation_id);
+  return tenancy.release_usage_for(org, v_user, reservation_id);
 end
 $$;
 
@@ -866,14 +943,13 @@ language plpgsql volatile security definer
 set search_path = ''
 as $$
 declare
-  v_events jsonb := '[]';
+  v_events jsonb[] := '{}';
   v_event jsonb;
   v_org uuid;
   v_user uuid;
+  v_id uuid;
 begin
-  if events is null or pg_catalog.jsonb_typeof(events) <> 'array' then
-    raise exception 'events must be a JSON array of events' using errcode = '22023';
-  end if;
+  perform tenancy.checked_events(events);
   for v_event in select e from pg_catalog.jsonb_array_elements(events) e loop
     if pg_catalog.jsonb_typeof(v_event) <> 'object' then
       raise exception 'an event must be a JSON object' using errcode = '22023';
@@ -881,14 +957,19 @@ begin
     begin
       v_org := (v_event ->> 'organization_id')::uuid;
       v_user := (v_event ->> 'user_id')::uuid;
+      v_id := (v_event ->> 'id')::uuid;
     exception when invalid_text_representation then
-      raise exception 'organization_id and user_id must be UUIDs' using errcode = '22023';
+      raise exception 'id, organization_id and user_id must be UUIDs' using errcode = '22023';
     end;
     v_user := tenancy.require_role(v_org, v_user, 'member');
-    v_events := v_events || pg_catalog.jsonb_build_array(
-      v_event || pg_catalog.jsonb_build_object('user_id', v_user));
+    -- The caller's own ids stand for ids of its own: it cannot record
+    -- under an id the server uses (a hold's, whose commit would then
+    -- find its event recorded and record nothing).
+    v_events := v_events || (v_event || pg_catalog.jsonb_build_object(
+      'user_id', v_user,
+      'id', case when v_id is not null then tenancy.derived_id('event', v_org, v_user, v_id) end));
   end loop;
-  return tenancy.record_events_for(v_events);
+  return tenancy.record_events_for(pg_catalog.to_jsonb(v_events));
 end
 $$;
 
@@ -1127,6 +1208,13 @@ begin
   end if;
   if v_user is not null then
     perform tenancy.require_role(v_org, null, 'member');
+  elsif coalesce(nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb ->> 'role',
+                 'service_role') <> 'service_role' then
+    -- No user: the service role, or a direct connection without claims
+    -- (a migration, the library's service mode). Never anon: it could
+    -- charge any organization by naming it in a row.
+    raise exception 'counting usage for an inserted row needs a signed-in user or the service role'
+      using errcode = '42501';
   end if;
   perform tenancy.record_events_for(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
     'organization_id', v_org,
@@ -1157,6 +1245,9 @@ revoke all on function
   tenancy.checked_metric(text, text),
   tenancy.org_timezone(uuid),
   tenancy.require_role(uuid, uuid, text),
+  tenancy.derived_id(text, uuid, uuid, uuid),
+  tenancy.require_own_hold(uuid, uuid, uuid),
+  tenancy.checked_events(jsonb),
   tenancy.check_limit_for(uuid, uuid, text, numeric),
   tenancy.reserve_usage_for(uuid, uuid, text, numeric, integer, uuid),
   tenancy.event_keys(),
@@ -1210,6 +1301,9 @@ to authenticated, service_role;
 -- The work itself, unchecked: service_role (and the definers, as owner).
 grant execute on function
   tenancy.org_timezone(uuid),
+  tenancy.derived_id(text, uuid, uuid, uuid),
+  tenancy.require_own_hold(uuid, uuid, uuid),
+  tenancy.checked_events(jsonb),
   tenancy.check_limit_for(uuid, uuid, text, numeric),
   tenancy.reserve_usage_for(uuid, uuid, text, numeric, integer, uuid),
   tenancy.event_keys(),

@@ -806,3 +806,211 @@ async fn organizations_come_in_the_rust_order() {
     assert_eq!(sql, rust);
     assert_eq!(rust[0], orgs[2], "the admin membership is the default");
 }
+
+/// A hold the server took for a user is the server's to settle: the user
+/// can neither commit it cheaply, release it, nor pre-empt its commit by
+/// recording an event under its id; the server's commit records in full.
+#[tokio::test]
+async fn a_user_cannot_settle_a_hold_the_server_took_for_it() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let mut conn = pg::connect_url(&pg.authenticator_url(pg::DATABASE)).await;
+    let member = Actor::User(w.member_a);
+    let held = call_as(
+        &mut conn,
+        Actor::Service,
+        "select tenancy_reserve_usage(org_id => $1, metric => 'tokens', estimate => 500, user_id => $2)",
+        &[&w.org_a, &w.member_a],
+    )
+    .await
+    .unwrap();
+    let hold: Uuid = held["reservation_id"].as_str().unwrap().parse().unwrap();
+    for (what, result) in [
+        (
+            "a commit of nothing",
+            call_as(&mut conn, member, COMMIT, &[&w.org_a, &hold, &"0"]).await,
+        ),
+        (
+            "a release",
+            call_as(&mut conn, member, RELEASE, &[&w.org_a, &hold]).await,
+        ),
+    ] {
+        let says = message(&result).unwrap_or_default();
+        assert_denied(result, what);
+        assert!(
+            says.contains("only the server commits or releases it"),
+            "{says}"
+        );
+    }
+    let squat = json!({"id": hold, "organization_id": w.org_a, "quantities": {"images": 0}});
+    let recorded = call_as(&mut conn, member, RECORD, &[&squat]).await.unwrap();
+    assert_ne!(
+        recorded["ids"][0],
+        json!(hold),
+        "the user's id stands for one of its own"
+    );
+    let again = call_as(&mut conn, member, RECORD, &[&squat]).await.unwrap();
+    assert_eq!(
+        again["duplicates"], 1,
+        "the same client id is the same event"
+    );
+    let committed = call_as(
+        &mut conn,
+        Actor::Service,
+        "select tenancy_commit_usage(org_id => $1, reservation_id => $2, actual => 420, user_id => $3)",
+        &[&w.org_a, &hold, &w.member_a],
+    )
+    .await
+    .unwrap();
+    assert_eq!(committed, json!({"released_hold": true, "recorded": true}));
+    let amounts: Value = db
+        .query_one(
+            "select amounts from usage_events where organization_id = $1 and id = $2",
+            &[&w.org_a, &hold],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amounts, json!({"tokens": "420"}));
+}
+
+/// A user's client id for a hold stands for a hold of its own: naming
+/// another member's hold id reserves anew and leaves that hold alone.
+#[tokio::test]
+async fn a_reservation_id_cannot_take_over_another_members_hold() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let mut conn = pg::connect_url(&pg.authenticator_url(pg::DATABASE)).await;
+    let reserve_as = "select tenancy_reserve_usage(org_id => $1, metric => 'tokens', \
+         estimate => $2::text::numeric, reservation_id => $3)";
+    let client = Uuid::new_v4();
+    let owners = call_as(
+        &mut conn,
+        Actor::User(w.owner_a),
+        reserve_as,
+        &[&w.org_a, &"300", &client],
+    )
+    .await
+    .unwrap();
+    let owners_hold: Uuid = owners["reservation_id"].as_str().unwrap().parse().unwrap();
+    let again = call_as(
+        &mut conn,
+        Actor::User(w.owner_a),
+        reserve_as,
+        &[&w.org_a, &"300", &client],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again["reservation_id"], owners["reservation_id"],
+        "a retry holds once"
+    );
+    for id in [owners_hold, client] {
+        let theirs = call_as(
+            &mut conn,
+            Actor::User(w.member_a),
+            reserve_as,
+            &[&w.org_a, &"0", &id],
+        )
+        .await
+        .unwrap();
+        assert_ne!(theirs["reservation_id"], json!(owners_hold));
+    }
+    let (user, amount): (Uuid, Decimal) = db
+        .query_one(
+            "select user_id, amount::text from usage_reservations where organization_id = $1 and id = $2",
+            &[&w.org_a, &owners_hold],
+        )
+        .await
+        .map(|r| (r.get(0), r.get::<_, String>(1).parse().unwrap()))
+        .unwrap_or_else(|e| panic!("the owner's hold: {e}"));
+    assert_eq!((user, amount), (w.owner_a, dec!(300)));
+}
+
+/// Without a user, only the service role (or a direct connection) counts
+/// a row's usage: anon cannot charge an organization by naming it.
+#[tokio::test]
+async fn count_usage_refuses_anon() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    // Outside `public`, whose tables all have RLS (the catalog test checks).
+    let table = format!("api_test.open_form_{}", Uuid::new_v4().simple());
+    db.batch_execute(&format!(
+        "create schema if not exists api_test; \
+         grant usage on schema api_test to anon, service_role; \
+         create table {table} (organization_id uuid not null); \
+         grant insert on {table} to anon, service_role; \
+         create trigger counted after insert on {table} \
+           for each row execute function tenancy.count_usage('signups');"
+    ))
+    .await
+    .unwrap();
+    let mut conn = pg::connect_url(&pg.authenticator_url(pg::DATABASE)).await;
+    let insert = format!("insert into {table} (organization_id) values ($1)");
+    let anon = act(&mut conn, Actor::Anon, async |tx| {
+        tx.execute(&insert, &[&w.org_a]).await
+    })
+    .await;
+    let says = message(&anon).unwrap_or_default();
+    assert_denied(anon, "anon naming an organization");
+    assert!(
+        says.contains("needs a signed-in user or the service role"),
+        "{says}"
+    );
+    let service = act(&mut conn, Actor::Service, async |tx| {
+        tx.execute(&insert, &[&w.org_a]).await
+    })
+    .await;
+    assert_eq!(service.unwrap(), 1, "the service role counts org-wide");
+    let used: i64 = db
+        .query_one(
+            "select count(*) from usage_events where organization_id = $1 and amounts ? 'signups'",
+            &[&w.org_a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(used, 1);
+}
+
+/// A call records at most 1000 events, an event at most 32 quantities.
+#[tokio::test]
+async fn record_calls_are_bounded() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let mut conn = pg::connect_url(&pg.authenticator_url(pg::DATABASE)).await;
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"organization_id": w.org_a, "quantities": {"images": 1}}))
+        .collect();
+    let refused = call_as(
+        &mut conn,
+        Actor::Service,
+        RECORD_MANY,
+        &[&Value::Array(many)],
+    )
+    .await;
+    let says = message(&refused).unwrap_or_default();
+    assert_code(refused, SqlState::INVALID_PARAMETER_VALUE, "1001 events");
+    assert!(says.contains("the most is 1000"), "{says}");
+    let quantities: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("metric_{i}"), json!(1))).collect();
+    let wide = json!({"organization_id": w.org_a, "quantities": quantities});
+    let refused = call_as(&mut conn, Actor::Service, RECORD, &[&wide]).await;
+    assert_code(refused, SqlState::INVALID_PARAMETER_VALUE, "33 quantities");
+    let thousand: Vec<Value> = (0..1000)
+        .map(|_| json!({"organization_id": w.org_a, "quantities": {"images": 1}}))
+        .collect();
+    let recorded = call_as(
+        &mut conn,
+        Actor::Service,
+        RECORD_MANY,
+        &[&Value::Array(thousand)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded["inserted"], 1000, "positive control");
+}
