@@ -150,17 +150,28 @@ impl TenantAuth {
         Ok(Resolved { ctx, token })
     }
 
-    /// The context already resolved for this request, or a new one.
+    /// The context this `TenantAuth` already resolved for this request, or
+    /// a new one. Another `TenantAuth` (a layered router with another org
+    /// source or facade) resolves its own.
     async fn context<S: Send + Sync>(
         &self,
         parts: &mut Parts,
         state: &S,
     ) -> Result<Resolved, TenantRejection> {
-        if let Some(resolved) = parts.extensions.get::<Resolved>() {
+        let cached = parts
+            .extensions
+            .get::<ResolvedByAuth>()
+            .and_then(|cache| cache.get(&self.inner));
+        if let Some(resolved) = cached {
             return Ok(resolved.clone());
         }
         let resolved = self.resolve(parts, state).await?;
-        parts.extensions.insert(resolved.clone());
+        let mut cache = parts
+            .extensions
+            .remove::<ResolvedByAuth>()
+            .unwrap_or_default();
+        cache.0.push((Arc::clone(&self.inner), resolved.clone()));
+        parts.extensions.insert(cache);
         Ok(resolved)
     }
 
@@ -334,16 +345,35 @@ impl std::fmt::Debug for AccessToken {
 }
 
 /// What the extractors share within one request: the context and the
-/// token it was resolved from. Private, so nothing else can put one there.
+/// token it was resolved from.
 #[derive(Debug, Clone)]
 struct Resolved {
     ctx: TenantContext,
     token: AccessToken,
 }
 
+/// The contexts resolved in one request, each with the [`TenantAuth`]
+/// that resolved it, told apart by identity: a clone shares its
+/// original's, and a changed one (`with_org_source` on a shared
+/// `TenantAuth`) has its own. Holding the `Arc` keeps an address from
+/// being reused by another `TenantAuth` within the request. Private, so
+/// nothing else can put one there.
+#[derive(Debug, Clone, Default)]
+struct ResolvedByAuth(Vec<(Arc<AuthInner>, Resolved)>);
+
+impl ResolvedByAuth {
+    fn get(&self, auth: &Arc<AuthInner>) -> Option<&Resolved> {
+        self.0
+            .iter()
+            .find(|(by, _)| Arc::ptr_eq(by, auth))
+            .map(|(_, resolved)| resolved)
+    }
+}
+
 /// The request's [`TenantContext`]: a verified user in an organization they
 /// belong to, and the access token that proved who they are. Resolved once
-/// per request and shared with the other extractors.
+/// per request and [`TenantAuth`] and shared with the other extractors
+/// that use the same `TenantAuth` (a clone counts as the same).
 ///
 /// Take the context with `Tenant(ctx, _)`, and the token too where the
 /// handler needs it, for example for a client that acts as the user
@@ -636,5 +666,70 @@ where
                 format!("MeteredOperation::METRIC {:?}", M::METRIC),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::model::NewOrganization;
+
+    const JWT_SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes";
+
+    fn bearer(user: UserId) -> String {
+        let claims = serde_json::json!({
+            "sub": user.to_string(),
+            "aud": "authenticated",
+            "role": "authenticated",
+            "exp": chrono::Utc::now().timestamp() + 3600,
+        });
+        let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        format!("Bearer {token}")
+    }
+
+    /// The org of the request's [`Tenant`], extracted with `auth` as the
+    /// router state.
+    async fn org_of(parts: &mut Parts, auth: &TenantAuth) -> OrgId {
+        let tenant = Tenant::from_request_parts(parts, auth).await.unwrap();
+        tenant.context().org()
+    }
+
+    /// Two layered routers' `TenantAuth`s with different org sources, in
+    /// one request: each resolves the org its own source names, and each
+    /// reuses what it resolved (a clone counts as the same).
+    #[tokio::test]
+    async fn each_tenant_auth_resolves_its_own_org_in_one_request() {
+        let tenancy = Tenancy::builder()
+            .store(MemoryStore::new())
+            .build()
+            .unwrap();
+        let user = UserId::new_v7();
+        let first = NewOrganization::new("First", "first").unwrap();
+        let second = NewOrganization::new("Second", "second").unwrap();
+        let first = tenancy.create_organization(user, first).await.unwrap().id;
+        let second = tenancy.create_organization(user, second).await.unwrap().id;
+        let verifier = TokenVerifier::hs256(JWT_SECRET).unwrap();
+        let outer = TenantAuth::new(tenancy, verifier);
+        let inner = outer
+            .clone()
+            .with_org_source(OrgSource::header("x-inner-org").unwrap());
+
+        let (mut parts, ()) = Request::builder()
+            .header(header::AUTHORIZATION, bearer(user))
+            .header("x-org-id", first.to_string())
+            .header("x-inner-org", second.to_string())
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(org_of(&mut parts, &outer).await, first);
+        assert_eq!(org_of(&mut parts, &inner).await, second);
+        assert_eq!(org_of(&mut parts, &outer.clone()).await, first);
+        assert_eq!(org_of(&mut parts, &inner).await, second);
+        let cache = parts.extensions.get::<ResolvedByAuth>().unwrap();
+        assert_eq!(cache.0.len(), 2, "one context per TenantAuth");
     }
 }

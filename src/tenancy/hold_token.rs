@@ -122,41 +122,46 @@ impl HoldSecrets {
         self.previous.push((key_id, secret));
     }
 
-    /// Checks every key id and secret: `Config` naming the setting and
-    /// the key id (never the secret) for a bad one.
+    /// Checks every key id and secret: `Config` naming the setting (and,
+    /// for a previous secret, which one), never a key id or a secret. A
+    /// host that swapped the arguments (`hold_secret(secret, "k1")`) would
+    /// otherwise find its secret quoted as a key id.
     pub(super) fn build(self) -> Result<HoldKeys> {
         let Some((current_id, current)) = self.current else {
-            if let Some((key_id, _)) = self.previous.first() {
-                return Err(Error::config(format!(
-                    "previous_hold_secret {key_id:?} is set without hold_secret: \
-                     set the secret new tokens are signed with"
-                )));
+            if !self.previous.is_empty() {
+                return Err(Error::config(
+                    "previous_hold_secret is set without hold_secret: \
+                     set the secret new tokens are signed with",
+                ));
             }
             return Ok(HoldKeys::default());
         };
         let mut accepted: Vec<(String, hmac::Key)> = Vec::with_capacity(1 + self.previous.len());
-        let all = std::iter::once(("hold_secret", current_id.clone(), current)).chain(
+        let all = std::iter::once(("hold_secret".to_owned(), current_id.clone(), current)).chain(
             self.previous
                 .into_iter()
-                .map(|(id, secret)| ("previous_hold_secret", id, secret)),
+                .enumerate()
+                .map(|(i, (id, secret))| (format!("previous_hold_secret #{}", i + 1), id, secret)),
         );
         for (setting, key_id, secret) in all {
             if !valid_key_id(&key_id) {
                 return Err(Error::config(format!(
-                    "{setting}: the key id {} must be 1 to {MAX_KEY_ID_CHARS} of A-Z a-z 0-9 _ -",
-                    quoted(&key_id)
+                    "{setting}: the key id (the first argument, not shown) is {} bytes; \
+                     it must be 1 to {MAX_KEY_ID_CHARS} of A-Z a-z 0-9 _ -",
+                    key_id.len()
                 )));
             }
             if secret.len() < HoldToken::MIN_SECRET_BYTES {
                 return Err(Error::config(format!(
-                    "{setting}: the secret of key {key_id:?} is {} bytes; it must be at least {}",
+                    "{setting}: the secret (the second argument) is {} bytes; \
+                     it must be at least {}",
                     secret.len(),
                     HoldToken::MIN_SECRET_BYTES
                 )));
             }
             if accepted.iter().any(|(id, _)| *id == key_id) {
                 return Err(Error::config(format!(
-                    "{setting}: the key id {key_id:?} is given twice"
+                    "{setting}: its key id is already given to another secret"
                 )));
             }
             accepted.push((key_id, hmac::Key::new(hmac::HMAC_SHA256, &secret)));
@@ -169,12 +174,21 @@ impl HoldSecrets {
 }
 
 impl fmt::Debug for HoldSecrets {
+    /// A key id only when it and its secret would pass `build`: with the
+    /// arguments swapped, the "key id" is the secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn shown((id, secret): &(String, Vec<u8>)) -> &str {
+            if valid_key_id(id) && secret.len() >= HoldToken::MIN_SECRET_BYTES {
+                id
+            } else {
+                "<invalid>"
+            }
+        }
         f.debug_struct("HoldSecrets")
-            .field("current", &self.current.as_ref().map(|(id, _)| id))
+            .field("current", &self.current.as_ref().map(shown))
             .field(
                 "previous",
-                &self.previous.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                &self.previous.iter().map(shown).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -450,6 +464,46 @@ mod tests {
         let shown = format!("{keys:?}");
         assert!(shown.contains("k1") && shown.contains("k0"));
         assert!(!shown.contains(SECRET));
+    }
+
+    /// With the arguments swapped (`hold_secret(secret, "k1")`), neither
+    /// the errors nor `Debug` show the secret, whatever its length: as an
+    /// invalid key id, as a valid-looking one next to a short "secret", or
+    /// as a duplicate.
+    #[test]
+    fn swapped_arguments_never_show_the_secret() {
+        let hex32 = "0123456789abcdef0123456789abcdef";
+        let base64 = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq8+/==";
+        let long = "a shared secret that is far longer than thirty-two characters";
+        for secret in [hex32, base64, long, "short.secret"] {
+            let mut swapped = HoldSecrets::default();
+            swapped.set_current(secret.into(), "k1".into());
+            let shown = format!("{swapped:?}");
+            assert!(!shown.contains(&secret[..12]), "{shown}");
+            let err = swapped.build().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains("hold_secret"), "{shown}");
+            assert!(!shown.contains(&secret[..12]), "{shown}");
+
+            let mut previous = HoldSecrets::default();
+            previous.set_current("k1".into(), SECRET.into());
+            previous.add_previous(secret.into(), "k0".into());
+            let shown = format!("{previous:?}");
+            assert!(!shown.contains(&secret[..12]), "{shown}");
+            let err = previous.build().unwrap_err();
+            assert!(err.message().contains("previous_hold_secret #1"), "{err}");
+            assert!(!err.to_string().contains(&secret[..12]), "{err}");
+
+            let mut orphan = HoldSecrets::default();
+            orphan.add_previous(secret.into(), "k0".into());
+            let err = orphan.build().unwrap_err();
+            assert!(!err.to_string().contains(&secret[..12]), "{err}");
+        }
+        let err = keys(&[(hex32, SECRET), ("k0", SECRET), (hex32, SECRET)]).unwrap_err();
+        assert!(err.message().contains("previous_hold_secret #2"), "{err}");
+        assert!(err.message().contains("already given"), "{err}");
+        assert!(!err.to_string().contains(hex32), "{err}");
     }
 
     #[test]

@@ -46,23 +46,26 @@
 //! The `Tenancy-Signature` header is comma-separated `name=value` pairs:
 //! `t`, the Unix time in whole seconds when the request was signed
 //! (decimal ASCII digits), and one or more `v1`, an HMAC-SHA256 signature
-//! as 64 lowercase hexadecimal digits. Other names may appear later; ignore
-//! them. A receiver:
+//! as 64 lowercase hexadecimal digits. The sink sends one `v1`, and a
+//! header with more than 8 is refused. Other names may appear later;
+//! ignore them. A receiver:
 //!
-//! 1. Takes the raw body bytes, exactly as received, before any JSON
-//!    parsing (re-serialized JSON would not match).
-//! 2. Builds the signed bytes: the `t` value's ASCII digits as they appear
-//!    in the header, one `.` (0x2E), then the raw body.
-//! 3. Computes HMAC-SHA256 with the shared secret's bytes as the key (the
+//! 1. Refuses a header longer than 4096 bytes or with more than 8 `v1`
+//!    (the sink sends neither) before doing any other work.
+//! 2. Refuses the request if `t` is more than a tolerance away from its
+//!    own clock ([`DEFAULT_TOLERANCE`]: 5 minutes), so that a captured
+//!    request cannot be replayed later.
+//! 3. Takes the raw body bytes, exactly as received, before any JSON
+//!    parsing (re-serialized JSON would not match), and builds the signed
+//!    bytes: the `t` value's ASCII digits as they appear in the header,
+//!    one `.` (0x2E), then the raw body.
+//! 4. Computes HMAC-SHA256 with the shared secret's bytes as the key (the
 //!    UTF-8 bytes of the secret string given to
 //!    [`secret`](WebhookAlertSinkBuilder::secret)) over the signed bytes,
-//!    and writes the 32-byte result as 64 lowercase hex digits.
-//! 4. Accepts the request if any `v1` equals it, comparing in constant time
+//!    once, and writes the 32-byte result as 64 lowercase hex digits.
+//! 5. Accepts the request if any `v1` equals it, comparing in constant time
 //!    (`hmac.compare_digest` in Python, `crypto.timingSafeEqual` in
 //!    Node.js).
-//! 5. Refuses it, even with a good signature, if `t` is more than a
-//!    tolerance away from its own clock ([`DEFAULT_TOLERANCE`]: 5 minutes),
-//!    so that a captured request cannot be replayed later.
 //!
 //! Answer 2xx once it is accepted (and queue slow work), 401 when it is
 //! refused. In Python:
@@ -71,15 +74,17 @@
 //! import hashlib, hmac, time
 //!
 //! def verify(secret: bytes, header: str, body: bytes, tolerance: int = 300) -> bool:
+//!     if len(header.encode()) > 4096:
+//!         return False
 //!     pairs = [p.strip().split("=", 1) for p in header.split(",") if "=" in p]
 //!     ts = [v for k, v in pairs if k == "t"]
 //!     sigs = [v for k, v in pairs if k == "v1"]
-//!     if len(ts) != 1 or not ts[0].isdigit() or not sigs:
+//!     if len(ts) != 1 or not (ts[0].isascii() and ts[0].isdigit()) or not 1 <= len(sigs) <= 8:
+//!         return False
+//!     if abs(time.time() - int(ts[0])) > tolerance:
 //!         return False
 //!     expected = hmac.new(secret, ts[0].encode() + b"." + body, hashlib.sha256).hexdigest()
-//!     if not any(hmac.compare_digest(expected, s) for s in sigs):
-//!         return False
-//!     return abs(time.time() - int(ts[0])) <= tolerance
+//!     return any(hmac.compare_digest(expected.encode(), s.encode()) for s in sigs)
 //! ```
 //!
 //! A receiver in Rust calls [`verify`].
@@ -103,7 +108,7 @@ use serde::Serialize;
 use super::alerts::AlertSink;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_count, check_duration};
-use crate::error::{Error, ErrorKind, Result, quoted};
+use crate::error::{Error, ErrorKind, Result};
 use crate::limits::LimitAlert;
 
 /// The header that carries the signature: `t=<unix seconds>,v1=<hex>`.
@@ -115,6 +120,12 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// The shortest secret accepted: 32 bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The longest [`SIGNATURE_HEADER`] value [`verify`] reads.
+const MAX_HEADER_BYTES: usize = 4096;
+
+/// The most `v1` signatures [`verify`] accepts in one header.
+const MAX_SIGNATURES: usize = 8;
 
 /// The value of the body's `type`.
 const ALERT_TYPE: &str = "limit_alert";
@@ -416,9 +427,10 @@ impl WebhookAlertSinkBuilder {
         let raw = self
             .url
             .ok_or_else(|| Error::config("the webhook url is required: call .url(...)"))?;
-        let url = reqwest::Url::parse(&raw).map_err(|e| {
-            Error::config(format!("the webhook url {} is not a URL", quoted(&raw))).with_source(e)
-        })?;
+        // The parser's error names what is wrong, never the text: the URL
+        // is not quoted, since its path or query may be a credential.
+        let url = reqwest::Url::parse(&raw)
+            .map_err(|e| Error::config("the webhook url is not a valid URL").with_source(e))?;
         if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
             return Err(Error::config(format!(
                 "the webhook url must be http or https with a host, not {}",
@@ -491,14 +503,16 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     signature_value(&hmac::Key::new(hmac::HMAC_SHA256, secret), timestamp, body)
 }
 
-/// Checks a delivery as the module docs describe: a `v1` signature of
-/// `<t>.<body>` with `secret`, and `t` within `tolerance` of `now` (either
-/// way). `body` is the raw request body; `header` the
-/// [`SIGNATURE_HEADER`] value.
+/// Checks a delivery as the module docs describe: a header of at most
+/// 4096 bytes with at most 8 `v1` signatures, `t` within `tolerance` of
+/// `now` (either way), and a `v1` signature of `<t>.<body>` with `secret`.
+/// `body` is the raw request body; `header` the [`SIGNATURE_HEADER`]
+/// value. The HMAC is computed once, whatever the header holds.
 ///
-/// [`ErrorKind::Unauthenticated`] when the header is missing parts, no
-/// signature matches, or the timestamp is out of tolerance; the message
-/// says which. A receiver answers 401 then.
+/// [`ErrorKind::Unauthenticated`] when the header is too long, has too
+/// many signatures or is missing parts, the timestamp is out of
+/// tolerance, or no signature matches; the message says which. A receiver
+/// answers 401 then.
 ///
 /// ```
 /// use std::time::Duration;
@@ -524,12 +538,23 @@ pub fn verify(
     now: DateTime<Utc>,
     tolerance: Duration,
 ) -> Result<()> {
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(unverified(format_args!(
+            "the header is {} bytes, more than {MAX_HEADER_BYTES}",
+            header.len()
+        )));
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for pair in header.split(',') {
         match pair.trim().split_once('=') {
             Some(("t", t)) if timestamp.replace(t).is_some() => {
                 return Err(unverified("more than one t"));
+            }
+            Some(("v1", _)) if signatures.len() == MAX_SIGNATURES => {
+                return Err(unverified(format_args!(
+                    "more than {MAX_SIGNATURES} v1 signatures"
+                )));
             }
             Some(("v1", signature)) => signatures.push(signature),
             _ => {}
@@ -545,25 +570,33 @@ pub fn verify(
     if signatures.is_empty() {
         return Err(unverified("no v1 signature"));
     }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut signed = Vec::with_capacity(t.len() + 1 + body.len());
-    signed.extend_from_slice(t.as_bytes());
-    signed.push(b'.');
-    signed.extend_from_slice(body);
-    let matches = signatures
-        .iter()
-        .any(|s| decode_hex(s).is_some_and(|tag| hmac::verify(&key, &signed, &tag).is_ok()));
-    if !matches {
-        return Err(unverified(
-            "no v1 signature matches: the body was altered or signed with another secret",
-        ));
-    }
     let age = now.timestamp().abs_diff(seconds);
     if age > tolerance.as_secs() {
         return Err(unverified(format_args!(
             "signed {age} s from now, more than the tolerance of {} s",
             tolerance.as_secs()
         )));
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut context = hmac::Context::with_key(&key);
+    context.update(t.as_bytes());
+    context.update(b".");
+    context.update(body);
+    let expected = context.sign();
+    // ring has no supported constant-time comparison (`ring::constant_time`
+    // is deprecated), so each candidate goes through `hmac::verify`, whose
+    // check is constant-time: the HMAC of the candidate against that of the
+    // expected tag, both over 32 bytes. Equal tags give equal HMACs, and
+    // the timing of a mismatch tells nothing about the expected tag.
+    let blinded = hmac::sign(&key, expected.as_ref());
+    let matches = signatures
+        .iter()
+        .filter_map(|s| decode_tag(s))
+        .any(|tag| hmac::verify(&key, &tag, blinded.as_ref()).is_ok());
+    if !matches {
+        return Err(unverified(
+            "no v1 signature matches: the body was altered or signed with another secret",
+        ));
     }
     Ok(())
 }
@@ -593,19 +626,18 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Lowercase or uppercase hex into bytes; `None` unless every character is
-/// a hex digit and there is an even number of them.
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+/// A `v1` value as an HMAC-SHA256 tag: 64 hex digits, lowercase or
+/// uppercase; `None` for anything else.
+fn decode_tag(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
         return None;
     }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let digit = |c: u8| (c as char).to_digit(16);
-            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
-        })
-        .collect()
+    let mut tag = [0; 32];
+    for (byte, pair) in tag.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let digit = |c: u8| (c as char).to_digit(16);
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(tag)
 }
 
 /// `scheme://host[:port]`: the URL without its path, query or credentials.
@@ -631,9 +663,56 @@ mod tests {
             hex(tag.as_ref()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert_eq!(decode_hex("5BDC"), Some(vec![0x5b, 0xdc]));
-        assert_eq!(decode_hex("5bd"), None);
-        assert_eq!(decode_hex("zz"), None);
+        let upper = "5BDCC146BF60754E6A042426089575C75A003F089D2739839DEC58B964EC3843";
+        assert_eq!(
+            decode_tag(upper).as_ref().map(|t| &t[..]),
+            Some(tag.as_ref())
+        );
+        assert_eq!(decode_tag(&upper[..62]), None, "31 bytes");
+        assert_eq!(decode_tag(&format!("{upper}00")), None, "33 bytes");
+        assert_eq!(decode_tag(&upper.replace('B', "g")), None);
+        assert_eq!(decode_tag(""), None);
+    }
+
+    /// A header cannot make `verify` compute an HMAC per entry: more than
+    /// 8 `v1`, or more than 4096 bytes, is refused before any HMAC, even
+    /// with the right signature among them; a few bogus ones beside the
+    /// right one are fine.
+    #[test]
+    fn verify_bounds_the_work_a_header_asks_for() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 4, 10, 0, 0).unwrap();
+        let body = b"{\"type\":\"limit_alert\"}";
+        let header = sign(SECRET, now.timestamp(), body);
+        let ok = |h: &str| verify(SECRET, h, body, now, DEFAULT_TOLERANCE);
+        let refused = |h: &str| {
+            let err = ok(h).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+            err.message().to_owned()
+        };
+
+        let flood = format!("{},{header}", "v1=,".repeat(100_000));
+        assert!(refused(&flood).contains("more than 4096"));
+        let wrong = "0".repeat(64);
+        let seven_bogus = ["", "00", "zz", &wrong, &wrong, &"0".repeat(66), "x"]
+            .map(|v| format!("v1={v}"))
+            .join(",");
+        ok(&format!("{seven_bogus},{header}")).unwrap();
+        ok(&format!("{header},{seven_bogus}")).unwrap();
+        let nine = format!("v1={wrong},{seven_bogus},{header}");
+        assert!(nine.len() <= MAX_HEADER_BYTES);
+        assert!(refused(&nine).contains("more than 8 v1"));
+
+        // The timestamp is checked before any signature.
+        let stale = now + Duration::from_secs(301);
+        let err = verify(
+            SECRET,
+            &format!("t={},v1=00", now.timestamp()),
+            body,
+            stale,
+            DEFAULT_TOLERANCE,
+        )
+        .unwrap_err();
+        assert!(err.message().contains("tolerance"), "{err}");
     }
 
     #[test]
@@ -688,6 +767,23 @@ mod tests {
         assert!(config(base().secret("short")).contains("webhook secret"));
         assert!(config(base().url("ftp://x.example")).contains("http or https"));
         assert!(config(base().url("not a url")).contains("webhook url"));
+        // A URL that does not parse is not quoted: its path or query may be
+        // a credential. The parser's reason is the source.
+        for bad in [
+            "hooks.example.com/services/XXXXSECRETPATH?token=abc",
+            "https://hooks.example.com:99999/XXXXSECRETPATH?token=abc",
+            "https://hooks example.com/XXXXSECRETPATH?token=abc",
+        ] {
+            let err = base().url(bad).build().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains("webhook url is not a valid URL"), "{shown}");
+            assert!(
+                !shown.contains("XXXXSECRETPATH") && !shown.contains("token"),
+                "{shown}"
+            );
+            assert!(std::error::Error::source(&err).is_some());
+        }
         assert!(config(WebhookAlertSink::builder().secret(SECRET)).contains("webhook url"));
         assert!(
             config(WebhookAlertSink::builder().url("https://x.example")).contains("webhook secret")

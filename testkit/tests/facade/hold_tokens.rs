@@ -315,6 +315,20 @@ async fn secrets_are_configured_and_never_shown() {
         .unwrap_err();
     assert!(err.message().contains("previous_hold_secret"), "{err}");
 
+    // The arguments swapped: the secret is in the key id's place. Neither
+    // the error nor the builder's `Debug` shows it, be it too long for a
+    // key id or shaped like one (32 hex digits).
+    for secret in [SECRET, "0123456789abcdef0123456789abcdef"] {
+        let builder = Tenancy::builder()
+            .shared_store(Arc::clone(&s.store))
+            .hold_secret(secret, "k1");
+        assert!(!format!("{builder:?}").contains(&secret[..16]));
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("hold_secret"), "{err}");
+        assert!(!format!("{err} {err:?}").contains(&secret[..16]), "{err}");
+    }
+
     let worker = instance(&s, &[("k1", SECRET), ("k0", OTHER_SECRET)]);
     let shown = format!("{worker:?}");
     assert!(shown.contains("k1") && shown.contains("k0"), "{shown}");
