@@ -304,54 +304,59 @@ $$;
 create or replace function tenancy.decide(
   limits jsonb, metric text, requested numeric, tz text, warn_percent numeric default 80
 ) returns jsonb
-language sql stable
+language plpgsql stable
+set search_path = ''
 as $$
-  with entries as (
-    select e.n, e.entry,
-      (e.entry #>> '{limit,value}')::numeric as value,
-      (e.entry ->> 'used')::numeric as used,
-      (e.entry ->> 'reserved')::numeric as reserved,
-      e.entry #>> '{limit,mode}' as mode,
-      e.entry #>> '{limit,period}' as period,
-      (e.entry #>> '{period,start}')::date as period_start
-    from pg_catalog.jsonb_array_elements(decide.limits) with ordinality e (entry, n)
-  ),
-  judged as (
-    select x.*, x.value - x.used - x.reserved as headroom,
-      x.mode = 'hard' and x.used + x.reserved + decide.requested > x.value as denies
-    from entries x
-  ),
-  verdict as (
-    select not coalesce(pg_catalog.bool_or(j.denies), false) as allowed from judged j
-  ),
-  deciding as (
-    select j.* from judged j, verdict v
-    where v.allowed or j.denies
-    order by j.headroom, j.mode = 'soft', j.period, j.n
-    limit 1
-  )
-  select coalesce(
-    (select pg_catalog.jsonb_build_object(
-        'allowed', v.allowed,
-        'metric', decide.metric,
+begin
+  return (
+    with entries as (
+      select e.n, e.entry,
+        (e.entry #>> '{limit,value}')::numeric as value,
+        (e.entry ->> 'used')::numeric as used,
+        (e.entry ->> 'reserved')::numeric as reserved,
+        e.entry #>> '{limit,mode}' as mode,
+        e.entry #>> '{limit,period}' as period,
+        (e.entry #>> '{period,start}')::date as period_start
+      from pg_catalog.jsonb_array_elements(decide.limits) with ordinality e (entry, n)
+    ),
+    judged as (
+      select x.*, x.value - x.used - x.reserved as headroom,
+        x.mode = 'hard' and x.used + x.reserved + decide.requested > x.value as denies
+      from entries x
+    ),
+    verdict as (
+      select not coalesce(pg_catalog.bool_or(j.denies), false) as allowed from judged j
+    ),
+    deciding as (
+      select j.* from judged j, verdict v
+      where v.allowed or j.denies
+      order by j.headroom, j.mode = 'soft', j.period, j.n
+      limit 1
+    )
+    select coalesce(
+      (select pg_catalog.jsonb_build_object(
+          'allowed', v.allowed,
+          'metric', decide.metric,
+          'requested', pg_catalog.trim_scale(decide.requested)::text,
+          'used', d.used::text,
+          'reserved', d.reserved::text,
+          'limit', d.value::text,
+          'remaining', greatest(d.headroom, 0)::text,
+          'resets_at', tenancy.period_resets_at(d.period, d.period_start, decide.tz),
+          'level', tenancy.limit_level(d.used + d.reserved + decide.requested, d.value, decide.warn_percent),
+          'decided_by', pg_catalog.jsonb_build_object(
+            'id', d.entry #> '{limit,id}',
+            'scope', d.entry #> '{limit,scope}',
+            'period', d.period,
+            'mode', d.mode))
+       from deciding d, verdict v),
+      pg_catalog.jsonb_build_object(
+        'allowed', true, 'metric', decide.metric,
         'requested', pg_catalog.trim_scale(decide.requested)::text,
-        'used', d.used::text,
-        'reserved', d.reserved::text,
-        'limit', d.value::text,
-        'remaining', greatest(d.headroom, 0)::text,
-        'resets_at', tenancy.period_resets_at(d.period, d.period_start, decide.tz),
-        'level', tenancy.limit_level(d.used + d.reserved + decide.requested, d.value, decide.warn_percent),
-        'decided_by', pg_catalog.jsonb_build_object(
-          'id', d.entry #> '{limit,id}',
-          'scope', d.entry #> '{limit,scope}',
-          'period', d.period,
-          'mode', d.mode))
-     from deciding d, verdict v),
-    pg_catalog.jsonb_build_object(
-      'allowed', true, 'metric', decide.metric,
-      'requested', pg_catalog.trim_scale(decide.requested)::text,
-      'used', '0', 'reserved', '0', 'limit', null, 'remaining', null,
-      'resets_at', null, 'level', 'ok', 'decided_by', null))
+        'used', '0', 'reserved', '0', 'limit', null, 'remaining', null,
+        'resets_at', null, 'level', 'ok', 'decided_by', null))
+  );
+end
 $$;
 
 -- The usage-vs-limits lines of a snapshot ({limits, counters}): one per
@@ -360,54 +365,59 @@ $$;
 -- usage_lines makes it.
 create or replace function tenancy.usage_lines(snapshot jsonb, tz text, warn_percent numeric default 80)
 returns jsonb
-language sql stable
+language plpgsql stable
+set search_path = ''
 as $$
-  with limited as (
-    select e.entry #>> '{limit,metric}' as metric,
-      e.entry #>> '{limit,period}' as period,
-      e.entry #> '{limit,scope}' as scope,
-      (e.entry ->> 'used')::numeric as used,
-      (e.entry ->> 'reserved')::numeric as reserved,
-      (e.entry #>> '{limit,value}')::numeric as value,
-      e.entry #>> '{limit,mode}' as mode,
-      (e.entry #>> '{period,start}')::date as period_start
-    from pg_catalog.jsonb_array_elements(usage_lines.snapshot -> 'limits') e (entry)
-  ),
-  unlimited as (
-    select c.entry ->> 'metric' as metric,
-      c.entry #>> '{period,period}' as period,
-      c.entry -> 'scope' as scope,
-      (c.entry ->> 'used')::numeric as used,
-      (c.entry ->> 'reserved')::numeric as reserved,
-      (c.entry #>> '{period,start}')::date as period_start
-    from pg_catalog.jsonb_array_elements(usage_lines.snapshot -> 'counters') c (entry)
-    where not exists (
-      select 1 from limited l
-      where l.metric = c.entry ->> 'metric'
-        and l.period = c.entry #>> '{period,period}'
-        and l.scope = c.entry -> 'scope')
-  ),
-  lines as (
-    select l.metric, l.period, l.scope, pg_catalog.jsonb_build_object(
-        'metric', l.metric, 'period', l.period, 'scope', l.scope,
-        'used', l.used::text, 'reserved', l.reserved::text,
-        'limit', l.value::text, 'mode', l.mode,
-        'remaining', greatest(l.value - l.used - l.reserved, 0)::text,
-        'percent', tenancy.limit_percent(l.used + l.reserved, l.value)::text,
-        'level', tenancy.limit_level(l.used + l.reserved, l.value, usage_lines.warn_percent),
-        'resets_at', tenancy.period_resets_at(l.period, l.period_start, usage_lines.tz)) as line
-    from limited l
-    union all
-    select u.metric, u.period, u.scope, pg_catalog.jsonb_build_object(
-        'metric', u.metric, 'period', u.period, 'scope', u.scope,
-        'used', u.used::text, 'reserved', u.reserved::text,
-        'limit', null, 'mode', null, 'remaining', null, 'percent', null, 'level', 'ok',
-        'resets_at', tenancy.period_resets_at(u.period, u.period_start, usage_lines.tz))
-    from unlimited u
-  )
-  select coalesce(pg_catalog.jsonb_agg(x.line order by x.metric collate "C", x.period,
-      x.scope ->> 'scope' = 'user', (x.scope ->> 'user_id')::uuid), '[]'::jsonb)
-  from lines x
+begin
+  return (
+    with limited as (
+      select e.entry #>> '{limit,metric}' as metric,
+        e.entry #>> '{limit,period}' as period,
+        e.entry #> '{limit,scope}' as scope,
+        (e.entry ->> 'used')::numeric as used,
+        (e.entry ->> 'reserved')::numeric as reserved,
+        (e.entry #>> '{limit,value}')::numeric as value,
+        e.entry #>> '{limit,mode}' as mode,
+        (e.entry #>> '{period,start}')::date as period_start
+      from pg_catalog.jsonb_array_elements(usage_lines.snapshot -> 'limits') e (entry)
+    ),
+    unlimited as (
+      select c.entry ->> 'metric' as metric,
+        c.entry #>> '{period,period}' as period,
+        c.entry -> 'scope' as scope,
+        (c.entry ->> 'used')::numeric as used,
+        (c.entry ->> 'reserved')::numeric as reserved,
+        (c.entry #>> '{period,start}')::date as period_start
+      from pg_catalog.jsonb_array_elements(usage_lines.snapshot -> 'counters') c (entry)
+      where not exists (
+        select 1 from limited l
+        where l.metric = c.entry ->> 'metric'
+          and l.period = c.entry #>> '{period,period}'
+          and l.scope = c.entry -> 'scope')
+    ),
+    lines as (
+      select l.metric, l.period, l.scope, pg_catalog.jsonb_build_object(
+          'metric', l.metric, 'period', l.period, 'scope', l.scope,
+          'used', l.used::text, 'reserved', l.reserved::text,
+          'limit', l.value::text, 'mode', l.mode,
+          'remaining', greatest(l.value - l.used - l.reserved, 0)::text,
+          'percent', tenancy.limit_percent(l.used + l.reserved, l.value)::text,
+          'level', tenancy.limit_level(l.used + l.reserved, l.value, usage_lines.warn_percent),
+          'resets_at', tenancy.period_resets_at(l.period, l.period_start, usage_lines.tz)) as line
+      from limited l
+      union all
+      select u.metric, u.period, u.scope, pg_catalog.jsonb_build_object(
+          'metric', u.metric, 'period', u.period, 'scope', u.scope,
+          'used', u.used::text, 'reserved', u.reserved::text,
+          'limit', null, 'mode', null, 'remaining', null, 'percent', null, 'level', 'ok',
+          'resets_at', tenancy.period_resets_at(u.period, u.period_start, usage_lines.tz))
+      from unlimited u
+    )
+    select coalesce(pg_catalog.jsonb_agg(x.line order by x.metric collate "C", x.period,
+        x.scope ->> 'scope' = 'user', (x.scope ->> 'user_id')::uuid), '[]'::jsonb)
+    from lines x
+  );
+end
 $$;
 
 -- ---------------------------------------------------------------------------

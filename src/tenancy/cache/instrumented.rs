@@ -84,8 +84,16 @@ macro_rules! instrumented {
                     );
                     #[cfg(feature = "metrics")]
                     let started = std::time::Instant::now();
-                    let result = self.inner.$name($($arg),*).instrument(span.clone()).await;
-                    record_outcome(&span, &result);
+                    // Without a subscriber that wants the span, no wrapper
+                    // future and no recording: the common case costs a
+                    // check of the callsite's interest.
+                    let result = if span.is_disabled() {
+                        self.inner.$name($($arg),*).await
+                    } else {
+                        let result = self.inner.$name($($arg),*).instrument(span.clone()).await;
+                        record_outcome(&span, &result);
+                        result
+                    };
                     #[cfg(feature = "metrics")]
                     {
                         use crate::metrics::{static_key, LABEL_OPERATION, LABEL_OUTCOME, STORE_CALL_DURATION};
