@@ -336,7 +336,7 @@ impl Tenancy {
     /// # Ok::<(), tenancy::Error>(())
     /// ```
     ///
-    /// [`ErrorKind::PermissionDenied`]: crate::ErrorKind::PermissionDenied
+    /// [`ErrorKind::PermissionDenied`]: crate::error::ErrorKind::PermissionDenied
     pub fn open(&self, token: &HoldToken) -> Result<Reservation> {
         let keys = &self.inner.hold_keys;
         if keys.signing.is_none() {
@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn secrets_are_checked_and_never_shown() {
         let err = keys(&[("k1", "short")]).unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config);
         assert!(err.message().contains("hold_secret"), "{err}");
         assert!(!err.message().contains("short"), "{err}");
         let err = keys(&[("k1", SECRET), ("k0", "tiny")]).unwrap_err();
@@ -481,7 +481,7 @@ mod tests {
             let shown = format!("{swapped:?}");
             assert!(!shown.contains(&secret[..12]), "{shown}");
             let err = swapped.build().unwrap_err();
-            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            assert_eq!(err.kind(), crate::error::ErrorKind::Config);
             let shown = format!("{err} {err:?}");
             assert!(shown.contains("hold_secret"), "{shown}");
             assert!(!shown.contains(&secret[..12]), "{shown}");
