@@ -33,8 +33,10 @@
 //!   ([`allow_first_organization`](ConsoleConfigBuilder::allow_first_organization),
 //!   off by default);
 //! - `GET /orgs/{org}/members` — members with their roles; forms to change
-//!   a role, remove a member, and leave, shown only where the role rules
-//!   allow them (and checked again on every post);
+//!   a role (the picker starts at the member's current role), hand
+//!   ownership to another member (owners), remove a member, and leave,
+//!   shown only where the role rules allow them (and checked again on
+//!   every post);
 //! - `GET /orgs/{org}/usage` — each limit's usage, holds and remaining, a
 //!   bar coloured by level and the reset time in the organization's time
 //!   zone; a daily chart of the month per metric, with its numbers as a
@@ -47,8 +49,10 @@
 //! - `GET /operator/orgs?q=&page=` — organizations by name or slug, with
 //!   their tightest limit, 50 a page;
 //! - `GET /operator/orgs/{org}` — features (toggle; edit the JSON
-//!   configuration, refused with where the JSON broke) and limits (set,
-//!   change mode, remove).
+//!   configuration, refused with where the JSON broke), limits (set,
+//!   change mode, remove), and its owners, with a form to transfer
+//!   ownership to a user id
+//!   ([`Operator::transfer_ownership`](crate::Operator::transfer_ownership)).
 //!
 //! # Identity and security
 //!
@@ -103,6 +107,10 @@ pub fn router(config: ConsoleConfig) -> Router {
             "/orgs/{org}/members/{user}/role",
             post(members::change_role),
         )
+        .route(
+            "/orgs/{org}/members/{user}/owner",
+            post(members::make_owner),
+        )
         .route("/orgs/{org}/members/{user}/remove", post(members::remove))
         .route("/orgs/{org}/leave", post(members::leave))
         .route("/operator", get(operator::overview))
@@ -118,6 +126,10 @@ pub fn router(config: ConsoleConfig) -> Router {
             post(operator::set_feature_config),
         )
         .route("/operator/orgs/{org}/limits", post(operator::set_limit))
+        .route(
+            "/operator/orgs/{org}/owner",
+            post(operator::transfer_ownership),
+        )
         .route(
             "/operator/orgs/{org}/limits/{id}/remove",
             post(operator::remove_limit),

@@ -112,23 +112,132 @@ impl Tenancy {
     /// Changes `user`'s role in the active organization, following the role
     /// rules in [`model::role`](crate::model::role). Breaking a rule is
     /// `PermissionDenied`; a concurrent change to the same member is
-    /// `Conflict`.
+    /// `Conflict`. Changing a member to the role they have is checked by the
+    /// same rules and then writes nothing.
     pub async fn change_role(
         &self,
         ctx: &TenantContext,
         user: UserId,
         role: Role,
     ) -> Result<Membership> {
-        let current = self.current_role(ctx, user).await?;
+        Ok(self.apply_role(ctx, user, role).await?.0)
+    }
+
+    /// [`change_role`](Self::change_role), and whether the role changed
+    /// (`false`: it was `role` already, and nothing was written).
+    pub(crate) async fn apply_role(
+        &self,
+        ctx: &TenantContext,
+        user: UserId,
+        role: Role,
+    ) -> Result<(Membership, bool)> {
+        let current = self.current_membership(ctx, user).await?;
         let change = MembershipChange {
-            before: Some(current),
+            before: Some(current.role),
             after: Some(role),
         };
         ctx.require_member_change(user, change)?;
-        self.inner
+        if current.role == role {
+            return Ok((current, false));
+        }
+        let changed = self
+            .inner
             .store
-            .set_member_role(ctx.org(), user, current, role)
-            .await
+            .set_member_role(ctx.org(), user, current.role, role)
+            .await?;
+        Ok((changed, true))
+    }
+
+    /// Hands ownership of the active organization to another member: `to`
+    /// becomes an owner and the caller, who must be one, an admin. Returns
+    /// `to`'s membership.
+    ///
+    /// Refused with `PermissionDenied` unless the caller is an owner (by the
+    /// store's word at the time of the call, not only the context's);
+    /// `InvalidInput` naming `to` if `to` is the caller; `NotFound` if `to`
+    /// is not a member (to hand an organization to someone outside it, add
+    /// them first, or have the operator do it with
+    /// [`Operator::transfer_ownership`](crate::Operator::transfer_ownership)).
+    /// If `to` is an owner already, only the caller steps down.
+    ///
+    /// # Two steps, an owner at every instant
+    ///
+    /// The transfer is two compare-and-set role changes, not one
+    /// transaction: first `to` is promoted to owner, then the caller is
+    /// demoted to admin. The organization has an owner at every instant,
+    /// and the store's last-owner rule never stands in the way.
+    ///
+    /// - If the promotion fails, nothing changed.
+    /// - If the demotion fails (the store is unavailable, or the caller's
+    ///   role changed meanwhile: `Conflict`), its error is returned and the
+    ///   organization is left with **two owners**, `to` and the caller: a
+    ///   state the role rules allow, which either owner can change.
+    ///
+    /// Retrying the same call is safe. `to` is already an owner then, so a
+    /// retry only demotes the caller. If the failed demotion had in fact
+    /// landed (an outage after the write), the caller is an admin already
+    /// and the retry is `PermissionDenied`, changing nothing.
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewOrganization, Role, Tenancy, UserId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
+    /// let org = tenancy.create_organization(alice, NewOrganization::new("Acme", "acme")?).await?;
+    /// let ctx = tenancy.context(alice, org.id).await?;
+    /// tenancy.add_member(&ctx, bob, Role::Member).await?;
+    ///
+    /// let bobs = tenancy.transfer_ownership(&ctx, bob).await?;
+    /// assert_eq!(bobs.role, Role::Owner);
+    /// assert_eq!(tenancy.context(alice, org.id).await?.role(), Role::Admin);
+    /// # Ok(()) }
+    /// ```
+    pub async fn transfer_ownership(&self, ctx: &TenantContext, to: UserId) -> Result<Membership> {
+        ctx.require(Action::ManageOwners)?;
+        let me = ctx.user();
+        if to == me {
+            return Err(Error::invalid_input(
+                "to",
+                "is the caller: ownership goes to another member",
+            ));
+        }
+        let mine = self
+            .inner
+            .store
+            .membership(ctx.org(), me)
+            .await?
+            .ok_or_else(|| not_a_member_of(ctx.org(), me))?;
+        if mine.role != Role::Owner {
+            return Err(Error::permission_denied(format!(
+                "only owners transfer ownership; user {me} is {} in organization {}",
+                mine.role,
+                ctx.organization().slug
+            )));
+        }
+        let theirs = self.current_membership(ctx, to).await?;
+        let promote = MembershipChange {
+            before: Some(theirs.role),
+            after: Some(Role::Owner),
+        };
+        ctx.require_member_change(to, promote)?;
+        let step_down = MembershipChange {
+            before: Some(Role::Owner),
+            after: Some(Role::Admin),
+        };
+        ctx.require_member_change(me, step_down)?;
+
+        let store = &self.inner.store;
+        let owner = if theirs.role == Role::Owner {
+            theirs
+        } else {
+            store
+                .set_member_role(ctx.org(), to, theirs.role, Role::Owner)
+                .await?
+        };
+        store
+            .set_member_role(ctx.org(), me, Role::Owner, Role::Admin)
+            .await?;
+        Ok(owner)
     }
 
     /// Removes `user` from the active organization. Their next
@@ -152,9 +261,19 @@ impl Tenancy {
     }
 
     async fn current_role(&self, ctx: &TenantContext, user: UserId) -> Result<Role> {
+        Ok(self.current_membership(ctx, user).await?.role)
+    }
+
+    /// `user`'s membership of the active organization; `NotFound` if none.
+    async fn current_membership(&self, ctx: &TenantContext, user: UserId) -> Result<Membership> {
         let membership = self.inner.store.membership(ctx.org(), user).await?;
         membership
-            .map(|m| m.role)
+            .map(|m| Membership {
+                user_id: user,
+                organization_id: ctx.org(),
+                role: m.role,
+                created_at: m.joined_at,
+            })
             .ok_or_else(|| not_a_member(ctx.org(), user))
     }
 }

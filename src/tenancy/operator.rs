@@ -3,20 +3,23 @@
 use serde::Serialize;
 
 use super::Tenancy;
-use crate::error::{Error, Result};
-use crate::ids::{FeatureKey, LimitId, OrgId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{FeatureKey, LimitId, OrgId, UserId};
 use chrono::NaiveDate;
 
 use crate::limits::{Limit, NewLimit, Period, UsageLine};
-use crate::model::{Feature, FeatureChange, Organization, PlatformOperator};
-use crate::store::{CounterScope, CounterValue, FeatureStore, LimitStore, OrgQuery, OrgStore};
+use crate::model::{Feature, FeatureChange, Membership, Organization, PlatformOperator, Role};
+use crate::store::{
+    CounterScope, CounterValue, FeatureStore, LimitStore, MemberStore, OrgQuery, OrgStore,
+};
 
 /// The most organizations one [`Operator::organizations`] page returns.
 pub const MAX_ORG_PAGE: usize = 500;
 
 /// What the platform operator does: turn features on and off and configure
-/// them, set and remove limits, and look at any organization. From
-/// [`Tenancy::operator`]; every change is logged with the operator's name.
+/// them, set and remove limits, transfer ownership, and look at any
+/// organization. From [`Tenancy::operator`]; every change is logged with the
+/// operator's name.
 ///
 /// No org role reaches these: an owner cannot grant their own organization
 /// a feature or raise its limits.
@@ -98,6 +101,96 @@ impl<'a> Operator<'a> {
         self.tenancy
             .history(org, CounterScope::Organization, metric, period, from, to)
             .await
+    }
+
+    // ---- members ---------------------------------------------------------
+
+    /// The members of any organization, by user id (empty if it does not
+    /// exist).
+    pub async fn members(&self, org: OrgId) -> Result<Vec<Membership>> {
+        self.tenancy.inner.store.members(org).await
+    }
+
+    /// Makes `to` the owner of `org`: `to` becomes an owner (added as one
+    /// if not a member) and every other owner becomes an admin. Returns
+    /// `to`'s membership. No org role is needed, and none is checked: this
+    /// is for support and account deletion, such as before deleting a user
+    /// who is an organization's last owner, which the database refuses
+    /// (see the README).
+    ///
+    /// `NotFound` if `org` does not exist (or, on the SQL stores, `to` is
+    /// no user in `auth.users`).
+    ///
+    /// `to` is made an owner first and the others are demoted after, one
+    /// compare-and-set each, so the organization has an owner at every
+    /// instant. An owner whose role changed, or who left, meanwhile is
+    /// passed over: they are no owner either way. If a step fails, its
+    /// error is returned, `to` is an owner and some of the others may still
+    /// be; calling again finishes the transfer (it is idempotent).
+    /// Logged with the operator's name and the demoted owners.
+    ///
+    /// ```
+    /// # use tenancy::{MemoryStore, NewOrganization, PlatformOperator, Role, Tenancy, UserId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// # let tenancy = Tenancy::builder().store(MemoryStore::new()).build()?;
+    /// let (leaving, successor) = (UserId::new_v7(), UserId::new_v7());
+    /// let org = tenancy.create_organization(leaving, NewOrganization::new("Acme", "acme")?).await?;
+    ///
+    /// let operator = PlatformOperator::new("support");
+    /// tenancy.operator(&operator).transfer_ownership(org.id, successor).await?;
+    /// assert_eq!(tenancy.context(successor, org.id).await?.role(), Role::Owner);
+    /// assert_eq!(tenancy.context(leaving, org.id).await?.role(), Role::Admin);
+    /// # Ok(()) }
+    /// ```
+    pub async fn transfer_ownership(&self, org: OrgId, to: UserId) -> Result<Membership> {
+        let transferred = self.make_sole_owner(org, to).await;
+        match &transferred {
+            Ok((_, demoted)) => tracing::info!(operator = self.operator.name(), %org,
+                owner = %to, ?demoted, "ownership transferred"),
+            Err(e) => tracing::warn!(operator = self.operator.name(), %org, owner = %to,
+                error = %e, "ownership transfer failed"),
+        }
+        transferred.map(|(owner, _)| owner)
+    }
+
+    /// [`transfer_ownership`](Self::transfer_ownership)'s steps: `to`'s
+    /// membership as owner and the owners demoted.
+    async fn make_sole_owner(&self, org: OrgId, to: UserId) -> Result<(Membership, Vec<UserId>)> {
+        let store = &self.tenancy.inner.store;
+        let owner = match store.membership(org, to).await? {
+            Some(m) if m.role == Role::Owner => Membership {
+                user_id: to,
+                organization_id: org,
+                role: Role::Owner,
+                created_at: m.joined_at,
+            },
+            Some(m) => store.set_member_role(org, to, m.role, Role::Owner).await?,
+            None => {
+                let owner = Membership {
+                    user_id: to,
+                    organization_id: org,
+                    role: Role::Owner,
+                    created_at: self.tenancy.now(),
+                };
+                store.add_member(&owner).await?;
+                owner
+            }
+        };
+        let mut demoted = Vec::new();
+        for member in store.members(org).await? {
+            if member.role != Role::Owner || member.user_id == to {
+                continue;
+            }
+            match store
+                .set_member_role(org, member.user_id, Role::Owner, Role::Admin)
+                .await
+            {
+                Ok(_) => demoted.push(member.user_id),
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((owner, demoted))
     }
 
     // ---- features ------------------------------------------------------

@@ -24,6 +24,8 @@ mod metrics;
 mod operator;
 #[path = "facade/orgs.rs"]
 mod orgs;
+#[path = "facade/ownership.rs"]
+mod ownership;
 #[path = "facade/periods.rs"]
 mod periods;
 #[path = "facade/reservations.rs"]

@@ -15,7 +15,10 @@ use tenancy::migrations::SCHEMA_VERSION;
 use tenancy::postgres::PgStore;
 use tenancy::store::DynStore;
 use tenancy::store::{FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore};
-use tenancy::{ErrorKind, FeatureChange, FeatureKey, Membership, Organization, Role, UserId};
+use tenancy::{
+    ErrorKind, FeatureChange, FeatureKey, Membership, Organization, PlatformOperator, Role,
+    Tenancy, UserId,
+};
 use tenancy_testkit::pg::{self, Cluster};
 use tenancy_testkit::unique_slug;
 
@@ -144,6 +147,130 @@ async fn user_mode_keeps_organizations_apart() {
             .unwrap()])
         .await;
     assert_eq!(record.unwrap_err().kind(), ErrorKind::PermissionDenied);
+}
+
+/// Ownership transfer through SQL. In user mode, an owner's transfer goes
+/// through the membership trigger (owners grant owner; the caller steps
+/// down once another owner exists); an admin's is refused by the facade
+/// and, making the same role changes at the store, by the trigger. While a
+/// user is an organization's last owner, deleting their account is
+/// refused with 42501; after the operator's transfer it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_transfers_through_sql_and_a_non_owners_is_refused() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let service = service(cluster);
+    let db = cluster.superuser().await;
+    let (alice, bob_uuid, carol, dave) = (
+        UserId::from(pg::create_user(&db).await),
+        pg::create_user(&db).await,
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+    );
+    let bob = UserId::from(bob_uuid);
+    let acme = new_org(&service, alice).await;
+    for (user, role) in [(bob, Role::Member), (carol, Role::Admin)] {
+        service
+            .add_member(&Membership {
+                user_id: user,
+                organization_id: acme.id,
+                role,
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let roles = async || {
+        let mut all: Vec<_> = service
+            .members(acme.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.user_id, m.role))
+            .collect();
+        all.sort();
+        all
+    };
+    let sorted = |mut all: Vec<(UserId, Role)>| {
+        all.sort();
+        all
+    };
+    let as_user = |user: UserId| service.as_user(&claims(user)).unwrap();
+    let tenancy_as = |user: UserId| Tenancy::builder().store(as_user(user)).build().unwrap();
+
+    // An admin: refused by the facade, and by the trigger when making the
+    // transfer's role changes at the store herself.
+    let before = roles().await;
+    let as_carol = tenancy_as(carol);
+    let ctx = as_carol.context(carol, acme.id).await.unwrap();
+    assert_eq!(ctx.role(), Role::Admin);
+    let err = as_carol.transfer_ownership(&ctx, bob).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let carols = as_user(carol);
+    for (user, from) in [(bob, Role::Member), (carol, Role::Admin)] {
+        let err = carols
+            .set_member_role(acme.id, user, from, Role::Owner)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    }
+    assert_eq!(roles().await, before);
+
+    // The owner hands it to Bob, through SQL as herself.
+    let as_alice = tenancy_as(alice);
+    let ctx = as_alice.context(alice, acme.id).await.unwrap();
+    let owner = as_alice.transfer_ownership(&ctx, bob).await.unwrap();
+    assert_eq!((owner.user_id, owner.role), (bob, Role::Owner));
+    assert_eq!(
+        roles().await,
+        sorted(vec![
+            (alice, Role::Admin),
+            (bob, Role::Owner),
+            (carol, Role::Admin)
+        ])
+    );
+    let again = as_alice.transfer_ownership(&ctx, bob).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::PermissionDenied, "{again}");
+
+    // Bob is the last owner: his account cannot be deleted.
+    let delete = "delete from auth.users where id = $1";
+    let refused = db.execute(delete, &[&bob_uuid]).await.unwrap_err();
+    let cause = refused.as_db_error().expect("a database error");
+    assert_eq!(cause.code().code(), "42501", "{cause}");
+    assert!(
+        cause.message().contains("must keep at least one owner"),
+        "{cause}"
+    );
+
+    // The operator hands it to Dave, who is no member yet; then Bob's
+    // account goes, with his membership.
+    let tenancy = Tenancy::builder().store(service.clone()).build().unwrap();
+    let support = PlatformOperator::new("support");
+    let owner = tenancy
+        .operator(&support)
+        .transfer_ownership(acme.id, dave)
+        .await
+        .unwrap();
+    assert_eq!((owner.user_id, owner.role), (dave, Role::Owner));
+    assert_eq!(
+        service
+            .membership(acme.id, bob)
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
+        Role::Admin
+    );
+    assert_eq!(db.execute(delete, &[&bob_uuid]).await.unwrap(), 1);
+    assert_eq!(
+        roles().await,
+        sorted(vec![
+            (alice, Role::Admin),
+            (carol, Role::Admin),
+            (dave, Role::Owner)
+        ])
+    );
 }
 
 /// Claims without a user id or a role are refused before any call.

@@ -1,6 +1,7 @@
-//! Members: the list with roles; changing a role, removing a member and
-//! leaving, within the permission matrix. The controls shown follow the
-//! matrix, and the facade checks it again on every post.
+//! Members: the list with roles; changing a role, handing ownership to
+//! another member, removing a member and leaving, within the permission
+//! matrix. The controls shown follow the matrix, and the facade checks it
+//! again on every post.
 
 use std::sync::Arc;
 
@@ -14,7 +15,14 @@ use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page, see_other};
 use crate::ids::UserId;
-use crate::model::{MembershipChange, Role, TenantContext};
+use crate::model::{Action, MembershipChange, Role, TenantContext};
+
+/// One option of a row's role picker.
+struct RoleOption {
+    role: Role,
+    /// The member's current role: where the picker starts.
+    selected: bool,
+}
 
 /// One row of the members table, with the controls the viewer may use.
 struct MemberRow {
@@ -23,11 +31,17 @@ struct MemberRow {
     is_me: bool,
     role: Role,
     joined: String,
-    /// The roles the viewer may change this member to.
-    roles: Vec<Role>,
+    /// The role picker, highest first: the member's current role and the
+    /// roles the viewer may change it to; empty when there are none of
+    /// those.
+    roles: Vec<RoleOption>,
     can_remove: bool,
+    /// Whether the viewer may hand ownership to this member (the viewer
+    /// is an owner, the member another person and not an owner).
+    can_make_owner: bool,
     role_action: String,
     remove_action: String,
+    owner_action: String,
 }
 
 #[derive(Template)]
@@ -39,6 +53,9 @@ struct Members {
     /// The zone the joined dates are in: the organization's.
     timezone: String,
     members: Vec<MemberRow>,
+    /// Whether any row offers "Make owner" (the page then says what it
+    /// does).
+    offers_ownership: bool,
     leave_action: String,
     csrf: String,
 }
@@ -48,10 +65,21 @@ fn row(ctx: &TenantContext, base: &Base, user: UserId, role: Role, joined: Strin
         before: Some(role),
         after,
     };
-    let roles = Role::ALL
+    let others = Role::ALL
         .into_iter()
-        .filter(|r| *r != role && ctx.may_change_member(user, change(Some(*r))))
-        .collect();
+        .any(|r| r != role && ctx.may_change_member(user, change(Some(r))));
+    let roles = if others {
+        Role::ALL
+            .into_iter()
+            .filter(|r| *r == role || ctx.may_change_member(user, change(Some(*r))))
+            .map(|r| RoleOption {
+                role: r,
+                selected: r == role,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let is_me = user == ctx.user();
     let path = |action: &str| base.at(&format!("/orgs/{}/members/{user}/{action}", ctx.org()));
     MemberRow {
@@ -62,8 +90,10 @@ fn row(ctx: &TenantContext, base: &Base, user: UserId, role: Role, joined: Strin
         joined,
         roles,
         can_remove: !is_me && ctx.may_change_member(user, change(None)),
+        can_make_owner: !is_me && role != Role::Owner && ctx.can(Action::ManageOwners),
         role_action: path("role"),
         remove_action: path("remove"),
+        owner_action: path("owner"),
     }
 }
 
@@ -77,7 +107,7 @@ pub(in crate::console) async fn list(
 ) -> Result<Response, ConsoleError> {
     let ctx = context(&config, &viewer, &org).await?;
     let members = config.tenancy.members(&ctx).await?;
-    let rows = members
+    let rows: Vec<MemberRow> = members
         .iter()
         .map(|m| {
             row(
@@ -107,6 +137,7 @@ pub(in crate::console) async fn list(
         org_name: ctx.organization().name.clone(),
         my_role: ctx.role(),
         timezone: ctx.organization().timezone.name().to_owned(),
+        offers_ownership: rows.iter().any(|r| r.can_make_owner),
         members: rows,
         leave_action: base.at(&format!("/orgs/{}/leave", ctx.org())),
         csrf: viewer.csrf.clone(),
@@ -137,7 +168,8 @@ fn back_to_members(base: &Base, ctx: &TenantContext, done: &str) -> Response {
     see_other(&base.at(&format!("/orgs/{}/members?done={done}", ctx.org())))
 }
 
-/// `POST /orgs/{org}/members/{user}/role`.
+/// `POST /orgs/{org}/members/{user}/role`. The member's current role
+/// (where the picker starts) changes nothing and says so.
 pub(in crate::console) async fn change_role(
     State(config): State<Arc<ConsoleConfig>>,
     viewer: Viewer,
@@ -147,11 +179,29 @@ pub(in crate::console) async fn change_role(
 ) -> Result<Response, ConsoleError> {
     let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     let role = Role::parse(&form.role)?;
+    let (_, changed) = config
+        .tenancy
+        .apply_role(&ctx, path_id::<UserId>(&user)?, role)
+        .await?;
+    let done = if changed { "role" } else { "role-unchanged" };
+    Ok(back_to_members(&base, &ctx, done))
+}
+
+/// `POST /orgs/{org}/members/{user}/owner`: the viewer, an owner, hands
+/// ownership to the member and becomes an admin.
+pub(in crate::console) async fn make_owner(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, user)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, ConsoleError> {
+    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
     config
         .tenancy
-        .change_role(&ctx, path_id::<UserId>(&user)?, role)
+        .transfer_ownership(&ctx, path_id::<UserId>(&user)?)
         .await?;
-    Ok(back_to_members(&base, &ctx, "role"))
+    Ok(back_to_members(&base, &ctx, "owner"))
 }
 
 /// `POST /orgs/{org}/members/{user}/remove`.

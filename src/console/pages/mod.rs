@@ -67,6 +67,9 @@ impl Done {
     pub(super) fn notice(&self) -> Option<String> {
         let text = match self.done.as_deref()? {
             "role" => "The role was changed.",
+            "role-unchanged" => "The role was not changed: the member has it already.",
+            "owner" => "Ownership was handed over: you are now an admin.",
+            "ownership" => "Ownership was transferred.",
             "removed" => "The member was removed.",
             "feature" => "The feature was changed.",
             "config" => "The feature's configuration was saved.",

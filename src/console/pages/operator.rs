@@ -1,7 +1,7 @@
 //! The platform operator's pages: the organizations nearest their limits,
-//! a searchable list of organizations, and one organization's features
-//! and limits, with forms to change them. Every handler first asks the
-//! operator policy: anyone else gets 403.
+//! a searchable list of organizations, and one organization's features,
+//! limits and owners, with forms to change them. Every handler first asks
+//! the operator policy: anyone else gets 403.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::console::render::{Base, ConsoleError, form_refusal, page, see_other};
 use crate::error::{Error, quoted};
 use crate::ids::{LimitId, MetricKey, OrgId, UserId};
 use crate::limits::{LimitMode, LimitType, NewLimit, Period, UsageLine};
-use crate::model::{FeatureChange, Organization};
+use crate::model::{FeatureChange, Organization, Role};
 use crate::tenancy::Operator;
 
 /// How many organizations the overview scans for the nearest to a limit.
@@ -241,8 +241,11 @@ struct OrgPage {
     error: Option<String>,
     features: Vec<FeatureRow>,
     limits: Vec<LimitRow>,
+    /// The owners' user ids.
+    owners: Vec<String>,
     add_feature_action: String,
     set_limit_action: String,
+    owner_action: String,
     csrf: String,
 }
 
@@ -305,6 +308,13 @@ async fn org_page(
             }
         })
         .collect();
+    let owners = operator
+        .members(org)
+        .await?
+        .into_iter()
+        .filter(|m| m.role == Role::Owner)
+        .map(|m| m.user_id.to_string())
+        .collect();
     let chrome = chrome(
         config,
         viewer,
@@ -324,8 +334,10 @@ async fn org_page(
         error,
         features,
         limits,
+        owners,
         add_feature_action: at("/features"),
         set_limit_action: at("/limits"),
+        owner_action: at("/owner"),
         csrf: viewer.csrf.clone(),
     })
 }
@@ -524,6 +536,31 @@ pub(in crate::console) async fn set_limit(
         Err(e) => Err(e),
     };
     answer(&config, &viewer, &base, org, "limit", set).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(in crate::console) struct OwnerForm {
+    csrf: String,
+    user: String,
+}
+
+/// `POST /operator/orgs/{org}/owner`: the user becomes the owner (added if
+/// not a member) and every other owner an admin. A user id that is not
+/// one is shown back.
+pub(in crate::console) async fn transfer_ownership(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    Form(form): Form<OwnerForm>,
+) -> Result<Response, ConsoleError> {
+    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let transferred = match UserId::parse(form.user.trim()) {
+        Ok(to) => operator.transfer_ownership(org, to).await,
+        Err(e) => Err(e),
+    };
+    answer(&config, &viewer, &base, org, "ownership", transferred).await
 }
 
 /// `POST /operator/orgs/{org}/limits/{id}/remove`.

@@ -10,6 +10,7 @@ mod admin;
 
 mod browser;
 mod onboarding;
+mod ownership;
 mod security;
 
 use reqwest::StatusCode;

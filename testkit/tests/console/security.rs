@@ -606,6 +606,7 @@ async fn every_form_refuses_a_bad_token_and_changes_nothing() {
         operator.limits(acme).await.unwrap(),
     );
     let dans = s.get(dan, &format!("/orgs/{acme}/members")).await.csrf();
+    let bob_id = bob.to_string();
     let org = |path: &str| format!("/orgs/{acme}{path}");
     let op = |path: &str| format!("/operator/orgs/{acme}{path}");
     // (who posts, where, the form's fields other than the token)
@@ -616,7 +617,9 @@ async fn every_form_refuses_a_bad_token_and_changes_nothing() {
             vec![("role", "admin")],
         ),
         (alice, org(&format!("/members/{bob}/remove")), vec![]),
+        (alice, org(&format!("/members/{bob}/owner")), vec![]),
         (alice, org("/leave"), vec![]),
+        (olivia, op("/owner"), vec![("user", &bob_id)]),
         (olivia, op("/features"), vec![("key", "exports")]),
         (
             olivia,
