@@ -560,27 +560,83 @@ where
 }
 
 /// A metered operation, named at the type level for [`Metered`]: the
-/// metric it consumes and the amount to reserve up front.
+/// metric it consumes, the amount to reserve up front, and what happens to
+/// the hold when the request is abandoned.
 pub trait MeteredOperation: Send + Sync + 'static {
     /// The metric (`tokens`).
     const METRIC: &'static str;
+    /// What a [`Metered`] dropped before its hold was committed does: the
+    /// handler returned early, or the client hung up while a response that
+    /// owns it was streaming. [`Abandoned::CommitReported`] unless the
+    /// operation says otherwise.
+    const ABANDONED: Abandoned = Abandoned::CommitReported;
     /// The estimate reserved before the handler runs.
     fn estimate() -> Decimal;
 }
 
+/// What an abandoned [`Metered`] does with its hold: the work it paid for
+/// may have been done (a provider bills a stream cut short for what it
+/// produced), so dropping a hold silently would lose real cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    /// Commit what was [reported](Metered::report) so far; release the hold
+    /// when nothing was (an error before any work: nothing is recorded).
+    CommitReported,
+    /// Commit the whole estimate, reported or not: for work billed in full
+    /// once it starts.
+    CommitEstimate,
+    /// Release the hold: record nothing.
+    Release,
+}
+
 /// Reserves `M::estimate()` of `M::METRIC` before the handler runs, or
 /// refuses with 429 (`Retry-After` and a JSON body with used, limit and
-/// resets_at). The handler reports the actual amount with
-/// [`commit`](Metered::commit); if it returns without committing (an error
-/// path), the hold is released.
+/// resets_at). The handler records the actual amount with
+/// [`commit`](Metered::commit) or [`commit_event`](Metered::commit_event).
+///
+/// Work that produces usage as it goes (a streamed completion) reports it
+/// with [`report`](Metered::report) (or through a [`UsageMeter`]) and
+/// moves the `Metered` into the response stream, which commits the total
+/// at its end with [`commit_reported`](Metered::commit_reported). If the
+/// `Metered` is dropped first — the handler returned early, or the client
+/// hung up and the server dropped the stream — [`M::ABANDONED`](MeteredOperation::ABANDONED)
+/// decides, in the background: by default what was reported is committed
+/// (and the hold released when nothing was).
 #[derive(Debug)]
 pub struct Metered<M> {
     ctx: TenantContext,
     token: AccessToken,
     tenancy: Tenancy,
-    /// Always `Some` until a commit takes it or `Drop` releases it.
+    /// Always `Some` until a commit takes it or `Drop` settles it.
     reservation: Option<Reservation>,
+    meter: UsageMeter,
+    /// `M::ABANDONED`, kept so that `Drop` needs no bound on `M`.
+    abandoned: Abandoned,
     _operation: PhantomData<M>,
+}
+
+/// A handle on what a [`Metered`] request has used so far, for code that
+/// cannot hold the `Metered` itself (a stream's chunks, a callback).
+/// Clones share one total.
+#[derive(Debug, Clone, Default)]
+pub struct UsageMeter(Arc<std::sync::Mutex<Decimal>>);
+
+impl UsageMeter {
+    /// Adds `amount` of the operation's metric to what was used. A
+    /// negative amount, or one past [`MAX_AMOUNT`](crate::limits::MAX_AMOUNT),
+    /// is `InvalidInput` naming `amount` and changes nothing; the total
+    /// saturates at `MAX_AMOUNT`.
+    pub fn report(&self, amount: Decimal) -> crate::error::Result<()> {
+        let amount = crate::limits::validate_amount("amount", amount)?;
+        let mut total = crate::sync::lock(&self.0);
+        *total = total.saturating_add(amount).min(crate::limits::MAX_AMOUNT);
+        Ok(())
+    }
+
+    /// What was reported so far.
+    pub fn reported(&self) -> Decimal {
+        *crate::sync::lock(&self.0)
+    }
 }
 
 impl<M> Metered<M> {
@@ -598,6 +654,23 @@ impl<M> Metered<M> {
     /// The reservation held for this request.
     pub fn reservation(&self) -> Option<&Reservation> {
         self.reservation.as_ref()
+    }
+
+    /// Adds `amount` of the operation's metric to what this request used
+    /// ([`UsageMeter::report`]).
+    pub fn report(&self, amount: Decimal) -> crate::error::Result<()> {
+        self.meter.report(amount)
+    }
+
+    /// A handle that reports into this request's total.
+    pub fn meter(&self) -> UsageMeter {
+        self.meter.clone()
+    }
+
+    /// Records what was [reported](Self::report) and drops the hold.
+    pub async fn commit_reported(self) -> crate::error::Result<CommitOutcome> {
+        let reported = self.meter.reported();
+        self.commit(reported).await
     }
 
     /// Records the actual amount and drops the hold.
@@ -625,17 +698,33 @@ impl<M> Metered<M> {
 
 impl<M> Drop for Metered<M> {
     fn drop(&mut self) {
-        if let Some(reservation) = self.reservation.take() {
-            let tenancy = self.tenancy.clone();
-            // Released in the background: the handler has already answered.
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(e) = tenancy.release(&reservation).await {
-                        tracing::warn!(error = %e, "releasing an uncommitted reservation failed; it will expire");
-                    }
-                });
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        let commit = match self.abandoned {
+            Abandoned::CommitReported => Some(self.meter.reported()).filter(|r| !r.is_zero()),
+            Abandoned::CommitEstimate => Some(reservation.amount()),
+            Abandoned::Release => None,
+        };
+        let tenancy = self.tenancy.clone();
+        // Settled in the background: the handler has already answered, or
+        // the client is gone.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                reservation = %reservation.id(),
+                "an abandoned reservation outside a tokio runtime is left to expire"
+            );
+            return;
+        };
+        runtime.spawn(async move {
+            let settled = match commit {
+                Some(amount) => tenancy.commit(&reservation, amount).await.map(drop),
+                None => tenancy.release(&reservation).await.map(drop),
+            };
+            if let Err(e) = settled {
+                tracing::warn!(error = %e, reservation = %reservation.id(), "settling an abandoned reservation failed; it will expire");
             }
-        }
+        });
     }
 }
 
@@ -655,6 +744,8 @@ where
                 token,
                 tenancy: auth.tenancy().clone(),
                 reservation: Some(reservation),
+                meter: UsageMeter::default(),
+                abandoned: M::ABANDONED,
                 _operation: PhantomData,
             }),
             Ok(ReserveOutcome::Denied(decision)) => {

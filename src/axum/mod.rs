@@ -43,8 +43,8 @@ mod rejection;
 mod token;
 
 pub use extract::{
-    AccessToken, FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource, SignedIn, Tenant,
-    TenantAuth,
+    Abandoned, AccessToken, FeatureGate, FeatureName, Metered, MeteredOperation, OrgSource,
+    SignedIn, Tenant, TenantAuth, UsageMeter,
 };
 #[cfg(feature = "console")]
 pub(crate) use extract::{bearer_token, cookie_value};

@@ -1555,3 +1555,232 @@ async fn rejections_name_their_status_and_code() {
     let denied = TenantRejection::from_error(tenancy::Error::permission_denied("not in it"));
     assert_eq!(denied.code(), "not_a_member");
 }
+
+// ---- abandoned requests ---------------------------------------------------------------
+
+mod abandoned {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::extract::FromRef;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use rust_decimal::Decimal;
+    use tenancy::axum::{Abandoned, Metered, MeteredOperation, TenantAuth, TokenVerifier};
+    use tenancy::limits::NewLimit;
+    use tenancy::{
+        MemoryStore, MetricKey, NewOrganization, OrgId, Period, PlatformOperator, Tenancy, UserId,
+    };
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    const SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes";
+
+    /// A streamed completion: ten chunks, 100 tokens each, reported as
+    /// each is produced; the stream commits what it reported at its end.
+    struct Chat;
+    impl MeteredOperation for Chat {
+        const METRIC: &'static str = "tokens";
+        fn estimate() -> Decimal {
+            Decimal::from(1_000)
+        }
+    }
+
+    /// The same, billed in full once started.
+    struct Render;
+    impl MeteredOperation for Render {
+        const METRIC: &'static str = "tokens";
+        const ABANDONED: Abandoned = Abandoned::CommitEstimate;
+        fn estimate() -> Decimal {
+            Decimal::from(1_000)
+        }
+    }
+
+    /// Nothing recorded when abandoned.
+    struct Preview;
+    impl MeteredOperation for Preview {
+        const METRIC: &'static str = "tokens";
+        const ABANDONED: Abandoned = Abandoned::Release;
+        fn estimate() -> Decimal {
+            Decimal::from(1_000)
+        }
+    }
+
+    #[derive(Clone)]
+    struct App(TenantAuth);
+    impl FromRef<App> for TenantAuth {
+        fn from_ref(app: &App) -> TenantAuth {
+            app.0.clone()
+        }
+    }
+
+    async fn stream<M: MeteredOperation>(metered: Metered<M>) -> Response {
+        let meter = metered.meter();
+        let chunks = futures_util::stream::unfold((0, Some(metered)), move |(i, metered)| {
+            let meter = meter.clone();
+            async move {
+                if i == 10 {
+                    if let Some(metered) = metered {
+                        metered.commit_reported().await.expect("commit at the end");
+                    }
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                meter.report(Decimal::from(100)).unwrap();
+                let chunk = Bytes::from(format!("chunk {i}\n"));
+                Some((Ok::<_, std::io::Error>(chunk), (i + 1, metered)))
+            }
+        });
+        Body::from_stream(chunks).into_response()
+    }
+
+    /// Reports 250 tokens, then fails before answering.
+    async fn fail_after_work<M: MeteredOperation>(metered: Metered<M>) -> Response {
+        metered.report(Decimal::from(250)).unwrap();
+        (axum::http::StatusCode::BAD_GATEWAY, "the provider failed").into_response()
+    }
+
+    struct Setup {
+        tenancy: Tenancy,
+        org: OrgId,
+        user: UserId,
+        base: String,
+    }
+
+    async fn setup() -> Setup {
+        let tenancy = Tenancy::builder()
+            .store(MemoryStore::new())
+            .build()
+            .unwrap();
+        let user = UserId::new_v7();
+        let org = tenancy
+            .create_organization(user, NewOrganization::new("Chat", "chat").unwrap())
+            .await
+            .unwrap()
+            .id;
+        let admin = PlatformOperator::new("test");
+        let limit = NewLimit::new(MetricKey::TOKENS, Period::Monthly, Decimal::from(100_000));
+        tenancy
+            .operator(&admin)
+            .set_limit(org, limit.unwrap())
+            .await
+            .unwrap();
+        let auth = TenantAuth::new(tenancy.clone(), TokenVerifier::hs256(SECRET).unwrap());
+        let router = Router::new()
+            .route("/chat", get(stream::<Chat>))
+            .route("/render", get(stream::<Render>))
+            .route("/chat-fails", get(fail_after_work::<Chat>))
+            .route("/render-fails", get(fail_after_work::<Render>))
+            .route("/preview-fails", get(fail_after_work::<Preview>))
+            .with_state(App(auth));
+        let base = super::serve(router).await;
+        Setup {
+            tenancy,
+            org,
+            user,
+            base,
+        }
+    }
+
+    impl Setup {
+        fn bearer(&self) -> String {
+            super::token(super::claims(self.user, 600, "authenticated"), SECRET)
+        }
+
+        /// Tokens used and held, once nothing is held any more.
+        async fn settled(&self) -> Decimal {
+            let ctx = self.tenancy.context(self.user, self.org).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let d = self
+                    .tenancy
+                    .check_limit(&ctx, "tokens", Decimal::ZERO)
+                    .await
+                    .unwrap();
+                if d.reserved.is_zero() {
+                    return d.used;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "still held: {d:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        /// GETs `path` over a raw connection, reads until `chunks` chunks
+        /// arrived, and hangs up.
+        async fn hang_up_after(&self, path: &str, chunks: usize) {
+            let addr = self.base.trim_start_matches("http://");
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+                self.bearer()
+            );
+            conn.write_all(request.as_bytes()).await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            let last = format!("chunk {}\n", chunks - 1);
+            while !String::from_utf8_lossy(&seen).contains(&last) {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "the server closed first: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+            drop(conn);
+        }
+    }
+
+    /// A client that hangs up mid-stream is billed for what was streamed,
+    /// not released; one that reads it all is billed for all of it.
+    #[tokio::test]
+    async fn a_stream_cut_short_is_billed_for_what_it_produced() {
+        let s = setup().await;
+        s.hang_up_after("/chat", 3).await;
+        let used = s.settled().await;
+        assert!(
+            used >= Decimal::from(300) && used < Decimal::from(1_000),
+            "billed for the chunks produced before the hang-up, not released: {used}"
+        );
+        let body = reqwest::Client::new()
+            .get(format!("{}/chat", s.base))
+            .bearer_auth(s.bearer())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body.lines().count(), 10);
+        assert_eq!(s.settled().await, used + Decimal::from(1_000));
+    }
+
+    /// Each policy, for a handler that reported 250 tokens and failed:
+    /// commit what was reported (the default), commit the estimate, or
+    /// release; and a stream billed in full once started.
+    #[tokio::test]
+    async fn each_policy_settles_an_abandoned_hold_its_way() {
+        let s = setup().await;
+        let get = async |path: &str| {
+            reqwest::Client::new()
+                .get(format!("{}{path}", s.base))
+                .bearer_auth(s.bearer())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(get("/chat-fails").await, 502);
+        assert_eq!(s.settled().await, Decimal::from(250), "what was reported");
+        assert_eq!(get("/render-fails").await, 502);
+        assert_eq!(s.settled().await, Decimal::from(1_250), "the estimate");
+        assert_eq!(get("/preview-fails").await, 502);
+        assert_eq!(s.settled().await, Decimal::from(1_250), "released: nothing");
+        s.hang_up_after("/render", 2).await;
+        assert_eq!(
+            s.settled().await,
+            Decimal::from(2_250),
+            "the estimate, cut short"
+        );
+    }
+}
