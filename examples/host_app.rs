@@ -60,6 +60,8 @@ use tenancy::axum::{
 };
 use tenancy::clock::Clock;
 use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
+use tenancy::memory::MemoryUserDirectory;
+use tenancy::store::UserDirectory;
 use tenancy::supabase::{ENV_JWT_SECRET, ENV_REST_URL, ENV_URL, SupabaseStore};
 use tenancy::{
     Action, Error, ErrorKind, HoldToken, MemoryStore, MetricKey, NewLimit, NewOrganization, OrgId,
@@ -431,6 +433,8 @@ pub struct Demo {
     pub olivia: UserId,
     /// A new user: signed in, a member of nothing yet (onboarding).
     pub nina: UserId,
+    /// Who the users are: names and emails, as a sign-up stores them.
+    pub directory: Arc<MemoryUserDirectory>,
     /// Acme: `veo_avatars` on, a monthly limit of 10 000 tokens, no usage
     /// yet: the API's playground.
     pub acme: OrgId,
@@ -454,12 +458,27 @@ pub async fn demo() -> tenancy::Result<Demo> {
 /// ends at its `now`.
 pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     let now = clock.now();
+    let [alice, bob, carol, dan, erin, olivia, nina] = [(); 7].map(|_| UserId::new_v7());
+    // Who the users are, as a sign-up would have stored it: dan gave no
+    // name, so pages show his email.
+    let directory = Arc::new(MemoryUserDirectory::new());
+    for (user, email, name) in [
+        (alice, "alice@acme.example", Some("Alice Archer")),
+        (bob, "bob@acme.example", Some("Bob Baker")),
+        (carol, "carol@globex.example", Some("Carol Chen")),
+        (dan, "dan@acme.example", None),
+        (erin, "erin@initech.example", Some("Erin Endo")),
+        (olivia, "olivia@platform.example", Some("Olivia Ops")),
+        (nina, "nina@example.com", Some("Nina Novak")),
+    ] {
+        directory.insert(user, Some(email), name);
+    }
     let tenancy = Tenancy::builder()
         .store(MemoryStore::new())
+        .shared_user_directory(Arc::clone(&directory) as Arc<dyn UserDirectory>)
         .clock(clock)
         .hold_secret("demo", DEMO_HOLD_SECRET)
         .build()?;
-    let [alice, bob, carol, dan, erin, olivia, nina] = [(); 7].map(|_| UserId::new_v7());
     let new = |name, slug| NewOrganization::new(name, slug);
     let acme = tenancy
         .create_organization(alice, new("Acme", "acme")?)
@@ -529,6 +548,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         erin,
         olivia,
         nina,
+        directory,
         acme,
         globex,
         initech,
@@ -580,8 +600,11 @@ pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<Ap
             uuid::Uuid::new_v4().simple()
         )
     });
+    // Names and emails from auth.users, through the same store: the
+    // facade asks only about members of the caller's organization.
     let tenancy = Tenancy::builder()
         .store(store.clone())
+        .user_directory(store.clone())
         .hold_secret("host-app", &hold_secret)
         .build()?;
     let verifier = TokenVerifier::hs256(jwt_secret)?;
@@ -689,7 +712,14 @@ fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
         ("olivia", demo.olivia, "the platform operator"),
         ("nina", demo.nina, "new: creates her organization"),
     ] {
-        println!("#   {name:<7} {who:<32} http://{addr}/dev/sign-in?as={name}   (user {user})");
+        let email = demo
+            .directory
+            .get(user)
+            .and_then(|p| p.email)
+            .unwrap_or_default();
+        println!(
+            "#   {name:<7} {who:<32} http://{addr}/dev/sign-in?as={name}   ({email}, user {user})"
+        );
     }
     println!(
         "# then Initech's usage, a month of it: http://{addr}/console/orgs/{}/usage\n",

@@ -4,13 +4,14 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! Two organizations, members with roles, an org switch, a feature-gated
-//! action allowed and denied, a role-denied admin action, and a usage limit
-//! enforced with a reservation.
+//! Two organizations, members with roles, names and emails, an org switch,
+//! a feature-gated action allowed and denied, a role-denied admin action,
+//! and a usage limit enforced with a reservation.
 
 use rust_decimal_macros::dec;
 use tenancy::alerts::MemoryAlertSink;
 use tenancy::limits::LimitScope;
+use tenancy::memory::MemoryUserDirectory;
 use tenancy::{
     Action, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role,
     Tenancy, TenantContext, UsageEvent, UserId,
@@ -19,15 +20,21 @@ use tenancy::{
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> tenancy::Result<()> {
     let alerts = std::sync::Arc::new(MemoryAlertSink::new());
-    let tenancy = Tenancy::builder()
-        .store(MemoryStore::new())
-        .shared_alert_sink(alerts.clone())
-        .build()?;
-    let operator = PlatformOperator::new("quickstart");
-
     let alice = UserId::new_v7();
     let bob = UserId::new_v7();
     let carol = UserId::new_v7();
+    // Who they are, as the host's sign-up knows them (on Supabase, the
+    // SQL store reads auth.users instead).
+    let directory = MemoryUserDirectory::new();
+    directory.insert(alice, Some("alice@acme.example"), Some("Alice"));
+    directory.insert(bob, Some("bob@acme.example"), Some("Bob"));
+    directory.insert(carol, Some("carol@globex.example"), Some("Carol"));
+    let tenancy = Tenancy::builder()
+        .store(MemoryStore::new())
+        .user_directory(directory)
+        .shared_alert_sink(alerts.clone())
+        .build()?;
+    let operator = PlatformOperator::new("quickstart");
 
     section("Organizations and members");
     let acme = tenancy
@@ -53,9 +60,13 @@ async fn main() -> tenancy::Result<()> {
     tenancy
         .add_member(&carol_at_globex, bob, Role::Viewer)
         .await?;
-    for m in tenancy.members(&alice_at_acme).await? {
-        let name = name_of(m.user_id, alice, bob, carol);
-        println!("  {} member: {name:<6} role: {}", acme.slug, m.role);
+    for (m, person) in tenancy.member_profiles(&alice_at_acme).await? {
+        let name = person.name.as_deref().unwrap_or("?");
+        let email = person.email.as_deref().unwrap_or("?");
+        println!(
+            "  {} member: {name:<6} {email:<20} role: {}",
+            acme.slug, m.role
+        );
     }
 
     section("Bob's org selector and an org switch");
@@ -202,14 +213,5 @@ fn outcome<T>(result: &tenancy::Result<T>) -> String {
     match result {
         Ok(_) => "allowed".into(),
         Err(e) => format!("refused ({})", e.kind()),
-    }
-}
-
-fn name_of(user: UserId, alice: UserId, bob: UserId, carol: UserId) -> &'static str {
-    match user {
-        u if u == alice => "alice",
-        u if u == bob => "bob",
-        u if u == carol => "carol",
-        _ => "someone",
     }
 }

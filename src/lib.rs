@@ -139,7 +139,7 @@ pub use crate::limits::{
 pub use crate::memory::MemoryStore;
 pub use crate::model::{
     Action, Feature, FeatureChange, Membership, NewOrganization, OrgMembership, Organization,
-    PlatformOperator, Role, TenantContext, UsageEvent,
+    PlatformOperator, Role, TenantContext, UsageEvent, UserProfile,
 };
 pub use crate::recorder::UsageRecorder;
 pub use crate::store::{CommitOutcome, RecordOutcome};

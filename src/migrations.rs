@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The schema version this crate's code expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// One migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     3 "20261206000200_tenancy_store_functions.sql",
     4 "20261206000300_tenancy_grants_and_domains.sql",
     5 "20261206000400_tenancy_sql_api.sql",
+    6 "20261206000500_tenancy_user_directory.sql",
 ];
 
 /// The migrations a database at schema version `applied` lacks (0: none
@@ -233,6 +234,7 @@ mod tests {
                 "29990101000001_tenancy_store_functions.sql",
                 "29990101000002_tenancy_grants_and_domains.sql",
                 "29990101000003_tenancy_sql_api.sql",
+                "29990101000004_tenancy_user_directory.sql",
             ]
         );
         assert!(

@@ -5,6 +5,7 @@
 //! overshoot. Nothing is persisted.
 
 mod alerts;
+mod directory;
 mod features;
 mod limits;
 mod members;
@@ -17,6 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::{Error, ErrorKind};
 use crate::store::{Backend, Principal};
 use tenant::State;
+
+pub use directory::MemoryUserDirectory;
 
 /// The embedded, in-memory [`Store`](crate::store::Store).
 ///

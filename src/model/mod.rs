@@ -7,6 +7,7 @@ pub mod feature;
 mod json;
 pub mod org;
 pub mod price;
+pub mod profile;
 pub mod role;
 pub mod usage;
 
@@ -17,6 +18,7 @@ pub use org::{
     default_membership, parse_timezone,
 };
 pub use price::{MAX_PRICE_PER_MILLION, ModelPrice, PriceTable};
+pub use profile::UserProfile;
 pub use role::{Action, MembershipChange, PlatformOperator, Role};
 pub use usage::{
     MAX_EVENT_AGE, MAX_EVENT_LEAD, MAX_LABEL_CHARS, MAX_METADATA_BYTES, UsageEvent, UsageRecord,

@@ -13,6 +13,7 @@
 
 mod alerts;
 pub(crate) mod args;
+mod directory;
 pub(crate) mod error;
 mod features;
 mod limits;
@@ -166,7 +167,7 @@ pub(crate) fn explained(
 
 /// Implements every capability trait for `$store` (a [`SqlTransport`]) by
 /// calling the [`Sql`] primitives of the same name, from the capabilities'
-/// method lists.
+/// method lists, and the optional [`UserDirectory`](crate::store::UserDirectory).
 macro_rules! sql_store_impls {
     ($store:ty) => {
         $crate::store::org_store_methods!(sql_capability_impl! { OrgStore, $store });
@@ -175,6 +176,16 @@ macro_rules! sql_store_impls {
         $crate::store::limit_store_methods!(sql_capability_impl! { LimitStore, $store });
         $crate::store::metering_store_methods!(sql_capability_impl! { MeteringStore, $store });
         $crate::store::alert_store_methods!(sql_capability_impl! { AlertStore, $store });
+
+        #[async_trait::async_trait]
+        impl $crate::store::UserDirectory for $store {
+            async fn profiles(
+                &self,
+                users: &[$crate::ids::UserId],
+            ) -> $crate::error::Result<Vec<$crate::model::UserProfile>> {
+                $crate::sql::Sql(self).profiles(users).await
+            }
+        }
     };
 }
 

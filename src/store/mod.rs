@@ -17,6 +17,9 @@
 //! caching, what an event counts — lives in [`Tenancy`](crate::Tenancy), not
 //! here. Stores never read the clock; the core passes `now` in.
 //!
+//! Optional capabilities are traits of their own, outside the bundle, handed
+//! to the builder: [`UserDirectory`] (who users are, for pages).
+//!
 //! Every backend must pass the store-contract suite (`store::contract`,
 //! feature `test-util`), which calls these methods directly, one part per
 //! capability.
@@ -30,6 +33,7 @@ mod errors;
 #[macro_use]
 mod forward;
 mod alerts;
+mod directory;
 mod features;
 mod limits;
 mod members;
@@ -47,6 +51,7 @@ use std::sync::Arc;
 pub use crate::limits::{CounterUsage, UsageSnapshot};
 
 pub use alerts::AlertStore;
+pub use directory::{MAX_PROFILE_IDS, UserDirectory};
 pub(crate) use errors::{not_a_member, org_not_found};
 pub use features::FeatureStore;
 pub(crate) use forward::{

@@ -342,7 +342,7 @@ mod tests {
     use super::*;
     use crate::ids::EventId;
     use crate::limits::{Limit, LimitDecision, UsageLine, UsageSnapshot};
-    use crate::model::{Feature, Membership, Organization};
+    use crate::model::{Feature, Membership, Organization, UserProfile};
 
     /// Keys the SQL sends that no Rust type reads: `limit_type` is the
     /// plan's column, kept beside the metric and period it names.
@@ -442,6 +442,10 @@ mod tests {
         round_trips::<Vec<Limit>>(
             "tenancy_limits",
             include_str!("../../migrations/examples/tenancy_limits.json"),
+        );
+        round_trips::<Vec<UserProfile>>(
+            "tenancy_user_profiles",
+            include_str!("../../migrations/examples/tenancy_user_profiles.json"),
         );
     }
 

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{check_count, check_duration};
 use crate::error::{Error, Result};
 use crate::limits::AlertThresholds;
-use crate::store::{DynStore, Store};
+use crate::store::{DynStore, Store, UserDirectory};
 
 /// The longest cache TTL accepted: one day.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -54,6 +54,7 @@ pub struct TenancyBuilder {
     alert_sink: Arc<dyn AlertSink>,
     alert_delivery_attempts: u32,
     alert_concurrency: usize,
+    user_directory: Option<Arc<dyn UserDirectory>>,
     #[cfg(feature = "hold-tokens")]
     hold_secrets: HoldSecrets,
 }
@@ -72,6 +73,7 @@ impl Default for TenancyBuilder {
             alert_sink: Arc::new(LogAlertSink),
             alert_delivery_attempts: 3,
             alert_concurrency: 8,
+            user_directory: None,
             #[cfg(feature = "hold-tokens")]
             hold_secrets: HoldSecrets::default(),
         }
@@ -166,6 +168,38 @@ impl TenancyBuilder {
     /// Default 8; 1 to 256.
     pub fn alert_concurrency(mut self, concurrency: usize) -> Self {
         self.alert_concurrency = concurrency;
+        self
+    }
+
+    /// Where names and emails come from: [`Tenancy::member_profiles`] and
+    /// [`Tenancy::profiles`] ask it about members of the caller's
+    /// organization. A SQL store is its own directory (over `auth.users`):
+    /// pass a clone of it; with [`MemoryStore`](crate::MemoryStore), a
+    /// filled [`MemoryUserDirectory`](crate::memory::MemoryUserDirectory)
+    /// or the host's own.
+    ///
+    /// Without one, profiles carry the user id alone (no email, no name):
+    /// names are display data, and pages show the id in their place.
+    ///
+    /// ```
+    /// use tenancy::memory::MemoryUserDirectory;
+    /// use tenancy::{MemoryStore, Tenancy};
+    ///
+    /// let tenancy = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .user_directory(MemoryUserDirectory::new())
+    ///     .build()?;
+    /// # Ok::<(), tenancy::Error>(())
+    /// ```
+    pub fn user_directory(mut self, directory: impl UserDirectory) -> Self {
+        self.user_directory = Some(Arc::new(directory));
+        self
+    }
+
+    /// A directory already behind an `Arc`, to keep a handle on it (to fill
+    /// a [`MemoryUserDirectory`](crate::memory::MemoryUserDirectory) later).
+    pub fn shared_user_directory(mut self, directory: Arc<dyn UserDirectory>) -> Self {
+        self.user_directory = Some(directory);
         self
     }
 
@@ -305,6 +339,7 @@ impl TenancyBuilder {
                 clock: self.clock,
                 reservation_ttl,
                 alerts,
+                directory: self.user_directory,
                 #[cfg(feature = "hold-tokens")]
                 hold_keys,
             }),

@@ -2,7 +2,8 @@
 //!
 //! - for people acting in an organization, through a [`TenantContext`]:
 //!   [`orgs`](self) (create, rename, delete), [`members`](self) (contexts,
-//!   the org selector, membership changes), [`features`](self) (feature
+//!   the org selector, membership changes), [`people`](self) (members'
+//!   names and emails), [`features`](self) (feature
 //!   access), [`metering`](self) (limits, reservations, recording);
 //!   [`summary`](self) (usage against limits);
 //! - for the platform operator: [`Operator`], from [`Tenancy::operator`];
@@ -22,6 +23,7 @@ mod members;
 mod metering;
 mod operator;
 mod orgs;
+mod people;
 mod recording;
 mod service;
 mod summary;
@@ -36,6 +38,7 @@ use crate::clock::Clock;
 use crate::error::Result;
 use crate::ids::OrgId;
 use crate::model::{Organization, PlatformOperator};
+use crate::store::UserDirectory;
 
 pub use alerts::{AlertSink, LogAlertSink, MemoryAlertSink};
 pub use builder::TenancyBuilder;
@@ -82,6 +85,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     reservation_ttl: TimeDelta,
     alerts: AlertQueue,
+    /// Where names and emails come from, if anywhere.
+    directory: Option<Arc<dyn UserDirectory>>,
     /// The keys hold tokens are sealed and opened with (`Debug` shows key
     /// ids only).
     #[cfg(feature = "hold-tokens")]

@@ -151,7 +151,12 @@ await scenario('console-usage', async () => {
         const top = await rows(panel.locator('table').last());
         const expected = [...perUser].sort((a, b) => b - a).map(String);
         assertEqual(JSON.stringify(top.map((r) => r[1])), JSON.stringify(expected), 'tokens per member, most first');
-        for (const [who] of top) assert(/^[0-9a-f]{8}$/.test(who), `a member's short id: ${JSON.stringify(who)}`);
+        const people = top.map(([who]) => who).sort();
+        assertEqual(
+            JSON.stringify(people),
+            JSON.stringify(['Carol Chen carol@globex.example', 'Erin Endo erin@initech.example']),
+            'the top members by name and email',
+        );
         assert(top[0][0] !== top[1][0], `two members shown alike: ${top[0][0]}`);
         await look(page, 'usage-initech-numbers');
     });

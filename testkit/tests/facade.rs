@@ -1,5 +1,5 @@
 //! The facade's scenarios, once, on `MemoryStore` with a fake clock:
-//! organizations, members and contexts, features, usage, limits and
+//! organizations, members and contexts, members' names and emails, features, usage, limits and
 //! reservations, period rollovers, alerts and summaries, and the operator's
 //! handle. They test the policy `Tenancy` adds above a store; what every
 //! backend must do is the store-contract suite's business.
@@ -26,6 +26,8 @@ mod operator;
 mod orgs;
 #[path = "facade/ownership.rs"]
 mod ownership;
+#[path = "facade/people.rs"]
+mod people;
 #[path = "facade/periods.rs"]
 mod periods;
 #[path = "facade/reservations.rs"]

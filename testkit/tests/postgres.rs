@@ -14,7 +14,9 @@ use serde_json::json;
 use tenancy::migrations::SCHEMA_VERSION;
 use tenancy::postgres::PgStore;
 use tenancy::store::DynStore;
-use tenancy::store::{FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore};
+use tenancy::store::{
+    FeatureStore, LimitStore, MemberStore, MeteringStore, OrgStore, UserDirectory,
+};
 use tenancy::{
     ErrorKind, FeatureChange, FeatureKey, Membership, Organization, PlatformOperator, Role,
     Tenancy, UserId,
@@ -147,6 +149,84 @@ async fn user_mode_keeps_organizations_apart() {
             .unwrap()])
         .await;
     assert_eq!(record.unwrap_err().kind(), ErrorKind::PermissionDenied);
+}
+
+/// The directory over SQL: a member learns the names and emails of its
+/// organization's members through the facade, in user mode; the store
+/// itself answers a user JWT only about users it shares an organization
+/// with, and the service role about anyone; more than 1000 ids is
+/// `InvalidInput` before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_come_with_names_from_auth_users_and_strangers_stay_hidden() {
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let service = service(cluster);
+    let db = cluster.superuser().await;
+    let (alice, bob, carol) = (
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+    );
+    db.execute(
+        "update auth.users set raw_user_meta_data = '{\"full_name\": \"Alice Archer\"}' where id = $1",
+        &[&alice.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let acme = new_org(&service, alice).await;
+    let _globex = new_org(&service, carol).await;
+    service
+        .add_member(&Membership {
+            user_id: bob,
+            organization_id: acme.id,
+            role: Role::Viewer,
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let email = |user: UserId| Some(format!("{user}@example.test"));
+
+    // Bob, a viewer, through the facade in user mode.
+    let as_bob = service.as_user(&claims(bob)).unwrap();
+    let t = Tenancy::builder()
+        .store(as_bob.clone())
+        .user_directory(as_bob.clone())
+        .build()
+        .unwrap();
+    let ctx = t.context(bob, acme.id).await.unwrap();
+    let mut members: Vec<(UserId, Option<String>, Option<String>)> = t
+        .member_profiles(&ctx)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(m, p)| (m.user_id, p.name, p.email))
+        .collect();
+    members.sort();
+    let mut want = vec![
+        (alice, Some("Alice Archer".to_owned()), email(alice)),
+        (bob, None, email(bob)),
+    ];
+    want.sort();
+    assert_eq!(members, want);
+
+    // The store itself: Bob learns nothing of Carol; the service role does.
+    let stranger = UserId::new_v7();
+    let seen: Vec<UserId> = as_bob
+        .profiles(&[alice, carol, stranger])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.user_id)
+        .collect();
+    assert_eq!(seen, [alice]);
+    let carols = service.profiles(&[carol, stranger]).await.unwrap();
+    assert_eq!(carols.len(), 1);
+    assert_eq!(carols[0].email, email(carol));
+
+    let many: Vec<UserId> = (0..=1000).map(|_| UserId::new_v7()).collect();
+    let err = service.profiles(&many).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }
 
 /// Ownership transfer through SQL. In user mode, an owner's transfer goes

@@ -1,4 +1,4 @@
-//! Members: the list with roles; changing a role, handing ownership to
+//! Members: the list with names, emails and roles; changing a role, handing ownership to
 //! another member, removing a member and leaving, within the permission
 //! matrix. The controls shown follow the matrix, and the facade checks it
 //! again on every post.
@@ -15,7 +15,7 @@ use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page, see_other};
 use crate::ids::UserId;
-use crate::model::{Action, MembershipChange, Role, TenantContext};
+use crate::model::{Action, MembershipChange, Role, TenantContext, UserProfile};
 
 /// One option of a row's role picker.
 struct RoleOption {
@@ -28,6 +28,12 @@ struct RoleOption {
 struct MemberRow {
     user: String,
     user_short: String,
+    /// The member's name and email, where the user directory gives them.
+    name: Option<String>,
+    email: Option<String>,
+    /// What buttons call the member: the name, else the email, else the
+    /// short id.
+    label: String,
     is_me: bool,
     role: Role,
     joined: String,
@@ -60,7 +66,14 @@ struct Members {
     csrf: String,
 }
 
-fn row(ctx: &TenantContext, base: &Base, user: UserId, role: Role, joined: String) -> MemberRow {
+fn row(
+    ctx: &TenantContext,
+    base: &Base,
+    profile: UserProfile,
+    role: Role,
+    joined: String,
+) -> MemberRow {
+    let user = profile.user_id;
     let change = |after| MembershipChange {
         before: Some(role),
         after,
@@ -82,9 +95,13 @@ fn row(ctx: &TenantContext, base: &Base, user: UserId, role: Role, joined: Strin
     };
     let is_me = user == ctx.user();
     let path = |action: &str| base.at(&format!("/orgs/{}/members/{user}/{action}", ctx.org()));
+    let user_short = short_id(user);
     MemberRow {
         user: user.to_string(),
-        user_short: short_id(user),
+        label: profile.label().unwrap_or(&user_short).to_owned(),
+        user_short,
+        name: profile.name,
+        email: profile.email,
         is_me,
         role,
         joined,
@@ -106,14 +123,14 @@ pub(in crate::console) async fn list(
     Query(done): Query<Done>,
 ) -> Result<Response, ConsoleError> {
     let ctx = context(&config, &viewer, &org).await?;
-    let members = config.tenancy.members(&ctx).await?;
+    let members = config.tenancy.member_profiles(&ctx).await?;
     let rows: Vec<MemberRow> = members
-        .iter()
-        .map(|m| {
+        .into_iter()
+        .map(|(m, profile)| {
             row(
                 &ctx,
                 &base,
-                m.user_id,
+                profile,
                 m.role,
                 m.created_at
                     .with_timezone(&ctx.organization().timezone)

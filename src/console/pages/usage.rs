@@ -1,8 +1,9 @@
 //! Usage against limits: each line with its bar and reset time in the
 //! organization's zone, a daily chart of the month per metric, and the top
-//! members (for the roles that may see other members' usage).
+//! members by name and email (for the roles that may see other members'
+//! usage).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
@@ -19,8 +20,9 @@ use crate::console::chart::{daily_bars, month_days};
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::Result;
+use crate::ids::UserId;
 use crate::limits::{CurrentPeriods, LimitLevel, LimitScope, Period, UsageLine};
-use crate::model::{Action, TenantContext};
+use crate::model::{Action, TenantContext, UserProfile};
 use crate::tenancy::Tenancy;
 
 /// How many members a top list shows.
@@ -52,7 +54,16 @@ pub(in crate::console) struct ChartBlock {
 
 pub(in crate::console) struct TopBlock {
     metric: String,
-    users: Vec<(String, Decimal)>,
+    users: Vec<TopUser>,
+}
+
+/// One member of a top list: their name and email where the user
+/// directory gives them, else the short id.
+pub(in crate::console) struct TopUser {
+    name: Option<String>,
+    email: Option<String>,
+    short: String,
+    used: Decimal,
 }
 
 #[derive(Template)]
@@ -158,21 +169,44 @@ async fn top_users(
 ) -> Result<Vec<TopBlock>> {
     let mut metrics: Vec<String> = lines.iter().map(|l| l.metric.to_string()).collect();
     metrics.dedup();
-    let mut blocks = Vec::new();
+    let mut tops = Vec::new();
     for metric in metrics {
         let users = tenancy
             .top_users(ctx, &metric, Period::Monthly, TOP_USERS)
             .await?;
-        if users.is_empty() {
-            continue;
+        if !users.is_empty() {
+            tops.push((metric, users));
         }
-        let users = users
-            .into_iter()
-            .map(|u| (short_id(u.user), u.used.normalize()))
-            .collect();
-        blocks.push(TopBlock { metric, users });
     }
-    Ok(blocks)
+    // Every listed member's name and email in one lookup.
+    let ids: Vec<UserId> = tops
+        .iter()
+        .flat_map(|(_, users)| users.iter().map(|u| u.user))
+        .collect();
+    let profiles: HashMap<UserId, UserProfile> = tenancy
+        .profiles(ctx, &ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.user_id, p))
+        .collect();
+    Ok(tops
+        .into_iter()
+        .map(|(metric, users)| TopBlock {
+            metric,
+            users: users
+                .into_iter()
+                .map(|u| {
+                    let profile = profiles.get(&u.user);
+                    TopUser {
+                        name: profile.and_then(|p| p.name.clone()),
+                        email: profile.and_then(|p| p.email.clone()),
+                        short: short_id(u.user),
+                        used: u.used.normalize(),
+                    }
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 /// The usage page of `ctx`'s organization at `now`: the data, built

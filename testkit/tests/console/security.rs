@@ -270,10 +270,9 @@ async fn another_orgs_pages_cannot_be_opened_by_editing_the_url() {
     let (acme, carol, alice) = (s.demo.acme, s.demo.carol, s.demo.alice);
     // What only Acme's pages show: the people in it, its limit of 10 000
     // tokens. The owner's view of the same pages is the positive control.
-    let alice_short = short_id(alice);
     for (path, only_acme) in [
         (format!("/orgs/{acme}/usage"), "10000"),
-        (format!("/orgs/{acme}/members"), alice_short.as_str()),
+        (format!("/orgs/{acme}/members"), "Bob Baker"),
     ] {
         let owners = s.get(alice, &path).await;
         assert_eq!(owners.status, StatusCode::OK, "{path}");
@@ -799,7 +798,13 @@ async fn the_top_members_are_rendered_for_owners_only_not_hidden() {
     let owners = s.get(carol, &path).await;
     assert_eq!(owners.status, StatusCode::OK);
     assert!(owners.body.contains("Top members this month"));
-    assert!(owners.body.contains(&short_id(erin)), "{}", owners.body);
+    // By name and email, never a bare id.
+    assert!(
+        owners.body.contains("Erin Endo") && owners.body.contains("erin@initech.example"),
+        "{}",
+        owners.body
+    );
+    assert!(!owners.body.contains(&short_id(erin)), "{}", owners.body);
     // A viewer and a member get the page without the section: not in the
     // HTML at all, so no stylesheet or inspector shows it.
     for user in [alice, erin] {
@@ -809,6 +814,7 @@ async fn the_top_members_are_rendered_for_owners_only_not_hidden() {
         assert!(!page.body.contains("Top members"), "{}", page.body);
         assert!(!page.body.contains("top-heading"), "{}", page.body);
         assert!(!page.body.contains(&short_id(carol)), "{}", page.body);
+        assert!(!page.body.contains("Carol Chen"), "{}", page.body);
     }
 }
 
@@ -834,6 +840,53 @@ async fn a_members_joined_date_is_the_organizations_day() {
         .find(|row| row.contains(&short_id(newcomer)))
         .expect("the newcomer's row");
     assert!(row.contains("2026-11-25"), "{row}");
+    // Unknown to the directory: the short id stands in for a name.
+    assert!(
+        row.contains(&format!("<code>{}</code>", short_id(newcomer))),
+        "{row}"
+    );
+}
+
+/// Members are shown by name and email, escaped like everything else; a
+/// member without a name by email; the remove button names them too.
+#[tokio::test]
+async fn members_are_shown_by_name_and_email_escaped() {
+    let s = site().await;
+    let (acme, alice, dan) = (s.demo.acme, s.demo.alice, s.demo.dan);
+    let tenancy = s.demo.app.auth.tenancy();
+    let newcomer = UserId::new_v7();
+    s.demo.directory.insert(
+        newcomer,
+        Some("eve@example.com"),
+        Some("<script>alert(1)</script> Eve & Co"),
+    );
+    let owner = tenancy.context(alice, acme).await.unwrap();
+    tenancy
+        .add_member(&owner, newcomer, Role::Viewer)
+        .await
+        .unwrap();
+    let page = s.get(alice, &format!("/orgs/{acme}/members")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let row_of = |user: UserId| {
+        page.body
+            .split("<tr>")
+            .find(|row| row.contains(&format!("/members/{user}/")))
+            .unwrap_or_else(|| panic!("{user}'s row: {}", page.body))
+    };
+    let bob = row_of(s.demo.bob);
+    assert!(bob.contains("<strong>Bob Baker</strong>"), "{bob}");
+    assert!(bob.contains("bob@acme.example"), "{bob}");
+    assert!(bob.contains("Remove Bob Baker"), "{bob}");
+    assert!(!bob.contains("<code>"), "no bare id beside a name: {bob}");
+    let dans = row_of(dan);
+    assert!(dans.contains("dan@acme.example"), "{dans}");
+    assert!(dans.contains("Remove dan@acme.example"), "{dans}");
+    let eve = row_of(newcomer);
+    assert!(
+        eve.contains("&#60;script&#62;alert(1)&#60;/script&#62; Eve &#38; Co"),
+        "escaped: {eve}"
+    );
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
 }
 
 /// The console takes one user per request: two `Authorization` headers, or

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::support::{TENANT_TABLES, event, record};
 
 /// Every RPC in `public`, by name.
-const RPCS: [&str; 35] = [
+const RPCS: [&str; 36] = [
     "tenancy_add_member",
     "tenancy_check_limit",
     "tenancy_claim_alert",
@@ -46,10 +46,11 @@ const RPCS: [&str; 35] = [
     "tenancy_usage_snapshot",
     "tenancy_usage_summary",
     "tenancy_user_organizations",
+    "tenancy_user_profiles",
 ];
 
 /// The RPCs a user JWT may call; every other one is for service_role only.
-const USER_RPCS: [&str; 26] = [
+const USER_RPCS: [&str; 27] = [
     "tenancy_add_member",
     "tenancy_check_limit",
     "tenancy_commit_usage",
@@ -76,11 +77,12 @@ const USER_RPCS: [&str; 26] = [
     "tenancy_usage_snapshot",
     "tenancy_usage_summary",
     "tenancy_user_organizations",
+    "tenancy_user_profiles",
 ];
 
 /// The functions in `tenancy` a user JWT may execute (migrations/README.md
 /// lists them): those its policies, triggers and RPCs call.
-const USER_HELPERS: [&str; 41] = [
+const USER_HELPERS: [&str; 43] = [
     "checked_amount",
     "checked_metric",
     "day_starts_at",
@@ -97,6 +99,7 @@ const USER_HELPERS: [&str; 41] = [
     "limit_json",
     "limit_level",
     "limit_percent",
+    "max_profile_ids",
     "member_check_limit",
     "member_commit_usage",
     "member_feature",
@@ -105,6 +108,7 @@ const USER_HELPERS: [&str; 41] = [
     "member_reserve_usage",
     "member_usage_snapshot",
     "member_usage_summary",
+    "member_user_profiles",
     "membership_cas_failed",
     "membership_json",
     "org_exists",
@@ -127,7 +131,7 @@ const USER_HELPERS: [&str; 41] = [
 /// The functions in `tenancy` that are not trigger functions and that
 /// service_role may not execute: the checked paths for user JWTs
 /// (`member_*`), and adopt_table (for migrations).
-const NOT_FOR_SERVICE: [&str; 9] = [
+const NOT_FOR_SERVICE: [&str; 10] = [
     "adopt_table",
     "member_check_limit",
     "member_commit_usage",
@@ -137,6 +141,7 @@ const NOT_FOR_SERVICE: [&str; 9] = [
     "member_reserve_usage",
     "member_usage_snapshot",
     "member_usage_summary",
+    "member_user_profiles",
 ];
 
 /// The catalog checks, on `db`.
@@ -145,7 +150,26 @@ pub async fn assert_catalog(db: &Client) {
     assert_rpc_grants(db).await;
     assert_helper_grants(db).await;
     assert_no_anon_table_privilege(db).await;
+    assert_auth_users_private(db).await;
     assert_definers_pinned(db).await;
+}
+
+/// Neither anon nor authenticated holds a privilege on `auth.users`: a
+/// user JWT learns who others are only through `tenancy_user_profiles`.
+async fn assert_auth_users_private(db: &Client) {
+    for role in ["anon", "authenticated"] {
+        let held: bool = db
+            .query_one(
+                "select has_table_privilege($1, 'auth.users', \
+                 'select, insert, update, delete, truncate, references, trigger') \
+                 or has_any_column_privilege($1, 'auth.users', 'select')",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!held, "{role} holds a privilege on auth.users");
+    }
 }
 
 /// RLS on every table of `public`.

@@ -1,7 +1,7 @@
 //! The SQL shipped in `migrations/`, tested on a private PostgreSQL cluster:
 //! the migrations and the catalog, row-level security between and inside
 //! organizations, organizations and the membership rules, recording usage,
-//! reservations and the snapshot, the rules Rust and SQL must agree on, and
+//! reservations and the snapshot, the user directory, the rules Rust and SQL must agree on, and
 //! the files after the baseline (store functions, schema version, the host
 //! table guard, the metric domain, upgrading a baseline database).
 //!
@@ -13,6 +13,7 @@
 mod agreement;
 mod api;
 mod catalog;
+mod directory;
 mod members;
 mod parity;
 mod reserve;

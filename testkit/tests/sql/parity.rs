@@ -753,8 +753,27 @@ async fn store_function_responses(
         .unwrap()
         .get(0);
     let doomed = create_org(db, create_user(db).await).await;
+    // One member with a name, the org's owner without one.
+    db.execute(
+        "update auth.users set raw_user_meta_data = '{\"name\": \"Ada Lovelace\"}' where id = $1",
+        &[&member],
+    )
+    .await
+    .unwrap();
+    let owner: Uuid = db
+        .query_one(
+            "select owner_user_id from organizations where id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0);
     vec![
         ("tenancy_schema_version", one(db, "select tenancy_schema_version()", &[]).await),
+        (
+            "tenancy_user_profiles",
+            one(db, "select tenancy_user_profiles(user_ids => $1)", &[&vec![owner, member]]).await,
+        ),
         (
             "tenancy_organization",
             one(db, "select tenancy_organization(org_id => $1)", &[&org]).await,

@@ -262,3 +262,61 @@ async fn the_anon_key_alone_reads_nothing() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert_eq!(api(&err).code(), Some("42501"));
 }
+
+/// The user directory through PostgREST: a member's user client names its
+/// organization's members (email, and the name from the sign-up metadata)
+/// and learns nothing of another organization's user; the service client
+/// names anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_client_names_its_co_members_and_nobody_else() {
+    use tenancy::store::UserDirectory;
+    use tenancy_testkit::pg::{Cluster, create_user};
+
+    let Some((server, t)) = two_orgs().await else {
+        return;
+    };
+    let db = Cluster::shared().expect("the cluster").superuser().await;
+    let (ada, carol) = (
+        UserId::from(create_user(&db).await),
+        UserId::from(create_user(&db).await),
+    );
+    db.execute(
+        "update auth.users set raw_user_meta_data = '{\"name\": \"Ada Lovelace\"}' where id = $1",
+        &[&ada.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let owner = t.ctx(t.alice, &t.acme).await;
+    t.tenancy
+        .add_member(&owner, ada, Role::Member)
+        .await
+        .unwrap();
+    let bobs = t.ctx(t.bob, &t.globex).await;
+    t.tenancy
+        .add_member(&bobs, carol, Role::Member)
+        .await
+        .unwrap();
+
+    let as_ada = user_client(server, &t.service, ada);
+    let tenancy = Tenancy::builder()
+        .store(as_ada.clone())
+        .user_directory(as_ada.clone())
+        .build()
+        .unwrap();
+    let ctx = tenancy.context(ada, t.acme.id).await.unwrap();
+    let members = tenancy.member_profiles(&ctx).await.unwrap();
+    let ada_profile = members
+        .iter()
+        .find(|(m, _)| m.user_id == ada)
+        .map(|(_, p)| p.clone())
+        .expect("ada is a member");
+    assert_eq!(ada_profile.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(ada_profile.email, Some(format!("{ada}@example.test")));
+
+    let seen = as_ada.profiles(&[ada, carol]).await.unwrap();
+    let ids: Vec<UserId> = seen.iter().map(|p| p.user_id).collect();
+    assert_eq!(ids, [ada], "carol shares no organization with ada");
+    let by_service = t.service.profiles(&[carol]).await.unwrap();
+    assert_eq!(by_service.len(), 1);
+    assert_eq!(by_service[0].email, Some(format!("{carol}@example.test")));
+}
