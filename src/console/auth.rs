@@ -33,6 +33,10 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
         parts: &mut Parts,
         config: &Arc<ConsoleConfig>,
     ) -> Result<Self, Self::Rejection> {
+        // Read once a request: the handler and its form both take it.
+        if let Some(viewer) = parts.extensions.get::<Viewer>() {
+            return Ok(viewer.clone());
+        }
         if parts.method == Method::POST {
             refuse_cross_site(parts)?;
         }
@@ -63,7 +67,7 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
         {
             return Err(ConsoleError::ambiguous_user());
         }
-        Ok(Viewer {
+        let viewer = Viewer {
             user,
             operator: config.operators.operator_for(&claims),
             csrf: issue(
@@ -71,7 +75,9 @@ impl FromRequestParts<Arc<ConsoleConfig>> for Viewer {
                 user,
                 config.tenancy.now().timestamp() + CSRF_LIFETIME_SECS,
             ),
-        })
+        };
+        parts.extensions.insert(viewer.clone());
+        Ok(viewer)
     }
 }
 
@@ -85,7 +91,7 @@ impl Viewer {
 
     /// Checks a posted form's token: made for this user by this console,
     /// and not expired by the facade's clock. 403 otherwise, before anything
-    /// is changed.
+    /// is changed. Called by [`CsrfForm`](super::form::CsrfForm) only.
     pub(super) fn check_csrf(
         &self,
         config: &ConsoleConfig,

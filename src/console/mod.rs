@@ -76,13 +76,14 @@ mod assets;
 mod auth;
 mod chart;
 mod config;
+mod form;
 mod pages;
 mod render;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 pub use config::{ConsoleConfig, ConsoleConfigBuilder, MIN_CSRF_SECRET_BYTES, OperatorPolicy};
 
@@ -96,48 +97,68 @@ use crate::tenancy::Tenancy;
 /// unknown paths too.
 pub fn router(config: ConsoleConfig) -> Router {
     use pages::{index, members, operator, usage};
-    Router::new()
+    let pages = Router::new()
         .route("/", get(index::index))
-        .route("/orgs", post(index::create_organization))
         .route("/fragments/org-selector", get(index::selector_fragment))
         .route("/assets/{name}", get(assets::asset))
         .route("/orgs/{org}/usage", get(usage::usage))
         .route("/orgs/{org}/members", get(members::list))
-        .route(
-            "/orgs/{org}/members/{user}/role",
-            post(members::change_role),
-        )
-        .route(
-            "/orgs/{org}/members/{user}/owner",
-            post(members::make_owner),
-        )
-        .route("/orgs/{org}/members/{user}/remove", post(members::remove))
-        .route("/orgs/{org}/leave", post(members::leave))
         .route("/operator", get(operator::overview))
         .route("/operator/orgs", get(operator::organizations))
-        .route("/operator/orgs/{org}", get(operator::organization))
-        .route("/operator/orgs/{org}/features", post(operator::add_feature))
-        .route(
-            "/operator/orgs/{org}/features/{key}/toggle",
-            post(operator::toggle_feature),
-        )
-        .route(
-            "/operator/orgs/{org}/features/{key}/config",
-            post(operator::set_feature_config),
-        )
-        .route("/operator/orgs/{org}/limits", post(operator::set_limit))
-        .route(
-            "/operator/orgs/{org}/owner",
-            post(operator::transfer_ownership),
-        )
-        .route(
-            "/operator/orgs/{org}/limits/{id}/remove",
-            post(operator::remove_limit),
-        )
+        .route("/operator/orgs/{org}", get(operator::organization));
+    form_routes()
+        .into_iter()
+        .fold(pages, |router, (path, handler)| router.route(path, handler))
         .fallback(|| async { render::ConsoleError::not_found() })
         // On every response, axum's own rejections (405, 415) included.
         .layer(axum::middleware::map_response(secure))
         .with_state(Arc::new(config))
+}
+
+/// Every form's route, and nothing else posts: the router adds these, and
+/// the security test posts to each of them (`post_routes`). Each handler
+/// reads its form through `CsrfForm`, which checks the token.
+fn form_routes() -> Vec<(&'static str, MethodRouter<Arc<ConsoleConfig>>)> {
+    use pages::{index, members, operator};
+    vec![
+        ("/orgs", post(index::create_organization)),
+        (
+            "/orgs/{org}/members/{user}/role",
+            post(members::change_role),
+        ),
+        (
+            "/orgs/{org}/members/{user}/owner",
+            post(members::make_owner),
+        ),
+        ("/orgs/{org}/members/{user}/remove", post(members::remove)),
+        ("/orgs/{org}/leave", post(members::leave)),
+        ("/operator/orgs/{org}/features", post(operator::add_feature)),
+        (
+            "/operator/orgs/{org}/features/{key}/toggle",
+            post(operator::toggle_feature),
+        ),
+        (
+            "/operator/orgs/{org}/features/{key}/config",
+            post(operator::set_feature_config),
+        ),
+        ("/operator/orgs/{org}/limits", post(operator::set_limit)),
+        (
+            "/operator/orgs/{org}/owner",
+            post(operator::transfer_ownership),
+        ),
+        (
+            "/operator/orgs/{org}/limits/{id}/remove",
+            post(operator::remove_limit),
+        ),
+    ]
+}
+
+/// The paths of every route that takes a form (`POST`), as the router
+/// declares them (`/orgs/{org}/leave`), for tests that post to each one.
+#[doc(hidden)]
+#[cfg(feature = "test-util")]
+pub fn post_routes() -> Vec<&'static str> {
+    form_routes().into_iter().map(|(path, _)| path).collect()
 }
 
 async fn secure(mut response: axum::response::Response) -> axum::response::Response {

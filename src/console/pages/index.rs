@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::{Chrome, OrgEntry, chrome_with, org_entries, selector_html};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
+use crate::console::form::CsrfForm;
 use crate::console::render::{Base, ConsoleError, form_refusal, html_response, page, see_other};
 use crate::ids::{OrgId, Slug};
 use crate::model::{NewOrganization, OrgMembership};
@@ -81,11 +82,10 @@ pub(in crate::console) async fn index(
 }
 
 /// The create-organization form as posted. Every field defaults, so that
-/// a post without the token reaches the CSRF check (see `CsrfForm`).
+/// a missing one is explained with the form (see [`CsrfForm`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct NewOrgForm {
-    csrf: String,
     name: String,
     slug: String,
     timezone: String,
@@ -117,9 +117,8 @@ pub(in crate::console) async fn create_organization(
     State(config): State<Arc<ConsoleConfig>>,
     viewer: Viewer,
     base: Base,
-    Form(form): Form<NewOrgForm>,
+    CsrfForm(form): CsrfForm<NewOrgForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.check_csrf(&config, &form.csrf)?;
     if !config.allow_first_organization {
         return Err(ConsoleError::forbidden(
             "This console does not create organizations. Ask the platform's operator, or an organization's owner to add you.",

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Chrome, CsrfForm, Done, chrome, context, path_id, short_id};
+use super::{Chrome, Done, chrome, context, path_id, short_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
+use crate::console::form::CsrfForm;
 use crate::console::render::{Base, ConsoleError, page, see_other};
 use crate::ids::UserId;
 use crate::model::{Action, MembershipChange, Role, TenantContext, UserProfile};
@@ -164,20 +165,7 @@ pub(in crate::console) async fn list(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct RoleForm {
-    csrf: String,
     role: String,
-}
-
-/// What every members form checks first: its CSRF token, then the
-/// viewer's membership of `org`.
-async fn member_post(
-    config: &ConsoleConfig,
-    viewer: &Viewer,
-    csrf: &str,
-    org: &str,
-) -> Result<TenantContext, ConsoleError> {
-    viewer.check_csrf(config, csrf)?;
-    context(config, viewer, org).await
 }
 
 /// Back to the members page with the `done` notice (303).
@@ -192,9 +180,9 @@ pub(in crate::console) async fn change_role(
     viewer: Viewer,
     base: Base,
     Path((org, user)): Path<(String, String)>,
-    Form(form): Form<RoleForm>,
+    CsrfForm(form): CsrfForm<RoleForm>,
 ) -> Result<Response, ConsoleError> {
-    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
+    let ctx = context(&config, &viewer, &org).await?;
     let role = Role::parse(&form.role)?;
     let (_, changed) = config
         .tenancy
@@ -211,9 +199,9 @@ pub(in crate::console) async fn make_owner(
     viewer: Viewer,
     base: Base,
     Path((org, user)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
+    _checked: CsrfForm,
 ) -> Result<Response, ConsoleError> {
-    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
+    let ctx = context(&config, &viewer, &org).await?;
     config
         .tenancy
         .transfer_ownership(&ctx, path_id::<UserId>(&user)?)
@@ -227,9 +215,9 @@ pub(in crate::console) async fn remove(
     viewer: Viewer,
     base: Base,
     Path((org, user)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
+    _checked: CsrfForm,
 ) -> Result<Response, ConsoleError> {
-    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
+    let ctx = context(&config, &viewer, &org).await?;
     config
         .tenancy
         .remove_member(&ctx, path_id::<UserId>(&user)?)
@@ -243,9 +231,9 @@ pub(in crate::console) async fn leave(
     viewer: Viewer,
     base: Base,
     Path(org): Path<String>,
-    Form(form): Form<CsrfForm>,
+    _checked: CsrfForm,
 ) -> Result<Response, ConsoleError> {
-    let ctx = member_post(&config, &viewer, &form.csrf, &org).await?;
+    let ctx = context(&config, &viewer, &org).await?;
     config.tenancy.leave(&ctx).await?;
     Ok(see_other(&base.home()))
 }

@@ -201,17 +201,6 @@ pub(super) fn short_id(user: UserId) -> String {
     simple[simple.len() - 8..].to_owned()
 }
 
-/// A form that carries only the CSRF token.
-///
-/// Every console form has all its fields defaulted (`#[serde(default)]`),
-/// so that a post missing one, the token included, reaches the CSRF check
-/// (403) instead of failing to decode (422).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(super) struct CsrfForm {
-    pub(super) csrf: String,
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;

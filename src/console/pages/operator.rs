@@ -7,15 +7,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::usage::{level_names, local_time};
-use super::{Chrome, CsrfForm, Done, chrome, path_id};
+use super::{Chrome, Done, chrome, path_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
+use crate::console::form::CsrfForm;
 use crate::console::render::{Base, ConsoleError, form_refusal, page, see_other};
 use crate::error::{Error, quoted};
 use crate::ids::{LimitId, MetricKey, OrgId, UserId};
@@ -384,15 +385,14 @@ async fn refused(
     Ok(response)
 }
 
-/// What every operator form checks first, in this order: its CSRF token,
-/// the organization's id (404), the operator policy (403).
+/// What every operator form checks first (after its CSRF token, which
+/// [`CsrfForm`] checked), in this order: the organization's id (404), the
+/// operator policy (403).
 fn operator_post<'a>(
     config: &'a ConsoleConfig,
     viewer: &'a Viewer,
-    csrf: &str,
     org: &str,
 ) -> Result<(OrgId, Operator<'a>), ConsoleError> {
-    viewer.check_csrf(config, csrf)?;
     let org: OrgId = path_id(org)?;
     Ok((org, config.tenancy.operator(viewer.operator()?)))
 }
@@ -419,7 +419,6 @@ async fn answer<T>(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct ToggleForm {
-    csrf: String,
     enabled: String,
 }
 
@@ -429,9 +428,9 @@ pub(in crate::console) async fn toggle_feature(
     viewer: Viewer,
     base: Base,
     Path((org, key)): Path<(String, String)>,
-    Form(form): Form<ToggleForm>,
+    CsrfForm(form): CsrfForm<ToggleForm>,
 ) -> Result<Response, ConsoleError> {
-    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
     let enabled = form.enabled == "true";
     let changed = operator
         .update_feature(org, &key, FeatureChange::enabled(enabled))
@@ -442,7 +441,6 @@ pub(in crate::console) async fn toggle_feature(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct ConfigForm {
-    csrf: String,
     config: String,
 }
 
@@ -453,9 +451,9 @@ pub(in crate::console) async fn set_feature_config(
     viewer: Viewer,
     base: Base,
     Path((org, key)): Path<(String, String)>,
-    Form(form): Form<ConfigForm>,
+    CsrfForm(form): CsrfForm<ConfigForm>,
 ) -> Result<Response, ConsoleError> {
-    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
     let text = form.config.trim();
     let parsed = if text.is_empty() {
         Ok(serde_json::Value::Null)
@@ -477,7 +475,6 @@ pub(in crate::console) async fn set_feature_config(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct NewFeatureForm {
-    csrf: String,
     key: String,
 }
 
@@ -487,9 +484,9 @@ pub(in crate::console) async fn add_feature(
     viewer: Viewer,
     base: Base,
     Path(org): Path<String>,
-    Form(form): Form<NewFeatureForm>,
+    CsrfForm(form): CsrfForm<NewFeatureForm>,
 ) -> Result<Response, ConsoleError> {
-    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
     let enabled = operator.enable_feature(org, form.key.trim()).await;
     answer(&config, &viewer, &base, org, "feature", enabled).await
 }
@@ -497,7 +494,6 @@ pub(in crate::console) async fn add_feature(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct LimitForm {
-    csrf: String,
     limit_type: String,
     value: String,
     mode: String,
@@ -528,9 +524,9 @@ pub(in crate::console) async fn set_limit(
     viewer: Viewer,
     base: Base,
     Path(org): Path<String>,
-    Form(form): Form<LimitForm>,
+    CsrfForm(form): CsrfForm<LimitForm>,
 ) -> Result<Response, ConsoleError> {
-    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
     let set = match new_limit(&form) {
         Ok(limit) => operator.set_limit(org, limit).await,
         Err(e) => Err(e),
@@ -541,7 +537,6 @@ pub(in crate::console) async fn set_limit(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::console) struct OwnerForm {
-    csrf: String,
     user: String,
 }
 
@@ -553,9 +548,9 @@ pub(in crate::console) async fn transfer_ownership(
     viewer: Viewer,
     base: Base,
     Path(org): Path<String>,
-    Form(form): Form<OwnerForm>,
+    CsrfForm(form): CsrfForm<OwnerForm>,
 ) -> Result<Response, ConsoleError> {
-    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
     let transferred = match UserId::parse(form.user.trim()) {
         Ok(to) => operator.transfer_ownership(org, to).await,
         Err(e) => Err(e),
@@ -569,9 +564,9 @@ pub(in crate::console) async fn remove_limit(
     viewer: Viewer,
     base: Base,
     Path((org, id)): Path<(String, String)>,
-    Form(form): Form<CsrfForm>,
+    _checked: CsrfForm,
 ) -> Result<Response, ConsoleError> {
-    let (org, operator) = operator_post(&config, &viewer, &form.csrf, &org)?;
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
     let id: LimitId = path_id(&id)?;
     if !operator.remove_limit(org, id).await? {
         return Ok(ConsoleError::not_found().into_response());

@@ -570,109 +570,208 @@ async fn a_non_operators_posts_to_operator_forms_are_refused_and_change_nothing(
     assert_eq!(operator.features(acme).await.unwrap(), features);
 }
 
-/// Every form, the members' and the operator's, refuses a post whose
-/// token is missing, not one, or another user's, from a user who could
-/// otherwise make the change; nothing changes.
+/// What the console says when a form's token is refused, and when a form
+/// comes from another site.
+const BAD_TOKEN: &str = "did not come from this console";
+const CROSS_SITE: &str = "Forms are accepted only from this console";
+
+/// The route (as the router declares it, `/orgs/{org}/leave`) that the
+/// console path `path` (`/orgs/0192…/leave`) is an instance of, if any.
+fn route_of<'a>(routes: &[&'a str], path: &str) -> Option<&'a str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    routes.iter().copied().find(|route| {
+        let pattern: Vec<&str> = route.split('/').collect();
+        pattern.len() == segments.len()
+            && pattern
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| p == s || (p.starts_with('{') && p.ends_with('}')))
+    })
+}
+
+/// The actions of the `method="post"` forms on a page, without the mount
+/// point.
+fn post_actions(body: &str) -> Vec<String> {
+    body.split("<form")
+        .skip(1)
+        .filter_map(|form| {
+            let tag = &form[..form.find('>')?];
+            if !tag.contains("method=\"post\"") {
+                return None;
+            }
+            let start = tag.find("action=\"")? + "action=\"".len();
+            let action = &tag[start..start + tag[start..].find('"')?];
+            Some(action.strip_prefix("/console")?.to_owned())
+        })
+        .collect()
+}
+
+/// Every route that takes a form, as the console's router declares them
+/// (not a list of this test's), refuses a post whose token is missing,
+/// empty, garbage, tampered with, expired, another user's or given twice,
+/// or that comes from another site, from a user who could otherwise make
+/// the change; nothing changes. With the poster's own token, the same post
+/// passes the check. The forms the pages render, to owner, viewer,
+/// operator and a user in no organization, are exactly those routes.
 #[tokio::test]
 async fn every_form_refuses_a_bad_token_and_changes_nothing() {
     let s = site().await;
-    let (acme, alice, bob, dan, olivia) = (
+    let (acme, alice, bob, dan, nina, olivia) = (
         s.demo.acme,
         s.demo.alice,
         s.demo.bob,
         s.demo.dan,
+        s.demo.nina,
         s.demo.olivia,
     );
+    let routes = tenancy::console::post_routes();
+    assert!(routes.len() >= 11, "{routes:?}");
     let tenancy = s.demo.app.auth.tenancy();
     let identity = PlatformOperator::new("test");
     let operator = tenancy.operator(&identity);
     let limit_id = operator.limits(acme).await.unwrap()[0].id;
-    let members = async || {
-        let ctx = tenancy.context(alice, acme).await.unwrap();
-        let mut all: Vec<_> = tenancy
-            .members(&ctx)
+
+    // The pages' forms and the router's routes are the same set.
+    let pages = [
+        (alice, format!("/orgs/{acme}/members")),
+        (dan, format!("/orgs/{acme}/members")),
+        (olivia, format!("/operator/orgs/{acme}")),
+        (nina, String::new()),
+    ];
+    let mut rendered = Vec::new();
+    for (user, path) in &pages {
+        let page = s.get(*user, path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        for action in post_actions(&page.body) {
+            let route = route_of(&routes, &action)
+                .unwrap_or_else(|| panic!("{action} (on {path}) is no form route"));
+            rendered.push(route);
+        }
+    }
+    for route in &routes {
+        assert!(rendered.contains(route), "no page renders {route}");
+    }
+
+    // Who could make each change, and where.
+    let poster = |route: &str| match route {
+        "/orgs" => nina,
+        _ if route.starts_with("/operator/") => olivia,
+        _ => alice,
+    };
+    let fill = |route: &str| {
+        let path = route
+            .replace("{org}", &acme.to_string())
+            .replace("{user}", &bob.to_string())
+            .replace("{key}", "veo_avatars")
+            .replace("{id}", &limit_id.to_string());
+        assert!(!path.contains('{'), "a placeholder to fill: {route}");
+        path
+    };
+    // One set of fields that would change something through any form
+    // (a form ignores the fields it does not have).
+    let bob_id = bob.to_string();
+    let fields = [
+        ("role", "admin"),
+        ("user", bob_id.as_str()),
+        ("key", "exports"),
+        ("enabled", "false"),
+        ("config", "{\"max\": 1}"),
+        ("limit_type", "monthly_tokens"),
+        ("value", "1"),
+        ("mode", "soft"),
+        ("name", "Nina's"),
+        ("slug", "ninas"),
+        ("timezone", "UTC"),
+    ];
+    let state = async || {
+        let mut members: Vec<_> = operator
+            .members(acme)
             .await
             .unwrap()
             .into_iter()
             .map(|m| (m.user_id, m.role))
             .collect();
-        all.sort();
-        all
+        members.sort();
+        (
+            members,
+            operator.features(acme).await.unwrap(),
+            operator.limits(acme).await.unwrap(),
+            tenancy.orgs_for_user(nina).await.unwrap().len(),
+        )
     };
-    let (members_before, features_before, limits_before) = (
-        members().await,
-        operator.features(acme).await.unwrap(),
-        operator.limits(acme).await.unwrap(),
-    );
-    let dans = s.get(dan, &format!("/orgs/{acme}/members")).await.csrf();
-    let bob_id = bob.to_string();
-    let org = |path: &str| format!("/orgs/{acme}{path}");
-    let op = |path: &str| format!("/operator/orgs/{acme}{path}");
-    // (who posts, where, the form's fields other than the token)
-    let forms = [
-        (
-            alice,
-            org(&format!("/members/{bob}/role")),
-            vec![("role", "admin")],
-        ),
-        (alice, org(&format!("/members/{bob}/remove")), vec![]),
-        (alice, org(&format!("/members/{bob}/owner")), vec![]),
-        (alice, org("/leave"), vec![]),
-        (olivia, op("/owner"), vec![("user", &bob_id)]),
-        (olivia, op("/features"), vec![("key", "exports")]),
-        (
-            olivia,
-            op("/features/veo_avatars/toggle"),
-            vec![("enabled", "false")],
-        ),
-        (
-            olivia,
-            op("/features/veo_avatars/config"),
-            vec![("config", "{}")],
-        ),
-        (
-            olivia,
-            op("/limits"),
-            vec![
-                ("limit_type", "monthly_tokens"),
-                ("value", "1"),
-                ("mode", "hard"),
-                ("user", ""),
-            ],
-        ),
-        (olivia, op(&format!("/limits/{limit_id}/remove")), vec![]),
-    ];
-    for (user, path, form) in &forms {
-        for token in [None, Some("garbage"), Some(dans.as_str())] {
-            let mut form = form.clone();
-            form.extend(token.map(|t| ("csrf", t)));
-            let page = s.post(*user, path, &form, &[]).await;
-            assert_eq!(
-                page.status,
-                StatusCode::FORBIDDEN,
-                "{path} {token:?}: {}",
-                page.body
-            );
+    let before = state().await;
+
+    let token = async |user: UserId| {
+        let path = match user {
+            u if u == olivia => format!("/operator/orgs/{acme}"),
+            u if u == nina => String::new(),
+            _ => format!("/orgs/{acme}/members"),
+        };
+        s.get(user, &path).await.csrf()
+    };
+    let mut expired = Vec::new();
+    for user in [alice, olivia, nina] {
+        expired.push((user, token(user).await));
+    }
+    s.clock.advance(Duration::from_secs(12 * 3600 + 60));
+    let dans = token(dan).await;
+
+    for route in &routes {
+        let (user, path) = (poster(route), fill(route));
+        let mine = token(user).await;
+        let old = &expired.iter().find(|(u, _)| *u == user).unwrap().1;
+        let (expiry, tag) = mine.split_once('.').unwrap();
+        let tampered = format!("{}.{tag}", expiry.parse::<i64>().unwrap() + 1);
+        let bad: [&[&str]; 7] = [
+            &[],
+            &[""],
+            &["garbage"],
+            &[&tampered],
+            &[old.as_str()],
+            &[&dans],
+            &[&mine, &mine],
+        ];
+        for tokens in bad {
+            let mut form = fields.to_vec();
+            form.extend(tokens.iter().map(|t| ("csrf", *t)));
+            let page = s.post(user, &path, &form, &[]).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path} {tokens:?}");
+            assert!(page.body.contains(BAD_TOKEN), "{path}: {}", page.body);
+        }
+        for header in [
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let mut form = fields.to_vec();
+            form.push(("csrf", &mine));
+            let page = s.post(user, &path, &form, &[header]).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path} {header:?}");
+            assert!(page.body.contains(CROSS_SITE), "{path}: {}", page.body);
         }
     }
-    assert_eq!(members().await, members_before);
-    assert_eq!(operator.features(acme).await.unwrap(), features_before);
-    assert_eq!(operator.limits(acme).await.unwrap(), limits_before);
-    // Positive control: the operator's own token makes the change.
-    let olivias = s
-        .get(olivia, &format!("/operator/orgs/{acme}"))
-        .await
-        .csrf();
-    let toggled = s
-        .post(
-            olivia,
-            &op("/features/veo_avatars/toggle"),
-            &[("enabled", "false"), ("csrf", &olivias)],
-            &[],
-        )
-        .await;
-    assert_eq!(toggled.status, StatusCode::SEE_OTHER, "{}", toggled.body);
-    assert_ne!(operator.features(acme).await.unwrap(), features_before);
+    assert_eq!(state().await, before, "nothing changed");
+
+    // Positive control: with the poster's own token, every post passes
+    // the check (what it then does is the role rules' business: handing
+    // ownership away first leaves Alice unable to remove the new owner).
+    for route in &routes {
+        let (user, path) = (poster(route), fill(route));
+        let mut form = fields.to_vec();
+        let mine = token(user).await;
+        form.push(("csrf", &mine));
+        let page = s.post(user, &path, &form, &[]).await;
+        assert!(
+            !page.body.contains(BAD_TOKEN) && !page.body.contains(CROSS_SITE),
+            "{path}: {} {}",
+            page.status,
+            page.body
+        );
+    }
+    let after = state().await;
+    assert_ne!(after.0, before.0, "the members changed");
+    assert_ne!(after.1, before.1, "the features changed");
+    assert_ne!(after.2, before.2, "the limits changed");
+    assert_eq!(after.3, 1, "Nina created her organization");
 }
 
 #[tokio::test]
