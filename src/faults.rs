@@ -23,11 +23,11 @@ use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
 use crate::store::{
-    AlertStore, Backend, CommitOutcome, CommitRequest, CounterValue, DynStore, FeatureStore,
-    HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
-    feature_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
-    org_store_methods, pass_through_impl,
+    AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
+    FeatureStore, HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore,
+    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
+    UsageQuery, alert_store_methods, feature_store_methods, limit_store_methods,
+    member_store_methods, metering_store_methods, org_store_methods, pass_through_impl,
 };
 use crate::sync::lock;
 

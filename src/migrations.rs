@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The schema version this crate's code expects.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// One migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     4 "20261206000300_tenancy_grants_and_domains.sql",
     5 "20261206000400_tenancy_sql_api.sql",
     6 "20261206000500_tenancy_user_directory.sql",
+    7 "20261206000600_tenancy_reconciliation.sql",
 ];
 
 /// The migrations a database at schema version `applied` lacks (0: none
@@ -235,6 +236,7 @@ mod tests {
                 "29990101000002_tenancy_grants_and_domains.sql",
                 "29990101000003_tenancy_sql_api.sql",
                 "29990101000004_tenancy_user_directory.sql",
+                "29990101000005_tenancy_reconciliation.sql",
             ]
         );
         assert!(

@@ -37,6 +37,14 @@ pub(super) struct Hold {
     pub(super) expires_at: DateTime<Utc>,
 }
 
+/// What a recorded event counted: enough to recompute the counters.
+#[derive(Debug, Clone)]
+pub(super) struct LoggedEvent {
+    pub(super) user: Option<UserId>,
+    pub(super) amounts: Vec<(MetricKey, Decimal)>,
+    pub(super) periods: CurrentPeriods,
+}
+
 /// Everything one organization owns.
 #[derive(Debug)]
 pub(super) struct Tenant {
@@ -49,6 +57,8 @@ pub(super) struct Tenant {
     /// stop counting) so that a late commit is still recognised.
     pub(super) holds: HashMap<ReservationId, Hold>,
     pub(super) alerts: HashSet<AlertKey>,
+    /// The event log: what every recorded event counted, in order.
+    pub(super) log: Vec<LoggedEvent>,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +95,7 @@ impl State {
         let mut fresh: HashSet<(OrgId, EventId)> = HashSet::default();
         let mut staged: HashMap<(OrgId, CounterKey), Decimal> = HashMap::default();
         let mut outcome = RecordOutcome::default();
+        let mut logged: Vec<(OrgId, LoggedEvent)> = Vec::new();
         for record in batch {
             let org = record.org();
             let tenant = self.tenant(org).ok_or_else(|| org_not_found(org))?;
@@ -94,6 +105,18 @@ impl State {
                 continue;
             }
             outcome.inserted += 1;
+            logged.push((
+                org,
+                LoggedEvent {
+                    user: record.user(),
+                    amounts: record
+                        .amounts
+                        .iter()
+                        .map(|(m, a)| (m.clone(), *a))
+                        .collect(),
+                    periods: record.periods,
+                },
+            ));
             // Org-wide (`None`) always; the user's own when there is one.
             let scopes = [Some(None), record.user().map(Some)];
             for (metric, amount) in &record.amounts {
@@ -126,6 +149,11 @@ impl State {
             }
         }
         self.events.extend(fresh);
+        for (org, event) in logged {
+            if let Some(tenant) = self.tenants.get_mut(&org) {
+                tenant.log.push(event);
+            }
+        }
         for ((org, key), value) in staged {
             if let Some(tenant) = self.tenants.get_mut(&org) {
                 tenant.counters.insert(key, value);
@@ -145,6 +173,7 @@ impl Tenant {
             counters: HashMap::default(),
             holds: HashMap::default(),
             alerts: HashSet::default(),
+            log: Vec::new(),
         }
     }
 
@@ -294,5 +323,59 @@ impl Tenant {
             );
         }
         (granted, limits)
+    }
+}
+
+impl Tenant {
+    /// The counters of `period` (one metric or all) that disagree with the
+    /// event log, ordered by scope, then metric.
+    pub(super) fn drift(
+        &self,
+        period: PeriodKey,
+        metric: Option<&MetricKey>,
+    ) -> Vec<crate::store::CounterDrift> {
+        let wanted = |m: &MetricKey| metric.is_none_or(|w| w == m);
+        let mut recomputed: BTreeMap<(LimitScope, MetricKey), Decimal> = BTreeMap::new();
+        for event in &self.log {
+            let counted_in = match period.period {
+                crate::limits::Period::Daily => event.periods.daily,
+                crate::limits::Period::Monthly => event.periods.monthly,
+            };
+            if counted_in != period {
+                continue;
+            }
+            let scopes = [
+                Some(LimitScope::Organization),
+                event.user.map(LimitScope::User),
+            ];
+            for (m, amount) in event.amounts.iter().filter(|(m, _)| wanted(m)) {
+                for scope in scopes.iter().flatten() {
+                    *recomputed.entry((*scope, m.clone())).or_default() += *amount;
+                }
+            }
+        }
+        let mut all: BTreeMap<(LimitScope, MetricKey), (Decimal, Decimal)> = recomputed
+            .into_iter()
+            .map(|(k, sum)| (k, (Decimal::ZERO, sum)))
+            .collect();
+        for (key, used) in &self.counters {
+            if key.period == period && wanted(&key.metric) {
+                all.entry((LimitScope::from(key.user), key.metric.clone()))
+                    .or_insert((Decimal::ZERO, Decimal::ZERO))
+                    .0 = *used;
+            }
+        }
+        all.into_iter()
+            .filter(|(_, (counted, recomputed))| counted != recomputed)
+            .map(
+                |((scope, metric), (counted, recomputed))| crate::store::CounterDrift {
+                    scope,
+                    metric,
+                    period,
+                    counted,
+                    recomputed,
+                },
+            )
+            .collect()
     }
 }

@@ -23,8 +23,8 @@ use crate::sql::{
     Idempotent, SqlCall, SqlError, SqlTransport, sql_capability_impl, sql_store_impls,
 };
 use crate::store::{
-    CommitOutcome, CommitRequest, CounterValue, HistoryQuery, OrgQuery, RecordOutcome,
-    ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+    CommitOutcome, CommitRequest, CounterDrift, CounterValue, HistoryQuery, OrgQuery,
+    ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
 };
 use chrono::{DateTime, Utc};
 

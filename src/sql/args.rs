@@ -304,6 +304,17 @@ pub(crate) struct HistoryArgs<'a> {
     pub(crate) to_start: NaiveDate,
 }
 
+/// Arguments of `tenancy_reconcile_usage` and `tenancy_repair_usage`.
+/// `None`s are left out.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReconcileArgs<'a> {
+    pub(crate) org_id: OrgId,
+    pub(crate) period: Period,
+    pub(crate) period_start: NaiveDate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) metric: Option<&'a MetricKey>,
+}
+
 /// Arguments of `tenancy_reserve`.
 #[derive(Debug, Serialize)]
 pub(crate) struct ReserveArgs<'a> {

@@ -3,7 +3,8 @@
 use chrono::NaiveDate;
 
 use super::args::{
-    CommitArgs, EventArg, HistoryArgs, ReleaseArgs, Released, ReserveArgs, SnapshotArgs,
+    CommitArgs, EventArg, HistoryArgs, ReconcileArgs, ReleaseArgs, Released, ReserveArgs,
+    SnapshotArgs,
 };
 use super::{Idempotent, Sql, SqlTransport, explained, org_missing};
 use crate::error::{ErrorKind, Result};
@@ -11,8 +12,8 @@ use crate::ids::{OrgId, ReservationId, UserId};
 use crate::limits::UsageSnapshot;
 use crate::model::UsageRecord;
 use crate::store::{
-    CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, RecordOutcome,
-    ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+    CommitOutcome, CommitRequest, CounterDrift, CounterScope, CounterValue, HistoryQuery,
+    ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
 };
 
 impl<T: SqlTransport + ?Sized> Sql<'_, T> {
@@ -150,6 +151,45 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 })
             })?;
         Ok(released.released)
+    }
+}
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {
+    pub(crate) async fn reconcile_usage(
+        &self,
+        query: &ReconcileQuery,
+    ) -> Result<Vec<CounterDrift>> {
+        self.rpc(
+            "tenancy_reconcile_usage",
+            "reconciling usage",
+            Idempotent::Yes,
+            &ReconcileArgs::from(query),
+        )
+        .await
+    }
+
+    pub(crate) async fn repair_usage(&self, query: &ReconcileQuery) -> Result<Vec<CounterDrift>> {
+        // Idempotent: a retry after a repair that landed finds no drift
+        // left and reports none.
+        self.rpc(
+            "tenancy_repair_usage",
+            "repairing usage counters",
+            Idempotent::Yes,
+            &ReconcileArgs::from(query),
+        )
+        .await
+        .map_err(org_missing(query.org))
+    }
+}
+
+impl<'a> From<&'a ReconcileQuery> for ReconcileArgs<'a> {
+    fn from(query: &'a ReconcileQuery) -> Self {
+        ReconcileArgs {
+            org_id: query.org,
+            period: query.period.period,
+            period_start: query.period.start,
+            metric: query.metric.as_ref(),
+        }
     }
 }
 

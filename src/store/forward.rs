@@ -58,6 +58,8 @@ method_list!($ metering_store_methods {
     fn reserve(request: &ReserveRequest) -> Result<ReserveResult>;
     fn commit_reservation(request: &CommitRequest) -> Result<CommitOutcome>;
     fn release_reservation(request: &ReleaseRequest) -> Result<bool>;
+    fn reconcile_usage(query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
+    fn repair_usage(query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
 });
 
 method_list!($ alert_store_methods {

@@ -9,8 +9,8 @@ use crate::limits::UsageSnapshot;
 use crate::model::UsageRecord;
 
 use super::{
-    Backend, CommitOutcome, CommitRequest, CounterValue, HistoryQuery, RecordOutcome,
-    ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+    Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, HistoryQuery,
+    ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
 };
 
 /// Usage: the atomic primitives — record idempotently, read counters, and check-and-reserve, commit and release holds.
@@ -59,6 +59,32 @@ pub trait MeteringStore: Backend {
     /// whether it was live (there and unexpired at `request.now`). A hold
     /// of another user is left alone: `PermissionDenied`.
     async fn release_reservation(&self, request: &ReleaseRequest) -> Result<bool>;
+
+    /// Compares the counters of `query.org` in `query.period` (one metric
+    /// or all) with the event log: for each scope (org-wide, and each user)
+    /// and metric, the counter's `used` against the sum of the `amounts` of
+    /// the recorded events counted in that period (org-wide: every event of
+    /// the organization; a user's: that user's events). Returns the
+    /// counters that differ, ordered by scope (org-wide first, then users
+    /// by id), then metric; a missing counter counts 0 and a counter
+    /// without events recomputes to 0. Reads only; empty when all agree or
+    /// when the organization does not exist. Holds are not counters and
+    /// never drift.
+    async fn reconcile_usage(&self, query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
+
+    /// Sets every counter that [`reconcile_usage`](Self::reconcile_usage)
+    /// finds drifting to what the event log sums to (creating a missing
+    /// one, zeroing an orphan; deleting nothing) and returns the drift it
+    /// corrected, in one atomic step. It excludes recording in the
+    /// organization while it runs: a concurrent `record_usage` or
+    /// `commit_reservation` for the organization waits until the repair is
+    /// done and then adds its amounts to the repaired counters, and a
+    /// repair that starts while a record is in progress waits for it and
+    /// then sees its events; so no recorded amount is lost or counted
+    /// twice. A retry of a repair that landed finds nothing left to
+    /// correct and returns an empty list. `NotFound` if the organization
+    /// does not exist.
+    async fn repair_usage(&self, query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
 }
 
 forward_capability!(MeteringStore, metering_store_methods);

@@ -63,8 +63,9 @@ pub use members::MemberStore;
 pub use metering::MeteringStore;
 pub use orgs::OrgStore;
 pub use types::{
-    CommitOutcome, CommitRequest, CounterScope, CounterValue, HistoryQuery, OrgQuery, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+    CommitOutcome, CommitRequest, CounterDrift, CounterScope, CounterValue, HistoryQuery, OrgQuery,
+    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
+    UsageQuery,
 };
 
 /// What every capability trait builds on: a backend that can be shared

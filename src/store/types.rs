@@ -300,6 +300,57 @@ pub struct CounterValue {
     pub used: Decimal,
 }
 
+/// A reconciliation of one organization's counters in one period against
+/// its event log: [`MeteringStore::reconcile_usage`] and
+/// [`MeteringStore::repair_usage`].
+///
+/// [`MeteringStore::reconcile_usage`]: super::MeteringStore::reconcile_usage
+/// [`MeteringStore::repair_usage`]: super::MeteringStore::repair_usage
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReconcileQuery {
+    /// The organization.
+    pub org: OrgId,
+    /// The period: daily or monthly, and its start.
+    pub period: PeriodKey,
+    /// Only this metric, or all.
+    pub metric: Option<MetricKey>,
+}
+
+impl ReconcileQuery {
+    /// Every counter of `org` (org-wide and each user's) in `period`.
+    pub fn new(org: OrgId, period: PeriodKey) -> Self {
+        ReconcileQuery {
+            org,
+            period,
+            metric: None,
+        }
+    }
+
+    /// Only `metric`.
+    pub fn with_metric(mut self, metric: Option<MetricKey>) -> Self {
+        self.metric = metric;
+        self
+    }
+}
+
+/// A counter that disagrees with the event log: what it says, and what the
+/// recorded events sum to. A missing counter counts 0; a counter without
+/// events recomputes to 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterDrift {
+    /// Org-wide or one user.
+    pub scope: LimitScope,
+    /// The metric.
+    pub metric: MetricKey,
+    /// The period.
+    pub period: PeriodKey,
+    /// The counter's `used` (0 when there is no counter).
+    pub counted: Decimal,
+    /// The sum of the recorded events' amounts for this counter.
+    pub recomputed: Decimal,
+}
+
 /// A page of organizations for operator tools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -410,6 +461,14 @@ mod tests {
         round_trips::<Vec<CounterValue>>(
             "tenancy_usage_history",
             include_str!("../../migrations/examples/tenancy_usage_history.json"),
+        );
+        round_trips::<Vec<CounterDrift>>(
+            "tenancy_reconcile_usage",
+            include_str!("../../migrations/examples/tenancy_reconcile_usage.json"),
+        );
+        round_trips::<Vec<CounterDrift>>(
+            "tenancy_repair_usage",
+            include_str!("../../migrations/examples/tenancy_repair_usage.json"),
         );
         round_trips::<Vec<Organization>>(
             "tenancy_organization",

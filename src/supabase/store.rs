@@ -12,8 +12,9 @@ use crate::model::{
 };
 use crate::sql::{SqlCall, SqlTransport, sql_capability_impl, sql_store_impls};
 use crate::store::{
-    Backend, CommitOutcome, CommitRequest, CounterValue, HistoryQuery, OrgQuery, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+    Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, HistoryQuery, OrgQuery,
+    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
+    UsageQuery,
 };
 use chrono::{DateTime, Utc};
 

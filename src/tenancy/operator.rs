@@ -4,13 +4,14 @@ use serde::Serialize;
 
 use super::Tenancy;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids::{FeatureKey, LimitId, OrgId, UserId};
+use crate::ids::{FeatureKey, LimitId, MetricKey, OrgId, UserId};
 use chrono::NaiveDate;
 
-use crate::limits::{Limit, NewLimit, Period, UsageLine};
+use crate::limits::{Limit, NewLimit, Period, PeriodKey, UsageLine};
 use crate::model::{Feature, FeatureChange, Membership, Organization, PlatformOperator, Role};
 use crate::store::{
-    CounterScope, CounterValue, FeatureStore, LimitStore, MemberStore, OrgQuery, OrgStore,
+    CounterDrift, CounterScope, CounterValue, FeatureStore, LimitStore, MemberStore, MeteringStore,
+    OrgQuery, OrgStore, ReconcileQuery,
 };
 
 /// The most organizations one [`Operator::organizations`] page returns.
@@ -315,5 +316,92 @@ impl<'a> Operator<'a> {
         tracing::info!(operator = self.operator.name(), %org, limit = %id,
             removed = ?removed.as_ref().ok(), "limit removed");
         removed
+    }
+
+    // ---- reconciliation --------------------------------------------------
+
+    /// The counters of `org` in `period` (one metric, or all) that disagree
+    /// with its event log: each counter's recorded usage against the sum of
+    /// the amounts of the events counted in that period (org-wide: every
+    /// event; a user's: that user's). Empty when they all agree. Reads
+    /// only; holds are read live and never drift. `NotFound` if the
+    /// organization does not exist.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use tenancy::clock::FakeClock;
+    /// use tenancy::limits::PeriodKey;
+    /// use tenancy::{MemoryStore, NewOrganization, Period, PlatformOperator, Tenancy, UsageEvent, UserId};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// let now = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+    /// let tenancy = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .clock(FakeClock::new(now))
+    ///     .build()?;
+    /// let acme = tenancy.create_organization(UserId::new_v7(), NewOrganization::new("Acme", "acme")?).await?;
+    /// tenancy.service().record_usage(UsageEvent::new(acme.id).tokens(1_200, 0, 300)).await?;
+    ///
+    /// let operator = PlatformOperator::new("ops");
+    /// let today = PeriodKey::containing(Period::Daily, now, acme.timezone);
+    /// // The counters agree with the events: no drift, nothing to repair.
+    /// assert!(tenancy.operator(&operator).reconcile_usage(acme.id, today, None).await?.is_empty());
+    /// assert!(tenancy.operator(&operator).repair_usage(acme.id, today, None).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn reconcile_usage(
+        &self,
+        org: OrgId,
+        period: PeriodKey,
+        metric: Option<&str>,
+    ) -> Result<Vec<CounterDrift>> {
+        let query = self.reconcile_query(org, period, metric).await?;
+        let drift = self.tenancy.inner.store.reconcile_usage(&query).await;
+        tracing::info!(operator = self.operator.name(), %org, %period, ?metric,
+            drifting = ?drift.as_ref().ok().map(Vec::len), "usage reconciled");
+        drift
+    }
+
+    /// Sets every counter of `org` in `period` (one metric, or all) that
+    /// [`reconcile_usage`](Self::reconcile_usage) finds drifting to what the
+    /// event log sums to, in one atomic step, and returns the drift it
+    /// corrected (empty: nothing to repair). Recording in the organization
+    /// waits while the repair runs, and a repair waits for the records in
+    /// progress, so nothing recorded concurrently is lost or counted twice.
+    /// Every corrected counter is logged. `NotFound` if the organization
+    /// does not exist.
+    pub async fn repair_usage(
+        &self,
+        org: OrgId,
+        period: PeriodKey,
+        metric: Option<&str>,
+    ) -> Result<Vec<CounterDrift>> {
+        let query = self.reconcile_query(org, period, metric).await?;
+        let repaired = self.tenancy.inner.store.repair_usage(&query).await;
+        match &repaired {
+            Ok(drift) => {
+                for d in drift {
+                    tracing::warn!(operator = self.operator.name(), %org, %period,
+                        scope = %d.scope, metric = %d.metric, counted = %d.counted,
+                        recomputed = %d.recomputed, "usage counter repaired");
+                }
+                tracing::info!(operator = self.operator.name(), %org, %period, ?metric,
+                    repaired = drift.len(), "usage repaired");
+            }
+            Err(e) => tracing::warn!(operator = self.operator.name(), %org, %period, ?metric,
+                error = %e, "usage repair failed"),
+        }
+        repaired
+    }
+
+    async fn reconcile_query(
+        &self,
+        org: OrgId,
+        period: PeriodKey,
+        metric: Option<&str>,
+    ) -> Result<ReconcileQuery> {
+        let metric = metric.map(MetricKey::parse).transpose()?;
+        self.tenancy.cached_org(org).await?;
+        Ok(ReconcileQuery::new(org, period).with_metric(metric))
     }
 }

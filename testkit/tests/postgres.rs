@@ -897,3 +897,123 @@ async fn errors_are_safe_responses() {
     responses::errors_are_safe_responses(&tenancy, &store, &mut UserId::new_v7, Some(&user_store))
         .await;
 }
+
+/// Drift injected in SQL is found by the operator's reconciliation through
+/// `PgStore` and repaired; a user's store may not reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_finds_and_repairs_injected_drift() {
+    use chrono::TimeZone as _;
+    use rust_decimal::Decimal;
+    use tenancy::limits::{LimitScope, Period, PeriodKey};
+    use tenancy::store::{CounterDrift, ReconcileQuery};
+
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let service = service(cluster);
+    let db = cluster.superuser().await;
+    let (alice, bob) = (
+        UserId::from(pg::create_user(&db).await),
+        UserId::from(pg::create_user(&db).await),
+    );
+    let acme = new_org(&service, alice).await;
+    let now = chrono::Utc.with_ymd_and_hms(2026, 3, 4, 12, 0, 0).unwrap();
+    let tenancy = Tenancy::builder()
+        .store(service.clone())
+        .clock(tenancy::clock::FakeClock::new(now))
+        .build()
+        .unwrap();
+    let recorded = tenancy
+        .service()
+        .record_usage_batch(vec![
+            tenancy::UsageEvent::new(acme.id)
+                .user(alice)
+                .tokens(60, 0, 40),
+            tenancy::UsageEvent::new(acme.id)
+                .user(bob)
+                .tokens(20, 0, 10),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded.inserted, 2);
+    let ops = PlatformOperator::new("reconciler");
+    let operator = tenancy.operator(&ops);
+    let today = PeriodKey::containing(Period::Daily, now, acme.timezone);
+    assert_eq!(
+        operator
+            .reconcile_usage(acme.id, today, None)
+            .await
+            .unwrap(),
+        []
+    );
+
+    let org: uuid::Uuid = acme.id.into();
+    db.execute(
+        "update usage_counters set used = used + 5 where organization_id = $1 \
+         and scope_user_id = $2 and metric = 'tokens' and period = 'daily'",
+        &[&org, &uuid::Uuid::from(bob)],
+    )
+    .await
+    .unwrap();
+    let want = vec![CounterDrift {
+        scope: LimitScope::User(bob),
+        metric: tenancy::MetricKey::TOKENS,
+        period: today,
+        counted: Decimal::from(35),
+        recomputed: Decimal::from(30),
+    }];
+    assert_eq!(
+        operator
+            .reconcile_usage(acme.id, today, None)
+            .await
+            .unwrap(),
+        want
+    );
+    assert_eq!(
+        operator
+            .reconcile_usage(acme.id, today, Some("tokens"))
+            .await
+            .unwrap(),
+        want
+    );
+    let bad = operator
+        .reconcile_usage(acme.id, today, Some("Bad Metric"))
+        .await;
+    assert_eq!(bad.unwrap_err().kind(), ErrorKind::InvalidInput);
+
+    // A user JWT may not: 42501, PermissionDenied.
+    let as_alice = service.as_user(&claims(alice)).unwrap();
+    let query = ReconcileQuery::new(acme.id, today);
+    for refused in [
+        as_alice.reconcile_usage(&query).await,
+        as_alice.repair_usage(&query).await,
+    ] {
+        assert_eq!(refused.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    }
+
+    assert_eq!(
+        operator.repair_usage(acme.id, today, None).await.unwrap(),
+        want
+    );
+    assert_eq!(
+        operator
+            .reconcile_usage(acme.id, today, None)
+            .await
+            .unwrap(),
+        []
+    );
+    let used: String = db
+        .query_one(
+            "select used::text from usage_counters where organization_id = $1 \
+             and scope_user_id = $2 and metric = 'tokens' and period = 'daily'",
+            &[&org, &uuid::Uuid::from(bob)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(used, "30");
+    let ghost = operator
+        .repair_usage(tenancy::OrgId::new_v7(), today, None)
+        .await;
+    assert_eq!(ghost.unwrap_err().kind(), ErrorKind::NotFound);
+}

@@ -32,6 +32,7 @@ mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod reconcile;
 mod reserve;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub use limits::*;
 pub use members::*;
 pub use metering::*;
 pub use orgs::*;
+pub use reconcile::*;
 pub use reserve::*;
 
 /// Calls `$callback! { $($prefix)* ; <every contract test> }`: the one
@@ -82,6 +84,8 @@ macro_rules! __store_contract_list {
             a_batch_is_recorded_all_or_nothing,
             snapshots_count_org_wide_and_own_usage,
             history_reads_past_periods,
+            recorded_counters_agree_with_the_log,
+            reconciling_an_unknown_organization,
             reserve_holds_only_what_fits_under_hard_limits,
             concurrent_reservations_never_overshoot,
             holds_stop_counting_when_they_expire,
@@ -301,6 +305,7 @@ mod tests {
             include_str!("members.rs"),
             include_str!("metering.rs"),
             include_str!("orgs.rs"),
+            include_str!("reconcile.rs"),
             include_str!("reserve.rs"),
         ];
         let mut written: Vec<&str> = sources
@@ -339,6 +344,7 @@ mod tests {
                 "members.rs",
                 "metering.rs",
                 "orgs.rs",
+                "reconcile.rs",
                 "reserve.rs"
             ]
         );

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use tenancy::limits::{AlertKey, Limit, UsageSnapshot};
 use tenancy::model::UsageRecord;
 use tenancy::store::{
-    AlertStore, Backend, CommitOutcome, CommitRequest, CounterValue, DynStore, FeatureStore,
-    HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore, Principal,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
+    AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
+    FeatureStore, HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore,
+    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
+    UsageQuery,
 };
 use tenancy::{
     Error, ErrorKind, Feature, FeatureChange, FeatureKey, LimitId, Membership, MemoryStore, OrgId,
@@ -268,6 +269,8 @@ pass_through!(MeteringStore {
     fn reserve(request: &ReserveRequest) -> Result<ReserveResult>;
     fn commit_reservation(request: &CommitRequest) -> Result<CommitOutcome>;
     fn release_reservation(request: &ReleaseRequest) -> Result<bool>;
+    fn reconcile_usage(query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
+    fn repair_usage(query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
 });
 pass_through!(AlertStore {
     fn claim_alert(key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool>;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::support::{TENANT_TABLES, event, record};
 
 /// Every RPC in `public`, by name.
-const RPCS: [&str; 36] = [
+const RPCS: [&str; 38] = [
     "tenancy_add_member",
     "tenancy_check_limit",
     "tenancy_claim_alert",
@@ -30,6 +30,7 @@ const RPCS: [&str; 36] = [
     "tenancy_organization",
     "tenancy_organization_by_slug",
     "tenancy_put_limit",
+    "tenancy_reconcile_usage",
     "tenancy_record_event",
     "tenancy_record_events",
     "tenancy_record_usage",
@@ -37,6 +38,7 @@ const RPCS: [&str; 36] = [
     "tenancy_release_usage",
     "tenancy_remove_member",
     "tenancy_rename_organization",
+    "tenancy_repair_usage",
     "tenancy_reserve",
     "tenancy_reserve_usage",
     "tenancy_schema_version",

@@ -1,7 +1,8 @@
 //! The SQL shipped in `migrations/`, tested on a private PostgreSQL cluster:
 //! the migrations and the catalog, row-level security between and inside
 //! organizations, organizations and the membership rules, recording usage,
-//! reservations and the snapshot, the user directory, the rules Rust and SQL must agree on, and
+//! reservations and the snapshot, reconciling counters with the event log,
+//! the user directory, the rules Rust and SQL must agree on, and
 //! the files after the baseline (store functions, schema version, the host
 //! table guard, the metric domain, upgrading a baseline database).
 //!
@@ -16,6 +17,7 @@ mod catalog;
 mod directory;
 mod members;
 mod parity;
+mod reconcile;
 mod reserve;
 mod rls;
 mod store_functions;

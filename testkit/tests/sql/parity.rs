@@ -705,6 +705,27 @@ async fn live_responses(db: &Client) -> BTreeMap<String, Value> {
     for (rpc, response) in store_function_responses(db, org, member).await {
         out.insert(rpc, response);
     }
+    // Drift in both scopes of one day: the check and the repair report it.
+    let day: chrono::NaiveDate = db
+        .query_one(
+            "select period_start from usage_counters where organization_id = $1 \
+             and period = 'daily' and scope_user_id = $2 limit 1",
+            &[&org, &member],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.execute(
+        "update usage_counters set used = used + 5 where organization_id = $1 \
+         and period = 'daily' and period_start = $2",
+        &[&org, &day],
+    )
+    .await
+    .unwrap();
+    for rpc in ["tenancy_reconcile_usage", "tenancy_repair_usage"] {
+        let sql = format!("select {rpc}(org_id => $1, period => 'daily', period_start => $2)");
+        out.insert(rpc, one(db, &sql, &[&org, &day]).await);
+    }
     out.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
