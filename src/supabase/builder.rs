@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::{Inner, SupabaseStore};
-use crate::config::{check_count, check_duration};
+use crate::config::check_duration;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The environment variable holding the project URL.
@@ -50,37 +50,7 @@ pub struct RetryConfig {
     pub max_delay: Duration,
 }
 
-impl RetryConfig {
-    /// Retries after the first attempt: 0 to 20; 0 disables retrying.
-    pub fn max_retries(mut self, retries: usize) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// The first and the longest delay: from 1 ms, the longest at least the
-    /// first and at most a minute.
-    pub fn delays(mut self, min: Duration, max: Duration) -> Self {
-        self.min_delay = min;
-        self.max_delay = max;
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        check_count("retry max_retries", self.max_retries, 0, 20)?;
-        check_duration(
-            "retry min_delay",
-            self.min_delay,
-            Duration::from_millis(1),
-            Duration::from_secs(60),
-        )?;
-        check_duration(
-            "retry max_delay",
-            self.max_delay,
-            self.min_delay,
-            Duration::from_secs(60),
-        )
-    }
-}
+crate::config::retry_policy!(RetryConfig, "retry");
 
 impl Default for RetryConfig {
     /// 3 retries, 50 ms doubling up to 2 s.

@@ -46,7 +46,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::Retryable as _;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
@@ -205,15 +205,6 @@ impl SupabaseStore {
             .await
     }
 
-    fn backoff(&self) -> ExponentialBuilder {
-        let r = self.inner.retry;
-        ExponentialBuilder::default()
-            .with_min_delay(r.min_delay)
-            .with_max_delay(r.max_delay)
-            .with_max_times(r.max_retries)
-            .with_jitter()
-    }
-
     async fn send_once(
         &self,
         request: reqwest::RequestBuilder,
@@ -253,7 +244,7 @@ impl SupabaseStore {
             self.send_once(request, what).await
         };
         attempt
-            .retry(self.backoff())
+            .retry(self.inner.retry.backoff())
             .sleep(tokio::time::sleep)
             .when(|f: &Failure| f.retryable(idempotent == Idempotent::Yes))
             .notify(|f: &Failure, delay| {

@@ -99,7 +99,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::Retryable as _;
 use chrono::{DateTime, Utc};
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use ring::hmac;
@@ -107,7 +107,7 @@ use serde::Serialize;
 
 use super::alerts::AlertSink;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{check_count, check_duration};
+use crate::config::check_duration;
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::LimitAlert;
 
@@ -154,45 +154,7 @@ pub struct WebhookRetry {
     pub max_delay: Duration,
 }
 
-impl WebhookRetry {
-    /// Retries after the first attempt: 0 to 20; 0 disables retrying.
-    pub fn max_retries(mut self, retries: usize) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// The first and the longest delay: from 1 ms, the longest at least the
-    /// first and at most a minute.
-    pub fn delays(mut self, min: Duration, max: Duration) -> Self {
-        self.min_delay = min;
-        self.max_delay = max;
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        check_count("webhook retry max_retries", self.max_retries, 0, 20)?;
-        check_duration(
-            "webhook retry min_delay",
-            self.min_delay,
-            Duration::from_millis(1),
-            Duration::from_secs(60),
-        )?;
-        check_duration(
-            "webhook retry max_delay",
-            self.max_delay,
-            self.min_delay,
-            Duration::from_secs(60),
-        )
-    }
-
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
-            .with_jitter()
-    }
-}
+crate::config::retry_policy!(WebhookRetry, "webhook retry");
 
 impl Default for WebhookRetry {
     /// 3 retries, 250 ms doubling up to 5 s.
