@@ -19,20 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
-use crate::support::{add_member, assert_code, assert_denied, message, world};
-
-/// `sql` (one jsonb column) with `params`, run as `actor`.
-async fn call_as(
-    conn: &mut Client,
-    actor: Actor,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Value, Error> {
-    act(conn, actor, async |tx| {
-        Ok(tx.query_one(sql, params).await?.get::<_, Value>(0))
-    })
-    .await
-}
+use crate::support::{add_member, assert_code, assert_denied, call_as, message, world};
 
 const CHECK: &str =
     "select tenancy_check_limit(org_id => $1, metric => $2, amount => $3::text::numeric)";
@@ -580,7 +567,6 @@ async fn entry_points_agree_with_the_rust_api() {
     let Some(pg) = Cluster::shared() else { return };
     let mut a = agreement(pg).await;
     let org = Uuid::from(a.org);
-    let member = Uuid::from(a.member);
     a.assert_decisions_agree("an empty organization").await;
 
     // Events recorded alternately through Rust and SQL.
@@ -697,7 +683,6 @@ async fn entry_points_agree_with_the_rust_api() {
         off,
         json!({"key": "exports_csv", "enabled": false, "config": null})
     );
-    let _ = (member, &a.db);
 }
 
 /// One response of each entry point, for the shape check against

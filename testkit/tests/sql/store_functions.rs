@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use crate::catalog::assert_catalog;
 use crate::support::{
-    Reserve, TENANT_TABLES, add_member, assert_code, assert_denied, at, claim_alert, commit_on,
-    create_org, event, hold_event, message, noon, put_limit, record, reserve, snapshot_on, world,
+    Reserve, TENANT_TABLES, add_member, assert_code, assert_denied, at, call_as, claim_alert,
+    commit_on, create_org, event, hold_event, message, noon, put_limit, record, reserve,
+    snapshot_on, world,
 };
 
 /// The schema version after every migration: the baseline is 1, each later
@@ -52,20 +53,6 @@ const METRIC_COLUMNS: [&str; 4] = [
     "usage_reservations",
     "usage_alerts",
 ];
-
-/// The jsonb `sql` returns, called as `actor` in one transaction (a
-/// PostgREST request).
-async fn call(
-    conn: &mut Client,
-    actor: Actor,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Value, Error> {
-    act(conn, actor, async |tx| {
-        Ok(tx.query_one(sql, params).await?.get::<_, Value>(0))
-    })
-    .await
-}
 
 /// The jsonb `sql` returns, as the superuser.
 async fn read(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Value {
@@ -150,7 +137,9 @@ async fn organization_functions_read_rename_and_delete_for_service_role() {
     let slug = slug_of(&db, org).await;
     let svc = Actor::Service;
 
-    let found = call(&mut conn, svc, ORGANIZATION, &[&org]).await.unwrap();
+    let found = call_as(&mut conn, svc, ORGANIZATION, &[&org])
+        .await
+        .unwrap();
     assert_eq!(found, json!([org_row(&db, org).await]));
     let typed: Vec<Organization> = serde_json::from_value(found).expect("[Organization]");
     assert_eq!(typed.len(), 1);
@@ -159,24 +148,24 @@ async fn organization_functions_read_rename_and_delete_for_service_role() {
         typed[0].owner_user_id.map(|u| u.to_string()),
         Some(owner.to_string())
     );
-    let by_slug = call(&mut conn, svc, BY_SLUG, &[&slug]).await.unwrap();
+    let by_slug = call_as(&mut conn, svc, BY_SLUG, &[&slug]).await.unwrap();
     assert_eq!(by_slug, json!([org_row(&db, org).await]));
     let nobody = Uuid::new_v4();
     assert_eq!(
-        call(&mut conn, svc, ORGANIZATION, &[&nobody])
+        call_as(&mut conn, svc, ORGANIZATION, &[&nobody])
             .await
             .unwrap(),
         json!([])
     );
     let unknown_slug = unique_slug("none");
     assert_eq!(
-        call(&mut conn, svc, BY_SLUG, &[&unknown_slug])
+        call_as(&mut conn, svc, BY_SLUG, &[&unknown_slug])
             .await
             .unwrap(),
         json!([])
     );
 
-    let renamed = call(&mut conn, svc, RENAME, &[&org, &"  Renamed Labs "])
+    let renamed = call_as(&mut conn, svc, RENAME, &[&org, &"  Renamed Labs "])
         .await
         .unwrap();
     assert_eq!(renamed["name"], "Renamed Labs", "the name is trimmed");
@@ -186,17 +175,17 @@ async fn organization_functions_read_rename_and_delete_for_service_role() {
         "the organization as stored"
     );
     serde_json::from_value::<Organization>(renamed).expect("an Organization");
-    let missing = call(&mut conn, svc, RENAME, &[&nobody, &"X"]).await;
+    let missing = call_as(&mut conn, svc, RENAME, &[&nobody, &"X"]).await;
     assert_message(&missing, &format!("organization {nobody} not found"));
     assert_code(
         missing,
         SqlState::NO_DATA_FOUND,
         "renaming an unknown organization",
     );
-    let empty = call(&mut conn, svc, RENAME, &[&org, &"  "]).await;
+    let empty = call_as(&mut conn, svc, RENAME, &[&org, &"  "]).await;
     assert_code(empty, SqlState::CHECK_VIOLATION, "an empty name");
 
-    let deleted = call(&mut conn, svc, DELETE_ORG, &[&org]).await.unwrap();
+    let deleted = call_as(&mut conn, svc, DELETE_ORG, &[&org]).await.unwrap();
     assert_eq!(deleted, json!({"deleted": true}));
     assert_eq!(org_row(&db, org).await, Value::Null);
     assert_eq!(
@@ -204,7 +193,7 @@ async fn organization_functions_read_rename_and_delete_for_service_role() {
         Value::Null,
         "its owner row went with it"
     );
-    let again = call(&mut conn, svc, DELETE_ORG, &[&org]).await.unwrap();
+    let again = call_as(&mut conn, svc, DELETE_ORG, &[&org]).await.unwrap();
     assert_eq!(again, json!({"deleted": false}));
 }
 
@@ -282,21 +271,21 @@ async fn membership_functions_read_and_change_members_for_service_role() {
     let other = create_org(&db, other_owner).await;
     let joined = at("2026-03-02T09:00:00.123456Z");
 
-    let added = call(&mut conn, svc, ADD, &[&org, &user, &"viewer", &joined])
+    let added = call_as(&mut conn, svc, ADD, &[&org, &user, &"viewer", &joined])
         .await
         .unwrap();
     assert_eq!(added, membership_row(&db, org, user).await);
     let typed: Membership = serde_json::from_value(added).expect("a Membership");
     assert_eq!((typed.role, typed.created_at), (Role::Viewer, joined));
     let no_time: Option<DateTime<Utc>> = None;
-    call(&mut conn, svc, ADD, &[&other, &user, &"member", &no_time])
+    call_as(&mut conn, svc, ADD, &[&other, &user, &"member", &no_time])
         .await
         .expect("created_at defaults to now");
 
-    let again = call(&mut conn, svc, ADD, &[&org, &user, &"member", &joined]).await;
+    let again = call_as(&mut conn, svc, ADD, &[&org, &user, &"member", &joined]).await;
     assert_code(again, SqlState::UNIQUE_VIOLATION, "already a member");
     let nowhere = Uuid::new_v4();
-    let unknown_org = call(&mut conn, svc, ADD, &[&nowhere, &user, &"member", &joined]).await;
+    let unknown_org = call_as(&mut conn, svc, ADD, &[&nowhere, &user, &"member", &joined]).await;
     assert_message(&unknown_org, &format!("organization {nowhere} not found"));
     assert_code(
         unknown_org,
@@ -304,13 +293,13 @@ async fn membership_functions_read_and_change_members_for_service_role() {
         "an unknown organization",
     );
     let stranger = Uuid::new_v4();
-    let unknown_user = call(&mut conn, svc, ADD, &[&org, &stranger, &"member", &joined]).await;
+    let unknown_user = call_as(&mut conn, svc, ADD, &[&org, &stranger, &"member", &joined]).await;
     assert_code(
         unknown_user,
         SqlState::FOREIGN_KEY_VIOLATION,
         "an unknown user",
     );
-    let bad_role = call(
+    let bad_role = call_as(
         &mut conn,
         svc,
         ADD,
@@ -320,7 +309,7 @@ async fn membership_functions_read_and_change_members_for_service_role() {
     assert_code(bad_role, SqlState::CHECK_VIOLATION, "an unknown role");
 
     // members: by user id, each a Membership.
-    let members = call(&mut conn, svc, MEMBERS, &[&org]).await.unwrap();
+    let members = call_as(&mut conn, svc, MEMBERS, &[&org]).await.unwrap();
     let mut want = vec![
         membership_row(&db, org, owner).await,
         membership_row(&db, org, user).await,
@@ -329,13 +318,13 @@ async fn membership_functions_read_and_change_members_for_service_role() {
     assert_eq!(members, json!(want));
     serde_json::from_value::<Vec<Membership>>(members).expect("[Membership]");
     assert_eq!(
-        call(&mut conn, svc, MEMBERS, &[&nowhere]).await.unwrap(),
+        call_as(&mut conn, svc, MEMBERS, &[&nowhere]).await.unwrap(),
         json!([])
     );
 
     // memberships: the user's, by organization id, {organization, role, joined_at}.
     let all_orgs: Option<Uuid> = None;
-    let memberships = call(&mut conn, svc, MEMBERSHIPS, &[&user, &all_orgs])
+    let memberships = call_as(&mut conn, svc, MEMBERSHIPS, &[&user, &all_orgs])
         .await
         .unwrap();
     let mut orgs = vec![(org, "viewer"), (other, "member")];
@@ -353,7 +342,7 @@ async fn membership_functions_read_and_change_members_for_service_role() {
             membership_row(&db, *id, user).await["created_at"]
         );
     }
-    let one = call(&mut conn, svc, MEMBERSHIPS, &[&user, &Some(org)])
+    let one = call_as(&mut conn, svc, MEMBERSHIPS, &[&user, &Some(org)])
         .await
         .unwrap();
     assert_eq!(
@@ -363,13 +352,13 @@ async fn membership_functions_read_and_change_members_for_service_role() {
             .find(|e| e["organization"]["id"] == json!(org))
             .unwrap()])
     );
-    let none = call(&mut conn, svc, MEMBERSHIPS, &[&stranger, &all_orgs])
+    let none = call_as(&mut conn, svc, MEMBERSHIPS, &[&stranger, &all_orgs])
         .await
         .unwrap();
     assert_eq!(none, json!([]));
 
     // set_member_role: compare-and-set.
-    let changed = call(
+    let changed = call_as(
         &mut conn,
         svc,
         SET_ROLE,
@@ -380,7 +369,7 @@ async fn membership_functions_read_and_change_members_for_service_role() {
     assert_eq!(changed, membership_row(&db, org, user).await);
     assert_eq!(changed["role"], "admin");
     serde_json::from_value::<Membership>(changed).expect("a Membership");
-    let stale = call(
+    let stale = call_as(
         &mut conn,
         svc,
         SET_ROLE,
@@ -396,7 +385,7 @@ async fn membership_functions_read_and_change_members_for_service_role() {
         SqlState::T_R_SERIALIZATION_FAILURE,
         "a stale expected role",
     );
-    let not_member = call(
+    let not_member = call_as(
         &mut conn,
         svc,
         SET_ROLE,
@@ -408,7 +397,7 @@ async fn membership_functions_read_and_change_members_for_service_role() {
         &format!("user {stranger} is not a member of organization {org}"),
     );
     assert_code(not_member, SqlState::NO_DATA_FOUND, "not a member");
-    let last_owner = call(
+    let last_owner = call_as(
         &mut conn,
         svc,
         SET_ROLE,
@@ -418,7 +407,7 @@ async fn membership_functions_read_and_change_members_for_service_role() {
     assert_denied(last_owner, "demoting the last owner");
 
     // remove_member: compare-and-set too.
-    let stale = call(&mut conn, svc, REMOVE, &[&org, &user, &"viewer"]).await;
+    let stale = call_as(&mut conn, svc, REMOVE, &[&org, &user, &"viewer"]).await;
     assert_message(
         &stale,
         &format!("user {user}'s role changed to admin meanwhile; reload and retry"),
@@ -428,14 +417,14 @@ async fn membership_functions_read_and_change_members_for_service_role() {
         SqlState::T_R_SERIALIZATION_FAILURE,
         "removing with a stale role",
     );
-    let last_owner = call(&mut conn, svc, REMOVE, &[&org, &owner, &"owner"]).await;
+    let last_owner = call_as(&mut conn, svc, REMOVE, &[&org, &owner, &"owner"]).await;
     assert_denied(last_owner, "removing the last owner");
-    let removed = call(&mut conn, svc, REMOVE, &[&org, &user, &"admin"])
+    let removed = call_as(&mut conn, svc, REMOVE, &[&org, &user, &"admin"])
         .await
         .unwrap();
     assert_eq!(removed, json!({"removed": true}));
     assert_eq!(membership_row(&db, org, user).await, Value::Null);
-    let gone = call(&mut conn, svc, REMOVE, &[&org, &user, &"admin"]).await;
+    let gone = call_as(&mut conn, svc, REMOVE, &[&org, &user, &"admin"]).await;
     assert_code(gone, SqlState::NO_DATA_FOUND, "removing a member twice");
     assert_eq!(
         membership_row(&db, org, owner).await["role"],
@@ -473,7 +462,7 @@ async fn feature_and_limit_functions_read_and_delete_for_service_role() {
         .await
         .unwrap();
     }
-    let features = call(&mut conn, svc, FEATURES, &[&org]).await.unwrap();
+    let features = call_as(&mut conn, svc, FEATURES, &[&org]).await.unwrap();
     let typed: Vec<Feature> = serde_json::from_value(features.clone()).expect("[Feature]");
     let order: Vec<&str> = typed.iter().map(|f| f.key.as_str()).collect();
     assert_eq!(order, ["ab-c", "ab.c", "ab_c", "abc"]);
@@ -488,18 +477,18 @@ async fn feature_and_limit_functions_read_and_delete_for_service_role() {
     );
     assert_eq!(typed[0].updated_at, at("2026-03-03T10:00:00Z"));
     assert_eq!(
-        call(&mut conn, svc, DELETE_FEATURE, &[&org, &"ab.c"])
+        call_as(&mut conn, svc, DELETE_FEATURE, &[&org, &"ab.c"])
             .await
             .unwrap(),
         json!({"deleted": true})
     );
     assert_eq!(
-        call(&mut conn, svc, DELETE_FEATURE, &[&org, &"ab.c"])
+        call_as(&mut conn, svc, DELETE_FEATURE, &[&org, &"ab.c"])
             .await
             .unwrap(),
         json!({"deleted": false})
     );
-    let left = call(&mut conn, svc, FEATURES, &[&org]).await.unwrap();
+    let left = call_as(&mut conn, svc, FEATURES, &[&org]).await.unwrap();
     assert_eq!(left.as_array().unwrap().len(), 3);
 
     // Limits: by created_at, then id; every scope; the value as a string.
@@ -522,7 +511,7 @@ async fn feature_and_limit_functions_read_and_delete_for_service_role() {
         .await
         .unwrap();
     }
-    let limits = call(&mut conn, svc, LIMITS, &[&org]).await.unwrap();
+    let limits = call_as(&mut conn, svc, LIMITS, &[&org]).await.unwrap();
     let typed: Vec<Limit> = serde_json::from_value(limits.clone()).expect("[Limit]");
     let order: Vec<String> = typed.iter().map(|l| l.id.to_string()).collect();
     assert_eq!(order, [ids[1], ids[2], ids[0]].map(|u| u.to_string()));
@@ -553,24 +542,24 @@ async fn feature_and_limit_functions_read_and_delete_for_service_role() {
         ]
     );
     assert_eq!(
-        call(&mut conn, svc, LIMITS, &[&Uuid::new_v4()])
+        call_as(&mut conn, svc, LIMITS, &[&Uuid::new_v4()])
             .await
             .unwrap(),
         json!([])
     );
     assert_eq!(
-        call(&mut conn, svc, DELETE_LIMIT, &[&org, &ids[2]])
+        call_as(&mut conn, svc, DELETE_LIMIT, &[&org, &ids[2]])
             .await
             .unwrap(),
         json!({"deleted": true})
     );
     assert_eq!(
-        call(&mut conn, svc, DELETE_LIMIT, &[&org, &ids[2]])
+        call_as(&mut conn, svc, DELETE_LIMIT, &[&org, &ids[2]])
             .await
             .unwrap(),
         json!({"deleted": false})
     );
-    let left = call(&mut conn, svc, LIMITS, &[&org]).await.unwrap();
+    let left = call_as(&mut conn, svc, LIMITS, &[&org]).await.unwrap();
     assert_eq!(left.as_array().unwrap().len(), 2);
 }
 
@@ -661,15 +650,15 @@ async fn another_orgs_user_reads_nothing_and_changes_nothing_through_the_functio
             (LIMITS, vec![&w.org_a]),
         ];
         for (sql, params) in reads {
-            let got = call(&mut conn, actor, sql, &params).await.unwrap();
+            let got = call_as(&mut conn, actor, sql, &params).await.unwrap();
             assert_eq!(got, json!([]), "{outsider}: {sql}");
         }
-        let deleted = call(&mut conn, actor, DELETE_ORG, &[&w.org_a])
+        let deleted = call_as(&mut conn, actor, DELETE_ORG, &[&w.org_a])
             .await
             .unwrap();
         assert_eq!(deleted, json!({"deleted": false}), "deleting org A");
         // Adding to another organization is refused as a direct insert is.
-        let res = call(
+        let res = call_as(
             &mut conn,
             actor,
             ADD,
@@ -683,11 +672,11 @@ async fn another_orgs_user_reads_nothing_and_changes_nothing_through_the_functio
             (REMOVE, vec![&w.org_a, &w.member_a, &"member"]),
         ];
         for (sql, params) in not_found {
-            let res = call(&mut conn, actor, sql, &params).await;
+            let res = call_as(&mut conn, actor, sql, &params).await;
             assert_code(res, SqlState::NO_DATA_FOUND, sql);
         }
         // No user JWT deletes features or limits, in any organization.
-        let res = call(
+        let res = call_as(
             &mut conn,
             actor,
             DELETE_FEATURE,
@@ -695,7 +684,7 @@ async fn another_orgs_user_reads_nothing_and_changes_nothing_through_the_functio
         )
         .await;
         assert_denied(res, "deleting another org's feature");
-        let res = call(&mut conn, actor, DELETE_LIMIT, &[&w.org_a, &limit_a]).await;
+        let res = call_as(&mut conn, actor, DELETE_LIMIT, &[&w.org_a, &limit_a]).await;
         assert_denied(res, "deleting another org's limit");
     }
     assert_eq!(org_rows(&db, w.org_a).await, before, "org A is as it was");
@@ -712,14 +701,14 @@ async fn another_orgs_user_reads_nothing_and_changes_nothing_through_the_functio
         (LIMITS, vec![&w.org_b]),
     ];
     for (sql, params) in reads {
-        let got = call(&mut conn, b, sql, &params).await.unwrap();
+        let got = call_as(&mut conn, b, sql, &params).await.unwrap();
         assert_eq!(
             got.as_array().map(Vec::len),
             Some(1),
             "org B's owner: {sql}: {got}"
         );
     }
-    let anon = call(&mut conn, Actor::Anon, ORGANIZATION, &[&w.org_b]).await;
+    let anon = call_as(&mut conn, Actor::Anon, ORGANIZATION, &[&w.org_b]).await;
     assert_denied(anon, "anon reading an organization");
 }
 
@@ -737,7 +726,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
         let actor = Actor::User(user);
         // They read the organization and its rows.
         for sql in [ORGANIZATION, MEMBERS, FEATURES, LIMITS] {
-            let got = call(&mut conn, actor, sql, &[&w.org_a]).await.unwrap();
+            let got = call_as(&mut conn, actor, sql, &[&w.org_a]).await.unwrap();
             assert!(!got.as_array().unwrap().is_empty(), "{user}: {sql}");
         }
         let other = if user == w.viewer_a {
@@ -759,7 +748,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
             (DELETE_FEATURE, vec![&w.org_a, &"veo_avatars"]),
         ];
         for (sql, params) in denied {
-            let res = call(&mut conn, actor, sql, &params).await;
+            let res = call_as(&mut conn, actor, sql, &params).await;
             assert_denied(res, &format!("{user}: {sql}"));
         }
         // Nobody raises their own role.
@@ -768,7 +757,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
         } else {
             "member"
         };
-        let res = call(
+        let res = call_as(
             &mut conn,
             actor,
             SET_ROLE,
@@ -781,11 +770,11 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
 
     // The admin renames and manages members and viewers, by compare-and-set.
     let admin = Actor::User(w.admin_a);
-    let renamed = call(&mut conn, admin, RENAME, &[&w.org_a, &"Renamed"])
+    let renamed = call_as(&mut conn, admin, RENAME, &[&w.org_a, &"Renamed"])
         .await
         .unwrap();
     assert_eq!(renamed, org_row(&db, w.org_a).await);
-    let added = call(
+    let added = call_as(
         &mut conn,
         admin,
         ADD,
@@ -794,7 +783,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
     .await
     .unwrap();
     assert_eq!(added, membership_row(&db, w.org_a, newcomer).await);
-    let stale = call(
+    let stale = call_as(
         &mut conn,
         admin,
         SET_ROLE,
@@ -810,7 +799,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
         SqlState::T_R_SERIALIZATION_FAILURE,
         "the admin's stale role",
     );
-    let promoted = call(
+    let promoted = call_as(
         &mut conn,
         admin,
         SET_ROLE,
@@ -819,7 +808,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
     .await
     .unwrap();
     assert_eq!(promoted["role"], "member");
-    let to_admin = call(
+    let to_admin = call_as(
         &mut conn,
         admin,
         SET_ROLE,
@@ -827,14 +816,14 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
     )
     .await;
     assert_denied(to_admin, "an admin granting admin");
-    let deleted = call(&mut conn, admin, DELETE_ORG, &[&w.org_a]).await;
+    let deleted = call_as(&mut conn, admin, DELETE_ORG, &[&w.org_a]).await;
     assert_denied(deleted, "an admin deleting the organization");
-    let removed = call(&mut conn, admin, REMOVE, &[&w.org_a, &newcomer, &"member"])
+    let removed = call_as(&mut conn, admin, REMOVE, &[&w.org_a, &newcomer, &"member"])
         .await
         .unwrap();
     assert_eq!(removed, json!({"removed": true}));
     // A viewer leaves; the owner deletes the organization.
-    let left = call(
+    let left = call_as(
         &mut conn,
         Actor::User(w.viewer_a),
         REMOVE,
@@ -844,7 +833,7 @@ async fn viewers_and_members_neither_manage_members_nor_rename_or_delete_the_org
     .unwrap();
     assert_eq!(left, json!({"removed": true}));
     let owner = Actor::User(w.owner_a);
-    let deleted = call(&mut conn, owner, DELETE_ORG, &[&w.org_a])
+    let deleted = call_as(&mut conn, owner, DELETE_ORG, &[&w.org_a])
         .await
         .unwrap();
     assert_eq!(deleted, json!({"deleted": true}));
@@ -871,22 +860,24 @@ async fn the_schema_version_is_the_last_files_and_anon_cannot_read_it() {
     let user = create_user(&db).await;
     for actor in [Actor::Service, Actor::User(user)] {
         assert_eq!(
-            call(&mut conn, actor, sql, &[]).await.unwrap(),
+            call_as(&mut conn, actor, sql, &[]).await.unwrap(),
             want,
             "{actor:?}"
         );
     }
     assert_denied(
-        call(&mut conn, Actor::Anon, sql, &[]).await,
+        call_as(&mut conn, Actor::Anon, sql, &[]).await,
         "anon reading the version",
     );
     let direct = "select to_jsonb(array_agg(version)) from tenancy.schema_migrations";
     assert_denied(
-        call(&mut conn, Actor::User(user), direct, &[]).await,
+        call_as(&mut conn, Actor::User(user), direct, &[]).await,
         "a user reading the table",
     );
     assert_eq!(
-        call(&mut conn, Actor::Service, direct, &[]).await.unwrap(),
+        call_as(&mut conn, Actor::Service, direct, &[])
+            .await
+            .unwrap(),
         json!(versions),
         "service_role reads the table"
     );
@@ -1172,7 +1163,7 @@ async fn a_baseline_database_with_data_upgrades_to_the_current_version() {
     );
     // The new functions read the data.
     let mut conn = pg::connect_url(&pg.authenticator_url(&name)).await;
-    let limits = call(&mut conn, Actor::Service, LIMITS, &[&org])
+    let limits = call_as(&mut conn, Actor::Service, LIMITS, &[&org])
         .await
         .unwrap();
     let from_snapshot: Vec<Value> = snapshot["limits"]
@@ -1187,16 +1178,16 @@ async fn a_baseline_database_with_data_upgrades_to_the_current_version() {
         "the limits, as the snapshot has them"
     );
     assert_eq!(from_snapshot.len(), 2);
-    let members = call(&mut conn, Actor::User(member), MEMBERS, &[&org])
+    let members = call_as(&mut conn, Actor::User(member), MEMBERS, &[&org])
         .await
         .unwrap();
     assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
-    let features = call(&mut conn, Actor::User(member), FEATURES, &[&org])
+    let features = call_as(&mut conn, Actor::User(member), FEATURES, &[&org])
         .await
         .unwrap();
     assert_eq!(features[0]["config"], json!({"quota": 3}));
     let no_org: Option<Uuid> = None;
-    let memberships = call(
+    let memberships = call_as(
         &mut conn,
         Actor::User(member),
         MEMBERSHIPS,

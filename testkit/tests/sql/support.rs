@@ -408,6 +408,20 @@ pub fn message<T>(result: &Result<T, Error>) -> Option<String> {
 
 // ---- reads as an actor -------------------------------------------------------------
 
+/// The jsonb `sql` returns, called as `actor` in one transaction (a
+/// PostgREST request).
+pub async fn call_as(
+    conn: &mut Client,
+    actor: Actor,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Value, Error> {
+    act(conn, actor, async |tx| {
+        Ok(tx.query_one(sql, params).await?.get::<_, Value>(0))
+    })
+    .await
+}
+
 /// Every tenancy table.
 pub const TENANT_TABLES: [&str; 8] = [
     "organizations",
