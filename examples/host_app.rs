@@ -338,18 +338,24 @@ async fn generate(
 ) -> tenancy::Result<Json<Value>> {
     // A bad body drops `metered`, which releases the hold.
     let request = body(request)?;
-    // Stand-in for the model call: usage grows with the prompt.
-    let input = 500 + request.prompt.len() as u64;
-    let output = 1_000;
-    let cost = Decimal::new((input * 25 + output * 100) as i64, 7); // $2.50 / $10 per M
     let ctx = metered.context().clone();
-    let event = UsageEvent::new(ctx.org())
-        .user(ctx.user())
+    let event = call_model(ctx.org(), &request.prompt).user(ctx.user());
+    let tokens = event.total_tokens();
+    let cost = event.cost_usd;
+    metered.commit_event(event).await?;
+    Ok(Json(json!({"tokens": tokens, "cost_usd": cost})))
+}
+
+/// Stand-in for the model call: usage grows with the prompt; priced at
+/// $2.50 / $10 per million input / output tokens.
+fn call_model(org: OrgId, prompt: &str) -> UsageEvent {
+    let input = 500 + prompt.len() as u64;
+    let output = 1_000;
+    let cost = Decimal::new((input * 25 + output * 100) as i64, 7);
+    UsageEvent::new(org)
         .ai_call("openai", "gpt-4o", "generate")
         .tokens(input, 0, output)
-        .cost_usd(cost);
-    metered.commit_event(event).await?;
-    Ok(Json(json!({"tokens": input + output, "cost_usd": cost})))
+        .cost_usd(cost)
 }
 
 /// `POST /jobs`: reserves the estimate now, where a denial can still be a
@@ -402,15 +408,9 @@ pub fn start_worker(tenancy: Tenancy) -> mpsc::UnboundedSender<Job> {
 
 async fn run_job(tenancy: &Tenancy, job: Job) -> tenancy::Result<()> {
     let hold = tenancy.open(&job.hold)?;
-    // Stand-in for the model call, as in `generate`.
-    let input = 500 + job.prompt.len() as u64;
-    let output = 1_000;
-    let cost = Decimal::new((input * 25 + output * 100) as i64, 7);
-    let event = UsageEvent::new(hold.org())
-        .ai_call("openai", "gpt-4o", "generate")
-        .tokens(input, 0, output)
-        .cost_usd(cost);
-    tenancy.commit_event(&hold, event).await?;
+    tenancy
+        .commit_event(&hold, call_model(hold.org(), &job.prompt))
+        .await?;
     Ok(())
 }
 
