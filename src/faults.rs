@@ -23,13 +23,27 @@ use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
 use crate::store::{
-    AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
-    FeatureStore, HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore,
-    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
-    UsageQuery, alert_store_methods, feature_store_methods, limit_store_methods,
-    member_store_methods, metering_store_methods, org_store_methods, pass_through_impl,
+    AlertStore, AuditStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue,
+    DomainStore, DynStore, FeatureStore, HistoryQuery, InvitationStore, LeaseStore, LimitStore,
+    MemberStore, MeteringStore, OrgQuery, OrgStore, Principal, RateLimitStore, ReconcileQuery,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
+    audit_store_methods, domain_store_methods, feature_store_methods, invitation_store_methods,
+    lease_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
+    org_store_methods, pass_through_impl, rate_limit_store_methods,
 };
 use crate::sync::lock;
+
+/// How a demotion armed with [`FaultyStore::fault_next_demotion`] goes
+/// wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemotionFault {
+    /// Fails with `Unavailable`, changing nothing.
+    Fail,
+    /// Lands, then reports `Unavailable`, as a lost response.
+    LandThenFail,
+    /// Someone else changes the owner's role to this one first.
+    ChangedMeanwhile(Role),
+}
 
 /// A store whose usage writes (`record_usage`, `commit_reservation`)
 /// misbehave on demand.
@@ -47,6 +61,7 @@ pub struct FaultyStore {
     pass_alert_claims: AtomicUsize,
     fail_alert_claims: AtomicUsize,
     fail_limit_reads: AtomicUsize,
+    next_demotion: Mutex<Option<(UserId, DemotionFault)>>,
     calls: AtomicU64,
     snapshot_calls: AtomicU64,
 }
@@ -67,6 +82,7 @@ impl FaultyStore {
             pass_alert_claims: AtomicUsize::new(0),
             fail_alert_claims: AtomicUsize::new(0),
             fail_limit_reads: AtomicUsize::new(0),
+            next_demotion: Mutex::default(),
             calls: AtomicU64::new(0),
             snapshot_calls: AtomicU64::new(0),
         }
@@ -130,6 +146,23 @@ impl FaultyStore {
         self.fail_limit_reads.store(n, Ordering::SeqCst);
     }
 
+    /// The next demotion of owner `user` (a role change from `owner` to
+    /// another role) goes wrong as `fault` says; later ones pass through.
+    pub fn fault_next_demotion(&self, user: UserId, fault: DemotionFault) {
+        *lock(&self.next_demotion) = Some((user, fault));
+    }
+
+    fn take_demotion(&self, user: UserId, expected: Role, role: Role) -> Option<DemotionFault> {
+        if expected != Role::Owner || role == Role::Owner {
+            return None;
+        }
+        let mut next = lock(&self.next_demotion);
+        match *next {
+            Some((target, _)) if target == user => next.take().map(|(_, fault)| fault),
+            _ => None,
+        }
+    }
+
     /// How many usage writes were attempted.
     pub fn usage_calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -190,10 +223,41 @@ impl Backend for FaultyStore {
     fn principal(&self) -> Principal {
         self.inner.principal()
     }
+
+    fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        self.inner.rate_limits()
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.inner.leases()
+    }
 }
 
 org_store_methods!(pass_through_impl! { $ OrgStore for FaultyStore [] {} });
-member_store_methods!(pass_through_impl! { $ MemberStore for FaultyStore [] {} });
+member_store_methods!(
+    pass_through_impl! { $ MemberStore for FaultyStore [set_member_role] {
+        async fn set_member_role(
+            &self,
+            org: OrgId,
+            user: UserId,
+            expected: Role,
+            role: Role,
+        ) -> Result<Membership> {
+            match self.take_demotion(user, expected, role) {
+                None => self.inner.set_member_role(org, user, expected, role).await,
+                Some(DemotionFault::Fail) => Err(Self::unavailable("the store went away")),
+                Some(DemotionFault::LandThenFail) => {
+                    self.inner.set_member_role(org, user, expected, role).await?;
+                    Err(Self::unavailable("the store went away"))
+                }
+                Some(DemotionFault::ChangedMeanwhile(other)) => {
+                    self.inner.set_member_role(org, user, expected, other).await?;
+                    self.inner.set_member_role(org, user, expected, role).await
+                }
+            }
+        }
+    } }
+);
 feature_store_methods!(pass_through_impl! { $ FeatureStore for FaultyStore [] {} });
 
 limit_store_methods!(pass_through_impl! { $ LimitStore for FaultyStore [limits] {
@@ -232,6 +296,12 @@ metering_store_methods!(
         }
     } }
 );
+
+invitation_store_methods!(pass_through_impl! { $ InvitationStore for FaultyStore [] {} });
+domain_store_methods!(pass_through_impl! { $ DomainStore for FaultyStore [] {} });
+audit_store_methods!(pass_through_impl! { $ AuditStore for FaultyStore [] {} });
+rate_limit_store_methods!(pass_through_impl! { $ RateLimitStore for FaultyStore [] {} });
+lease_store_methods!(pass_through_impl! { $ LeaseStore for FaultyStore [] {} });
 
 alert_store_methods!(
     pass_through_impl! { $ AlertStore for FaultyStore [claim_alert] {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The schema version this crate's code expects.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// One migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = migrations![
     5 "20261206000400_tenancy_sql_api.sql",
     6 "20261206000500_tenancy_user_directory.sql",
     7 "20261206000600_tenancy_reconciliation.sql",
+    8 "20261206000700_tenancy_invitations.sql",
+    9 "20261206000800_tenancy_verified_domains.sql",
+    10 "20261206000900_tenancy_audit_log.sql",
+    11 "20261206001000_tenancy_rate_limits.sql",
+    12 "20261206001100_tenancy_budget_leases.sql",
 ];
 
 /// The migrations a database at schema version `applied` lacks (0: none
@@ -237,6 +242,11 @@ mod tests {
                 "29990101000003_tenancy_sql_api.sql",
                 "29990101000004_tenancy_user_directory.sql",
                 "29990101000005_tenancy_reconciliation.sql",
+                "29990101000006_tenancy_invitations.sql",
+                "29990101000007_tenancy_verified_domains.sql",
+                "29990101000008_tenancy_audit_log.sql",
+                "29990101000009_tenancy_rate_limits.sql",
+                "29990101000010_tenancy_budget_leases.sql",
             ]
         );
         assert!(

@@ -106,8 +106,15 @@ pub fn router(config: ConsoleConfig) -> Router {
         .route("/operator", get(operator::overview))
         .route("/operator/orgs", get(operator::organizations))
         .route("/operator/orgs/{org}", get(operator::organization));
-    form_routes()
+    let area_pages = [
+        pages::invitations::pages(),
+        pages::domains::pages(),
+        pages::audit::pages(),
+    ];
+    area_pages
         .into_iter()
+        .flatten()
+        .chain(form_routes())
         .fold(pages, |router, (path, handler)| router.route(path, handler))
         .fallback(|| async { render::ConsoleError::not_found() })
         // On every response, axum's own rejections (405, 415) included.
@@ -120,7 +127,12 @@ pub fn router(config: ConsoleConfig) -> Router {
 /// reads its form through `CsrfForm`, which checks the token.
 fn form_routes() -> Vec<(&'static str, MethodRouter<Arc<ConsoleConfig>>)> {
     use pages::{index, members, operator};
-    vec![
+    let areas = [
+        pages::invitations::forms(),
+        pages::domains::forms(),
+        pages::audit::forms(),
+    ];
+    let core = vec![
         ("/orgs", post(index::create_organization)),
         (
             "/orgs/{org}/members/{user}/role",
@@ -150,7 +162,10 @@ fn form_routes() -> Vec<(&'static str, MethodRouter<Arc<ConsoleConfig>>)> {
             "/operator/orgs/{org}/limits/{id}/remove",
             post(operator::remove_limit),
         ),
-    ]
+    ];
+    core.into_iter()
+        .chain(areas.into_iter().flatten())
+        .collect()
 }
 
 /// The paths of every route that takes a form (`POST`), as the router

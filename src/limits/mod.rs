@@ -7,8 +7,10 @@
 
 mod alerts;
 mod decision;
+pub mod lease;
 mod period;
 mod policy;
+pub mod rate;
 mod reservation;
 mod summary;
 

@@ -5,18 +5,23 @@
 //! overshoot. Nothing is persisted.
 
 mod alerts;
+mod audit;
 mod directory;
+mod domains;
 mod features;
+mod invitations;
+mod leases;
 mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod rate_limits;
 mod tenant;
 
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, ErrorKind};
-use crate::store::{Backend, Principal};
+use crate::store::{Backend, LeaseStore, Principal, RateLimitStore};
 use tenant::State;
 
 pub use directory::MemoryUserDirectory;
@@ -51,5 +56,13 @@ fn already_exists(message: String) -> Error {
 impl Backend for MemoryStore {
     fn principal(&self) -> Principal {
         Principal::Service
+    }
+
+    fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        Some(self)
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
     }
 }

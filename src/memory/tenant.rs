@@ -68,6 +68,11 @@ pub(super) struct State {
     pub(super) orgs_of_user: HashMap<UserId, BTreeSet<OrgId>>,
     /// Every event ever recorded, by organization and id: the dedupe set.
     pub(super) events: HashSet<(OrgId, EventId)>,
+    pub(super) invitations: super::invitations::InvitationState,
+    pub(super) domains: super::domains::DomainState,
+    pub(super) audit: super::audit::AuditState,
+    pub(super) rate_limits: super::rate_limits::RateLimitState,
+    pub(super) leases: super::leases::LeaseState,
 }
 
 impl State {

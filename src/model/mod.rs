@@ -2,8 +2,11 @@
 //! events and prices, with the pure rules that belong to them. Nothing here
 //! does I/O.
 
+pub mod audit;
 pub mod context;
+pub mod domain;
 pub mod feature;
+pub mod invitation;
 mod json;
 pub mod org;
 pub mod price;

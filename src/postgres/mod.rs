@@ -55,7 +55,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 
 use crate::error::Result;
-use crate::store::{Backend, Principal};
+use crate::store::{Backend, LeaseStore, Principal, RateLimitStore};
 
 pub use config::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_POOL_SIZE, ENV_DATABASE_URL, ENV_SUPABASE_DB_URL,
@@ -146,5 +146,13 @@ impl Backend for PgStore {
         } else {
             Principal::Service
         }
+    }
+
+    fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        Some(self)
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
     }
 }

@@ -13,13 +13,18 @@
 
 mod alerts;
 pub(crate) mod args;
+mod audit;
 mod directory;
+mod domains;
 pub(crate) mod error;
 mod features;
+mod invitations;
+mod leases;
 mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod rate_limits;
 mod schema;
 
 use async_trait::async_trait;
@@ -176,6 +181,11 @@ macro_rules! sql_store_impls {
         $crate::store::limit_store_methods!(sql_capability_impl! { LimitStore, $store });
         $crate::store::metering_store_methods!(sql_capability_impl! { MeteringStore, $store });
         $crate::store::alert_store_methods!(sql_capability_impl! { AlertStore, $store });
+        $crate::store::invitation_store_methods!(sql_capability_impl! { InvitationStore, $store });
+        $crate::store::domain_store_methods!(sql_capability_impl! { DomainStore, $store });
+        $crate::store::audit_store_methods!(sql_capability_impl! { AuditStore, $store });
+        $crate::store::rate_limit_store_methods!(sql_capability_impl! { RateLimitStore, $store });
+        $crate::store::lease_store_methods!(sql_capability_impl! { LeaseStore, $store });
 
         #[async_trait::async_trait]
         impl $crate::store::UserDirectory for $store {

@@ -2,7 +2,8 @@
 //! bundle the facade runs on, and their contract.
 //!
 //! A backend implements the capabilities — [`OrgStore`], [`MemberStore`],
-//! [`FeatureStore`], [`LimitStore`], [`MeteringStore`], [`AlertStore`] — and
+//! [`FeatureStore`], [`LimitStore`], [`MeteringStore`], [`AlertStore`],
+//! [`InvitationStore`], [`DomainStore`], [`AuditStore`] — and
 //! [`Backend`], which says whom its calls run as. [`Store`] is the bundle of
 //! all of them, implemented for every type that has each one: nobody
 //! implements it by hand.
@@ -18,7 +19,9 @@
 //! here. Stores never read the clock; the core passes `now` in.
 //!
 //! Optional capabilities are traits of their own, outside the bundle, handed
-//! to the builder: [`UserDirectory`] (who users are, for pages).
+//! to the builder: [`UserDirectory`] (who users are, for pages); or reached
+//! through [`Backend`], which answers `None` for one a backend lacks:
+//! [`RateLimitStore`] and [`LeaseStore`].
 //!
 //! Every backend must pass the store-contract suite (`store::contract`,
 //! feature `test-util`), which calls these methods directly, one part per
@@ -33,12 +36,17 @@ mod errors;
 #[macro_use]
 mod forward;
 mod alerts;
+mod audit;
 mod directory;
+mod domains;
 mod features;
+mod invitations;
+mod leases;
 mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod rate_limits;
 mod types;
 
 #[cfg(feature = "test-util")]
@@ -51,17 +59,27 @@ use std::sync::Arc;
 pub use crate::limits::{CounterUsage, UsageSnapshot};
 
 pub use alerts::AlertStore;
+pub use audit::AuditStore;
+pub(crate) use audit::audit_store_methods;
 pub use directory::{MAX_PROFILE_IDS, UserDirectory};
+pub use domains::DomainStore;
+pub(crate) use domains::domain_store_methods;
 pub(crate) use errors::{not_a_member, org_not_found};
 pub use features::FeatureStore;
 pub(crate) use forward::{
     alert_store_methods, feature_store_methods, limit_store_methods, member_store_methods,
     metering_store_methods, org_store_methods, pass_through_impl,
 };
+pub use invitations::InvitationStore;
+pub(crate) use invitations::invitation_store_methods;
+pub use leases::LeaseStore;
+pub(crate) use leases::lease_store_methods;
 pub use limits::LimitStore;
 pub use members::MemberStore;
 pub use metering::MeteringStore;
 pub use orgs::OrgStore;
+pub use rate_limits::RateLimitStore;
+pub(crate) use rate_limits::rate_limit_store_methods;
 pub use types::{
     CommitOutcome, CommitRequest, CounterDrift, CounterScope, CounterValue, HistoryQuery, OrgQuery,
     Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
@@ -74,19 +92,37 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// Whom this store's calls run as. A [`UsageRecorder`](crate::UsageRecorder)
     /// refuses to start on a store that is not [`Principal::Service`].
     fn principal(&self) -> Principal;
+
+    /// This store's short-window rate limits, if it has them (`None`: the
+    /// facade answers `Unsupported` wherever a rate limit applies, never a
+    /// per-process limit of its own).
+    fn rate_limits(&self) -> Option<&dyn RateLimitStore>;
+
+    /// This store's budget leases, if it has them (`None`: leasing answers
+    /// `Unsupported`).
+    fn leases(&self) -> Option<&dyn LeaseStore>;
 }
 
-impl<T: Backend + ?Sized> Backend for Arc<T> {
-    fn principal(&self) -> Principal {
-        (**self).principal()
-    }
+macro_rules! forward_backend {
+    ($ptr:ident) => {
+        impl<T: Backend + ?Sized> Backend for $ptr<T> {
+            fn principal(&self) -> Principal {
+                (**self).principal()
+            }
+
+            fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+                (**self).rate_limits()
+            }
+
+            fn leases(&self) -> Option<&dyn LeaseStore> {
+                (**self).leases()
+            }
+        }
+    };
 }
 
-impl<T: Backend + ?Sized> Backend for Box<T> {
-    fn principal(&self) -> Principal {
-        (**self).principal()
-    }
-}
+forward_backend!(Arc);
+forward_backend!(Box);
 
 /// The storage a [`Tenancy`](crate::Tenancy) runs on: every capability it
 /// needs.
@@ -96,7 +132,16 @@ impl<T: Backend + ?Sized> Backend for Box<T> {
 /// own, and keeps organizations apart: no method reads or writes rows of an
 /// organization other than the one it names.
 pub trait Store:
-    Backend + OrgStore + MemberStore + FeatureStore + LimitStore + MeteringStore + AlertStore
+    Backend
+    + OrgStore
+    + MemberStore
+    + FeatureStore
+    + LimitStore
+    + MeteringStore
+    + AlertStore
+    + InvitationStore
+    + DomainStore
+    + AuditStore
 {
 }
 
@@ -108,6 +153,9 @@ impl<T> Store for T where
         + LimitStore
         + MeteringStore
         + AlertStore
+        + InvitationStore
+        + DomainStore
+        + AuditStore
         + ?Sized
 {
 }

@@ -12,9 +12,9 @@ use crate::model::{
 };
 use crate::sql::{SqlCall, SqlTransport, sql_capability_impl, sql_store_impls};
 use crate::store::{
-    Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, HistoryQuery, OrgQuery,
-    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
-    UsageQuery,
+    Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, HistoryQuery, LeaseStore,
+    OrgQuery, Principal, RateLimitStore, ReconcileQuery, RecordOutcome, ReleaseRequest,
+    ReserveRequest, ReserveResult, UsageQuery,
 };
 use chrono::{DateTime, Utc};
 
@@ -25,6 +25,14 @@ impl Backend for SupabaseStore {
         } else {
             Principal::Service
         }
+    }
+
+    fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        Some(self)
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
     }
 }
 

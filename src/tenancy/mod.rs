@@ -14,16 +14,21 @@
 //! [`TenantContext`]: crate::TenantContext
 
 mod alerts;
+mod audit;
 mod builder;
 mod cache;
+mod domains;
 mod features;
 #[cfg(feature = "hold-tokens")]
 mod hold_token;
+mod invitations;
+mod leases;
 mod members;
 mod metering;
 mod operator;
 mod orgs;
 mod people;
+mod rate_limits;
 mod recording;
 mod service;
 mod summary;

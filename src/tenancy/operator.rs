@@ -26,8 +26,8 @@ pub const MAX_ORG_PAGE: usize = 500;
 /// a feature or raise its limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Operator<'a> {
-    tenancy: &'a Tenancy,
-    operator: &'a PlatformOperator,
+    pub(super) tenancy: &'a Tenancy,
+    pub(super) operator: &'a PlatformOperator,
 }
 
 impl<'a> Operator<'a> {

@@ -6,14 +6,22 @@
 
 #[path = "facade/alerts.rs"]
 mod alerts;
+#[path = "facade/audit.rs"]
+mod audit;
+#[path = "facade/domains.rs"]
+mod domains;
 #[path = "facade/features.rs"]
 mod features;
 #[path = "facade/hold_tokens.rs"]
 mod hold_tokens;
 #[path = "facade/input.rs"]
 mod input;
+#[path = "facade/invitations.rs"]
+mod invitations;
 #[path = "facade/isolation.rs"]
 mod isolation;
+#[path = "facade/leases.rs"]
+mod leases;
 #[path = "facade/limits.rs"]
 mod limits;
 #[path = "facade/members.rs"]
@@ -30,6 +38,8 @@ mod ownership;
 mod people;
 #[path = "facade/periods.rs"]
 mod periods;
+#[path = "facade/rate_limits.rs"]
+mod rate_limits;
 #[path = "facade/reservations.rs"]
 mod reservations;
 #[path = "facade/scene.rs"]

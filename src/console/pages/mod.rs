@@ -1,6 +1,9 @@
 //! The console's pages: the frame they share, and one module per area.
 
+pub(super) mod audit;
+pub(super) mod domains;
 pub(super) mod index;
+pub(super) mod invitations;
 pub(super) mod members;
 pub(super) mod operator;
 pub(super) mod usage;

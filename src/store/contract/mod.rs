@@ -26,12 +26,17 @@
 //! given.
 
 mod alerts;
+mod audit;
+mod domains;
 mod features;
+mod invitations;
 mod isolation;
+mod leases;
 mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod rate_limits;
 mod reconcile;
 mod reserve;
 
@@ -48,12 +53,17 @@ use crate::model::{Organization, UsageEvent, UsageRecord};
 use crate::store::{DynStore, ReserveRequest, UsageQuery};
 
 pub use alerts::*;
+pub use audit::*;
+pub use domains::*;
 pub use features::*;
+pub use invitations::*;
 pub use isolation::*;
+pub use leases::*;
 pub use limits::*;
 pub use members::*;
 pub use metering::*;
 pub use orgs::*;
+pub use rate_limits::*;
 pub use reconcile::*;
 pub use reserve::*;
 
@@ -105,18 +115,43 @@ macro_rules! __store_contract_list {
 /// The names of every contract test, in the order they run.
 pub const TESTS: &[&str] = &__names();
 
-const fn __names() -> [&'static str; count_tests()] {
+/// Every list's names, one slice per list.
+const LISTS: [&[&str]; 6] = {
     macro_rules! names {
-        (; $($name:ident),* $(,)?) => { [$(stringify!($name)),*] };
+        (; $($name:ident),* $(,)?) => { &[$(stringify!($name)),*] };
     }
-    __store_contract_list!([names] {})
-}
+    [
+        crate::__store_contract_list!([names] {}),
+        crate::__invitation_contract_list!([names] {}),
+        crate::__domain_contract_list!([names] {}),
+        crate::__audit_contract_list!([names] {}),
+        crate::__rate_limit_contract_list!([names] {}),
+        crate::__lease_contract_list!([names] {}),
+    ]
+};
 
 const fn count_tests() -> usize {
-    macro_rules! count {
-        (; $($name:ident),* $(,)?) => { [$(stringify!($name)),*].len() };
+    let (mut count, mut i) = (0, 0);
+    while i < LISTS.len() {
+        count += LISTS[i].len();
+        i += 1;
     }
-    __store_contract_list!([count] {})
+    count
+}
+
+const fn __names() -> [&'static str; count_tests()] {
+    let mut names = [""; count_tests()];
+    let (mut next, mut i) = (0, 0);
+    while i < LISTS.len() {
+        let mut j = 0;
+        while j < LISTS[i].len() {
+            names[next] = LISTS[i][j];
+            next += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    names
 }
 
 /// Generates one `#[tokio::test]` per contract test, each calling
@@ -125,6 +160,11 @@ const fn count_tests() -> usize {
 macro_rules! store_contract_tests {
     ($factory:path) => {
         $crate::__store_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__invitation_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__domain_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__audit_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__rate_limit_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__lease_contract_list!([$crate::store_contract_tests] { @tests $factory });
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -299,12 +339,17 @@ mod tests {
     fn the_list_runs_every_contract_test() {
         let sources = [
             include_str!("alerts.rs"),
+            include_str!("audit.rs"),
+            include_str!("domains.rs"),
             include_str!("features.rs"),
+            include_str!("invitations.rs"),
             include_str!("isolation.rs"),
+            include_str!("leases.rs"),
             include_str!("limits.rs"),
             include_str!("members.rs"),
             include_str!("metering.rs"),
             include_str!("orgs.rs"),
+            include_str!("rate_limits.rs"),
             include_str!("reconcile.rs"),
             include_str!("reserve.rs"),
         ];
@@ -338,12 +383,17 @@ mod tests {
             files,
             [
                 "alerts.rs",
+                "audit.rs",
+                "domains.rs",
                 "features.rs",
+                "invitations.rs",
                 "isolation.rs",
+                "leases.rs",
                 "limits.rs",
                 "members.rs",
                 "metering.rs",
                 "orgs.rs",
+                "rate_limits.rs",
                 "reconcile.rs",
                 "reserve.rs"
             ]

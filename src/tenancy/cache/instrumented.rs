@@ -20,9 +20,10 @@ use crate::model::{
 };
 use crate::store::{
     AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
-    FeatureStore, HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore,
-    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
-    UsageQuery, alert_store_methods, feature_store_methods, limit_store_methods,
+    FeatureStore, HistoryQuery, LeaseStore, LimitStore, MemberStore, MeteringStore, OrgQuery,
+    OrgStore, Principal, RateLimitStore, ReconcileQuery, RecordOutcome, ReleaseRequest,
+    ReserveRequest, ReserveResult, UsageQuery, alert_store_methods, audit_store_methods,
+    domain_store_methods, feature_store_methods, invitation_store_methods, limit_store_methods,
     member_store_methods, metering_store_methods, org_store_methods,
 };
 
@@ -48,6 +49,14 @@ impl Instrumented {
 
     pub(super) fn principal(&self) -> Principal {
         self.inner.principal()
+    }
+
+    pub(super) fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        self.inner.rate_limits()
+    }
+
+    pub(super) fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.inner.leases()
     }
 
     /// The limit-decision counters.
@@ -119,6 +128,9 @@ feature_store_methods!(instrumented! {});
 limit_store_methods!(instrumented! {});
 metering_store_methods!(instrumented! {});
 alert_store_methods!(instrumented! {});
+invitation_store_methods!(instrumented! {});
+domain_store_methods!(instrumented! {});
+audit_store_methods!(instrumented! {});
 
 #[cfg(test)]
 mod tests {

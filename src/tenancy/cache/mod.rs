@@ -32,12 +32,13 @@ use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
 use crate::store::{
-    AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
-    FeatureStore, HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore,
-    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
-    UsageQuery, alert_store_methods, feature_store_methods, limit_store_methods,
-    member_store_methods, metering_store_methods, org_not_found, org_store_methods,
-    pass_through_impl,
+    AlertStore, AuditStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue,
+    DomainStore, DynStore, FeatureStore, HistoryQuery, InvitationStore, LeaseStore, LimitStore,
+    MemberStore, MeteringStore, OrgQuery, OrgStore, Principal, RateLimitStore, ReconcileQuery,
+    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
+    audit_store_methods, domain_store_methods, feature_store_methods, invitation_store_methods,
+    limit_store_methods, member_store_methods, metering_store_methods, org_not_found,
+    org_store_methods, pass_through_impl,
 };
 use instrumented::Instrumented;
 use ttl::TtlCache;
@@ -176,6 +177,14 @@ impl Backend for CachingStore {
     fn principal(&self) -> Principal {
         self.inner.principal()
     }
+
+    fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        self.inner.rate_limits()
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        self.inner.leases()
+    }
 }
 
 org_store_methods!(pass_through_impl! { $ OrgStore for CachingStore
@@ -256,6 +265,9 @@ limit_store_methods!(pass_through_impl! { $ LimitStore for CachingStore
 
 metering_store_methods!(pass_through_impl! { $ MeteringStore for CachingStore [] {} });
 alert_store_methods!(pass_through_impl! { $ AlertStore for CachingStore [] {} });
+invitation_store_methods!(pass_through_impl! { $ InvitationStore for CachingStore [] {} });
+domain_store_methods!(pass_through_impl! { $ DomainStore for CachingStore [] {} });
+audit_store_methods!(pass_through_impl! { $ AuditStore for CachingStore [] {} });
 
 #[cfg(test)]
 mod tests {

@@ -8,9 +8,13 @@ mod host_app;
 #[path = "../../../examples/admin.rs"]
 mod admin;
 
+mod audit;
 mod browser;
+mod domains;
+mod invitations;
 mod onboarding;
 mod ownership;
+mod rate_limits;
 mod security;
 
 use reqwest::StatusCode;

@@ -1,22 +1,11 @@
 //! Ownership transfer: an owner hands it to another member, the operator
 //! hands it to anyone; what happens when the second step fails.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tenancy::limits::{AlertKey, Limit, UsageSnapshot};
-use tenancy::model::UsageRecord;
-use tenancy::store::{
-    AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
-    FeatureStore, HistoryQuery, LimitStore, MemberStore, MeteringStore, OrgQuery, OrgStore,
-    Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
-    UsageQuery,
-};
-use tenancy::{
-    Error, ErrorKind, Feature, FeatureChange, FeatureKey, LimitId, Membership, MemoryStore, OrgId,
-    OrgMembership, Organization, Result, Role, Slug, Tenancy, UserId,
-};
+use tenancy::faults::{DemotionFault, FaultyStore};
+use tenancy::{ErrorKind, MemoryStore, OrgId, Role, Tenancy, UserId};
 
 use crate::scene::{Scene, kind, scene, scene_on};
 
@@ -173,160 +162,9 @@ async fn a_cached_tenancy_sees_the_transfer_at_once() {
 
 // ---- the second step failing ---------------------------------------------
 
-/// How the next demotion of one owner misbehaves.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// Fails with `Unavailable`, changing nothing.
-    Fail,
-    /// Lands, then reports `Unavailable`, as a lost response.
-    LandThenFail,
-    /// Someone else changes the owner's role to this one first.
-    ChangedMeanwhile(Role),
-}
-
-/// A store whose next demotion of one owner (a role change from `owner`)
-/// goes wrong as its [`Fault`] says; everything else passes through.
-#[derive(Debug)]
-struct Faulty {
-    inner: Arc<DynStore>,
-    next: Mutex<Option<(UserId, Fault)>>,
-}
-
-impl Faulty {
-    fn new(inner: Arc<DynStore>) -> Arc<Faulty> {
-        Arc::new(Faulty {
-            inner,
-            next: Mutex::new(None),
-        })
-    }
-
-    fn on_demotion_of(&self, user: UserId, fault: Fault) {
-        *self.next.lock().unwrap() = Some((user, fault));
-    }
-
-    fn take(&self, user: UserId, expected: Role, role: Role) -> Option<Fault> {
-        if expected != Role::Owner || role == Role::Owner {
-            return None;
-        }
-        let mut next = self.next.lock().unwrap();
-        match *next {
-            Some((target, fault)) if target == user => {
-                *next = None;
-                Some(fault)
-            }
-            _ => None,
-        }
-    }
-}
-
-fn unavailable() -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        "injected fault: the store went away",
-    )
-}
-
-impl Backend for Faulty {
-    fn principal(&self) -> Principal {
-        self.inner.principal()
-    }
-}
-
-/// `impl $trait for Faulty`, every method passing through.
-macro_rules! pass_through {
-    ($trait:ident { $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)* }) => {
-        #[tenancy::async_trait]
-        impl $trait for Faulty {
-            $(async fn $name(&self, $($arg: $ty),*) -> $ret {
-                self.inner.$name($($arg),*).await
-            })*
-        }
-    };
-}
-
-pass_through!(OrgStore {
-    fn create_organization(org: &Organization) -> Result<Organization>;
-    fn organization(id: OrgId) -> Result<Option<Organization>>;
-    fn organization_by_slug(slug: &Slug) -> Result<Option<Organization>>;
-    fn list_organizations(query: &OrgQuery) -> Result<Vec<Organization>>;
-    fn rename_organization(id: OrgId, name: &str) -> Result<Organization>;
-    fn delete_organization(id: OrgId) -> Result<bool>;
-});
-pass_through!(FeatureStore {
-    fn features(org: OrgId) -> Result<Vec<Feature>>;
-    fn update_feature(org: OrgId, key: &FeatureKey, change: &FeatureChange, now: DateTime<Utc>) -> Result<Feature>;
-    fn delete_feature(org: OrgId, key: &FeatureKey) -> Result<bool>;
-});
-pass_through!(LimitStore {
-    fn limits(org: OrgId) -> Result<Vec<Limit>>;
-    fn put_limit(limit: &Limit) -> Result<Limit>;
-    fn delete_limit(org: OrgId, id: LimitId) -> Result<bool>;
-});
-pass_through!(MeteringStore {
-    fn record_usage(batch: &[UsageRecord]) -> Result<RecordOutcome>;
-    fn usage_snapshot(query: &UsageQuery) -> Result<UsageSnapshot>;
-    fn usage_history(query: &HistoryQuery) -> Result<Vec<CounterValue>>;
-    fn reserve(request: &ReserveRequest) -> Result<ReserveResult>;
-    fn commit_reservation(request: &CommitRequest) -> Result<CommitOutcome>;
-    fn release_reservation(request: &ReleaseRequest) -> Result<bool>;
-    fn reconcile_usage(query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
-    fn repair_usage(query: &ReconcileQuery) -> Result<Vec<CounterDrift>>;
-});
-pass_through!(AlertStore {
-    fn claim_alert(key: &AlertKey, fired_at: DateTime<Utc>) -> Result<bool>;
-});
-
-#[tenancy::async_trait]
-impl MemberStore for Faulty {
-    async fn membership(&self, org: OrgId, user: UserId) -> Result<Option<OrgMembership>> {
-        self.inner.membership(org, user).await
-    }
-
-    async fn memberships_of_user(&self, user: UserId) -> Result<Vec<OrgMembership>> {
-        self.inner.memberships_of_user(user).await
-    }
-
-    async fn members(&self, org: OrgId) -> Result<Vec<Membership>> {
-        self.inner.members(org).await
-    }
-
-    async fn add_member(&self, membership: &Membership) -> Result<()> {
-        self.inner.add_member(membership).await
-    }
-
-    async fn set_member_role(
-        &self,
-        org: OrgId,
-        user: UserId,
-        expected: Role,
-        role: Role,
-    ) -> Result<Membership> {
-        match self.take(user, expected, role) {
-            None => self.inner.set_member_role(org, user, expected, role).await,
-            Some(Fault::Fail) => Err(unavailable()),
-            Some(Fault::LandThenFail) => {
-                self.inner
-                    .set_member_role(org, user, expected, role)
-                    .await?;
-                Err(unavailable())
-            }
-            Some(Fault::ChangedMeanwhile(other)) => {
-                self.inner
-                    .set_member_role(org, user, expected, other)
-                    .await?;
-                self.inner.set_member_role(org, user, expected, role).await
-            }
-        }
-    }
-
-    async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
-        self.inner.remove_member(org, user, expected).await
-    }
-}
-
-/// A scene on a [`Faulty`] `MemoryStore`.
-async fn faulty_scene() -> (Scene, Arc<Faulty>) {
-    let faulty = Faulty::new(Arc::new(MemoryStore::new()));
+/// A scene on a [`FaultyStore`] over `MemoryStore`.
+async fn faulty_scene() -> (Scene, Arc<FaultyStore>) {
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
     let s = scene_on(faulty.clone()).await;
     (s, faulty)
 }
@@ -338,7 +176,7 @@ async fn faulty_scene() -> (Scene, Arc<Faulty>) {
 async fn a_failed_demotion_leaves_two_owners_and_a_retry_finishes() {
     let (s, faulty) = faulty_scene().await;
     let bob = s.member(Role::Member).await.user();
-    faulty.on_demotion_of(s.owner, Fault::Fail);
+    faulty.fault_next_demotion(s.owner, DemotionFault::Fail);
     let err = s
         .tenancy
         .transfer_ownership(&s.owner_ctx, bob)
@@ -363,7 +201,7 @@ async fn a_failed_demotion_leaves_two_owners_and_a_retry_finishes() {
 async fn a_retry_after_a_demotion_that_landed_is_refused_and_harmless() {
     let (s, faulty) = faulty_scene().await;
     let bob = s.member(Role::Member).await.user();
-    faulty.on_demotion_of(s.owner, Fault::LandThenFail);
+    faulty.fault_next_demotion(s.owner, DemotionFault::LandThenFail);
     let err = s.tenancy.transfer_ownership(&s.owner_ctx, bob).await;
     assert_eq!(kind(err), ErrorKind::Unavailable);
     let after = roles(&s).await;
@@ -380,7 +218,7 @@ async fn a_retry_after_a_demotion_that_landed_is_refused_and_harmless() {
 async fn a_role_changed_between_the_steps_is_a_conflict() {
     let (s, faulty) = faulty_scene().await;
     let bob = s.member(Role::Member).await.user();
-    faulty.on_demotion_of(s.owner, Fault::ChangedMeanwhile(Role::Member));
+    faulty.fault_next_demotion(s.owner, DemotionFault::ChangedMeanwhile(Role::Member));
     let err = s.tenancy.transfer_ownership(&s.owner_ctx, bob).await;
     assert_eq!(kind(err), ErrorKind::Conflict);
     assert_eq!(role_of(&s, bob).await, Some(Role::Owner));
@@ -442,7 +280,7 @@ async fn the_operator_adds_an_outsider_as_owner() {
 async fn the_operators_transfer_finishes_when_called_again() {
     let (s, faulty) = faulty_scene().await;
     let heir = s.member(Role::Viewer).await.user();
-    faulty.on_demotion_of(s.owner, Fault::Fail);
+    faulty.fault_next_demotion(s.owner, DemotionFault::Fail);
     let err = s.op().transfer_ownership(s.org, heir).await;
     assert_eq!(kind(err), ErrorKind::Unavailable);
     assert_eq!(role_of(&s, heir).await, Some(Role::Owner));
@@ -458,7 +296,7 @@ async fn the_operators_transfer_finishes_when_called_again() {
 async fn the_operator_passes_over_an_owner_changed_meanwhile() {
     let (s, faulty) = faulty_scene().await;
     let heir = s.member(Role::Member).await.user();
-    faulty.on_demotion_of(s.owner, Fault::ChangedMeanwhile(Role::Viewer));
+    faulty.fault_next_demotion(s.owner, DemotionFault::ChangedMeanwhile(Role::Viewer));
     s.op().transfer_ownership(s.org, heir).await.unwrap();
     assert_eq!(role_of(&s, heir).await, Some(Role::Owner));
     assert_eq!(role_of(&s, s.owner).await, Some(Role::Viewer));

@@ -13,10 +13,15 @@
 
 mod agreement;
 mod api;
+mod audit;
 mod catalog;
 mod directory;
+mod domains;
+mod invitations;
+mod leases;
 mod members;
 mod parity;
+mod rate_limits;
 mod reconcile;
 mod reserve;
 mod rls;

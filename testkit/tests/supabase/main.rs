@@ -5,10 +5,15 @@
 //! Without PostgreSQL or the stand-in the tests print a SKIPPED line and
 //! pass, unless `TENANCY_REQUIRE_LIVE` is set.
 
+mod audit;
+mod domains;
 mod errors;
+mod invitations;
 mod isolation;
+mod leases;
 mod policy;
 mod python;
+mod rate_limits;
 #[path = "../common/responses.rs"]
 mod responses;
 mod scoped;

@@ -1,0 +1,1 @@
+//! Budget leases: slice sizing and local decisions, pure.

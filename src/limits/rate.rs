@@ -1,0 +1,1 @@
+//! Short-window rate limits: GCRA, pure.

@@ -1,0 +1,1 @@
+//! Audit events: who changed what, before and after.

@@ -1,0 +1,1 @@
+//! Verified email domains, and who may join an organization through one.

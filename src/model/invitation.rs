@@ -1,0 +1,1 @@
+//! Invitations: to an email or by a shareable link, naming a role.

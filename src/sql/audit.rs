@@ -1,0 +1,5 @@
+//! `AuditStore` over SQL.
+
+use super::{Sql, SqlTransport};
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {}

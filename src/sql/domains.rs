@@ -1,0 +1,5 @@
+//! `DomainStore` over SQL.
+
+use super::{Sql, SqlTransport};
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {}

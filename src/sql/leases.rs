@@ -1,0 +1,5 @@
+//! `LeaseStore` over SQL.
+
+use super::{Sql, SqlTransport};
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {}

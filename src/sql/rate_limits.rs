@@ -1,0 +1,5 @@
+//! `RateLimitStore` over SQL.
+
+use super::{Sql, SqlTransport};
+
+impl<T: SqlTransport + ?Sized> Sql<'_, T> {}

@@ -1,0 +1,1 @@
+//! Verified domains and joining an organization through one.

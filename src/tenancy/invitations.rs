@@ -1,0 +1,1 @@
+//! Inviting people: create, list, revoke, resend and accept invitations.

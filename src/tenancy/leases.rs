@@ -1,0 +1,1 @@
+//! Budget leases: local decisions on a leased slice of the budget.

@@ -1,0 +1,1 @@
+//! Short-window rate limits: setting them and deciding against them.

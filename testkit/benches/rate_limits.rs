@@ -1,0 +1,3 @@
+//! A rate-limit decision: one store round trip, beside a limit check.
+
+fn main() {}

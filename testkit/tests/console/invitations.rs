@@ -1,0 +1,1 @@
+//! The console's invitations: the invite form, pending invitations, the accept page.

@@ -1,0 +1,1 @@
+//! The console's rate limits: the org's usage page shows them, the operator sets them.

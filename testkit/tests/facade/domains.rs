@@ -1,0 +1,1 @@
+//! The facade's domains, on `MemoryStore`.

@@ -1,0 +1,1 @@
+//! The facade's rate limits, on `MemoryStore`.

@@ -1,0 +1,1 @@
+//! The audit log in SQL: triggers, immutability, retention and who reads it.

@@ -1,0 +1,1 @@
+//! Verified domains in SQL: joining through one, and the look-alikes refused.

@@ -1,0 +1,1 @@
+//! Invitations in SQL: creating, accepting, RLS and the token hashes.

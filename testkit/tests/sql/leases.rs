@@ -1,0 +1,1 @@
+//! Budget leases in SQL: the invariant, expiry and the crashed instance.

@@ -1,0 +1,1 @@
+//! Rate limits in SQL: the GCRA primitive, and several instances on one database.

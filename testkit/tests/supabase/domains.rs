@@ -1,0 +1,1 @@
+//! Verified domains through PostgREST: joining with a user JWT, RLS on the table.

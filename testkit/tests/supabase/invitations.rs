@@ -1,0 +1,1 @@
+//! Invitations through PostgREST: accepting with a user JWT, RLS on the table.

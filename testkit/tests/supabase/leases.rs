@@ -1,0 +1,1 @@
+//! Budget leases through PostgREST: the hot organization and the crashed instance.

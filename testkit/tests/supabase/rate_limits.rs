@@ -1,0 +1,1 @@
+//! Rate limits through PostgREST: several `Tenancy` instances on one database.
