@@ -55,6 +55,18 @@ impl MemoryUserDirectory {
         crate::sync::lock(&self.users).insert(user, profile);
     }
 
+    /// Marks `user`'s email confirmed (or not); false for a user the
+    /// directory does not hold.
+    pub fn set_email_confirmed(&self, user: UserId, confirmed: bool) -> bool {
+        match crate::sync::lock(&self.users).get_mut(&user) {
+            Some(profile) => {
+                profile.email_confirmed = confirmed;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// What the directory holds for `user`.
     pub fn get(&self, user: UserId) -> Option<UserProfile> {
         crate::sync::lock(&self.users).get(&user).cloned()

@@ -29,6 +29,10 @@ pub struct UserProfile {
     pub email: Option<String>,
     /// Their name, when known and visible.
     pub name: Option<String>,
+    /// Whether the user confirmed `email` (on Supabase,
+    /// `auth.users.email_confirmed_at` is set). False when unknown.
+    #[serde(default)]
+    pub email_confirmed: bool,
 }
 
 impl UserProfile {
@@ -38,6 +42,7 @@ impl UserProfile {
             user_id,
             email: None,
             name: None,
+            email_confirmed: false,
         }
     }
 
@@ -51,6 +56,18 @@ impl UserProfile {
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = non_blank(name.into());
         self
+    }
+
+    /// With `email` marked confirmed (or not).
+    pub fn with_email_confirmed(mut self, confirmed: bool) -> Self {
+        self.email_confirmed = confirmed;
+        self
+    }
+
+    /// The email address, only if the user confirmed it: what invitations
+    /// and verified domains match against.
+    pub fn confirmed_email(&self) -> Option<&str> {
+        self.email.as_deref().filter(|_| self.email_confirmed)
     }
 
     /// What to call the user: the name, else the email, else `None` (show
