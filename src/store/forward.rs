@@ -2,11 +2,14 @@
 //! impls generated from it.
 //!
 //! A capability's list macro (`org_store_methods!`, …) hands every
-//! method's signature to a callback macro. The `Arc<T>` and `Box<T>`
-//! forwarding impls (and the pass-through methods of
-//! `faults::FaultyStore`) are generated from the lists and deny
-//! `clippy::missing_trait_methods`, so a method added to a trait but not to
-//! its list, or the other way round, does not compile.
+//! method's signature to a callback macro. The first six lists are here;
+//! later capabilities declare theirs beside their trait (`invitations.rs`,
+//! …), naming their types by full path, since the lists expand in files
+//! that do not import them. The `Arc<T>` and `Box<T>` forwarding impls, the
+//! pass-through methods of `faults::FaultyStore`, the facade's caching and
+//! instrumentation wrappers and the SQL store's impls are generated from
+//! the lists and deny `clippy::missing_trait_methods`, so a method added to
+//! a trait but not to its list, or the other way round, does not compile.
 
 /// Declares `$list!`, which calls `$callback! { $($prefix)* ; <methods> }`
 /// with every async method of one capability trait, each as
