@@ -30,14 +30,22 @@ impl FeatureStore for MemoryStore {
         let mut state = self.lock();
         let tenant = state.tenant_mut(org)?;
         let feature = change.apply(key, tenant.features.get(key), now);
-        tenant.features.insert(key.clone(), feature.clone());
+        let before = tenant.features.insert(key.clone(), feature.clone());
+        state
+            .audit
+            .feature(org, before.as_ref(), Some(&feature), Some(now));
         Ok(feature)
     }
 
     async fn delete_feature(&self, org: OrgId, key: &FeatureKey) -> Result<bool> {
         let mut state = self.lock();
-        Ok(state
-            .tenant_mut(org)
-            .is_ok_and(|t| t.features.remove(key).is_some()))
+        let Ok(tenant) = state.tenant_mut(org) else {
+            return Ok(false);
+        };
+        let Some(removed) = tenant.features.remove(key) else {
+            return Ok(false);
+        };
+        state.audit.feature(org, Some(&removed), None, None);
+        Ok(true)
     }
 }

@@ -25,14 +25,20 @@ impl LimitStore for MemoryStore {
             l.scope == limit.scope && l.metric == limit.metric && l.period == limit.period
         };
         if let Some(existing) = tenant.limits.iter_mut().find(same_slot) {
+            let before = existing.clone();
             existing.value = limit.value;
             existing.mode = limit.mode;
-            return Ok(existing.clone());
+            let after = existing.clone();
+            state
+                .audit
+                .limit(Some(&before), Some(&after), Some(limit.created_at));
+            return Ok(after);
         }
         // Kept in the order limits() promises: creation time, then id.
         let key = |l: &Limit| (l.created_at, l.id);
         let at = tenant.limits.partition_point(|l| key(l) < key(limit));
         tenant.limits.insert(at, limit.clone());
+        state.audit.limit(None, Some(limit), Some(limit.created_at));
         Ok(limit.clone())
     }
 
@@ -41,8 +47,11 @@ impl LimitStore for MemoryStore {
         let Ok(tenant) = state.tenant_mut(org) else {
             return Ok(false);
         };
-        let before = tenant.limits.len();
-        tenant.limits.retain(|l| l.id != id);
-        Ok(tenant.limits.len() < before)
+        let Some(at) = tenant.limits.iter().position(|l| l.id == id) else {
+            return Ok(false);
+        };
+        let removed = tenant.limits.remove(at);
+        state.audit.limit(Some(&removed), None, None);
+        Ok(true)
     }
 }

@@ -48,6 +48,9 @@ impl MemberStore for MemoryStore {
             .entry(membership.user_id)
             .or_default()
             .insert(org);
+        state
+            .audit
+            .member(None, Some(membership), Some(membership.created_at));
         Ok(())
     }
 
@@ -65,18 +68,22 @@ impl MemberStore for MemoryStore {
             .members
             .get_mut(&user)
             .ok_or_else(|| crate::store::not_a_member(org, user))?;
+        let before = member.clone();
         member.role = role;
-        Ok(member.clone())
+        let after = member.clone();
+        state.audit.member(Some(&before), Some(&after), None);
+        Ok(after)
     }
 
     async fn remove_member(&self, org: OrgId, user: UserId, expected: Role) -> Result<()> {
         let mut state = self.lock();
         let tenant = state.tenant_mut(org)?;
         tenant.check_change(user, expected, None)?;
-        tenant.members.remove(&user);
+        let removed = tenant.members.remove(&user);
         if let Some(orgs) = state.orgs_of_user.get_mut(&user) {
             orgs.remove(&org);
         }
+        state.audit.member(removed.as_ref(), None, None);
         Ok(())
     }
 }

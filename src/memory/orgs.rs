@@ -23,6 +23,9 @@ impl OrgStore for MemoryStore {
             return Err(already_exists(format!("organization {} exists", org.id)));
         }
         let mut tenant = Tenant::new(org.clone());
+        state
+            .audit
+            .organization(None, Some(org), Some(org.created_at));
         if let Some(owner) = org.owner_user_id {
             let membership = Membership {
                 user_id: owner,
@@ -30,6 +33,9 @@ impl OrgStore for MemoryStore {
                 role: Role::Owner,
                 created_at: org.created_at,
             };
+            state
+                .audit
+                .member(None, Some(&membership), Some(org.created_at));
             tenant.members.insert(owner, membership);
             state.orgs_of_user.entry(owner).or_default().insert(org.id);
         }
@@ -73,8 +79,11 @@ impl OrgStore for MemoryStore {
     async fn rename_organization(&self, id: OrgId, name: &str) -> Result<Organization> {
         let mut state = self.lock();
         let tenant = state.tenant_mut(id)?;
+        let before = tenant.org.clone();
         tenant.org.name = name.to_owned();
-        Ok(tenant.org.clone())
+        let after = tenant.org.clone();
+        state.audit.organization(Some(&before), Some(&after), None);
+        Ok(after)
     }
 
     async fn delete_organization(&self, id: OrgId) -> Result<bool> {
@@ -89,6 +98,17 @@ impl OrgStore for MemoryStore {
             }
         }
         state.events.retain(|(org, _)| *org != id);
+        // As the SQL's cascades do: each of its rows, then the organization.
+        for member in tenant.members.values() {
+            state.audit.member(Some(member), None, None);
+        }
+        for feature in tenant.features.values() {
+            state.audit.feature(id, Some(feature), None, None);
+        }
+        for limit in &tenant.limits {
+            state.audit.limit(Some(limit), None, None);
+        }
+        state.audit.organization(Some(&tenant.org), None, None);
         Ok(true)
     }
 }

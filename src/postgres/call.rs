@@ -46,6 +46,30 @@ const FUNCTIONS: &str = "select p.proname::text, p.proretset, \
 
 pub(super) const SET_CLAIMS: &str = "select pg_catalog.set_config('role', $1, true), pg_catalog.set_config('request.jwt.claims', $2, true)";
 
+/// The audit context's headers (`$2`) for one call in service mode: a
+/// materialized CTE setting `request.headers` for the statement, which the
+/// call then reads from (`select (<call>) from audit_headers`).
+const WITH_HEADERS: &str = "with audit_headers as materialized \
+    (select pg_catalog.set_config('request.headers', $2, true) as headers)";
+
+/// The audit context's headers, as PostgREST would set them: the SQL's
+/// `tenancy.audit_actor()` reads `request.headers`.
+pub(super) const SET_HEADERS: &str = "select pg_catalog.set_config('request.headers', $1, true)";
+
+/// The task's audit context as the JSON of `request.headers`, `None`
+/// without one.
+pub(super) fn audit_headers() -> Option<String> {
+    let headers = crate::model::audit::AuditContext::current().headers();
+    if headers.is_empty() {
+        return None;
+    }
+    let object: serde_json::Map<String, serde_json::Value> = headers
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), serde_json::Value::String(value)))
+        .collect();
+    Some(serde_json::Value::Object(object).to_string())
+}
+
 /// Whether a failed attempt may be repeated.
 #[derive(Debug)]
 struct Failure {
@@ -284,19 +308,41 @@ impl PgStore {
         what: &str,
     ) -> Result<Vec<u8>, Failure> {
         let fail = |e| from_postgres(e, what);
-        let row = match &self.user {
-            None => client
+        let headers = audit_headers();
+        let row = match (&self.user, headers) {
+            (None, None) => client
                 .query_typed(sql, &[(&args, Type::TEXT)])
                 .await
                 .map_err(fail)?,
-            Some(user) => {
+            (None, Some(headers)) => {
+                // One statement, no transaction round it: the setting is
+                // made when the CTE's row is read, before the target list
+                // (the call) is computed, and lasts until the statement's
+                // implicit transaction ends.
+                let with_headers = format!("{WITH_HEADERS} select ({sql}) from audit_headers");
+                client
+                    .query_typed(
+                        &with_headers,
+                        &[(&args, Type::TEXT), (&headers, Type::TEXT)],
+                    )
+                    .await
+                    .map_err(fail)?
+            }
+            (user, headers) => {
                 let tx = client.transaction().await.map_err(fail)?;
-                tx.query_typed(
-                    SET_CLAIMS,
-                    &[(&user.role, Type::TEXT), (&user.json, Type::TEXT)],
-                )
-                .await
-                .map_err(fail)?;
+                if let Some(user) = user {
+                    tx.query_typed(
+                        SET_CLAIMS,
+                        &[(&user.role, Type::TEXT), (&user.json, Type::TEXT)],
+                    )
+                    .await
+                    .map_err(fail)?;
+                }
+                if let Some(headers) = headers {
+                    tx.query_typed(SET_HEADERS, &[(&headers, Type::TEXT)])
+                        .await
+                        .map_err(fail)?;
+                }
                 let rows = tx
                     .query_typed(sql, &[(&args, Type::TEXT)])
                     .await

@@ -56,7 +56,9 @@ impl PgStore {
     /// Runs `work` in one transaction acting as this store's user: the
     /// same transaction-local `role` and `request.jwt.claims` as every
     /// user-mode call, so row-level security filters the host's own tables
-    /// (an adopted `brands`) as it does through PostgREST. Commits when
+    /// (an adopted `brands`) as it does through PostgREST, and the task's
+    /// audit context's request id as `request.headers` (the audit log's
+    /// actor is the user either way). Commits when
     /// `work` returns `Ok`, rolls back otherwise. `PermissionDenied` on a
     /// service-mode store: use [`pool`](Self::pool) for the service's own
     /// queries.
@@ -77,6 +79,11 @@ impl PgStore {
         )
         .await
         .map_err(fail)?;
+        if let Some(headers) = super::call::audit_headers() {
+            tx.query_typed(super::call::SET_HEADERS, &[(&headers, Type::TEXT)])
+                .await
+                .map_err(fail)?;
+        }
         let result = work(&tx).await?;
         tx.commit().await.map_err(fail)?;
         Ok(result)

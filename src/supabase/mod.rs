@@ -167,25 +167,44 @@ impl SupabaseStore {
     /// A raw query builder for `table`, carrying this client's identity
     /// and HTTP client. Pair it with [`ForOrg`] to scope it to a tenant, or
     /// use [`table`](SupabaseStore::table).
+    ///
+    /// Inside an [`AuditContext`](crate::model::audit::AuditContext) scope
+    /// (such as [`Tenancy::with_request_id`](crate::Tenancy::with_request_id)),
+    /// it carries the context's `x-tenancy-actor` and `x-tenancy-request-id`
+    /// headers, so the audit events of a write name them (the actor only
+    /// for the service client: a user JWT's events name its user).
     pub fn from(&self, table: &str) -> postgrest::Builder {
         postgrest::Builder::new(
             format!("{}/{}", self.inner.rest_url, table),
             None,
-            self.inner.headers.clone(),
+            self.request_headers(),
             self.inner.http.clone(),
         )
     }
 
     /// A raw builder calling the SQL function `function` with the JSON
-    /// object `params`.
+    /// object `params`; audit headers as [`from`](Self::from)'s.
     pub fn rpc(&self, function: &str, params: impl Into<String>) -> postgrest::Builder {
         postgrest::Builder::new(
             format!("{}/rpc/{}", self.inner.rest_url, function),
             None,
-            self.inner.headers.clone(),
+            self.request_headers(),
             self.inner.http.clone(),
         )
         .rpc(params)
+    }
+
+    /// The client's headers, and the task's audit context's.
+    fn request_headers(&self) -> HeaderMap {
+        let mut headers = self.inner.headers.clone();
+        for (name, value) in crate::model::audit::AuditContext::current().headers() {
+            // Both are ASCII by construction (the actor's JSON escapes the
+            // rest, a RequestId is visible ASCII).
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+        headers
     }
 
     /// Sends `request` (retrying as configured) and returns the status and

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::Tenancy;
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, UserId};
+use crate::model::audit::AuditActor;
 use crate::model::{
     Action, Membership, MembershipChange, OrgMembership, Role, TenantContext, default_membership,
 };
@@ -105,7 +106,8 @@ impl Tenancy {
             role,
             created_at: self.now(),
         };
-        self.inner.store.add_member(&membership).await?;
+        let add = self.inner.store.add_member(&membership);
+        self.audited(AuditActor::user(ctx.user()), add).await?;
         Ok(membership)
     }
 
@@ -140,11 +142,11 @@ impl Tenancy {
         if current.role == role {
             return Ok((current, false));
         }
-        let changed = self
+        let set = self
             .inner
             .store
-            .set_member_role(ctx.org(), user, current.role, role)
-            .await?;
+            .set_member_role(ctx.org(), user, current.role, role);
+        let changed = self.audited(AuditActor::user(ctx.user()), set).await?;
         Ok((changed, true))
     }
 
@@ -227,17 +229,20 @@ impl Tenancy {
         ctx.require_member_change(me, step_down)?;
 
         let store = &self.inner.store;
-        let owner = if theirs.role == Role::Owner {
-            theirs
-        } else {
+        let steps = async {
+            let owner = if theirs.role == Role::Owner {
+                theirs
+            } else {
+                store
+                    .set_member_role(ctx.org(), to, theirs.role, Role::Owner)
+                    .await?
+            };
             store
-                .set_member_role(ctx.org(), to, theirs.role, Role::Owner)
-                .await?
+                .set_member_role(ctx.org(), me, Role::Owner, Role::Admin)
+                .await?;
+            Ok(owner)
         };
-        store
-            .set_member_role(ctx.org(), me, Role::Owner, Role::Admin)
-            .await?;
-        Ok(owner)
+        self.audited(AuditActor::user(me), steps).await
     }
 
     /// Removes `user` from the active organization. Their next
@@ -249,10 +254,8 @@ impl Tenancy {
             after: None,
         };
         ctx.require_member_change(user, change)?;
-        self.inner
-            .store
-            .remove_member(ctx.org(), user, current)
-            .await
+        let remove = self.inner.store.remove_member(ctx.org(), user, current);
+        self.audited(AuditActor::user(ctx.user()), remove).await
     }
 
     /// Leaves the active organization. The last owner cannot leave.

@@ -20,7 +20,8 @@ pub const MAX_ORG_PAGE: usize = 500;
 /// What the platform operator does: turn features on and off and configure
 /// them, set and remove limits, transfer ownership, and look at any
 /// organization. From [`Tenancy::operator`]; every change is logged with the
-/// operator's name.
+/// operator's name, and written to the audit log with it as the actor
+/// ([`Operator::audit_log`] reads it).
 ///
 /// No org role reaches these: an owner cannot grant their own organization
 /// a feature or raise its limits.
@@ -144,7 +145,7 @@ impl<'a> Operator<'a> {
     /// # Ok(()) }
     /// ```
     pub async fn transfer_ownership(&self, org: OrgId, to: UserId) -> Result<Membership> {
-        let transferred = self.make_sole_owner(org, to).await;
+        let transferred = self.audited(self.make_sole_owner(org, to)).await;
         match &transferred {
             Ok((_, demoted)) => tracing::info!(operator = self.operator.name(), %org,
                 owner = %to, ?demoted, "ownership transferred"),
@@ -245,12 +246,12 @@ impl<'a> Operator<'a> {
         let key = FeatureKey::parse(key)?;
         change.check()?;
         let now = self.tenancy.now();
-        let stored = self
+        let update = self
             .tenancy
             .inner
             .store
-            .update_feature(org, &key, &change, now)
-            .await;
+            .update_feature(org, &key, &change, now);
+        let stored = self.audited(update).await;
         // Even on error: the write may have landed.
         let stored = stored?;
         tracing::info!(operator = self.operator.name(), %org, %key, enabled = stored.enabled,
@@ -261,7 +262,8 @@ impl<'a> Operator<'a> {
     /// Deletes `key`'s row for `org`; whether it existed.
     pub async fn remove_feature(&self, org: OrgId, key: &str) -> Result<bool> {
         let key = FeatureKey::parse(key)?;
-        let removed = self.tenancy.inner.store.delete_feature(org, &key).await;
+        let delete = self.tenancy.inner.store.delete_feature(org, &key);
+        let removed = self.audited(delete).await;
         tracing::info!(operator = self.operator.name(), %org, %key,
             removed = ?removed.as_ref().ok(), "feature removed");
         removed
@@ -303,7 +305,8 @@ impl<'a> Operator<'a> {
             mode: limit.mode,
             created_at: self.tenancy.now(),
         };
-        let stored = self.tenancy.inner.store.put_limit(&limit).await;
+        let put = self.tenancy.inner.store.put_limit(&limit);
+        let stored = self.audited(put).await;
         let stored = stored?;
         tracing::info!(operator = self.operator.name(), %org, metric = %stored.metric,
             period = %stored.period, value = %stored.value, scope = %stored.scope, "limit set");
@@ -312,7 +315,8 @@ impl<'a> Operator<'a> {
 
     /// Removes a limit from `org`; whether it existed.
     pub async fn remove_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
-        let removed = self.tenancy.inner.store.delete_limit(org, id).await;
+        let delete = self.tenancy.inner.store.delete_limit(org, id);
+        let removed = self.audited(delete).await;
         tracing::info!(operator = self.operator.name(), %org, limit = %id,
             removed = ?removed.as_ref().ok(), "limit removed");
         removed

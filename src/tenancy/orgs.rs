@@ -3,6 +3,7 @@
 use super::Tenancy;
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, Slug, UserId};
+use crate::model::audit::AuditActor;
 use crate::model::org::validate_org_name;
 use crate::model::{Action, NewOrganization, Organization, TenantContext};
 use crate::store::OrgStore;
@@ -23,7 +24,11 @@ impl Tenancy {
             timezone: new.timezone,
             created_at: self.now(),
         };
-        self.inner.store.create_organization(&org).await
+        self.audited(
+            AuditActor::user(owner),
+            self.inner.store.create_organization(&org),
+        )
+        .await
     }
 
     /// The organization with this id, if any.
@@ -47,13 +52,15 @@ impl Tenancy {
     ) -> Result<Organization> {
         ctx.require(Action::RenameOrganization)?;
         let name = validate_org_name(name)?;
-        self.inner.store.rename_organization(ctx.org(), &name).await
+        let rename = self.inner.store.rename_organization(ctx.org(), &name);
+        self.audited(AuditActor::user(ctx.user()), rename).await
     }
 
     /// Deletes the active organization and everything in it (owner only).
     pub async fn delete_organization(&self, ctx: &TenantContext) -> Result<()> {
         ctx.require(Action::DeleteOrganization)?;
-        let deleted = self.inner.store.delete_organization(ctx.org()).await;
+        let delete = self.inner.store.delete_organization(ctx.org());
+        let deleted = self.audited(AuditActor::user(ctx.user()), delete).await;
         let org = ctx.org();
         if !deleted? {
             return Err(Error::not_found(format!(
