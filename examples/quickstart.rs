@@ -6,12 +6,14 @@
 //!
 //! Two organizations, members with roles, names and emails, an org switch,
 //! a feature-gated action allowed and denied, a role-denied admin action,
-//! and a usage limit enforced with a reservation.
+//! an invitation created and accepted, and a usage limit enforced with a
+//! reservation.
 
 use rust_decimal_macros::dec;
 use tenancy::alerts::MemoryAlertSink;
 use tenancy::limits::LimitScope;
 use tenancy::memory::MemoryUserDirectory;
+use tenancy::model::invitation::{MemoryInvitationSender, NewInvitation};
 use tenancy::{
     Action, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role,
     Tenancy, TenantContext, UsageEvent, UserId,
@@ -23,16 +25,25 @@ async fn main() -> tenancy::Result<()> {
     let alice = UserId::new_v7();
     let bob = UserId::new_v7();
     let carol = UserId::new_v7();
+    let dave = UserId::new_v7();
     // Who they are, as the host's sign-up knows them (on Supabase, the
     // SQL store reads auth.users instead).
     let directory = MemoryUserDirectory::new();
     directory.insert(alice, Some("alice@acme.example"), Some("Alice"));
     directory.insert(bob, Some("bob@acme.example"), Some("Bob"));
     directory.insert(carol, Some("carol@globex.example"), Some("Carol"));
+    // Dave signed up and confirmed his email: an invitation to it is his.
+    directory.insert(dave, Some("dave@acme.example"), Some("Dave"));
+    directory.set_email_confirmed(dave, true);
+    // Delivering invitations is the host's business (an email service);
+    // this one keeps them, to show what was sent.
+    let outbox = std::sync::Arc::new(MemoryInvitationSender::new());
     let tenancy = Tenancy::builder()
         .store(MemoryStore::new())
         .user_directory(directory)
         .shared_alert_sink(alerts.clone())
+        .shared_invitation_sender(outbox.clone())
+        .invitation_accept_url("https://app.example/invite")
         .build()?;
     let operator = PlatformOperator::new("quickstart");
 
@@ -126,6 +137,39 @@ async fn main() -> tenancy::Result<()> {
         bob_ctx.can(Action::WriteData),
         bob_ctx.can(Action::DeleteOrganization)
     );
+
+    section("Invitations");
+    let invite = tenancy
+        .create_invitation(
+            &alice_at_acme,
+            NewInvitation::email("Dave@acme.example", Role::Viewer),
+        )
+        .await?;
+    let (sent, url) = &outbox.sent()[0];
+    println!(
+        "  alice invites {} as {}; sent: {}…",
+        sent.email.as_deref().unwrap_or("?"),
+        sent.role,
+        &url[..url.len() - 56]
+    );
+    println!(
+        "  expires {}; the store keeps only the token's SHA-256",
+        invite.invitation.expires_at.format("%Y-%m-%d %H:%M UTC")
+    );
+    let token = invite.token.expose();
+    let wrong = tenancy.accept_invitation(carol, token).await;
+    println!("  carol tries dave's link:  {}", outcome(&wrong));
+    let joined = tenancy.accept_invitation(dave, token).await?;
+    println!(
+        "  dave accepts:             joined {} as {}",
+        joined.organization.slug, joined.role
+    );
+    let again = tenancy.accept_invitation(dave, token).await;
+    println!("  the link a second time:   {}", outcome(&again));
+    let attempt = tenancy
+        .create_invitation(&bob_ctx, NewInvitation::link(Role::Viewer, 5))
+        .await;
+    println!("  bob (member) makes a link: {}", outcome(&attempt));
 
     section("Usage limits");
     tenancy

@@ -18,12 +18,17 @@
 //! | [`ViewMemberUsage`](Action::ViewMemberUsage) | ✓ |  ✓   |        |        |
 //! | [`RenameOrganization`](Action::RenameOrganization) | ✓ | ✓ |      |        |
 //! | [`ManageMembers`](Action::ManageMembers) ² |  ✓   |   ✓   |        |        |
+//! | [`InviteMembers`](Action::InviteMembers) ³ |  ✓   |   ✓   |        |        |
+//! | [`InviteAdmins`](Action::InviteAdmins)   |   ✓   |       |        |        |
 //! | [`ManageAdmins`](Action::ManageAdmins)   |   ✓   |       |        |        |
 //! | [`ManageOwners`](Action::ManageOwners)   |   ✓   |       |        |        |
 //! | [`DeleteOrganization`](Action::DeleteOrganization) | ✓ |  |        |        |
 //!
 //! ¹ The last owner cannot leave; an organization always keeps an owner.
 //! ² Adding, removing and re-roling members and viewers.
+//! ³ Inviting members and viewers, and listing, revoking and resending the
+//!   organization's invitations. Inviting an admin or an owner needs
+//!   [`InviteAdmins`](Action::InviteAdmins); see [`Role::check_invite`].
 //!
 //! # Membership changes
 //!
@@ -39,6 +44,19 @@
 //! - nobody adds themselves or raises their own role (lowering it is
 //!   allowed);
 //! - anyone may leave, unless they are the last owner.
+//!
+//! # Invitations
+//!
+//! Inviting follows the same rules as adding a member, in every backend and
+//! in SQL (`tenancy.may_invite`; [`Role::check_invite`] is the Rust side,
+//! and one table of cases runs against both):
+//!
+//! - only admins and owners invite;
+//! - nobody invites with a role above what they could grant: admins invite
+//!   members and viewers;
+//! - only owners invite owners or admins.
+//!
+//! Resending or revoking an invitation needs the right to create it.
 //!
 //! Enabling features and setting limits are not org actions at all: they
 //! belong to the [`PlatformOperator`], so an org owner cannot grant their own
@@ -109,6 +127,42 @@ impl Role {
     pub fn can(self, action: Action) -> bool {
         self >= action.minimum_role()
     }
+
+    /// Whether a member with this role may invite someone as `invited` (or
+    /// resend or revoke such an invitation): `PermissionDenied` saying
+    /// which rule otherwise. See [Invitations](self#invitations).
+    ///
+    /// ```
+    /// use tenancy::Role;
+    /// assert!(Role::Admin.check_invite(Role::Member).is_ok());
+    /// assert!(Role::Admin.check_invite(Role::Admin).is_err());
+    /// assert!(Role::Owner.check_invite(Role::Owner).is_ok());
+    /// assert!(Role::Member.check_invite(Role::Viewer).is_err());
+    /// ```
+    pub fn check_invite(self, invited: Role) -> Result<()> {
+        let (needed, why) = match invited {
+            Role::Owner | Role::Admin => {
+                (Action::InviteAdmins, "only owners invite owners or admins")
+            }
+            Role::Member | Role::Viewer => (Action::InviteMembers, "only owners and admins invite"),
+        };
+        if self.can(needed) {
+            Ok(())
+        } else {
+            Err(Error::permission_denied(format!(
+                "{why} (the inviter is {self}, the invitation for {invited})"
+            )))
+        }
+    }
+
+    /// The roles this role may invite, highest first (empty for members
+    /// and viewers): what an invite form offers.
+    pub fn invitable_roles(self) -> Vec<Role> {
+        Role::ALL
+            .into_iter()
+            .filter(|r| self.check_invite(*r).is_ok())
+            .collect()
+    }
 }
 
 impl fmt::Display for Role {
@@ -149,6 +203,11 @@ pub enum Action {
     RenameOrganization,
     /// Add, remove and re-role members and viewers.
     ManageMembers,
+    /// Invite members and viewers; list, revoke and resend the
+    /// organization's invitations.
+    InviteMembers,
+    /// Invite admins and owners.
+    InviteAdmins,
     /// Grant or revoke `admin`, and remove admins.
     ManageAdmins,
     /// Grant or revoke `owner`, and remove owners.
@@ -159,7 +218,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order of the matrix.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 15] = [
         Action::ViewOrganization,
         Action::ReadData,
         Action::ViewMembers,
@@ -170,6 +229,8 @@ impl Action {
         Action::ViewMemberUsage,
         Action::RenameOrganization,
         Action::ManageMembers,
+        Action::InviteMembers,
+        Action::InviteAdmins,
         Action::ManageAdmins,
         Action::ManageOwners,
         Action::DeleteOrganization,
@@ -184,10 +245,14 @@ impl Action {
             | Action::ViewUsage
             | Action::Leave => Role::Viewer,
             Action::WriteData | Action::ConsumeUsage => Role::Member,
-            Action::ViewMemberUsage | Action::RenameOrganization | Action::ManageMembers => {
-                Role::Admin
-            }
-            Action::ManageAdmins | Action::ManageOwners | Action::DeleteOrganization => Role::Owner,
+            Action::ViewMemberUsage
+            | Action::RenameOrganization
+            | Action::ManageMembers
+            | Action::InviteMembers => Role::Admin,
+            Action::InviteAdmins
+            | Action::ManageAdmins
+            | Action::ManageOwners
+            | Action::DeleteOrganization => Role::Owner,
         }
     }
 }
@@ -327,5 +392,22 @@ mod tests {
             .check(Admin, true)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    }
+
+    /// Inviting as a role is allowed exactly when adding someone else with
+    /// that role is.
+    #[test]
+    fn inviting_follows_the_adding_rules() {
+        for actor in Role::ALL {
+            for invited in Role::ALL {
+                assert_eq!(
+                    actor.check_invite(invited).is_ok(),
+                    change(None, Some(invited)).allowed(actor, false),
+                    "{actor} inviting {invited}"
+                );
+            }
+        }
+        assert_eq!(Role::Admin.invitable_roles(), [Role::Member, Role::Viewer]);
+        assert!(Role::Member.invitable_roles().is_empty());
     }
 }

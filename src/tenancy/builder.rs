@@ -9,11 +9,13 @@ use super::alerts::{AlertQueue, AlertSink, LogAlertSink};
 use super::cache::{CacheConfig, CachingStore};
 #[cfg(feature = "hold-tokens")]
 use super::hold_token::HoldSecrets;
+use super::invitations::InvitationConfig;
 use super::{Inner, Tenancy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{check_count, check_duration};
 use crate::error::{Error, Result};
 use crate::limits::AlertThresholds;
+use crate::model::invitation::{InvitationSender, LogInvitationSender};
 use crate::store::{DynStore, Store, UserDirectory};
 
 /// The longest cache TTL accepted: one day.
@@ -22,6 +24,13 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The largest cache accepted, in entries.
 const MAX_CACHE_CAPACITY: usize = 10_000_000;
+/// The default invitation lifetime: seven days.
+const DEFAULT_INVITATION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest invitation lifetime an operator may allow: five minutes.
+const MIN_INVITATION_EXPIRY: Duration = Duration::from_secs(5 * 60);
+/// The longest invitation lifetime an operator may allow: 90 days, which
+/// the SQL functions enforce too (`tenancy.max_invitation_lifetime()`).
+const MAX_INVITATION_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Configures and builds a [`Tenancy`]. Every setting has a default except
 /// the store; [`build`](Self::build) checks them all, so a setting out of
@@ -55,6 +64,10 @@ pub struct TenancyBuilder {
     alert_delivery_attempts: u32,
     alert_concurrency: usize,
     user_directory: Option<Arc<dyn UserDirectory>>,
+    invitation_expiry: Duration,
+    invitation_expiry_bounds: (Duration, Duration),
+    invitation_accept_url: String,
+    invitation_sender: Arc<dyn InvitationSender>,
     #[cfg(feature = "hold-tokens")]
     hold_secrets: HoldSecrets,
 }
@@ -74,6 +87,13 @@ impl Default for TenancyBuilder {
             alert_delivery_attempts: 3,
             alert_concurrency: 8,
             user_directory: None,
+            invitation_expiry: DEFAULT_INVITATION_EXPIRY,
+            invitation_expiry_bounds: (
+                Duration::from_secs(3600),
+                Duration::from_secs(30 * 24 * 3600),
+            ),
+            invitation_accept_url: "/invitations/accept".into(),
+            invitation_sender: Arc::new(LogInvitationSender),
             #[cfg(feature = "hold-tokens")]
             hold_secrets: HoldSecrets::default(),
         }
@@ -203,6 +223,78 @@ impl TenancyBuilder {
         self
     }
 
+    /// How long an invitation lasts when its creator names no lifetime.
+    /// Default 7 days; within
+    /// [`invitation_expiry_bounds`](Self::invitation_expiry_bounds).
+    pub fn invitation_expiry(mut self, expiry: Duration) -> Self {
+        self.invitation_expiry = expiry;
+        self
+    }
+
+    /// The shortest and longest lifetime an invitation's creator may name
+    /// ([`NewInvitation::expires_in`](crate::model::invitation::NewInvitation::expires_in)).
+    /// Default 1 hour to 30 days; the shortest at least 5 minutes, the
+    /// longest at most 90 days (the SQL functions refuse longer), the
+    /// shortest no longer than the longest, and the default
+    /// [`invitation_expiry`](Self::invitation_expiry) between them: a
+    /// `Config` error from [`build`](Self::build) naming
+    /// `invitation_expiry_bounds` or `invitation_expiry` otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenancy::{ErrorKind, MemoryStore, Tenancy};
+    ///
+    /// let day = Duration::from_secs(86_400);
+    /// let tenancy = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .invitation_expiry(2 * day)
+    ///     .invitation_expiry_bounds(day, 14 * day)
+    ///     .build()?;
+    ///
+    /// let err = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .invitation_expiry(20 * day)
+    ///     .invitation_expiry_bounds(day, 14 * day)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// assert!(err.message().contains("invitation_expiry"));
+    /// # Ok::<(), tenancy::Error>(())
+    /// ```
+    pub fn invitation_expiry_bounds(mut self, shortest: Duration, longest: Duration) -> Self {
+        self.invitation_expiry_bounds = (shortest, longest);
+        self
+    }
+
+    /// Where an invitation's link points: the page of the host (or of the
+    /// console) that accepts it, to which
+    /// `token=<token>` is added as a query parameter. Default
+    /// `/invitations/accept` (the console's accept page, relative: set an
+    /// absolute URL when invitations are emailed). `Config` naming
+    /// `invitation_accept_url` when it is blank or holds spaces, a `#` or
+    /// control characters.
+    pub fn invitation_accept_url(mut self, base: impl Into<String>) -> Self {
+        self.invitation_accept_url = base.into();
+        self
+    }
+
+    /// Who delivers email invitations; [`LogInvitationSender`] by default
+    /// (development only: it logs live tokens).
+    ///
+    /// [`LogInvitationSender`]: crate::model::invitation::LogInvitationSender
+    pub fn invitation_sender(mut self, sender: impl InvitationSender) -> Self {
+        self.invitation_sender = Arc::new(sender);
+        self
+    }
+
+    /// A sender already behind an `Arc`, to keep a handle on it (a
+    /// [`MemoryInvitationSender`](crate::model::invitation::MemoryInvitationSender)
+    /// in tests).
+    pub fn shared_invitation_sender(mut self, sender: Arc<dyn InvitationSender>) -> Self {
+        self.invitation_sender = sender;
+        self
+    }
+
     /// The secret that signs [hold tokens](crate::HoldToken), under
     /// `key_id`, which every token names: [`Tenancy::seal`] signs with it
     /// and [`Tenancy::open`] accepts it. Give the API and its workers the
@@ -308,6 +400,43 @@ impl TenancyBuilder {
             20,
         )?;
         check_count("alert_concurrency", self.alert_concurrency, 1, 256)?;
+        let (shortest, longest) = self.invitation_expiry_bounds;
+        check_duration(
+            "invitation_expiry_bounds (the shortest)",
+            shortest,
+            MIN_INVITATION_EXPIRY,
+            MAX_INVITATION_EXPIRY,
+        )?;
+        check_duration(
+            "invitation_expiry_bounds (the longest)",
+            longest,
+            shortest,
+            MAX_INVITATION_EXPIRY,
+        )?;
+        check_duration(
+            "invitation_expiry",
+            self.invitation_expiry,
+            shortest,
+            longest,
+        )?;
+        let accept_url = self.invitation_accept_url.trim();
+        if accept_url.is_empty()
+            || accept_url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+        {
+            return Err(Error::config(format!(
+                "invitation_accept_url {:?} must be a URL or a path without spaces, control characters or a #",
+                self.invitation_accept_url
+            )));
+        }
+        let invitations = InvitationConfig {
+            expiry: self.invitation_expiry,
+            min_expiry: shortest,
+            max_expiry: longest,
+            accept_url: accept_url.to_owned(),
+            sender: self.invitation_sender,
+        };
         #[cfg(feature = "hold-tokens")]
         let hold_keys = self.hold_secrets.build()?;
         let reservation_ttl = TimeDelta::from_std(self.reservation_ttl).map_err(|e| {
@@ -340,6 +469,7 @@ impl TenancyBuilder {
                 reservation_ttl,
                 alerts,
                 directory: self.user_directory,
+                invitations,
                 #[cfg(feature = "hold-tokens")]
                 hold_keys,
             }),

@@ -3,7 +3,8 @@
 //! - for people acting in an organization, through a [`TenantContext`]:
 //!   [`orgs`](self) (create, rename, delete), [`members`](self) (contexts,
 //!   the org selector, membership changes), [`people`](self) (members'
-//!   names and emails), [`features`](self) (feature
+//!   names and emails), [`invitations`](self) (invite by email or link,
+//!   accept, resend, revoke), [`features`](self) (feature
 //!   access), [`metering`](self) (limits, reservations, recording);
 //!   [`summary`](self) (usage against limits);
 //! - for the platform operator: [`Operator`], from [`Tenancy::operator`];
@@ -49,6 +50,7 @@ pub use alerts::{AlertSink, LogAlertSink, MemoryAlertSink};
 pub use builder::TenancyBuilder;
 #[cfg(feature = "hold-tokens")]
 pub use hold_token::HoldToken;
+pub use leases::{LeaseShutdown, LeasedMeter, LeasedOutcome, LeasedReservation};
 pub use metering::EXPIRED_HOLD_RETENTION;
 pub use operator::{MAX_ORG_PAGE, Operator};
 pub use service::Service;
@@ -92,6 +94,8 @@ struct Inner {
     alerts: AlertQueue,
     /// Where names and emails come from, if anywhere.
     directory: Option<Arc<dyn UserDirectory>>,
+    /// Invitation expiry, accept URL and delivery.
+    invitations: invitations::InvitationConfig,
     /// The keys hold tokens are sealed and opened with (`Debug` shows key
     /// ids only).
     #[cfg(feature = "hold-tokens")]

@@ -1,6 +1,7 @@
 //! Members: the list with names, emails and roles; changing a role, handing ownership to
-//! another member, removing a member and leaving, within the permission
-//! matrix. The controls shown follow the matrix, and the facade checks it
+//! another member, removing a member and leaving, and (for admins and
+//! owners) inviting people and the pending invitations, within the
+//! permission matrix. The controls shown follow the matrix, and the facade checks it
 //! again on every post.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::invitations::{InvitePanel, members_panel};
 use super::{Chrome, Done, chrome, context, path_id, short_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
@@ -65,6 +67,8 @@ struct Members {
     offers_ownership: bool,
     leave_action: String,
     csrf: String,
+    /// The invite form and pending invitations: admins and owners only.
+    invite: Option<InvitePanel>,
 }
 
 fn row(
@@ -140,6 +144,7 @@ pub(in crate::console) async fn list(
             )
         })
         .collect();
+    let invite = members_panel(&config, &ctx, &base).await?;
     let chrome = chrome(
         &config,
         &viewer,
@@ -159,6 +164,7 @@ pub(in crate::console) async fn list(
         members: rows,
         leave_action: base.at(&format!("/orgs/{}/leave", ctx.org())),
         csrf: viewer.csrf.clone(),
+        invite,
     }))
 }
 
