@@ -823,4 +823,72 @@ mod tests {
         let cache = parts.extensions.get::<ResolvedByAuth>().unwrap();
         assert_eq!(cache.0.len(), 2, "one context per TenantAuth");
     }
+
+    struct Generate;
+    impl MeteredOperation for Generate {
+        const METRIC: &'static str = "tokens";
+        fn estimate() -> Decimal {
+            Decimal::from(100)
+        }
+    }
+
+    /// A request past an RPM limit is a 429 whose `Retry-After` is the
+    /// seconds until the limit admits it again, rounded up, and it holds
+    /// nothing.
+    #[tokio::test]
+    async fn metered_past_a_rate_limit_is_429_with_retry_after() {
+        let tenancy = Tenancy::builder()
+            .store(MemoryStore::new())
+            .build()
+            .unwrap();
+        let user = UserId::new_v7();
+        let org = NewOrganization::new("Rated", "rated").unwrap();
+        let org = tenancy.create_organization(user, org).await.unwrap().id;
+        let operator = crate::model::PlatformOperator::new("axum-tests");
+        let rpm = crate::limits::rate::NewRateLimit::from_limit_type("minute_requests", 1.into())
+            .unwrap();
+        tenancy
+            .operator(&operator)
+            .set_rate_limit(org, rpm)
+            .await
+            .unwrap();
+        let budget =
+            crate::limits::NewLimit::from_limit_type("monthly_tokens", 1000.into()).unwrap();
+        tenancy
+            .operator(&operator)
+            .set_limit(org, budget)
+            .await
+            .unwrap();
+        let auth = TenantAuth::new(tenancy.clone(), TokenVerifier::hs256(JWT_SECRET).unwrap());
+        let request = || {
+            Request::builder()
+                .header(header::AUTHORIZATION, bearer(user))
+                .header("x-org-id", org.to_string())
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let first = Metered::<Generate>::from_request_parts(&mut request(), &auth).await;
+        let first = first.unwrap();
+        let rejection = Metered::<Generate>::from_request_parts(&mut request(), &auth)
+            .await
+            .err()
+            .unwrap();
+        let response = axum::response::IntoResponse::into_response(rejection);
+        assert_eq!(response.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        let secs: u64 = response.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((59..=60).contains(&secs), "Retry-After: {secs}");
+        let ctx = tenancy.context(user, org).await.unwrap();
+        let lines = tenancy.usage_summary(&ctx).await.unwrap();
+        assert!(
+            lines.iter().all(|l| l.reserved <= Decimal::from(100)),
+            "one hold only"
+        );
+        drop(first);
+    }
 }

@@ -149,6 +149,21 @@ impl From<Error> for TenantRejection {
     }
 }
 
+/// The `Retry-After` of a denial at `now`: the whole seconds until its
+/// `resets_at` (the end of a budget's period, or the instant a rate limit
+/// admits the same request), rounded **up**, at least 1, so a client that
+/// waits that long is not refused again for the same reason; `None` when
+/// retrying never helps (no `resets_at`).
+pub(crate) fn retry_after_secs(
+    decision: &LimitDecision,
+    now: chrono::DateTime<Utc>,
+) -> Option<u64> {
+    let wait = decision.resets_at? - now;
+    let micros = wait.num_microseconds().unwrap_or(i64::MAX).max(0);
+    let secs = micros.div_euclid(1_000_000) + i64::from(micros.rem_euclid(1_000_000) > 0);
+    Some(u64::try_from(secs.max(1)).unwrap_or(1))
+}
+
 /// The status of an error of `kind` in a response.
 fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
@@ -264,7 +279,7 @@ impl IntoResponse for TenantRejection {
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         if let TenantRejection::LimitExceeded(decision) = &self
-            && let Some(secs) = decision.retry_after_secs(Utc::now())
+            && let Some(secs) = retry_after_secs(decision, Utc::now())
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -354,6 +369,47 @@ mod tests {
                 "{kind}: retryable by default"
             );
         }
+    }
+
+    /// `Retry-After` rounds up to whole seconds: 1.2 s is 2, an instant
+    /// in the past is 1, and a denial that never frees has none.
+    #[tokio::test]
+    async fn retry_after_rounds_up() {
+        let now = Utc::now();
+        let mut decision = LimitDecision {
+            allowed: false,
+            metric: crate::limits::rate::REQUESTS,
+            requested: 1.into(),
+            used: 10.into(),
+            reserved: 0.into(),
+            limit: Some(10.into()),
+            remaining: Some(0.into()),
+            resets_at: Some(now + chrono::TimeDelta::milliseconds(1200)),
+            level: crate::limits::LimitLevel::Exceeded,
+            decided_by: None,
+        };
+        assert_eq!(retry_after_secs(&decision, now), Some(2));
+        decision.resets_at = Some(now + chrono::TimeDelta::seconds(3));
+        assert_eq!(retry_after_secs(&decision, now), Some(3));
+        decision.resets_at = Some(now - chrono::TimeDelta::seconds(3));
+        assert_eq!(retry_after_secs(&decision, now), Some(1));
+        decision.resets_at = Some(now + chrono::TimeDelta::seconds(30));
+        let (status, headers, body) =
+            answer(TenantRejection::LimitExceeded(Box::new(decision.clone())).into_response())
+                .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        let secs: u64 = headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((29..=30).contains(&secs), "{secs}");
+        assert_eq!(body["metric"], "requests");
+        decision.resets_at = None;
+        let (_, headers, body) =
+            answer(TenantRejection::LimitExceeded(Box::new(decision)).into_response()).await;
+        assert!(headers.get(header::RETRY_AFTER).is_none());
+        assert!(body["resets_at"].is_null());
     }
 
     #[tokio::test]

@@ -14,8 +14,10 @@ use rust_decimal::Decimal;
 
 use super::Tenancy;
 use super::alerts::AlertCheck;
+use super::rate_limits::limit_decision_of;
 use crate::error::{Error, Result};
 use crate::ids::{EventId, MetricKey, OrgId, ReservationId, UserId};
+use crate::limits::rate::{RateAction, RateDecision, RateDenial};
 use crate::limits::{
     CurrentPeriods, Limit, LimitDecision, Reservation, ReserveOutcome, decide, validate_amount,
 };
@@ -141,6 +143,11 @@ impl Tenancy {
     /// Whether `amount` more of `metric` fits under every limit that applies
     /// to the user now. Nothing is held; use [`reserve`](Self::reserve)
     /// before expensive work.
+    ///
+    /// Rate limits are checked first, charging nothing (see
+    /// [`check_rate`](Self::check_rate)): when one would refuse a
+    /// [`reserve`](Self::reserve) of the same amount now, the answer is
+    /// that denial (see `reserve`), without reading the budget.
     pub async fn check_limit(
         &self,
         ctx: &TenantContext,
@@ -152,6 +159,18 @@ impl Tenancy {
         let amount = validate_amount("amount", amount)?;
         let now = self.now();
         let tz = ctx.organization().timezone;
+        let rate = self
+            .decide_rate(ctx, &metric, amount, RateAction::Check, now)
+            .await?;
+        if let Some(denial) = rate.as_ref().map(refusal).transpose()?.flatten() {
+            #[cfg(feature = "metrics")]
+            self.inner.store.limit_decisions().count(
+                crate::metrics::DecisionBy::CheckLimit,
+                &metric,
+                false,
+            );
+            return Ok(limit_decision_of(denial));
+        }
         let snapshot = self
             .inner
             .store
@@ -211,6 +230,20 @@ impl Tenancy {
     ///   the recorder) counts in the periods its event time falls in.
     /// - A hold can be committed or released only for the organization and
     ///   user it was made for: the store checks, before recording anything.
+    /// - **Rate limits** ([`limits::rate`](crate::limits::rate)) are decided
+    ///   first, in one atomic store step that charges 1 request and the
+    ///   estimate to every applicable rate limit, or nothing. A rate denial
+    ///   is [`ReserveOutcome::Denied`] with a decision whose `metric`,
+    ///   `limit`, `used` and `remaining` are the rate limit's, whose
+    ///   `resets_at` is the instant the same request would be admitted
+    ///   (`None`: never, it is more than the limit's burst), and whose
+    ///   `decided_by` is `None`; the budget is not read and nothing is
+    ///   held. When the rate limits admit the call and the budget refuses
+    ///   it, the rate charge is given back (best effort: if that fails, it
+    ///   drains on its own within the window). A call that fails after the
+    ///   rate charge keeps it. A commit does not change the rate charge.
+    ///   The SQL entry points (`tenancy_reserve_usage`, …) apply budget
+    ///   limits only.
     /// - Alerts are checked after the write, on a background task, once per
     ///   threshold and period; a slow or failing
     ///   [`AlertSink`](crate::alerts::AlertSink) never slows or fails the write.
@@ -245,7 +278,24 @@ impl Tenancy {
             expires_at: later(now, self.inner.reservation_ttl)?,
             purge_before: retention_cutoff(now),
         };
+        // Rate limits first: a rate denial touches no budget. A budget
+        // denial gives the rate charge back.
+        let rate = self
+            .decide_rate(ctx, &metric, amount, RateAction::Acquire, now)
+            .await?;
+        if let Some(denial) = rate.as_ref().map(refusal).transpose()?.flatten() {
+            #[cfg(feature = "metrics")]
+            self.inner.store.limit_decisions().count(
+                crate::metrics::DecisionBy::Reserve,
+                &metric,
+                false,
+            );
+            return Ok(ReserveOutcome::Denied(limit_decision_of(denial)));
+        }
         let result = self.inner.store.reserve(&request).await?;
+        if !result.granted && rate.is_some_and(|r| !r.limits.is_empty()) {
+            self.refund_rate(ctx, &metric, amount).await;
+        }
         let mut decision = decide(&metric, amount, &result.limits, tz, self.warning_percent());
         // The store's atomic answer is the truth; the decision explains it.
         decision.allowed = result.granted;
@@ -411,6 +461,18 @@ impl Tenancy {
             }
         }
         self.inner.alerts.enqueue(checks);
+    }
+}
+
+/// The denial of a refused rate decision, `None` for an admitted one; a
+/// refusal without a denial is the store's error, not an admission.
+fn refusal(decision: &RateDecision) -> Result<Option<&RateDenial>> {
+    match (decision.allowed, &decision.denial) {
+        (true, _) => Ok(None),
+        (false, Some(denial)) => Ok(Some(denial)),
+        (false, None) => Err(Error::unexpected(
+            "the store refused a rate decision without naming a hard rate limit that applies",
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::usage::{level_names, local_time};
+use super::usage::{RateRow, level_names, local_time, rate_row};
 use super::{Chrome, Done, chrome, path_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
@@ -20,6 +20,7 @@ use crate::console::form::CsrfForm;
 use crate::console::render::{Base, ConsoleError, form_refusal, page, see_other};
 use crate::error::{Error, quoted};
 use crate::ids::{LimitId, MetricKey, OrgId, UserId};
+use crate::limits::rate::NewRateLimit;
 use crate::limits::{LimitMode, LimitType, NewLimit, Period, UsageLine};
 use crate::model::{FeatureChange, Organization, Role};
 use crate::tenancy::Operator;
@@ -220,6 +221,15 @@ struct FeatureRow {
     config_action: String,
 }
 
+/// A rate limit on the operator's page: the shared row, and what its
+/// forms post.
+struct OperatorRateRow {
+    row: RateRow,
+    user: String,
+    other_mode: &'static str,
+    remove_action: String,
+}
+
 struct LimitRow {
     limit_type: String,
     scope: String,
@@ -242,6 +252,11 @@ struct OrgPage {
     error: Option<String>,
     features: Vec<FeatureRow>,
     limits: Vec<LimitRow>,
+    /// The rate limits, with their windows' use.
+    rate_limits: Vec<OperatorRateRow>,
+    /// Whether the store has rate limits (else the section says so).
+    rates_supported: bool,
+    set_rate_limit_action: String,
     /// The owners' user ids.
     owners: Vec<String>,
     add_feature_action: String,
@@ -309,6 +324,27 @@ async fn org_page(
             }
         })
         .collect();
+    let now = config.tenancy.now();
+    let rates_supported = operator.rate_limits_supported();
+    let rate_limits = operator
+        .rate_limits(org)
+        .await?
+        .iter()
+        .map(|state| OperatorRateRow {
+            row: rate_row(state, now, organization.timezone, false),
+            user: state
+                .limit
+                .scope
+                .user()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            other_mode: match state.limit.mode {
+                LimitMode::Hard => "soft",
+                LimitMode::Soft => "hard",
+            },
+            remove_action: at(&format!("/rate-limits/{}/remove", state.limit.id)),
+        })
+        .collect();
     let owners = operator
         .members(org)
         .await?
@@ -335,6 +371,9 @@ async fn org_page(
         error,
         features,
         limits,
+        rate_limits,
+        rates_supported,
+        set_rate_limit_action: at("/rate-limits"),
         owners,
         add_feature_action: at("/features"),
         set_limit_action: at("/limits"),
@@ -532,6 +571,73 @@ pub(in crate::console) async fn set_limit(
         Err(e) => Err(e),
     };
     answer(&config, &viewer, &base, org, "limit", set).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(in crate::console) struct RateLimitForm {
+    limit_type: String,
+    value: String,
+    /// Empty: the value.
+    burst: String,
+    mode: String,
+    user: String,
+}
+
+/// A number from a form field, or `InvalidInput` naming `field`.
+fn number(field: &'static str, input: &str) -> crate::error::Result<Decimal> {
+    Decimal::from_str(input.trim())
+        .map_err(|_| Error::invalid_input(field, format_args!("{} is not a number", quoted(input))))
+}
+
+fn new_rate_limit(form: &RateLimitForm) -> crate::error::Result<NewRateLimit> {
+    let value = number("limit_value", &form.value)?;
+    let mut limit = NewRateLimit::from_limit_type(form.limit_type.trim(), value)?
+        .mode(LimitMode::parse(&form.mode)?);
+    if !form.burst.trim().is_empty() {
+        limit = limit.burst(number("burst", &form.burst)?)?;
+    }
+    let user = form.user.trim();
+    Ok(if user.is_empty() {
+        limit
+    } else {
+        limit.for_user(UserId::parse(user)?)
+    })
+}
+
+/// `POST /operator/orgs/{org}/rate-limits`: sets (or changes) a rate
+/// limit.
+pub(in crate::console) async fn set_rate_limit(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path(org): Path<String>,
+    CsrfForm(form): CsrfForm<RateLimitForm>,
+) -> Result<Response, ConsoleError> {
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
+    let set = match new_rate_limit(&form) {
+        Ok(limit) => operator.set_rate_limit(org, limit).await,
+        Err(e) => Err(e),
+    };
+    answer(&config, &viewer, &base, org, "limit", set).await
+}
+
+/// `POST /operator/orgs/{org}/rate-limits/{id}/remove`.
+pub(in crate::console) async fn remove_rate_limit(
+    State(config): State<Arc<ConsoleConfig>>,
+    viewer: Viewer,
+    base: Base,
+    Path((org, id)): Path<(String, String)>,
+    _checked: CsrfForm,
+) -> Result<Response, ConsoleError> {
+    let (org, operator) = operator_post(&config, &viewer, &org)?;
+    let id: LimitId = path_id(&id)?;
+    if !operator.remove_rate_limit(org, id).await? {
+        return Ok(ConsoleError::not_found().into_response());
+    }
+    Ok(see_other(
+        &base.at(&format!("/operator/orgs/{org}?done=limit-removed")),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! Usage against limits: each line with its bar and reset time in the
-//! organization's zone, a daily chart of the month per metric, and the top
+//! organization's zone, the rate limits with their current window's use
+//! and the time until it frees, a daily chart of the month per metric, and the top
 //! members by name and email (for the roles that may see other members'
 //! usage).
 
@@ -21,6 +22,7 @@ use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::Result;
 use crate::ids::UserId;
+use crate::limits::rate::RateState;
 use crate::limits::{CurrentPeriods, LimitLevel, LimitScope, Period, UsageLine};
 use crate::model::{Action, TenantContext, UserProfile};
 use crate::tenancy::Tenancy;
@@ -66,6 +68,81 @@ pub(in crate::console) struct TopUser {
     used: Decimal,
 }
 
+/// A rate limit as the pages show it: its current window's use and when
+/// it frees.
+pub(in crate::console) struct RateRow {
+    pub(in crate::console) limit_type: String,
+    pub(in crate::console) scope: String,
+    pub(in crate::console) value: Decimal,
+    pub(in crate::console) window: &'static str,
+    pub(in crate::console) burst: Decimal,
+    pub(in crate::console) mode: &'static str,
+    /// What is still draining from the window ([`RateState::used_at`]).
+    pub(in crate::console) used: Decimal,
+    /// What would be admitted at once now.
+    pub(in crate::console) remaining: Decimal,
+    pub(in crate::console) level: &'static str,
+    pub(in crate::console) level_text: &'static str,
+    pub(in crate::console) bar_width: u32,
+    /// "free now", or how long until everything admitted has drained.
+    pub(in crate::console) frees: String,
+}
+
+/// `state` at `now`, for a page in `tz`; `you` names a per-user scope
+/// ("you" on the user's own page, the user id on the operator's).
+pub(in crate::console) fn rate_row(
+    state: &RateState,
+    now: DateTime<Utc>,
+    tz: Tz,
+    you: bool,
+) -> RateRow {
+    let limit = &state.limit;
+    let used = state.used_at(now);
+    let percent = if limit.burst.is_zero() {
+        Decimal::ZERO
+    } else {
+        used * Decimal::ONE_HUNDRED / limit.burst
+    };
+    let level = if used >= limit.burst {
+        LimitLevel::Exceeded
+    } else if percent >= Decimal::from(80) {
+        LimitLevel::Warning
+    } else {
+        LimitLevel::Ok
+    };
+    let (level, level_text) = level_names(level);
+    let frees_at = state.frees_at(now);
+    let frees = if frees_at <= now {
+        "free now".to_owned()
+    } else {
+        let wait = (frees_at - now).num_milliseconds();
+        format!(
+            "in {}.{} s ({})",
+            wait / 1000,
+            (wait % 1000) / 100,
+            frees_at.with_timezone(&tz).format("%H:%M:%S")
+        )
+    };
+    RateRow {
+        limit_type: limit.limit_type().to_string(),
+        scope: match limit.scope {
+            LimitScope::Organization => "organization".to_owned(),
+            LimitScope::User(_) if you => "you".to_owned(),
+            LimitScope::User(user) => user.to_string(),
+        },
+        value: limit.value.normalize(),
+        window: limit.window.as_str(),
+        burst: limit.burst.normalize(),
+        mode: limit.mode.as_str(),
+        used: used.normalize(),
+        remaining: state.remaining_at(now).normalize(),
+        level,
+        level_text,
+        bar_width: percent.round().to_u32().unwrap_or(100).min(100),
+        frees,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/usage.html")]
 pub(in crate::console) struct UsagePage {
@@ -73,6 +150,8 @@ pub(in crate::console) struct UsagePage {
     org_name: String,
     timezone: String,
     lines: Vec<LineRow>,
+    /// The rate limits that apply to the viewer, with their windows' use.
+    rates: Vec<RateRow>,
     charts: Vec<ChartBlock>,
     top_users: Option<Vec<TopBlock>>,
     /// The features turned on for the organization.
@@ -219,6 +298,12 @@ pub(in crate::console) async fn usage_page(
 ) -> Result<UsagePage> {
     let tz = ctx.organization().timezone;
     let lines = tenancy.usage_summary(ctx).await?;
+    let rates = tenancy
+        .rate_limits(ctx)
+        .await?
+        .iter()
+        .map(|s| rate_row(s, now, tz, true))
+        .collect();
     let periods = CurrentPeriods::at(now, tz);
     let top = if ctx.can(Action::ViewMemberUsage) {
         Some(top_users(tenancy, ctx, &lines).await?)
@@ -238,6 +323,7 @@ pub(in crate::console) async fn usage_page(
         org_name: ctx.organization().name.clone(),
         timezone: tz.name().to_owned(),
         lines: lines.iter().map(|l| line_row(l, tz)).collect(),
+        rates,
         charts: charts(tenancy, ctx, periods).await?,
         top_users: top,
     })

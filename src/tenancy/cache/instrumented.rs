@@ -24,7 +24,7 @@ use crate::store::{
     OrgStore, Principal, RateLimitStore, ReconcileQuery, RecordOutcome, ReleaseRequest,
     ReserveRequest, ReserveResult, UsageQuery, alert_store_methods, audit_store_methods,
     domain_store_methods, feature_store_methods, invitation_store_methods, limit_store_methods,
-    member_store_methods, metering_store_methods, org_store_methods,
+    member_store_methods, metering_store_methods, org_store_methods, rate_limit_store_methods,
 };
 
 /// The store every facade call goes through, instrumented.
@@ -131,6 +131,7 @@ alert_store_methods!(instrumented! {});
 invitation_store_methods!(instrumented! {});
 domain_store_methods!(instrumented! {});
 audit_store_methods!(instrumented! {});
+rate_limit_store_methods!(instrumented! {});
 
 #[cfg(test)]
 mod tests {

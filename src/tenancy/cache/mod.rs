@@ -27,6 +27,7 @@ use super::metering::OrgLimits;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::ids::{FeatureKey, LimitId, OrgId, Slug, UserId};
+use crate::limits::rate::RateLimit;
 use crate::limits::{AlertKey, Limit, UsageSnapshot};
 use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
@@ -38,7 +39,7 @@ use crate::store::{
     RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
     audit_store_methods, domain_store_methods, feature_store_methods, invitation_store_methods,
     limit_store_methods, member_store_methods, metering_store_methods, org_not_found,
-    org_store_methods, pass_through_impl,
+    org_store_methods, pass_through_impl, rate_limit_store_methods,
 };
 use instrumented::Instrumented;
 use ttl::TtlCache;
@@ -70,6 +71,9 @@ pub(super) struct CachingStore {
     memberships: TtlCache<(OrgId, UserId), ConfirmedRole>,
     features: TtlCache<OrgId, Arc<OrgFeatures>>,
     limits: TtlCache<OrgId, Arc<OrgLimits>>,
+    /// Each organization's rate limits (configuration, not state): an
+    /// organization without any skips the rate decision's store call.
+    rate_limits: TtlCache<OrgId, Arc<Vec<RateLimit>>>,
 }
 
 impl CachingStore {
@@ -81,6 +85,7 @@ impl CachingStore {
             memberships: TtlCache::new(config.membership_capacity, config.membership_ttl),
             features: TtlCache::new(config.org_capacity, config.org_ttl),
             limits: TtlCache::new(config.org_capacity, config.org_ttl),
+            rate_limits: TtlCache::new(config.org_capacity, config.org_ttl),
         }
     }
 
@@ -134,6 +139,21 @@ impl CachingStore {
         self.limits.get_or_load(org, self.cache_now(), load).await
     }
 
+    /// The organization's rate limits (configuration only), from the cache
+    /// when fresh; empty on a store without rate limits.
+    pub(super) async fn cached_rate_limits(&self, org: OrgId) -> Result<Arc<Vec<RateLimit>>> {
+        if self.inner.rate_limits().is_none() {
+            return Ok(Arc::default());
+        }
+        let load = async {
+            let states = self.inner.rate_limit_states(org).await?;
+            Ok(Arc::new(states.into_iter().map(|s| s.limit).collect()))
+        };
+        self.rate_limits
+            .get_or_load(org, self.cache_now(), load)
+            .await
+    }
+
     /// `user`'s role in `org` with the organization, from the membership
     /// cache when it confirmed the membership within its TTL, else from the
     /// store (confirmed at `now`). `None` for a non-member, or an
@@ -178,8 +198,12 @@ impl Backend for CachingStore {
         self.inner.principal()
     }
 
+    /// Itself, when the store behind has rate limits: its rate-limit
+    /// writes drop the cached configuration.
     fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
-        self.inner.rate_limits()
+        self.inner
+            .rate_limits()
+            .map(|_| self as &dyn RateLimitStore)
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
@@ -268,6 +292,21 @@ alert_store_methods!(pass_through_impl! { $ AlertStore for CachingStore [] {} })
 invitation_store_methods!(pass_through_impl! { $ InvitationStore for CachingStore [] {} });
 domain_store_methods!(pass_through_impl! { $ DomainStore for CachingStore [] {} });
 audit_store_methods!(pass_through_impl! { $ AuditStore for CachingStore [] {} });
+
+rate_limit_store_methods!(pass_through_impl! { $ RateLimitStore for CachingStore
+    [put_rate_limit, delete_rate_limit] {
+    async fn put_rate_limit(&self, limit: &RateLimit) -> Result<RateLimit> {
+        let stored = self.inner.put_rate_limit(limit).await;
+        self.rate_limits.invalidate(&limit.org);
+        stored
+    }
+
+    async fn delete_rate_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
+        let deleted = self.inner.delete_rate_limit(org, id).await;
+        self.rate_limits.invalidate(&org);
+        deleted
+    }
+} });
 
 #[cfg(test)]
 mod tests {
