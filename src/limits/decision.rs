@@ -24,7 +24,8 @@ pub struct LimitUsage {
     pub period: PeriodKey,
     /// Usage recorded in the period.
     pub used: Decimal,
-    /// Amounts held by unexpired reservations in the period.
+    /// Amounts held in the period: by unexpired reservations, and by live
+    /// budget leases ([`LeaseStore`](crate::store::LeaseStore)).
     pub reserved: Decimal,
 }
 
@@ -89,7 +90,7 @@ pub struct LimitDecision {
     pub requested: Decimal,
     /// Usage in the deciding limit's period (zero when no limit applies).
     pub used: Decimal,
-    /// Held by other reservations in that period.
+    /// Held by other reservations and by live leases in that period.
     pub reserved: Decimal,
     /// The deciding limit's value; `None` when no limit applies.
     pub limit: Option<Decimal>,

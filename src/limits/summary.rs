@@ -22,7 +22,7 @@ pub struct CounterUsage {
     pub period: PeriodKey,
     /// Recorded usage.
     pub used: Decimal,
-    /// Held by unexpired reservations.
+    /// Held by unexpired reservations and live budget leases.
     pub reserved: Decimal,
 }
 

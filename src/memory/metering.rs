@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::{EventId, UserId};
-use crate::limits::{LimitScope, UsageSnapshot};
+use crate::limits::{LimitMode, LimitScope, UsageSnapshot};
 use crate::model::UsageRecord;
 use crate::store::{
     CommitOutcome, CommitRequest, CounterDrift, CounterScope, CounterValue, HistoryQuery,
@@ -12,6 +12,8 @@ use crate::store::{
 use async_trait::async_trait;
 
 use super::MemoryStore;
+use super::leases::lease_of;
+use super::tenant::{Hold, State};
 
 /// The checks every commit makes before looking at the hold.
 fn check_commit_request(request: &CommitRequest) -> Result<()> {
@@ -43,11 +45,27 @@ fn foreign_hold(request_user: UserId, id: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// Records a batch and, in the same step under the lock, counts what its
+/// new events decided on a lease consumed from that lease.
+fn record_and_consume(state: &mut State, batch: &[&UsageRecord]) -> Result<RecordOutcome> {
+    let leased = batch.iter().any(|r| lease_of(r).is_some());
+    if !leased {
+        return state.record(batch);
+    }
+    let consumption = state
+        .leases
+        .consumption(batch, |org, id| state.events.contains(&(org, id)));
+    let outcome = state.record(batch)?;
+    state.leases.consume(consumption);
+    Ok(outcome)
+}
+
 #[async_trait]
 impl MeteringStore for MemoryStore {
     async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome> {
         let batch: Vec<&UsageRecord> = batch.iter().collect();
-        self.lock().record(&batch)
+        let mut state = self.lock();
+        record_and_consume(&mut state, &batch)
     }
 
     async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {
@@ -56,10 +74,16 @@ impl MeteringStore for MemoryStore {
             return Ok(UsageSnapshot::default());
         };
         let metric = query.metric.as_ref();
-        Ok(UsageSnapshot {
-            limits: tenant.applicable_limits(query.user, metric, &query.periods, query.now),
-            counters: tenant.counters_in(query.user, metric, &query.periods, query.now),
-        })
+        let mut limits = tenant.applicable_limits(query.user, metric, &query.periods, query.now);
+        state.leases.add_to(query.org, &mut limits, query.now);
+        let mut counters = tenant.counters_in(query.user, metric, &query.periods, query.now);
+        for c in &mut counters {
+            let leased = state
+                .leases
+                .leased(query.org, c.scope, &c.metric, c.period, query.now, None);
+            c.reserved = c.reserved.saturating_add(leased);
+        }
+        Ok(UsageSnapshot { limits, counters })
     }
 
     async fn usage_history(&self, query: &HistoryQuery) -> Result<Vec<CounterValue>> {
@@ -93,8 +117,41 @@ impl MeteringStore for MemoryStore {
 
     async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveResult> {
         let mut state = self.lock();
-        let tenant = state.tenant_mut(request.org)?;
-        let (granted, limits) = tenant.reserve(request);
+        let state = &mut *state;
+        let tenant = state
+            .tenants
+            .get_mut(&request.org)
+            .ok_or_else(|| crate::store::org_not_found(request.org))?;
+        if !state.leases.has_any(request.org) {
+            let (granted, limits) = tenant.reserve(request);
+            return Ok(ReserveResult { granted, limits });
+        }
+        // Check-and-reserve under the lock, live leases counted as held.
+        tenant
+            .holds
+            .retain(|_, h| h.expires_at > request.purge_before);
+        let mut limits = tenant.applicable_limits(
+            Some(request.user),
+            Some(&request.metric),
+            &request.periods,
+            request.now,
+        );
+        state.leases.add_to(request.org, &mut limits, request.now);
+        let granted = limits
+            .iter()
+            .all(|u| u.limit.mode == LimitMode::Soft || u.fits(request.amount));
+        if granted {
+            tenant.holds.insert(
+                request.id,
+                Hold {
+                    user: request.user,
+                    metric: request.metric.clone(),
+                    amount: request.amount,
+                    periods: request.periods,
+                    expires_at: request.expires_at,
+                },
+            );
+        }
         Ok(ReserveResult { granted, limits })
     }
 
@@ -125,7 +182,7 @@ impl MeteringStore for MemoryStore {
             ..request.usage.clone()
         };
         // Record first: if it fails, the hold stays and nothing changed.
-        let recorded = state.record(&[&usage])?.inserted == 1;
+        let recorded = record_and_consume(&mut state, &[&usage])?.inserted == 1;
         state.tenant_mut(org)?.holds.remove(&id);
         Ok(CommitOutcome {
             released_hold: live,

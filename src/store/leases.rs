@@ -4,20 +4,81 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::error::Result;
+use crate::limits::lease::{LeaseGrant, LeaseRequest};
+
 use super::Backend;
 
 // Signatures in the list name their types by full path: the wrappers that
 // expand it (faults, caching, instrumentation, the SQL store) import none.
 method_list!($ lease_store_methods {
+    fn lease_budget(request: &crate::limits::lease::LeaseRequest) -> crate::error::Result<crate::limits::lease::LeaseGrant>;
 });
 
 /// Budget leases: slices of an organization's remaining budget an instance decides on locally.
 ///
 /// An optional capability, outside the [`Store`](super::Store) bundle: a
 /// backend that has it returns itself from [`Backend::leases`].
+///
+/// # The invariant
+///
+/// A live lease (one whose `expires_at` is after the `now` of the call that
+/// reads it) counts its outstanding amount, `granted − consumed`, as held
+/// against every hard limit that applies to its user and metric in its
+/// periods — in [`reserve`](super::MeteringStore::reserve),
+/// [`usage_snapshot`](super::MeteringStore::usage_snapshot) (in each
+/// limit's and counter's `reserved`) and here — so `used + held + leased ≤
+/// limit` holds for every hard limit whoever decides, as long as every
+/// decision on a lease stays within it. An expired lease counts nothing,
+/// whether or not it was deleted.
+///
+/// Usage decided on a lease reaches the store as ordinary usage events
+/// (through [`record_usage`](super::MeteringStore::record_usage), e.g. a
+/// [`UsageRecorder`](crate::UsageRecorder)) whose metadata names the lease
+/// under [`LEASE_METADATA_KEY`](crate::limits::lease::LEASE_METADATA_KEY):
+/// recording such an event the first time (by its id) adds its amount of the
+/// lease's metric to the lease's `consumed`, in the same atomic step that
+/// adds it to the counters, when the event's organization and user are the
+/// lease's. A duplicate event changes neither.
 #[async_trait]
-pub trait LeaseStore: Backend {}
+pub trait LeaseStore: Backend {
+    /// Takes, renews, grows, shrinks or returns the lease `request.id`, in
+    /// one atomic step, serialized with [`reserve`](super::MeteringStore::reserve)
+    /// for the same organization and metric:
+    ///
+    /// 1. `base = max(request.spoken_for, consumed)` (`consumed` 0 for a new
+    ///    lease) stays covered; whatever the lease covered beyond it is
+    ///    returned;
+    /// 2. the headroom is the least, over the hard limits that apply
+    ///    (org-wide and `request.user`'s, for the metric, in the lease's
+    ///    periods), of `limit − used − held − leased`, where `leased`
+    ///    counts every other live lease and `base − consumed` for this one;
+    /// 3. `free = lease_grant(want, min, share, headroom)`
+    ///    ([`lease_grant`](crate::limits::lease::lease_grant)), and the lease
+    ///    now covers `granted = base + free` until `request.expires_at`.
+    ///
+    /// May delete the organization's leases that expired at or before
+    /// `request.purge_before`. `NotFound` if the organization does not
+    /// exist; `Conflict` if a lease with this id exists for another user,
+    /// metric or periods; `InvalidInput` for a bad amount or share.
+    async fn lease_budget(&self, request: &LeaseRequest) -> Result<LeaseGrant>;
+}
 
 forward_capability!(LeaseStore, lease_store_methods);
 
+/// Any [`Store`](super::Store) answers lease calls through its
+/// [`Backend::leases`]: the capability when it has one, `Unsupported`
+/// otherwise (never a per-process lease). Wrappers that hold a
+/// [`DynStore`](super::DynStore) (fault injection) pass calls on this way.
+#[async_trait]
+impl LeaseStore for super::DynStore {
+    async fn lease_budget(&self, request: &LeaseRequest) -> Result<LeaseGrant> {
+        match self.leases() {
+            Some(leases) => leases.lease_budget(request).await,
+            None => Err(crate::limits::lease::unsupported()),
+        }
+    }
+}
+
+#[cfg(any(feature = "test-util", feature = "supabase", feature = "postgres"))]
 pub(crate) use lease_store_methods;

@@ -28,7 +28,8 @@ pub trait MeteringStore: Backend {
     /// or none. `NotFound` if an organization does not exist.
     async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome>;
 
-    /// The applicable limits with their usage, and the counters in scope.
+    /// The applicable limits with their usage, and the counters in scope;
+    /// `reserved` counts unexpired holds and live leases.
     async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot>;
 
     /// Recorded usage per counter and period between two period starts
@@ -37,7 +38,9 @@ pub trait MeteringStore: Backend {
 
     /// Check-and-reserve in one atomic step: reads every applicable limit
     /// (org-wide and the user's, for the metric, in the request's periods)
-    /// with its usage and unexpired holds, and writes the hold only if the
+    /// with its usage and unexpired holds (and, on a backend with
+    /// [`LeaseStore`](super::LeaseStore), live leases' outstanding amounts,
+    /// as held), and writes the hold only if the
     /// amount fits under every hard limit. Concurrent calls never overshoot
     /// a hard limit. May delete holds that expired before
     /// `request.purge_before`. `NotFound` if the organization does not exist.
