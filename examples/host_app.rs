@@ -61,6 +61,7 @@ use tenancy::axum::{
 use tenancy::clock::Clock;
 use tenancy::console::{self, ConsoleConfig, OperatorPolicy};
 use tenancy::memory::MemoryUserDirectory;
+use tenancy::model::invitation::NewInvitation;
 use tenancy::store::UserDirectory;
 use tenancy::supabase::{ENV_JWT_SECRET, ENV_REST_URL, ENV_URL, SupabaseStore};
 use tenancy::{
@@ -433,6 +434,9 @@ pub struct Demo {
     pub olivia: UserId,
     /// A new user: signed in, a member of nothing yet (onboarding).
     pub nina: UserId,
+    /// A new user with a confirmed email, a member of nothing: whom the
+    /// invitation scenarios invite (`frank@example.com`).
+    pub frank: UserId,
     /// Who the users are: names and emails, as a sign-up stores them.
     pub directory: Arc<MemoryUserDirectory>,
     /// Acme: `veo_avatars` on, a monthly limit of 10 000 tokens, no usage
@@ -458,7 +462,7 @@ pub async fn demo() -> tenancy::Result<Demo> {
 /// ends at its `now`.
 pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     let now = clock.now();
-    let [alice, bob, carol, dan, erin, olivia, nina] = [(); 7].map(|_| UserId::new_v7());
+    let [alice, bob, carol, dan, erin, olivia, nina, frank] = [(); 8].map(|_| UserId::new_v7());
     // Who the users are, as a sign-up would have stored it: dan gave no
     // name, so pages show his email.
     let directory = Arc::new(MemoryUserDirectory::new());
@@ -470,14 +474,21 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         (erin, "erin@initech.example", Some("Erin Endo")),
         (olivia, "olivia@platform.example", Some("Olivia Ops")),
         (nina, "nina@example.com", Some("Nina Novak")),
+        (frank, "frank@example.com", Some("Frank Fischer")),
     ] {
         directory.insert(user, Some(email), name);
+        // Signed up and confirmed: an email invitation matches only a
+        // confirmed email.
+        directory.set_email_confirmed(user, true);
     }
     let tenancy = Tenancy::builder()
         .store(MemoryStore::new())
         .shared_user_directory(Arc::clone(&directory) as Arc<dyn UserDirectory>)
         .clock(clock)
         .hold_secret("demo", DEMO_HOLD_SECRET)
+        // Where invite links point: the console's accept page. Delivery is
+        // the default LogInvitationSender: the link appears in the log.
+        .invitation_accept_url("/console/invitations/accept")
         .build()?;
     let new = |name, slug| NewOrganization::new(name, slug);
     let acme = tenancy
@@ -508,6 +519,10 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
     admin
         .set_limit(acme, limit("monthly_tokens", 10_000)?)
         .await?;
+    let per_minute = tenancy::limits::rate::NewRateLimit::from_limit_type;
+    admin
+        .set_rate_limit(acme, per_minute("minute_requests", Decimal::from(600))?)
+        .await?;
     admin.enable_feature(initech, "brand_kits").await?;
     admin
         .set_limit(initech, limit("monthly_tokens", 1_000_000)?)
@@ -516,6 +531,11 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         .set_limit(initech, limit("monthly_images", DEMO_IMAGES.0)?)
         .await?;
     seed_month(&tenancy, initech, &[carol, erin], now).await?;
+    // A pending invitation: a link for up to 5 viewers of Acme.
+    let as_alice = tenancy.context(alice, acme).await?;
+    tenancy
+        .create_invitation(&as_alice, NewInvitation::link(Role::Viewer, 5))
+        .await?;
     let verifier = TokenVerifier::hs256(DEMO_JWT_SECRET)?;
     let console = ConsoleConfig::builder(tenancy.clone(), verifier.clone())
         .operators(OperatorPolicy::user_ids([olivia]))
@@ -531,6 +551,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         ("erin", erin),
         ("olivia", olivia),
         ("nina", nina),
+        ("frank", frank),
     ]));
     let app = App {
         jobs: start_worker(tenancy.clone()),
@@ -548,6 +569,7 @@ pub async fn demo_with<C: Clock + Clone>(clock: C) -> tenancy::Result<Demo> {
         erin,
         olivia,
         nina,
+        frank,
         directory,
         acme,
         globex,
@@ -606,6 +628,7 @@ pub fn on_supabase(store: SupabaseStore, jwt_secret: &str) -> tenancy::Result<Ap
         .store(store.clone())
         .user_directory(store.clone())
         .hold_secret("host-app", &hold_secret)
+        .invitation_accept_url("/console/invitations/accept")
         .build()?;
     let verifier = TokenVerifier::hs256(jwt_secret)?;
     // Operators are users whose app_metadata says so (set it with the
@@ -711,6 +734,7 @@ fn print_demo(demo: &Demo, addr: std::net::SocketAddr) {
         ("erin", demo.erin, "member of Initech"),
         ("olivia", demo.olivia, "the platform operator"),
         ("nina", demo.nina, "new: creates her organization"),
+        ("frank", demo.frank, "new: invite frank@example.com"),
     ] {
         let email = demo
             .directory

@@ -62,6 +62,7 @@ pub struct FaultyStore {
     fail_alert_claims: AtomicUsize,
     fail_limit_reads: AtomicUsize,
     next_demotion: Mutex<Option<(UserId, DemotionFault)>>,
+    without_optional: AtomicBool,
     calls: AtomicU64,
     snapshot_calls: AtomicU64,
 }
@@ -83,6 +84,7 @@ impl FaultyStore {
             fail_alert_claims: AtomicUsize::new(0),
             fail_limit_reads: AtomicUsize::new(0),
             next_demotion: Mutex::default(),
+            without_optional: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             snapshot_calls: AtomicU64::new(0),
         }
@@ -144,6 +146,12 @@ impl FaultyStore {
     /// `Unavailable`.
     pub fn fail_limit_reads(&self, n: usize) {
         self.fail_limit_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// A backend without the optional capabilities: `rate_limits()` and
+    /// `leases()` answer `None` while set, as a store that has neither.
+    pub fn set_without_optional_capabilities(&self, without: bool) {
+        self.without_optional.store(without, Ordering::SeqCst);
     }
 
     /// The next demotion of owner `user` (a role change from `owner` to
@@ -225,10 +233,16 @@ impl Backend for FaultyStore {
     }
 
     fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+        if self.without_optional.load(Ordering::SeqCst) {
+            return None;
+        }
         self.inner.rate_limits()
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
+        if self.without_optional.load(Ordering::SeqCst) {
+            return None;
+        }
         self.inner.leases()
     }
 }

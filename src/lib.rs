@@ -133,10 +133,17 @@ pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::ids::{
     AsFeatureKey, EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId,
 };
+pub use crate::limits::lease::LeaseConfig;
+pub use crate::limits::rate::{NewRateLimit, RateDecision, RateLimit};
 pub use crate::limits::{
     Limit, LimitDecision, NewLimit, Period, Reservation, ReserveOutcome, UsageLine,
 };
 pub use crate::memory::MemoryStore;
+pub use crate::model::audit::{AuditActor, AuditEvent, AuditPage, AuditQuery, RequestId};
+pub use crate::model::domain::{AutoJoin, JoinOutcome, JoinableOrg, VerifiedDomain};
+pub use crate::model::invitation::{
+    AcceptedInvitation, CreatedInvitation, Invitation, InvitationId, NewInvitation,
+};
 pub use crate::model::{
     Action, Feature, FeatureChange, Membership, NewOrganization, OrgMembership, Organization,
     PlatformOperator, Role, TenantContext, UsageEvent, UserProfile,
@@ -147,8 +154,8 @@ pub use crate::store::{CommitOutcome, RecordOutcome};
 #[cfg_attr(docsrs, doc(cfg(feature = "hold-tokens")))]
 pub use crate::tenancy::HoldToken;
 pub use crate::tenancy::{
-    EXPIRED_HOLD_RETENTION, MAX_HISTORY_PERIODS, MAX_ORG_PAGE, MemberUsage, Operator, Service,
-    Tenancy, TenancyBuilder,
+    EXPIRED_HOLD_RETENTION, LeaseShutdown, LeasedMeter, LeasedOutcome, LeasedReservation,
+    MAX_HISTORY_PERIODS, MAX_ORG_PAGE, MemberUsage, Operator, Service, Tenancy, TenancyBuilder,
 };
 
 /// Where alerts go: the [`AlertSink`](alerts::AlertSink) a

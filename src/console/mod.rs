@@ -162,6 +162,14 @@ fn form_routes() -> Vec<(&'static str, MethodRouter<Arc<ConsoleConfig>>)> {
             "/operator/orgs/{org}/limits/{id}/remove",
             post(operator::remove_limit),
         ),
+        (
+            "/operator/orgs/{org}/rate-limits",
+            post(operator::set_rate_limit),
+        ),
+        (
+            "/operator/orgs/{org}/rate-limits/{id}/remove",
+            post(operator::remove_rate_limit),
+        ),
     ];
     core.into_iter()
         .chain(areas.into_iter().flatten())

@@ -73,6 +73,9 @@ pub(crate) use forward::{
 pub use invitations::InvitationStore;
 pub(crate) use invitations::invitation_store_methods;
 pub use leases::LeaseStore;
+// Expanded by the wrappers that forward it: the fault injector and the SQL
+// store (the facade reaches leases through `Backend::leases`).
+#[cfg(any(feature = "test-util", feature = "supabase", feature = "postgres"))]
 pub(crate) use leases::lease_store_methods;
 pub use limits::LimitStore;
 pub use members::MemberStore;

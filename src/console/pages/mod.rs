@@ -17,7 +17,7 @@ use super::config::ConsoleConfig;
 use super::render::{Base, ConsoleError};
 use crate::error::{Error, ErrorKind};
 use crate::ids::{OrgId, UserId};
-use crate::model::{OrgMembership, TenantContext};
+use crate::model::{Action, OrgMembership, Role, TenantContext};
 use crate::tenancy::Tenancy;
 
 /// What every page around its content shows: the org selector, the
@@ -34,6 +34,10 @@ pub(super) struct Chrome {
     pub(super) section: &'static str,
     /// What the last form did, from the `done` query parameter.
     pub(super) notice: Option<String>,
+    /// The viewer's form token, for the sidebar's join form.
+    pub(super) csrf: String,
+    /// Where the sidebar's join form posts (an invitation's token or link).
+    pub(super) join_action: String,
 }
 
 /// The organization a page is about.
@@ -41,6 +45,10 @@ pub(super) struct CurrentOrg {
     pub(super) name: String,
     pub(super) usage_href: String,
     pub(super) members_href: String,
+    /// The org's verified domains and join setting, for owners and admins.
+    pub(super) domains_href: Option<String>,
+    /// The org's audit log, for owners and admins.
+    pub(super) audit_href: Option<String>,
 }
 
 /// One entry of the org selector.
@@ -79,6 +87,10 @@ impl Done {
             "limit" => "The limit was saved.",
             "limit-removed" => "The limit was removed.",
             "org-created" => "The organization was created, with you as its owner.",
+            "invitation-revoked" => "The invitation was revoked: its link no longer works.",
+            "invitation-gone" => "That invitation is no longer pending.",
+            "joined" => "You accepted the invitation and joined.",
+            "already-member" => "You are a member already: your role is unchanged.",
             _ => return None,
         };
         Some(text.to_owned())
@@ -155,10 +167,17 @@ pub(super) fn chrome_with(
             name: ctx.organization().name.clone(),
             usage_href: base.at(&format!("/orgs/{}/usage", ctx.org())),
             members_href: base.at(&format!("/orgs/{}/members", ctx.org())),
+            domains_href: ctx
+                .can(Action::ManageMembers)
+                .then(|| base.at(&format!("/orgs/{}/domains", ctx.org()))),
+            audit_href: (ctx.role() >= Role::Admin)
+                .then(|| base.at(&format!("/orgs/{}/audit", ctx.org()))),
         }),
         operator: viewer.operator.is_some(),
         section,
         notice,
+        csrf: viewer.csrf.clone(),
+        join_action: base.at("/invitations/join"),
     })
 }
 

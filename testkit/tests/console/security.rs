@@ -631,12 +631,37 @@ async fn every_form_refuses_a_bad_token_and_changes_nothing() {
     let operator = tenancy.operator(&identity);
     let limit_id = operator.limits(acme).await.unwrap()[0].id;
 
+    // Data for the domain pages' forms: Acme has a verified domain, and
+    // Nina's confirmed email is at a domain open to Initech's viewers, so
+    // `/join` offers her Initech.
+    operator
+        .add_domain(acme, "acme.example", false)
+        .await
+        .unwrap();
+    operator
+        .add_domain(s.demo.initech, "example.com", false)
+        .await
+        .unwrap();
+    let carol_initech = tenancy.context(s.demo.carol, s.demo.initech).await.unwrap();
+    tenancy
+        .set_domain_auto_join(
+            &carol_initech,
+            "example.com",
+            tenancy::model::domain::AutoJoin::Viewer,
+        )
+        .await
+        .unwrap();
+    s.demo.directory.set_email_confirmed(nina, true);
+
     // The pages' forms and the router's routes are the same set.
     let pages = [
         (alice, format!("/orgs/{acme}/members")),
         (dan, format!("/orgs/{acme}/members")),
         (olivia, format!("/operator/orgs/{acme}")),
         (nina, String::new()),
+        (olivia, format!("/operator/orgs/{acme}/domains")),
+        (alice, format!("/orgs/{acme}/domains")),
+        (nina, "/join".to_owned()),
     ];
     let mut rendered = Vec::new();
     for (user, path) in &pages {
@@ -701,11 +726,12 @@ async fn every_form_refuses_a_bad_token_and_changes_nothing() {
     };
     let before = state().await;
 
+    // A user's token, from the start page (every page's sidebar has a
+    // form): the positive control below may take a user out of Acme.
     let token = async |user: UserId| {
         let path = match user {
             u if u == olivia => format!("/operator/orgs/{acme}"),
-            u if u == nina => String::new(),
-            _ => format!("/orgs/{acme}/members"),
+            _ => String::new(),
         };
         s.get(user, &path).await.csrf()
     };

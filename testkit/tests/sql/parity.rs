@@ -957,9 +957,9 @@ const DRIFTS: [(&str, &str, &str); 7] = [
         "when 'ad' then 'ads_created'",
     ),
     // d. LimitUsage's `reserved` renamed, where tenancy.limit_usage is
-    // defined last
+    // defined last (the budget leases' file: it counts leases as held)
     (
-        "20261206000200_tenancy_store_functions.sql",
+        "20261206001100_tenancy_budget_leases.sql",
         "'reserved', u.reserved::text",
         "'held', u.reserved::text",
     ),
