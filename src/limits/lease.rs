@@ -204,7 +204,7 @@ impl LeaseRequest {
 /// per-process lease.
 pub(crate) fn unsupported() -> Error {
     Error::new(
-        crate::ErrorKind::Unsupported,
+        crate::error::ErrorKind::Unsupported,
         "this store has no budget leases (Backend::leases is None); decide per call instead",
     )
 }
@@ -600,7 +600,7 @@ mod tests {
         ];
         for (config, field) in bad {
             let err = config.validate().unwrap_err();
-            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+            assert_eq!(err.kind(), crate::error::ErrorKind::InvalidInput);
             assert!(err.message().starts_with(field), "{field}: {err}");
         }
         LeaseConfig::default().validate().unwrap();

@@ -7,8 +7,13 @@
 //! "nothing of the other's" is a refusal, not an empty table.
 
 use chrono::{NaiveDate, Utc};
+use tenancy::limits::lease::{LeaseId, LeaseRequest};
+use tenancy::limits::rate::{RateAction, RateRequest};
 use tenancy::limits::{AlertKey, CurrentPeriods, LimitScope};
+use tenancy::model::domain::{DomainChange, DomainName};
+use tenancy::model::invitation::InvitationToken;
 use tenancy::store::{CounterScope, DynStore, HistoryQuery, OrgQuery, ReserveRequest, UsageQuery};
+use tenancy::{AuditQuery, AutoJoin, Invitation, Role};
 use tenancy::{
     ErrorKind, FeatureChange, FeatureKey, MetricKey, OrgId, Organization, Period, UsageEvent,
     UserId,
@@ -146,8 +151,105 @@ pub async fn changes_nothing(
         as_user.list_organizations(&OrgQuery::new(10, 0)).await,
         "list every organization",
     );
+    another_orgs_people_and_trail_are_out_of_reach(as_user, user, orgs).await;
     for (org, (features, limits)) in orgs.iter().zip(&before) {
         assert_eq!(&service.features(org.id).await.unwrap(), features);
         assert_eq!(&service.limits(org.id).await.unwrap(), limits);
+    }
+}
+
+/// The capabilities added with invitations, verified domains, the audit
+/// log, rate limits and leases: `as_user` reads nothing of `other`'s and
+/// writes nothing the operator or the service writes.
+async fn another_orgs_people_and_trail_are_out_of_reach(
+    as_user: &DynStore,
+    user: UserId,
+    [own, other]: [&Organization; 2],
+) {
+    let now = Utc::now();
+    // Invitations: another organization's are out of reach.
+    let invitation = Invitation::new(
+        other.id,
+        None,
+        Role::Member,
+        5,
+        now + chrono::TimeDelta::days(1),
+        now,
+        Some(user),
+    )
+    .unwrap();
+    let token = InvitationToken::generate().unwrap();
+    denied(
+        as_user.create_invitation(&invitation, &token.hash()).await,
+        "invite to another org",
+    );
+    denied(
+        as_user.pending_invitations(other.id, now).await,
+        "another org's invitations",
+    );
+    // Verified domains: recording them is the operator's, matching an
+    // email the service's; another organization's are out of reach.
+    let domain = DomainName::parse("isolation.example").unwrap();
+    denied(
+        as_user
+            .put_domain(own.id, &domain, &DomainChange::default(), now)
+            .await,
+        "record a domain",
+    );
+    denied(
+        as_user.remove_domain(other.id, &domain).await,
+        "remove a domain",
+    );
+    denied(as_user.domains(other.id).await, "another org's domains");
+    denied(
+        as_user
+            .set_auto_join(other.id, &domain, AutoJoin::Member, now)
+            .await,
+        "another org's join setting",
+    );
+    denied(
+        as_user
+            .joinable_organizations(user, "x@isolation.example")
+            .await,
+        "joinable for any email",
+    );
+    denied(
+        as_user
+            .join_by_domain(other.id, user, "x@isolation.example", now)
+            .await,
+        "join through a domain the store is told of",
+    );
+    // The audit log: another organization's trail.
+    denied(
+        as_user
+            .audit_log(&AuditQuery::new(10).unwrap().org(other.id))
+            .await,
+        "another org's audit log",
+    );
+    // Rate limits and leases are the service's to decide.
+    if let Some(rates) = as_user.rate_limits() {
+        let request = RateRequest {
+            org: own.id,
+            user,
+            charges: vec![(MetricKey::TOKENS, 1.into())],
+            now,
+            action: RateAction::Refund,
+        };
+        denied(rates.acquire_rate(&request).await, "refund a rate charge");
+    }
+    if let Some(leases) = as_user.leases() {
+        let periods = CurrentPeriods::at(now, chrono_tz::UTC);
+        let request = LeaseRequest::new(
+            LeaseId::new_v7(),
+            own.id,
+            user,
+            MetricKey::TOKENS,
+            periods,
+            now,
+            now + chrono::TimeDelta::seconds(30),
+            0.into(),
+            1_000.into(),
+        );
+        denied(leases.lease_budget(&request).await, "lease a budget");
     }
 }
