@@ -10,7 +10,8 @@
 use chrono::{TimeZone, Utc};
 use rust_decimal::Decimal;
 use tenancy::limits::{LimitLevel, LimitMode, LimitScope};
-use tenancy::{Period, PlatformOperator, Role, UsageLine};
+use tenancy::model::domain::AutoJoin;
+use tenancy::{AuditActor, AuditQuery, Period, PlatformOperator, Role, UsageLine};
 use tenancy_testkit::browser::{Browser, ScenarioOutput, scenario_path};
 
 use super::host_app::DEMO_IMAGES;
@@ -23,8 +24,14 @@ static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs scenario `file` against `site`, prints what it said, and checks
 /// that it audited and photographed exactly the pages `shots` names (each
-/// `console-<name>.png`, a full page 1280 px wide).
-async fn run(browser: &Browser, site: &Site, file: &str, shots: &[&str]) -> ScenarioOutput {
+/// `console-<name>.png`, a full page 1280 px wide). Every browser test of
+/// this binary runs through here, so only one Chromium runs at a time.
+pub(super) async fn run(
+    browser: &Browser,
+    site: &Site,
+    file: &str,
+    shots: &[&str],
+) -> ScenarioOutput {
     let out = {
         let _turn = ONE_BROWSER.lock().await;
         browser
@@ -302,4 +309,119 @@ async fn a_new_user_creates_her_organization_from_the_start_page() {
     let acme = tenancy.context(s.demo.alice, s.demo.acme).await.unwrap();
     assert_eq!(acme.organization().slug.as_str(), "acme");
     assert_eq!(acme.role(), Role::Owner);
+}
+
+#[tokio::test]
+async fn an_owner_reads_her_role_change_in_the_audit_log_and_so_does_the_operator() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let (acme, alice, bob) = (s.demo.acme, s.demo.alice, s.demo.bob);
+    let tenancy = s.demo.app.auth.tenancy();
+    let owner = tenancy.context(alice, acme).await.unwrap();
+    let role_changes = || async {
+        let log = tenancy
+            .audit_log(&owner, AuditQuery::new(50).unwrap())
+            .await
+            .unwrap();
+        log.events
+            .into_iter()
+            .filter(|e| e.action == "member.updated")
+            .collect::<Vec<_>>()
+    };
+    assert!(role_changes().await.is_empty());
+
+    let shots = [
+        "audit-acme",
+        "audit-acme-by-alice",
+        "audit-operator",
+        "audit-operator-acme",
+    ];
+    let out = run(&browser, &s, "console_audit.mjs", &shots).await;
+
+    // What the pages showed is the one change the browser made: alice's,
+    // to bob, member to admin.
+    assert!(
+        out.stdout.contains(
+            "acme's change: Alice Archer alice@acme.example | member.updated \
+             | Bob Baker bob@acme.example | role: member → admin\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("operator's organizations: Acme, Globex, Initech\n"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        tenancy.context(bob, acme).await.unwrap().role(),
+        Role::Admin
+    );
+    let changes = role_changes().await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let change = &changes[0];
+    assert_eq!(change.actor, AuditActor::User { user_id: alice });
+    assert_eq!(change.target, Some(bob.to_string()));
+    assert_eq!(change.organization_id, acme);
+}
+
+#[tokio::test]
+async fn an_owner_opens_a_verified_domain_to_viewers_and_a_colleague_joins() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let (acme, frank) = (s.demo.acme, s.demo.frank);
+    let tenancy = s.demo.app.auth.tenancy();
+    let identity = PlatformOperator::new("browser-tests");
+    let operator = tenancy.operator(&identity);
+    operator
+        .add_domain(acme, "acme.example", false)
+        .await
+        .unwrap();
+    // Frank, a member of nothing, signed up with a confirmed email at
+    // Acme's domain.
+    s.demo
+        .directory
+        .insert(frank, Some("frank@acme.example"), Some("Frank Fischer"));
+    assert!(s.demo.directory.set_email_confirmed(frank, true));
+    assert!(tenancy.orgs_for_user(frank).await.unwrap().is_empty());
+
+    let shots = [
+        "domains-acme",
+        "domains-acme-viewers",
+        "domains-join",
+        "domains-joined",
+    ];
+    let out = run(&browser, &s, "console_domains.mjs", &shots).await;
+
+    assert!(
+        out.stdout.contains(&format!("he joined: {acme}\n")),
+        "{}",
+        out.stdout
+    );
+    let domains: Vec<(String, bool, AutoJoin)> = operator
+        .domains(acme)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.domain.to_string(), d.enabled, d.auto_join))
+        .collect();
+    assert_eq!(
+        domains,
+        [("acme.example".to_owned(), true, AutoJoin::Viewer)]
+    );
+    let orgs = tenancy.orgs_for_user(frank).await.unwrap();
+    assert_eq!(orgs.len(), 1, "{orgs:?}");
+    assert_eq!(
+        (orgs[0].organization.id, orgs[0].role),
+        (acme, Role::Viewer)
+    );
+    // Alice is still the owner, and nobody else joined.
+    let owner = tenancy.context(s.demo.alice, acme).await.unwrap();
+    assert_eq!(owner.role(), Role::Owner);
+    assert_eq!(tenancy.members(&owner).await.unwrap().len(), 4);
 }

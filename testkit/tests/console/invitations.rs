@@ -7,7 +7,7 @@
 use reqwest::StatusCode;
 use tenancy::model::invitation::INVITATION_REFUSED;
 use tenancy::{Role, UserId};
-use tenancy_testkit::browser::{Browser, ScenarioOutput, scenario_path};
+use tenancy_testkit::browser::Browser;
 
 use super::{Page, Site, site};
 
@@ -321,39 +321,6 @@ async fn every_invitation_form_refuses_a_bad_token() {
 
 // ---- in a real browser ----------------------------------------------------------
 
-/// Runs `file` against `site` and checks that it audited and photographed
-/// exactly the pages `shots` names (`console-<name>.png`).
-async fn run(browser: &Browser, site: &Site, file: &str, shots: &[&str]) -> ScenarioOutput {
-    static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let out = {
-        let _turn = ONE_BROWSER.lock().await;
-        browser
-            .run_scenario(&scenario_path(file), &site.base)
-            .await
-            .unwrap()
-    };
-    println!(
-        "{}\n{}\n(elapsed {:?})",
-        out.stdout, out.stderr, out.elapsed
-    );
-    let audits = out
-        .stdout
-        .matches("no serious or critical violations")
-        .count();
-    assert_eq!(audits, shots.len(), "pages audited:\n{}", out.stdout);
-    for name in shots {
-        let path = browser.screenshot_dir().join(format!("console-{name}.png"));
-        assert!(
-            out.stdout
-                .contains(&format!("screenshot: {}", path.display())),
-            "{name} not saved:\n{}",
-            out.stdout
-        );
-        assert!(path.exists(), "{}", path.display());
-    }
-    out
-}
-
 /// Alice invites frank@example.com, Frank signs in and accepts, and Acme's
 /// members list him by name; Dan (a viewer) sees no invite form and his
 /// forged post is refused; a one-use link Nina used is refused to Erin.
@@ -372,7 +339,7 @@ async fn invitations_in_a_browser() {
         "invite-link-created",
         "invite-used-up",
     ];
-    let out = run(&browser, &s, "console_invitations.mjs", &shots).await;
+    let out = super::browser::run(&browser, &s, "console_invitations.mjs", &shots).await;
     assert!(out.stdout.contains("forged invite: 403"), "{}", out.stdout);
     let tenancy = s.demo.app.auth.tenancy();
     let acme = s.demo.acme;
