@@ -154,7 +154,7 @@ impl AuditState {
 }
 
 /// A time as `to_jsonb(timestamptz)` writes it.
-fn time(at: DateTime<Utc>) -> String {
+pub(super) fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 

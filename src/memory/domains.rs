@@ -16,6 +16,7 @@ use crate::model::domain::{
 use crate::store::{DomainStore, org_not_found};
 
 use super::MemoryStore;
+use super::audit::time;
 use super::tenant::State;
 
 /// What the embedded store keeps for this capability, under its one lock.
@@ -46,13 +47,23 @@ fn audit_domain(
     at: Option<DateTime<Utc>>,
 ) {
     let Some(d) = after.or(before) else { return };
-    let row = |d: &VerifiedDomain| serde_json::to_value(d).ok();
+    let row = |d: &VerifiedDomain| {
+        serde_json::json!({
+            "organization_id": d.organization_id,
+            "domain": d.domain.as_str(),
+            "include_subdomains": d.include_subdomains,
+            "enabled": d.enabled,
+            "auto_join": d.auto_join,
+            "created_at": time(d.created_at),
+            "updated_at": time(d.updated_at),
+        })
+    };
     state.audit.write(
         d.organization_id,
         "domain",
         d.domain.to_string(),
-        before.and_then(row),
-        after.and_then(row),
+        before.map(row),
+        after.map(row),
         at,
     );
 }

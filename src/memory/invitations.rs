@@ -15,6 +15,7 @@ use crate::model::invitation::{
 use crate::store::{InvitationStore, org_not_found};
 
 use super::MemoryStore;
+use super::audit::time;
 
 /// What the embedded store keeps for this capability, under its one lock.
 #[derive(Debug, Default)]
@@ -61,10 +62,10 @@ fn invitation_row(inv: &Invitation) -> Value {
         "role": inv.role,
         "max_uses": inv.max_uses,
         "uses": inv.uses,
-        "expires_at": inv.expires_at,
-        "created_at": inv.created_at,
+        "expires_at": time(inv.expires_at),
+        "created_at": time(inv.created_at),
         "created_by": inv.created_by,
-        "revoked_at": inv.revoked_at,
+        "revoked_at": inv.revoked_at.map(time),
     })
 }
 

@@ -11,6 +11,7 @@ use crate::limits::rate::{self, RateLimit, RateRequest, RateResult, RateState};
 use crate::store::{RateLimitStore, org_not_found};
 
 use super::MemoryStore;
+use super::audit::time;
 use super::tenant::State;
 
 /// What the embedded store keeps for this capability, under its one lock.
@@ -57,7 +58,7 @@ fn audit_rate_limit(state: &mut State, before: Option<&RateLimit>, after: Option
             "limit_value": l.value,
             "burst": l.burst,
             "mode": l.mode.as_str(),
-            "created_at": l.created_at,
+            "created_at": time(l.created_at),
         })
     };
     let Some(limit) = after.or(before) else {
