@@ -18,6 +18,7 @@
 //! | [`ViewMemberUsage`](Action::ViewMemberUsage) | ✓ |  ✓   |        |        |
 //! | [`RenameOrganization`](Action::RenameOrganization) | ✓ | ✓ |      |        |
 //! | [`ManageMembers`](Action::ManageMembers) ² |  ✓   |   ✓   |        |        |
+//! | [`ViewAuditLog`](Action::ViewAuditLog)   |   ✓   |   ✓   |        |        |
 //! | [`InviteMembers`](Action::InviteMembers) ³ |  ✓   |   ✓   |        |        |
 //! | [`InviteAdmins`](Action::InviteAdmins)   |   ✓   |       |        |        |
 //! | [`ManageAdmins`](Action::ManageAdmins)   |   ✓   |       |        |        |
@@ -203,6 +204,8 @@ pub enum Action {
     RenameOrganization,
     /// Add, remove and re-role members and viewers.
     ManageMembers,
+    /// Read the organization's audit log.
+    ViewAuditLog,
     /// Invite members and viewers; list, revoke and resend the
     /// organization's invitations.
     InviteMembers,
@@ -218,7 +221,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order of the matrix.
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::ViewOrganization,
         Action::ReadData,
         Action::ViewMembers,
@@ -229,6 +232,7 @@ impl Action {
         Action::ViewMemberUsage,
         Action::RenameOrganization,
         Action::ManageMembers,
+        Action::ViewAuditLog,
         Action::InviteMembers,
         Action::InviteAdmins,
         Action::ManageAdmins,
@@ -248,6 +252,7 @@ impl Action {
             Action::ViewMemberUsage
             | Action::RenameOrganization
             | Action::ManageMembers
+            | Action::ViewAuditLog
             | Action::InviteMembers => Role::Admin,
             Action::InviteAdmins
             | Action::ManageAdmins

@@ -16,7 +16,7 @@ use crate::ids::UserId;
 use crate::model::audit::{
     AuditActor, AuditContext, AuditEvent, AuditPage, AuditQuery, MAX_AUDIT_PAGE, RequestId,
 };
-use crate::model::{Role, TenantContext, UserProfile};
+use crate::model::{Action, TenantContext, UserProfile};
 use crate::store::{AuditStore, MAX_PROFILE_IDS};
 
 impl Tenancy {
@@ -92,15 +92,7 @@ impl Tenancy {
     /// # Ok(()) }
     /// ```
     pub async fn audit_log(&self, ctx: &TenantContext, query: AuditQuery) -> Result<AuditPage> {
-        if ctx.role() < Role::Admin {
-            return Err(Error::permission_denied(format!(
-                "reading the audit log needs role admin or higher; user {} is {} in \
-                 organization {}",
-                ctx.user(),
-                ctx.role(),
-                ctx.organization().slug
-            )));
-        }
+        ctx.require(Action::ViewAuditLog)?;
         self.audit_page(query.org(ctx.org())).await
     }
 

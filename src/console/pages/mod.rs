@@ -17,7 +17,7 @@ use super::config::ConsoleConfig;
 use super::render::{Base, ConsoleError};
 use crate::error::{Error, ErrorKind};
 use crate::ids::{OrgId, UserId};
-use crate::model::{Action, OrgMembership, Role, TenantContext};
+use crate::model::{Action, OrgMembership, TenantContext};
 use crate::tenancy::Tenancy;
 
 /// What every page around its content shows: the org selector, the
@@ -170,7 +170,8 @@ pub(super) fn chrome_with(
             domains_href: ctx
                 .can(Action::ManageMembers)
                 .then(|| base.at(&format!("/orgs/{}/domains", ctx.org()))),
-            audit_href: (ctx.role() >= Role::Admin)
+            audit_href: ctx
+                .can(Action::ViewAuditLog)
                 .then(|| base.at(&format!("/orgs/{}/audit", ctx.org()))),
         }),
         operator: viewer.operator.is_some(),
