@@ -31,8 +31,8 @@ use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, UserId};
-use crate::model::UserProfile;
 use crate::model::audit::{AuditActor, AuditCursor, AuditEvent, AuditPage, AuditQuery};
+use crate::model::{Action, UserProfile};
 
 /// How many events a page shows.
 const PAGE_SIZE: usize = 50;
@@ -87,8 +87,14 @@ impl Filters {
             query = query.actor(actor);
         }
         let since = parse_day(&self.since, "since", tz)?;
-        let until = parse_day(&self.until, "until", tz)?
-            .map(|start_of_day| start_of_day + TimeDelta::days(1));
+        let until = match parse_day(&self.until, "until", tz)? {
+            None => None,
+            Some(start_of_day) => Some(
+                start_of_day
+                    .checked_add_signed(TimeDelta::days(1))
+                    .ok_or_else(|| Error::invalid_input("until", "is too far ahead"))?,
+            ),
+        };
         query = query.between(since, until)?;
         let after = self.after.trim();
         if !after.is_empty() {
@@ -352,6 +358,8 @@ async fn org_audit(
     Query(filters): Query<Filters>,
 ) -> Result<Response, ConsoleError> {
     let ctx = context(&config, &viewer, &org).await?;
+    // Refused before the filters are read: a member learns nothing of them.
+    ctx.require(Action::ViewAuditLog)?;
     let tz = ctx.organization().timezone;
     let query = filters.query(tz)?;
     let log = config.tenancy.audit_log(&ctx, query).await?;

@@ -101,7 +101,10 @@ pub(in crate::console) fn rate_row(
     let percent = if limit.burst.is_zero() {
         Decimal::ZERO
     } else {
-        used * Decimal::ONE_HUNDRED / limit.burst
+        // A burst near Decimal::MAX would overflow the product.
+        used.checked_mul(Decimal::ONE_HUNDRED)
+            .and_then(|hundredfold| hundredfold.checked_div(limit.burst))
+            .unwrap_or(Decimal::ONE_HUNDRED)
     };
     let level = if used >= limit.burst {
         LimitLevel::Exceeded

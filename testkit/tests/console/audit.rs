@@ -91,7 +91,17 @@ async fn members_viewers_and_other_orgs_cannot_read_an_orgs_log() {
         let page = s.get(user, &path).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{who}: {}", page.body);
         assert!(!page.body.contains("organization.created"), "{who}");
+        // Refused before the filters are read: a bad one changes nothing.
+        let bad = s.get(user, &format!("{path}?until=+262143-12-31")).await;
+        assert_eq!(bad.status, StatusCode::FORBIDDEN, "{who}: {}", bad.body);
     }
+    // A date at the end of the calendar is a 400 naming the field, not a
+    // panic.
+    let far = s
+        .get(s.demo.alice, &format!("{path}?until=+262143-12-31"))
+        .await;
+    assert_eq!(far.status, StatusCode::BAD_REQUEST, "{}", far.body);
+    assert!(far.body.contains("until"), "{}", far.body);
     // Carol owns Globex: her own log, not Acme's, whatever the query says.
     let globex = format!("/orgs/{}/audit?org={acme}", s.demo.globex);
     let own = s.get(s.demo.carol, &globex).await;

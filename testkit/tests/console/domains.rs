@@ -90,7 +90,9 @@ async fn the_operator_records_disables_and_removes_a_domain() {
         "{}",
         listed.body
     );
-    assert!(listed.body.contains("included"), "{}", listed.body);
+    // "not included" contains "included": match the whole cell.
+    assert!(listed.body.contains("<td>included</td>"), "{}", listed.body);
+    assert!(!listed.body.contains("not included"), "{}", listed.body);
 
     // Bad input is the page again, saying why, and records nothing.
     let refused = s
@@ -185,8 +187,9 @@ async fn owners_and_admins_choose_who_joins_and_a_viewer_cannot() {
     let page = s.get(alice, &path).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("Save for acme.example"), "{}", page.body);
+    // The state cell (every row's picker also offers this label).
     assert!(
-        page.body.contains("nobody joins on their own"),
+        page.body.contains("<td>nobody joins on their own</td>"),
         "{}",
         page.body
     );
@@ -368,4 +371,45 @@ async fn every_domain_form_refuses_a_bad_token() {
     }
     assert_eq!(acme_domains(&s).await, before, "nothing changed");
     assert!(tenancy(&s).context(nina, acme).await.is_err());
+}
+
+/// Another organization's owner cannot change Acme's join setting by
+/// naming Acme's domain in a post to her own organization (the domain is a
+/// form field, not part of the path), nor by posting to Acme's.
+#[tokio::test]
+async fn another_orgs_owner_cannot_open_acmes_domain() {
+    let s = site().await;
+    let (acme, globex, carol) = (s.demo.acme, s.demo.globex, s.demo.carol);
+    open_domain(&s, acme, "acme.example", AutoJoin::Off).await;
+    let csrf = s
+        .get(carol, &format!("/orgs/{globex}/domains"))
+        .await
+        .csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("domain", "acme.example"),
+        ("auto_join", "member"),
+    ];
+    let own = s
+        .post(
+            carol,
+            &format!("/orgs/{globex}/domains/auto-join"),
+            &fields,
+            &[],
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::NOT_FOUND, "{}", own.body);
+    let acmes = s
+        .post(
+            carol,
+            &format!("/orgs/{acme}/domains/auto-join"),
+            &fields,
+            &[],
+        )
+        .await;
+    assert_eq!(acmes.status, StatusCode::FORBIDDEN, "{}", acmes.body);
+    assert_eq!(
+        acme_domains(&s).await,
+        [("acme.example".to_owned(), true, AutoJoin::Off)]
+    );
 }

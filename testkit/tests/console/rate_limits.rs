@@ -256,9 +256,9 @@ async fn the_usage_page_shows_the_viewers_rate_limits() {
     assert!(section.contains("second_cost_usd"), "{section}");
     assert!(!section.contains("minute_requests"), "acme's: {section}");
     let outsider = s.get(carol, &format!("/orgs/{acme}/usage")).await;
-    assert_ne!(
+    assert_eq!(
         outsider.status,
-        StatusCode::OK,
+        StatusCode::FORBIDDEN,
         "carol is no member of acme"
     );
 }
