@@ -236,14 +236,17 @@ impl Backend for FaultyStore {
         if self.without_optional.load(Ordering::SeqCst) {
             return None;
         }
-        self.inner.rate_limits()
+        // Itself, so its pass-through (and any fault added to it) is reached.
+        self.inner
+            .rate_limits()
+            .map(|_| self as &dyn RateLimitStore)
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
         if self.without_optional.load(Ordering::SeqCst) {
             return None;
         }
-        self.inner.leases()
+        self.inner.leases().map(|_| self as &dyn LeaseStore)
     }
 }
 

@@ -293,7 +293,8 @@ pub struct LeaseConfig {
     /// The smallest slice worth leasing: below it (and below the estimate
     /// at hand) decisions go to the store call by call. 1 by default.
     pub min_slice: Decimal,
-    /// How long a lease lives after each renewal: 30 s by default.
+    /// How long a lease lives after each renewal: 30 s by default, at most
+    /// a day.
     pub ttl: TimeDelta,
     /// How long before its expiry an instance stops deciding on a lease and
     /// renews it instead: 10 s by default. It must exceed the time usage
@@ -302,7 +303,7 @@ pub struct LeaseConfig {
     pub margin: TimeDelta,
     /// After the store granted nothing (the organization is near a limit),
     /// how long to decide per call before asking for a lease again: 1 s by
-    /// default.
+    /// default, at most an hour.
     pub backoff: TimeDelta,
 }
 
@@ -385,8 +386,14 @@ impl LeaseConfig {
                 ),
             ));
         }
-        if self.backoff < TimeDelta::zero() {
-            return Err(Error::invalid_input("backoff", "must be zero or more"));
+        if self.ttl > TimeDelta::days(1) {
+            return Err(Error::invalid_input("ttl", "must be at most a day"));
+        }
+        if self.backoff < TimeDelta::zero() || self.backoff > TimeDelta::hours(1) {
+            return Err(Error::invalid_input(
+                "backoff",
+                "must be zero or more, and at most an hour",
+            ));
         }
         Ok(())
     }
@@ -596,6 +603,14 @@ mod tests {
             (
                 LeaseConfig::default().with_ttl(TimeDelta::seconds(5), TimeDelta::seconds(5)),
                 "margin",
+            ),
+            (
+                LeaseConfig::default().with_ttl(TimeDelta::MAX, TimeDelta::seconds(5)),
+                "ttl",
+            ),
+            (
+                LeaseConfig::default().with_backoff(TimeDelta::MAX),
+                "backoff",
             ),
         ];
         for (config, field) in bad {

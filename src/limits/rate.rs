@@ -504,8 +504,11 @@ impl RateState {
 
     /// When everything admitted so far has drained (the TAT); `now` when
     /// it already has.
+    /// A TAT past the calendar's end (soft limits are charged without
+    /// bound) is the calendar's end.
     pub fn frees_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + TimeDelta::microseconds(self.busy_micros(now))
+        now.checked_add_signed(TimeDelta::microseconds(self.busy_micros(now)))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn busy_micros(&self, now: DateTime<Utc>) -> i64 {

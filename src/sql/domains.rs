@@ -113,7 +113,9 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             .rpc(
                 "tenancy_remove_domain",
                 "removing a verified domain",
-                Idempotent::Yes,
+                // A retry after a delete that landed would answer "was not
+                // there".
+                Idempotent::No,
                 &DomainArgs {
                     org_id: org,
                     domain,

@@ -4,6 +4,13 @@
 //! and release as [`Tenancy::reserve`], decided in process on a lease the
 //! store granted, with the usage recorded through a
 //! [`UsageRecorder`]. The rules are in [`limits::lease`](crate::limits::lease).
+//!
+//! Leases carry budgets, not rates: a request that a rate limit applies
+//! to (its user and metric, or `requests`) is decided per call, by
+//! [`Tenancy::reserve`], whenever it reaches the store. A rate limit set
+//! while a lease is live applies once that lease is spent or lapses, and
+//! after the organization's cached configuration refreshes
+//! (`feature_cache_ttl`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -287,7 +294,14 @@ impl LeasedMeter {
         let inner = &self.inner;
         let metric_key = MetricKey::parse(metric)?;
         let now = inner.tenancy.now();
-        if !inner.closed.load(Ordering::Acquire) {
+        // A rate limit charged per request cannot be decided on a lease:
+        // such requests go to the store call by call, rate limit included.
+        let rate_limited = inner
+            .tenancy
+            .applying_rate_limit(ctx, &metric_key)
+            .await?
+            .is_some();
+        if !rate_limited && !inner.closed.load(Ordering::Acquire) {
             let lane = self.lane_for(ctx, &metric_key, now).await?;
             if lock(&lane.state).per_call_until <= now {
                 let _renewing = lane.renewal.lock().await;

@@ -89,6 +89,20 @@ impl Tenancy {
         let Some(store) = self.inner.store.rate_limits() else {
             return Ok(None);
         };
+        let Some(applying) = self.applying_rate_limit(ctx, metric).await? else {
+            return Ok(None);
+        };
+        if store.principal() == Principal::User {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the rate limit {} ({}) applies, and a store acting as a user \
+                     cannot decide rate limits; use the service role",
+                    applying.limit_type(),
+                    applying.scope
+                ),
+            ));
+        }
         let request = RateRequest {
             org: ctx.org(),
             user: ctx.user(),
@@ -96,29 +110,28 @@ impl Tenancy {
             now,
             action,
         };
-        // An organization without a rate limit that applies (cached, like
-        // its budget limits) costs no store call.
-        let configured = self.store().cached_rate_limits(ctx.org()).await?;
-        if !configured.iter().any(|limit| request.applies(limit)) {
-            return Ok(None);
-        }
-        if store.principal() == Principal::User {
-            let states = store.rate_limit_states(ctx.org()).await?;
-            return match states.into_iter().find(|s| request.applies(&s.limit)) {
-                None => Ok(None),
-                Some(s) => Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "the rate limit {} ({}) applies, and a store acting as a user \
-                         cannot decide rate limits; use the service role",
-                        s.limit.limit_type(),
-                        s.limit.scope
-                    ),
-                )),
-            };
-        }
         let result = store.acquire_rate(&request).await?;
         Ok(Some(RateDecision::explain(&request, result)))
+    }
+
+    /// A rate limit a request of `metric` by the context's user would be
+    /// charged against (a request charges one request and its own metric),
+    /// from the organization's cached configuration: no store call, no
+    /// allocation, for an organization without one. `None` on a store
+    /// without rate limits.
+    pub(super) async fn applying_rate_limit(
+        &self,
+        ctx: &TenantContext,
+        metric: &MetricKey,
+    ) -> Result<Option<RateLimit>> {
+        let configured = self.store().cached_rate_limits(ctx.org()).await?;
+        Ok(configured
+            .iter()
+            .find(|limit| {
+                limit.applies_to(ctx.user())
+                    && (limit.metric == REQUESTS || &limit.metric == metric)
+            })
+            .cloned())
     }
 
     /// Gives back what an admitted [`decide_rate`](Self::decide_rate) took,

@@ -398,3 +398,35 @@ async fn a_lease_grows_in_the_background_before_it_runs_dry() {
     meter.shutdown().await.unwrap();
     assert_eq!(daily(&s, &s.owner_ctx).await, (d(0), d(0)));
 }
+
+/// Leases carry budgets, not rates: with a rate limit on requests, every
+/// reserve through the meter is decided per call, and the rate limit
+/// admits its burst and no more.
+#[tokio::test]
+async fn a_rate_limited_request_is_decided_per_call_with_its_rate_limit() {
+    let s = with_daily_limit(100_000).await;
+    let rpm = tenancy::NewRateLimit::from_limit_type("minute_requests", d(2)).unwrap();
+    s.op().set_rate_limit(s.org, rpm).await.unwrap();
+    let meter = s
+        .tenancy
+        .leased(recorder(&s.tenancy), LeaseConfig::default())
+        .unwrap();
+    let mut granted = 0;
+    for _ in 0..5 {
+        if let Some(held) = meter
+            .reserve(&s.owner_ctx, "tokens", dec!(10))
+            .await
+            .unwrap()
+            .into_granted()
+        {
+            granted += 1;
+            meter.commit(held, dec!(10)).await.unwrap();
+        }
+    }
+    assert_eq!(granted, 2, "the burst of the minute_requests limit");
+    meter.shutdown().await.unwrap();
+    // A minute on, the rate limit is free again and the check shows the
+    // budget: the two grants' usage, recorded once each, nothing held.
+    s.clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(daily(&s, &s.owner_ctx).await, (dec!(20), dec!(0)));
+}
