@@ -171,6 +171,8 @@ begin
   if not tenancy.org_exists(v_row.organization_id) then
     raise exception 'organization % not found', v_row.organization_id using errcode = 'P0002';
   end if;
+  -- Measured from the time the row will carry: now() when none is given.
+  v_row.created_at := coalesce(v_row.created_at, pg_catalog.now());
   if v_row.expires_at - v_row.created_at > tenancy.max_invitation_lifetime() then
     raise exception 'expires_at: an invitation lasts at most %', tenancy.max_invitation_lifetime()
       using errcode = '22023';
@@ -179,7 +181,7 @@ begin
     max_uses, uses, expires_at, created_at, created_by, revoked_at)
   values (v_row.id, v_row.organization_id, v_row.email, v_row.role,
     tenancy.checked_token_hash(create_invitation_for.token_hash), v_row.max_uses, 0,
-    v_row.expires_at, coalesce(v_row.created_at, pg_catalog.now()), v_row.created_by, null)
+    v_row.expires_at, v_row.created_at, v_row.created_by, null)
   returning i.* into v_row;
   return tenancy.invitation_json(v_row);
 end

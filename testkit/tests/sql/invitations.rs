@@ -513,3 +513,39 @@ async fn the_directory_reports_confirmed_emails() {
     assert_eq!(confirmed(owner), Some(json!(true)));
     assert_eq!(confirmed(other), Some(json!(false)));
 }
+
+/// The 90-day ceiling holds on the service path too, when the invitation
+/// names no `created_at` (it is measured from `now()`, the time the row
+/// carries).
+#[tokio::test]
+async fn the_lifetime_ceiling_holds_without_a_creation_time() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let mut conn = pg.superuser().await;
+    let owner = create_user(&db).await;
+    let org = create_org(&db, owner).await;
+    let mut too_long = invitation(org, None, "member", 1);
+    let object = too_long.as_object_mut().unwrap();
+    object.remove("created_at");
+    object.insert(
+        "expires_at".into(),
+        json!((chrono::Utc::now() + chrono::TimeDelta::days(91)).to_rfc3339()),
+    );
+    let (refused, _) = create_as(&mut conn, Actor::Service, &too_long).await;
+    assert_code(
+        refused,
+        SqlState::INVALID_PARAMETER_VALUE,
+        "at most 90 days",
+    );
+    // Within the ceiling, the row carries the time it was measured from.
+    expiring_in(&mut too_long, 89);
+    let (created, _) = create_as(&mut conn, Actor::Service, &too_long).await;
+    let created = created.unwrap();
+    assert!(created["created_at"].is_string(), "{created}");
+}
+
+/// Sets `invitation` to expire `days` from now.
+fn expiring_in(invitation: &mut serde_json::Value, days: i64) {
+    invitation["expires_at"] =
+        json!((chrono::Utc::now() + chrono::TimeDelta::days(days)).to_rfc3339());
+}
