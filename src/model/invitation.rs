@@ -11,8 +11,10 @@
 //!   hex digits (URL-safe as it is);
 //! - stored only as its SHA-256 ([`TokenHash`]), and handed out once, when
 //!   the invitation is created or resent (which replaces it);
-//! - looked up by that hash, so tokens cannot be enumerated, and compared
-//!   in constant time where they are compared.
+//! - looked up by that hash, so tokens cannot be enumerated; and since a
+//!   caller cannot choose the hash of what it sends, how long a lookup
+//!   takes tells nothing about a stored token (no constant-time compare is
+//!   needed on top).
 //!
 //! Every way an invitation cannot be accepted — an unknown or malformed
 //! token, an expired, revoked or used-up invitation, or one for another
@@ -27,7 +29,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::{Error, ErrorKind, Result, quoted};
@@ -172,12 +173,6 @@ impl TokenHash {
     /// The digest's bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
-    }
-
-    /// Whether two hashes are equal, in time that does not depend on where
-    /// they differ.
-    pub fn matches(&self, other: &TokenHash) -> bool {
-        self.0.ct_eq(&other.0).into()
     }
 
     /// The 64 lowercase hex digits.
@@ -621,7 +616,7 @@ mod tests {
         );
         let h = a.hash();
         assert_eq!(TokenHash::from_hex(&h.to_hex()).unwrap(), h);
-        assert!(h.matches(&a.hash()) && !h.matches(&b.hash()));
+        assert!(h == a.hash() && h != b.hash());
         assert_eq!(
             TokenHash::from_hex("zz").unwrap_err().field(),
             Some("token_hash")
