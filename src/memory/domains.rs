@@ -22,20 +22,22 @@ use super::tenant::State;
 /// What the embedded store keeps for this capability, under its one lock.
 #[derive(Debug, Default)]
 pub(super) struct DomainState {
-    /// Each organization's domains, by name. An organization deleted
-    /// since is dropped when next touched ([`live`]).
+    /// Each organization's domains, by name.
     by_org: BTreeMap<OrgId, BTreeMap<DomainName, VerifiedDomain>>,
 }
 
-/// Drops the domains of organizations that no longer exist: deleting an
-/// organization (another file's method) deletes its domains, as the SQL
-/// foreign key cascades.
-fn live(state: &mut State) {
-    let tenants = &state.tenants;
-    state
+/// Deletes `org`'s domains with the organization, each an audit event, as
+/// the SQL foreign key cascades (the caller holds the lock).
+pub(super) fn delete_organization(state: &mut State, org: OrgId) {
+    for domain in state
         .domains
         .by_org
-        .retain(|org, domains| tenants.contains_key(org) && !domains.is_empty());
+        .remove(&org)
+        .into_iter()
+        .flat_map(BTreeMap::into_values)
+    {
+        audit_domain(state, Some(&domain), None, None);
+    }
 }
 
 /// The audit event of a change to one verified domain: the row as the SQL
@@ -86,7 +88,6 @@ impl DomainStore for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<VerifiedDomain> {
         let mut state = self.lock();
-        live(&mut state);
         if !state.tenants.contains_key(&org) {
             return Err(org_not_found(org));
         }
@@ -124,8 +125,7 @@ impl DomainStore for MemoryStore {
     }
 
     async fn domains(&self, org: OrgId) -> Result<Vec<VerifiedDomain>> {
-        let mut state = self.lock();
-        live(&mut state);
+        let state = self.lock();
         Ok(state
             .domains
             .by_org
@@ -136,7 +136,6 @@ impl DomainStore for MemoryStore {
 
     async fn remove_domain(&self, org: OrgId, domain: &DomainName) -> Result<bool> {
         let mut state = self.lock();
-        live(&mut state);
         let removed = state
             .domains
             .by_org
@@ -154,7 +153,6 @@ impl DomainStore for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<VerifiedDomain> {
         let mut state = self.lock();
-        live(&mut state);
         let record = state
             .domains
             .by_org
@@ -174,8 +172,7 @@ impl DomainStore for MemoryStore {
     }
 
     async fn joinable_organizations(&self, user: UserId, email: &str) -> Result<Vec<JoinableOrg>> {
-        let mut state = self.lock();
-        live(&mut state);
+        let state = self.lock();
         let Some(at) = email_domain(email) else {
             return Ok(Vec::new());
         };
@@ -211,7 +208,6 @@ impl DomainStore for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<JoinOutcome> {
         let mut state = self.lock();
-        live(&mut state);
         let Some(tenant) = state.tenants.get(&org) else {
             return Err(may_not_join(org, user));
         };

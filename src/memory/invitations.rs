@@ -31,20 +31,22 @@ impl InvitationState {
     fn find(&self, hash: &TokenHash) -> Option<InvitationId> {
         self.by_hash.get(hash).copied()
     }
+}
 
-    /// Forgets the invitations of organizations that no longer exist (the
-    /// SQL stores cascade the delete).
-    fn forget_where(&mut self, gone: impl Fn(OrgId) -> bool) {
-        let dropped: Vec<InvitationId> = self
-            .by_id
-            .iter()
-            .filter(|(_, (inv, _))| gone(inv.org))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dropped {
-            if let Some((_, hash)) = self.by_id.remove(&id) {
-                self.by_hash.remove(&hash);
-            }
+/// Deletes `org`'s invitations with the organization, each an audit event,
+/// as the SQL foreign key cascades (the caller holds the lock).
+pub(super) fn delete_organization(state: &mut super::tenant::State, org: OrgId) {
+    let gone: Vec<InvitationId> = state
+        .invitations
+        .by_id
+        .iter()
+        .filter(|(_, (inv, _))| inv.org == org)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in gone {
+        if let Some((inv, hash)) = state.invitations.by_id.remove(&id) {
+            state.invitations.by_hash.remove(&hash);
+            audit_invitation(state, Some(&inv), None, inv.created_at);
         }
     }
 }
@@ -106,10 +108,6 @@ impl InvitationStore for MemoryStore {
         if state.tenant(invitation.org).is_none() {
             return Err(org_not_found(invitation.org));
         }
-        let tenants = &state.tenants;
-        state
-            .invitations
-            .forget_where(|org| !tenants.contains_key(&org));
         let invitations = &mut state.invitations;
         if invitations.by_id.contains_key(&invitation.id)
             || invitations.by_hash.contains_key(token_hash)

@@ -108,6 +108,8 @@ impl OrgStore for MemoryStore {
         for limit in &tenant.limits {
             state.audit.limit(Some(limit), None, None);
         }
+        super::invitations::delete_organization(&mut state, id);
+        super::domains::delete_organization(&mut state, id);
         state.audit.organization(Some(&tenant.org), None, None);
         Ok(true)
     }

@@ -23,7 +23,8 @@ method_list!($ audit_store_methods {
 /// contract suite on every backend):
 ///
 /// - every change the other capabilities make to an organization, a
-///   membership, a feature row or a limit writes exactly one event, atomically
+///   membership, a feature row, a limit, a rate limit, an invitation or a
+///   verified domain writes exactly one event, atomically
 ///   with the change (a failed change writes none; an update that changes
 ///   nothing writes none), with the row before and after; deleting an
 ///   organization also writes the deletion of each of its rows;

@@ -81,7 +81,7 @@ impl Tenancy {
     /// [user directory](crate::TenancyBuilder::user_directory) does not know
     /// or who has not confirmed it, and without a directory.
     pub async fn orgs_joinable_by(&self, user: UserId) -> Result<Vec<JoinableOrg>> {
-        match self.email_for_domains(user).await? {
+        match self.confirmed_email(user).await? {
             Some(email) => self.store().joinable_organizations(user, &email).await,
             None => Ok(Vec::new()),
         }
@@ -100,7 +100,7 @@ impl Tenancy {
     /// `user` is who joins: pass the signed-in user (as the console does
     /// with the verified session), never an id taken from request data.
     pub async fn join_organization(&self, user: UserId, org: OrgId) -> Result<JoinOutcome> {
-        let Some(email) = self.email_for_domains(user).await? else {
+        let Some(email) = self.confirmed_email(user).await? else {
             return Err(Error::permission_denied(format!(
                 "user {user} has no confirmed email, so may not join organization {org} through its domain"
             )));
@@ -112,18 +112,6 @@ impl Tenancy {
                 "joined through a verified domain");
         }
         Ok(outcome)
-    }
-
-    /// `user`'s confirmed email from the directory, if any.
-    async fn email_for_domains(&self, user: UserId) -> Result<Option<String>> {
-        let Some(directory) = &self.inner.directory else {
-            return Ok(None);
-        };
-        let profiles = directory.profiles(&[user]).await?;
-        Ok(profiles
-            .into_iter()
-            .find(|p| p.user_id == user)
-            .and_then(|p| p.confirmed_email().map(str::to_owned)))
     }
 }
 

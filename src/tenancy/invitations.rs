@@ -259,18 +259,6 @@ impl Tenancy {
             .find(|i| i.id == id))
     }
 
-    /// `user`'s confirmed email from the directory, if there is one.
-    async fn confirmed_email(&self, user: UserId) -> Result<Option<String>> {
-        let Some(directory) = &self.inner.directory else {
-            return Ok(None);
-        };
-        let profiles = directory.profiles(&[user]).await?;
-        Ok(profiles
-            .into_iter()
-            .find(|p| p.user_id == user)
-            .and_then(|p| p.confirmed_email().map(str::to_owned)))
-    }
-
     /// The answer to a create or a resend: the token and URL, after an
     /// email invitation went to the sender.
     async fn hand_out(

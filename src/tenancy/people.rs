@@ -112,4 +112,18 @@ impl Tenancy {
         }
         Ok(found)
     }
+
+    /// `user`'s email if they confirmed it, from the directory: what
+    /// invitations and verified domains match. `None` without a directory,
+    /// for a user it does not know, or an unconfirmed email.
+    pub(super) async fn confirmed_email(&self, user: UserId) -> Result<Option<String>> {
+        let Some(directory) = &self.inner.directory else {
+            return Ok(None);
+        };
+        let profiles = directory.profiles(&[user]).await?;
+        Ok(profiles
+            .into_iter()
+            .find(|p| p.user_id == user)
+            .and_then(|p| p.confirmed_email().map(str::to_owned)))
+    }
 }

@@ -12,6 +12,8 @@ use super::{limit, new_org, noon, record};
 use crate::ids::{FeatureKey, MetricKey, OrgId, UserId};
 use crate::limits::{LimitMode, LimitScope, Period};
 use crate::model::audit::{AuditActor, AuditContext, AuditEvent, AuditQuery, RequestId};
+use crate::model::domain::{DomainChange, DomainName};
+use crate::model::invitation::{Invitation, InvitationToken};
 use crate::model::{FeatureChange, Membership, Role};
 use crate::store::DynStore;
 
@@ -383,6 +385,26 @@ pub async fn a_deleted_organizations_trail_stays(store: Arc<DynStore>) {
         )
         .await
         .unwrap();
+    let invitation = Invitation::new(
+        org.id,
+        None,
+        Role::Member,
+        3,
+        noon() + chrono::TimeDelta::days(1),
+        noon(),
+        Some(owner),
+    )
+    .unwrap();
+    let token = InvitationToken::generate().unwrap();
+    store
+        .create_invitation(&invitation, &token.hash())
+        .await
+        .unwrap();
+    let domain = DomainName::parse("trail.example").unwrap();
+    store
+        .put_domain(org.id, &domain, &DomainChange::default(), noon())
+        .await
+        .unwrap();
     assert!(store.delete_organization(org.id).await.unwrap());
     let log = log_of(&*store, org.id).await;
     let mut deleted: Vec<(&str, Option<&str>)> = log
@@ -392,13 +414,16 @@ pub async fn a_deleted_organizations_trail_stays(store: Arc<DynStore>) {
         .collect();
     deleted.sort();
     let (org_id, owner_id) = (org.id.to_string(), owner.to_string());
+    let invitation_id = invitation.id.to_string();
     assert_eq!(
         deleted,
         [
+            ("domain.deleted", Some("trail.example")),
             ("feature.deleted", Some("sso")),
+            ("invitation.deleted", Some(invitation_id.as_str())),
             ("member.deleted", Some(owner_id.as_str())),
             ("organization.deleted", Some(org_id.as_str())),
         ]
     );
-    assert_eq!(log.len(), 6, "{log:?}");
+    assert_eq!(log.len(), 10, "{log:?}");
 }
