@@ -426,4 +426,18 @@ pub async fn a_deleted_organizations_trail_stays(store: Arc<DynStore>) {
         ]
     );
     assert_eq!(log.len(), 10, "{log:?}");
+    // An invitation's rows never carry its token's hash (as good as the
+    // token to a user who could accept by hash).
+    let invitation_rows = log
+        .iter()
+        .filter(|e| e.action.starts_with("invitation."))
+        .flat_map(|e| [&e.before, &e.after])
+        .flatten();
+    let mut seen = 0;
+    for row in invitation_rows {
+        assert!(row.get("token_hash").is_none(), "{row}");
+        assert_eq!(row["id"], invitation_id.as_str(), "{row}");
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "the invitation created, then deleted");
 }
