@@ -19,7 +19,7 @@ use crate::model::invitation::{
     InvitationSender, InvitationToken, NewInvitation, invitation_refused,
 };
 use crate::model::{Action, Organization, TenantContext};
-use crate::store::{InvitationStore, UserDirectory};
+use crate::store::InvitationStore;
 
 /// The invitation settings the builder checked.
 #[derive(Debug, Clone)]
@@ -239,6 +239,7 @@ impl Tenancy {
     /// signed-in user about themselves), if there is one.
     #[cfg(feature = "console")]
     pub(crate) async fn own_profile(&self, user: UserId) -> Option<crate::model::UserProfile> {
+        use crate::store::UserDirectory as _;
         let directory = self.inner.directory.as_ref()?;
         let profiles = directory.profiles(&[user]).await.ok()?;
         profiles.into_iter().find(|p| p.user_id == user)
