@@ -25,11 +25,12 @@ use crate::model::{
 use crate::store::{
     AlertStore, AuditStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue,
     DomainStore, DynStore, FeatureStore, HistoryQuery, InvitationStore, LeaseStore, LimitStore,
-    MemberStore, MeteringStore, OrgQuery, OrgStore, Principal, RateLimitStore, ReconcileQuery,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
-    audit_store_methods, domain_store_methods, feature_store_methods, invitation_store_methods,
-    lease_store_methods, limit_store_methods, member_store_methods, metering_store_methods,
-    org_store_methods, pass_through_impl, rate_limit_store_methods,
+    MemberStore, MeteringStore, OrgQuery, OrgStore, PlanStore, Principal, RateLimitStore,
+    ReconcileQuery, RecordOutcome, ReleaseRequest, ReportStore, ReserveRequest, ReserveResult,
+    UsageQuery, alert_store_methods, audit_store_methods, domain_store_methods,
+    feature_store_methods, invitation_store_methods, lease_store_methods, limit_store_methods,
+    member_store_methods, metering_store_methods, org_store_methods, pass_through_impl,
+    plan_store_methods, rate_limit_store_methods, report_store_methods,
 };
 use crate::sync::lock;
 
@@ -248,6 +249,13 @@ impl Backend for FaultyStore {
         }
         self.inner.leases().map(|_| self as &dyn LeaseStore)
     }
+
+    fn reports(&self) -> Option<&dyn ReportStore> {
+        if self.without_optional.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.inner.reports().map(|_| self as &dyn ReportStore)
+    }
 }
 
 org_store_methods!(pass_through_impl! { $ OrgStore for FaultyStore [] {} });
@@ -317,8 +325,10 @@ metering_store_methods!(
 invitation_store_methods!(pass_through_impl! { $ InvitationStore for FaultyStore [] {} });
 domain_store_methods!(pass_through_impl! { $ DomainStore for FaultyStore [] {} });
 audit_store_methods!(pass_through_impl! { $ AuditStore for FaultyStore [] {} });
+plan_store_methods!(pass_through_impl! { $ PlanStore for FaultyStore [] {} });
 rate_limit_store_methods!(pass_through_impl! { $ RateLimitStore for FaultyStore [] {} });
 lease_store_methods!(pass_through_impl! { $ LeaseStore for FaultyStore [] {} });
+report_store_methods!(pass_through_impl! { $ ReportStore for FaultyStore [] {} });
 
 alert_store_methods!(
     pass_through_impl! { $ AlertStore for FaultyStore [claim_alert] {

@@ -287,6 +287,19 @@ checked_name!(
     rule = METRIC_KEY
 );
 
+checked_name!(
+    /// A plan's key in the catalog: 1–64 characters, a lowercase ASCII
+    /// letter first, then lowercase letters, digits, `_` or `-` (`free`,
+    /// `pro`, `enterprise-2026`): [`PlanKey::PATTERN`].
+    PlanKey,
+    rule = PLAN_KEY
+);
+
+impl PlanKey {
+    /// The rule, as the SQL check constraint on `plans.plan_key` states it.
+    pub const PATTERN: &'static str = "^[a-z][a-z0-9_-]{0,63}$";
+}
+
 impl Slug {
     /// The rule, as the SQL check constraint on `organizations.slug` states
     /// it (with a length of at most [`Slug::MAX_LEN`]).
@@ -353,6 +366,15 @@ const FEATURE_KEY: Rule = Rule {
     letter_first: true,
     hyphens_inside: false,
     allowed_text: "lowercase ASCII letters, digits and '_', '-', '.'",
+};
+
+const PLAN_KEY: Rule = Rule {
+    field: "plan_key",
+    max_len: 64,
+    allowed: byte_set(b"abcdefghijklmnopqrstuvwxyz0123456789_-"),
+    letter_first: true,
+    hyphens_inside: false,
+    allowed_text: "lowercase ASCII letters, digits, '_' and '-'",
 };
 
 const METRIC_KEY: Rule = Rule {

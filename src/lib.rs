@@ -131,7 +131,8 @@ struct ReadmeDoctests;
 // return; everything else has one path, in its module.
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::ids::{
-    AsFeatureKey, EventId, FeatureKey, LimitId, MetricKey, OrgId, ReservationId, Slug, UserId,
+    AsFeatureKey, EventId, FeatureKey, LimitId, MetricKey, OrgId, PlanKey, ReservationId, Slug,
+    UserId,
 };
 pub use crate::limits::lease::LeaseConfig;
 pub use crate::limits::rate::{NewRateLimit, RateDecision, RateLimit};

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The schema version this crate's code expects.
-pub const SCHEMA_VERSION: u32 = 12;
+pub const SCHEMA_VERSION: u32 = 14;
 
 /// One migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,8 @@ pub const MIGRATIONS: &[Migration] = migrations![
     10 "20261206000900_tenancy_audit_log.sql",
     11 "20261206001000_tenancy_rate_limits.sql",
     12 "20261206001100_tenancy_budget_leases.sql",
+    13 "20261206001200_tenancy_plans.sql",
+    14 "20261206001300_tenancy_usage_history.sql",
 ];
 
 /// The migrations a database at schema version `applied` lacks (0: none
@@ -247,6 +249,8 @@ mod tests {
                 "29990101000008_tenancy_audit_log.sql",
                 "29990101000009_tenancy_rate_limits.sql",
                 "29990101000010_tenancy_budget_leases.sql",
+                "29990101000011_tenancy_plans.sql",
+                "29990101000012_tenancy_usage_history.sql",
             ]
         );
         assert!(

@@ -110,6 +110,8 @@ pub fn router(config: ConsoleConfig) -> Router {
         pages::invitations::pages(),
         pages::domains::pages(),
         pages::audit::pages(),
+        pages::plans::pages(),
+        pages::reports::pages(),
     ];
     area_pages
         .into_iter()
@@ -131,6 +133,8 @@ fn form_routes() -> Vec<(&'static str, MethodRouter<Arc<ConsoleConfig>>)> {
         pages::invitations::forms(),
         pages::domains::forms(),
         pages::audit::forms(),
+        pages::plans::forms(),
+        pages::reports::forms(),
     ];
     let core = vec![
         ("/orgs", post(index::create_organization)),

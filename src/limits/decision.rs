@@ -231,6 +231,7 @@ mod tests {
                 value,
                 mode,
                 created_at: DateTime::UNIX_EPOCH,
+                expires_at: None,
             },
             period: PeriodKey {
                 period,

@@ -7,6 +7,7 @@
 
 mod alerts;
 mod decision;
+pub mod entitlements;
 pub mod lease;
 mod period;
 mod policy;

@@ -213,6 +213,10 @@ pub struct Limit {
     pub mode: LimitMode,
     /// When it was first set.
     pub created_at: DateTime<Utc>,
+    /// When it lapses and the organization's plan (or no limit, without
+    /// one) applies again; `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A limit to set. Built from a metric and period or a `limit_type` string.
@@ -232,6 +236,7 @@ pub struct NewLimit {
     pub(crate) period: Period,
     pub(crate) value: Decimal,
     pub(crate) mode: LimitMode,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 impl NewLimit {
@@ -245,6 +250,7 @@ impl NewLimit {
             period,
             value: validate_limit_value(value)?,
             mode: LimitMode::Hard,
+            expires_at: None,
         })
     }
 

@@ -205,6 +205,10 @@ pub struct RateLimit {
     pub mode: LimitMode,
     /// When it was first set.
     pub created_at: DateTime<Utc>,
+    /// When it lapses and the organization's plan (or no rate limit,
+    /// without one) applies again; `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl RateLimit {
@@ -345,6 +349,7 @@ pub struct NewRateLimit {
     pub(crate) value: Decimal,
     pub(crate) burst: Option<Decimal>,
     pub(crate) mode: LimitMode,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 impl NewRateLimit {
@@ -361,6 +366,7 @@ impl NewRateLimit {
             value: validate_limit_value(value)?,
             burst: None,
             mode: LimitMode::Hard,
+            expires_at: None,
         })
     }
 
@@ -418,6 +424,7 @@ impl NewRateLimit {
             burst,
             mode: self.mode,
             created_at: now,
+            expires_at: self.expires_at,
         }
     }
 }
@@ -689,6 +696,7 @@ mod tests {
             burst,
             mode: LimitMode::Hard,
             created_at: DateTime::UNIX_EPOCH,
+            expires_at: None,
         }
     }
 

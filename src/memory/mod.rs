@@ -15,13 +15,15 @@ mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod plans;
 mod rate_limits;
+mod reports;
 mod tenant;
 
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, ErrorKind};
-use crate::store::{Backend, LeaseStore, Principal, RateLimitStore};
+use crate::store::{Backend, LeaseStore, Principal, RateLimitStore, ReportStore};
 use tenant::State;
 
 pub use directory::MemoryUserDirectory;
@@ -63,6 +65,10 @@ impl Backend for MemoryStore {
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
+    }
+
+    fn reports(&self) -> Option<&dyn ReportStore> {
         Some(self)
     }
 }

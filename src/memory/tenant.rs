@@ -73,6 +73,8 @@ pub(super) struct State {
     pub(super) audit: super::audit::AuditState,
     pub(super) rate_limits: super::rate_limits::RateLimitState,
     pub(super) leases: super::leases::LeaseState,
+    pub(super) reports: super::reports::ReportState,
+    pub(super) plans: super::plans::PlanState,
 }
 
 impl State {
@@ -101,6 +103,7 @@ impl State {
         let mut staged: HashMap<(OrgId, CounterKey), Decimal> = HashMap::default();
         let mut outcome = RecordOutcome::default();
         let mut logged: Vec<(OrgId, LoggedEvent)> = Vec::new();
+        let mut new_records: Vec<&UsageRecord> = Vec::new();
         for record in batch {
             let org = record.org();
             let tenant = self.tenant(org).ok_or_else(|| org_not_found(org))?;
@@ -110,6 +113,7 @@ impl State {
                 continue;
             }
             outcome.inserted += 1;
+            new_records.push(record);
             logged.push((
                 org,
                 LoggedEvent {
@@ -154,6 +158,7 @@ impl State {
             }
         }
         self.events.extend(fresh);
+        self.reports.record(&new_records);
         for (org, event) in logged {
             if let Some(tenant) = self.tenants.get_mut(&org) {
                 tenant.log.push(event);

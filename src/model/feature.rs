@@ -22,6 +22,10 @@ pub struct Feature {
     pub config: serde_json::Value,
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
+    /// When this row lapses and the organization's plan (or off, without
+    /// one) applies again; `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A change to one feature row, applied atomically by the store: only what
@@ -34,6 +38,8 @@ pub struct FeatureChange {
     pub enabled: Option<bool>,
     /// Replace the configuration.
     pub config: Option<serde_json::Value>,
+    /// Set (`Some(Some(at))`) or clear (`Some(None)`) when the row lapses.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
 }
 
 impl FeatureChange {
@@ -41,7 +47,7 @@ impl FeatureChange {
     pub fn enabled(enabled: bool) -> Self {
         FeatureChange {
             enabled: Some(enabled),
-            config: None,
+            ..FeatureChange::default()
         }
     }
 
@@ -51,8 +57,8 @@ impl FeatureChange {
     /// `InvalidInput` naming `config`.
     pub fn config(config: serde_json::Value) -> Result<Self> {
         let change = FeatureChange {
-            enabled: None,
             config: Some(config),
+            ..FeatureChange::default()
         };
         change.check()?;
         Ok(change)
@@ -88,6 +94,10 @@ impl FeatureChange {
                 (None, None) => serde_json::Value::Null,
             },
             updated_at: now,
+            expires_at: match self.expires_at {
+                Some(expires_at) => expires_at,
+                None => before.and_then(|f| f.expires_at),
+            },
         }
     }
 }

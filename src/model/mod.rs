@@ -9,6 +9,7 @@ pub mod feature;
 pub mod invitation;
 mod json;
 pub mod org;
+pub mod plan;
 pub mod price;
 pub mod profile;
 pub mod role;

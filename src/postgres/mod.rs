@@ -55,7 +55,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 
 use crate::error::Result;
-use crate::store::{Backend, LeaseStore, Principal, RateLimitStore};
+use crate::store::{Backend, LeaseStore, Principal, RateLimitStore, ReportStore};
 
 pub use config::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_POOL_SIZE, ENV_DATABASE_URL, ENV_SUPABASE_DB_URL,
@@ -153,6 +153,10 @@ impl Backend for PgStore {
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
+    }
+
+    fn reports(&self) -> Option<&dyn ReportStore> {
         Some(self)
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct FeatureRow {
     #[serde(default)]
     config: serde_json::Value,
     updated_at: DateTime<Utc>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<FeatureRow> for Feature {
@@ -43,6 +45,7 @@ impl From<FeatureRow> for Feature {
             enabled: row.enabled,
             config: row.config,
             updated_at: row.updated_at,
+            expires_at: row.expires_at,
         }
     }
 }
@@ -73,6 +76,8 @@ pub(crate) struct LimitRow {
     limit_value: Decimal,
     mode: LimitMode,
     created_at: DateTime<Utc>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<LimitRow> for Limit {
@@ -86,6 +91,7 @@ impl From<LimitRow> for Limit {
             value: row.limit_value,
             mode: row.mode,
             created_at: row.created_at,
+            expires_at: row.expires_at,
         }
     }
 }

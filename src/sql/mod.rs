@@ -24,7 +24,9 @@ mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod plans;
 mod rate_limits;
+mod reports;
 mod schema;
 
 use async_trait::async_trait;
@@ -184,8 +186,10 @@ macro_rules! sql_store_impls {
         $crate::store::invitation_store_methods!(sql_capability_impl! { InvitationStore, $store });
         $crate::store::domain_store_methods!(sql_capability_impl! { DomainStore, $store });
         $crate::store::audit_store_methods!(sql_capability_impl! { AuditStore, $store });
+        $crate::store::plan_store_methods!(sql_capability_impl! { PlanStore, $store });
         $crate::store::rate_limit_store_methods!(sql_capability_impl! { RateLimitStore, $store });
         $crate::store::lease_store_methods!(sql_capability_impl! { LeaseStore, $store });
+        $crate::store::report_store_methods!(sql_capability_impl! { ReportStore, $store });
 
         #[async_trait::async_trait]
         impl $crate::store::UserDirectory for $store {

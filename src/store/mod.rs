@@ -3,7 +3,7 @@
 //!
 //! A backend implements the capabilities — [`OrgStore`], [`MemberStore`],
 //! [`FeatureStore`], [`LimitStore`], [`MeteringStore`], [`AlertStore`],
-//! [`InvitationStore`], [`DomainStore`], [`AuditStore`] — and
+//! [`InvitationStore`], [`DomainStore`], [`AuditStore`], [`PlanStore`] — and
 //! [`Backend`], which says whom its calls run as. [`Store`] is the bundle of
 //! all of them, implemented for every type that has each one: nobody
 //! implements it by hand.
@@ -21,7 +21,7 @@
 //! Optional capabilities are traits of their own, outside the bundle, handed
 //! to the builder: [`UserDirectory`] (who users are, for pages); or reached
 //! through [`Backend`], which answers `None` for one a backend lacks:
-//! [`RateLimitStore`] and [`LeaseStore`].
+//! [`RateLimitStore`], [`LeaseStore`] and [`ReportStore`].
 //!
 //! Every backend must pass the store-contract suite (`store::contract`,
 //! feature `test-util`), which calls these methods directly, one part per
@@ -46,7 +46,9 @@ mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod plans;
 mod rate_limits;
+mod reports;
 mod types;
 
 #[cfg(feature = "test-util")]
@@ -81,8 +83,15 @@ pub use limits::LimitStore;
 pub use members::MemberStore;
 pub use metering::MeteringStore;
 pub use orgs::OrgStore;
+pub(crate) use plans::plan_store_methods;
+pub use plans::{EntitlementWatch, PlanStore};
 pub use rate_limits::RateLimitStore;
 pub(crate) use rate_limits::rate_limit_store_methods;
+pub use reports::ReportStore;
+// Expanded by the wrappers that forward it: the fault injector and the SQL
+// store (the facade reaches reports through `Backend::reports`).
+#[cfg(any(feature = "test-util", feature = "supabase", feature = "postgres"))]
+pub(crate) use reports::report_store_methods;
 pub use types::{
     CommitOutcome, CommitRequest, CounterDrift, CounterScope, CounterValue, HistoryQuery, OrgQuery,
     Principal, ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult,
@@ -104,6 +113,10 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// This store's budget leases, if it has them (`None`: leasing answers
     /// `Unsupported`).
     fn leases(&self) -> Option<&dyn LeaseStore>;
+
+    /// This store's usage history, if it has it (`None`: reports, event
+    /// reads and exports answer `Unsupported`).
+    fn reports(&self) -> Option<&dyn ReportStore>;
 }
 
 macro_rules! forward_backend {
@@ -119,6 +132,10 @@ macro_rules! forward_backend {
 
             fn leases(&self) -> Option<&dyn LeaseStore> {
                 (**self).leases()
+            }
+
+            fn reports(&self) -> Option<&dyn ReportStore> {
+                (**self).reports()
             }
         }
     };
@@ -145,6 +162,7 @@ pub trait Store:
     + InvitationStore
     + DomainStore
     + AuditStore
+    + PlanStore
 {
 }
 
@@ -159,6 +177,7 @@ impl<T> Store for T where
         + InvitationStore
         + DomainStore
         + AuditStore
+        + PlanStore
         + ?Sized
 {
 }

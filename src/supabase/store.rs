@@ -14,7 +14,7 @@ use crate::sql::{SqlCall, SqlTransport, sql_capability_impl, sql_store_impls};
 use crate::store::{
     Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, HistoryQuery, LeaseStore,
     OrgQuery, Principal, RateLimitStore, ReconcileQuery, RecordOutcome, ReleaseRequest,
-    ReserveRequest, ReserveResult, UsageQuery,
+    ReportStore, ReserveRequest, ReserveResult, UsageQuery,
 };
 use chrono::{DateTime, Utc};
 
@@ -32,6 +32,10 @@ impl Backend for SupabaseStore {
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
+    }
+
+    fn reports(&self) -> Option<&dyn ReportStore> {
         Some(self)
     }
 }

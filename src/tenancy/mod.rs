@@ -29,8 +29,10 @@ mod metering;
 mod operator;
 mod orgs;
 mod people;
+mod plans;
 mod rate_limits;
 mod recording;
+mod reports;
 mod service;
 mod summary;
 #[cfg(feature = "webhook")]

@@ -228,8 +228,8 @@ impl<'a> Operator<'a> {
             Error::invalid_input("config", "does not serialize to JSON").with_source(e)
         })?;
         let change = FeatureChange {
-            enabled: None,
             config: Some(config),
+            ..FeatureChange::default()
         };
         // update_feature checks the config.
         self.update_feature(org, key, change).await
@@ -304,6 +304,7 @@ impl<'a> Operator<'a> {
             value: limit.value,
             mode: limit.mode,
             created_at: self.tenancy.now(),
+            expires_at: limit.expires_at,
         };
         let put = self.tenancy.inner.store.put_limit(&limit);
         let stored = self.audited(put).await;

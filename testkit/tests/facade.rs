@@ -38,8 +38,12 @@ mod ownership;
 mod people;
 #[path = "facade/periods.rs"]
 mod periods;
+#[path = "facade/plans.rs"]
+mod plans;
 #[path = "facade/rate_limits.rs"]
 mod rate_limits;
+#[path = "facade/reports.rs"]
+mod reports;
 #[path = "facade/reservations.rs"]
 mod reservations;
 #[path = "facade/scene.rs"]

@@ -6,6 +6,8 @@ pub(super) mod index;
 pub(super) mod invitations;
 pub(super) mod members;
 pub(super) mod operator;
+pub(super) mod plans;
+pub(super) mod reports;
 pub(super) mod usage;
 
 use askama::Template;

@@ -36,6 +36,7 @@ mod limits;
 mod members;
 mod metering;
 mod orgs;
+mod plans;
 mod rate_limits;
 mod reconcile;
 mod reserve;
@@ -63,6 +64,7 @@ pub use limits::*;
 pub use members::*;
 pub use metering::*;
 pub use orgs::*;
+pub use plans::*;
 pub use rate_limits::*;
 pub use reconcile::*;
 pub use reserve::*;
@@ -116,7 +118,7 @@ macro_rules! __store_contract_list {
 pub const TESTS: &[&str] = &__names();
 
 /// Every list's names, one slice per list.
-const LISTS: [&[&str]; 6] = {
+const LISTS: [&[&str]; 7] = {
     macro_rules! names {
         (; $($name:ident),* $(,)?) => { &[$(stringify!($name)),*] };
     }
@@ -127,6 +129,7 @@ const LISTS: [&[&str]; 6] = {
         crate::__audit_contract_list!([names] {}),
         crate::__rate_limit_contract_list!([names] {}),
         crate::__lease_contract_list!([names] {}),
+        crate::__plan_contract_list!([names] {}),
     ]
 };
 
@@ -165,6 +168,7 @@ macro_rules! store_contract_tests {
         $crate::__audit_contract_list!([$crate::store_contract_tests] { @tests $factory });
         $crate::__rate_limit_contract_list!([$crate::store_contract_tests] { @tests $factory });
         $crate::__lease_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__plan_contract_list!([$crate::store_contract_tests] { @tests $factory });
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -254,6 +258,7 @@ pub(super) fn limit(
         value: Decimal::from(value),
         mode: LimitMode::Hard,
         created_at: noon(),
+        expires_at: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn rate_limit(
         burst: Decimal::from(burst),
         mode: LimitMode::Hard,
         created_at: noon(),
+        expires_at: None,
     }
 }
 

@@ -22,9 +22,10 @@ use crate::store::{
     AlertStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue, DynStore,
     FeatureStore, HistoryQuery, LeaseStore, LimitStore, MemberStore, MeteringStore, OrgQuery,
     OrgStore, Principal, RateLimitStore, ReconcileQuery, RecordOutcome, ReleaseRequest,
-    ReserveRequest, ReserveResult, UsageQuery, alert_store_methods, audit_store_methods,
-    domain_store_methods, feature_store_methods, invitation_store_methods, limit_store_methods,
-    member_store_methods, metering_store_methods, org_store_methods, rate_limit_store_methods,
+    ReportStore, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
+    audit_store_methods, domain_store_methods, feature_store_methods, invitation_store_methods,
+    limit_store_methods, member_store_methods, metering_store_methods, org_store_methods,
+    plan_store_methods, rate_limit_store_methods,
 };
 
 /// The store every facade call goes through, instrumented.
@@ -57,6 +58,10 @@ impl Instrumented {
 
     pub(super) fn leases(&self) -> Option<&dyn LeaseStore> {
         self.inner.leases()
+    }
+
+    pub(super) fn reports(&self) -> Option<&dyn ReportStore> {
+        self.inner.reports()
     }
 
     /// The limit-decision counters.
@@ -131,6 +136,7 @@ alert_store_methods!(instrumented! {});
 invitation_store_methods!(instrumented! {});
 domain_store_methods!(instrumented! {});
 audit_store_methods!(instrumented! {});
+plan_store_methods!(instrumented! {});
 rate_limit_store_methods!(instrumented! {});
 
 #[cfg(test)]

@@ -35,11 +35,12 @@ use crate::model::{
 use crate::store::{
     AlertStore, AuditStore, Backend, CommitOutcome, CommitRequest, CounterDrift, CounterValue,
     DomainStore, DynStore, FeatureStore, HistoryQuery, InvitationStore, LeaseStore, LimitStore,
-    MemberStore, MeteringStore, OrgQuery, OrgStore, Principal, RateLimitStore, ReconcileQuery,
-    RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery, alert_store_methods,
-    audit_store_methods, domain_store_methods, feature_store_methods, invitation_store_methods,
-    limit_store_methods, member_store_methods, metering_store_methods, org_not_found,
-    org_store_methods, pass_through_impl, rate_limit_store_methods,
+    MemberStore, MeteringStore, OrgQuery, OrgStore, PlanStore, Principal, RateLimitStore,
+    ReconcileQuery, RecordOutcome, ReleaseRequest, ReportStore, ReserveRequest, ReserveResult,
+    UsageQuery, alert_store_methods, audit_store_methods, domain_store_methods,
+    feature_store_methods, invitation_store_methods, limit_store_methods, member_store_methods,
+    metering_store_methods, org_not_found, org_store_methods, pass_through_impl,
+    plan_store_methods, rate_limit_store_methods,
 };
 use instrumented::Instrumented;
 use ttl::TtlCache;
@@ -209,6 +210,10 @@ impl Backend for CachingStore {
     fn leases(&self) -> Option<&dyn LeaseStore> {
         self.inner.leases()
     }
+
+    fn reports(&self) -> Option<&dyn ReportStore> {
+        self.inner.reports()
+    }
 }
 
 org_store_methods!(pass_through_impl! { $ OrgStore for CachingStore
@@ -292,6 +297,7 @@ alert_store_methods!(pass_through_impl! { $ AlertStore for CachingStore [] {} })
 invitation_store_methods!(pass_through_impl! { $ InvitationStore for CachingStore [] {} });
 domain_store_methods!(pass_through_impl! { $ DomainStore for CachingStore [] {} });
 audit_store_methods!(pass_through_impl! { $ AuditStore for CachingStore [] {} });
+plan_store_methods!(pass_through_impl! { $ PlanStore for CachingStore [] {} });
 
 rate_limit_store_methods!(pass_through_impl! { $ RateLimitStore for CachingStore
     [put_rate_limit, delete_rate_limit] {
@@ -416,6 +422,7 @@ mod tests {
             value: 10.into(),
             mode: crate::limits::LimitMode::Hard,
             created_at: now,
+            expires_at: None,
         };
         store.put_limit(&limit).await.unwrap();
         assert!(!store.cached_limits(org.id).await.unwrap().is_empty());

@@ -14,7 +14,9 @@ mod domains;
 mod invitations;
 mod onboarding;
 mod ownership;
+mod plans;
 mod rate_limits;
+mod reports;
 mod security;
 
 use reqwest::StatusCode;

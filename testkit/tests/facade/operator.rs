@@ -36,6 +36,7 @@ async fn feature_changes_return_the_stored_row() {
     let change = FeatureChange {
         enabled: Some(false),
         config: Some(json!({"max_seconds": 10})),
+        ..FeatureChange::default()
     };
     let both = s
         .op()

@@ -25,7 +25,7 @@ use crate::support::{
 
 /// The schema version after every migration: the baseline is 1, each later
 /// file one more.
-const SCHEMA_VERSION: i32 = 12;
+const SCHEMA_VERSION: i32 = 14;
 
 const ORGANIZATION: &str = "select tenancy_organization(org_id => $1)";
 const BY_SLUG: &str = "select tenancy_organization_by_slug(org_slug => $1)";

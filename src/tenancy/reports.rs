@@ -1,0 +1,2 @@
+//! Usage history through the facade: reports, the event log, repricing,
+//! exports and reconciliation of rollups.

@@ -1,0 +1,1 @@
+//! The reports page: range, granularity, grouping, chart and table, CSV.

@@ -1,0 +1,2 @@
+//! Plans through the facade: the catalog, assignments and trials,
+//! overrides, the effective view and `explain`, and mid-period changes.
