@@ -169,7 +169,8 @@ impl ConsoleError {
 /// Store errors by kind. A person sees the message of a refusal they can
 /// act on (a value to correct, a rule of the role matrix, a thing missing
 /// or already there, a change made meanwhile): those name the field or the
-/// rule, never a secret. Any other kind shows a generic page and logs the
+/// rule, never a secret. A capability the store lacks (`Unsupported`) is a
+/// fixed 501 page. Any other kind shows a generic page and logs the
 /// details, which may name a backend.
 impl From<Error> for ConsoleError {
     fn from(error: Error) -> Self {
@@ -180,6 +181,17 @@ impl From<Error> for ConsoleError {
             ErrorKind::Conflict => (StatusCode::CONFLICT, "Changed meanwhile"),
             ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "Already there"),
             ErrorKind::Unauthenticated => return ConsoleError::unauthenticated(),
+            // A capability the store does not have (usage history, rate
+            // limits, leases): nothing to retry, nothing secret.
+            ErrorKind::Unsupported => {
+                tracing::warn!(error = %error, "console request needs a capability the store lacks");
+                return ConsoleError {
+                    status: StatusCode::NOT_IMPLEMENTED,
+                    title: "Not available",
+                    message: "The store behind this console does not offer this page's data."
+                        .to_owned(),
+                };
+            }
             ErrorKind::Unavailable => {
                 tracing::warn!(error = %error, "console request failed: a backend is unavailable");
                 return ConsoleError::unavailable();
@@ -264,6 +276,7 @@ mod tests {
             (ErrorKind::Config, StatusCode::INTERNAL_SERVER_ERROR),
             (ErrorKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
             (ErrorKind::PermissionDenied, StatusCode::FORBIDDEN),
+            (ErrorKind::Unsupported, StatusCode::NOT_IMPLEMENTED),
         ] {
             let page = form_refusal(Error::new(kind, secret)).expect_err("the error page");
             assert_eq!(page.status, status, "{kind:?}");

@@ -32,12 +32,34 @@ pub const MAX_EVENT_LEAD: TimeDelta = TimeDelta::minutes(5);
 ///
 /// What it counts towards ([`amounts`](Self::amounts), the one place this
 /// rule lives; every store counts exactly these amounts):
-/// - `tokens`: input + cached input + output tokens (when any);
+/// - `tokens`: the sum of every token class (when any);
 /// - `cost_usd`: its cost (when known);
 /// - each named quantity (`ads_created: 1`, `images: 4`). A quantity named
 ///   `tokens` or `cost_usd` adds to that metric.
 ///
-/// Input tokens exclude cached input tokens; pass each separately.
+/// # Token classes
+///
+/// Each token is counted in exactly one class; classes never overlap:
+/// - `input_tokens`: text input, excluding cache reads and cache writes;
+/// - `cached_input_tokens`: input read from the provider's cache;
+/// - `cache_write_tokens`: input written to the cache;
+/// - `output_tokens`: text output, excluding reasoning;
+/// - `reasoning_tokens`: reasoning ("thinking") output;
+/// - `audio_input_tokens`, `audio_output_tokens`, `image_input_tokens`,
+///   `image_output_tokens`: audio and image tokens, excluded from the text
+///   classes.
+///
+/// Providers report these differently (OpenAI's `prompt_tokens` include
+/// cached ones, its `completion_tokens` include reasoning; Anthropic's
+/// `input_tokens` exclude both cache classes): subtract before passing, so
+/// a cache read is priced once, at the cached rate.
+///
+/// # Cost and its provenance
+///
+/// A cost set with [`cost_usd`](Self::cost_usd) wins over any price table
+/// and is marked [`CostSource::Provider`]; a cost the recorder computes
+/// from its [`PriceTable`](crate::model::PriceTable) is marked
+/// [`CostSource::PriceTable`] with the price that set it.
 ///
 /// # Supported event times
 ///
@@ -78,12 +100,39 @@ pub struct UsageEvent {
     pub input_tokens: u64,
     /// Input tokens served from the provider's cache.
     pub cached_input_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, excluding reasoning.
     pub output_tokens: u64,
+    /// Input tokens written to the provider's cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Reasoning output tokens.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// Audio input tokens.
+    #[serde(default)]
+    pub audio_input_tokens: u64,
+    /// Audio output tokens.
+    #[serde(default)]
+    pub audio_output_tokens: u64,
+    /// Image input tokens.
+    #[serde(default)]
+    pub image_input_tokens: u64,
+    /// Image output tokens.
+    #[serde(default)]
+    pub image_output_tokens: u64,
     /// Other metrics and their amounts.
     pub quantities: BTreeMap<MetricKey, Decimal>,
-    /// Cost in US dollars, when the caller knows it.
+    /// Cost in US dollars, when the caller knows it (or the recorder
+    /// priced it).
     pub cost_usd: Option<Decimal>,
+    /// Where `cost_usd` came from: set by [`cost_usd`](Self::cost_usd)
+    /// ([`CostSource::Provider`]) or by the recorder's pricing
+    /// ([`CostSource::PriceTable`]). `None` when there is no cost, or its
+    /// origin is unknown (`cost_usd` set on the field directly, or the zero
+    /// the recorder's `ZeroCost` policy fills in for an unpriced model).
+    /// Dropped when `cost_usd` is `None`.
+    #[serde(default)]
+    pub cost_source: Option<CostSource>,
     /// When it happened; the recording time if `None`. Usage counts into the
     /// period this falls in (a committed reservation counts in the periods
     /// its hold was taken in instead).
@@ -106,8 +155,15 @@ impl UsageEvent {
             input_tokens: 0,
             cached_input_tokens: 0,
             output_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            audio_input_tokens: 0,
+            audio_output_tokens: 0,
+            image_input_tokens: 0,
+            image_output_tokens: 0,
             quantities: BTreeMap::new(),
             cost_usd: None,
+            cost_source: None,
             occurred_at: None,
             metadata: serde_json::Value::Null,
         }
@@ -138,12 +194,68 @@ impl UsageEvent {
         self
     }
 
-    /// Sets input, cached input and output tokens.
+    /// Sets input (excluding cache reads and writes), cached input (cache
+    /// reads) and output (excluding reasoning) tokens.
     pub fn tokens(mut self, input: u64, cached_input: u64, output: u64) -> Self {
         self.input_tokens = input;
         self.cached_input_tokens = cached_input;
         self.output_tokens = output;
         self
+    }
+
+    /// Sets the input tokens written to the provider's cache.
+    pub fn cache_write_tokens(mut self, tokens: u64) -> Self {
+        self.cache_write_tokens = tokens;
+        self
+    }
+
+    /// Sets the reasoning output tokens (not also in `output_tokens`).
+    pub fn reasoning_tokens(mut self, tokens: u64) -> Self {
+        self.reasoning_tokens = tokens;
+        self
+    }
+
+    /// Sets audio input and output tokens.
+    pub fn audio_tokens(mut self, input: u64, output: u64) -> Self {
+        self.audio_input_tokens = input;
+        self.audio_output_tokens = output;
+        self
+    }
+
+    /// Sets image input and output tokens.
+    pub fn image_tokens(mut self, input: u64, output: u64) -> Self {
+        self.image_input_tokens = input;
+        self.image_output_tokens = output;
+        self
+    }
+
+    /// Sets every token class at once.
+    pub fn token_counts(mut self, counts: TokenCounts) -> Self {
+        self.input_tokens = counts.input;
+        self.cached_input_tokens = counts.cached_input;
+        self.cache_write_tokens = counts.cache_write;
+        self.output_tokens = counts.output;
+        self.reasoning_tokens = counts.reasoning;
+        self.audio_input_tokens = counts.audio_input;
+        self.audio_output_tokens = counts.audio_output;
+        self.image_input_tokens = counts.image_input;
+        self.image_output_tokens = counts.image_output;
+        self
+    }
+
+    /// The event's tokens by class.
+    pub fn tokens_by_class(&self) -> TokenCounts {
+        TokenCounts {
+            input: self.input_tokens,
+            cached_input: self.cached_input_tokens,
+            cache_write: self.cache_write_tokens,
+            output: self.output_tokens,
+            reasoning: self.reasoning_tokens,
+            audio_input: self.audio_input_tokens,
+            audio_output: self.audio_output_tokens,
+            image_input: self.image_input_tokens,
+            image_output: self.image_output_tokens,
+        }
     }
 
     /// Adds `amount` of `metric`. Sums saturate, so an absurd total is
@@ -154,9 +266,12 @@ impl UsageEvent {
         self
     }
 
-    /// Sets the cost in US dollars.
+    /// Sets the cost in US dollars, as the provider (or the caller)
+    /// reports it: it wins over any price table, and is marked
+    /// [`CostSource::Provider`].
     pub fn cost_usd(mut self, cost: Decimal) -> Self {
         self.cost_usd = Some(cost);
+        self.cost_source = Some(CostSource::Provider);
         self
     }
 
@@ -172,11 +287,9 @@ impl UsageEvent {
         self
     }
 
-    /// Input + cached input + output tokens.
+    /// The sum of every token class.
     pub fn total_tokens(&self) -> u128 {
-        u128::from(self.input_tokens)
-            + u128::from(self.cached_input_tokens)
-            + u128::from(self.output_tokens)
+        self.tokens_by_class().total()
     }
 
     /// The amount of each metric this event counts towards, validated: the
@@ -328,6 +441,8 @@ impl UsageEvent {
         let amounts = self.amounts()?;
         let id = self.id.unwrap_or_else(EventId::new_v7);
         let occurred_at = self.occurred_at.unwrap_or(now);
+        // No provenance without a cost.
+        let cost_source = self.cost_usd.and(self.cost_source);
         Ok(UsageRecord {
             id,
             occurred_at,
@@ -336,9 +451,113 @@ impl UsageEvent {
             event: UsageEvent {
                 id: Some(id),
                 occurred_at: Some(occurred_at),
+                cost_source,
                 ..self
             },
         })
+    }
+}
+
+/// Tokens by class (see [`UsageEvent`]'s token classes). Sums saturate at
+/// `u64::MAX`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenCounts {
+    /// Text input, excluding cache reads and writes.
+    #[serde(default)]
+    pub input: u64,
+    /// Input read from the cache.
+    #[serde(default)]
+    pub cached_input: u64,
+    /// Input written to the cache.
+    #[serde(default)]
+    pub cache_write: u64,
+    /// Text output, excluding reasoning.
+    #[serde(default)]
+    pub output: u64,
+    /// Reasoning output.
+    #[serde(default)]
+    pub reasoning: u64,
+    /// Audio input.
+    #[serde(default)]
+    pub audio_input: u64,
+    /// Audio output.
+    #[serde(default)]
+    pub audio_output: u64,
+    /// Image input.
+    #[serde(default)]
+    pub image_input: u64,
+    /// Image output.
+    #[serde(default)]
+    pub image_output: u64,
+}
+
+impl TokenCounts {
+    /// Each class's name (as in SQL columns, without `_tokens`) and count.
+    pub fn classes(&self) -> [(&'static str, u64); 9] {
+        [
+            ("input", self.input),
+            ("cached_input", self.cached_input),
+            ("cache_write", self.cache_write),
+            ("output", self.output),
+            ("reasoning", self.reasoning),
+            ("audio_input", self.audio_input),
+            ("audio_output", self.audio_output),
+            ("image_input", self.image_input),
+            ("image_output", self.image_output),
+        ]
+    }
+
+    /// The sum of every class.
+    pub fn total(&self) -> u128 {
+        self.classes().iter().map(|(_, n)| u128::from(*n)).sum()
+    }
+
+    /// Whether every class is zero.
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+
+    /// Adds `other` class by class, saturating.
+    pub fn add(&mut self, other: &TokenCounts) {
+        self.input = self.input.saturating_add(other.input);
+        self.cached_input = self.cached_input.saturating_add(other.cached_input);
+        self.cache_write = self.cache_write.saturating_add(other.cache_write);
+        self.output = self.output.saturating_add(other.output);
+        self.reasoning = self.reasoning.saturating_add(other.reasoning);
+        self.audio_input = self.audio_input.saturating_add(other.audio_input);
+        self.audio_output = self.audio_output.saturating_add(other.audio_output);
+        self.image_input = self.image_input.saturating_add(other.image_input);
+        self.image_output = self.image_output.saturating_add(other.image_output);
+    }
+}
+
+/// Where an event's cost came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CostSource {
+    /// The caller set it (as the provider reported it): it wins over any
+    /// price table.
+    Provider,
+    /// Computed from a price table.
+    PriceTable {
+        /// The price's provider.
+        provider: String,
+        /// The price's model.
+        model: String,
+        /// The first day the price applied.
+        effective_from: chrono::NaiveDate,
+        /// The table's label ([`PriceTable::label`](crate::model::PriceTable::label)).
+        table: String,
+    },
+}
+
+impl CostSource {
+    /// `provider` or `price_table`, as the SQL column `cost_source` holds it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CostSource::Provider => "provider",
+            CostSource::PriceTable { .. } => "price_table",
+        }
     }
 }
 
@@ -400,6 +619,54 @@ mod tests {
         assert!(amounts.contains(&(MetricKey::TOKENS, dec!(36))));
         assert!(amounts.contains(&(MetricKey::COST_USD, dec!(0.5))));
         assert!(amounts.contains(&(MetricKey::ADS_CREATED, dec!(1))));
+    }
+
+    #[test]
+    fn tokens_count_every_class_once() {
+        let e = UsageEvent::new(OrgId::new_v7())
+            .tokens(1, 2, 4)
+            .cache_write_tokens(8)
+            .reasoning_tokens(16)
+            .audio_tokens(32, 64)
+            .image_tokens(128, 256);
+        assert_eq!(e.total_tokens(), 511);
+        assert_eq!(e.tokens_by_class().total(), 511);
+        assert_eq!(
+            UsageEvent::new(e.org).token_counts(e.tokens_by_class()),
+            UsageEvent {
+                org: e.org,
+                ..e.clone()
+            }
+        );
+        assert!(
+            e.amounts()
+                .unwrap()
+                .contains(&(MetricKey::TOKENS, dec!(511)))
+        );
+    }
+
+    #[test]
+    fn a_provider_cost_is_marked_and_no_cost_has_no_source() {
+        let now = Utc::now();
+        let org = OrgId::new_v7();
+        let r = UsageEvent::new(org)
+            .cost_usd(dec!(1))
+            .into_record(now, Tz::UTC)
+            .unwrap();
+        assert_eq!(r.event.cost_source, Some(CostSource::Provider));
+        let mut stray = UsageEvent::new(org);
+        stray.cost_source = Some(CostSource::Provider);
+        let r = stray.into_record(now, Tz::UTC).unwrap();
+        assert_eq!(r.event.cost_source, None);
+        // Events spooled before the token classes existed still parse.
+        let old = serde_json::json!({
+            "id": null, "org": org, "user": null, "provider": "", "model": "",
+            "operation": "", "input_tokens": 1, "cached_input_tokens": 0,
+            "output_tokens": 0, "quantities": {}, "cost_usd": null,
+            "occurred_at": null, "metadata": null
+        });
+        let parsed: UsageEvent = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.total_tokens(), 1);
     }
 
     #[test]

@@ -86,6 +86,7 @@ use uuid::Uuid;
 use crate::error::{Error, ErrorKind, Result, quoted};
 use crate::ids::{EventId, MetricKey};
 use crate::limits::validate_amount;
+use crate::model::price::Unpriced;
 use crate::model::{Action, TenantContext, UsageEvent};
 use crate::sync::lock;
 
@@ -737,6 +738,14 @@ impl Shared {
 
     /// Fills in the cost from the price table at the prices in effect `at`
     /// (the event's time), per the unknown-model policy, and checks it.
+    ///
+    /// A cost the caller set wins (provider-reported: marked
+    /// [`CostSource::Provider`](crate::model::usage::CostSource::Provider)
+    /// by [`UsageEvent::cost_usd`]). A computed cost prices every token
+    /// class at its own rate ([`PriceTable::quote`](crate::model::PriceTable::quote)) and is marked with the
+    /// price and table that set it. A model without a price, or an event
+    /// with tokens in a class its price has no rate for, is unpriced: the
+    /// unknown-model policy applies (`Error` names `model` and the class).
     fn price(&self, event: &mut UsageEvent, at: DateTime<Utc>) -> Result<()> {
         let Some(prices) = &self.config.prices else {
             return Ok(());
@@ -744,17 +753,12 @@ impl Shared {
         if event.cost_usd.is_some() || event.total_tokens() == 0 || event.model.is_empty() {
             return Ok(());
         }
-        let priced = prices.cost(
-            &event.provider,
-            &event.model,
-            at,
-            event.input_tokens,
-            event.cached_input_tokens,
-            event.output_tokens,
-        )?;
-        match priced {
-            Some(cost) => {
+        let quote = prices.quote(&event.provider, &event.model, at, &event.tokens_by_class())?;
+        match quote {
+            Ok(priced) => {
+                let cost = priced.cost;
                 event.cost_usd = Some(validate_amount("cost_usd", cost)?);
+                event.cost_source = Some(priced.source);
                 // A `cost_usd` quantity adds to the computed cost; delivery
                 // would refuse their sum for good, so refuse it here.
                 if let Some(&quantity) = event.quantities.get(&MetricKey::COST_USD)
@@ -769,12 +773,16 @@ impl Shared {
                     ));
                 }
             }
-            None => match self.config.unknown_model {
+            Err(unpriced) => match self.config.unknown_model {
                 UnknownModelPolicy::Error => {
+                    let what = match unpriced {
+                        Unpriced::NoPrice => String::new(),
+                        Unpriced::NoRate(class) => format!(" {class} tokens"),
+                    };
                     return Err(Error::invalid_input(
                         "model",
                         format_args!(
-                            "no price for {}/{} on {}",
+                            "no price for {}/{}{what} on {}",
                             quoted(&event.provider),
                             quoted(&event.model),
                             at.date_naive()
@@ -783,8 +791,9 @@ impl Shared {
                 }
                 UnknownModelPolicy::ZeroCost => {
                     tracing::warn!(provider = %event.provider, model = %event.model,
-                        "no price for model; recording zero cost");
+                        unpriced = ?unpriced, "no price for model; recording zero cost");
                     event.cost_usd = Some(Decimal::ZERO);
+                    event.cost_source = None;
                 }
             },
         }

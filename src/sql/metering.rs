@@ -1,16 +1,17 @@
 //! Recording, reading and holding usage over SQL.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
 
 use super::args::{
-    CommitArgs, EventArg, HistoryArgs, ReconcileArgs, ReleaseArgs, Released, ReserveArgs,
-    SnapshotArgs,
+    EventArg, HistoryArgs, ReconcileArgs, ReleaseArgs, Released, ReserveArgs, SnapshotArgs,
 };
 use super::{Idempotent, Sql, SqlTransport, explained, org_missing};
 use crate::error::{ErrorKind, Result};
 use crate::ids::{OrgId, ReservationId, UserId};
 use crate::limits::UsageSnapshot;
 use crate::model::UsageRecord;
+use crate::model::usage::CostSource;
 use crate::store::{
     CommitOutcome, CommitRequest, CounterDrift, CounterScope, CounterValue, HistoryQuery,
     ReconcileQuery, RecordOutcome, ReleaseRequest, ReserveRequest, ReserveResult, UsageQuery,
@@ -22,7 +23,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             return Ok(RecordOutcome::default());
         }
         // The function's one argument is unnamed: the events array itself.
-        let events: Vec<EventArg<'_>> = batch.iter().map(EventArg::from).collect();
+        let events: Vec<RecordArg<'_>> = batch.iter().map(RecordArg::from).collect();
         // Idempotent by event id: safe to retry after any transient failure.
         self.rpc(
             "tenancy_record_usage",
@@ -109,7 +110,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             org_id: request.org,
             user_id: request.user,
             reservation_id: request.id,
-            event: EventArg::from(&request.usage),
+            event: RecordArg::from(&request.usage),
             now: request.now,
         };
         // Retrying a commit is harmless: the event id dedupes, and a retry
@@ -191,6 +192,79 @@ impl<'a> From<&'a ReconcileQuery> for ReconcileArgs<'a> {
             metric: query.metric.as_ref(),
         }
     }
+}
+
+/// One event of `tenancy_record_usage` (and the `event` of
+/// `tenancy_commit_reservation`): the columns of [`EventArg`], then the
+/// token classes past input, cached input and output, and the cost's
+/// provenance (migration 14). Every event carries every key (PostgREST
+/// refuses a batch whose objects have different keys).
+#[derive(Debug, Serialize)]
+struct RecordArg<'a> {
+    #[serde(flatten)]
+    event: EventArg<'a>,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    audio_input_tokens: u64,
+    audio_output_tokens: u64,
+    image_input_tokens: u64,
+    image_output_tokens: u64,
+    /// `provider` or `price_table`; null for an event without a cost.
+    cost_source: Option<&'static str>,
+    price_provider: Option<&'a str>,
+    price_model: Option<&'a str>,
+    price_effective_from: Option<NaiveDate>,
+    price_table: Option<&'a str>,
+}
+
+impl<'a> From<&'a UsageRecord> for RecordArg<'a> {
+    fn from(r: &'a UsageRecord) -> Self {
+        let e = &r.event;
+        // A cost without a source is the caller's: the provider's.
+        let source = match (&e.cost_usd, &e.cost_source) {
+            (None, _) => None,
+            (Some(_), None) => Some(&CostSource::Provider),
+            (Some(_), Some(source)) => Some(source),
+        };
+        let price = match source {
+            Some(CostSource::PriceTable {
+                provider,
+                model,
+                effective_from,
+                table,
+            }) => Some((
+                provider.as_str(),
+                model.as_str(),
+                *effective_from,
+                table.as_str(),
+            )),
+            _ => None,
+        };
+        RecordArg {
+            event: EventArg::from(r),
+            cache_write_tokens: e.cache_write_tokens,
+            reasoning_tokens: e.reasoning_tokens,
+            audio_input_tokens: e.audio_input_tokens,
+            audio_output_tokens: e.audio_output_tokens,
+            image_input_tokens: e.image_input_tokens,
+            image_output_tokens: e.image_output_tokens,
+            cost_source: source.map(CostSource::kind),
+            price_provider: price.map(|p| p.0),
+            price_model: price.map(|p| p.1),
+            price_effective_from: price.map(|p| p.2),
+            price_table: price.map(|p| p.3),
+        }
+    }
+}
+
+/// Arguments of `tenancy_commit_reservation`, its event a [`RecordArg`].
+#[derive(Debug, Serialize)]
+struct CommitArgs<'a> {
+    org_id: OrgId,
+    user_id: UserId,
+    reservation_id: ReservationId,
+    event: RecordArg<'a>,
+    now: DateTime<Utc>,
 }
 
 /// What a refused commit or release means: no such hold (and, for a

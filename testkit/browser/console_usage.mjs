@@ -57,6 +57,11 @@ for (let day = 0; day < 30; day++) {
 }
 const TOKENS = perUser[0] + perUser[1];
 
+/** `n` of a counted unit as the console writes amounts: `315,184 tokens`, `1 token`. */
+const counted = (n, one, many) => `${n.toLocaleString('en-US')} ${n === 1 ? one : many}`;
+const tokensText = (n) => counted(n, 'token', 'tokens');
+const imagesText = (n) => counted(n, 'image', 'images');
+
 /** `part / whole` as the page shows a percentage: at most 2 decimals, no trailing zeros. */
 const percent = (part, whole) => `${Number(((part / whole) * 100).toFixed(2))} %`;
 
@@ -79,10 +84,10 @@ await scenario('console-usage', async () => {
             'images',
             'monthly',
             'organization',
-            String(IMAGES.used),
-            '0',
-            `${IMAGES.limit} hard`,
-            String(IMAGES.limit - IMAGES.used),
+            imagesText(IMAGES.used),
+            imagesText(0),
+            `${imagesText(IMAGES.limit)} hard`,
+            imagesText(IMAGES.limit - IMAGES.used),
             `Warning ${percent(IMAGES.used, IMAGES.limit)}`,
             RESETS,
         ];
@@ -102,10 +107,10 @@ await scenario('console-usage', async () => {
             'tokens',
             'monthly',
             'organization',
-            String(TOKENS),
-            '0',
-            `${TOKEN_LIMIT} hard`,
-            String(TOKEN_LIMIT - TOKENS),
+            tokensText(TOKENS),
+            tokensText(0),
+            `${tokensText(TOKEN_LIMIT)} hard`,
+            tokensText(TOKEN_LIMIT - TOKENS),
             `OK ${percent(TOKENS, TOKEN_LIMIT)}`,
             RESETS,
         ];
@@ -121,35 +126,40 @@ await scenario('console-usage', async () => {
     await step('the daily tokens chart: SVG, with its numbers as a table', async () => {
         const fig = figure(page, 'tokens');
         assertEqual(await fig.count(), 1, 'tokens charts');
-        const caption = `tokens per day in ${monthName}: ${TOKENS} in all`;
+        const caption = `tokens per day in ${monthName}: ${tokensText(TOKENS)} in all`;
         await expectText(fig.locator('figcaption'), caption);
         const svg = fig.getByRole('img', { name: caption, exact: true });
         assertEqual(await svg.evaluate((e) => e.namespaceURI), 'http://www.w3.org/2000/svg', 'the chart element');
         assertEqual(await svg.locator('rect').count(), daily.length, 'bars (one a day with usage)');
+        // Labelled axes: the days in the organization's zone, the unit.
+        const texts = await svg.locator('text').evaluateAll((ts) => ts.map((t) => t.textContent.trim()));
+        for (const t of [`Day (${ZONE})`, 'tokens']) {
+            assert(texts.includes(t), `no "${t}" on the chart's axes: ${JSON.stringify(texts)}`);
+        }
         await fig.locator('summary').click();
         const table = fig.getByRole('table');
         await table.waitFor({ state: 'visible' });
         const numbers = await rows(table);
-        assertEqual(JSON.stringify(numbers), JSON.stringify(daily.map(([d, t]) => [d, String(t)])), 'the chart table');
+        assertEqual(JSON.stringify(numbers), JSON.stringify(daily.map(([d, t]) => [d, tokensText(t)])), 'the chart table');
         assertEqual(numbers.length, today.day, 'days in the table (the month so far)');
     });
 
     await step('the daily images chart: one bar, today', async () => {
         const fig = figure(page, 'images');
-        const caption = `images per day in ${monthName}: ${IMAGES.used} in all`;
+        const caption = `images per day in ${monthName}: ${imagesText(IMAGES.used)} in all`;
         await expectText(fig.locator('figcaption'), caption);
         assertEqual(await fig.getByRole('img', { name: caption, exact: true }).locator('rect').count(), 1, 'image bars');
         const numbers = await rows(fig.locator('table'));
-        const nonZero = numbers.filter(([, n]) => n !== '0');
+        const nonZero = numbers.filter(([, n]) => n !== imagesText(0));
         const todayText = `${today.year}-${pad(today.month)}-${pad(today.day)}`;
-        assertEqual(JSON.stringify(nonZero), JSON.stringify([[todayText, String(IMAGES.used)]]), 'days with images');
+        assertEqual(JSON.stringify(nonZero), JSON.stringify([[todayText, imagesText(IMAGES.used)]]), 'days with images');
     });
 
     await step('the top members (for the owner)', async () => {
         const panel = page.getByRole('region', { name: 'Top members this month', exact: true });
         await expectText(panel.getByRole('heading', { level: 3 }).last(), 'tokens');
         const top = await rows(panel.locator('table').last());
-        const expected = [...perUser].sort((a, b) => b - a).map(String);
+        const expected = [...perUser].sort((a, b) => b - a).map(tokensText);
         assertEqual(JSON.stringify(top.map((r) => r[1])), JSON.stringify(expected), 'tokens per member, most first');
         const people = top.map(([who]) => who).sort();
         assertEqual(

@@ -23,7 +23,7 @@ await scenario('console-viewer', async () => {
         assertEqual(
             JSON.stringify(limits),
             JSON.stringify([
-                ['tokens', 'monthly', 'organization', '0', '0', '10000 hard', '10000', 'OK 0 %', '2026-12-01 00:00 UTC'],
+                ['tokens', 'monthly', 'organization', '0 tokens', '0 tokens', '10,000 tokens hard', '10,000 tokens', 'OK 0 %', '2026-12-01 00:00 UTC'],
             ]),
             "Acme's usage lines",
         );

@@ -1,10 +1,11 @@
 //! Usage against limits: each line with its bar and reset time in the
-//! organization's zone, the rate limits with their current window's use
+//! organization's zone (the lines with a limit first, then the metrics
+//! without one), every amount with its unit, the rate limits with their current window's use
 //! and the time until it frees, a daily chart of the month per metric, and the top
 //! members by name and email (for the roles that may see other members'
 //! usage).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
@@ -17,7 +18,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use super::{Chrome, Done, chrome, context, short_id};
 use crate::console::auth::Viewer;
-use crate::console::chart::{daily_bars, month_days};
+use crate::console::chart::{Unit, amount, daily_bars, month_days};
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::Result;
@@ -31,15 +32,16 @@ use crate::tenancy::Tenancy;
 const TOP_USERS: usize = 5;
 
 /// A usage line as the table shows it.
+/// Amounts are written with their unit ([`amount`]).
 pub(in crate::console) struct LineRow {
     metric: String,
     period: &'static str,
     scope: &'static str,
-    used: Decimal,
-    reserved: Decimal,
-    limit: Option<Decimal>,
+    used: String,
+    reserved: String,
+    limit: Option<String>,
     mode: &'static str,
-    remaining: Option<Decimal>,
+    remaining: Option<String>,
     percent: String,
     level: &'static str,
     level_text: &'static str,
@@ -51,7 +53,8 @@ pub(in crate::console) struct ChartBlock {
     metric: String,
     caption: String,
     svg: String,
-    days: Vec<(NaiveDate, Decimal)>,
+    /// Each day so far and its amount with its unit.
+    days: Vec<(NaiveDate, String)>,
 }
 
 pub(in crate::console) struct TopBlock {
@@ -65,7 +68,7 @@ pub(in crate::console) struct TopUser {
     name: Option<String>,
     email: Option<String>,
     short: String,
-    used: Decimal,
+    used: String,
 }
 
 /// A rate limit as the pages show it: its current window's use and when
@@ -73,14 +76,21 @@ pub(in crate::console) struct TopUser {
 pub(in crate::console) struct RateRow {
     pub(in crate::console) limit_type: String,
     pub(in crate::console) scope: String,
+    /// The rate per window, as a form takes it back (a bare number).
     pub(in crate::console) value: Decimal,
     pub(in crate::console) window: &'static str,
+    /// The burst, as a form takes it back (a bare number).
     pub(in crate::console) burst: Decimal,
+    /// The rate with its unit, per window: `600 requests per minute`.
+    pub(in crate::console) rate_shown: String,
+    /// The burst with its unit.
+    pub(in crate::console) burst_shown: String,
     pub(in crate::console) mode: &'static str,
-    /// What is still draining from the window ([`RateState::used_at`]).
-    pub(in crate::console) used: Decimal,
-    /// What would be admitted at once now.
-    pub(in crate::console) remaining: Decimal,
+    /// What is still draining from the window ([`RateState::used_at`]),
+    /// with its unit.
+    pub(in crate::console) used: String,
+    /// What would be admitted at once now, with its unit.
+    pub(in crate::console) remaining: String,
     pub(in crate::console) level: &'static str,
     pub(in crate::console) level_text: &'static str,
     pub(in crate::console) bar_width: u32,
@@ -114,6 +124,7 @@ pub(in crate::console) fn rate_row(
         LimitLevel::Ok
     };
     let (level, level_text) = level_names(level);
+    let unit = Unit::of(limit.metric.as_str());
     let frees_at = state.frees_at(now);
     let frees = if frees_at <= now {
         "free now".to_owned()
@@ -136,9 +147,11 @@ pub(in crate::console) fn rate_row(
         value: limit.value.normalize(),
         window: limit.window.as_str(),
         burst: limit.burst.normalize(),
+        rate_shown: format!("{} per {}", unit.format(limit.value), limit.window.as_str()),
+        burst_shown: unit.format(limit.burst),
         mode: limit.mode.as_str(),
-        used: used.normalize(),
-        remaining: state.remaining_at(now).normalize(),
+        used: unit.format(used),
+        remaining: unit.format(state.remaining_at(now)),
         level,
         level_text,
         bar_width: percent.round().to_u32().unwrap_or(100).min(100),
@@ -181,6 +194,7 @@ pub(in crate::console) fn level_names(level: LimitLevel) -> (&'static str, &'sta
 
 pub(in crate::console) fn line_row(line: &UsageLine, tz: Tz) -> LineRow {
     let (level, level_text) = level_names(line.level);
+    let unit = Unit::of(line.metric.as_str());
     let percent = line.percent.unwrap_or_default();
     let width = percent.round().to_u32().unwrap_or(100).min(100);
     LineRow {
@@ -190,11 +204,11 @@ pub(in crate::console) fn line_row(line: &UsageLine, tz: Tz) -> LineRow {
             LimitScope::Organization => "organization",
             LimitScope::User(_) => "you",
         },
-        used: line.used.normalize(),
-        reserved: line.reserved.normalize(),
-        limit: line.limit.map(|l| l.normalize()),
+        used: unit.format(line.used),
+        reserved: unit.format(line.reserved),
+        limit: line.limit.map(|l| unit.format(l)),
         mode: line.mode.map_or("", |m| m.as_str()),
-        remaining: line.remaining.map(|r| r.normalize()),
+        remaining: line.remaining.map(|r| unit.format(r)),
         percent: line
             .percent
             .map_or_else(String::new, |p| format!("{} %", p.normalize())),
@@ -205,11 +219,13 @@ pub(in crate::console) fn line_row(line: &UsageLine, tz: Tz) -> LineRow {
     }
 }
 
-/// The month's daily charts of the organization, one per metric.
+/// The month's daily charts of the organization, one per metric, their
+/// days in `tz`.
 async fn charts(
     tenancy: &Tenancy,
     ctx: &TenantContext,
     periods: CurrentPeriods,
+    tz: Tz,
 ) -> Result<Vec<ChartBlock>> {
     let (month, today) = (periods.monthly.start, periods.daily.start);
     let history = tenancy
@@ -225,18 +241,22 @@ async fn charts(
     let blocks = by_metric
         .into_iter()
         .map(|(metric, days)| {
+            let unit = Unit::of(&metric);
             let total: Decimal = days.iter().map(|(_, u)| *u).sum();
-            let bars = month_days(month, today, &days);
+            let so_far = month_days(month, today, &days);
             let caption = format!(
                 "{metric} per day in {}: {} in all",
                 month.format("%B %Y"),
-                total.normalize()
+                unit.format(total)
             );
             ChartBlock {
-                svg: daily_bars(&bars, &caption),
+                svg: daily_bars(month, &so_far, &unit, tz.name(), &caption),
                 caption,
+                days: so_far
+                    .into_iter()
+                    .map(|(date, used)| (date, unit.format(used)))
+                    .collect(),
                 metric,
-                days: bars.into_iter().map(|d| (d.date, d.used)).collect(),
             }
         })
         .collect();
@@ -249,8 +269,8 @@ async fn top_users(
     ctx: &TenantContext,
     lines: &[UsageLine],
 ) -> Result<Vec<TopBlock>> {
-    let mut metrics: Vec<String> = lines.iter().map(|l| l.metric.to_string()).collect();
-    metrics.dedup();
+    // Each metric once, by key.
+    let metrics: BTreeSet<String> = lines.iter().map(|l| l.metric.to_string()).collect();
     let mut tops = Vec::new();
     for metric in metrics {
         let users = tenancy
@@ -273,9 +293,8 @@ async fn top_users(
         .collect();
     Ok(tops
         .into_iter()
-        .map(|(metric, users)| TopBlock {
-            metric,
-            users: users
+        .map(|(metric, users)| {
+            let users = users
                 .into_iter()
                 .map(|u| {
                     let profile = profiles.get(&u.user);
@@ -283,10 +302,11 @@ async fn top_users(
                         name: profile.and_then(|p| p.name.clone()),
                         email: profile.and_then(|p| p.email.clone()),
                         short: short_id(u.user),
-                        used: u.used.normalize(),
+                        used: amount(&metric, u.used),
                     }
                 })
-                .collect(),
+                .collect();
+            TopBlock { metric, users }
         })
         .collect())
 }
@@ -300,7 +320,10 @@ pub(in crate::console) async fn usage_page(
     now: DateTime<Utc>,
 ) -> Result<UsagePage> {
     let tz = ctx.organization().timezone;
-    let lines = tenancy.usage_summary(ctx).await?;
+    let mut lines = tenancy.usage_summary(ctx).await?;
+    // The lines with a limit first, then the metrics without one, each
+    // group in the summary's order.
+    lines.sort_by_key(|l| l.limit.is_none());
     let rates = tenancy
         .rate_limits(ctx)
         .await?
@@ -327,7 +350,7 @@ pub(in crate::console) async fn usage_page(
         timezone: tz.name().to_owned(),
         lines: lines.iter().map(|l| line_row(l, tz)).collect(),
         rates,
-        charts: charts(tenancy, ctx, periods).await?,
+        charts: charts(tenancy, ctx, periods, tz).await?,
         top_users: top,
     })
 }

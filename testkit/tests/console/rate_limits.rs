@@ -241,7 +241,10 @@ async fn the_usage_page_shows_the_viewers_rate_limits() {
     );
     assert!(!section.contains("second_cost_usd"), "globex's: {section}");
     // Five of ten a minute: five in use, five available, free in 30 s.
-    assert!(section.contains("<td class=\"number\">5</td>"), "{section}");
+    assert!(
+        section.contains("<td class=\"number\">5 requests</td>"),
+        "{section}"
+    );
     assert!(section.contains("in 30.0 s"), "{section}");
 
     let bobs_page = s.get(bob, &format!("/orgs/{acme}/usage")).await;
