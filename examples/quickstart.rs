@@ -6,17 +6,19 @@
 //!
 //! Two organizations, members with roles, names and emails, an org switch,
 //! a feature-gated action allowed and denied, a role-denied admin action,
-//! an invitation created and accepted, and a usage limit enforced with a
-//! reservation.
+//! an invitation created and accepted, a usage limit enforced with a
+//! reservation, and an organization on a free plan hitting its limit,
+//! upgraded to pro, and allowed.
 
 use rust_decimal_macros::dec;
 use tenancy::alerts::MemoryAlertSink;
 use tenancy::limits::LimitScope;
 use tenancy::memory::MemoryUserDirectory;
 use tenancy::model::invitation::{MemoryInvitationSender, NewInvitation};
+use tenancy::model::plan::{Entitlement, EntitlementSource, NewPlanVersion};
 use tenancy::{
-    Action, MemoryStore, NewLimit, NewOrganization, PlatformOperator, ReserveOutcome, Role,
-    Tenancy, TenantContext, UsageEvent, UserId,
+    Action, FeatureKey, MemoryStore, MetricKey, NewLimit, NewOrganization, Period, PlanKey,
+    PlatformOperator, ReserveOutcome, Role, Tenancy, TenantContext, UsageEvent, UserId,
 };
 
 #[tokio::main(flavor = "current_thread")]
@@ -238,6 +240,77 @@ async fn main() -> tenancy::Result<()> {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+
+    section("Plans");
+    let ops = tenancy.operator(&operator);
+    let monthly_tokens = |n| NewLimit::from_limit_type("monthly_tokens", n);
+    let free = ops
+        .create_plan_version(
+            NewPlanVersion::new(PlanKey::parse("free")?, "Free")?
+                .limit(monthly_tokens(dec!(2000))?)?,
+        )
+        .await?;
+    let pro = ops
+        .create_plan_version(
+            NewPlanVersion::new(PlanKey::parse("pro")?, "Pro")?
+                .feature(FeatureKey::parse("veo_avatars")?, true)?
+                .limit(monthly_tokens(dec!(100000))?)?,
+        )
+        .await?;
+    println!(
+        "  the catalog: {} v{} (2000 tokens a month), {} v{} (100000, avatars)",
+        free.name, free.plan.version, pro.name, pro.plan.version
+    );
+    ops.assign_plan(globex.id, free.plan.clone()).await?;
+    tenancy
+        .service()
+        .record_usage(UsageEvent::new(globex.id).user(carol).tokens(1500, 0, 500))
+        .await?;
+    let plan_line = async |ctx: &TenantContext| -> tenancy::Result<()> {
+        let decision = tenancy.check_limit(ctx, "tokens", dec!(800)).await?;
+        let plan = tenancy.plan(ctx).await?.expect("on a plan").plan;
+        let why = tenancy
+            .explain(
+                ctx,
+                Entitlement::Limit {
+                    metric: MetricKey::TOKENS,
+                    period: Period::Monthly,
+                },
+            )
+            .await?;
+        let source = match why.source {
+            Some(EntitlementSource::Plan { plan }) => {
+                format!("plan {} v{}", plan.key, plan.version)
+            }
+            Some(EntitlementSource::Override { .. }) => "an override".into(),
+            None => "no limit".into(),
+        };
+        println!(
+            "  {} on {}: used {} of {} tokens (from {source}); 800 more: {}",
+            ctx.organization().slug,
+            plan.key,
+            decision.used,
+            decision.limit.unwrap_or_default(),
+            if decision.allowed {
+                "allowed"
+            } else {
+                "denied"
+            },
+        );
+        Ok(())
+    };
+    plan_line(&carol_at_globex).await?;
+    render(
+        &carol_at_globex,
+        tenancy.has_feature(&carol_at_globex, "veo_avatars").await?,
+    );
+    ops.assign_plan(globex.id, pro.plan.clone()).await?;
+    println!("  the operator upgrades globex to pro; the next call:");
+    plan_line(&carol_at_globex).await?;
+    render(
+        &carol_at_globex,
+        tenancy.has_feature(&carol_at_globex, "veo_avatars").await?,
+    );
     Ok(())
 }
 

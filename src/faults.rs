@@ -143,8 +143,8 @@ impl FaultyStore {
         self.fail_alert_claims.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` reads of an organization's limits fail with
-    /// `Unavailable`.
+    /// The next `n` reads of an organization's limits (`limits`, or its
+    /// effective `entitlements`, which carry them) fail with `Unavailable`.
     pub fn fail_limit_reads(&self, n: usize) {
         self.fail_limit_reads.store(n, Ordering::SeqCst);
     }
@@ -325,7 +325,22 @@ metering_store_methods!(
 invitation_store_methods!(pass_through_impl! { $ InvitationStore for FaultyStore [] {} });
 domain_store_methods!(pass_through_impl! { $ DomainStore for FaultyStore [] {} });
 audit_store_methods!(pass_through_impl! { $ AuditStore for FaultyStore [] {} });
-plan_store_methods!(pass_through_impl! { $ PlanStore for FaultyStore [] {} });
+plan_store_methods!(
+    pass_through_impl! { $ PlanStore for FaultyStore [entitlements] {
+        // The facade reads an organization's limits through its effective
+        // entitlements: a limit read fault fails them too.
+        async fn entitlements(
+            &self,
+            org: OrgId,
+            now: DateTime<Utc>,
+        ) -> Result<crate::model::plan::Entitlements> {
+            if Self::take(&self.fail_limit_reads) {
+                return Err(Self::unavailable("reading entitlements"));
+            }
+            self.inner.entitlements(org, now).await
+        }
+    } }
+);
 rate_limit_store_methods!(pass_through_impl! { $ RateLimitStore for FaultyStore [] {} });
 lease_store_methods!(pass_through_impl! { $ LeaseStore for FaultyStore [] {} });
 report_store_methods!(pass_through_impl! { $ ReportStore for FaultyStore [] {} });

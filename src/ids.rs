@@ -317,7 +317,8 @@ impl FeatureKey {
 impl MetricKey {
     /// The rule, as the SQL check constraints on `metric` columns state it.
     pub const PATTERN: &'static str = "^[a-z][a-z0-9_]{0,62}$";
-    /// Total tokens of an AI call: input + cached input + output.
+    /// Total tokens of an AI call: the sum of every token class
+    /// ([`UsageEvent`](crate::UsageEvent) says which).
     pub const TOKENS: MetricKey = MetricKey::from_static("tokens");
     /// Cost in US dollars.
     pub const COST_USD: MetricKey = MetricKey::from_static("cost_usd");

@@ -145,6 +145,13 @@ pub use crate::model::domain::{AutoJoin, JoinOutcome, JoinableOrg, VerifiedDomai
 pub use crate::model::invitation::{
     AcceptedInvitation, CreatedInvitation, Invitation, InvitationId, NewInvitation,
 };
+pub use crate::model::plan::{
+    AssignPlan, Entitlement, EntitlementSource, EntitlementValue, Entitlements, Explanation,
+    MigratePlan, NewPlanVersion, PlanAssignment, PlanRef, PlanVersion,
+};
+pub use crate::model::report::{
+    EventQuery, ExportFormat, Granularity, Meter, MeterSink, ReportDimension, ReportQuery,
+};
 pub use crate::model::{
     Action, Feature, FeatureChange, Membership, NewOrganization, OrgMembership, Organization,
     PlatformOperator, Role, TenantContext, UsageEvent, UserProfile,

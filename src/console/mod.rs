@@ -41,6 +41,10 @@
 //!   bar coloured by level and the reset time in the organization's time
 //!   zone; a daily chart of the month per metric, with its numbers as a
 //!   table; the top members per metric, for admins and owners.
+//! - `GET /orgs/{org}/plan` — the organization's plan, version and trial
+//!   end, and what it includes: each feature, limit and rate limit in
+//!   effect with its source (the plan version, or an override and when
+//!   it lapses); anything not listed is the default (off, unlimited).
 //!
 //! For the platform operator (whom [`OperatorPolicy`] names; nobody by
 //! default; anyone else gets 403):
@@ -53,6 +57,17 @@
 //!   change mode, remove), and its owners, with a form to transfer
 //!   ownership to a user id
 //!   ([`Operator::transfer_ownership`](crate::Operator::transfer_ownership)).
+//!   The same page shows the organization's plan (assign one or none,
+//!   start a trial with a fallback, move it to another version of its
+//!   plan) and its effective entitlements with their sources; its own
+//!   feature, limit and rate-limit rows are the overrides, each set with
+//!   an optional expiry;
+//! - `GET /operator/plans` — the plan catalog: every plan with its
+//!   versions, a form to create a plan, and one to migrate organizations
+//!   from one version to another (one organization, or all on it);
+//! - `GET /operator/plans/{key}` — each version of a plan in full, and
+//!   the edit form, prefilled from the latest version, which creates
+//!   the next version (versions never change).
 //!
 //! # Identity and security
 //!

@@ -277,6 +277,13 @@ impl NewLimit {
         self.mode = mode;
         self
     }
+
+    /// Makes it an override that lapses at `at`: from then on it counts as
+    /// absent and the organization's plan (or no limit) applies again.
+    pub fn until(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
 }
 
 #[cfg(test)]

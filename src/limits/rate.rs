@@ -406,6 +406,14 @@ impl NewRateLimit {
         self
     }
 
+    /// Makes it an override that lapses at `at`: from then on it counts as
+    /// absent and the organization's plan (or no rate limit) applies
+    /// again.
+    pub fn until(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
     /// The limit, with its id, organization and creation time. A zero limit
     /// gets a burst of one millionth (it admits nothing above zero anyway).
     pub(crate) fn into_limit(self, id: LimitId, org: OrgId, now: DateTime<Utc>) -> RateLimit {

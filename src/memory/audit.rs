@@ -188,6 +188,7 @@ pub(super) fn feature_row(org: OrgId, f: &Feature) -> Value {
         "enabled": f.enabled,
         "config": f.config,
         "updated_at": time(f.updated_at),
+        "expires_at": f.expires_at.map(time),
     })
 }
 
@@ -205,6 +206,7 @@ pub(super) fn limit_row(l: &Limit) -> Value {
         "mode": l.mode.as_str(),
         "metric": l.metric.as_str(),
         "created_at": time(l.created_at),
+        "expires_at": l.expires_at.map(time),
     })
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::ids::{FeatureKey, OrgId};
+use crate::model::plan::EntitlementChange;
 use crate::model::{Feature, FeatureChange};
 use crate::store::FeatureStore;
 
@@ -34,6 +35,7 @@ impl FeatureStore for MemoryStore {
         state
             .audit
             .feature(org, before.as_ref(), Some(&feature), Some(now));
+        state.entitlements_changed(EntitlementChange::Org(org));
         Ok(feature)
     }
 
@@ -46,6 +48,7 @@ impl FeatureStore for MemoryStore {
             return Ok(false);
         };
         state.audit.feature(org, Some(&removed), None, None);
+        state.entitlements_changed(EntitlementChange::Org(org));
         Ok(true)
     }
 }

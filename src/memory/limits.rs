@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::ids::{LimitId, OrgId};
 use crate::limits::Limit;
+use crate::model::plan::EntitlementChange;
 use crate::store::LimitStore;
 use async_trait::async_trait;
 
@@ -28,10 +29,12 @@ impl LimitStore for MemoryStore {
             let before = existing.clone();
             existing.value = limit.value;
             existing.mode = limit.mode;
+            existing.expires_at = limit.expires_at;
             let after = existing.clone();
             state
                 .audit
                 .limit(Some(&before), Some(&after), Some(limit.created_at));
+            state.entitlements_changed(EntitlementChange::Org(limit.org));
             return Ok(after);
         }
         // Kept in the order limits() promises: creation time, then id.
@@ -39,6 +42,7 @@ impl LimitStore for MemoryStore {
         let at = tenant.limits.partition_point(|l| key(l) < key(limit));
         tenant.limits.insert(at, limit.clone());
         state.audit.limit(None, Some(limit), Some(limit.created_at));
+        state.entitlements_changed(EntitlementChange::Org(limit.org));
         Ok(limit.clone())
     }
 
@@ -52,6 +56,7 @@ impl LimitStore for MemoryStore {
         };
         let removed = tenant.limits.remove(at);
         state.audit.limit(Some(&removed), None, None);
+        state.entitlements_changed(EntitlementChange::Org(org));
         Ok(true)
     }
 }

@@ -110,6 +110,7 @@ impl OrgStore for MemoryStore {
         }
         super::invitations::delete_organization(&mut state, id);
         super::domains::delete_organization(&mut state, id);
+        super::plans::delete_organization(&mut state, &tenant);
         state.audit.organization(Some(&tenant.org), None, None);
         Ok(true)
     }

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::ids::{LimitId, OrgId};
+use crate::limits::entitlements;
 use crate::limits::rate::{self, RateLimit, RateRequest, RateResult, RateState};
+use crate::model::plan::EntitlementChange;
 use crate::store::{RateLimitStore, org_not_found};
 
 use super::MemoryStore;
@@ -19,8 +21,11 @@ use super::tenant::State;
 pub(super) struct RateLimitState {
     /// Each organization's limits, ordered by creation time, then id.
     limits: HashMap<OrgId, Vec<RateLimit>>,
-    /// Each limit's TAT (µs since the Unix epoch).
-    tats: HashMap<LimitId, i64>,
+    /// Each limit's TAT (µs since the Unix epoch), by organization and
+    /// limit id: an organization's own row's id, or its plan entry's (one
+    /// plan entry, shared by every organization on the version, has one
+    /// state per organization).
+    tats: HashMap<(OrgId, LimitId), i64>,
     /// Calls of this capability's methods, for tests that count round trips.
     calls: u64,
 }
@@ -29,10 +34,15 @@ impl RateLimitState {
     fn states(&self, limits: impl Iterator<Item = RateLimit>) -> Vec<RateState> {
         limits
             .map(|limit| RateState {
-                tat: self.tats.get(&limit.id).copied(),
+                tat: self.tats.get(&(limit.org, limit.id)).copied(),
                 limit,
             })
             .collect()
+    }
+
+    /// The organization's own rows (expired ones included).
+    pub(super) fn rows(&self, org: OrgId) -> &[RateLimit] {
+        self.limits.get(&org).map(Vec::as_slice).unwrap_or_default()
     }
 }
 
@@ -59,6 +69,7 @@ fn audit_rate_limit(state: &mut State, before: Option<&RateLimit>, after: Option
             "burst": l.burst,
             "mode": l.mode.as_str(),
             "created_at": time(l.created_at),
+            "expires_at": l.expires_at.map(time),
         })
     };
     let Some(limit) = after.or(before) else {
@@ -102,6 +113,7 @@ impl RateLimitStore for MemoryStore {
             existing.value = limit.value;
             existing.burst = limit.burst;
             existing.mode = limit.mode;
+            existing.expires_at = limit.expires_at;
             (Some(before), existing.clone())
         } else {
             let key = |l: &RateLimit| (l.created_at, l.id);
@@ -110,6 +122,7 @@ impl RateLimitStore for MemoryStore {
             (None, limit.clone())
         };
         audit_rate_limit(&mut state, before.as_ref(), Some(&after));
+        state.entitlements_changed(EntitlementChange::Org(limit.org));
         Ok(after)
     }
 
@@ -124,35 +137,40 @@ impl RateLimitStore for MemoryStore {
             return Ok(false);
         };
         let removed = limits.remove(at);
-        rates.tats.remove(&id);
+        rates.tats.remove(&(org, id));
         audit_rate_limit(&mut state, Some(&removed), None);
+        state.entitlements_changed(EntitlementChange::Org(org));
         Ok(true)
     }
 
     async fn acquire_rate(&self, request: &RateRequest) -> Result<RateResult> {
         let mut state = self.lock();
         state.rate_limits.calls += 1;
-        if state.tenant(request.org).is_none() {
+        let state = &mut *state;
+        let Some(tenant) = state.tenants.get(&request.org) else {
             return Ok(RateResult {
                 granted: true,
                 limits: Vec::new(),
             });
-        }
+        };
         let rates = &mut state.rate_limits;
-        let mut applicable: Vec<RateLimit> = rates
-            .limits
-            .get(&request.org)
-            .into_iter()
-            .flatten()
-            .filter(|l| request.applies(l))
-            .cloned()
-            .collect();
+        // The effective rate limits: the plan's, with unexpired rows on top.
+        let mut applicable: Vec<RateLimit> = entitlements::effective_rate_limits(
+            request.org,
+            tenant.plan_at(request.now),
+            rates.rows(request.org),
+            request.now,
+        )
+        .into_iter()
+        .map(|(l, _)| l)
+        .filter(|l| request.applies(l))
+        .collect();
         applicable.sort_by_key(|l| l.id);
         let limits = rates.states(applicable.into_iter());
         let (granted, tats) = rate::apply(request, &limits);
         for (s, tat) in limits.iter().zip(tats) {
             if let Some(tat) = tat {
-                rates.tats.insert(s.limit.id, tat);
+                rates.tats.insert((request.org, s.limit.id), tat);
             }
         }
         Ok(RateResult { granted, limits })

@@ -59,6 +59,8 @@ pub(super) struct Tenant {
     pub(super) alerts: HashSet<AlertKey>,
     /// The event log: what every recorded event counted, in order.
     pub(super) log: Vec<LoggedEvent>,
+    /// Its plan assignment, with the versions it names.
+    pub(super) plan: Option<super::plans::TenantPlan>,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +186,7 @@ impl Tenant {
             holds: HashMap::default(),
             alerts: HashSet::default(),
             log: Vec::new(),
+            plan: None,
         }
     }
 
@@ -252,6 +255,15 @@ impl Tenant {
             .fold(Decimal::ZERO, |sum, h| sum.saturating_add(h.amount))
     }
 
+    /// The plan version in effect at `now`, if any.
+    pub(super) fn plan_at(&self, now: DateTime<Utc>) -> Option<&crate::model::plan::PlanVersion> {
+        self.plan.as_ref().and_then(|p| p.at(now))
+    }
+
+    /// The effective limits at `now` (plan and unexpired rows, by the rule
+    /// of [`entitlements`](crate::limits::entitlements)) that apply to
+    /// `user` (org-wide, and theirs) on `metric` (or every metric), with
+    /// their usage.
     pub(super) fn applicable_limits(
         &self,
         user: Option<UserId>,
@@ -259,19 +271,36 @@ impl Tenant {
         periods: &CurrentPeriods,
         now: DateTime<Utc>,
     ) -> Vec<LimitUsage> {
-        self.limits
-            .iter()
-            .filter(|l| metric.is_none_or(|m| m == &l.metric))
-            .filter(|l| {
-                l.scope == LimitScope::Organization || l.scope.user() == user && user.is_some()
-            })
+        let wanted = |l: &Limit| {
+            metric.is_none_or(|m| m == &l.metric)
+                && (l.scope == LimitScope::Organization || l.scope.user() == user && user.is_some())
+        };
+        let plan = self.plan_at(now);
+        let effective = if plan.is_none() && self.limits.iter().all(|l| l.expires_at.is_none()) {
+            // No plan and nothing lapses: the rows are the view.
+            self.limits.iter().filter(|l| wanted(l)).cloned().collect()
+        } else {
+            crate::limits::entitlements::effective_limits_of(
+                self.org.id,
+                plan,
+                self.limits.iter().filter(|l| wanted(l)),
+                now,
+                metric,
+            )
+            .into_iter()
+            .map(|(l, _)| l)
+            .filter(|l| wanted(l))
+            .collect::<Vec<_>>()
+        };
+        effective
+            .into_iter()
             .map(|l| {
                 let period = periods.key(l.period);
                 LimitUsage {
-                    limit: l.clone(),
-                    period,
                     used: self.used(l.scope.user(), &l.metric, period),
                     reserved: self.reserved(l.scope, &l.metric, period, now),
+                    period,
+                    limit: l,
                 }
             })
             .collect()

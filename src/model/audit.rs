@@ -181,8 +181,11 @@ pub struct AuditEvent {
     /// Who made it.
     pub actor: AuditActor,
     /// `<entity>.<verb>`: the entity is `organization`, `member`,
-    /// `feature`, `limit`, `invitation` or `domain`; the verb `created`,
-    /// `updated` or `deleted`.
+    /// `feature`, `limit`, `rate_limit`, `invitation`, `domain`, `plan`
+    /// (an organization's plan assignment) or `plan_version`; the verb
+    /// `created`, `updated` or `deleted`. `plan_version.created` is written
+    /// under the nil organization id (the catalog belongs to no
+    /// organization).
     pub action: String,
     /// The changed row's key: the organization's id, the member's user id,
     /// the feature key, the limit's id, the invitation's id, the domain.

@@ -64,6 +64,14 @@ impl FeatureChange {
         Ok(change)
     }
 
+    /// Sets when the row lapses (`Some(at)`: from `at` on it counts as
+    /// absent and the organization's plan, or off, applies again) or
+    /// (`None`) makes it permanent.
+    pub fn until(mut self, at: Option<DateTime<Utc>>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
     /// Checks the config as [`config`](Self::config) does, for a change
     /// built from its public fields.
     pub(crate) fn check(&self) -> Result<()> {
@@ -82,7 +90,11 @@ impl FeatureChange {
     }
 
     /// The row after this change, from the row before it (`None`: no row).
+    /// A row that lapsed by `now` (`expires_at <= now`) counts as absent:
+    /// the change starts from a disabled row with a `null` config and no
+    /// expiry.
     pub fn apply(&self, key: &FeatureKey, before: Option<&Feature>, now: DateTime<Utc>) -> Feature {
+        let before = before.filter(|f| f.expires_at.is_none_or(|at| at > now));
         Feature {
             key: key.clone(),
             enabled: self
@@ -121,6 +133,30 @@ mod tests {
         assert_eq!(configured.config, json!({"max": 3}));
         let off = FeatureChange::enabled(false).apply(&key, Some(&configured), now);
         assert_eq!(off.config, json!({"max": 3}));
+    }
+
+    #[test]
+    fn a_lapsed_row_counts_as_absent_and_until_sets_or_clears_the_expiry() {
+        let key = FeatureKey::from_static("veo");
+        let t0 = DateTime::UNIX_EPOCH;
+        let t1 = t0 + chrono::TimeDelta::seconds(10);
+        let row = FeatureChange::config(json!({"max": 3}))
+            .unwrap()
+            .until(Some(t1))
+            .apply(&key, None, t0);
+        assert_eq!(row.expires_at, Some(t1));
+        let kept = FeatureChange::enabled(true).apply(&key, Some(&row), t0);
+        assert_eq!(
+            (kept.expires_at, kept.config.clone()),
+            (Some(t1), json!({"max": 3}))
+        );
+        let fresh = FeatureChange::enabled(true).apply(&key, Some(&row), t1);
+        assert!(fresh.enabled);
+        assert_eq!((fresh.expires_at, fresh.config), (None, json!(null)));
+        let permanent = FeatureChange::enabled(true)
+            .until(None)
+            .apply(&key, Some(&row), t0);
+        assert_eq!(permanent.expires_at, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod org;
 pub mod plan;
 pub mod price;
 pub mod profile;
+pub mod report;
 pub mod role;
 pub mod usage;
 
@@ -21,9 +22,10 @@ pub use org::{
     MAX_ORG_NAME_CHARS, Membership, NewOrganization, OrgMembership, Organization,
     default_membership, parse_timezone,
 };
-pub use price::{MAX_PRICE_PER_MILLION, ModelPrice, PriceTable};
+pub use price::{ClassRates, MAX_PRICE_PER_MILLION, ModelPrice, PriceTable, Priced, Unpriced};
 pub use profile::UserProfile;
 pub use role::{Action, MembershipChange, PlatformOperator, Role};
 pub use usage::{
-    MAX_EVENT_AGE, MAX_EVENT_LEAD, MAX_LABEL_CHARS, MAX_METADATA_BYTES, UsageEvent, UsageRecord,
+    CostSource, MAX_EVENT_AGE, MAX_EVENT_LEAD, MAX_LABEL_CHARS, MAX_METADATA_BYTES, TokenCounts,
+    UsageEvent, UsageRecord,
 };

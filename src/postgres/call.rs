@@ -469,4 +469,9 @@ impl SqlTransport for PgStore {
     ) -> Error {
         crate::sql::error::unexpected_result(function, what, body, source)
     }
+
+    /// The `LISTEN` connection's changes, when the store has one.
+    async fn watch_entitlements(&self) -> Result<Option<crate::store::EntitlementWatch>> {
+        Ok(self.inner.listener.as_ref().and_then(|l| l.watch()))
+    }
 }

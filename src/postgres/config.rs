@@ -9,6 +9,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::listen::Listener;
 use super::{Connector, Inner, PgStore};
 use crate::config::{check_count, check_duration};
 use crate::error::{Error, Result};
@@ -39,6 +40,7 @@ pub struct PgStoreBuilder {
     call_timeout: Option<Duration>,
     max_retries: Option<usize>,
     root_certificates: Vec<Vec<u8>>,
+    listen_url: Option<String>,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -50,6 +52,10 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("call_timeout", &self.call_timeout)
             .field("max_retries", &self.max_retries)
             .field("root_certificates", &self.root_certificates.len())
+            .field(
+                "listen_url",
+                &self.listen_url.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -131,8 +137,33 @@ impl PgStoreBuilder {
         self
     }
 
+    /// A second URL, for one connection that `LISTEN`s for entitlement
+    /// changes, so that every [`Tenancy`](crate::Tenancy) on this store
+    /// forgets a changed plan, assignment or override as soon as it commits
+    /// (see [`TenancyBuilder::entitlement_poll`](crate::TenancyBuilder::entitlement_poll)
+    /// for the bound). Without it, the caches poll a version counter
+    /// instead.
+    ///
+    /// It must reach PostgreSQL directly or through a **session-mode**
+    /// pooler: a transaction-mode pooler (Supavisor on port 6543, PgBouncer
+    /// with `pool_mode = transaction`) does not carry `LISTEN`. On Supabase
+    /// that is the direct connection (`db.<project>.supabase.co:5432`) or
+    /// the pooler's session mode (port 5432), with the same login as
+    /// [`url`](Self::url). The store opens **one** connection (per store,
+    /// shared by its clones), on the first watch, and keeps it: count it
+    /// per instance against the endpoint's connection limit. It sends a
+    /// round trip every 15 s to notice a dead connection, and opens a lost
+    /// one again with backoff (100 ms doubling to 30 s); on every
+    /// (re)connection the caches forget everything, since the
+    /// notifications sent meanwhile were lost. TLS settings are those of
+    /// this builder, read from this URL's `sslmode`.
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
     /// The store. No connection is opened yet. `Config` naming what is
-    /// wrong: a missing or malformed URL, a pool size, timeout or retry
+    /// wrong: a missing or malformed URL (or listen URL), a pool size, timeout or retry
     /// count out of range, or a certificate that is not PEM.
     pub fn build(self) -> Result<PgStore> {
         let name = self.source.unwrap_or("url");
@@ -155,6 +186,22 @@ impl PgStoreBuilder {
         let max_retries = self.max_retries.unwrap_or(3);
         check_count("max_retries", max_retries, 0, MAX_RETRIES)?;
         let connector = connector(config.get_ssl_mode(), &self.root_certificates)?;
+        let listener = match &self.listen_url {
+            None => None,
+            Some(url) => {
+                let listen: tokio_postgres::Config = url.parse().map_err(|e| {
+                    Error::config("listen_url is not a valid PostgreSQL connection URL")
+                        .with_source(e)
+                })?;
+                if url.trim().is_empty() || listen.get_hosts().is_empty() {
+                    return Err(Error::config(
+                        "listen_url names no host: it needs postgres://user:password@host:port/db",
+                    ));
+                }
+                let tls = self::connector(listen.get_ssl_mode(), &self.root_certificates)?;
+                Some(Listener::new(listen, tls, call_timeout))
+            }
+        };
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -177,6 +224,7 @@ impl PgStoreBuilder {
                 connector,
                 functions: std::sync::Mutex::default(),
                 statements: std::sync::Mutex::default(),
+                listener,
             }),
             user: None,
         })

@@ -35,6 +35,14 @@
 //! [`tls_root_certificate_pem`](PgStoreBuilder::tls_root_certificate_pem);
 //! the server's certificate and name are always verified.
 //!
+//! Entitlement changes: with a
+//! [`listen_url`](PgStoreBuilder::listen_url) (a direct or session-mode
+//! endpoint), one extra connection `LISTEN`s for them and
+//! [`watch_entitlements`](crate::store::PlanStore::watch_entitlements)
+//! streams them, so every [`Tenancy`](crate::Tenancy) forgets a changed
+//! plan or override as it commits; without one it returns `None` and the
+//! caches poll a version counter.
+//!
 //! Errors: a database error's SQLSTATE maps onto an
 //! [`ErrorKind`](crate::ErrorKind) in the SQL store's one map, and the
 //! error's source is a [`SqlError`](crate::sql::SqlError) (SQLSTATE,
@@ -44,6 +52,7 @@
 
 mod call;
 mod config;
+mod listen;
 mod migrate;
 mod user;
 
@@ -91,6 +100,9 @@ struct Inner {
     functions: Mutex<Option<Arc<HashMap<String, call::Function>>>>,
     /// The statement text of each (function, arguments given, columns).
     statements: Mutex<HashMap<String, Arc<str>>>,
+    /// The `LISTEN` connection for entitlement changes, when configured
+    /// ([`PgStoreBuilder::listen_url`]).
+    listener: Option<listen::Listener>,
 }
 
 impl fmt::Debug for PgStore {
@@ -108,6 +120,7 @@ impl fmt::Debug for PgStore {
             .field("pool_size", &status.max_size)
             .field("call_timeout", &self.inner.call_timeout)
             .field("tls", &matches!(self.inner.connector, Connector::Rustls(_)))
+            .field("listen", &self.inner.listener.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -21,10 +21,10 @@ use crate::model::{Feature, OrgMembership, Organization, Role, UsageRecord};
 /// The `select` of a limit: `limit_value` as text, so decimals stay exact
 /// (PostgREST sends `numeric` as a JSON number).
 pub(crate) const LIMIT_COLUMNS: &str =
-    "id,organization_id,user_id,metric,period,limit_value::text,mode,created_at";
+    "id,organization_id,user_id,metric,period,limit_value::text,mode,created_at,expires_at";
 
 /// The `select` of a feature row.
-pub(crate) const FEATURE_COLUMNS: &str = "feature_key,enabled,config,updated_at";
+pub(crate) const FEATURE_COLUMNS: &str = "feature_key,enabled,config,updated_at,expires_at";
 
 /// An `org_features` row.
 #[derive(Debug, Deserialize)]
@@ -63,6 +63,10 @@ pub(crate) struct UpdateFeatureArgs<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) config: Option<&'a serde_json::Value>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// Whether `expires_at` is written (a missing one then means never).
+    pub(crate) set_expires: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 /// A `usage_limits` row, read with [`LIMIT_COLUMNS`].
@@ -110,6 +114,9 @@ pub(crate) struct PutLimitArgs<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) user_id: Option<UserId>,
     pub(crate) created_at: DateTime<Utc>,
+    /// When the row lapses; left out: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 /// Arguments of `tenancy_create_organization` (and the row of a plain
@@ -334,16 +341,6 @@ pub(crate) struct ReserveArgs<'a> {
     pub(crate) expires_at: DateTime<Utc>,
     pub(crate) reservation_id: ReservationId,
     pub(crate) purge_before: DateTime<Utc>,
-}
-
-/// Arguments of `tenancy_commit_reservation`.
-#[derive(Debug, Serialize)]
-pub(crate) struct CommitArgs<'a> {
-    pub(crate) org_id: OrgId,
-    pub(crate) user_id: UserId,
-    pub(crate) reservation_id: ReservationId,
-    pub(crate) event: EventArg<'a>,
-    pub(crate) now: DateTime<Utc>,
 }
 
 /// Arguments of `tenancy_release_reservation`.

@@ -36,6 +36,8 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             // A `null` config is sent as no argument (SQL null).
             config: change.config.as_ref().filter(|c| !c.is_null()),
             updated_at: now,
+            set_expires: change.expires_at.is_some(),
+            expires_at: change.expires_at.flatten(),
         };
         // One statement: only the named fields change, so a concurrent
         // change of the other field is kept.

@@ -27,6 +27,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             mode: limit.mode,
             user_id: limit.scope.user(),
             created_at: limit.created_at,
+            expires_at: limit.expires_at,
         };
         let rows: Vec<LimitRow> = self
             .rpc_rows(

@@ -84,6 +84,12 @@ pub(crate) trait SqlTransport: Backend {
         body: &[u8],
         source: serde_json::Error,
     ) -> Error;
+
+    /// Entitlement changes as the database commits them, where the
+    /// transport holds a connection that can `LISTEN` (`PgStore` built with
+    /// a listen URL); `None` where it cannot (PostgREST, a transaction-mode
+    /// pooler): then the caches poll `tenancy_entitlements_version()`.
+    async fn watch_entitlements(&self) -> Result<Option<crate::store::EntitlementWatch>>;
 }
 
 /// The store primitives over one transport (one file per capability).

@@ -30,6 +30,9 @@ struct PutRateLimitArgs<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<UserId>,
     created_at: DateTime<Utc>,
+    /// When the row lapses; left out: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
 }
 
 /// Arguments of `tenancy_delete_rate_limit`.
@@ -71,6 +74,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             mode: limit.mode,
             user_id: limit.scope.user(),
             created_at: limit.created_at,
+            expires_at: limit.expires_at,
         };
         self.rpc(
             "tenancy_put_rate_limit",
@@ -141,7 +145,8 @@ mod tests {
       "value": "600",
       "metric": "requests",
       "window": "minute",
-      "created_at": "2026-03-04T12:00:00+00:00"
+      "created_at": "2026-03-04T12:00:00+00:00",
+      "expires_at": null
     }
   },
   {
@@ -155,7 +160,8 @@ mod tests {
       "value": "100000",
       "metric": "tokens",
       "window": "hour",
-      "created_at": "2026-03-04T12:00:01+00:00"
+      "created_at": "2026-03-04T12:00:01+00:00",
+      "expires_at": null
     }
   }
 ]"#;
@@ -175,7 +181,8 @@ mod tests {
         "value": "600",
         "metric": "requests",
         "window": "minute",
-        "created_at": "2026-03-04T12:00:00+00:00"
+        "created_at": "2026-03-04T12:00:00+00:00",
+      "expires_at": null
       }
     }
   ]

@@ -19,7 +19,7 @@ pub trait LimitStore: Backend {
     /// The organization's limits, by creation time then id.
     async fn limits(&self, org: OrgId) -> Result<Vec<Limit>>;
 
-    /// Sets a limit: replaces the value and mode of the existing limit with
+    /// Sets a limit: replaces the value, mode and expiry of the existing limit with
     /// the same (org, scope, metric, period), keeping its id and creation
     /// time, or inserts `limit`. Returns the stored limit. `NotFound` if the
     /// organization does not exist.

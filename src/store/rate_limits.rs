@@ -35,7 +35,7 @@ pub trait RateLimitStore: Backend {
     async fn rate_limit_states(&self, org: OrgId) -> Result<Vec<RateState>>;
 
     /// Sets a rate limit. One with the same organization, scope, metric and
-    /// window is replaced in place: its value, burst and mode change, its
+    /// window is replaced in place: its value, burst, mode and expiry change, its
     /// id, creation time and state stay (the returned limit says so).
     /// `NotFound` if the organization does not exist.
     async fn put_rate_limit(&self, limit: &RateLimit) -> Result<RateLimit>;

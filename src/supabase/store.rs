@@ -61,6 +61,11 @@ impl SqlTransport for SupabaseStore {
         // An RPC answers 200 when it succeeds.
         super::error::unexpected_body(reqwest::StatusCode::OK, body, what, source)
     }
+
+    /// PostgREST pushes nothing: the caches poll the version counter.
+    async fn watch_entitlements(&self) -> Result<Option<crate::store::EntitlementWatch>> {
+        Ok(None)
+    }
 }
 
 sql_store_impls!(SupabaseStore);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use super::alerts::{AlertQueue, AlertSink, LogAlertSink};
+use super::cache::propagation::{Propagating, Propagation};
 use super::cache::{CacheConfig, CachingStore};
 #[cfg(feature = "hold-tokens")]
 use super::hold_token::HoldSecrets;
@@ -18,6 +19,13 @@ use crate::limits::AlertThresholds;
 use crate::model::invitation::{InvitationSender, LogInvitationSender};
 use crate::store::{DynStore, Store, UserDirectory};
 
+/// How often the caches read the store's entitlements version, unless set
+/// (when the store pushes no changes).
+const DEFAULT_ENTITLEMENT_POLL: Duration = Duration::from_secs(1);
+/// The shortest entitlement poll interval accepted.
+const MIN_ENTITLEMENT_POLL: Duration = Duration::from_millis(10);
+/// The longest entitlement poll interval accepted: one hour.
+const MAX_ENTITLEMENT_POLL: Duration = Duration::from_secs(3600);
 /// The longest cache TTL accepted: one day.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The longest reservation TTL accepted: seven days.
@@ -56,6 +64,7 @@ pub struct TenancyBuilder {
     clock: Arc<dyn Clock>,
     feature_cache_ttl: Duration,
     feature_cache_capacity: usize,
+    entitlement_poll: Duration,
     membership_cache_ttl: Duration,
     membership_cache_capacity: usize,
     reservation_ttl: Duration,
@@ -78,6 +87,7 @@ impl Default for TenancyBuilder {
             store: None,
             clock: Arc::new(SystemClock),
             feature_cache_ttl: Duration::from_secs(30),
+            entitlement_poll: DEFAULT_ENTITLEMENT_POLL,
             feature_cache_capacity: 10_000,
             membership_cache_ttl: Duration::ZERO,
             membership_cache_capacity: 100_000,
@@ -125,6 +135,62 @@ impl TenancyBuilder {
     /// changes made elsewhere within this bound.
     pub fn feature_cache_ttl(mut self, ttl: Duration) -> Self {
         self.feature_cache_ttl = ttl;
+        self
+    }
+
+    /// How often the caches ask the store whether any organization's
+    /// entitlements changed, when the store does not push changes. Default
+    /// 1 s; 10 ms to 1 hour, else a `Config` error from
+    /// [`build`](Self::build) naming `entitlement_poll`.
+    ///
+    /// Every `Tenancy` forgets cached features, limits and rate limits
+    /// changed through **any** instance (a plan version, an assignment, a
+    /// migration, an override, a feature or limit set by the operator or in
+    /// SQL), not only through itself:
+    ///
+    /// - **pushed**, when the store streams changes
+    ///   ([`PlanStore::watch_entitlements`](crate::store::PlanStore::watch_entitlements)):
+    ///   `PgStore` (feature `postgres`) built with a
+    ///   `PgStoreBuilder::listen_url` (one `LISTEN` connection to a direct
+    ///   or session-mode endpoint), and `MemoryStore`. Bound on `PgStore`:
+    ///   **p95 ≤ 250 ms** from the write returning to the other instance's
+    ///   cached read honouring it (tested with two instances, the writer
+    ///   through PgBouncer in transaction mode, 50 changes; measured p95
+    ///   4–8 ms, BENCHMARKS.md "Plans").
+    /// - **polled** otherwise (`SupabaseStore`,
+    ///   `PgStore` without a listen URL): a cheap version counter
+    ///   (`tenancy_entitlements_version()`) read every `entitlement_poll`;
+    ///   a change is honoured within the interval plus one round trip:
+    ///   **≤ 5 s** with the default (1 s).
+    ///
+    /// Propagation runs as one background task per `Tenancy`, started at
+    /// [`build`](Self::build) inside a tokio runtime, or else on the first
+    /// call made inside one; it ends when the last clone of the `Tenancy`
+    /// is dropped (or when the runtime it started on shuts down: build the
+    /// `Tenancy` on the runtime that serves it). Store errors are logged and retried; meanwhile (and on a
+    /// store without plans) the [`feature_cache_ttl`](Self::feature_cache_ttl)
+    /// remains the bound.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenancy::{ErrorKind, MemoryStore, Tenancy};
+    ///
+    /// let tenancy = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .entitlement_poll(Duration::from_millis(500))
+    ///     .build()?;
+    ///
+    /// let err = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .entitlement_poll(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Config);
+    /// assert!(err.message().contains("entitlement_poll"));
+    /// # Ok::<(), tenancy::Error>(())
+    /// ```
+    pub fn entitlement_poll(mut self, interval: Duration) -> Self {
+        self.entitlement_poll = interval;
         self
     }
 
@@ -370,6 +436,12 @@ impl TenancyBuilder {
             MAX_CACHE_TTL,
         )?;
         check_duration(
+            "entitlement_poll",
+            self.entitlement_poll,
+            MIN_ENTITLEMENT_POLL,
+            MAX_ENTITLEMENT_POLL,
+        )?;
+        check_duration(
             "membership_cache_ttl",
             self.membership_cache_ttl,
             Duration::ZERO,
@@ -443,6 +515,14 @@ impl TenancyBuilder {
             Error::config("reservation_ttl does not fit a time span").with_source(e)
         })?;
         let (org_ttl, org_capacity) = (self.feature_cache_ttl, self.feature_cache_capacity);
+        let propagation = Propagation::new(self.entitlement_poll);
+        // Outside a runtime, the first store call made inside one starts
+        // propagation; inside one, it starts below and needs no hook.
+        let store: Arc<DynStore> = if tokio::runtime::Handle::try_current().is_ok() {
+            store
+        } else {
+            Arc::new(Propagating::new(store, Arc::clone(&propagation)))
+        };
         let cached = Arc::new(CachingStore::new(
             store,
             Arc::clone(&self.clock),
@@ -453,6 +533,7 @@ impl TenancyBuilder {
                 membership_ttl: self.membership_cache_ttl,
             },
         ));
+        propagation.attach(&cached);
         // Alert checks read and claim through the same caching store.
         let alerts = AlertQueue::new(
             Arc::clone(&cached) as Arc<DynStore>,

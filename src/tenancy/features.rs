@@ -1,11 +1,18 @@
 //! Feature access for people in an organization.
 //!
-//! A feature is off unless a row enables it. Reads go through a per-org
-//! cache (bounded size, configurable TTL); a change made through the same
-//! [`Tenancy`] invalidates it at once (the cache is a store wrapper that
-//! drops what its own writes change), and a change made elsewhere (another
-//! instance, SQL) is seen within the TTL. Operators change features through
-//! [`Operator`](crate::Operator).
+//! Every read here is of the organization's *effective* features: its plan
+//! version's (the trial's fallback once a trial ended) with its own
+//! unexpired rows, the overrides, on top (see [`plans`](super::plans)). A
+//! feature in neither is off. Reads go through a per-org cache (bounded
+//! size, configurable TTL), which is used no later than the view's own
+//! `valid_until` (an override lapsing, a trial ending), so a warm cache
+//! never serves a lapsed override or an ended trial (to within the
+//! clock's coarse reading, a few milliseconds). A change made through the
+//! same [`Tenancy`] invalidates it at once (the cache is a store wrapper
+//! that drops what its own writes change: features, limits, rate limits,
+//! plan versions, assignments), and a change made elsewhere (another
+//! instance, SQL) is seen once propagated, or within the TTL at the
+//! latest. Operators change features through [`Operator`](crate::Operator).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +20,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::Tenancy;
+use super::cache::CachedEntitlements;
 use crate::error::{Error, Result};
 use crate::ids::{AsFeatureKey, FeatureKey, OrgId};
 use crate::model::{Action, Feature, TenantContext};
-use crate::store::FeatureStore;
 
 /// An organization's features as loaded into the cache, by key.
 ///
@@ -45,8 +52,8 @@ impl OrgFeatures {
 }
 
 impl Tenancy {
-    /// Whether the active organization has `key` enabled. Unknown and
-    /// disabled features are `false`; an invalid key is `InvalidInput`. A
+    /// Whether the active organization has `key` enabled in its effective
+    /// view (plan and overrides). Unknown and disabled features are `false`; an invalid key is `InvalidInput`. A
     /// [`FeatureKey`] constant skips the key check.
     ///
     /// ```
@@ -75,7 +82,11 @@ impl Tenancy {
             .with_cached_features(ctx.org(), |features| features.is_enabled(key));
         match hit {
             Some(enabled) => Ok(enabled),
-            None => Ok(self.org_features(ctx.org()).await?.is_enabled(key)),
+            None => Ok(self
+                .org_entitlements(ctx.org())
+                .await?
+                .features
+                .is_enabled(key)),
         }
     }
 
@@ -88,8 +99,8 @@ impl Tenancy {
         key: impl AsFeatureKey,
     ) -> Result<Option<T>> {
         let key = key.feature_key()?;
-        let features = self.org_features(ctx.org()).await?;
-        let Some(feature) = features.get(key).filter(|f| f.enabled) else {
+        let entitlements = self.org_entitlements(ctx.org()).await?;
+        let Some(feature) = entitlements.features.get(key).filter(|f| f.enabled) else {
             return Ok(None);
         };
         T::deserialize(&feature.config).map(Some).map_err(|e| {
@@ -101,14 +112,18 @@ impl Tenancy {
         })
     }
 
-    /// Every feature row of the active organization, enabled or not.
+    /// The active organization's effective features, enabled or not: its
+    /// plan's with its unexpired overrides on top, by key, read fresh from
+    /// the store. Any role may read them.
     pub async fn features(&self, ctx: &TenantContext) -> Result<Vec<Feature>> {
         ctx.require(Action::ViewOrganization)?;
-        self.inner.store.features(ctx.org()).await
+        let entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
+        Ok(entitlements.features.into_iter().map(|(f, _)| f).collect())
     }
 
-    /// The organization's features, from the cache when fresh.
-    async fn org_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
-        self.inner.store.cached_features(org).await
+    /// The organization's effective entitlements, from the cache when
+    /// fresh.
+    async fn org_entitlements(&self, org: OrgId) -> Result<Arc<CachedEntitlements>> {
+        self.inner.store.cached_entitlements(org).await
     }
 }

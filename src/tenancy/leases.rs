@@ -5,12 +5,23 @@
 //! store granted, with the usage recorded through a
 //! [`UsageRecorder`]. The rules are in [`limits::lease`](crate::limits::lease).
 //!
+//! The limits a lease is granted under are the organization's effective
+//! ones (its plan's with its unexpired overrides on top), as the store
+//! reads them at each grant. A plan change or override applies to a lease
+//! from its next renewal (when it no longer fits, at a top-up, or at its
+//! TTL at the latest): what a live lease already holds may still be
+//! decided on. So after a downgrade below usage, at most the free part of
+//! each live lease is still granted locally, then the store denies; the
+//! `used + held + leased ≤ limit` guarantee holds against the limit in
+//! effect when each slice was granted.
+//!
 //! Leases carry budgets, not rates: a request that a rate limit applies
 //! to (its user and metric, or `requests`) is decided per call, by
 //! [`Tenancy::reserve`], whenever it reaches the store. A rate limit set
 //! while a lease is live applies once that lease is spent or lapses, and
-//! after the organization's cached configuration refreshes
-//! (`feature_cache_ttl`).
+//! after the organization's cached entitlements are dropped (at once for a
+//! change through the same `Tenancy`, when propagated for one made
+//! elsewhere, at `feature_cache_ttl` at the latest).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

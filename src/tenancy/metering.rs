@@ -23,8 +23,8 @@ use crate::limits::{
 };
 use crate::model::{Action, TenantContext, UsageEvent, UsageRecord};
 use crate::store::{
-    CommitOutcome, CommitRequest, LimitStore, MeteringStore, RecordOutcome, ReleaseRequest,
-    ReserveRequest, UsageQuery,
+    CommitOutcome, CommitRequest, MeteringStore, RecordOutcome, ReleaseRequest, ReserveRequest,
+    UsageQuery,
 };
 
 /// How long after it expired a hold is still recognised by a commit: 7
@@ -32,8 +32,8 @@ use crate::store::{
 /// records nothing, whether or not the store has purged the hold yet.
 pub const EXPIRED_HOLD_RETENTION: TimeDelta = TimeDelta::days(7);
 
-/// An organization's limits, cached like its features, for deciding which
-/// alert checks a write needs.
+/// An organization's effective limits, cached with its features, for
+/// deciding which alert checks a write needs.
 #[derive(Debug, Default)]
 pub(super) struct OrgLimits {
     limits: Vec<Limit>,
@@ -69,13 +69,17 @@ pub(crate) struct PreparedUsage {
 impl Tenancy {
     // ---- limits a user sees ----------------------------------------------
 
-    /// The limits of the active organization that apply to the user:
-    /// org-wide ones and their own.
+    /// The effective limits of the active organization that apply to the
+    /// user: org-wide ones (its plan's, with its unexpired overrides on
+    /// top) and their own, read fresh from the store. A limit from the plan
+    /// carries the plan entry's id and no expiry.
     pub async fn limits(&self, ctx: &TenantContext) -> Result<Vec<Limit>> {
         ctx.require(Action::ViewUsage)?;
-        let limits = self.inner.store.limits(ctx.org()).await?;
-        Ok(limits
+        let entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
+        Ok(entitlements
+            .limits
             .into_iter()
+            .map(|(l, _)| l)
             .filter(|l| l.scope.user().is_none_or(|u| u == ctx.user()))
             .collect())
     }
@@ -140,9 +144,9 @@ impl Tenancy {
 
     // ---- checking and reserving ------------------------------------------
 
-    /// Whether `amount` more of `metric` fits under every limit that applies
-    /// to the user now. Nothing is held; use [`reserve`](Self::reserve)
-    /// before expensive work.
+    /// Whether `amount` more of `metric` fits under every effective limit
+    /// (plan and overrides) that applies to the user now. Nothing is held;
+    /// use [`reserve`](Self::reserve) before expensive work.
     ///
     /// Rate limits are checked first, charging nothing (see
     /// [`check_rate`](Self::check_rate)): when one would refuse a
@@ -247,6 +251,15 @@ impl Tenancy {
     /// - Alerts are checked after the write, on a background task, once per
     ///   threshold and period; a slow or failing
     ///   [`AlertSink`](crate::alerts::AlertSink) never slows or fails the write.
+    /// - **Plans.** The limits checked are the organization's effective ones:
+    ///   its plan version's, with its unexpired overrides on top (see
+    ///   [`plans`](crate::model::plan)). They apply to the period's usage so
+    ///   far, from the next call after a change: an upgrade admits at once
+    ///   what the new limit admits; a downgrade below the period's usage
+    ///   denies every further hard-limited reserve of that metric until the
+    ///   period resets (usage is never reset by a plan change). A lapsed
+    ///   override or an ended trial is never applied past its instant, even
+    ///   from a warm cache.
     ///
     /// # Who may consume
     ///

@@ -17,9 +17,11 @@ use crate::store::{
 /// The most organizations one [`Operator::organizations`] page returns.
 pub const MAX_ORG_PAGE: usize = 500;
 
-/// What the platform operator does: turn features on and off and configure
-/// them, set and remove limits, transfer ownership, and look at any
-/// organization. From [`Tenancy::operator`]; every change is logged with the
+/// What the platform operator does: keep the plan catalog and put
+/// organizations on plans (see [`plans`](crate::model::plan) and
+/// [`create_plan_version`](Self::create_plan_version)), turn features on and
+/// off and configure them, set and remove limits (overrides on top of a
+/// plan), transfer ownership, and look at any organization. From [`Tenancy::operator`]; every change is logged with the
 /// operator's name, and written to the audit log with it as the actor
 /// ([`Operator::audit_log`] reads it).
 ///
@@ -197,7 +199,9 @@ impl<'a> Operator<'a> {
 
     // ---- features ------------------------------------------------------
 
-    /// Every feature row of `org`.
+    /// Every feature row of `org`: its own rows (the overrides, lapsed ones
+    /// included), not its plan's; the effective features are in
+    /// [`entitlements`](Self::entitlements).
     pub async fn features(&self, org: OrgId) -> Result<Vec<Feature>> {
         self.tenancy.inner.store.features(org).await
     }
@@ -236,7 +240,10 @@ impl<'a> Operator<'a> {
     }
 
     /// Applies `change` to `key` of `org` in one atomic store step: a
-    /// concurrent change of another field is never lost.
+    /// concurrent change of another field is never lost. On an organization
+    /// with a plan the row is an override of the plan's feature; with
+    /// [`FeatureChange::until`] it lapses then, and the plan's (or off)
+    /// applies again.
     pub async fn update_feature(
         &self,
         org: OrgId,
@@ -271,13 +278,20 @@ impl<'a> Operator<'a> {
 
     // ---- limits ----------------------------------------------------------
 
-    /// Every limit of `org`.
+    /// Every limit row of `org`: its own rows (the overrides, lapsed ones
+    /// included), not its plan's; the effective limits are in
+    /// [`entitlements`](Self::entitlements).
     pub async fn limits(&self, org: OrgId) -> Result<Vec<Limit>> {
         self.tenancy.inner.store.limits(org).await
     }
 
     /// Sets a limit for `org`, replacing any with the same scope, metric and
-    /// period (its id and creation time stay).
+    /// period (its id and creation time stay). On an organization with a
+    /// plan an org-wide limit is an override of the plan's limit on the same
+    /// metric and period, raising or lowering it; with
+    /// [`NewLimit::until`] it lapses then, and the plan's applies again
+    /// ("20 % more tokens this month"). A per-user limit is added to the
+    /// plan's. Audited.
     ///
     /// ```
     /// # use tenancy::{MemoryStore, NewLimit, NewOrganization, PlatformOperator, Tenancy, UserId};

@@ -16,6 +16,11 @@
 //! - [`check_limit`](Tenancy::check_limit) and
 //!   [`check_rate`](Tenancy::check_rate) make the same decision without
 //!   charging anything.
+//! - The rate limits applied are the organization's *effective* ones: its
+//!   plan's, with its unexpired overrides on top (matched by metric and
+//!   window), plus per-user overrides. A plan's rate limit keeps its state
+//!   under the plan entry's id, so moving to another plan version starts
+//!   its limits with no state.
 //! - A decision is one store call
 //!   ([`RateLimitStore::acquire_rate`]); a backend without rate limits
 //!   ([`Backend::rate_limits`] is `None`) has none to apply, and setting
@@ -37,19 +42,29 @@ use crate::model::{Action, TenantContext};
 use crate::store::{Backend, Principal, RateLimitStore};
 
 impl Tenancy {
-    /// The rate limits that apply to the user in the active organization
-    /// (org-wide and their own), each with its state, for a usage page.
-    /// Empty on a backend without rate limits. A store acting as a user
-    /// reads no state (`tat` is `None`).
+    /// The effective rate limits that apply to the user in the active
+    /// organization (org-wide ones — its plan's, with its unexpired
+    /// overrides on top — and their own), for a usage page. An override's
+    /// comes with its state; a plan's has none here (`tat` is `None`:
+    /// [`check_rate`](Self::check_rate) reads it). Empty on a backend
+    /// without rate limits. A store acting as a user reads no state.
     pub async fn rate_limits(&self, ctx: &TenantContext) -> Result<Vec<RateState>> {
         ctx.require(Action::ViewUsage)?;
         let Some(store) = self.inner.store.rate_limits() else {
             return Ok(Vec::new());
         };
+        let entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
         let states = store.rate_limit_states(ctx.org()).await?;
-        Ok(states
+        let tat = |id: LimitId| states.iter().find(|s| s.limit.id == id).and_then(|s| s.tat);
+        Ok(entitlements
+            .rate_limits
             .into_iter()
-            .filter(|s| s.limit.applies_to(ctx.user()))
+            .map(|(limit, _)| limit)
+            .filter(|limit| limit.applies_to(ctx.user()))
+            .map(|limit| RateState {
+                tat: tat(limit.id),
+                limit,
+            })
             .collect())
     }
 
@@ -114,11 +129,11 @@ impl Tenancy {
         Ok(Some(RateDecision::explain(&request, result)))
     }
 
-    /// A rate limit a request of `metric` by the context's user would be
-    /// charged against (a request charges one request and its own metric),
-    /// from the organization's cached configuration: no store call, no
-    /// allocation, for an organization without one. `None` on a store
-    /// without rate limits.
+    /// An effective rate limit (plan or override) a request of `metric` by
+    /// the context's user would be charged against (a request charges one
+    /// request and its own metric), from the organization's cached
+    /// entitlements: no store call, no allocation, for an organization
+    /// without one. `None` on a store without rate limits.
     pub(super) async fn applying_rate_limit(
         &self,
         ctx: &TenantContext,
@@ -191,8 +206,10 @@ pub(super) fn limit_decision_of(denial: &RateDenial) -> LimitDecision {
 }
 
 impl Operator<'_> {
-    /// Every rate limit of `org` (every scope) with its state. Empty on a
-    /// backend without rate limits.
+    /// Every rate-limit row of `org` (every scope) with its state: its own
+    /// rows, the overrides, lapsed ones included (the effective ones are in
+    /// [`entitlements`](Self::entitlements)). Empty on a backend without
+    /// rate limits.
     pub async fn rate_limits(&self, org: OrgId) -> Result<Vec<RateState>> {
         match self.tenancy.inner.store.rate_limits() {
             Some(store) => store.rate_limit_states(org).await,
@@ -201,7 +218,10 @@ impl Operator<'_> {
     }
 
     /// Sets a rate limit for `org`, replacing any with the same scope,
-    /// metric and window (its id, creation time and state stay).
+    /// metric and window (its id, creation time and state stay). On an
+    /// organization with a plan it is an override of the plan's rate limit
+    /// on the same metric and window; with `NewRateLimit::until` it lapses
+    /// then, and the plan's applies again. Audited.
     /// `Unsupported` on a backend without rate limits; `NotFound` for an
     /// unknown organization.
     ///

@@ -48,7 +48,10 @@ fn check_span(period: Period, from: NaiveDate, to: NaiveDate) -> Result<()> {
 impl Tenancy {
     /// Usage against limits for the user's page: one line per metric,
     /// period and scope (org-wide and the user's own) that has a limit or
-    /// usage in the current period.
+    /// usage in the current period. The limits are the effective ones: the
+    /// organization's plan's, with its unexpired overrides on top (where
+    /// each comes from: [`explain`](Self::explain)). After a plan change,
+    /// the period's usage so far is shown against the new limits.
     pub async fn usage_summary(&self, ctx: &TenantContext) -> Result<Vec<UsageLine>> {
         ctx.require(Action::ViewUsage)?;
         let tz = ctx.organization().timezone;

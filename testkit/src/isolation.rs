@@ -12,8 +12,9 @@ use tenancy::limits::rate::{RateAction, RateRequest};
 use tenancy::limits::{AlertKey, CurrentPeriods, LimitScope};
 use tenancy::model::domain::{DomainChange, DomainName};
 use tenancy::model::invitation::InvitationToken;
+use tenancy::model::plan::{AssignPlan, MigratePlan, NewPlanVersion, PlanRef};
 use tenancy::store::{CounterScope, DynStore, HistoryQuery, OrgQuery, ReserveRequest, UsageQuery};
-use tenancy::{AuditQuery, AutoJoin, Invitation, Role};
+use tenancy::{AuditQuery, AutoJoin, Invitation, PlanKey, Role};
 use tenancy::{
     ErrorKind, FeatureChange, FeatureKey, MetricKey, OrgId, Organization, Period, UsageEvent,
     UserId,
@@ -84,6 +85,15 @@ pub async fn reads_own_and_nothing_of_another(
         as_user.usage_snapshot(&snapshot_of(other.id)).await,
         "another org's snapshot",
     );
+    // Plans: its own effective view (read-only), nothing of the other's.
+    let now = Utc::now();
+    let view = as_user.entitlements(own.id, now).await.unwrap();
+    assert_eq!((view.org, view.features.len()), (own.id, 1), "its own view");
+    denied(
+        as_user.entitlements(other.id, now).await,
+        "another org's entitlements",
+    );
+    assert_eq!(as_user.plan_assignment(other.id).await.unwrap(), None);
     denied(
         as_user
             .usage_history(&history_of(other.id, CounterScope::Organization))
@@ -159,7 +169,7 @@ pub async fn changes_nothing(
 }
 
 /// The capabilities added with invitations, verified domains, the audit
-/// log, rate limits and leases: `as_user` reads nothing of `other`'s and
+/// log, rate limits, leases and plans: `as_user` reads nothing of `other`'s and
 /// writes nothing the operator or the service writes.
 async fn another_orgs_people_and_trail_are_out_of_reach(
     as_user: &DynStore,
@@ -225,6 +235,42 @@ async fn another_orgs_people_and_trail_are_out_of_reach(
             .audit_log(&AuditQuery::new(10).unwrap().org(other.id))
             .await,
         "another org's audit log",
+    );
+    // Plans: the catalog, assignments and the version counter are the
+    // operator's and the service's, for its own organization too.
+    let plan = PlanRef {
+        key: PlanKey::parse("isolation").unwrap(),
+        version: 1,
+    };
+    denied(
+        as_user
+            .put_plan_version(
+                &NewPlanVersion::new(plan.key.clone(), "Isolation").unwrap(),
+                now,
+            )
+            .await,
+        "write a plan version",
+    );
+    denied(
+        as_user
+            .assign_plan(&AssignPlan::new(own.id, plan.clone(), now))
+            .await,
+        "assign its own organization a plan",
+    );
+    denied(as_user.unassign_plan(own.id).await, "remove its own plan");
+    denied(
+        as_user
+            .migrate_plan(&MigratePlan::new(plan.clone(), 2).org(own.id))
+            .await,
+        "migrate its own organization",
+    );
+    denied(
+        as_user.entitlements(other.id, now).await,
+        "another org's entitlements",
+    );
+    denied(
+        as_user.entitlements_version().await,
+        "the entitlements version",
     );
     // Rate limits and leases are the service's to decide.
     if let Some(rates) = as_user.rate_limits() {

@@ -41,6 +41,13 @@ use tenancy_testkit::{log, spool_files};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+/// Entitlement changes through `LISTEN` and polling.
+#[path = "postgres_live/propagation.rs"]
+mod pg_propagation;
+/// Two instances on one database (shared with the `supabase` tests).
+#[path = "common/propagation.rs"]
+mod two_instances;
+
 // ---- the shared components ---------------------------------------------------
 
 /// The shared cluster with the test fixtures (users appear in `auth.users`

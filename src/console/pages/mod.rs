@@ -31,8 +31,8 @@ pub(super) struct Chrome {
     pub(super) selector_html: String,
     pub(super) current: Option<CurrentOrg>,
     pub(super) operator: bool,
-    /// Which navigation entry is this page: `usage`, `members`,
-    /// `overview`, `orgs`, or empty.
+    /// Which navigation entry is this page: `usage`, `members`, `plan`,
+    /// `reports`, `overview`, `orgs`, `plans`, or empty.
     pub(super) section: &'static str,
     /// What the last form did, from the `done` query parameter.
     pub(super) notice: Option<String>,
@@ -51,6 +51,11 @@ pub(super) struct CurrentOrg {
     pub(super) domains_href: Option<String>,
     /// The org's audit log, for owners and admins.
     pub(super) audit_href: Option<String>,
+    /// The org's plan and what it includes, for every member.
+    pub(super) plan_href: String,
+    /// The org's usage reports, for every member (the page checks the
+    /// role).
+    pub(super) reports_href: String,
 }
 
 /// One entry of the org selector.
@@ -175,6 +180,8 @@ pub(super) fn chrome_with(
             audit_href: ctx
                 .can(Action::ViewAuditLog)
                 .then(|| base.at(&format!("/orgs/{}/audit", ctx.org()))),
+            plan_href: base.at(&format!("/orgs/{}/plan", ctx.org())),
+            reports_href: base.at(&format!("/orgs/{}/reports", ctx.org())),
         }),
         operator: viewer.operator.is_some(),
         section,

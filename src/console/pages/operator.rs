@@ -1,7 +1,10 @@
 //! The platform operator's pages: the organizations nearest their limits,
-//! a searchable list of organizations, and one organization's features,
-//! limits and owners, with forms to change them. Every handler first asks
-//! the operator policy: anyone else gets 403.
+//! a searchable list of organizations, and one organization's plan (its
+//! section is [`plans::org_section`](super::plans)), features, limits and
+//! owners, with forms to change them. The organization's own feature,
+//! limit and rate-limit rows are the overrides on top of its plan: each
+//! form takes an optional expiry, and the tables show it. Every handler
+//! first asks the operator policy: anyone else gets 403.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+use super::plans::expiry_text;
 use super::usage::{RateRow, level_names, local_time, rate_row};
 use super::{Chrome, Done, chrome, path_id};
 use crate::console::auth::Viewer;
@@ -217,8 +221,11 @@ struct FeatureRow {
     enabled: bool,
     config: String,
     updated_at: String,
+    /// When the row lapses (`never`).
+    expires: String,
     toggle_action: String,
     config_action: String,
+    remove_action: String,
 }
 
 /// A rate limit on the operator's page: the shared row, and what its
@@ -227,6 +234,10 @@ struct OperatorRateRow {
     row: RateRow,
     user: String,
     other_mode: &'static str,
+    /// When the row lapses (`never`), and the same as the forms post it
+    /// back (RFC 3339; empty: never).
+    expires: String,
+    expires_value: String,
     remove_action: String,
 }
 
@@ -238,6 +249,8 @@ struct LimitRow {
     mode: &'static str,
     other_mode: &'static str,
     usage: String,
+    expires: String,
+    expires_value: String,
     remove_action: String,
 }
 
@@ -262,6 +275,8 @@ struct OrgPage {
     add_feature_action: String,
     set_limit_action: String,
     owner_action: String,
+    /// The organization's plan, trial and effective entitlements.
+    plan: super::plans::OrgSection,
     csrf: String,
 }
 
@@ -281,6 +296,7 @@ async fn org_page(
         .await?
         .ok_or_else(ConsoleError::not_found)?;
     let at = |path: &str| base.at(&format!("/operator/orgs/{org}{path}"));
+    let tz = organization.timezone;
     let features = operator
         .features(org)
         .await?
@@ -288,6 +304,8 @@ async fn org_page(
         .map(|f| FeatureRow {
             toggle_action: at(&format!("/features/{}/toggle", f.key)),
             config_action: at(&format!("/features/{}/config", f.key)),
+            remove_action: at(&format!("/features/{}/remove", f.key)),
+            expires: expiry_text(f.expires_at, tz),
             key: f.key.to_string(),
             enabled: f.enabled,
             config: if f.config.is_null() {
@@ -320,6 +338,8 @@ async fn org_page(
                     LimitMode::Soft => "hard",
                 },
                 usage,
+                expires: expiry_text(l.expires_at, tz),
+                expires_value: expiry_value(l.expires_at),
                 remove_action: at(&format!("/limits/{}/remove", l.id)),
             }
         })
@@ -342,6 +362,8 @@ async fn org_page(
                 LimitMode::Hard => "soft",
                 LimitMode::Soft => "hard",
             },
+            expires: expiry_text(state.limit.expires_at, tz),
+            expires_value: expiry_value(state.limit.expires_at),
             remove_action: at(&format!("/rate-limits/{}/remove", state.limit.id)),
         })
         .collect();
@@ -352,6 +374,7 @@ async fn org_page(
         .filter(|m| m.role == Role::Owner)
         .map(|m| m.user_id.to_string())
         .collect();
+    let plan = super::plans::org_section(&operator, base, org, tz, now).await?;
     let chrome = chrome(
         config,
         viewer,
@@ -378,8 +401,14 @@ async fn org_page(
         add_feature_action: at("/features"),
         set_limit_action: at("/limits"),
         owner_action: at("/owner"),
+        plan,
         csrf: viewer.csrf.clone(),
     })
+}
+
+/// An expiry as a form posts it back: RFC 3339, empty for never.
+fn expiry_value(expires_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    expires_at.map_or_else(String::new, |at| at.to_rfc3339())
 }
 
 /// The plan's `limit_type` string of a metric and period (`monthly_tokens`).
@@ -395,12 +424,13 @@ pub(in crate::console) async fn organization(
     Path(org): Path<String>,
     Query(done): Query<Done>,
 ) -> Result<Response, ConsoleError> {
+    let notice = done.notice().or_else(|| super::plans::org_notice(&done));
     let data = org_page(
         &config,
         &viewer,
         &base,
         path_id::<OrgId>(&org)?,
-        done.notice(),
+        notice,
         None,
     )
     .await?;
@@ -439,7 +469,7 @@ fn operator_post<'a>(
 /// What every operator form answers: back to the organization's page
 /// with the `done` notice (303), or the page again with why it was
 /// refused.
-async fn answer<T>(
+pub(super) async fn answer<T>(
     config: &ConsoleConfig,
     viewer: &Viewer,
     base: &Base,
@@ -515,9 +545,43 @@ pub(in crate::console) async fn set_feature_config(
 #[serde(default)]
 pub(in crate::console) struct NewFeatureForm {
     key: String,
+    /// `false` (or `off`) turns it off; anything else on.
+    enabled: String,
+    /// When the row lapses (a date in the organization's zone); empty:
+    /// never.
+    expires: String,
 }
 
-/// `POST /operator/orgs/{org}/features`: turns a (new) feature on.
+/// The organization's time zone and the facade's now, for an expiry.
+async fn zone_and_now(
+    config: &ConsoleConfig,
+    org: OrgId,
+) -> crate::error::Result<(chrono_tz::Tz, chrono::DateTime<chrono::Utc>)> {
+    let organization = config
+        .tenancy
+        .service()
+        .organization(org)
+        .await?
+        .ok_or_else(|| Error::not_found("no such organization"))?;
+    Ok((organization.timezone, config.tenancy.now()))
+}
+
+/// The `expires` field of an override form: `None` for never.
+async fn expiry(
+    config: &ConsoleConfig,
+    org: OrgId,
+    input: &str,
+) -> crate::error::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    if input.trim().is_empty() {
+        return Ok(None);
+    }
+    let (tz, now) = zone_and_now(config, org).await?;
+    super::plans::parse_instant("expires_at", input, tz, now)
+}
+
+/// `POST /operator/orgs/{org}/features`: sets a feature's row (its
+/// override): on (or off, with `enabled=false`), lapsing at `expires`
+/// (empty: never), keeping its config.
 pub(in crate::console) async fn add_feature(
     State(config): State<Arc<ConsoleConfig>>,
     viewer: Viewer,
@@ -526,8 +590,15 @@ pub(in crate::console) async fn add_feature(
     CsrfForm(form): CsrfForm<NewFeatureForm>,
 ) -> Result<Response, ConsoleError> {
     let (org, operator) = operator_post(&config, &viewer, &org)?;
-    let enabled = operator.enable_feature(org, form.key.trim()).await;
-    answer(&config, &viewer, &base, org, "feature", enabled).await
+    let enabled = !matches!(form.enabled.trim(), "false" | "off");
+    let set = match expiry(&config, org, &form.expires).await {
+        Ok(until) => {
+            let change = FeatureChange::enabled(enabled).until(until);
+            operator.update_feature(org, form.key.trim(), change).await
+        }
+        Err(e) => Err(e),
+    };
+    answer(&config, &viewer, &base, org, "feature", set).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -537,6 +608,9 @@ pub(in crate::console) struct LimitForm {
     value: String,
     mode: String,
     user: String,
+    /// When it lapses (a date in the organization's zone, or RFC 3339);
+    /// empty: never.
+    expires: String,
 }
 
 fn new_limit(form: &LimitForm) -> crate::error::Result<NewLimit> {
@@ -566,7 +640,16 @@ pub(in crate::console) async fn set_limit(
     CsrfForm(form): CsrfForm<LimitForm>,
 ) -> Result<Response, ConsoleError> {
     let (org, operator) = operator_post(&config, &viewer, &org)?;
-    let set = match new_limit(&form) {
+    let limit = match new_limit(&form) {
+        Ok(limit) => expiry(&config, org, &form.expires)
+            .await
+            .map(|until| match until {
+                Some(at) => limit.until(at),
+                None => limit,
+            }),
+        Err(e) => Err(e),
+    };
+    let set = match limit {
         Ok(limit) => operator.set_limit(org, limit).await,
         Err(e) => Err(e),
     };
@@ -582,6 +665,8 @@ pub(in crate::console) struct RateLimitForm {
     burst: String,
     mode: String,
     user: String,
+    /// When it lapses; empty: never.
+    expires: String,
 }
 
 /// A number from a form field, or `InvalidInput` naming `field`.
@@ -615,7 +700,16 @@ pub(in crate::console) async fn set_rate_limit(
     CsrfForm(form): CsrfForm<RateLimitForm>,
 ) -> Result<Response, ConsoleError> {
     let (org, operator) = operator_post(&config, &viewer, &org)?;
-    let set = match new_rate_limit(&form) {
+    let limit = match new_rate_limit(&form) {
+        Ok(limit) => expiry(&config, org, &form.expires)
+            .await
+            .map(|until| match until {
+                Some(at) => limit.until(at),
+                None => limit,
+            }),
+        Err(e) => Err(e),
+    };
+    let set = match limit {
         Ok(limit) => operator.set_rate_limit(org, limit).await,
         Err(e) => Err(e),
     };

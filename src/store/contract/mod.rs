@@ -39,6 +39,7 @@ mod orgs;
 mod plans;
 mod rate_limits;
 mod reconcile;
+mod reports;
 mod reserve;
 
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub use orgs::*;
 pub use plans::*;
 pub use rate_limits::*;
 pub use reconcile::*;
+pub use reports::*;
 pub use reserve::*;
 
 /// Calls `$callback! { $($prefix)* ; <every contract test> }`: the one
@@ -118,7 +120,7 @@ macro_rules! __store_contract_list {
 pub const TESTS: &[&str] = &__names();
 
 /// Every list's names, one slice per list.
-const LISTS: [&[&str]; 7] = {
+const LISTS: [&[&str]; 8] = {
     macro_rules! names {
         (; $($name:ident),* $(,)?) => { &[$(stringify!($name)),*] };
     }
@@ -130,6 +132,7 @@ const LISTS: [&[&str]; 7] = {
         crate::__rate_limit_contract_list!([names] {}),
         crate::__lease_contract_list!([names] {}),
         crate::__plan_contract_list!([names] {}),
+        crate::__report_contract_list!([names] {}),
     ]
 };
 
@@ -169,6 +172,7 @@ macro_rules! store_contract_tests {
         $crate::__rate_limit_contract_list!([$crate::store_contract_tests] { @tests $factory });
         $crate::__lease_contract_list!([$crate::store_contract_tests] { @tests $factory });
         $crate::__plan_contract_list!([$crate::store_contract_tests] { @tests $factory });
+        $crate::__report_contract_list!([$crate::store_contract_tests] { @tests $factory });
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
         $(
@@ -354,8 +358,10 @@ mod tests {
             include_str!("members.rs"),
             include_str!("metering.rs"),
             include_str!("orgs.rs"),
+            include_str!("plans.rs"),
             include_str!("rate_limits.rs"),
             include_str!("reconcile.rs"),
+            include_str!("reports.rs"),
             include_str!("reserve.rs"),
         ];
         let mut written: Vec<&str> = sources
@@ -398,8 +404,10 @@ mod tests {
                 "members.rs",
                 "metering.rs",
                 "orgs.rs",
+                "plans.rs",
                 "rate_limits.rs",
                 "reconcile.rs",
+                "reports.rs",
                 "reserve.rs"
             ]
         );

@@ -3,18 +3,23 @@
 //!
 //! Reads through the capability traits pass straight through (they are
 //! fresh: the facade's compare-and-set reads need that). The facade's
-//! cached reads are the inherent methods: an organization, its features,
-//! its limits, and a confirmed membership, each kept for the configured
-//! TTL. Every write that changes one of them drops the entry — whether or
-//! not the write reports success, since a failed call may have landed — and
-//! a load that began before a drop is not cached after it (see
-//! [`TtlCache`]).
+//! cached reads are the inherent methods: an organization, its effective
+//! entitlements (features, limits and rate limits, from one
+//! [`PlanStore::entitlements`] load), and a confirmed membership, each kept
+//! for the configured TTL — entitlements no later than their own
+//! `valid_until` either (an override lapsing, a trial ending), so a warm
+//! cache never serves them past it. Every write that changes one of them
+//! drops the entry — whether or not the write reports success, since a
+//! failed call may have landed — and a load that began before a drop is
+//! not cached after it (see [`TtlCache`]). Changes made elsewhere reach
+//! [`CachingStore::forget_entitlements`] through the propagation task.
 //!
 //! Below the caches, every call to the store goes through [`Instrumented`]:
 //! a `tracing` span per call, named by its operation, and (feature
 //! `metrics`) its duration and errors.
 
 mod instrumented;
+pub(super) mod propagation;
 mod ttl;
 
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use crate::error::Result;
 use crate::ids::{FeatureKey, LimitId, OrgId, Slug, UserId};
 use crate::limits::rate::RateLimit;
 use crate::limits::{AlertKey, Limit, UsageSnapshot};
+use crate::model::plan::{EntitlementChange, Entitlements};
 use crate::model::{
     Feature, FeatureChange, Membership, OrgMembership, Organization, Role, UsageRecord,
 };
@@ -63,6 +69,20 @@ pub(super) struct CacheConfig {
     pub(super) membership_ttl: std::time::Duration,
 }
 
+/// An organization's effective entitlements as the cache keeps them: one
+/// [`PlanStore::entitlements`] load, shaped for the readers.
+#[derive(Debug, Default)]
+pub(super) struct CachedEntitlements {
+    /// Its effective features, by key (the hot path of `has_feature`).
+    pub(super) features: OrgFeatures,
+    /// Its effective usage limits, for picking alert checks.
+    pub(super) limits: Arc<OrgLimits>,
+    /// Its effective rate limits (configuration, not state): an
+    /// organization without any skips the rate decision's store call.
+    /// Empty on a store without rate limits.
+    pub(super) rate_limits: Arc<Vec<RateLimit>>,
+}
+
 /// The store the facade runs on: `inner` behind its caches.
 #[derive(Debug)]
 pub(super) struct CachingStore {
@@ -70,11 +90,9 @@ pub(super) struct CachingStore {
     clock: Arc<dyn Clock>,
     orgs: TtlCache<OrgId, Arc<Organization>>,
     memberships: TtlCache<(OrgId, UserId), ConfirmedRole>,
-    features: TtlCache<OrgId, Arc<OrgFeatures>>,
-    limits: TtlCache<OrgId, Arc<OrgLimits>>,
-    /// Each organization's rate limits (configuration, not state): an
-    /// organization without any skips the rate decision's store call.
-    rate_limits: TtlCache<OrgId, Arc<Vec<RateLimit>>>,
+    /// Each organization's effective entitlements, kept for the TTL and no
+    /// later than their `valid_until`.
+    entitlements: TtlCache<OrgId, Arc<CachedEntitlements>>,
 }
 
 impl CachingStore {
@@ -84,9 +102,7 @@ impl CachingStore {
             clock,
             orgs: TtlCache::new(config.org_capacity, config.org_ttl),
             memberships: TtlCache::new(config.membership_capacity, config.membership_ttl),
-            features: TtlCache::new(config.org_capacity, config.org_ttl),
-            limits: TtlCache::new(config.org_capacity, config.org_ttl),
-            rate_limits: TtlCache::new(config.org_capacity, config.org_ttl),
+            entitlements: TtlCache::new(config.org_capacity, config.org_ttl),
         }
     }
 
@@ -111,48 +127,82 @@ impl CachingStore {
         self.orgs.get_or_load(org, self.cache_now(), load).await
     }
 
-    /// `read` applied to the organization's cached features, when fresh:
-    /// the hot path of `has_feature`, synchronous and without a clone.
+    /// `read` applied to the organization's cached effective features, when
+    /// fresh: the hot path of `has_feature`, synchronous and without a
+    /// clone (one integer deadline compared, nothing allocated).
     pub(super) fn with_cached_features<R>(
         &self,
         org: OrgId,
         read: impl FnOnce(&OrgFeatures) -> R,
     ) -> Option<R> {
-        self.features
-            .with(&org, self.cache_now(), |features| read(features))
+        self.entitlements
+            .with(&org, self.cache_now(), |cached| read(&cached.features))
     }
 
-    /// The organization's features, from the cache when fresh.
-    pub(super) async fn cached_features(&self, org: OrgId) -> Result<Arc<OrgFeatures>> {
+    /// The organization's effective entitlements, from the cache when fresh
+    /// (within the TTL and before their `valid_until`), else from one
+    /// [`PlanStore::entitlements`] load at the clock's `now`.
+    pub(super) async fn cached_entitlements(&self, org: OrgId) -> Result<Arc<CachedEntitlements>> {
         let load = async {
-            let features = self.inner.features(org).await?;
-            Ok(Arc::new(OrgFeatures::new(features)))
+            let entitlements = self.fresh_entitlements(org).await?;
+            let until = entitlements.valid_until.map(|at| at.timestamp_micros());
+            Ok((Arc::new(self.shape(entitlements)), until))
         };
-        self.features.get_or_load(org, self.cache_now(), load).await
+        self.entitlements
+            .get_or_load_until(org, self.cache_now(), load)
+            .await
     }
 
-    /// The organization's limits, from the cache when fresh.
+    /// The organization's effective usage limits, from the cache when fresh.
     pub(super) async fn cached_limits(&self, org: OrgId) -> Result<Arc<OrgLimits>> {
-        let load = async {
-            let limits = self.inner.limits(org).await?;
-            Ok(Arc::new(OrgLimits::new(limits)))
-        };
-        self.limits.get_or_load(org, self.cache_now(), load).await
+        Ok(Arc::clone(&self.cached_entitlements(org).await?.limits))
     }
 
-    /// The organization's rate limits (configuration only), from the cache
-    /// when fresh; empty on a store without rate limits.
+    /// The organization's effective rate limits (configuration only), from
+    /// the cache when fresh; empty, without a read, on a store without rate
+    /// limits.
     pub(super) async fn cached_rate_limits(&self, org: OrgId) -> Result<Arc<Vec<RateLimit>>> {
         if self.inner.rate_limits().is_none() {
             return Ok(Arc::default());
         }
-        let load = async {
-            let states = self.inner.rate_limit_states(org).await?;
-            Ok(Arc::new(states.into_iter().map(|s| s.limit).collect()))
+        Ok(Arc::clone(
+            &self.cached_entitlements(org).await?.rate_limits,
+        ))
+    }
+
+    /// Drops the cached entitlements of one organization, or of all of
+    /// them: the next read loads them again. A load in flight when this
+    /// runs is not cached.
+    pub(super) fn forget_entitlements(&self, change: EntitlementChange) {
+        match change {
+            EntitlementChange::Org(org) => self.entitlements.invalidate(&org),
+            EntitlementChange::All => self.entitlements.invalidate_all(),
+        }
+    }
+
+    /// The organization's effective view at the clock's `now`, read from
+    /// the store (not the cache). `NotFound` for an unknown organization.
+    pub(super) async fn fresh_entitlements(&self, org: OrgId) -> Result<Entitlements> {
+        self.inner.entitlements(org, self.clock.now()).await
+    }
+
+    /// `entitlements` shaped for the cache's readers.
+    fn shape(&self, entitlements: Entitlements) -> CachedEntitlements {
+        let rate_limits = match self.inner.rate_limits() {
+            Some(_) => entitlements
+                .rate_limits
+                .into_iter()
+                .map(|(l, _)| l)
+                .collect(),
+            None => Vec::new(),
         };
-        self.rate_limits
-            .get_or_load(org, self.cache_now(), load)
-            .await
+        CachedEntitlements {
+            features: OrgFeatures::new(entitlements.features.into_iter().map(|(f, _)| f).collect()),
+            limits: Arc::new(OrgLimits::new(
+                entitlements.limits.into_iter().map(|(l, _)| l).collect(),
+            )),
+            rate_limits: Arc::new(rate_limits),
+        }
     }
 
     /// `user`'s role in `org` with the organization, from the membership
@@ -229,8 +279,7 @@ org_store_methods!(pass_through_impl! { $ OrgStore for CachingStore
         // Memberships of a deleted organization are dropped when next read:
         // their organization is gone.
         self.orgs.invalidate(&id);
-        self.features.invalidate(&id);
-        self.limits.invalidate(&id);
+        self.forget_entitlements(EntitlementChange::Org(id));
         deleted
     }
 } });
@@ -266,13 +315,13 @@ feature_store_methods!(pass_through_impl! { $ FeatureStore for CachingStore
         now: DateTime<Utc>,
     ) -> Result<Feature> {
         let stored = self.inner.update_feature(org, key, change, now).await;
-        self.features.invalidate(&org);
+        self.forget_entitlements(EntitlementChange::Org(org));
         stored
     }
 
     async fn delete_feature(&self, org: OrgId, key: &FeatureKey) -> Result<bool> {
         let deleted = self.inner.delete_feature(org, key).await;
-        self.features.invalidate(&org);
+        self.forget_entitlements(EntitlementChange::Org(org));
         deleted
     }
 } });
@@ -281,13 +330,13 @@ limit_store_methods!(pass_through_impl! { $ LimitStore for CachingStore
     [put_limit, delete_limit] {
     async fn put_limit(&self, limit: &Limit) -> Result<Limit> {
         let stored = self.inner.put_limit(limit).await;
-        self.limits.invalidate(&limit.org);
+        self.forget_entitlements(EntitlementChange::Org(limit.org));
         stored
     }
 
     async fn delete_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
         let deleted = self.inner.delete_limit(org, id).await;
-        self.limits.invalidate(&org);
+        self.forget_entitlements(EntitlementChange::Org(org));
         deleted
     }
 } });
@@ -297,19 +346,53 @@ alert_store_methods!(pass_through_impl! { $ AlertStore for CachingStore [] {} })
 invitation_store_methods!(pass_through_impl! { $ InvitationStore for CachingStore [] {} });
 domain_store_methods!(pass_through_impl! { $ DomainStore for CachingStore [] {} });
 audit_store_methods!(pass_through_impl! { $ AuditStore for CachingStore [] {} });
-plan_store_methods!(pass_through_impl! { $ PlanStore for CachingStore [] {} });
+plan_store_methods!(pass_through_impl! { $ PlanStore for CachingStore
+    [put_plan_version, assign_plan, unassign_plan, migrate_plan] {
+    async fn put_plan_version(
+        &self,
+        plan: &crate::model::plan::NewPlanVersion,
+        now: DateTime<Utc>,
+    ) -> Result<crate::model::plan::PlanVersion> {
+        let stored = self.inner.put_plan_version(plan, now).await;
+        // A new version changes no organization's view today (each stays
+        // on its version), but a store may treat it as a catalog change.
+        self.forget_entitlements(EntitlementChange::All);
+        stored
+    }
+
+    async fn assign_plan(
+        &self,
+        request: &crate::model::plan::AssignPlan,
+    ) -> Result<crate::model::plan::PlanAssignment> {
+        let assigned = self.inner.assign_plan(request).await;
+        self.forget_entitlements(EntitlementChange::Org(request.org));
+        assigned
+    }
+
+    async fn unassign_plan(&self, org: OrgId) -> Result<bool> {
+        let removed = self.inner.unassign_plan(org).await;
+        self.forget_entitlements(EntitlementChange::Org(org));
+        removed
+    }
+
+    async fn migrate_plan(&self, request: &crate::model::plan::MigratePlan) -> Result<u64> {
+        let moved = self.inner.migrate_plan(request).await;
+        self.forget_entitlements(request.org.map_or(EntitlementChange::All, EntitlementChange::Org));
+        moved
+    }
+} });
 
 rate_limit_store_methods!(pass_through_impl! { $ RateLimitStore for CachingStore
     [put_rate_limit, delete_rate_limit] {
     async fn put_rate_limit(&self, limit: &RateLimit) -> Result<RateLimit> {
         let stored = self.inner.put_rate_limit(limit).await;
-        self.rate_limits.invalidate(&limit.org);
+        self.forget_entitlements(EntitlementChange::Org(limit.org));
         stored
     }
 
     async fn delete_rate_limit(&self, org: OrgId, id: LimitId) -> Result<bool> {
         let deleted = self.inner.delete_rate_limit(org, id).await;
-        self.rate_limits.invalidate(&org);
+        self.forget_entitlements(EntitlementChange::Org(org));
         deleted
     }
 } });
@@ -358,9 +441,10 @@ mod tests {
         assert_eq!(store.cached_org(org.id).await.unwrap().name, "Acme");
         assert!(
             store
-                .cached_features(org.id)
+                .cached_entitlements(org.id)
                 .await
                 .unwrap()
+                .features
                 .get("exports")
                 .is_none()
         );
@@ -397,18 +481,20 @@ mod tests {
         );
         assert!(
             store
-                .cached_features(org.id)
+                .cached_entitlements(org.id)
                 .await
                 .unwrap()
+                .features
                 .get("exports")
                 .is_some()
         );
         store.delete_feature(org.id, &key).await.unwrap();
         assert!(
             store
-                .cached_features(org.id)
+                .cached_entitlements(org.id)
                 .await
                 .unwrap()
+                .features
                 .get("exports")
                 .is_none()
         );
@@ -462,5 +548,168 @@ mod tests {
             store.cached_org(org.id).await.unwrap_err().kind(),
             crate::error::ErrorKind::NotFound
         );
+    }
+}
+
+#[cfg(test)]
+mod entitlement_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::ids::PlanKey;
+    use crate::memory::MemoryStore;
+    use crate::model::plan::{AssignPlan, MigratePlan, NewPlanVersion};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn cached_on(inner: Arc<MemoryStore>, clock: FakeClock) -> CachingStore {
+        let config = CacheConfig {
+            org_capacity: 100,
+            org_ttl: Duration::from_secs(3600),
+            membership_capacity: 100,
+            membership_ttl: Duration::from_secs(3600),
+        };
+        CachingStore::new(inner, Arc::new(clock), config)
+    }
+
+    async fn org(store: &CachingStore, slug: &str, now: DateTime<Utc>) -> OrgId {
+        let org = Organization {
+            id: OrgId::new_v7(),
+            name: slug.into(),
+            slug: Slug::parse(slug).unwrap(),
+            owner_user_id: Some(UserId::new_v7()),
+            timezone: chrono_tz::Tz::UTC,
+            created_at: now,
+        };
+        store.create_organization(&org).await.unwrap();
+        org.id
+    }
+
+    fn cached(store: &CachingStore, org: OrgId) -> bool {
+        store.with_cached_features(org, |_| ()).is_some()
+    }
+
+    /// An entry is used no later than its view's `valid_until` (here an
+    /// override lapsing), even with an hour of TTL left: the next read
+    /// loads the view again.
+    #[tokio::test]
+    async fn entitlements_are_kept_no_later_than_valid_until() {
+        let clock = FakeClock::at("2026-03-04T10:00:00Z");
+        let inner = Arc::new(MemoryStore::new());
+        let store = cached_on(Arc::clone(&inner), clock.clone());
+        let now = clock.now();
+        let acme = org(&store, "acme", now).await;
+        let (exports, beta) = (
+            FeatureKey::from_static("exports"),
+            FeatureKey::from_static("beta"),
+        );
+        let lapsing = FeatureChange::enabled(true).until(Some(now + chrono::TimeDelta::minutes(1)));
+        store
+            .update_feature(acme, &exports, &lapsing, now)
+            .await
+            .unwrap();
+        let view = store.cached_entitlements(acme).await.unwrap();
+        assert!(view.features.get("exports").is_some_and(|f| f.enabled));
+
+        // Behind the wrapper's back: hidden while the entry is valid.
+        let on = FeatureChange::enabled(true);
+        inner.update_feature(acme, &beta, &on, now).await.unwrap();
+        clock.advance(59 * SECOND);
+        assert_eq!(
+            store.with_cached_features(acme, |f| f.get("beta").is_none()),
+            Some(true)
+        );
+
+        // At the override's expiry the entry is stale; the reload has
+        // neither the lapsed override nor the hidden change hidden.
+        clock.advance(SECOND);
+        assert!(!cached(&store, acme));
+        let view = store.cached_entitlements(acme).await.unwrap();
+        assert!(view.features.get("exports").is_none());
+        assert!(view.features.get("beta").is_some());
+        // Nothing lapses any more: cached for the TTL.
+        clock.advance(3599 * SECOND);
+        assert!(cached(&store, acme));
+        clock.advance(SECOND);
+        assert!(!cached(&store, acme));
+    }
+
+    /// Plan writes through the wrapper drop what they change: a new
+    /// version and a migration of a whole version drop every
+    /// organization's entry; an assignment, an unassignment and a
+    /// migration of one organization drop that one's.
+    #[tokio::test]
+    async fn plan_writes_drop_what_they_change() {
+        let clock = FakeClock::at("2026-03-04T10:00:00Z");
+        let store = cached_on(Arc::new(MemoryStore::new()), clock.clone());
+        let now = clock.now();
+        let (a, b) = (org(&store, "a", now).await, org(&store, "b", now).await);
+        let warm = async || {
+            store.cached_entitlements(a).await.unwrap();
+            store.cached_entitlements(b).await.unwrap();
+            assert!(cached(&store, a) && cached(&store, b));
+        };
+        let free = || NewPlanVersion::new(PlanKey::parse("free").unwrap(), "Free").unwrap();
+        let exports = FeatureKey::from_static("exports");
+
+        let v1 = store.put_plan_version(&free(), now).await.unwrap();
+        warm().await;
+        store
+            .assign_plan(&AssignPlan::new(a, v1.plan.clone(), now))
+            .await
+            .unwrap();
+        assert!(!cached(&store, a) && cached(&store, b));
+        store
+            .assign_plan(&AssignPlan::new(b, v1.plan.clone(), now))
+            .await
+            .unwrap();
+
+        warm().await;
+        let v2 = free().feature(exports.clone(), true).unwrap();
+        let v2 = store.put_plan_version(&v2, now).await.unwrap();
+        assert!(!cached(&store, a) && !cached(&store, b));
+
+        warm().await;
+        let one = MigratePlan::new(v1.plan.clone(), v2.plan.version).org(a);
+        assert_eq!(store.migrate_plan(&one).await.unwrap(), 1);
+        assert!(!cached(&store, a) && cached(&store, b));
+        let on_a = store.cached_entitlements(a).await.unwrap();
+        assert!(on_a.features.get("exports").is_some_and(|f| f.enabled));
+
+        warm().await;
+        let all = MigratePlan::new(v1.plan.clone(), v2.plan.version);
+        assert_eq!(store.migrate_plan(&all).await.unwrap(), 1);
+        assert!(!cached(&store, a) && !cached(&store, b));
+        assert!(
+            store
+                .cached_entitlements(b)
+                .await
+                .unwrap()
+                .features
+                .get("exports")
+                .is_some()
+        );
+
+        warm().await;
+        assert!(store.unassign_plan(a).await.unwrap());
+        assert!(!cached(&store, a) && cached(&store, b));
+        assert!(
+            store
+                .cached_entitlements(a)
+                .await
+                .unwrap()
+                .features
+                .get("exports")
+                .is_none()
+        );
+
+        // What the propagation task calls.
+        warm().await;
+        store.forget_entitlements(EntitlementChange::Org(b));
+        assert!(cached(&store, a) && !cached(&store, b));
+        warm().await;
+        store.forget_entitlements(EntitlementChange::All);
+        assert!(!cached(&store, a) && !cached(&store, b));
     }
 }

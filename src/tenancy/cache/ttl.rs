@@ -11,11 +11,17 @@ struct Entry<V> {
     value: V,
     /// Microseconds since the Unix epoch, from `Clock::coarse_unix_micros`.
     loaded_at: i64,
+    /// The first instant (same unit) the entry is stale at: `loaded_at`
+    /// plus the TTL, or the value's own deadline if that is earlier.
+    stale_at: i64,
 }
 
 /// Size-bounded, TTL-expiring cache. A TTL of zero disables it. Times are
 /// microseconds since the Unix epoch, read with
 /// [`Clock::coarse_unix_micros`](crate::clock::Clock::coarse_unix_micros).
+/// An entry inserted with a deadline of its own
+/// ([`insert_until`](Self::insert_until)) is stale at the earlier of its
+/// deadline and its TTL: a hit compares one integer more, nothing else.
 ///
 /// A hit is read under the shard's read lock ([`with`](Self::with)), not
 /// cloned: this is the hot path of every `has_feature`.
@@ -52,13 +58,13 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     fn fresh(&self, entry: &Entry<V>, now: i64) -> bool {
         // A clock set backwards makes the age negative: fresh only while
-        // within the TTL on either side.
-        let age = now.saturating_sub(entry.loaded_at);
-        age < self.ttl_micros && age > -self.ttl_micros
+        // within the TTL on either side (and before the entry's deadline).
+        now < entry.stale_at && now.saturating_sub(entry.loaded_at) > -self.ttl_micros
     }
 
     /// `read` applied to the cached value, if loaded less than a TTL before
-    /// `now`; the value is borrowed, not cloned.
+    /// `now` and before its own deadline; the value is borrowed, not
+    /// cloned.
     pub(super) fn with<R>(&self, key: &K, now: i64, read: impl FnOnce(&V) -> R) -> Option<R> {
         if !self.enabled() {
             return None;
@@ -89,6 +95,24 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         Ok(value)
     }
 
+    /// As [`get_or_load`](Self::get_or_load), for a load that also says
+    /// until when its value holds (microseconds since the Unix epoch;
+    /// `None`: for the TTL).
+    pub(super) async fn get_or_load_until(
+        &self,
+        key: K,
+        now: i64,
+        load: impl Future<Output = crate::error::Result<(V, Option<i64>)>>,
+    ) -> crate::error::Result<V> {
+        if let Some(hit) = self.get(&key, now) {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let (value, until) = load.await?;
+        self.insert_until(key, value.clone(), now, generation, until);
+        Ok(value)
+    }
+
     /// Read before loading; pass to [`insert`](Self::insert).
     pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -97,7 +121,28 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Caches a value loaded at `now`, unless an invalidation happened since
     /// `generation` was read.
     pub(super) fn insert(&self, key: K, value: V, now: i64, generation: u64) {
+        self.insert_until(key, value, now, generation, None);
+    }
+
+    /// As [`insert`](Self::insert), for a value that holds only until
+    /// `until` (microseconds since the Unix epoch; `None`: for the TTL): it
+    /// is stale from the earlier of `until` and the TTL on. A value already
+    /// stale at `now` is not cached.
+    pub(super) fn insert_until(
+        &self,
+        key: K,
+        value: V,
+        now: i64,
+        generation: u64,
+        until: Option<i64>,
+    ) {
         if !self.enabled() || self.generation() != generation {
+            return;
+        }
+        let stale_at = until
+            .unwrap_or(i64::MAX)
+            .min(now.saturating_add(self.ttl_micros));
+        if stale_at <= now {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
@@ -108,6 +153,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             Entry {
                 value,
                 loaded_at: now,
+                stale_at,
             },
         );
     }
@@ -135,6 +181,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub(super) fn invalidate(&self, key: &K) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.remove(key);
+    }
+
+    /// Drops every entry; a load that began before is not cached after.
+    pub(super) fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.clear();
     }
 }
 
@@ -169,6 +221,29 @@ mod tests {
         cache.invalidate(&1);
         cache.insert(1, "old", t0, stale_generation);
         assert_eq!(cache.get(&1, t0), None);
+    }
+
+    #[test]
+    fn an_entry_with_a_deadline_is_stale_from_it_on() {
+        let t0 = 1_000_000_000;
+        let cache = TtlCache::new(10, Duration::from_secs(30));
+        cache.insert_until(1, "trial", t0, cache.generation(), Some(t0 + 2 * SECOND));
+        assert_eq!(cache.get(&1, t0 + 2 * SECOND - 1), Some("trial"));
+        assert_eq!(cache.get(&1, t0 + 2 * SECOND), None);
+        // A deadline past the TTL: the TTL wins.
+        cache.insert_until(2, "long", t0, cache.generation(), Some(t0 + 3600 * SECOND));
+        assert_eq!(cache.get(&2, t0 + 29 * SECOND), Some("long"));
+        assert_eq!(cache.get(&2, t0 + 30 * SECOND), None);
+        // Already stale: not cached at all.
+        cache.insert_until(3, "gone", t0, cache.generation(), Some(t0));
+        assert_eq!(cache.get(&3, t0), None);
+        // Dropping everything also skips a load that began before.
+        let generation = cache.generation();
+        cache.insert_until(4, "kept", t0, generation, None);
+        cache.invalidate_all();
+        assert_eq!(cache.get(&4, t0), None);
+        cache.insert(4, "stale load", t0, generation);
+        assert_eq!(cache.get(&4, t0), None);
     }
 
     #[test]

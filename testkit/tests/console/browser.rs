@@ -189,14 +189,31 @@ async fn the_operator_finds_an_organization_and_turns_a_feature_on_for_it() {
     assert!(tenancy.has_feature(&acme, "veo_avatars").await.unwrap());
 }
 
-/// A usage line as the scenario prints it: the cells of its row.
+/// `n` (whole) of a counted unit as the console writes amounts:
+/// `315,184 tokens`, `1 image`.
+fn counted(n: Decimal, one: &str, many: &str) -> String {
+    let digits = n.normalize().to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    format!("{out} {}", if n == Decimal::ONE { one } else { many })
+}
+
+/// A usage line as the scenario prints it: the cells of its row, amounts
+/// with their unit.
 fn printed(line: &UsageLine) -> String {
-    let limit = line.limit.expect("a line with a limit").normalize();
+    let unit = |n: Decimal| match line.metric.as_str() {
+        "tokens" => counted(n, "token", "tokens"),
+        "images" => counted(n, "image", "images"),
+        other => panic!("no unit for {other}"),
+    };
+    let limit = unit(line.limit.expect("a line with a limit"));
     let mode = line.mode.map_or("", LimitMode::as_str);
-    let remaining = line
-        .remaining
-        .expect("a limit leaves a remainder")
-        .normalize();
+    let remaining = unit(line.remaining.expect("a limit leaves a remainder"));
     let percent = line.percent.expect("a limit has a percentage").normalize();
     let level = match line.level {
         LimitLevel::Ok => "OK",
@@ -212,8 +229,8 @@ fn printed(line: &UsageLine) -> String {
         line.metric,
         line.metric,
         line.period,
-        line.used.normalize(),
-        line.reserved.normalize(),
+        unit(line.used),
+        unit(line.reserved),
     )
 }
 
@@ -263,7 +280,7 @@ async fn the_usage_page_shows_the_limits_of_the_month_in_the_organizations_zone(
     }
     assert!(
         out.stdout
-            .contains("images line: images | monthly | organization | 46 | 0 | 50 hard | 4 | Warning 92 % | 2026-12-01 00:00 Asia/Tokyo\n"),
+            .contains("images line: images | monthly | organization | 46 images | 0 images | 50 images hard | 4 images | Warning 92 % | 2026-12-01 00:00 Asia/Tokyo\n"),
         "{}",
         out.stdout
     );
@@ -424,4 +441,137 @@ async fn an_owner_opens_a_verified_domain_to_viewers_and_a_colleague_joins() {
     let owner = tenancy.context(s.demo.alice, acme).await.unwrap();
     assert_eq!(owner.role(), Role::Owner);
     assert_eq!(tenancy.members(&owner).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn the_operator_builds_plans_assigns_them_and_a_member_reads_hers() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let (acme, initech) = (s.demo.acme, s.demo.initech);
+    let tenancy = s.demo.app.auth.tenancy();
+    let identity = PlatformOperator::new("browser-tests");
+    let operator = tenancy.operator(&identity);
+    assert!(operator.plan_versions(None).await.unwrap().is_empty());
+
+    let shots = [
+        "plans-catalog",
+        "plans-acme-free",
+        "plans-acme-override",
+        "plans-initech-trial",
+        "plans-pro-v2",
+        "plans-migrated",
+        "plans-member-initech",
+    ];
+    let out = run(&browser, &s, "console_plans.mjs", &shots).await;
+
+    // What the pages showed is what the server holds: the catalog, both
+    // assignments and Acme's lapsing override.
+    let pro = |version| tenancy::model::plan::PlanRef {
+        key: tenancy::PlanKey::parse("pro").unwrap(),
+        version,
+    };
+    let free = tenancy::model::plan::PlanRef {
+        key: tenancy::PlanKey::parse("free").unwrap(),
+        version: 1,
+    };
+    let catalog: Vec<_> = operator
+        .plan_versions(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.plan, v.limits.iter().map(|l| l.value).collect::<Vec<_>>()))
+        .collect();
+    assert_eq!(
+        catalog,
+        [
+            (free.clone(), vec![Decimal::from(1_000)]),
+            (pro(1), vec![Decimal::from(100_000)]),
+            (pro(2), vec![Decimal::from(200_000)]),
+        ]
+    );
+    let december = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let acmes = operator.plan(acme).await.unwrap().expect("Acme's plan");
+    assert_eq!((acmes.plan, acmes.trial_ends_at), (free.clone(), None));
+    let tokens = operator.limits(acme).await.unwrap();
+    assert_eq!(
+        tokens
+            .iter()
+            .map(|l| (l.value, l.expires_at))
+            .collect::<Vec<_>>(),
+        [(Decimal::from(12_000), Some(december))]
+    );
+    assert!(
+        out.stdout.contains(
+            "acme's tokens: limit | monthly_tokens | organization | 12000 hard \
+             | override until 2026-12-01 00:00 UTC\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    // Midnight on 8 December in Tokyo.
+    let trial_end = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).unwrap();
+    let initechs = operator
+        .plan(initech)
+        .await
+        .unwrap()
+        .expect("Initech's plan");
+    assert_eq!(
+        (initechs.plan, initechs.trial_ends_at, initechs.fallback),
+        (pro(2), Some(trial_end), Some(free))
+    );
+    assert!(
+        out.stdout.contains("migrated: 1 organization moved.\n"),
+        "{}",
+        out.stdout
+    );
+    // And erin, during the trial, gets what the page said.
+    let ctx = tenancy.context(s.demo.erin, initech).await.unwrap();
+    assert!(tenancy.has_feature(&ctx, "exports").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_member_reads_reports_by_month_and_model_and_downloads_the_csv() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let s = site().await;
+    let shots = ["reports-initech", "reports-initech-by-model"];
+    let out = run(&browser, &s, "console_reports.mjs", &shots).await;
+
+    // What the page and the CSV showed is what the facade reports for
+    // erin: November in Tokyo so far, by month and model.
+    let tenancy = s.demo.app.auth.tenancy();
+    let ctx = tenancy.context(s.demo.erin, s.demo.initech).await.unwrap();
+    let from = Utc.with_ymd_and_hms(2026, 10, 31, 15, 0, 0).unwrap();
+    let to = Utc.with_ymd_and_hms(2026, 11, 24, 15, 0, 0).unwrap();
+    let query = tenancy::model::report::ReportQuery::new(s.demo.initech, from, to)
+        .granularity(tenancy::model::report::Granularity::Month)
+        .group_by([tenancy::model::report::ReportDimension::Model]);
+    let page = tenancy.usage_report(&ctx, &query).await.unwrap();
+    let gpt = page
+        .rows
+        .iter()
+        .find(|r| r.key.model.as_deref() == Some("gpt-4o"))
+        .expect("the seeds' gpt-4o calls");
+    let tokens = gpt
+        .amounts
+        .iter()
+        .find(|(m, _)| m.as_str() == "tokens")
+        .map(|(_, a)| a.normalize())
+        .unwrap();
+    assert!(
+        out.stdout
+            .contains(&format!("csv gpt-4o tokens: 2026-11 {tokens}\n")),
+        "{}",
+        out.stdout
+    );
+    // The row ends with its events, the facade's count.
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("gpt-4o row: 2026-11 | gpt-4o | "))
+        .unwrap_or_else(|| panic!("no gpt-4o row in {}", out.stdout));
+    assert!(row.ends_with(&format!(" | {}", gpt.events)), "{row}");
 }

@@ -271,7 +271,7 @@ async fn another_orgs_pages_cannot_be_opened_by_editing_the_url() {
     // What only Acme's pages show: the people in it, its limit of 10 000
     // tokens. The owner's view of the same pages is the positive control.
     for (path, only_acme) in [
-        (format!("/orgs/{acme}/usage"), "10000"),
+        (format!("/orgs/{acme}/usage"), "10,000 tokens"),
         (format!("/orgs/{acme}/members"), "Bob Baker"),
     ] {
         let owners = s.get(alice, &path).await;
@@ -660,6 +660,7 @@ async fn every_form_refuses_a_bad_token_and_changes_nothing() {
         (olivia, format!("/operator/orgs/{acme}")),
         (nina, String::new()),
         (olivia, format!("/operator/orgs/{acme}/domains")),
+        (olivia, "/operator/plans".to_owned()),
         (alice, format!("/orgs/{acme}/domains")),
         (nina, "/join".to_owned()),
     ];

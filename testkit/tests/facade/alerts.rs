@@ -142,6 +142,9 @@ async fn a_commit_that_cannot_read_limits_records_nothing_and_its_retry_alerts()
         .granted()
         .expect("90 of 100 fits");
 
+    // Past the entitlement cache's TTL (30 s; the reserve loaded it), within
+    // the hold's (60 s): the commit reads the limits.
+    s.clock.advance(std::time::Duration::from_secs(31));
     faulty.fail_limit_reads(1);
     let err = s.tenancy.commit(&hold, dec(90)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);

@@ -191,11 +191,12 @@ async fn the_facade_reports_store_calls_decisions_and_alerts() {
     // The three checks and the alert check.
     assert_eq!(calls("usage_snapshot", "ok"), 4);
     assert_eq!(calls("put_limit", "ok"), 1);
-    assert_eq!(calls("limits", "error"), 1);
+    // Members read the effective limits, through the entitlements.
+    assert_eq!(calls("entitlements", "error"), 1);
     assert_eq!(
         r.counter(
             names::STORE_ERRORS,
-            &[("operation", "limits"), ("kind", "unavailable")]
+            &[("operation", "entitlements"), ("kind", "unavailable")]
         ),
         1
     );

@@ -10,12 +10,14 @@ use uuid::Uuid;
 use crate::support::{TENANT_TABLES, event, record};
 
 /// Every RPC in `public`, by name.
-const RPCS: [&str; 59] = [
+const RPCS: [&str; 80] = [
     "tenancy_accept_invitation",
     "tenancy_accept_invitation_hash",
     "tenancy_acquire_rate",
     "tenancy_add_member",
+    "tenancy_assign_plan",
     "tenancy_audit_log",
+    "tenancy_billing_customer",
     "tenancy_check_limit",
     "tenancy_claim_alert",
     "tenancy_commit_reservation",
@@ -23,6 +25,7 @@ const RPCS: [&str; 59] = [
     "tenancy_create_invitation",
     "tenancy_create_organization",
     "tenancy_create_unowned_organization",
+    "tenancy_create_usage_partitions",
     "tenancy_delete_feature",
     "tenancy_delete_limit",
     "tenancy_delete_organization",
@@ -30,6 +33,11 @@ const RPCS: [&str; 59] = [
     "tenancy_domain_join",
     "tenancy_domain_joinable",
     "tenancy_domains",
+    "tenancy_drop_usage_events",
+    "tenancy_entitlements",
+    "tenancy_entitlements_version",
+    "tenancy_export_ack",
+    "tenancy_export_claim",
     "tenancy_feature",
     "tenancy_features",
     "tenancy_join_organization",
@@ -39,14 +47,20 @@ const RPCS: [&str; 59] = [
     "tenancy_list_organizations",
     "tenancy_members",
     "tenancy_memberships",
+    "tenancy_migrate_plan",
     "tenancy_organization",
     "tenancy_organization_by_slug",
     "tenancy_pending_invitations",
+    "tenancy_plan_assignment",
+    "tenancy_plan_version",
+    "tenancy_plan_versions",
     "tenancy_prune_audit_log",
     "tenancy_put_domain",
     "tenancy_put_limit",
+    "tenancy_put_plan_version",
     "tenancy_put_rate_limit",
     "tenancy_rate_limits",
+    "tenancy_reconcile_rollups",
     "tenancy_reconcile_usage",
     "tenancy_record_event",
     "tenancy_record_events",
@@ -56,16 +70,23 @@ const RPCS: [&str; 59] = [
     "tenancy_remove_domain",
     "tenancy_remove_member",
     "tenancy_rename_organization",
+    "tenancy_repair_rollups",
     "tenancy_repair_usage",
     "tenancy_reserve",
     "tenancy_reserve_usage",
     "tenancy_revoke_invitation",
     "tenancy_rotate_invitation",
     "tenancy_schema_version",
+    "tenancy_set_billing_customer",
     "tenancy_set_domain_auto_join",
     "tenancy_set_member_role",
+    "tenancy_unassign_plan",
     "tenancy_update_feature",
+    "tenancy_usage_costs",
+    "tenancy_usage_event",
+    "tenancy_usage_events",
     "tenancy_usage_history",
+    "tenancy_usage_report",
     "tenancy_usage_snapshot",
     "tenancy_usage_summary",
     "tenancy_user_organizations",
@@ -73,7 +94,7 @@ const RPCS: [&str; 59] = [
 ];
 
 /// The RPCs a user JWT may call; every other one is for service_role only.
-const USER_RPCS: [&str; 39] = [
+const USER_RPCS: [&str; 47] = [
     "tenancy_accept_invitation",
     "tenancy_accept_invitation_hash",
     "tenancy_add_member",
@@ -86,6 +107,7 @@ const USER_RPCS: [&str; 39] = [
     "tenancy_delete_limit",
     "tenancy_delete_organization",
     "tenancy_domains",
+    "tenancy_entitlements",
     "tenancy_feature",
     "tenancy_features",
     "tenancy_join_organization",
@@ -96,6 +118,9 @@ const USER_RPCS: [&str; 39] = [
     "tenancy_organization",
     "tenancy_organization_by_slug",
     "tenancy_pending_invitations",
+    "tenancy_plan_assignment",
+    "tenancy_plan_version",
+    "tenancy_plan_versions",
     "tenancy_rate_limits",
     "tenancy_record_event",
     "tenancy_record_events",
@@ -108,7 +133,11 @@ const USER_RPCS: [&str; 39] = [
     "tenancy_schema_version",
     "tenancy_set_domain_auto_join",
     "tenancy_set_member_role",
+    "tenancy_usage_costs",
+    "tenancy_usage_event",
+    "tenancy_usage_events",
     "tenancy_usage_history",
+    "tenancy_usage_report",
     "tenancy_usage_snapshot",
     "tenancy_usage_summary",
     "tenancy_user_organizations",
@@ -117,15 +146,23 @@ const USER_RPCS: [&str; 39] = [
 
 /// The functions in `tenancy` a user JWT may execute (migrations/README.md
 /// lists them): those its policies, triggers and RPCs call.
-const USER_HELPERS: [&str; 57] = [
+const USER_HELPERS: [&str; 76] = [
     "checked_amount",
     "checked_metric",
+    "checked_report_args",
     "day_starts_at",
     "decide",
+    "effective_features",
+    "effective_limits",
+    "effective_plan",
+    "effective_rate_limits",
+    "entitlement_source_json",
+    "entitlements_valid_until",
     "event_amounts",
     "feature_json",
     "has_feature",
     "has_role",
+    "hour_start",
     "iana_zone",
     "invitation_refused",
     "is_member",
@@ -144,6 +181,7 @@ const USER_HELPERS: [&str; 57] = [
     "member_commit_usage",
     "member_create_invitation",
     "member_domains",
+    "member_entitlements",
     "member_feature",
     "member_join",
     "member_joinable",
@@ -154,6 +192,8 @@ const USER_HELPERS: [&str; 57] = [
     "member_revoke_invitation",
     "member_rotate_invitation",
     "member_set_auto_join",
+    "member_usage_costs",
+    "member_usage_report",
     "member_usage_snapshot",
     "member_usage_summary",
     "member_user_profiles",
@@ -166,13 +206,21 @@ const USER_HELPERS: [&str; 57] = [
     "period_resets_at",
     "period_start",
     "period_starts_at",
+    "plan_assignment_json",
+    "plan_version_json",
+    "plan_visible",
+    "rate_limit_entry_json",
     "rate_limit_json",
+    "report_bucket",
     "require_member",
+    "require_report_reader",
     "require_role",
     "role_in",
     "role_rank",
     "round_half_even",
     "schema_version",
+    "token_fields",
+    "usage_event_json",
     "usage_lines",
     "within_limit",
 ];
@@ -180,7 +228,7 @@ const USER_HELPERS: [&str; 57] = [
 /// The functions in `tenancy` that are not trigger functions and that
 /// service_role may not execute: the checked paths for user JWTs
 /// (`member_*`), and adopt_table (for migrations).
-const NOT_FOR_SERVICE: [&str; 20] = [
+const NOT_FOR_SERVICE: [&str; 23] = [
     "adopt_table",
     "member_accept_invitation",
     "member_audit_log",
@@ -188,6 +236,7 @@ const NOT_FOR_SERVICE: [&str; 20] = [
     "member_commit_usage",
     "member_create_invitation",
     "member_domains",
+    "member_entitlements",
     "member_feature",
     "member_join",
     "member_joinable",
@@ -198,6 +247,8 @@ const NOT_FOR_SERVICE: [&str; 20] = [
     "member_revoke_invitation",
     "member_rotate_invitation",
     "member_set_auto_join",
+    "member_usage_costs",
+    "member_usage_report",
     "member_usage_snapshot",
     "member_usage_summary",
     "member_user_profiles",
@@ -363,6 +414,22 @@ async fn assert_no_anon_table_privilege(db: &Client) {
         "public.usage_rate_limits",
         "public.usage_leases",
         "tenancy.usage_rate_state",
+        "public.plans",
+        "public.plan_versions",
+        "public.plan_features",
+        "public.plan_limits",
+        "public.plan_rate_limits",
+        "public.org_plans",
+        "public.usage_rollups",
+        "public.usage_token_rollups",
+        "public.usage_rollups_periods",
+        "public.billing_customers",
+        "public.usage_export_meters",
+        "public.usage_export_marks",
+        "public.usage_export_remainders",
+        "public.usage_export_batches",
+        "tenancy.usage_event_ids",
+        "tenancy.usage_retention",
     ];
     let tables = TENANT_TABLES
         .iter()
@@ -491,7 +558,7 @@ async fn migrations_apply_to_an_empty_database_and_reapply_cleanly() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(policies, 18, "policies are replaced, not duplicated");
+    assert_eq!(policies, 27, "policies are replaced, not duplicated");
     assert_catalog(&db).await;
 
     // Truncating organizations (its own database: it empties the table)

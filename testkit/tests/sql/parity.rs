@@ -21,6 +21,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree as _;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
+use tenancy::ids::PlanKey;
 use tenancy::limits::LIMIT_TYPE_ALIASES;
 use tenancy::limits::LimitType;
 use tenancy::model::MembershipChange;
@@ -283,7 +284,7 @@ struct NameRule {
     parses: fn(&str) -> bool,
 }
 
-fn name_rules() -> [NameRule; 6] {
+fn name_rules() -> [NameRule; 8] {
     let metric = |table| NameRule {
         table,
         column: "metric",
@@ -299,6 +300,18 @@ fn name_rules() -> [NameRule; 6] {
         },
         NameRule {
             table: "org_features",
+            column: "feature_key",
+            pattern: FeatureKey::PATTERN,
+            parses: |s| FeatureKey::parse(s).is_ok(),
+        },
+        NameRule {
+            table: "plans",
+            column: "plan_key",
+            pattern: PlanKey::PATTERN,
+            parses: |s| PlanKey::parse(s).is_ok(),
+        },
+        NameRule {
+            table: "plan_features",
             column: "feature_key",
             pattern: FeatureKey::PATTERN,
             parses: |s| FeatureKey::parse(s).is_ok(),
@@ -957,9 +970,9 @@ const DRIFTS: [(&str, &str, &str); 7] = [
         "when 'ad' then 'ads_created'",
     ),
     // d. LimitUsage's `reserved` renamed, where tenancy.limit_usage is
-    // defined last (the budget leases' file: it counts leases as held)
+    // defined last (the plans' file: its limits are the effective ones)
     (
-        "20261206001100_tenancy_budget_leases.sql",
+        "20261206001200_tenancy_plans.sql",
         "'reserved', u.reserved::text",
         "'held', u.reserved::text",
     ),

@@ -338,7 +338,7 @@ async fn grants_are_exactly_as_documented() {
         ),
         ("public.tenancy_rate_limits(uuid)", (false, true, true)),
         (
-            "public.tenancy_put_rate_limit(uuid, uuid, text, text, numeric, numeric, text, timestamptz, uuid)",
+            "public.tenancy_put_rate_limit(uuid, uuid, text, text, numeric, numeric, text, timestamptz, uuid, timestamptz)",
             (false, false, true),
         ),
         (

@@ -468,7 +468,7 @@ async fn feature_and_limit_functions_read_and_delete_for_service_role() {
     assert_eq!(order, ["ab-c", "ab.c", "ab_c", "abc"]);
     assert_eq!(
         keys(&features[0]),
-        ["config", "enabled", "key", "updated_at"]
+        ["config", "enabled", "expires_at", "key", "updated_at"]
     );
     assert_eq!(features[1]["config"], Value::Null, "no config is JSON null");
     assert_eq!(
@@ -531,6 +531,7 @@ async fn feature_and_limit_functions_read_and_delete_for_service_role() {
         keys(&limits[0]),
         [
             "created_at",
+            "expires_at",
             "id",
             "limit_type",
             "metric",
@@ -1150,6 +1151,43 @@ async fn a_baseline_database_with_data_upgrades_to_the_current_version() {
         let added = hold.as_object_mut().unwrap().remove("user_settles");
         assert_eq!(added, Some(json!(false)), "{hold}");
     }
+    // Version 13 adds `expires_at` (null: never lapses) to features and
+    // limits.
+    for table in ["org_features", "usage_limits"] {
+        for row in rows_after.get_mut(table).unwrap().as_array_mut().unwrap() {
+            let added = row.as_object_mut().unwrap().remove("expires_at");
+            assert_eq!(added, Some(json!(null)), "{row}");
+        }
+    }
+    // Version 14 adds the other token classes (0) and the cost's
+    // provenance (null) to events.
+    for row in rows_after
+        .get_mut("usage_events")
+        .unwrap()
+        .as_array_mut()
+        .unwrap()
+    {
+        let row = row.as_object_mut().unwrap();
+        for class in [
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "audio_input_tokens",
+            "audio_output_tokens",
+            "image_input_tokens",
+            "image_output_tokens",
+        ] {
+            assert_eq!(row.remove(class), Some(json!(0)), "{class}");
+        }
+        for provenance in [
+            "cost_source",
+            "price_provider",
+            "price_model",
+            "price_effective_from",
+            "price_table",
+        ] {
+            assert_eq!(row.remove(provenance), Some(json!(null)), "{provenance}");
+        }
+    }
     assert_eq!(rows_after, rows_before, "every row is intact");
     let versions: Vec<i32> = (1..=SCHEMA_VERSION).collect();
     assert_eq!(
@@ -1157,8 +1195,14 @@ async fn a_baseline_database_with_data_upgrades_to_the_current_version() {
         json!({"version": SCHEMA_VERSION, "versions": versions})
     );
     let snapshot = snapshot_on(&db, org, Some(member), None).await.unwrap();
+    // Version 13 adds the limits' `expires_at` (null: never lapses).
+    let mut as_before = snapshot.clone();
+    for usage in as_before["limits"].as_array_mut().unwrap() {
+        let added = usage["limit"].as_object_mut().unwrap().remove("expires_at");
+        assert_eq!(added, Some(json!(null)), "{usage}");
+    }
     assert_eq!(
-        snapshot, snapshot_before,
+        as_before, snapshot_before,
         "the same snapshot, used and reserved included"
     );
     // The new functions read the data.

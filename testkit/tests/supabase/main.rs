@@ -11,9 +11,12 @@ mod errors;
 mod invitations;
 mod isolation;
 mod leases;
+mod plans;
 mod policy;
+mod propagation;
 mod python;
 mod rate_limits;
+mod reports;
 #[path = "../common/responses.rs"]
 mod responses;
 mod scoped;
