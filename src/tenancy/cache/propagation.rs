@@ -293,11 +293,13 @@ mod tests {
 
     use super::*;
     use crate::error::Error;
+    use crate::ids::{FeatureKey, PlanKey, UserId};
     use crate::memory::MemoryStore;
     use crate::model::PlatformOperator;
     use crate::model::plan::{MigratePlan, NewPlanVersion};
+    use crate::model::{FeatureChange, NewOrganization, TenantContext};
     use crate::store::pass_through_impl;
-    use crate::{NewOrganization, PlanKey, Tenancy, TenantContext};
+    use crate::tenancy::Tenancy;
 
     /// `MemoryStore` with its push stream hidden (so the facade polls), a
     /// count of version reads, and version reads that fail on demand.
@@ -388,7 +390,7 @@ mod tests {
     /// An organization made through `writer`, its owner's context on
     /// `reader`.
     async fn org(writer: &Tenancy, reader: &Tenancy) -> TenantContext {
-        let owner = crate::UserId::new_v7();
+        let owner = UserId::new_v7();
         let org = writer
             .create_organization(owner, NewOrganization::new("Acme", "acme").unwrap())
             .await
@@ -442,7 +444,7 @@ mod tests {
             .create_plan_version(
                 NewPlanVersion::new(pro.clone(), "Pro")
                     .unwrap()
-                    .feature(crate::FeatureKey::from_static("sso"), true)
+                    .feature(FeatureKey::from_static("sso"), true)
                     .unwrap(),
             )
             .await
@@ -477,7 +479,7 @@ mod tests {
             assert_eq!(reader.has_feature(&ctx, "exports").await.unwrap(), !on);
             writer
                 .operator(&operator)
-                .update_feature(ctx.org(), "exports", crate::FeatureChange::enabled(on))
+                .update_feature(ctx.org(), "exports", FeatureChange::enabled(on))
                 .await
                 .unwrap();
             let took = seen(&reader, &ctx, "exports", on).await;
