@@ -13,10 +13,11 @@ use super::alerts::AlertCheck;
 use super::{Operator, Tenancy};
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, PlanKey};
-use crate::limits::{CurrentPeriods, LimitScope};
+use crate::limits::CurrentPeriods;
+use crate::limits::entitlements::explain;
 use crate::model::plan::{
-    AssignPlan, Entitlement, EntitlementValue, Entitlements, Explanation, MigratePlan,
-    NewPlanVersion, PlanAssignment, PlanRef, PlanVersion,
+    AssignPlan, Entitlement, Entitlements, Explanation, MigratePlan, NewPlanVersion,
+    PlanAssignment, PlanRef, PlanVersion,
 };
 use crate::model::{Action, TenantContext};
 use crate::store::PlanStore;
@@ -82,7 +83,7 @@ impl Tenancy {
     pub async fn explain(&self, ctx: &TenantContext, what: Entitlement) -> Result<Explanation> {
         ctx.require(Action::ViewOrganization)?;
         let entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
-        Ok(explanation(&entitlements, what, self.now()))
+        Ok(explain(&entitlements, &what, self.now()))
     }
 
     /// Queues a check of `org`'s org-wide alert thresholds in its current
@@ -105,64 +106,6 @@ impl Tenancy {
             periods: CurrentPeriods::at(self.now(), tz),
         };
         self.inner.alerts.enqueue(HashMap::from([(check, tz)]));
-    }
-}
-
-/// The explanation of `what` in `entitlements` at `now`.
-fn explanation(entitlements: &Entitlements, what: Entitlement, now: DateTime<Utc>) -> Explanation {
-    let found = match &what {
-        Entitlement::Feature { key } => entitlements
-            .features
-            .iter()
-            .find(|(f, _)| &f.key == key)
-            .map(|(f, source)| {
-                let value = EntitlementValue::Feature {
-                    enabled: f.enabled,
-                    config: f.config.clone(),
-                };
-                (value, source.clone())
-            }),
-        Entitlement::Limit { metric, period } => entitlements
-            .limits
-            .iter()
-            .find(|(l, _)| {
-                l.scope == LimitScope::Organization && &l.metric == metric && l.period == *period
-            })
-            .map(|(l, source)| {
-                let value = EntitlementValue::Limit {
-                    id: l.id,
-                    value: l.value,
-                    mode: l.mode,
-                };
-                (value, source.clone())
-            }),
-        Entitlement::RateLimit { metric, window } => entitlements
-            .rate_limits
-            .iter()
-            .find(|(l, _)| {
-                l.scope == LimitScope::Organization && &l.metric == metric && l.window == *window
-            })
-            .map(|(l, source)| {
-                let value = EntitlementValue::RateLimit {
-                    id: l.id,
-                    value: l.value,
-                    burst: l.burst,
-                    mode: l.mode,
-                };
-                (value, source.clone())
-            }),
-    };
-    let (value, source) = found.unzip();
-    Explanation {
-        entitlement: what,
-        value,
-        source,
-        plan: entitlements.plan.clone(),
-        trial_ends_at: entitlements
-            .assignment
-            .as_ref()
-            .and_then(|a| a.trial_ends_at)
-            .filter(|ends| *ends > now),
     }
 }
 
@@ -333,6 +276,6 @@ impl Operator<'_> {
     /// `NotFound` for an unknown organization.
     pub async fn explain(&self, org: OrgId, what: Entitlement) -> Result<Explanation> {
         let entitlements = self.tenancy.inner.store.fresh_entitlements(org).await?;
-        Ok(explanation(&entitlements, what, self.tenancy.now()))
+        Ok(explain(&entitlements, &what, self.tenancy.now()))
     }
 }
