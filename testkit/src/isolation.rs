@@ -13,6 +13,9 @@ use tenancy::limits::{AlertKey, CurrentPeriods, LimitScope};
 use tenancy::model::domain::{DomainChange, DomainName};
 use tenancy::model::invitation::InvitationToken;
 use tenancy::model::plan::{AssignPlan, MigratePlan, NewPlanVersion, PlanRef};
+use tenancy::model::report::{
+    EventQuery, ReportDimension, ReportQuery, RollupReconcileQuery, UsageFilter,
+};
 use tenancy::store::{CounterScope, DynStore, HistoryQuery, OrgQuery, ReserveRequest, UsageQuery};
 use tenancy::{AuditQuery, AutoJoin, Invitation, PlanKey, Role};
 use tenancy::{
@@ -100,6 +103,68 @@ pub async fn reads_own_and_nothing_of_another(
             .await,
         "another org's history",
     );
+    // Usage history: its own report and events, nothing of the other's.
+    if let Some(reports) = as_user.reports() {
+        let (from, to) = (now - chrono::TimeDelta::days(2), now);
+        let own_report = reports
+            .usage_report(&ReportQuery::new(own.id, from, to))
+            .await
+            .unwrap();
+        assert!(!own_report.rows.is_empty(), "its own report");
+        let own_events = reports
+            .usage_events(&EventQuery::new(own.id, from, to))
+            .await
+            .unwrap();
+        let own_event = own_events.events.first().expect("its own events");
+        assert!(
+            reports
+                .usage_event(own.id, own_event.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        denied(
+            reports
+                .usage_report(&ReportQuery::new(other.id, from, to))
+                .await,
+            "another org's report",
+        );
+        denied(
+            reports
+                .usage_report(
+                    &ReportQuery::new(other.id, from, to).group_by([ReportDimension::User]),
+                )
+                .await,
+            "another org's report by user",
+        );
+        denied(
+            reports
+                .usage_costs(&ReportQuery::new(other.id, from, to))
+                .await,
+            "another org's cost rows",
+        );
+        denied(
+            reports
+                .usage_events(&EventQuery::new(other.id, from, to))
+                .await,
+            "another org's events",
+        );
+        let mut theirs = EventQuery::new(other.id, from, to);
+        theirs.filter = UsageFilter {
+            users: vec![other_user],
+            ..UsageFilter::default()
+        };
+        denied(
+            reports.usage_events(&theirs).await,
+            "another org's user's events",
+        );
+        // An event id of its own, asked of the other organization.
+        let found = reports.usage_event(other.id, own_event.id).await;
+        assert!(
+            !matches!(found, Ok(Some(_))),
+            "an event read through another org: {found:?}"
+        );
+    }
 }
 
 /// `as_user` (user `user`) changes nothing in either organization, not even
@@ -272,6 +337,33 @@ async fn another_orgs_people_and_trail_are_out_of_reach(
         as_user.entitlements_version().await,
         "the entitlements version",
     );
+    // Usage history: reconciliation, retention and the billing export are
+    // the operator's and the service's, for its own organization too.
+    if let Some(reports) = as_user.reports() {
+        let hours = RollupReconcileQuery {
+            org: own.id,
+            from: now - chrono::TimeDelta::days(1),
+            to: now,
+        };
+        denied(reports.reconcile_rollups(&hours).await, "reconcile rollups");
+        denied(reports.repair_rollups(&hours).await, "repair rollups");
+        denied(
+            reports
+                .set_billing_customer(own.id, Some("cus_isolation"))
+                .await,
+            "map its own organization to a Stripe customer",
+        );
+        denied(
+            reports.billing_customer(other.id).await,
+            "another org's Stripe customer",
+        );
+        denied(
+            reports
+                .drop_usage_events(now - chrono::TimeDelta::days(400))
+                .await,
+            "drop old events",
+        );
+    }
     // Rate limits and leases are the service's to decide.
     if let Some(rates) = as_user.rate_limits() {
         let request = RateRequest {

@@ -53,6 +53,50 @@ async fn nothing_of_one_org_is_seen_from_another() {
     assert_eq!(a.used(&a.owner_ctx, "tokens").await, dec(50));
 }
 
+/// B's owner reads nothing of A's usage history: a report or event page
+/// naming A is refused, and A's event by id is not found through B.
+#[tokio::test]
+async fn usage_history_of_one_org_is_out_of_anothers_reach() {
+    use tenancy::clock::Clock as _;
+    use tenancy::model::report::{EventQuery, ReportQuery};
+    let (a, b) = two_orgs().await;
+    let now = a.clock.now();
+    let (from, to) = (
+        now - chrono::TimeDelta::days(1),
+        now + chrono::TimeDelta::hours(1),
+    );
+    let a_events = a
+        .tenancy
+        .usage_events(&a.owner_ctx, &EventQuery::new(a.org, from, to))
+        .await
+        .unwrap();
+    let event = a_events.events.first().expect("A's event").id;
+    let ctx = &b.owner_ctx;
+    assert_eq!(
+        kind(
+            b.tenancy
+                .usage_report(ctx, &ReportQuery::new(a.org, from, to))
+                .await
+        ),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        kind(
+            b.tenancy
+                .usage_events(ctx, &EventQuery::new(a.org, from, to))
+                .await
+        ),
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(b.tenancy.usage_event(ctx, event).await.unwrap(), None);
+    let own = b
+        .tenancy
+        .usage_report(ctx, &ReportQuery::new(b.org, from, to))
+        .await
+        .unwrap();
+    assert!(own.rows.is_empty(), "B recorded nothing: {own:?}");
+}
+
 /// A's usage history and top members hold only A's usage; B's are empty,
 /// though B's owner asks for the same metric and periods.
 #[tokio::test]
