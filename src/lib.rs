@@ -15,6 +15,12 @@
 //!   [`Tenancy::usage_summary`]. The guarantees (no overshoot, boundary
 //!   rule, idempotency) are in the facade's metering docs on
 //!   [`Tenancy::reserve`] and [`EXPIRED_HOLD_RETENTION`].
+//! - Plans: versioned tiers of features and limits with trials and expiring
+//!   overrides ([`model::plan`]); every reader uses the organization's
+//!   effective view, and [`Tenancy::explain`] says where a value came from.
+//! - Usage history: [`Tenancy::usage_report`] and [`Tenancy::usage_events`]
+//!   from rollups and the event log, [`Tenancy::reprice`], CSV/NDJSON
+//!   exports and a Stripe meter export ([`model::report`]).
 //! - The platform operator manages features and limits for any organization
 //!   through [`Tenancy::operator`], never through an org role; back-end
 //!   services record usage for any organization through
