@@ -9,14 +9,13 @@
 //!   tables, RLS and functions together), brings the next version, and
 //!   records it in `tenancy.schema_migrations` in the transaction that
 //!   applies it. A released file is never edited: an upgrade is a new file.
-//! - **Checked at start-up.** [`PgStore::check_schema`](crate::postgres::PgStore::check_schema)
-//!   and [`SupabaseStore::check_schema`](crate::supabase::SupabaseStore::check_schema)
-//!   refuse a database whose version is not [`SCHEMA_VERSION`], with a
-//!   [`Config`](crate::error::ErrorKind::Config) error naming both versions and
-//!   the files to apply.
-//! - **Applied** by [`PgStore::migrate`](crate::postgres::PgStore::migrate)
-//!   (what is missing, in one transaction, under a lock), or by the
-//!   Supabase CLI: [`write_missing`] copies the missing files into a
+//! - **Checked at start-up.** `PgStore::check_schema` (feature `postgres`)
+//!   and `SupabaseStore::check_schema` (feature `supabase`) refuse a
+//!   database whose version is not [`SCHEMA_VERSION`], with a
+//!   [`Config`](crate::error::ErrorKind::Config) error naming both versions
+//!   and the files to apply.
+//! - **Applied** by `PgStore::migrate` (feature `postgres`; what is
+//!   missing, in one transaction, under a lock), or by the Supabase CLI: [`write_missing`] copies the missing files into a
 //!   project's `supabase/migrations/`, named after its latest migration,
 //!   for `supabase db push`.
 
