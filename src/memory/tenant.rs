@@ -288,8 +288,8 @@ impl Tenant {
                 metric,
             )
             .into_iter()
+            // The plan's entries are org-wide and of `metric` already.
             .map(|(l, _)| l)
-            .filter(|l| wanted(l))
             .collect::<Vec<_>>()
         };
         effective

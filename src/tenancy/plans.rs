@@ -82,8 +82,9 @@ impl Tenancy {
     /// ```
     pub async fn explain(&self, ctx: &TenantContext, what: Entitlement) -> Result<Explanation> {
         ctx.require(Action::ViewOrganization)?;
-        let entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
-        Ok(explain(&entitlements, &what, self.now()))
+        let now = self.now();
+        let entitlements = self.inner.store.entitlements(ctx.org(), now).await?;
+        Ok(explain(&entitlements, &what, now))
     }
 
     /// Queues a check of `org`'s org-wide alert thresholds in its current
@@ -275,7 +276,8 @@ impl Operator<'_> {
     /// [`Tenancy::explain`](crate::Tenancy::explain) says it for a member.
     /// `NotFound` for an unknown organization.
     pub async fn explain(&self, org: OrgId, what: Entitlement) -> Result<Explanation> {
-        let entitlements = self.tenancy.inner.store.fresh_entitlements(org).await?;
-        Ok(explain(&entitlements, &what, self.tenancy.now()))
+        let now = self.tenancy.now();
+        let entitlements = self.tenancy.inner.store.entitlements(org, now).await?;
+        Ok(explain(&entitlements, &what, now))
     }
 }

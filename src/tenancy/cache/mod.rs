@@ -51,6 +51,11 @@ use crate::store::{
 use instrumented::Instrumented;
 use ttl::TtlCache;
 
+/// How far [`Clock::coarse_unix_micros`] may lag [`Clock::now`]: Linux's
+/// coarse clock ticks every 1–4 ms. An entry with a deadline of its own (an
+/// override's expiry, a trial's end) goes stale this much before it.
+const COARSE_CLOCK_LAG_MICROS: i64 = 10_000;
+
 /// A membership the store confirmed, as the membership cache keeps it. The
 /// organization itself is cached by organization, so renaming one touches
 /// one entry, not every membership.
@@ -145,7 +150,12 @@ impl CachingStore {
     pub(super) async fn cached_entitlements(&self, org: OrgId) -> Result<Arc<CachedEntitlements>> {
         let load = async {
             let entitlements = self.fresh_entitlements(org).await?;
-            let until = entitlements.valid_until.map(|at| at.timestamp_micros());
+            // Stale a coarse tick early, so a read at or after the deadline
+            // by the exact clock never gets the view from before it.
+            let until = entitlements.valid_until.map(|at| {
+                at.timestamp_micros()
+                    .saturating_sub(COARSE_CLOCK_LAG_MICROS)
+            });
             Ok((Arc::new(self.shape(entitlements)), until))
         };
         self.entitlements
