@@ -17,6 +17,7 @@ mod summary;
 
 pub use alerts::{AlertKey, AlertThresholds, LimitAlert};
 pub use decision::{DecidingLimit, LimitDecision, LimitLevel, LimitUsage, MAX_PERCENT};
+pub(crate) use period::local_start_of_day;
 pub use period::{CurrentPeriods, Period, PeriodKey};
 pub use policy::{
     LIMIT_TYPE_ALIASES, Limit, LimitMode, LimitScope, LimitType, MAX_AMOUNT, MIN_NONZERO_LIMIT,

@@ -185,7 +185,7 @@ impl CurrentPeriods {
 ///
 /// `tenancy.day_starts_at` in SQL is the same rule, and a property test
 /// (`testkit/tests/sql/agreement.rs`) keeps the two equal.
-fn local_start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+pub(crate) fn local_start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
     let midnight = date.and_time(NaiveTime::MIN);
     match tz.from_local_datetime(&midnight) {
         LocalResult::Single(t) => t.with_timezone(&Utc),

@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Offset, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 
 use crate::error::{Error, Result};
 use crate::ids::{EventId, MetricKey, OrgId, UserId};
+use crate::limits::local_start_of_day;
 use crate::model::UsageRecord;
 use crate::model::report::{
     CostPage, CostQuery, CostRow, EventPage, EventQuery, ExportAck, ExportBatch, ExportClaim,
@@ -161,29 +162,16 @@ fn hour_of(t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
     DateTime::from_timestamp(floor - offset, 0).unwrap_or(t)
 }
 
-/// The first instant of the local day `date` in `tz` (the first instant
-/// after a gap when midnight does not exist).
-fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
-    let mut time = date.and_time(NaiveTime::MIN);
-    for _ in 0..4 {
-        if let Some(t) = tz.from_local_datetime(&time).earliest() {
-            return t.with_timezone(&Utc);
-        }
-        time += TimeDelta::minutes(30);
-    }
-    time.and_utc()
-}
-
 /// The start of the bucket of `granularity` containing the local hour
 /// starting at `hour`.
 fn bucket_of(hour: DateTime<Utc>, tz: Tz, granularity: Granularity) -> DateTime<Utc> {
     match granularity {
         Granularity::Hour => hour,
-        Granularity::Day => start_of_day(hour.with_timezone(&tz).date_naive(), tz),
+        Granularity::Day => local_start_of_day(hour.with_timezone(&tz).date_naive(), tz),
         Granularity::Month => {
             let local = hour.with_timezone(&tz).date_naive();
             let first = local.with_day(1).unwrap_or(local);
-            start_of_day(first, tz)
+            local_start_of_day(first, tz)
         }
     }
 }

@@ -220,12 +220,9 @@ struct RecordArg<'a> {
 impl<'a> From<&'a UsageRecord> for RecordArg<'a> {
     fn from(r: &'a UsageRecord) -> Self {
         let e = &r.event;
-        // A cost without a source is the caller's: the provider's.
-        let source = match (&e.cost_usd, &e.cost_source) {
-            (None, _) => None,
-            (Some(_), None) => Some(&CostSource::Provider),
-            (Some(_), Some(source)) => Some(source),
-        };
+        // As the record has it (`UsageEvent::cost_source`): the memory
+        // store keeps the same.
+        let source = e.cost_source.as_ref();
         let price = match source {
             Some(CostSource::PriceTable {
                 provider,
