@@ -457,7 +457,7 @@ async fn refused(
 /// What every operator form checks first (after its CSRF token, which
 /// [`CsrfForm`] checked), in this order: the organization's id (404), the
 /// operator policy (403).
-fn operator_post<'a>(
+pub(super) fn operator_post<'a>(
     config: &'a ConsoleConfig,
     viewer: &'a Viewer,
     org: &str,

@@ -35,7 +35,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::operator::answer;
+use super::operator::{answer, operator_post};
 use super::usage::local_time;
 use super::{Chrome, Done, chrome, context, path_id};
 use crate::console::auth::Viewer;
@@ -1055,17 +1055,6 @@ pub(in crate::console) async fn org_section(
         migrate_action: base.at("/operator/plans/migrate"),
         catalog_href: base.at("/operator/plans"),
     })
-}
-
-/// What the operator's organization forms check first (after the token):
-/// the organization's id (404), the operator policy (403).
-fn operator_post<'a>(
-    config: &'a ConsoleConfig,
-    viewer: &'a Viewer,
-    org: &str,
-) -> std::result::Result<(OrgId, Operator<'a>), ConsoleError> {
-    let org: OrgId = path_id(org)?;
-    Ok((org, config.tenancy.operator(viewer.operator()?)))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -597,12 +597,15 @@ fn chart_view(
         let values = groups
             .entry(row.key.clone())
             .or_insert_with(|| vec![Decimal::ZERO; buckets.len()]);
-        values[i] += *amount;
+        values[i] = values[i].saturating_add(*amount);
     }
     let mut ranked: Vec<(GroupKey, Vec<Decimal>)> = groups.into_iter().collect();
-    ranked.sort_by(|a, b| {
-        let total = |v: &[Decimal]| v.iter().copied().sum::<Decimal>();
-        total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0))
+    // Largest total first: each group's total is summed once.
+    ranked.sort_by_cached_key(|(key, values)| {
+        let total = values
+            .iter()
+            .fold(Decimal::ZERO, |sum, v| sum.saturating_add(*v));
+        (std::cmp::Reverse(total), key.clone())
     });
     let mut series: Vec<Series> = Vec::new();
     let mut others = vec![Decimal::ZERO; buckets.len()];
@@ -616,7 +619,7 @@ fn chart_view(
         } else {
             any_other = true;
             for (o, v) in others.iter_mut().zip(values) {
-                *o += v;
+                *o = o.saturating_add(v);
             }
         }
     }
