@@ -960,7 +960,8 @@ pub fn to_units(amount: Decimal, unit_scale: Decimal, carried: Decimal) -> Resul
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
-    /// RFC 4180 CSV with a header line; text fields that a spreadsheet
+    /// CSV with a header line, quoted as RFC 4180 says but with lines ending
+    /// in `\n` (not `\r\n`); text fields that a spreadsheet
     /// would run as a formula (starting with `=`, `+`, `-`, `@`, tab or
     /// carriage return) get a leading `'`.
     Csv,
