@@ -56,10 +56,14 @@ async fn the_listen_connection_streams_changes_and_reconnects() {
     let without = store(&bouncer.url(pg::DATABASE), None);
     assert!(without.watch_entitlements().await.unwrap().is_none());
 
+    // Notifications are per database, and the other tests change plans on
+    // the shared one: this test listens on an empty database of its own.
     // Its own application name, to find its backend below.
+    let database = unique_slug("propagation_stream").replace('-', "_");
+    let admin = cluster.create_database(&database).await;
     let listen_url = format!(
         "{} application_name=propagation-test-{}",
-        cluster.url(pg::DATABASE),
+        cluster.url(&database),
         std::process::id()
     );
     let store = store(&bouncer.url(pg::DATABASE), Some(&listen_url));
@@ -68,7 +72,6 @@ async fn the_listen_connection_streams_changes_and_reconnects() {
     // Listening: whatever changed before is unknown.
     assert_eq!(next(&mut watch, "connected").await, EntitlementChange::All);
 
-    let admin = cluster.superuser().await;
     let notify = async |payload: &str| {
         admin
             .query_typed(
