@@ -864,12 +864,114 @@ as $$
       'key', a.fallback_key, 'version', a.fallback_version) end)
 $$;
 
+-- A JSON number, or a string holding one (how Rust writes a Decimal), as
+-- numeric; null for anything else.
+create or replace function tenancy.json_numeric(value jsonb)
+returns numeric
+language plpgsql immutable
+set search_path = ''
+as $$
+begin
+  if pg_catalog.jsonb_typeof(json_numeric.value) = 'number' then
+    return (json_numeric.value #>> '{}')::numeric;
+  end if;
+  if pg_catalog.jsonb_typeof(json_numeric.value) = 'string'
+      and (json_numeric.value #>> '{}') ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$' then
+    return (json_numeric.value #>> '{}')::numeric;
+  end if;
+  return null;
+exception when numeric_value_out_of_range or invalid_text_representation then
+  return null;
+end
+$$;
+
+-- Refuses a malformed plan entry with 22023 naming it as
+-- `features[i].key`, `limits[i].value`, ... (i from 0, in the plan's
+-- order), so the inserts below never meet a cast or constraint error.
+create or replace function tenancy.check_plan_entries(plan jsonb)
+returns void
+language plpgsql immutable
+set search_path = ''
+as $$
+declare
+  v_list text;
+  v_entry jsonb;
+  v_i bigint;
+  v_at text;
+  v_value jsonb;
+begin
+  foreach v_list in array array['features', 'limits', 'rate_limits'] loop
+    if pg_catalog.jsonb_typeof(check_plan_entries.plan -> v_list) not in ('array', 'null') then
+      raise exception '%: must be an array', v_list using errcode = '22023';
+    end if;
+    for v_entry, v_i in
+      select e.value, e.ordinality - 1
+      from pg_catalog.jsonb_array_elements(
+        coalesce(nullif(check_plan_entries.plan -> v_list, 'null'::jsonb), '[]'::jsonb)) with ordinality e
+    loop
+      v_at := pg_catalog.format('%s[%s]', v_list, v_i);
+      if pg_catalog.jsonb_typeof(v_entry) <> 'object' then
+        raise exception '%: must be an object', v_at using errcode = '22023';
+      end if;
+      if v_list = 'features' then
+        if pg_catalog.jsonb_typeof(v_entry -> 'key') is distinct from 'string'
+            or (v_entry ->> 'key') !~ '^[a-z][a-z0-9_.-]{0,63}$' then
+          raise exception '%.key: % is not a feature key (^[a-z][a-z0-9_.-]{0,63}$)',
+            v_at, coalesce(v_entry -> 'key', 'null') using errcode = '22023';
+        end if;
+        if pg_catalog.jsonb_typeof(v_entry -> 'enabled') is distinct from 'boolean' then
+          raise exception '%.enabled: must be true or false', v_at using errcode = '22023';
+        end if;
+        continue;
+      end if;
+      -- A usage limit or a rate limit.
+      v_value := v_entry -> 'id';
+      if v_value is not null and v_value <> 'null'::jsonb and (pg_catalog.jsonb_typeof(v_value) <> 'string'
+          or (v_value #>> '{}') !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$') then
+        raise exception '%.id: % is not a UUID', v_at, v_value using errcode = '22023';
+      end if;
+      if pg_catalog.jsonb_typeof(v_entry -> 'metric') is distinct from 'string'
+          or (v_entry ->> 'metric') !~ '^[a-z][a-z0-9_]{0,62}$' then
+        raise exception '%.metric: % is not a metric key (^[a-z][a-z0-9_]{0,62}$)',
+          v_at, coalesce(v_entry -> 'metric', 'null') using errcode = '22023';
+      end if;
+      if v_list = 'limits' and (v_entry ->> 'period') is distinct from 'daily'
+          and (v_entry ->> 'period') is distinct from 'monthly' then
+        raise exception '%.period: % is not daily or monthly',
+          v_at, coalesce(v_entry -> 'period', 'null') using errcode = '22023';
+      end if;
+      if v_list = 'rate_limits' and coalesce(v_entry ->> 'window', '') not in ('second', 'minute', 'hour') then
+        raise exception '%.window: % is not second, minute or hour',
+          v_at, coalesce(v_entry -> 'window', 'null') using errcode = '22023';
+      end if;
+      if tenancy.json_numeric(v_entry -> 'value') is null
+          or tenancy.json_numeric(v_entry -> 'value') not between 0 and 1e18 then
+        raise exception '%.value: % is not a number from 0 to 1e18',
+          v_at, coalesce(v_entry -> 'value', 'null') using errcode = '22023';
+      end if;
+      if v_list = 'rate_limits' and (tenancy.json_numeric(v_entry -> 'burst') is null
+          or tenancy.json_numeric(v_entry -> 'burst') <= 0
+          or tenancy.json_numeric(v_entry -> 'burst') > 1e18) then
+        raise exception '%.burst: % is not a number above 0, at most 1e18',
+          v_at, coalesce(v_entry -> 'burst', 'null') using errcode = '22023';
+      end if;
+      if coalesce(v_entry ->> 'mode', 'hard') not in ('hard', 'soft') then
+        raise exception '%.mode: % is not hard or soft', v_at, v_entry -> 'mode'
+          using errcode = '22023';
+      end if;
+    end loop;
+  end loop;
+end
+$$;
+
 -- tenancy_put_plan_version(plan, now) -> PlanVersion. `plan` is {key, name,
 -- features, limits, rate_limits} (a NewPlanVersion); the version is the
 -- key's next number (1 for a new key), taken by an upsert of the key's row
 -- that concurrent puts of the same key wait on, so no two get the same
--- number. An entry's id already used in the catalog is replaced by a
--- fresh one: ids are fresh per version. 22023 for a malformed plan.
+-- number. An entry's id already used in the catalog, or by an earlier
+-- entry of this plan, is replaced by a fresh one: ids are fresh per
+-- version. 22023 naming the field for a malformed plan
+-- (tenancy.check_plan_entries); 23505 for two entries in one slot.
 create or replace function public.tenancy_put_plan_version(plan jsonb, now timestamptz)
 returns jsonb
 language plpgsql
@@ -895,6 +997,7 @@ begin
   if tenancy_put_plan_version.now is null then
     raise exception 'now: is required' using errcode = '22023';
   end if;
+  perform tenancy.check_plan_entries(tenancy_put_plan_version.plan);
   insert into public.plans as p (plan_key, latest_version, created_at)
   values (v_key, 1, tenancy_put_plan_version.now)
   on conflict (plan_key) do update set latest_version = p.latest_version + 1
@@ -913,6 +1016,7 @@ begin
   insert into public.plan_limits (plan_key, version, id, metric, period, limit_value, mode, position)
   select v_key, v_version,
     case when exists (select 1 from public.plan_limits x where x.id = (e.value ->> 'id')::uuid)
+        or pg_catalog.row_number() over (partition by (e.value ->> 'id')::uuid order by e.ordinality) > 1
       then gen_random_uuid() else coalesce((e.value ->> 'id')::uuid, gen_random_uuid()) end,
     e.value ->> 'metric', e.value ->> 'period', (e.value ->> 'value')::numeric,
     coalesce(e.value ->> 'mode', 'hard'), e.ordinality::integer
@@ -923,6 +1027,7 @@ begin
     (plan_key, version, id, metric, rate_window, limit_value, burst, mode, position)
   select v_key, v_version,
     case when exists (select 1 from public.plan_rate_limits x where x.id = (e.value ->> 'id')::uuid)
+        or pg_catalog.row_number() over (partition by (e.value ->> 'id')::uuid order by e.ordinality) > 1
       then gen_random_uuid() else coalesce((e.value ->> 'id')::uuid, gen_random_uuid()) end,
     e.value ->> 'metric', e.value ->> 'window', (e.value ->> 'value')::numeric,
     (e.value ->> 'burst')::numeric, coalesce(e.value ->> 'mode', 'hard'), e.ordinality::integer
@@ -1034,9 +1139,10 @@ $$;
 
 -- tenancy_migrate_plan(plan_key, from_version, to_version, org_id?) ->
 -- {migrated}: moves the assignments on (plan_key, from_version) — one
--- organization's, or all — to to_version, keeping start, trial and
--- fallback, in one statement. Usage is untouched. P0002 naming
--- to_version when it does not exist.
+-- organization's, or all — to to_version, and the trials whose fallback
+-- is that version to fall to to_version, keeping start and trial end, in
+-- one statement; migrated counts the assignments changed. Usage is
+-- untouched. P0002 naming to_version when it does not exist.
 create or replace function public.tenancy_migrate_plan(
   plan_key text, from_version integer, to_version integer, org_id uuid default null
 ) returns jsonb
@@ -1055,9 +1161,17 @@ begin
     raise exception 'to_version: % version % not found', tenancy_migrate_plan.plan_key,
       tenancy_migrate_plan.to_version using errcode = 'P0002';
   end if;
-  update public.org_plans a set version = tenancy_migrate_plan.to_version
-  where a.plan_key = tenancy_migrate_plan.plan_key
-    and a.version = tenancy_migrate_plan.from_version
+  update public.org_plans a
+  set version = case when a.plan_key = tenancy_migrate_plan.plan_key
+        and a.version = tenancy_migrate_plan.from_version
+      then tenancy_migrate_plan.to_version else a.version end,
+    fallback_version = case when a.fallback_key = tenancy_migrate_plan.plan_key
+        and a.fallback_version = tenancy_migrate_plan.from_version
+      then tenancy_migrate_plan.to_version else a.fallback_version end
+  where ((a.plan_key = tenancy_migrate_plan.plan_key
+          and a.version = tenancy_migrate_plan.from_version)
+      or (a.fallback_key = tenancy_migrate_plan.plan_key
+          and a.fallback_version = tenancy_migrate_plan.from_version))
     and (tenancy_migrate_plan.org_id is null or a.organization_id = tenancy_migrate_plan.org_id);
   get diagnostics v_moved = row_count;
   return pg_catalog.jsonb_build_object('migrated', v_moved);
@@ -1332,6 +1446,8 @@ revoke all on function
   tenancy.entitlements_changed(),
   tenancy.entitlements_version_value(),
   tenancy.audit_plan_version(),
+  tenancy.json_numeric(jsonb),
+  tenancy.check_plan_entries(jsonb),
   public.tenancy_update_feature(uuid, text, boolean, timestamptz, boolean, jsonb, boolean,
     timestamptz),
   public.tenancy_put_limit(uuid, uuid, text, text, numeric, text, uuid, timestamptz, timestamptz),
@@ -1376,6 +1492,8 @@ to authenticated;
 grant execute on function
   tenancy.entitlements_for(uuid, timestamptz, uuid),
   tenancy.entitlements_version_value(),
+  tenancy.json_numeric(jsonb),
+  tenancy.check_plan_entries(jsonb),
   public.tenancy_update_feature(uuid, text, boolean, timestamptz, boolean, jsonb, boolean,
     timestamptz),
   public.tenancy_put_limit(uuid, uuid, text, text, numeric, text, uuid, timestamptz, timestamptz),

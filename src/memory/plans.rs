@@ -299,24 +299,26 @@ impl PlanStore for MemoryStore {
         let to = request.to();
         let target = state.resolve(&to, "to_version")?;
         let mut moved: Vec<(PlanAssignment, PlanAssignment)> = Vec::new();
-        let on_from = |org: &OrgId, tenant: &super::tenant::Tenant| {
-            request.org.is_none_or(|o| o == *org)
-                && tenant
-                    .plan
-                    .as_ref()
-                    .is_some_and(|p| p.assignment.plan == request.from)
-        };
         for (org, tenant) in state.tenants.iter_mut() {
-            if !on_from(org, tenant) {
+            if request.org.is_some_and(|o| o != *org) {
                 continue;
             }
             let Some(plan) = tenant.plan.as_mut() else {
                 continue;
             };
             let before = plan.assignment.clone();
-            plan.assignment.plan = to.clone();
-            plan.version = Arc::clone(&target);
-            moved.push((before, plan.assignment.clone()));
+            // The plan, and a trial's fallback, on the version both move.
+            if plan.assignment.plan == request.from {
+                plan.assignment.plan = to.clone();
+                plan.version = Arc::clone(&target);
+            }
+            if plan.assignment.fallback.as_ref() == Some(&request.from) {
+                plan.assignment.fallback = Some(to.clone());
+                plan.fallback = Some(Arc::clone(&target));
+            }
+            if plan.assignment != before {
+                moved.push((before, plan.assignment.clone()));
+            }
         }
         moved.sort_by_key(|(a, _)| a.org);
         for (before, after) in &moved {

@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 /// The variable [`PgStore::from_env`] reads when `DATABASE_URL` is unset.
 pub const ENV_SUPABASE_DB_URL: &str = "SUPABASE_DB_URL";
+/// The variable [`PgStore::from_env`] reads for the
+/// [`listen_url`](PgStoreBuilder::listen_url), when set and not blank.
+pub const ENV_DATABASE_LISTEN_URL: &str = "DATABASE_LISTEN_URL";
 /// Connections in the pool unless set.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long one attempt of a call may take, waiting for a connection
@@ -41,6 +44,7 @@ pub struct PgStoreBuilder {
     max_retries: Option<usize>,
     root_certificates: Vec<Vec<u8>>,
     listen_url: Option<String>,
+    listen_source: Option<&'static str>,
 }
 
 impl std::fmt::Debug for PgStoreBuilder {
@@ -66,16 +70,26 @@ impl PgStoreBuilder {
         PgStoreBuilder::default()
     }
 
-    /// A builder with the URL from `DATABASE_URL`, or `SUPABASE_DB_URL`.
-    /// `Config` if neither is set.
+    /// A builder with the URL from `DATABASE_URL`, or `SUPABASE_DB_URL`,
+    /// and the [`listen_url`](Self::listen_url) from `DATABASE_LISTEN_URL`
+    /// when that is set and not blank. `Config` if neither URL is set.
     pub fn from_env() -> Result<Self> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through
+    /// `lookup` (for tests and configuration layers).
+    pub fn from_env_with(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let listen_url = lookup(ENV_DATABASE_LISTEN_URL).filter(|url| !url.trim().is_empty());
         for name in [ENV_DATABASE_URL, ENV_SUPABASE_DB_URL] {
-            if let Ok(url) = std::env::var(name)
+            if let Some(url) = lookup(name)
                 && !url.trim().is_empty()
             {
                 return Ok(PgStoreBuilder {
                     url: Some(url),
                     source: Some(name),
+                    listen_source: listen_url.as_ref().map(|_| ENV_DATABASE_LISTEN_URL),
+                    listen_url,
                     ..PgStoreBuilder::default()
                 });
             }
@@ -159,6 +173,7 @@ impl PgStoreBuilder {
     /// this builder, read from this URL's `sslmode`.
     pub fn listen_url(mut self, url: impl Into<String>) -> Self {
         self.listen_url = Some(url.into());
+        self.listen_source = None;
         self
     }
 
@@ -189,14 +204,15 @@ impl PgStoreBuilder {
         let listener = match &self.listen_url {
             None => None,
             Some(url) => {
+                let name = self.listen_source.unwrap_or("listen_url");
                 let listen: tokio_postgres::Config = url.parse().map_err(|e| {
-                    Error::config("listen_url is not a valid PostgreSQL connection URL")
+                    Error::config(format!("{name} is not a valid PostgreSQL connection URL"))
                         .with_source(e)
                 })?;
                 if url.trim().is_empty() || listen.get_hosts().is_empty() {
-                    return Err(Error::config(
-                        "listen_url names no host: it needs postgres://user:password@host:port/db",
-                    ));
+                    return Err(Error::config(format!(
+                        "{name} names no host: it needs postgres://user:password@host:port/db"
+                    )));
                 }
                 let tls = self::connector(listen.get_ssl_mode(), &self.root_certificates)?;
                 Some(Listener::new(listen, tls, call_timeout))

@@ -67,8 +67,8 @@ use crate::error::Result;
 use crate::store::{Backend, LeaseStore, Principal, RateLimitStore, ReportStore};
 
 pub use config::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_POOL_SIZE, ENV_DATABASE_URL, ENV_SUPABASE_DB_URL,
-    MAX_CALL_TIMEOUT, MAX_POOL_SIZE, MAX_RETRIES, PgStoreBuilder,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_POOL_SIZE, ENV_DATABASE_LISTEN_URL, ENV_DATABASE_URL,
+    ENV_SUPABASE_DB_URL, MAX_CALL_TIMEOUT, MAX_POOL_SIZE, MAX_RETRIES, PgStoreBuilder,
 };
 pub use deadpool_postgres;
 pub use tokio_postgres;
@@ -138,7 +138,9 @@ impl PgStore {
     }
 
     /// A service-mode store from `DATABASE_URL`, or `SUPABASE_DB_URL` when
-    /// that is unset. A missing or malformed URL is a
+    /// that is unset, listening for entitlement changes on
+    /// `DATABASE_LISTEN_URL` when that is set (see
+    /// [`PgStoreBuilder::listen_url`]). A missing or malformed URL is a
     /// [`Config`](crate::ErrorKind::Config) error naming the variable.
     pub fn from_env() -> Result<PgStore> {
         PgStoreBuilder::from_env()?.build()

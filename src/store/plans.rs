@@ -70,9 +70,11 @@ pub trait PlanStore: Backend {
     async fn unassign_plan(&self, org: crate::ids::OrgId) -> crate::error::Result<bool>;
 
     /// Moves assignments on `request.from` to `request.to_version` of the
-    /// same plan, keeping their start, trial and fallback, in one atomic
-    /// step; how many moved. Usage is untouched. `NotFound` if the target
-    /// version does not exist.
+    /// same plan, and trials whose fallback is `request.from` to fall to
+    /// `request.to_version`, keeping their start and trial end, in one
+    /// atomic step; how many assignments changed (one that moves both
+    /// counts once). Usage is untouched. `NotFound` if the target version
+    /// does not exist.
     async fn migrate_plan(
         &self,
         request: &crate::model::plan::MigratePlan,

@@ -237,8 +237,10 @@ impl Operator<'_> {
 
     /// Moves organizations on `request.from` to another version of the
     /// same plan — one organization ([`MigratePlan::org`]) or all of them —
-    /// in one atomic step, keeping their start, trial and fallback; how
-    /// many moved. Usage is untouched; the new version's limits apply to
+    /// in one atomic step, keeping their start and trial end; a trial whose
+    /// fallback is `request.from` falls to the new version instead, so no
+    /// organization lands on the old version later. Returns how many
+    /// assignments changed. Usage is untouched; the new version's limits apply to
     /// the period's usage so far from the next call on. `NotFound` if the
     /// target version does not exist. Audited.
     pub async fn migrate_plan(&self, request: MigratePlan) -> Result<u64> {

@@ -167,6 +167,42 @@ fn a_bad_listen_url_is_a_config_error_naming_it() {
     }
 }
 
+/// `from_env` reads the listen URL from `DATABASE_LISTEN_URL` when it is
+/// set and not blank, and names that variable when it is malformed.
+#[test]
+fn from_env_reads_the_listen_url() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    const URL: &str = "postgres://u:p@127.0.0.1:5432/db";
+    let store = |pairs| {
+        tenancy::postgres::PgStoreBuilder::from_env_with(env(pairs))
+            .and_then(|b| b.build())
+            .map(|s| format!("{s:?}"))
+    };
+    let listening = store(&[("DATABASE_URL", URL), ("DATABASE_LISTEN_URL", URL)]).unwrap();
+    assert!(listening.contains("listen: true"), "{listening}");
+    for pairs in [
+        &[("DATABASE_URL", URL)][..],
+        &[("DATABASE_URL", URL), ("DATABASE_LISTEN_URL", "  ")][..],
+        &[("SUPABASE_DB_URL", URL)][..],
+    ] {
+        let plain = store(pairs).unwrap();
+        assert!(plain.contains("listen: false"), "{pairs:?}: {plain}");
+    }
+    let err = store(&[("DATABASE_URL", URL), ("DATABASE_LISTEN_URL", "port=5432")]).unwrap_err();
+    assert_eq!(err.kind(), tenancy::ErrorKind::Config);
+    assert!(err.message().contains("DATABASE_LISTEN_URL"), "{err}");
+    let err = store(&[("DATABASE_LISTEN_URL", URL)]).unwrap_err();
+    assert_eq!(err.kind(), tenancy::ErrorKind::Config);
+    assert!(err.message().contains("DATABASE_URL"), "{err}");
+}
+
 /// Two instances, the writer on PgBouncer, the reader on PgBouncer and
 /// listening directly: 50 changes, p95 within 250 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use tenancy::limits::rate::{RateLimit, RateState};
 use tenancy::model::Feature;
 use tenancy::model::plan::{Entitlements, PlanAssignment, PlanVersion};
 use tenancy_testkit::pg::{self, Actor, Cluster, create_user};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use uuid::Uuid;
@@ -35,7 +36,7 @@ fn plan_key() -> String {
 async fn one(db: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Value {
     db.query_one(sql, params)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         .get(0)
 }
 
@@ -447,6 +448,133 @@ async fn versions_are_numbered_atomically_and_immutable() {
     .await;
     assert_ne!(put["limits"][0]["id"], first[0]["limits"][0]["id"]);
     assert_eq!(put["plan"]["version"], 9);
+}
+
+/// A malformed plan entry is 22023 naming it (`limits[1].period`), for
+/// each field, before anything is written; two entries sharing an id get
+/// distinct ids; two entries in one slot are 23505.
+#[tokio::test]
+async fn a_malformed_plan_is_refused_naming_the_field() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let key = plan_key();
+    let limit = json!({"metric": "tokens", "period": "daily", "value": "5"});
+    let rate = json!({"metric": "requests", "window": "minute", "value": 60, "burst": "10"});
+    let with = |base: &Value, field: &str, value: Value| {
+        let mut entry = base.clone();
+        entry[field] = value;
+        entry
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"features": {}}), "features: must be an array"),
+        (json!({"limits": "x"}), "limits: must be an array"),
+        (json!({"features": [1]}), "features[0]: must be an object"),
+        (
+            json!({"features": [{"key": "Bad key", "enabled": true}]}),
+            "features[0].key:",
+        ),
+        (json!({"features": [{"enabled": true}]}), "features[0].key:"),
+        (
+            json!({"features": [{"key": "veo", "enabled": "yes"}]}),
+            "features[0].enabled:",
+        ),
+        (
+            json!({"limits": [limit, with(&limit, "id", json!("nope"))]}),
+            "limits[1].id:",
+        ),
+        (
+            json!({"limits": [with(&limit, "metric", json!("Tokens"))]}),
+            "limits[0].metric:",
+        ),
+        (
+            json!({"limits": [with(&limit, "period", json!("weekly"))]}),
+            "limits[0].period:",
+        ),
+        (
+            json!({"limits": [with(&limit, "value", json!("5x"))]}),
+            "limits[0].value:",
+        ),
+        (
+            json!({"limits": [with(&limit, "value", json!(-1))]}),
+            "limits[0].value:",
+        ),
+        (
+            json!({"limits": [with(&limit, "value", json!("1e19"))]}),
+            "limits[0].value:",
+        ),
+        (
+            json!({"limits": [with(&limit, "value", json!(true))]}),
+            "limits[0].value:",
+        ),
+        (
+            json!({"limits": [with(&limit, "mode", json!("strict"))]}),
+            "limits[0].mode:",
+        ),
+        (
+            json!({"rate_limits": [with(&rate, "window", json!("day"))]}),
+            "rate_limits[0].window:",
+        ),
+        (
+            json!({"rate_limits": [with(&rate, "burst", json!(0))]}),
+            "rate_limits[0].burst:",
+        ),
+        (
+            json!({"rate_limits": [with(&rate, "burst", Value::Null)]}),
+            "rate_limits[0].burst:",
+        ),
+        (
+            json!({"rate_limits": [with(&rate, "value", Value::Null)]}),
+            "rate_limits[0].value:",
+        ),
+    ];
+    for (entries, expected) in cases {
+        let mut plan = json!({"key": key, "name": "Bad"});
+        for (k, v) in entries.as_object().unwrap() {
+            plan[k] = v.clone();
+        }
+        let result = db
+            .query_one(
+                "select tenancy_put_plan_version($1::jsonb, now())",
+                &[&plan],
+            )
+            .await;
+        let message = crate::support::message(&result).unwrap_or_default();
+        assert_code(result, SqlState::INVALID_PARAMETER_VALUE, expected);
+        assert!(message.starts_with(expected), "{expected}: {message}");
+    }
+    let none = one(&db, "select tenancy_plan_versions($1)", &[&key]).await;
+    assert_eq!(none, json!([]), "nothing was written");
+
+    // Both number forms are values; one id twice gets two ids.
+    let id = Uuid::new_v4();
+    let plan = json!({"key": key, "name": "Good", "limits": [
+        with(&with(&limit, "id", json!(id)), "value", json!(5)),
+        with(&with(&limit, "id", json!(id)), "period", json!("monthly"))],
+        "rate_limits": [rate]});
+    let put = one(
+        &db,
+        "select tenancy_put_plan_version($1::jsonb, now())",
+        &[&plan],
+    )
+    .await;
+    assert_eq!(put["limits"][0]["id"], json!(id));
+    assert_ne!(
+        put["limits"][1]["id"],
+        json!(id),
+        "the second use of an id is fresh"
+    );
+    assert_eq!(put["rate_limits"][0]["value"], "60");
+
+    let slot = json!({"key": key, "name": "Twice", "limits": [limit, limit]});
+    assert_code(
+        db.query_one(
+            "select tenancy_put_plan_version($1::jsonb, now())",
+            &[&slot],
+        )
+        .await,
+        SqlState::UNIQUE_VIOLATION,
+        "two limits in one slot",
+    );
 }
 
 /// Members (viewer and up) read their organization's assignment, the plan
