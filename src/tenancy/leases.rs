@@ -130,6 +130,11 @@ impl Tenancy {
 ///   lease is returned (ended at once when everything decided on it is
 ///   recorded);
 /// - at every renewal, which returns the unused part first;
+/// - when the organization nears a limit: a top-up that finds no fresh
+///   slice to grant returns the lease's unused part at once, and the
+///   meter decides per call for [`backoff`](LeaseConfig::backoff) before
+///   it tries to lease again (an idle instance, which tops up nothing,
+///   keeps its lease until it is spent, returned or lapses);
 /// - on their own [`ttl`](LeaseConfig::ttl) after the last renewal, if the
 ///   instance crashed or hung: an expired lease counts nothing, whether or
 ///   not anything deleted it. The meter stops deciding on a lease
@@ -696,13 +701,24 @@ async fn top_up_lease(meter: LeasedMeter, lane: Arc<Lane>) {
     .with_min(config.min_slice)
     .with_share(config.share);
     let answer = meter.lease_store_call(&request).await;
-    let mut state = lock(&lane.state);
-    state.topping_up = false;
-    if let Ok(grant) = answer {
+    let near_limit = {
+        let mut state = lock(&lane.state);
+        state.topping_up = false;
+        let Ok(grant) = answer else { return };
         let valid_until = (expires_at - config.margin).min(lane.day_ends);
         state.local.cover(grant.granted);
         state.local.valid_until = valid_until.timestamp_micros();
         state.expires_at = grant.expires_at;
         state.low_water = grant.free / Decimal::TWO;
+        if grant.free.is_zero() {
+            state.per_call_until = now + config.backoff;
+        }
+        grant.free.is_zero()
+    };
+    // Nothing fresh fits: the organization is near a limit. The unused
+    // part goes back, so the last of the budget is decided per call by
+    // the store, for every instance alike. A failure leaves it to lapse.
+    if near_limit {
+        let _ = meter.give_back_lease(&lane, false).await;
     }
 }

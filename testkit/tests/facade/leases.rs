@@ -165,6 +165,73 @@ async fn one_instance_cannot_starve_the_others() {
     drop((big, mine, rest));
 }
 
+/// Near the limit, a lease goes back: the top-up that finds no fresh slice
+/// returns the unused part at once, so a per-call caller (another
+/// instance) finds it, and the meter decides per call from then on.
+#[tokio::test]
+async fn near_the_limit_the_unused_lease_goes_back() {
+    let s = with_daily_limit(400).await;
+    let config = LeaseConfig::default().with_min_slice(d(40));
+    let meter = s.tenancy.leased(recorder(&s.tenancy), config).unwrap();
+    let mut held = vec![
+        meter
+            .reserve(&s.owner_ctx, "tokens", d(1))
+            .await
+            .unwrap()
+            .into_granted()
+            .unwrap(),
+    ];
+    // An eighth of 400.
+    assert_eq!(daily(&s, &s.owner_ctx).await.1, d(50));
+    let elsewhere = s
+        .tenancy
+        .reserve(&s.owner_ctx, "tokens", d(310))
+        .await
+        .unwrap();
+    assert!(matches!(elsewhere, tenancy::ReserveOutcome::Granted(_)));
+    // 40 left: an eighth of it is under the 40 minimum slice. Taking the
+    // lease under half its grant starts a top-up that finds nothing.
+    for _ in 0..25 {
+        held.push(
+            meter
+                .reserve_local(&s.owner_ctx, "tokens", d(1))
+                .unwrap()
+                .expect("decided locally"),
+        );
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if daily(&s, &s.owner_ctx).await.1 < d(360) {
+            break;
+        }
+    }
+    // The 24 unused went back; the 26 decided stay covered.
+    assert_eq!(daily(&s, &s.owner_ctx).await.1, d(310 + 26));
+    let late = s
+        .tenancy
+        .reserve(&s.owner_ctx, "tokens", d(64))
+        .await
+        .unwrap();
+    assert!(
+        matches!(late, tenancy::ReserveOutcome::Granted(_)),
+        "the returned part is anyone's: {late:?}"
+    );
+    assert!(
+        meter
+            .reserve_local(&s.owner_ctx, "tokens", d(1))
+            .unwrap()
+            .is_none()
+    );
+    // Nothing is left, and the store says so.
+    let denied = meter.reserve(&s.owner_ctx, "tokens", d(1)).await.unwrap();
+    assert!(
+        matches!(denied, tenancy::LeasedOutcome::Denied(_)),
+        "{denied:?}"
+    );
+    drop((held, elsewhere, late, denied));
+    meter.shutdown().await.unwrap();
+}
+
 /// A reservation dropped without commit or release goes back to its lease
 /// at once; released, the same.
 #[tokio::test]
