@@ -549,6 +549,8 @@ declare
   v_inserted integer;
   v_bad_amount boolean;
   v_month timestamptz;
+  v_kept timestamptz;
+  v_old timestamptz;
 begin
   if events is null or jsonb_typeof(events) <> 'array' then
     raise exception 'events must be a JSON array' using errcode = '22023';
@@ -573,11 +575,28 @@ begin
     raise exception 'organization % does not exist', v_missing using errcode = 'P0002';
   end if;
 
+  -- A new event older than what retention dropped would bring a dropped
+  -- month back: refused. One already recorded is a duplicate, as ever.
+  select r.kept_from into v_kept from tenancy.usage_retention r;
+  if v_kept is not null then
+    select (e ->> 'occurred_at')::timestamptz into v_old
+    from jsonb_array_elements(events) e
+    where (e ->> 'occurred_at')::timestamptz < v_kept
+      and not exists (select 1 from tenancy.usage_event_ids k
+        where k.organization_id = (e ->> 'organization_id')::uuid and k.id = (e ->> 'id')::uuid)
+    limit 1;
+    if found then
+      raise exception 'occurred_at: % is before %, where retention dropped the event log', v_old, v_kept
+        using errcode = '22023';
+    end if;
+  end if;
+
   -- The month partitions the batch needs (usually made ahead).
   for v_month in
     select distinct date_trunc('month', (e ->> 'occurred_at')::timestamptz at time zone 'UTC') at time zone 'UTC'
     from jsonb_array_elements(events) e
     where e ->> 'occurred_at' is not null
+      and (v_kept is null or (e ->> 'occurred_at')::timestamptz >= v_kept)
   loop
     if to_regclass('tenancy.' || tenancy.usage_partition_name(v_month)) is null then
       perform tenancy.create_usage_partition(v_month);
@@ -1014,10 +1033,10 @@ declare
   v_bad text;
 begin
   if since is null or until is null then
-    raise exception 'from: since and until are required' using errcode = '22023';
+    raise exception 'since: since and until are required' using errcode = '22023';
   end if;
   if until <= since then
-    raise exception 'to: % is not after from (%)', until, since using errcode = '22023';
+    raise exception 'until: % is not after since (%)', until, since using errcode = '22023';
   end if;
   if granularity is null or granularity not in ('hour', 'day', 'month') then
     raise exception 'granularity: % is not hour, day or month', coalesce(granularity, 'null')
@@ -1030,7 +1049,7 @@ begin
       coalesce(v_bad, 'null') using errcode = '22023';
   end if;
   if max_rows is null or max_rows < 1 or max_rows > 10001 then
-    raise exception 'limit: % is not from 1 to 10001', coalesce(max_rows::text, 'null')
+    raise exception 'max_rows: % is not from 1 to 10001', coalesce(max_rows::text, 'null')
       using errcode = '22023';
   end if;
 end
@@ -1449,11 +1468,11 @@ begin
     raise exception 'org_id, since and until are required' using errcode = '22023';
   end if;
   if until <= since then
-    raise exception 'to: % is not after from (%)', until, since using errcode = '22023';
+    raise exception 'until: % is not after since (%)', until, since using errcode = '22023';
   end if;
   select r.kept_from into v_kept from tenancy.usage_retention r;
   if v_kept is not null and since < v_kept then
-    raise exception 'from: events before % were dropped by retention; rollups before then cannot be recomputed', v_kept
+    raise exception 'since: events before % were dropped by retention; rollups before then cannot be recomputed', v_kept
       using errcode = '22023';
   end if;
   select tenancy.iana_zone(o.timezone) into v_tz from public.organizations o where o.id = org;

@@ -21,8 +21,8 @@ use crate::model::UsageRecord;
 use crate::model::report::{
     CostPage, CostQuery, CostRow, EventPage, EventQuery, ExportAck, ExportBatch, ExportClaim,
     ExportItem, Granularity, GroupKey, RecordedEvent, ReportCursor, ReportDimension, ReportPage,
-    ReportQuery, ReportRow, RetentionOutcome, RollupDrift, RollupReconcileQuery, to_units,
-    validate_cost_query, validate_customer_id,
+    ReportQuery, ReportRow, RetentionOutcome, RollupDrift, RollupReconcileQuery,
+    oldest_event_timestamp, to_units, validate_cost_query, validate_customer_id,
 };
 use crate::model::usage::{CostSource, TokenCounts};
 use crate::store::{ReportStore, org_not_found};
@@ -128,7 +128,7 @@ pub(super) struct ReportState {
     customers: HashMap<OrgId, String>,
     meters: HashMap<String, MeterExport>,
     /// Events before this instant were dropped by retention.
-    dropped_before: Option<DateTime<Utc>>,
+    pub(super) dropped_before: Option<DateTime<Utc>>,
 }
 
 impl ReportState {
@@ -551,6 +551,22 @@ fn repair(state: &mut State, query: &RollupReconcileQuery) -> Result<Vec<RollupD
     Ok(found)
 }
 
+/// One organization's hour not exported yet, before its units are worked
+/// out.
+struct Unexported<'a> {
+    hour: DateTime<Utc>,
+    org: OrgId,
+    customer: &'a str,
+    amount: Decimal,
+    seq: u32,
+}
+
+/// Claims as `tenancy_export_claim` does: across every organization with a
+/// billing customer, the not-yet-exported amount per organization and hour
+/// ended by `up_to`, ordered by hour, then organization id, the first
+/// `max_items` of them; units then worked out per organization in hour
+/// order, from its carried remainder, and the items ordered by
+/// organization, then hour.
 fn claim(state: &mut State, claim: &ExportClaim) -> Result<Option<ExportBatch>> {
     claim.validate()?;
     let meter = &claim.meter;
@@ -562,19 +578,12 @@ fn claim(state: &mut State, claim: &ExportClaim) -> Result<Option<ExportBatch>> 
     {
         return Ok(Some(pending));
     }
-    let mut customers: Vec<(OrgId, String)> = state
-        .reports
-        .customers
-        .iter()
-        .filter(|(org, _)| state.tenant(**org).is_some())
-        .map(|(o, c)| (*o, c.clone()))
-        .collect();
-    customers.sort();
     let export = state.reports.meters.get(&meter.event_name);
-    let oldest_stamp =
-        claim.now - (crate::model::report::STRIPE_MAX_EVENT_AGE - TimeDelta::days(1));
-    let mut items = Vec::new();
-    'orgs: for (org, customer) in customers {
+    let mut unexported = Vec::new();
+    for (&org, customer) in &state.reports.customers {
+        if state.tenant(org).is_none() {
+            continue;
+        }
         let tz = tz_of(state, org)?;
         let Some(history) = state.reports.orgs.get(&org) else {
             continue;
@@ -591,34 +600,48 @@ fn claim(state: &mut State, claim: &ExportClaim) -> Result<Option<ExportBatch>> 
             let total = hours.entry(hour).or_default();
             *total = total.saturating_add(*amount);
         }
-        let mut carried = export
-            .and_then(|e| e.carried.get(&org).copied())
-            .unwrap_or_default();
         for (hour, total) in hours {
             let (done, seq) = export
                 .and_then(|e| e.exported.get(&(org, hour)).copied())
                 .unwrap_or_default();
             let amount = total - done;
-            if amount <= Decimal::ZERO {
-                continue;
+            if amount > Decimal::ZERO {
+                unexported.push(Unexported {
+                    hour,
+                    org,
+                    customer,
+                    amount,
+                    seq,
+                });
             }
-            if items.len() == claim.max_items as usize {
-                break 'orgs;
-            }
-            let (value, rest) = to_units(amount, meter.unit_scale, carried)?;
-            carried = rest;
-            items.push(ExportItem {
-                org,
-                stripe_customer_id: customer.clone(),
-                bucket_start: hour,
-                seq,
-                amount,
-                value,
-                carried,
-                identifier: meter.identifier(org, hour, seq),
-                timestamp: hour.max(oldest_stamp),
-            });
         }
+    }
+    // The oldest hours first, across organizations (ties by organization
+    // id), as SQL's `order by bucket_start, organization_id limit`.
+    unexported.sort_by_key(|u| (u.hour, u.org));
+    unexported.truncate(claim.max_items as usize);
+    unexported.sort_by_key(|u| (u.org, u.hour));
+    let mut items: Vec<ExportItem> = Vec::with_capacity(unexported.len());
+    let oldest_stamp = oldest_event_timestamp(claim.now);
+    for u in unexported {
+        let carried = match items.last() {
+            Some(last) if last.org == u.org => last.carried,
+            _ => export
+                .and_then(|e| e.carried.get(&u.org).copied())
+                .unwrap_or_default(),
+        };
+        let (value, carried) = to_units(u.amount, meter.unit_scale, carried)?;
+        items.push(ExportItem {
+            org: u.org,
+            stripe_customer_id: u.customer.to_owned(),
+            bucket_start: u.hour,
+            seq: u.seq,
+            amount: u.amount,
+            value,
+            carried,
+            identifier: meter.identifier(u.org, u.hour, u.seq),
+            timestamp: u.hour.max(oldest_stamp),
+        });
     }
     if items.is_empty() {
         return Ok(None);

@@ -114,6 +114,19 @@ impl State {
                 outcome.duplicates += 1;
                 continue;
             }
+            // A new event older than what retention dropped would bring a
+            // dropped month back; an old duplicate is harmless.
+            if let Some(cut) = self.reports.dropped_before
+                && record.occurred_at < cut
+            {
+                return Err(Error::invalid_input(
+                    "occurred_at",
+                    format_args!(
+                        "{} is before {cut}, where retention dropped the event log",
+                        record.occurred_at
+                    ),
+                ));
+            }
             outcome.inserted += 1;
             new_records.push(record);
             logged.push((

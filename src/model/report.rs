@@ -40,10 +40,33 @@ pub const MAX_EVENT_NAME_CHARS: usize = 100;
 /// limit). Identifiers made by [`Meter::identifier`] are at most 80.
 pub const MAX_IDENTIFIER_CHARS: usize = 100;
 
-/// How far in the past Stripe accepts a meter event's `timestamp`: 35 days.
-/// The exporter stamps older buckets with [`ExportClaim::now`] minus 34
-/// days (see [`ExportItem::timestamp`]).
+/// How far in the past Stripe accepts a meter event's `timestamp`: 35
+/// days ("within the past 35 calendar days", and at most 5 minutes in the
+/// future). See [`MeterEvent::timestamp`] for what the exporter sends.
 pub const STRIPE_MAX_EVENT_AGE: chrono::TimeDelta = chrono::TimeDelta::days(35);
+
+/// The safety margin the exporter keeps inside [`STRIPE_MAX_EVENT_AGE`]:
+/// 1 day. No timestamp is older than 34 days (35 less this margin) at the
+/// moment it is stamped: the claim stamps with the claim's time and the
+/// exporter again with the send's time. The day covers the host's clock
+/// running ahead of Stripe's, pacing within a batch (at most 1,000 s) and
+/// a sink's own retries; it is the margin the SQL claim uses too, so a
+/// batch sent right after its claim goes out as claimed.
+pub const EXPORT_TIMESTAMP_MARGIN: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// How long Stripe dedupes a meter event `identifier`: 24 hours. Stripe
+/// documents that it "will enforce uniqueness within a rolling period of
+/// at least 24 hours"; an identifier sent again later may be counted
+/// again. The exporter refuses to resend a pending batch claimed this long
+/// ago or longer unless told to ([`ExportOptions::resend_stale_batch`]).
+pub const STRIPE_IDENTIFIER_DEDUPE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// The oldest `timestamp` the exporter gives an event stamped at `at`:
+/// `at` − ([`STRIPE_MAX_EVENT_AGE`] − [`EXPORT_TIMESTAMP_MARGIN`]), that is
+/// `at` − 34 days.
+pub fn oldest_event_timestamp(at: DateTime<Utc>) -> DateTime<Utc> {
+    at - (STRIPE_MAX_EVENT_AGE - EXPORT_TIMESTAMP_MARGIN)
+}
 
 /// The largest export batch: 1,000 items.
 pub const MAX_EXPORT_BATCH: u32 = 1_000;
@@ -781,9 +804,17 @@ pub struct MeterEvent {
     pub event_name: String,
     /// The customer and value.
     pub payload: MeterPayload,
-    /// A unique identifier (at most 100 characters): Stripe dedupes by it.
+    /// A unique identifier (at most 100 characters): Stripe dedupes by it,
+    /// within "a rolling period of at least 24 hours"
+    /// ([`STRIPE_IDENTIFIER_DEDUPE_WINDOW`]). The same item always sends the
+    /// same identifier.
     pub identifier: String,
-    /// Unix seconds; within the past 35 days and at most 5 minutes ahead.
+    /// Unix seconds. Stripe takes a timestamp within the past 35 calendar
+    /// days and at most 5 minutes ahead. The exporter sends
+    /// [`ExportItem::timestamp_at`] the instant of the send: the item's
+    /// [`timestamp`](ExportItem::timestamp) (the hour's start) or, when that
+    /// is more than 34 days before the send, the send's time minus 34 days.
+    /// It is the only field that may differ between two sends of one item.
     pub timestamp: i64,
 }
 
@@ -892,9 +923,40 @@ pub struct ExportItem {
     pub carried: Decimal,
     /// Stripe's `identifier` ([`Meter::identifier`]).
     pub identifier: String,
-    /// Stripe's `timestamp`: the hour's start, or the claim's `now` minus
-    /// 34 days when the hour is older than that.
+    /// The timestamp as claimed: the hour's start, or the claim's `now`
+    /// minus 34 days when the hour is older than that. Stored with the
+    /// batch and never changed. What is sent is
+    /// [`timestamp_at`](Self::timestamp_at) the send's time, which moves it
+    /// forward when the batch is sent (again) more than 34 days after it:
+    /// a batch claimed on day 0 and resent on day 40 carries day 6.
     pub timestamp: DateTime<Utc>,
+}
+
+impl ExportItem {
+    /// The `timestamp` to send at `sent_at`: [`timestamp`](Self::timestamp),
+    /// or [`oldest_event_timestamp`]`(sent_at)` (`sent_at` − 34 days) when
+    /// that is later, so Stripe's 35-day bound holds with a day to spare
+    /// however late the batch is sent. The usage then lands in Stripe at
+    /// that later instant (it was older than Stripe takes).
+    pub fn timestamp_at(&self, sent_at: DateTime<Utc>) -> DateTime<Utc> {
+        self.timestamp.max(oldest_event_timestamp(sent_at))
+    }
+
+    /// The Stripe meter event of this item for `event_name`, sent at
+    /// `sent_at`: identifier and value as claimed, timestamp
+    /// [`timestamp_at`](Self::timestamp_at)`(sent_at)`. `None` for an item
+    /// below one unit, which only carries its remainder.
+    pub fn meter_event(&self, event_name: &str, sent_at: DateTime<Utc>) -> Option<MeterEvent> {
+        (self.value > 0).then(|| MeterEvent {
+            event_name: event_name.to_owned(),
+            payload: MeterPayload {
+                stripe_customer_id: self.stripe_customer_id.clone(),
+                value: self.value.to_string(),
+            },
+            identifier: self.identifier.clone(),
+            timestamp: self.timestamp_at(sent_at).timestamp(),
+        })
+    }
 }
 
 /// A claimed batch of one meter, delivered through a sink, then
@@ -912,22 +974,22 @@ pub struct ExportBatch {
 }
 
 impl ExportBatch {
-    /// The Stripe meter events to deliver: one per item with a value of 1
-    /// or more (an item below one unit only carries its remainder).
-    pub fn meter_events(&self) -> Vec<MeterEvent> {
+    /// The Stripe meter events to deliver at `sent_at`: one per item with a
+    /// value of 1 or more (an item below one unit only carries its
+    /// remainder), as [`ExportItem::meter_event`] makes them. The exporter
+    /// stamps each event with the clock's time when it sends that event.
+    pub fn meter_events(&self, sent_at: DateTime<Utc>) -> Vec<MeterEvent> {
         self.items
             .iter()
-            .filter(|i| i.value > 0)
-            .map(|i| MeterEvent {
-                event_name: self.event_name.clone(),
-                payload: MeterPayload {
-                    stripe_customer_id: i.stripe_customer_id.clone(),
-                    value: i.value.to_string(),
-                },
-                identifier: i.identifier.clone(),
-                timestamp: i.timestamp.timestamp(),
-            })
+            .filter_map(|i| i.meter_event(&self.event_name, sent_at))
             .collect()
+    }
+
+    /// Whether, at `now`, the batch was claimed [`STRIPE_IDENTIFIER_DEDUPE_WINDOW`]
+    /// (24 hours) ago or longer: some of its events may have reached Stripe
+    /// that long ago, and Stripe may no longer dedupe their identifiers.
+    pub fn is_past_dedupe_window(&self, now: DateTime<Utc>) -> bool {
+        now - self.claimed_at >= STRIPE_IDENTIFIER_DEDUPE_WINDOW
     }
 }
 
@@ -977,8 +1039,9 @@ pub enum ExportFormat {
 /// concurrently, so there is never more than one call in flight for any
 /// customer and meter (Stripe allows one), and paces calls to the
 /// configured rate (at most Stripe's 1,000 calls per second in live mode).
-/// A redelivered event has the same `identifier`, which Stripe dedupes: a
-/// sink should treat Stripe's "duplicate identifier" answer as success.
+/// A redelivered event has the same `identifier`, which Stripe dedupes
+/// within 24 hours ([`STRIPE_IDENTIFIER_DEDUPE_WINDOW`]): a sink should
+/// treat Stripe's "duplicate identifier" answer as success.
 #[async_trait::async_trait]
 pub trait MeterSink: Send + Sync {
     /// Delivers one meter event. An error stops the run; the batch stays
@@ -1005,6 +1068,16 @@ pub struct ExportOptions {
     /// (default 300): usage recorded late still exports, as a later
     /// delta, but waiting a little makes that rarer.
     pub settle_secs: u32,
+    /// The id of a pending batch claimed 24 hours ago or longer
+    /// ([`ExportBatch::is_past_dedupe_window`]) to send again anyway
+    /// (default `None`). Without it the exporter refuses such a batch
+    /// (`Conflict`, naming it), since Stripe may count again an event it
+    /// received more than 24 hours before. Set it once you checked in
+    /// Stripe that none of the batch's events was counted (a sink that
+    /// failed on its first event, say). Naming the batch keeps the check
+    /// for every later batch.
+    #[serde(default)]
+    pub resend_stale_batch: Option<u64>,
 }
 
 impl Default for ExportOptions {
@@ -1014,6 +1087,7 @@ impl Default for ExportOptions {
             max_batches: None,
             calls_per_second: 100,
             settle_secs: 300,
+            resend_stale_batch: None,
         }
     }
 }
@@ -1066,11 +1140,17 @@ pub struct RepriceLine {
     pub tokens: TokenCounts,
     /// The cost recorded (events without a cost count 0).
     pub recorded_usd: Decimal,
-    /// The cost under the table, each hour's tokens at the price in effect
-    /// at the hour's start; unpriced events count 0.
+    /// The cost under the table. Tokens are priced per hour of this
+    /// provider and model (summed over users and operations, as the token
+    /// rollups keep them): each hour's token classes at the price in
+    /// effect at the hour's start. An hour the table cannot price adds 0.
     pub repriced_usd: Decimal,
-    /// Events the table could not price (no price for the model then, or
-    /// no rate for one of their classes).
+    /// The events of the hours the table could not price: no price for
+    /// the model at the hour's start, or no rate for a token class the
+    /// hour has (audio or image, say). The hour is priced as a whole, so
+    /// one such event leaves every event of that model in that hour here.
+    /// An hour without tokens (events of cost or other quantities only)
+    /// adds nothing to `repriced_usd` and is not counted here.
     pub unpriced_events: u64,
 }
 
@@ -1114,6 +1194,57 @@ mod tests {
         assert!(id.len() <= 80, "{id}");
         assert_eq!(id, m.identifier(org, at, 4_000_000_000));
         assert_ne!(id, m.identifier(org, at, 1));
+    }
+
+    #[test]
+    fn timestamps_are_stamped_at_send_time() {
+        let hour = DateTime::parse_from_rfc3339("2026-03-04T06:00:00Z")
+            .unwrap()
+            .to_utc();
+        let org = OrgId::new_v7();
+        let item = ExportItem {
+            org,
+            stripe_customer_id: "cus_1".into(),
+            bucket_start: hour,
+            seq: 0,
+            amount: dec!(2),
+            value: 2,
+            carried: dec!(0),
+            identifier: "id".into(),
+            timestamp: hour,
+        };
+        let batch = ExportBatch {
+            id: 7,
+            event_name: "m".into(),
+            claimed_at: hour + chrono::TimeDelta::hours(4),
+            items: vec![
+                item.clone(),
+                ExportItem {
+                    value: 0,
+                    ..item.clone()
+                },
+            ],
+        };
+        // Sent at once: the hour's start.
+        let soon = batch.claimed_at;
+        assert_eq!(batch.meter_events(soon)[0].timestamp, hour.timestamp());
+        // Sent 40 days on: 34 days before the send; all else unchanged.
+        let late = soon + chrono::TimeDelta::days(40);
+        let events = batch.meter_events(late);
+        assert_eq!(events.len(), 1, "an item below one unit sends nothing");
+        assert_eq!(
+            events[0].timestamp,
+            (late - chrono::TimeDelta::days(34)).timestamp()
+        );
+        assert_eq!(
+            (
+                events[0].identifier.as_str(),
+                events[0].payload.value.as_str()
+            ),
+            ("id", "2")
+        );
+        assert!(!batch.is_past_dedupe_window(soon + chrono::TimeDelta::hours(23)));
+        assert!(batch.is_past_dedupe_window(soon + chrono::TimeDelta::hours(24)));
     }
 
     #[test]

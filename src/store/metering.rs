@@ -25,7 +25,13 @@ pub trait MeteringStore: Backend {
     /// store never derives amounts itself) is added to the org-wide
     /// counters and, when the event has a user, to that user's, for the
     /// daily and monthly periods in the record. All of a batch is applied
-    /// or none. `NotFound` if an organization does not exist.
+    /// or none. `NotFound` if an organization does not exist;
+    /// `InvalidInput` naming `occurred_at` for a new event that occurred
+    /// before what [`ReportStore::drop_usage_events`] dropped (it would
+    /// bring a dropped period back; an event already stored is still a
+    /// duplicate).
+    ///
+    /// [`ReportStore::drop_usage_events`]: super::ReportStore::drop_usage_events
     async fn record_usage(&self, batch: &[UsageRecord]) -> Result<RecordOutcome>;
 
     /// The applicable limits with their usage, and the counters in scope;

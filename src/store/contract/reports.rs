@@ -50,6 +50,7 @@ macro_rules! __report_contract_list {
             rollups_agree_with_the_log,
             export_is_exactly_once_across_a_crash,
             export_batches_are_bounded_and_skip_unmapped_orgs,
+            export_batches_take_the_oldest_hours_across_orgs,
             billing_customers_map_per_org,
             retention_drops_events_and_keeps_reports,
         }
@@ -786,7 +787,7 @@ pub async fn export_is_exactly_once_across_a_crash(store: Arc<DynStore>) {
     ];
     want.sort();
     assert_eq!(items, want);
-    let events = first.meter_events();
+    let events = first.meter_events(now);
     assert_eq!(events.len(), 2, "an item below one unit sends nothing");
     for e in &events {
         assert_eq!(e.event_name, meter.event_name);
@@ -939,6 +940,103 @@ pub async fn export_batches_are_bounded_and_skip_unmapped_orgs(store: Arc<DynSto
     assert_eq!(hours.len(), 5, "each hour once");
 }
 
+/// A batch takes the oldest not-yet-exported hours across every
+/// organization, ties by organization id, at most `max_items`; its items
+/// are ordered by organization, then hour; remainders carry across
+/// batches. Every backend fills batches in exactly this order, and after
+/// the last one every hour was exported once.
+pub async fn export_batches_take_the_oldest_hours_across_orgs(store: Arc<DynStore>) {
+    let metric = unique_metric();
+    let meter = Meter::new(
+        format!("contract_{}", metric.as_str()),
+        metric.clone(),
+        dec!(1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (x, _) = new_org(&store).await;
+    let (y, _) = new_org(&store).await;
+    // `a` sorts before `b` by id, as both SQL and Rust compare UUIDs.
+    let (a, b) = if x.id < y.id { (x, y) } else { (y, x) };
+    for (org, customer) in [(&a, "cus_a"), (&b, "cus_b")] {
+        store
+            .set_billing_customer(org.id, Some(customer))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let hour = |h: i64| at("2026-03-04T00:00:00Z") + chrono::TimeDelta::hours(h);
+    let minutes = chrono::TimeDelta::minutes(10);
+    // a: hours 0, 2, 3; b: hours 0, 1, 3 (two ties, at 0 and 3).
+    record(
+        &store,
+        &[
+            quantity(&b, &metric, dec!(10), hour(0) + minutes),
+            quantity(&a, &metric, dec!(1.5), hour(0) + minutes),
+            quantity(&b, &metric, dec!(20), hour(1) + minutes),
+            quantity(&a, &metric, dec!(1.5), hour(2) + minutes),
+            quantity(&a, &metric, dec!(0.25), hour(3) + minutes),
+            quantity(&b, &metric, dec!(30), hour(3) + minutes),
+        ],
+    )
+    .await;
+    let claim = ExportClaim {
+        meter: meter.clone(),
+        up_to: at("2026-03-05T00:00:00Z"),
+        max_items: 2,
+        now: at("2026-03-05T00:00:00Z"),
+    };
+    let mut batches = Vec::new();
+    while let Some(batch) = store
+        .claim_export(&claim)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        assert!(batches.len() < 10, "the claims never end");
+        batches.push(
+            batch
+                .items
+                .iter()
+                .map(|i| (i.org, i.bucket_start, i.value, i.carried))
+                .collect::<Vec<_>>(),
+        );
+        store
+            .ack_export(&ExportAck {
+                event_name: meter.event_name.clone(),
+                batch: batch.id,
+                now: claim.now,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        batches,
+        [
+            // Hour 0 of both.
+            vec![(a.id, hour(0), 1, dec!(0.5)), (b.id, hour(0), 10, dec!(0)),],
+            // b's hour 1, then a's hour 2 (listed by organization), a's
+            // remainder carried from the first batch.
+            vec![(a.id, hour(2), 2, dec!(0)), (b.id, hour(1), 20, dec!(0)),],
+            // Hour 3 of both; a's is below one unit and only carries.
+            vec![(a.id, hour(3), 0, dec!(0.25)), (b.id, hour(3), 30, dec!(0)),],
+        ]
+    );
+    let mut exported: Vec<(OrgId, DateTime<Utc>)> = batches
+        .iter()
+        .flatten()
+        .map(|(org, hour, _, _)| (*org, *hour))
+        .collect();
+    exported.sort();
+    let mut every = vec![
+        (a.id, hour(0)),
+        (a.id, hour(2)),
+        (a.id, hour(3)),
+        (b.id, hour(0)),
+        (b.id, hour(1)),
+        (b.id, hour(3)),
+    ];
+    every.sort();
+    assert_eq!(exported, every, "every hour exported exactly once");
+}
+
 /// The Stripe customer mapping is per organization, checked, and removable.
 pub async fn billing_customers_map_per_org(store: Arc<DynStore>) {
     let (org, _) = new_org(&store).await;
@@ -1045,4 +1143,40 @@ pub async fn retention_drops_events_and_keeps_reports(store: Arc<DynStore>) {
     )
     .await;
     assert_eq!(rows[0].amounts[&MetricKey::TOKENS], dec!(100));
+    // A new event from before the cutoff would bring the dropped month
+    // back: the batch is refused whole, naming `occurred_at`.
+    let late = call(
+        &org,
+        None,
+        ("p", "m", "o"),
+        5,
+        dec!(1),
+        at("2001-01-20T10:00:00Z"),
+    );
+    let fresh = call(
+        &org,
+        None,
+        ("p", "m", "o"),
+        3,
+        dec!(1),
+        at("2001-02-11T10:00:00Z"),
+    );
+    let refused = store
+        .record_usage(&[fresh.clone(), late.clone()])
+        .await
+        .expect_err("an event before the retention cutoff");
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
+    assert!(refused.to_string().contains("occurred_at"), "{refused}");
+    for id in [late.id, fresh.id] {
+        assert_eq!(store.usage_event(org.id, id).await.ok(), Some(None));
+    }
+    record(&store, &[fresh.clone()]).await;
+    assert!(
+        store
+            .usage_event(org.id, fresh.id)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    );
 }

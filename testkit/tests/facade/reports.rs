@@ -778,3 +778,237 @@ async fn the_operator_reconciles_and_retention_keeps_reports() {
         "the log no longer holds those events"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Export timestamps at send time and Stripe's identifier dedupe window.
+
+/// A sink that accepts `budget` more events, then fails until the budget
+/// is raised (`None`: always up), and keeps every event it received.
+#[derive(Default)]
+struct Outage {
+    budget: Mutex<Option<u32>>,
+    received: Mutex<Vec<MeterEvent>>,
+}
+
+#[async_trait]
+impl MeterSink for Outage {
+    async fn send(&self, event: &MeterEvent) -> Result<()> {
+        let mut budget = self.budget.lock().expect("lock");
+        match budget.as_mut() {
+            Some(0) => {
+                return Err(tenancy::Error::new(
+                    ErrorKind::Unavailable,
+                    "stripe is down",
+                ));
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        self.received.lock().expect("lock").push(event.clone());
+        Ok(())
+    }
+}
+
+impl Outage {
+    fn down_after(events: u32) -> Self {
+        Outage {
+            budget: Mutex::new(Some(events)),
+            ..Outage::default()
+        }
+    }
+
+    fn up(&self) {
+        *self.budget.lock().expect("lock") = None;
+    }
+
+    fn received(&self) -> Vec<MeterEvent> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+/// Three hours of ads for the scene's organization (3, 5 and 7, from
+/// 06:00 UTC on the scene's day), mapped to `cus_acme`, and their meter.
+async fn three_hours_of_ads(s: &Scene) -> Meter {
+    s.op()
+        .set_billing_customer(s.org, Some("cus_acme"))
+        .await
+        .expect("map");
+    for (hour, ads) in [(6, 3), (7, 5), (8, 7)] {
+        record(
+            s,
+            UsageEvent::new(s.org)
+                .quantity(MetricKey::ADS_CREATED, Decimal::from(ads))
+                .at(utc("2026-03-04T00:10:00Z") + TimeDelta::hours(hour)),
+        )
+        .await;
+    }
+    Meter::new("ads", MetricKey::ADS_CREATED, dec!(1)).expect("meter")
+}
+
+fn day(n: u64) -> Duration {
+    Duration::from_secs(n * 24 * 3600)
+}
+
+/// A batch claimed, the sink failing mid-batch, the clock moved 40 days:
+/// the exporter refuses to resend silently (Stripe dedupes identifiers for
+/// 24 hours only); told to resend that batch, it sends the same
+/// identifiers and values, stamped within Stripe's 35 days of the send
+/// (34 days back), not with the hours of 40 days ago.
+#[tokio::test]
+async fn a_batch_resent_40_days_later_is_stamped_at_send_time() {
+    let s = scene().await; // 2026-03-04T10:00Z
+    let meter = three_hours_of_ads(&s).await;
+    let sink = Outage::down_after(1);
+    let claimed_at = tenancy::clock::Clock::now(&s.clock);
+    let err = s
+        .op()
+        .export_meter(&meter, &sink, &ExportOptions::default())
+        .await
+        .expect_err("stripe goes down after one event");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    let first = sink.received();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].timestamp,
+        utc("2026-03-04T06:00:00Z").timestamp(),
+        "sent at once: the hour's start"
+    );
+
+    s.clock.advance(day(40));
+    let send_time = tenancy::clock::Clock::now(&s.clock);
+    sink.up();
+    let refused = s
+        .op()
+        .export_meter(&meter, &sink, &ExportOptions::default())
+        .await
+        .expect_err("claimed 40 days ago: past Stripe's dedupe window");
+    assert_eq!(refused.kind(), ErrorKind::Conflict);
+    assert!(!refused.is_retryable());
+    assert!(
+        refused.message().starts_with("batch 1 of meter ads "),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(sink.received().len(), 1, "nothing sent");
+
+    let resend = ExportOptions {
+        resend_stale_batch: Some(1),
+        ..ExportOptions::default()
+    };
+    let run = s
+        .op()
+        .export_meter(&meter, &sink, &resend)
+        .await
+        .expect("resend the batch named");
+    assert_eq!((run.batches, run.items, run.events_sent), (1, 3, 3));
+    let sent = sink.received();
+    let resent = &sent[1..];
+    let hours = [
+        "2026-03-04T06:00:00Z",
+        "2026-03-04T07:00:00Z",
+        "2026-03-04T08:00:00Z",
+    ];
+    for ((event, hour), value) in resent.iter().zip(hours).zip(["3", "5", "7"]) {
+        assert_eq!(event.identifier, meter.identifier(s.org, utc(hour), 0));
+        assert_eq!(event.payload.value, value);
+        assert_eq!(event.payload.stripe_customer_id, "cus_acme");
+        // Within Stripe's 35 days of the send, a day to spare, not ahead.
+        let stamped = event.timestamp;
+        assert_eq!(stamped, (send_time - TimeDelta::days(34)).timestamp());
+        assert!(stamped > (send_time - TimeDelta::days(35)).timestamp());
+        assert!(stamped <= send_time.timestamp());
+        assert!(stamped > utc(hour).timestamp() && stamped > claimed_at.timestamp());
+    }
+    // The event sent before the outage: same identifier and value, only
+    // the timestamp moved.
+    assert_eq!(resent[0].identifier, first[0].identifier);
+    assert_eq!(resent[0].payload, first[0].payload);
+    assert_ne!(resent[0].timestamp, first[0].timestamp);
+    let again = s
+        .op()
+        .export_meter(&meter, &sink, &resend)
+        .await
+        .expect("nothing left");
+    assert_eq!(again.batches, 0);
+}
+
+/// A pending batch is resent as claimed within Stripe's dedupe window;
+/// past it the run refuses until the operator acknowledges the batch
+/// (Stripe had every event), and the next run exports only later usage.
+#[tokio::test]
+async fn a_stale_batch_waits_for_the_operator() {
+    let s = scene().await; // 2026-03-04T10:00Z
+    let meter = three_hours_of_ads(&s).await;
+    let sink = Outage::down_after(1);
+    let options = ExportOptions {
+        batch_size: 2,
+        ..ExportOptions::default()
+    };
+    s.op()
+        .export_meter(&meter, &sink, &options)
+        .await
+        .expect_err("down after one event");
+
+    // 23 hours later: within the window, resent as claimed.
+    s.clock.advance(Duration::from_secs(23 * 3600));
+    *sink.budget.lock().expect("lock") = Some(2);
+    s.op()
+        .export_meter(&meter, &sink, &options)
+        .await
+        .expect_err("batch 1 resent (two events), batch 2 fails");
+    let sent = sink.received();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(sent[1], sent[0], "the same event, timestamp included");
+    assert_eq!(sent[2].timestamp, utc("2026-03-04T07:00:00Z").timestamp());
+
+    // Batch 2, claimed 23 hours after the start, is 24 hours old a day on.
+    s.clock.advance(day(1));
+    sink.up();
+    let refused = s
+        .op()
+        .export_meter(&meter, &sink, &options)
+        .await
+        .expect_err("past the window");
+    assert_eq!(refused.kind(), ErrorKind::Conflict);
+    assert!(
+        refused.message().starts_with("batch 2 "),
+        "{}",
+        refused.message()
+    );
+    // Refused again, however often the job runs.
+    assert_eq!(
+        kind(s.op().export_meter(&meter, &sink, &options).await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(sink.received().len(), 3);
+
+    // The operator finds hour 8's event missing in Stripe, sends it with
+    // their own client, and acknowledges the batch.
+    assert_eq!(s.op().acknowledge_export(&meter, 2).await.ok(), Some(true));
+    assert_eq!(s.op().acknowledge_export(&meter, 2).await.ok(), Some(false));
+    assert_eq!(
+        kind(s.op().acknowledge_export(&meter, 9).await),
+        ErrorKind::NotFound
+    );
+    record(
+        &s,
+        UsageEvent::new(s.org)
+            .quantity(MetricKey::ADS_CREATED, dec!(4))
+            .at(utc("2026-03-05T12:10:00Z")),
+    )
+    .await;
+    let run = s
+        .op()
+        .export_meter(&meter, &sink, &options)
+        .await
+        .expect("later usage");
+    assert_eq!((run.batches, run.items, run.events_sent), (1, 1, 1));
+    let last = sink.received().pop().expect("an event");
+    assert_eq!(
+        (last.identifier, last.payload.value),
+        (
+            meter.identifier(s.org, utc("2026-03-05T12:00:00Z"), 0),
+            "4".to_owned()
+        )
+    );
+}
