@@ -861,14 +861,30 @@ pub async fn valid_until_is_the_first_lapse_after_now(store: Arc<DynStore>) {
     assert_eq!(until(entitlements(&store, org.id, h(10)).await), None);
 }
 
-/// Where a store pushes changes, a watcher hears of an assignment (as
-/// that organization's change, or as "all") within a few seconds.
+/// How long a streaming store may take to push a change.
+const PUSHED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where a store pushes changes, a watcher hears of a change to one
+/// organization as that organization's own change, `Org(org)`, within a few
+/// seconds: an assignment, and then an override. `All` (which a catalog
+/// write sends) does not count, and other organizations' changes (other
+/// tests share the database) are skipped. Before each change, whatever
+/// earlier steps pushed is drained: a marker organization's change commits
+/// after them, so once the marker's is heard, theirs were too.
 pub async fn watchers_hear_of_changes(store: Arc<DynStore>) {
     let Some(mut watch) = store.watch_entitlements().await.unwrap() else {
         return;
     };
     let pro = put(&store, &plan(&unique_key("watch"), 100)).await;
+    // The catalog write (or, on `PgStore`, the connection's own `All` once
+    // it listens) is heard: from here on, nothing committed goes unheard.
+    let first = tokio::time::timeout(PUSHED_WITHIN, watch.next()).await;
+    assert!(
+        matches!(first, Ok(Some(_))),
+        "a streaming store pushes a catalog change: {first:?}"
+    );
     let (org, _) = new_org(&store).await;
+    let (marker, _) = new_org(&store).await;
     // Members are no entitlement; the assignment is.
     store
         .add_member(&Membership {
@@ -879,19 +895,46 @@ pub async fn watchers_hear_of_changes(store: Arc<DynStore>) {
         })
         .await
         .unwrap();
+    assign(
+        &store,
+        &AssignPlan::new(marker.id, pro.plan.clone(), noon()),
+    )
+    .await;
+    hear(&mut watch, marker.id, "the marker's assignment").await;
     assign(&store, &AssignPlan::new(org.id, pro.plan.clone(), noon())).await;
-    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    hear(&mut watch, org.id, "the assignment").await;
+
+    let off = FeatureChange::enabled(false);
+    store
+        .update_feature(marker.id, &veo(), &off, noon())
+        .await
+        .unwrap();
+    hear(&mut watch, marker.id, "the marker's override").await;
+    store
+        .update_feature(org.id, &veo(), &off, noon())
+        .await
+        .unwrap();
+    hear(&mut watch, org.id, "the override").await;
+}
+
+/// Waits for `Org(org)` on `watch`, skipping `All` and other
+/// organizations' changes; fails after [`PUSHED_WITHIN`].
+async fn hear(watch: &mut crate::store::EntitlementWatch, org: OrgId, what: &str) {
+    let heard = tokio::time::timeout(PUSHED_WITHIN, async {
         loop {
             match watch.next().await {
-                Some(EntitlementChange::Org(o)) if o == org.id => return true,
-                Some(EntitlementChange::All) => return true,
-                Some(EntitlementChange::Org(_)) => continue,
-                None => return false,
+                Some(EntitlementChange::Org(o)) if o == org => return Ok(()),
+                Some(EntitlementChange::All | EntitlementChange::Org(_)) => continue,
+                None => return Err("the stream ended"),
             }
         }
     })
     .await;
-    assert_eq!(heard, Ok(true), "the assignment was pushed");
+    assert_eq!(
+        heard,
+        Ok(Ok(())),
+        "{what} was pushed as Org({org}) within {PUSHED_WITHIN:?}"
+    );
 }
 
 /// Assignments are audited as the organization's `plan` events (target the

@@ -1170,7 +1170,7 @@ pub async fn retention_drops_events_and_keeps_reports(store: Arc<DynStore>) {
     for id in [late.id, fresh.id] {
         assert_eq!(store.usage_event(org.id, id).await.ok(), Some(None));
     }
-    record(&store, &[fresh.clone()]).await;
+    record(&store, std::slice::from_ref(&fresh)).await;
     assert!(
         store
             .usage_event(org.id, fresh.id)

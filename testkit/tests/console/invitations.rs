@@ -319,6 +319,270 @@ async fn every_invitation_form_refuses_a_bad_token() {
     }
 }
 
+/// Acme's invitations, as its owner lists them.
+async fn acme_invitations(s: &Site) -> Vec<tenancy::model::invitation::Invitation> {
+    let tenancy = s.demo.app.auth.tenancy();
+    let owner = tenancy.context(s.demo.alice, s.demo.acme).await.unwrap();
+    tenancy.invitations(&owner).await.unwrap()
+}
+
+/// The id of Acme's pending invitation for `email`.
+async fn invitation_for(s: &Site, email: &str) -> tenancy::model::invitation::InvitationId {
+    acme_invitations(s)
+        .await
+        .into_iter()
+        .find(|i| i.email.as_deref() == Some(email))
+        .unwrap_or_else(|| panic!("an invitation for {email}"))
+        .id
+}
+
+/// An admin lists the organization's invitations, an owner's admin
+/// invitation included, but may not revoke or resend one she could not have
+/// created (only owners invite admins): her page offers no button for it,
+/// her forged posts are 403 and leave it as it was, and its link still
+/// admits its invitee as an admin. She still manages the viewer link.
+#[tokio::test]
+async fn an_admin_cannot_revoke_or_resend_an_owners_admin_invitation() {
+    let s = site().await;
+    let (acme, alice, bob, frank) = (s.demo.acme, s.demo.alice, s.demo.bob, s.demo.frank);
+    let tenancy = s.demo.app.auth.tenancy();
+    let owner = tenancy.context(alice, acme).await.unwrap();
+    tenancy.change_role(&owner, bob, Role::Admin).await.unwrap();
+    let created = invite(
+        &s,
+        alice,
+        acme,
+        &[
+            ("kind", "email"),
+            ("email", "frank@example.com"),
+            ("role", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let link = invite_path(&created);
+    let id = invitation_for(&s, "frank@example.com").await;
+    let before = acme_invitations(&s).await;
+    let seeded = before.iter().find(|i| i.is_link()).unwrap().id;
+
+    let page = s.get(bob, &format!("/orgs/{acme}/members")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("frank@example.com"), "{}", page.body);
+    for action in ["revoke", "resend"] {
+        let theirs = format!("/orgs/{acme}/invitations/{id}/{action}");
+        let mine = format!("/orgs/{acme}/invitations/{seeded}/{action}");
+        assert!(!page.body.contains(&theirs), "no {action} button for it");
+        assert!(page.body.contains(&mine), "a {action} button for the link");
+    }
+    let csrf = page.csrf();
+    for action in ["revoke", "resend"] {
+        let post = s
+            .post(
+                bob,
+                &format!("/orgs/{acme}/invitations/{id}/{action}"),
+                &[("csrf", &csrf)],
+                &[],
+            )
+            .await;
+        assert_eq!(
+            post.status,
+            StatusCode::FORBIDDEN,
+            "{action}: {}",
+            post.body
+        );
+        assert!(!post.body.contains("invite-url"), "{action}: no new link");
+    }
+    assert_eq!(acme_invitations(&s).await, before);
+    // The same posts for the viewer link pass: the refusal is the rule.
+    let resent = s
+        .post(
+            bob,
+            &format!("/orgs/{acme}/invitations/{seeded}/resend"),
+            &[("csrf", &csrf)],
+            &[],
+        )
+        .await;
+    assert_eq!(resent.status, StatusCode::OK, "{}", resent.body);
+    // Neither revoked nor rotated: the link Alice was shown still works.
+    let joined = accept(&s, frank, &link).await;
+    assert_eq!(joined.status, StatusCode::SEE_OTHER, "{}", joined.body);
+    assert_eq!(
+        tenancy.context(frank, acme).await.unwrap().role(),
+        Role::Admin
+    );
+}
+
+/// Carol owns Globex. Naming Acme's id or an Acme invitation's id on her
+/// own organization's pages reaches nothing of Acme: her members page
+/// lists Globex's invitations only; revoking an Acme invitation through
+/// Globex finds none there, resending is 404; the same posts under Acme's
+/// own path are 403 (she is no member); an invitation she creates with
+/// Acme's id in the form is Globex's. Acme's invitations are unchanged and
+/// Frank's link still admits him.
+#[tokio::test]
+async fn another_orgs_owner_cannot_reach_acmes_invitations() {
+    let s = site().await;
+    let (acme, globex, alice, carol, frank) = (
+        s.demo.acme,
+        s.demo.globex,
+        s.demo.alice,
+        s.demo.carol,
+        s.demo.frank,
+    );
+    let tenancy = s.demo.app.auth.tenancy();
+    let created = invite(
+        &s,
+        alice,
+        acme,
+        &[
+            ("kind", "email"),
+            ("email", "frank@example.com"),
+            ("role", "member"),
+        ],
+    )
+    .await;
+    let link = invite_path(&created);
+    let before = acme_invitations(&s).await;
+    assert_eq!(before.len(), 2, "the seeded link and Frank's");
+    let carols = tenancy.context(carol, globex).await.unwrap();
+    let globex_before = tenancy.invitations(&carols).await.unwrap();
+
+    let acme_page = s.get(carol, &format!("/orgs/{acme}/members")).await;
+    assert_eq!(acme_page.status, StatusCode::FORBIDDEN);
+    assert!(!acme_page.body.contains("frank@example.com"));
+    let own = s
+        .get(carol, &format!("/orgs/{globex}/members?org={acme}"))
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    assert!(own.body.contains("Pending invitations"), "{}", own.body);
+    assert!(!own.body.contains("frank@example.com"), "{}", own.body);
+    for i in &before {
+        assert!(!own.body.contains(&i.id.to_string()), "{}", own.body);
+    }
+    let csrf = own.csrf();
+    let acme_id = acme.to_string();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("org", acme_id.as_str()),
+        ("organization_id", acme_id.as_str()),
+    ];
+    for i in &before {
+        let id = i.id;
+        let revoke = s
+            .post(
+                carol,
+                &format!("/orgs/{globex}/invitations/{id}/revoke"),
+                &form,
+                &[],
+            )
+            .await;
+        assert_eq!(revoke.status, StatusCode::SEE_OTHER, "{}", revoke.body);
+        assert_eq!(
+            revoke.headers["location"],
+            format!("/console/orgs/{globex}/members?done=invitation-gone")
+        );
+        let resend = s
+            .post(
+                carol,
+                &format!("/orgs/{globex}/invitations/{id}/resend"),
+                &form,
+                &[],
+            )
+            .await;
+        assert_eq!(resend.status, StatusCode::NOT_FOUND, "{}", resend.body);
+        assert!(!resend.body.contains("invite-url"));
+        for action in ["revoke", "resend"] {
+            let direct = s
+                .post(
+                    carol,
+                    &format!("/orgs/{acme}/invitations/{id}/{action}"),
+                    &form,
+                    &[],
+                )
+                .await;
+            assert_eq!(
+                direct.status,
+                StatusCode::FORBIDDEN,
+                "{action}: {}",
+                direct.body
+            );
+            assert!(!direct.body.contains("invite-url"));
+        }
+    }
+    let mut fields = vec![("kind", "link"), ("role", "viewer")];
+    fields.extend(form);
+    let made = s
+        .post(carol, &format!("/orgs/{globex}/invitations"), &fields, &[])
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let globex_after = tenancy.invitations(&carols).await.unwrap();
+    assert_eq!(globex_after.len(), globex_before.len() + 1);
+    assert!(globex_after.iter().all(|i| i.org == globex));
+
+    assert_eq!(acme_invitations(&s).await, before);
+    let joined = accept(&s, frank, &link).await;
+    assert_eq!(
+        joined.headers["location"],
+        format!("/console/orgs/{acme}/members?done=joined")
+    );
+}
+
+/// Frank's email invitation, opened by Erin and by Nina (each signed in
+/// with another confirmed email, Nina's at the same domain), is refused
+/// exactly as a bad token is (the same 404 page, naming no organization);
+/// it stays pending, unused, and admits Frank afterwards.
+#[tokio::test]
+async fn an_email_invitation_opened_by_another_account_is_refused_like_a_bad_token() {
+    let s = site().await;
+    let (acme, alice, erin, nina, frank) = (
+        s.demo.acme,
+        s.demo.alice,
+        s.demo.erin,
+        s.demo.nina,
+        s.demo.frank,
+    );
+    let created = invite(
+        &s,
+        alice,
+        acme,
+        &[
+            ("kind", "email"),
+            ("email", "frank@example.com"),
+            ("role", "member"),
+        ],
+    )
+    .await;
+    let link = invite_path(&created);
+    let before = acme_invitations(&s).await;
+    let id = invitation_for(&s, "frank@example.com").await;
+    let tenancy = s.demo.app.auth.tenancy();
+    for someone in [erin, nina] {
+        let wrong = accept(&s, someone, &link).await;
+        let bad = accept(&s, someone, "/invitations/accept?token=0000").await;
+        assert_eq!(wrong.status, StatusCode::NOT_FOUND, "{}", wrong.body);
+        assert_eq!(wrong.status, bad.status);
+        assert_eq!(wrong.body, bad.body, "the same refusal page");
+        assert!(wrong.body.contains(INVITATION_REFUSED), "{}", wrong.body);
+        assert!(!wrong.body.contains("Acme"), "{}", wrong.body);
+        assert!(!wrong.body.contains(&acme.to_string()));
+        assert!(tenancy.context(someone, acme).await.is_err());
+    }
+    let after = acme_invitations(&s).await;
+    assert_eq!(after, before);
+    let pending = after.iter().find(|i| i.id == id).unwrap();
+    assert_eq!((pending.uses, pending.revoked_at), (0, None));
+
+    let joined = accept(&s, frank, &link).await;
+    assert_eq!(
+        joined.headers["location"],
+        format!("/console/orgs/{acme}/members?done=joined")
+    );
+    assert_eq!(
+        tenancy.context(frank, acme).await.unwrap().role(),
+        Role::Member
+    );
+}
+
 // ---- in a real browser ----------------------------------------------------------
 
 /// Alice invites frank@example.com, Frank signs in and accepts, and Acme's

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use tenancy::clock::Clock;
 use tenancy::limits::LimitScope;
 use tenancy::limits::rate::RateWindow;
@@ -434,7 +435,11 @@ async fn members_read_only_their_own_orgs_plan() {
 }
 
 /// Every operator change to plans is in the audit log with the operator
-/// as its actor.
+/// as its actor, one event per change in order: the trial's assignment is
+/// `plan.created` (target `pro`, after naming pro, the trial's end and the
+/// fallback), the move to free `plan.updated` (before pro, after free), the
+/// removal `plan.deleted` (before free, no after). The owner reads the same
+/// events in the organization's log.
 #[tokio::test]
 async fn operator_plan_changes_are_audited() {
     let s = scene().await;
@@ -453,24 +458,53 @@ async fn operator_plan_changes_are_audited() {
         .audit_log(AuditQuery::new(100).unwrap().org(s.org))
         .await
         .unwrap();
-    let plan_events: Vec<_> = page
+    // Newest first: oldest first to read in the order of the calls.
+    let mut plan_events: Vec<_> = page
         .events
         .iter()
-        .filter(|e| e.action.starts_with("plan"))
+        .filter(|e| e.entity() == "plan" || e.entity() == "plan_version")
         .collect();
-    assert!(
-        plan_events.len() >= 3,
-        "{:?}",
-        page.events.iter().map(|e| &e.action).collect::<Vec<_>>()
+    plan_events.reverse();
+    let seen: Vec<_> = plan_events
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("plan.created", Some("pro")),
+            ("plan.updated", Some("free")),
+            ("plan.deleted", Some("free")),
+        ]
     );
     assert!(plan_events.iter().all(|e| e.actor == actor));
-    // The owner sees them in the organization's log too.
+    let field = |v: &Option<serde_json::Value>, name: &str| v.as_ref().map(|v| v[name].clone());
+    let (created, updated, deleted) = (plan_events[0], plan_events[1], plan_events[2]);
+    assert_eq!(created.before, None);
+    assert_eq!(field(&created.after, "plan_key"), Some(json!("pro")));
+    assert_eq!(field(&created.after, "fallback_key"), Some(json!("free")));
+    assert!(field(&created.after, "trial_ends_at").is_some_and(|t| !t.is_null()));
+    assert_eq!(field(&updated.before, "plan_key"), Some(json!("pro")));
+    assert_eq!(field(&updated.after, "plan_key"), Some(json!("free")));
+    assert_eq!(field(&deleted.before, "plan_key"), Some(json!("free")));
+    assert_eq!(deleted.after, None);
+    // The owner sees the same events in the organization's log.
     let owners = s
         .tenancy
         .audit_log(&s.owner_ctx, AuditQuery::new(100).unwrap())
         .await
         .unwrap();
-    assert!(owners.events.iter().any(|e| e.action.starts_with("plan")));
+    let mut owners_plan: Vec<_> = owners
+        .events
+        .iter()
+        .filter(|e| e.entity() == "plan" || e.entity() == "plan_version")
+        .map(|e| e.id)
+        .collect();
+    owners_plan.reverse();
+    assert_eq!(
+        owners_plan,
+        plan_events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
 }
 
 /// A member's lists — features, limits, rate limits, the usage summary —

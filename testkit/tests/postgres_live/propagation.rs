@@ -287,3 +287,17 @@ async fn changes_reach_a_polling_instance_within_the_interval() {
         toggles.summary()
     );
 }
+
+/// The store contract's watcher test on a `PgStore` listening directly on
+/// the shared database (calls through PgBouncer): an assignment and an
+/// override are each pushed as that organization's own change. Other
+/// tests' notifications on the same database interleave; the test skips
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_watcher_test_passes_on_a_listening_store() {
+    let Some((cluster, bouncer)) = shared().await else {
+        return;
+    };
+    let store = store(&bouncer.url(pg::DATABASE), Some(&cluster.url(pg::DATABASE)));
+    tenancy::store::contract::watchers_hear_of_changes(std::sync::Arc::new(store)).await;
+}

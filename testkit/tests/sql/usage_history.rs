@@ -1138,3 +1138,358 @@ async fn partitions_ahead_are_made_once() {
         )
     );
 }
+
+/// Every token rollup row of `org`, as JSON, in key order.
+async fn token_rollups(db: &Client, org: Uuid) -> Value {
+    db.query_one(
+        "select coalesce(jsonb_agg(to_jsonb(t) order by t.bucket_start, t.user_id, t.provider, \
+         t.model, t.operation, t.cost_source), '[]') from usage_token_rollups t \
+         where t.organization_id = $1",
+        &[&org],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The token rollup rows of `org` whose bucket starts at `bucket`.
+fn rows_at(rows: &Value, bucket: &str) -> Vec<Value> {
+    let bucket = at(bucket);
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            DateTime::parse_from_rfc3339(r["bucket_start"].as_str().unwrap()).unwrap() == bucket
+        })
+        .cloned()
+        .collect()
+}
+
+/// A JSON number (a `numeric` column of `to_jsonb`) as a decimal.
+fn number(v: &Value) -> Decimal {
+    v.to_string().parse().unwrap_or_else(|e| panic!("{v}: {e}"))
+}
+
+/// A drift entry's bucket, user, model, metric, amounts (counted,
+/// recomputed) and events (counted, recomputed).
+type Drift = (
+    String,
+    Option<Uuid>,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+);
+
+/// The fields of each drift entry that say what drifted and by how much.
+fn drift_summary(drift: &Value) -> Vec<Drift> {
+    drift
+        .as_array()
+        .unwrap_or_else(|| panic!("a drift list: {drift}"))
+        .iter()
+        .map(|d| {
+            (
+                d["bucket_start"].as_str().unwrap().to_owned(),
+                d["user_id"].as_str().map(|u| u.parse().unwrap()),
+                d["model"].as_str().unwrap().to_owned(),
+                d["metric"].as_str().unwrap().to_owned(),
+                d["counted"].as_str().unwrap().to_owned(),
+                d["recomputed"].as_str().unwrap().to_owned(),
+                d["counted_events"].as_i64().unwrap(),
+                d["recomputed_events"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Drift in the metric rollups (an event count alone, a cost amount) and in
+/// the token rollups (a token class and the cost raised, a row deleted, a
+/// row with no events), injected with SQL into `[since, until)`, beside
+/// drift just outside it (the hour before `since`, the hour starting at
+/// `until`) and the same drift in another organization:
+/// - a user JWT, the organization's own owner's or another organization's,
+///   gets 42501 from both functions, and its repair changed nothing;
+/// - `tenancy_reconcile_rollups` (as `service_role`) reports exactly the
+///   metric drift in the range: not the hours outside it, not the token
+///   rollups (it compares metric rollups only);
+/// - `tenancy_repair_rollups` returns that drift and restores every rollup
+///   in the range (token rows included) to what was recorded, leaving the
+///   hours outside the range and the other organization as they were; a
+///   second reconcile and a second repair report nothing;
+/// - the day and hour reports and the costs read the recorded sums again.
+#[tokio::test]
+async fn rollup_repair_restores_metric_and_token_rollups_in_its_range_only() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let mut conn = pg.superuser().await;
+    let (org, owner) = org_in(&db, "UTC").await;
+    let (other, other_owner) = org_in(&db, "UTC").await;
+    let in_range = |org: Uuid, owner: Uuid| {
+        [
+            usage(
+                org,
+                Some(owner),
+                "a",
+                at("2026-03-14T10:10:00Z"),
+                10,
+                Some("1.25"),
+            ),
+            usage(org, Some(owner), "a", at("2026-03-14T10:20:00Z"), 20, None),
+            usage(org, None, "b", at("2026-03-14T11:20:00Z"), 5, Some("0.5")),
+        ]
+    };
+    record(&db, &in_range(org, owner)).await;
+    record(&db, &in_range(other, other_owner)).await;
+    record(
+        &db,
+        &[
+            usage(org, Some(owner), "a", at("2026-03-13T23:30:00Z"), 4, None),
+            usage(org, Some(owner), "a", at("2026-03-15T00:00:00Z"), 6, None),
+        ],
+    )
+    .await;
+
+    let since_until = "'2026-03-14T00:00:00Z', '2026-03-15T00:00:00Z'";
+    let reconcile = format!("select tenancy_reconcile_rollups($1, {since_until})");
+    let repair = format!("select tenancy_repair_rollups($1, {since_until})");
+    let day = "since => '2026-03-14', until => '2026-03-15', granularity => 'day', \
+               group_by => '{model}'";
+    let hour = "since => '2026-03-14', until => '2026-03-15', granularity => 'hour', \
+                group_by => '{user,model}'";
+    let costs = |org: Uuid| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "select tenancy_usage_costs(org_id => $1, since => '2026-03-14', \
+                 until => '2026-03-15', granularity => 'hour', group_by => '{user}')",
+                &[&org],
+            )
+            .await
+            .unwrap()
+            .get::<_, Value>(0)
+        }
+    };
+    let metric_truth = rollups(&db, org).await;
+    let token_truth = token_rollups(&db, org).await;
+    let (day_truth, hour_truth, costs_truth) = (
+        report(&db, org, day).await,
+        report(&db, org, hour).await,
+        costs(org).await,
+    );
+    assert_eq!(rows_at(&token_truth, "2026-03-14T10:00:00Z").len(), 2);
+    assert_eq!(rows_at(&token_truth, "2026-03-14T11:00:00Z").len(), 1);
+
+    let bucket =
+        |org: Uuid, at: &str| format!("organization_id = '{org}' and bucket_start = '{at}'");
+    for o in [org, other] {
+        db.batch_execute(&format!(
+            "update usage_rollups set events = events + 2 \
+               where {} and model = 'a' and metric = 'tokens'; \
+             update usage_rollups set amount = amount + 0.25 \
+               where {} and model = 'b' and metric = 'cost_usd'; \
+             update usage_token_rollups set input_tokens = input_tokens + 1000, \
+               cost_usd = cost_usd + 9 where {} and model = 'a' and cost_source = 'price_table'; \
+             delete from usage_token_rollups where {}; \
+             insert into usage_token_rollups (organization_id, bucket_start, user_id, provider, \
+               model, operation, cost_source, price_provider, price_model, \
+               price_effective_from, price_table, output_tokens, events) \
+               values ('{o}', '2026-03-14T12:00:00Z', '{NIL}', 'x', 'ghost', 'y', '', '', '', \
+               '-infinity', '', 77, 1);",
+            bucket(o, "2026-03-14T10:00:00Z"),
+            bucket(o, "2026-03-14T11:00:00Z"),
+            bucket(o, "2026-03-14T10:00:00Z"),
+            bucket(o, "2026-03-14T11:00:00Z"),
+        ))
+        .await
+        .unwrap();
+    }
+    // The day's period rollups too: the repair rebuilds them from the hours.
+    db.execute(
+        "update usage_rollups_periods set amount = amount + 100 \
+         where organization_id = $1 and period = 'day' and start = '2026-03-14'",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    for outside in ["2026-03-13T23:00:00Z", "2026-03-15T00:00:00Z"] {
+        db.batch_execute(&format!(
+            "update usage_rollups set amount = amount + 1 where {0} and metric = 'tokens'; \
+             update usage_token_rollups set output_tokens = output_tokens + 1 where {0};",
+            bucket(org, outside),
+        ))
+        .await
+        .unwrap();
+    }
+    let injected = vec![
+        (
+            "2026-03-14T10:00:00+00:00".to_owned(),
+            Some(owner),
+            "a".to_owned(),
+            "tokens".to_owned(),
+            "36".to_owned(),
+            "36".to_owned(),
+            4,
+            2,
+        ),
+        (
+            "2026-03-14T11:00:00+00:00".to_owned(),
+            None,
+            "b".to_owned(),
+            "cost_usd".to_owned(),
+            "0.75".to_owned(),
+            "0.5".to_owned(),
+            1,
+            1,
+        ),
+    ];
+    let other_injected: Vec<_> = injected
+        .iter()
+        .cloned()
+        .map(|mut d| {
+            if d.1 == Some(owner) {
+                d.1 = Some(other_owner);
+            }
+            d
+        })
+        .collect();
+
+    // Every read shows the drift.
+    assert_ne!(report(&db, org, day).await, day_truth);
+    assert_ne!(report(&db, org, hour).await, hour_truth);
+    assert_ne!(costs(org).await, costs_truth);
+
+    // A user JWT can neither look nor repair: its own org's owner, nor
+    // another org's owner.
+    for (actor, target) in [(owner, org), (other_owner, org), (owner, other)] {
+        for sql in [&reconcile, &repair] {
+            assert_denied(
+                call_as(&mut conn, Actor::User(actor), sql, &[&target]).await,
+                &format!("{sql} by {actor} for {target}"),
+            );
+        }
+    }
+    let drift = call_as(&mut conn, Actor::Service, &reconcile, &[&org])
+        .await
+        .unwrap();
+    assert_eq!(
+        drift_summary(&drift),
+        injected,
+        "exactly the drift in range: {drift}"
+    );
+    assert_eq!(
+        drift_summary(
+            &call_as(&mut conn, Actor::Service, &reconcile, &[&other])
+                .await
+                .unwrap()
+        ),
+        other_injected
+    );
+    let whole = "select tenancy_reconcile_rollups($1, '2026-03-13', '2026-03-16')";
+    let buckets: Vec<_> = drift_summary(&db.query_one(whole, &[&org]).await.unwrap().get(0))
+        .into_iter()
+        .map(|d| (d.0, d.4, d.5))
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            (
+                "2026-03-13T23:00:00+00:00".to_owned(),
+                "8".to_owned(),
+                "7".to_owned()
+            ),
+            (
+                "2026-03-14T10:00:00+00:00".to_owned(),
+                "36".to_owned(),
+                "36".to_owned()
+            ),
+            (
+                "2026-03-14T11:00:00+00:00".to_owned(),
+                "0.75".to_owned(),
+                "0.5".to_owned()
+            ),
+            (
+                "2026-03-15T00:00:00+00:00".to_owned(),
+                "10".to_owned(),
+                "9".to_owned()
+            ),
+        ],
+        "the drift outside the range is there to be left alone"
+    );
+
+    let repaired = call_as(&mut conn, Actor::Service, &repair, &[&org])
+        .await
+        .unwrap();
+    assert_eq!(repaired, drift, "the repair returns what it corrected");
+    assert_eq!(
+        call_as(&mut conn, Actor::Service, &reconcile, &[&org])
+            .await
+            .unwrap(),
+        json!([])
+    );
+    assert_eq!(
+        call_as(&mut conn, Actor::Service, &repair, &[&org])
+            .await
+            .unwrap(),
+        json!([]),
+        "a second repair finds nothing"
+    );
+
+    // In range: the truth, token rows included; outside: still drifted.
+    let metric_now = rollups(&db, org).await;
+    let mut metric_expected = metric_truth.clone();
+    for (key, value) in metric_expected.iter_mut() {
+        let b = key.0.to_rfc3339();
+        if (b.starts_with("2026-03-13T23") || b.starts_with("2026-03-15T00")) && key.3 == "tokens" {
+            value.0 += Decimal::ONE;
+        }
+    }
+    assert_eq!(metric_now, metric_expected);
+    let tokens_now = token_rollups(&db, org).await;
+    for inside in [
+        "2026-03-14T10:00:00Z",
+        "2026-03-14T11:00:00Z",
+        "2026-03-14T12:00:00Z",
+    ] {
+        assert_eq!(
+            rows_at(&tokens_now, inside),
+            rows_at(&token_truth, inside),
+            "the token rollups of {inside}"
+        );
+    }
+    for outside in ["2026-03-13T23:00:00Z", "2026-03-15T00:00:00Z"] {
+        let now = rows_at(&tokens_now, outside);
+        let truth = rows_at(&token_truth, outside);
+        assert_eq!(now.len(), 1, "{outside}");
+        assert_eq!(
+            number(&now[0]["output_tokens"]),
+            number(&truth[0]["output_tokens"]) + Decimal::ONE,
+            "{outside} is outside the range: left as it was"
+        );
+    }
+    assert_eq!(report(&db, org, day).await, day_truth);
+    assert_eq!(report(&db, org, hour).await, hour_truth);
+    assert_eq!(costs(org).await, costs_truth);
+
+    // The other organization's drift is untouched.
+    assert_eq!(
+        drift_summary(
+            &call_as(&mut conn, Actor::Service, &reconcile, &[&other])
+                .await
+                .unwrap()
+        ),
+        other_injected
+    );
+    assert_ne!(
+        token_rollups(&db, other).await,
+        json!([]),
+        "the other organization has token rollups"
+    );
+    let others = token_rollups(&db, other).await;
+    assert_eq!(
+        rows_at(&others, "2026-03-14T11:00:00Z"),
+        Vec::<Value>::new()
+    );
+    assert_eq!(rows_at(&others, "2026-03-14T12:00:00Z").len(), 1);
+}
