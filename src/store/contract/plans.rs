@@ -43,6 +43,7 @@ macro_rules! __plan_contract_list {
             an_override_sits_on_top_of_the_plan_until_it_lapses,
             per_user_limits_are_kept_beside_the_plan,
             migrate_moves_one_organization_or_all_of_a_version,
+            migrate_moves_the_trials_falling_to_the_version,
             reserve_and_the_snapshot_honour_the_plan_limit,
             plan_rate_limits_are_enforced_by_acquire,
             the_entitlements_version_grows_with_every_kind_of_change,
@@ -558,6 +559,74 @@ pub async fn migrate_moves_one_organization_or_all_of_a_version(store: Arc<DynSt
     // Back down to v1, one organization: allowed, any version of the key.
     let back = MigratePlan::new(v2.plan.clone(), 1).org(orgs[2].id);
     assert_eq!(store.migrate_plan(&back).await.unwrap(), 1);
+}
+
+/// A migration also moves the trials whose fallback is the migrated
+/// version, so none of them falls to the old version later: one
+/// organization's, or all; an assignment whose plan and fallback both
+/// move counts once.
+pub async fn migrate_moves_the_trials_falling_to_the_version(store: Arc<DynStore>) {
+    let free = unique_key("free");
+    let free_v1 = put(&store, &plan(&free, 10)).await;
+    let free_v2 = put(&store, &plan(&free, 20)).await;
+    let pro = put(&store, &plan(&unique_key("pro"), 100)).await;
+    let ends = noon() + TimeDelta::days(14);
+    let (on_free, _) = new_org(&store).await;
+    assign(
+        &store,
+        &AssignPlan::new(on_free.id, free_v1.plan.clone(), noon()),
+    )
+    .await;
+    let mut trials = Vec::new();
+    for _ in 0..2 {
+        let (org, _) = new_org(&store).await;
+        assign(
+            &store,
+            &AssignPlan::new(org.id, pro.plan.clone(), noon()).trial(ends, free_v1.plan.clone()),
+        )
+        .await;
+        trials.push(org);
+    }
+    // Free on v1 falling to v1 itself: both move, counted once.
+    let (both, _) = new_org(&store).await;
+    assign(
+        &store,
+        &AssignPlan::new(both.id, free_v1.plan.clone(), noon()).trial(ends, free_v1.plan.clone()),
+    )
+    .await;
+
+    let one = MigratePlan::new(free_v1.plan.clone(), 2).org(trials[0].id);
+    assert_eq!(store.migrate_plan(&one).await.unwrap(), 1);
+    let moved = store.plan_assignment(trials[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (&moved.plan, moved.trial_ends_at, &moved.fallback),
+        (&pro.plan, Some(ends), &Some(free_v2.plan.clone())),
+        "the trial is untouched; its fallback moved"
+    );
+    let other = store.plan_assignment(trials[1].id).await.unwrap().unwrap();
+    assert_eq!(other.fallback, Some(free_v1.plan.clone()));
+
+    let all = MigratePlan::new(free_v1.plan.clone(), 2);
+    assert_eq!(store.migrate_plan(&all).await.unwrap(), 3);
+    assert_eq!(store.migrate_plan(&all).await.unwrap(), 0);
+    let other = store.plan_assignment(trials[1].id).await.unwrap().unwrap();
+    assert_eq!(
+        (&other.plan, &other.fallback),
+        (&pro.plan, &Some(free_v2.plan.clone()))
+    );
+    let both = store.plan_assignment(both.id).await.unwrap().unwrap();
+    assert_eq!(
+        (&both.plan, &both.fallback),
+        (&free_v2.plan, &Some(free_v2.plan.clone()))
+    );
+    let on_free = store.plan_assignment(on_free.id).await.unwrap().unwrap();
+    assert_eq!((&on_free.plan, &on_free.fallback), (&free_v2.plan, &None));
+    // After the trial, the fallback in effect is the new version's.
+    let after = entitlements(&store, trials[1].id, ends + TimeDelta::hours(1)).await;
+    assert_eq!(
+        token_limit(&after),
+        Some((Decimal::from(20), plan_source(&free_v2.plan)))
+    );
 }
 
 /// The plan's limit decides `reserve` and shows in the usage snapshot
