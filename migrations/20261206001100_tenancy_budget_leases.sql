@@ -19,6 +19,9 @@
 --    whose metadata names a lease (`tenancy_lease`) adds its amount of the
 --    lease's metric to the lease's `consumed`, in the same statement that
 --    counts it, so it moves from leased to used at once.
+-- 6. public.tenancy_reconcile_leases / tenancy_repair_leases: a lease's
+--    cached `consumed` against what the events recorded under it sum to,
+--    and its repair (service_role only).
 --
 -- Idempotent: `if not exists`, `create or replace`, `drop trigger if
 -- exists`, `on conflict do nothing`.
@@ -379,6 +382,159 @@ create trigger usage_events_consume_leases
   for each statement execute function tenancy.consume_leases();
 
 -- ---------------------------------------------------------------------------
+-- 6. Reconciliation. `consumed` is a cache of the events recorded under a
+-- lease (section 5 adds to it): these recompute it from usage_events and
+-- report (and repair) the leases where it disagrees. A consumed too low
+-- over-holds (granted - consumed is held while live); too high, it
+-- under-holds.
+
+-- The leases of `org_id` whose period of kind `period` ('daily' or
+-- 'monthly') starts `period_start` (one metric, or all when `metric` is
+-- null), live or expired (until purged), whose consumed differs from the
+-- sum, over the organization's recorded events whose metadata names the
+-- lease under 'tenancy_lease' (the same test as tenancy.consume_leases)
+-- and whose user is the lease's, of their amount of the lease's metric.
+-- Reads the organization's events through the primary key's
+-- organization_id prefix: an operator's check, not a hot path. Ordered by
+-- lease id.
+create or replace function tenancy.lease_drift(
+  org_id uuid,
+  period text,
+  period_start date,
+  metric text
+) returns table (lease_id uuid, user_id uuid, metric_key text, consumed numeric,
+                 recomputed numeric)
+language sql stable
+set search_path = ''
+as $$
+  with leases as (
+    select s.id, s.user_id, s.metric::text as metric, s.consumed
+    from public.usage_leases s
+    where s.organization_id = lease_drift.org_id
+      and case lease_drift.period
+            when 'daily' then s.daily_start
+            else s.monthly_start
+          end = lease_drift.period_start
+      and (lease_drift.metric is null or s.metric = lease_drift.metric)
+  ),
+  named as (
+    select e.user_id, e.amounts,
+      -- The cast only where the text is a uuid (a CASE is evaluated in order).
+      case
+        when pg_catalog.jsonb_typeof(e.metadata) = 'object'
+         and (e.metadata ->> 'tenancy_lease')
+             ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+        then (e.metadata ->> 'tenancy_lease')::uuid
+      end as lease_id
+    from public.usage_events e
+    where e.organization_id = lease_drift.org_id
+      and e.metadata ? 'tenancy_lease'
+  ),
+  recomputed as (
+    select l.id, sum(coalesce((n.amounts ->> l.metric)::numeric, 0)) as amount
+    from leases l
+    join named n on n.lease_id = l.id and n.user_id = l.user_id
+    group by l.id
+  )
+  select l.id, l.user_id, l.metric, l.consumed, coalesce(r.amount, 0)
+  from leases l
+  left join recomputed r on r.id = l.id
+  where l.consumed <> coalesce(r.amount, 0)
+  order by l.id
+$$;
+
+-- The drift as JSON: [{lease, user, metric, consumed, recomputed}], the
+-- serde shape of the Rust Vec<LeaseDrift>, numbers as text, by lease id.
+create or replace function tenancy.lease_drift_json(
+  org_id uuid,
+  period text,
+  period_start date,
+  metric text
+) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+      'lease', d.lease_id,
+      'user', d.user_id,
+      'metric', d.metric_key,
+      'consumed', d.consumed::text,
+      'recomputed', d.recomputed::text
+    ) order by d.lease_id), '[]'::jsonb)
+  from tenancy.lease_drift(lease_drift_json.org_id, lease_drift_json.period,
+    lease_drift_json.period_start, lease_drift_json.metric) d
+$$;
+
+-- tenancy_reconcile_leases(org_id, period, period_start, metric): the
+-- leases of one organization and period whose consumed disagrees with the
+-- event log (see tenancy.lease_drift). Reads only; [] for an organization
+-- that does not exist. Arguments as tenancy_reconcile_usage's (22023).
+create or replace function public.tenancy_reconcile_leases(
+  org_id uuid,
+  period text,
+  period_start date,
+  metric text default null
+) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform tenancy.check_reconcile_args(tenancy_reconcile_leases.org_id,
+    tenancy_reconcile_leases.period, tenancy_reconcile_leases.period_start,
+    tenancy_reconcile_leases.metric);
+  return tenancy.lease_drift_json(tenancy_reconcile_leases.org_id,
+    tenancy_reconcile_leases.period, tenancy_reconcile_leases.period_start,
+    tenancy_reconcile_leases.metric);
+end
+$$;
+
+-- tenancy_repair_leases: sets the consumed of every drifting lease of one
+-- organization and period to what its events sum to (granted and
+-- expires_at stay) and returns the drift it corrected, as
+-- tenancy_reconcile_leases reports it. P0002 if the organization does not
+-- exist.
+--
+-- Serialized against recording as tenancy_repair_usage is: every path
+-- that records locks the organization's row `for key share` until its
+-- transaction ends (and the trigger that adds to consumed runs inside
+-- it); this takes it `for update`, so a repair waits for the records in
+-- progress and records that start meanwhile wait for it. The drift is
+-- read by a statement after the lock, whose snapshot sees every event
+-- committed before it. tenancy_lease_budget does not change consumed; a
+-- concurrent one holds the lease's row lock, which the update waits for.
+create or replace function public.tenancy_repair_leases(
+  org_id uuid,
+  period text,
+  period_start date,
+  metric text default null
+) returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_drift jsonb;
+begin
+  perform tenancy.check_reconcile_args(tenancy_repair_leases.org_id,
+    tenancy_repair_leases.period, tenancy_repair_leases.period_start,
+    tenancy_repair_leases.metric);
+  perform 1 from public.organizations o where o.id = tenancy_repair_leases.org_id for update;
+  if not found then
+    raise exception 'organization % does not exist', tenancy_repair_leases.org_id
+      using errcode = 'P0002';
+  end if;
+  v_drift := tenancy.lease_drift_json(tenancy_repair_leases.org_id,
+    tenancy_repair_leases.period, tenancy_repair_leases.period_start,
+    tenancy_repair_leases.metric);
+  update public.usage_leases s
+  set consumed = (d ->> 'recomputed')::numeric, updated_at = pg_catalog.now()
+  from pg_catalog.jsonb_array_elements(v_drift) d
+  where s.organization_id = tenancy_repair_leases.org_id
+    and s.id = (d ->> 'lease')::uuid;
+  return v_drift;
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Who may call what. Supabase grants every new function in public to anon
 -- and authenticated, and PostgreSQL every new function to PUBLIC: revoke.
 -- Leasing is the back end's: service_role only.
@@ -387,12 +543,20 @@ revoke all on function
   public.tenancy_lease_budget(uuid, uuid, uuid, text, date, date, timestamptz, timestamptz,
     numeric, numeric, numeric, numeric, timestamptz),
   tenancy.lease_grant(numeric, numeric, numeric, numeric),
-  tenancy.consume_leases()
+  tenancy.consume_leases(),
+  tenancy.lease_drift(uuid, text, date, text),
+  tenancy.lease_drift_json(uuid, text, date, text),
+  public.tenancy_reconcile_leases(uuid, text, date, text),
+  public.tenancy_repair_leases(uuid, text, date, text)
 from public, anon, authenticated;
 grant execute on function
   public.tenancy_lease_budget(uuid, uuid, uuid, text, date, date, timestamptz, timestamptz,
     numeric, numeric, numeric, numeric, timestamptz),
-  tenancy.lease_grant(numeric, numeric, numeric, numeric)
+  tenancy.lease_grant(numeric, numeric, numeric, numeric),
+  tenancy.lease_drift(uuid, text, date, text),
+  tenancy.lease_drift_json(uuid, text, date, text),
+  public.tenancy_reconcile_leases(uuid, text, date, text),
+  public.tenancy_repair_leases(uuid, text, date, text)
 to service_role;
 
 insert into tenancy.schema_migrations (version, name)

@@ -233,6 +233,32 @@ impl LeaseGrant {
     }
 }
 
+/// A lease whose `consumed` disagrees with the event log: what
+/// [`LeaseStore::reconcile_leases`](crate::store::LeaseStore::reconcile_leases)
+/// reports and [`repair_leases`](crate::store::LeaseStore::repair_leases)
+/// corrects.
+///
+/// A live lease holds `granted − consumed`: a `consumed` below
+/// `recomputed` holds more than is left of the lease (budget locked up
+/// until the lease lapses), one above it holds less (the lease's usage is
+/// under-counted as held, an overshoot risk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDrift {
+    /// The lease.
+    pub lease: LeaseId,
+    /// Its user.
+    pub user: UserId,
+    /// Its metric.
+    pub metric: MetricKey,
+    /// Its `consumed`, as the store keeps it.
+    pub consumed: Decimal,
+    /// What the recorded events decided on under it sum to: over the
+    /// organization's recorded events whose metadata names the lease under
+    /// [`LEASE_METADATA_KEY`] and whose user is the lease's, their amount
+    /// of the lease's metric.
+    pub recomputed: Decimal,
+}
+
 /// The sizing rule (see the [module docs](self)): the grant for a request
 /// of at most `want`, at least `min`, at most `share` of `headroom` (`None`:
 /// no hard limit applies, and then at most [`UNLIMITED_SLICE`] ×

@@ -1,13 +1,16 @@
-//! `LeaseStore` over SQL: `tenancy_lease_budget`, one call per lease step.
+//! `LeaseStore` over SQL: `tenancy_lease_budget`, one call per lease step;
+//! `tenancy_reconcile_leases` and `tenancy_repair_leases`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::args::ReconcileArgs;
 use super::{Idempotent, Sql, SqlTransport, org_missing};
 use crate::error::Result;
 use crate::ids::{MetricKey, OrgId, UserId};
-use crate::limits::lease::{LeaseGrant, LeaseId, LeaseRequest};
+use crate::limits::lease::{LeaseDrift, LeaseGrant, LeaseId, LeaseRequest};
+use crate::store::ReconcileQuery;
 
 /// Arguments of `tenancy_lease_budget`.
 #[derive(Debug, Serialize)]
@@ -55,5 +58,28 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
         )
         .await
         .map_err(org_missing(request.org))
+    }
+
+    pub(crate) async fn reconcile_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>> {
+        self.rpc(
+            "tenancy_reconcile_leases",
+            "reconciling leases",
+            Idempotent::Yes,
+            &ReconcileArgs::from(query),
+        )
+        .await
+    }
+
+    pub(crate) async fn repair_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>> {
+        // Idempotent: a retry after a repair that landed finds no drift
+        // left and reports none.
+        self.rpc(
+            "tenancy_repair_leases",
+            "repairing leases",
+            Idempotent::Yes,
+            &ReconcileArgs::from(query),
+        )
+        .await
+        .map_err(org_missing(query.org))
     }
 }

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::limits::lease::{LeaseGrant, LeaseRequest};
+use crate::limits::lease::{LeaseDrift, LeaseGrant, LeaseRequest};
 
-use super::Backend;
+use super::{Backend, ReconcileQuery};
 
 // Signatures in the list name their types by full path: the wrappers that
 // expand it (faults, caching, instrumentation, the SQL store) import none.
 method_list!($ lease_store_methods {
     fn lease_budget(request: &crate::limits::lease::LeaseRequest) -> crate::error::Result<crate::limits::lease::LeaseGrant>;
+    fn reconcile_leases(query: &crate::store::ReconcileQuery) -> crate::error::Result<Vec<crate::limits::lease::LeaseDrift>>;
+    fn repair_leases(query: &crate::store::ReconcileQuery) -> crate::error::Result<Vec<crate::limits::lease::LeaseDrift>>;
 });
 
 /// Budget leases: slices of an organization's remaining budget an instance decides on locally.
@@ -62,6 +64,45 @@ pub trait LeaseStore: Backend {
     /// exist; `Conflict` if a lease with this id exists for another user,
     /// metric or periods; `InvalidInput` for a bad amount or share.
     async fn lease_budget(&self, request: &LeaseRequest) -> Result<LeaseGrant>;
+
+    /// The leases of `query.org` in `query.period` whose `consumed`
+    /// disagrees with the event log, ordered by lease id. Reads only; empty
+    /// when all agree or when the organization does not exist.
+    ///
+    /// **Scope**: every lease the store keeps for the organization (live or
+    /// expired, until purged) whose period of `query.period`'s kind starts
+    /// at `query.period.start` (its daily period for a daily query, its
+    /// monthly period for a monthly one), of `query.metric` when it is set.
+    /// A lease's expiry does not matter: an expired lease counts nothing,
+    /// but it keeps its `consumed` into a renewal until it is purged.
+    ///
+    /// **Recomputation**: a lease's `recomputed` is the sum, over the
+    /// organization's recorded events whose metadata names the lease under
+    /// [`LEASE_METADATA_KEY`](crate::limits::lease::LEASE_METADATA_KEY) and
+    /// whose user is the lease's, of their amount of the lease's metric:
+    /// the rule recording applies, summed over the whole log instead of
+    /// added event by event (whichever periods the events counted in). The
+    /// SQL stores sum their event log, so an event they no longer keep
+    /// (retention dropped its month) is missed, and an event recorded
+    /// naming the lease before the lease was taken, which recording did not
+    /// count, is counted; `MemoryStore` sums the events it recorded under
+    /// each lease, which agree with its `consumed` unless that was changed
+    /// behind its back. Neither case arises for the leases a
+    /// [`LeasedMeter`](crate::LeasedMeter) takes: fresh ids, live minutes.
+    async fn reconcile_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>>;
+
+    /// Sets the `consumed` of every lease that
+    /// [`reconcile_leases`](Self::reconcile_leases) finds drifting to its
+    /// `recomputed`, and returns the drift it corrected, in one atomic
+    /// step; `granted` and `expires_at` stay, so a live lease holds
+    /// `granted − recomputed` from then on. It excludes recording in the
+    /// organization as [`repair_usage`](super::MeteringStore::repair_usage)
+    /// does: a record in progress is waited for and its events counted; a
+    /// record that starts meanwhile waits and then adds to the repaired
+    /// value; so no consumption is lost or counted twice. A retry of a
+    /// repair that landed finds nothing left and returns an empty list.
+    /// `NotFound` if the organization does not exist.
+    async fn repair_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>>;
 }
 
 forward_capability!(LeaseStore, lease_store_methods);
@@ -75,6 +116,20 @@ impl LeaseStore for super::DynStore {
     async fn lease_budget(&self, request: &LeaseRequest) -> Result<LeaseGrant> {
         match self.leases() {
             Some(leases) => leases.lease_budget(request).await,
+            None => Err(crate::limits::lease::unsupported()),
+        }
+    }
+
+    async fn reconcile_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>> {
+        match self.leases() {
+            Some(leases) => leases.reconcile_leases(query).await,
+            None => Err(crate::limits::lease::unsupported()),
+        }
+    }
+
+    async fn repair_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>> {
+        match self.leases() {
+            Some(leases) => leases.repair_leases(query).await,
             None => Err(crate::limits::lease::unsupported()),
         }
     }

@@ -722,3 +722,100 @@ async fn top_up_lease(meter: LeasedMeter, lane: Arc<Lane>) {
         let _ = meter.give_back_lease(&lane, false).await;
     }
 }
+
+impl super::Operator<'_> {
+    /// The leases of `org` in `period` (one metric, or all) whose
+    /// `consumed` disagrees with the usage events recorded under them,
+    /// ordered by lease id: every lease the store keeps for the
+    /// organization, live or expired, whose period of `period`'s kind is
+    /// `period` ([`LeaseStore::reconcile_leases`](crate::store::LeaseStore::reconcile_leases)
+    /// has the exact rule). A live lease holds `granted − consumed`: a
+    /// drifting lease holds too much or too little. Reads only; empty when
+    /// all agree. `NotFound` if the organization does not exist,
+    /// `InvalidInput` for a bad metric key, `Unsupported` when the store
+    /// has no leases ([`Backend::leases`] is `None`).
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use tenancy::clock::FakeClock;
+    /// use tenancy::limits::PeriodKey;
+    /// use tenancy::{MemoryStore, NewOrganization, Period, PlatformOperator, Tenancy, UserId};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenancy::Result<()> {
+    /// let now = Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
+    /// let tenancy = Tenancy::builder()
+    ///     .store(MemoryStore::new())
+    ///     .clock(FakeClock::new(now))
+    ///     .build()?;
+    /// let acme = tenancy.create_organization(UserId::new_v7(), NewOrganization::new("Acme", "acme")?).await?;
+    /// let operator = PlatformOperator::new("ops");
+    /// let today = PeriodKey::containing(Period::Daily, now, acme.timezone);
+    /// // No lease has drifted: nothing to repair.
+    /// assert!(tenancy.operator(&operator).reconcile_leases(acme.id, today, None).await?.is_empty());
+    /// assert!(tenancy.operator(&operator).repair_leases(acme.id, today, None).await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn reconcile_leases(
+        &self,
+        org: OrgId,
+        period: crate::limits::PeriodKey,
+        metric: Option<&str>,
+    ) -> Result<Vec<crate::limits::lease::LeaseDrift>> {
+        let query = self.lease_reconcile_query(org, period, metric).await?;
+        let drift = match self.tenancy.inner.store.leases() {
+            Some(leases) => leases.reconcile_leases(&query).await,
+            None => Err(crate::limits::lease::unsupported()),
+        };
+        tracing::info!(operator = self.operator.name(), %org, %period, ?metric,
+            drifting = ?drift.as_ref().ok().map(Vec::len), "leases reconciled");
+        drift
+    }
+
+    /// Sets the `consumed` of every lease that
+    /// [`reconcile_leases`](Self::reconcile_leases) finds drifting to what
+    /// its events sum to, in one atomic step, and returns the drift it
+    /// corrected (empty: nothing to repair); the leases' `granted` and
+    /// expiry stay. Recording in the organization waits while the repair
+    /// runs, and a repair waits for the records in progress, so no
+    /// consumption is lost or counted twice. Every corrected lease is
+    /// logged. `NotFound` if the organization does not exist,
+    /// `Unsupported` when the store has no leases.
+    pub async fn repair_leases(
+        &self,
+        org: OrgId,
+        period: crate::limits::PeriodKey,
+        metric: Option<&str>,
+    ) -> Result<Vec<crate::limits::lease::LeaseDrift>> {
+        let query = self.lease_reconcile_query(org, period, metric).await?;
+        let repaired = match self.tenancy.inner.store.leases() {
+            Some(leases) => leases.repair_leases(&query).await,
+            None => Err(crate::limits::lease::unsupported()),
+        };
+        match &repaired {
+            Ok(drift) => {
+                for d in drift {
+                    tracing::warn!(operator = self.operator.name(), %org, %period,
+                        lease = %d.lease, user = %d.user, metric = %d.metric,
+                        consumed = %d.consumed, recomputed = %d.recomputed,
+                        "lease consumption repaired");
+                }
+                tracing::info!(operator = self.operator.name(), %org, %period, ?metric,
+                    repaired = drift.len(), "leases repaired");
+            }
+            Err(e) => tracing::warn!(operator = self.operator.name(), %org, %period, ?metric,
+                error = %e, "lease repair failed"),
+        }
+        repaired
+    }
+
+    async fn lease_reconcile_query(
+        &self,
+        org: OrgId,
+        period: crate::limits::PeriodKey,
+        metric: Option<&str>,
+    ) -> Result<crate::store::ReconcileQuery> {
+        let metric = metric.map(MetricKey::parse).transpose()?;
+        self.tenancy.cached_org(org).await?;
+        Ok(crate::store::ReconcileQuery::new(org, period).with_metric(metric))
+    }
+}

@@ -11,7 +11,7 @@ use crate::ids::{MetricKey, OrgId, UserId};
 use crate::limits::lease::{LEASE_METADATA_KEY, LeaseGrant, LeaseId, LeaseRequest};
 use crate::limits::{CurrentPeriods, LimitScope, Period};
 use crate::model::{Organization, UsageRecord};
-use crate::store::{CommitRequest, DynStore, LeaseStore, ReserveRequest};
+use crate::store::{CommitRequest, DynStore, LeaseStore, ReconcileQuery, ReserveRequest};
 
 /// Calls `$callback! { $($prefix)* ; <every test of this file> }`: this
 /// file's part of the list [`store_contract_tests!`](crate::store_contract_tests) runs.
@@ -28,6 +28,8 @@ macro_rules! __lease_contract_list {
             a_user_lease_counts_against_that_user_limits_only,
             leases_are_kept_apart_between_organizations,
             the_invariant_holds_under_concurrent_leases_and_reserves,
+            leases_agree_with_their_events_after_normal_use,
+            reconciling_the_leases_of_an_unknown_organization,
         }
     };
 }
@@ -592,4 +594,117 @@ pub async fn the_invariant_holds_under_concurrent_leases_and_reserves(store: Arc
     assert!(used <= dec(LIMIT), "overshoot: {used}");
     assert!(used + reserved <= dec(LIMIT), "{used} + {reserved}");
     assert!(total > 0);
+}
+
+/// After ordinary use (events recorded naming leases, a duplicate, another
+/// user's event naming a lease, a commit naming one, an event of another
+/// metric, a renewal between records), every lease's `consumed` is what
+/// its events sum to: reconciliation finds nothing in either period, for
+/// one metric or all, and a repair corrects nothing.
+pub async fn leases_agree_with_their_events_after_normal_use(store: Arc<DynStore>) {
+    let Some(leases) = store.leases() else { return };
+    let (org, owner) = org_with_daily_limit(&*store, 1000).await;
+    let other = UserId::new_v7();
+    let (a, b, idle) = (LeaseId::new_v7(), LeaseId::new_v7(), LeaseId::new_v7());
+    grant(
+        leases,
+        &lease(&org, a, owner, noon(), 30, 0, 400, Decimal::ONE),
+    )
+    .await;
+    grant(
+        leases,
+        &lease(&org, b, other, noon(), 30, 0, 100, Decimal::ONE),
+    )
+    .await;
+    grant(
+        leases,
+        &lease(&org, idle, owner, noon(), 30, 0, 50, Decimal::ONE),
+    )
+    .await;
+    let spent = on_lease(&org, owner, a, 150, noon());
+    store
+        .record_usage(&[
+            spent.clone(),
+            spent,
+            on_lease(&org, other, a, 20, noon()),
+            on_lease(&org, other, b, 30, noon()),
+        ])
+        .await
+        .unwrap();
+    let mut cost = record(&org, Some(owner), &[(MetricKey::COST_USD, 3)], noon());
+    cost.event.metadata = serde_json::json!({ LEASE_METADATA_KEY: a.to_string() });
+    store.record_usage(&[cost]).await.unwrap();
+    let request = hold(&org, owner, 50, noon());
+    store.reserve(&request).await.unwrap();
+    let mut usage = on_lease(&org, owner, a, 50, noon());
+    usage.id = crate::ids::EventId::from(request.id);
+    store
+        .commit_reservation(&CommitRequest::new(
+            org.id,
+            owner,
+            request.id,
+            usage,
+            noon(),
+        ))
+        .await
+        .unwrap();
+    // A renewal keeps what was consumed; more usage lands after it.
+    let renewed = grant(
+        leases,
+        &lease(&org, a, owner, noon(), 30, 0, 300, Decimal::ONE),
+    )
+    .await;
+    assert_eq!(renewed.consumed, dec(200));
+    store
+        .record_usage(&[on_lease(&org, owner, a, 10, noon())])
+        .await
+        .unwrap();
+    let periods = CurrentPeriods::at(noon(), org.timezone);
+    for period in [periods.daily, periods.monthly] {
+        let all = ReconcileQuery::new(org.id, period);
+        assert_eq!(leases.reconcile_leases(&all).await.unwrap(), []);
+        let tokens = ReconcileQuery::new(org.id, period).with_metric(Some(MetricKey::TOKENS));
+        assert_eq!(leases.reconcile_leases(&tokens).await.unwrap(), []);
+        assert_eq!(leases.repair_leases(&all).await.unwrap(), []);
+    }
+    // The repair changed nothing: each lease still holds what is left.
+    let (used, reserved) = usage_at(&*store, &org, &MetricKey::TOKENS, Period::Daily, noon()).await;
+    assert_eq!(used, dec(150 + 20 + 30 + 50 + 10));
+    // a: 400 + 300 granted after 200 consumed (500), 210 consumed; b: 70;
+    // idle: 50.
+    assert_eq!(reserved, dec(290 + 70 + 50));
+}
+
+/// An organization that does not exist has no drifting leases, and its
+/// repair is `NotFound`; another organization's leases are not its.
+pub async fn reconciling_the_leases_of_an_unknown_organization(store: Arc<DynStore>) {
+    let Some(leases) = store.leases() else { return };
+    let (org, owner) = org_with_daily_limit(&*store, 1000).await;
+    let id = LeaseId::new_v7();
+    grant(
+        leases,
+        &lease(&org, id, owner, noon(), 30, 0, 100, Decimal::ONE),
+    )
+    .await;
+    store
+        .record_usage(&[on_lease(&org, owner, id, 40, noon())])
+        .await
+        .unwrap();
+    let period = CurrentPeriods::at(noon(), org.timezone).daily;
+    let ghost = ReconcileQuery::new(OrgId::new_v7(), period);
+    assert_eq!(leases.reconcile_leases(&ghost).await.unwrap(), []);
+    assert_eq!(
+        kind(leases.repair_leases(&ghost).await),
+        ErrorKind::NotFound
+    );
+    let (stranger, _) = new_org(&*store).await;
+    let theirs = ReconcileQuery::new(stranger.id, period);
+    assert_eq!(leases.repair_leases(&theirs).await.unwrap(), []);
+    assert_eq!(
+        leases
+            .reconcile_leases(&ReconcileQuery::new(org.id, period))
+            .await
+            .unwrap(),
+        []
+    );
 }

@@ -473,6 +473,19 @@ async fn a_store_without_rate_limits_or_leases_says_unsupported() {
         .unwrap();
     let leased = s.tenancy.leased(recorder, tenancy::LeaseConfig::default());
     assert_eq!(kind(leased), ErrorKind::Unsupported);
+    let day = tenancy::limits::PeriodKey::containing(
+        tenancy::Period::Daily,
+        chrono::Utc::now(),
+        chrono_tz::Tz::UTC,
+    );
+    assert_eq!(
+        kind(s.op().reconcile_leases(s.org, day, None).await),
+        ErrorKind::Unsupported
+    );
+    assert_eq!(
+        kind(s.op().repair_leases(s.org, day, None).await),
+        ErrorKind::Unsupported
+    );
     assert!(granted(
         &s.tenancy
             .reserve(&s.owner_ctx, "tokens", dec(1))

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::support::{TENANT_TABLES, event, record};
 
 /// Every RPC in `public`, by name.
-const RPCS: [&str; 80] = [
+const RPCS: [&str; 82] = [
     "tenancy_accept_invitation",
     "tenancy_accept_invitation_hash",
     "tenancy_acquire_rate",
@@ -60,6 +60,7 @@ const RPCS: [&str; 80] = [
     "tenancy_put_plan_version",
     "tenancy_put_rate_limit",
     "tenancy_rate_limits",
+    "tenancy_reconcile_leases",
     "tenancy_reconcile_rollups",
     "tenancy_reconcile_usage",
     "tenancy_record_event",
@@ -70,6 +71,7 @@ const RPCS: [&str; 80] = [
     "tenancy_remove_domain",
     "tenancy_remove_member",
     "tenancy_rename_organization",
+    "tenancy_repair_leases",
     "tenancy_repair_rollups",
     "tenancy_repair_usage",
     "tenancy_reserve",

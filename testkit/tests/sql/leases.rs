@@ -383,3 +383,345 @@ async fn bad_lease_requests_are_refused() {
         "a lease id of another user",
     );
 }
+
+// ---- reconciliation ------------------------------------------------------------
+
+/// `tenancy_reconcile_leases` (or `tenancy_repair_leases`) of `org` in its
+/// `period` containing [`day`], as the superuser.
+async fn lease_drift_on(
+    db: &Client,
+    rpc: &str,
+    org: Uuid,
+    period: &str,
+    metric: Option<&str>,
+) -> Result<Value, Error> {
+    let start = if period == "daily" { day() } else { month() };
+    db.query_one(
+        &format!("select {rpc}(org_id => $1, period => $2, period_start => $3, metric => $4)"),
+        &[&org, &period, &start, &metric],
+    )
+    .await
+    .map(|row| row.get(0))
+}
+
+/// A lease's `consumed`, as stored.
+async fn consumed(db: &Client, lease: Uuid) -> String {
+    db.query_one(
+        "select consumed::text from usage_leases where id = $1",
+        &[&lease],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// An event of `tokens` by `user` whose metadata names `lease` as written.
+fn on_lease(org: Uuid, user: Uuid, lease: &str, tokens: i64) -> Value {
+    let mut e = event(org, Some(user), json!({ "tokens": tokens }));
+    e["metadata"] = json!({ "tenancy_lease": lease });
+    e
+}
+
+/// Drift injected into `usage_leases.consumed` as the superuser (one lease
+/// too low, one too high, one in another organization): reconciliation
+/// finds exactly those of the organization and period asked for, with the
+/// stored and recomputed values; the repair restores them, and what the
+/// leases hold with them; a second reconcile and a retried repair are
+/// empty; the other organization's drift is untouched.
+#[tokio::test]
+async fn injected_lease_drift_is_found_and_repaired() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let (low, high, theirs) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    lease_on(&db, w.org_a, low, w.member_a, 30, "0", "1000", "1")
+        .await
+        .unwrap();
+    lease_on(&db, w.org_a, high, w.owner_a, 30, "0", "500", "1")
+        .await
+        .unwrap();
+    lease_on(&db, w.org_b, theirs, w.owner_b, 30, "0", "100", "1")
+        .await
+        .unwrap();
+    // What the trigger counts, and what it does not: another user's event
+    // naming a lease, a duplicate. The id in capitals counts (a uuid).
+    let spent = on_lease(w.org_a, w.member_a, &low.to_string(), 200);
+    record(
+        &db,
+        &json!([
+            spent.clone(),
+            on_lease(w.org_a, w.owner_a, &low.to_string(), 50),
+            on_lease(w.org_a, w.owner_a, &high.to_string(), 80),
+            on_lease(w.org_a, w.owner_a, &high.to_string().to_uppercase(), 20),
+            on_lease(w.org_b, w.owner_b, &theirs.to_string(), 40),
+        ]),
+    )
+    .await;
+    record(&db, &json!([spent])).await;
+    assert_eq!(consumed(&db, low).await, "200");
+    assert_eq!(consumed(&db, high).await, "100");
+    for period in ["daily", "monthly"] {
+        for rpc in ["tenancy_reconcile_leases", "tenancy_repair_leases"] {
+            let none = lease_drift_on(&db, rpc, w.org_a, period, None)
+                .await
+                .unwrap();
+            assert_eq!(none, json!([]), "{rpc} {period} before any drift");
+        }
+    }
+    // World: 400 held; the leases hold 1000 − 200 and 500 − 100.
+    let held = async || reserved(&snapshot_on(&db, w.org_a, None, None).await.unwrap());
+    assert_eq!(held().await, Decimal::from(400 + 800 + 400));
+
+    let inject = "update public.usage_leases set consumed = $2::text::numeric where id = $1";
+    db.execute(inject, &[&low, &"50"]).await.unwrap();
+    db.execute(inject, &[&high, &"300"]).await.unwrap();
+    db.execute(inject, &[&theirs, &"0"]).await.unwrap();
+    // Over-held by 150, under-held by 200.
+    assert_eq!(held().await, Decimal::from(400 + 950 + 200));
+
+    let drift = |lease: Uuid, user: Uuid, consumed: &str, recomputed: &str| {
+        json!({
+            "lease": lease,
+            "user": user,
+            "metric": "tokens",
+            "consumed": consumed,
+            "recomputed": recomputed,
+        })
+    };
+    let mut want = vec![
+        (low, drift(low, w.member_a, "50", "200")),
+        (high, drift(high, w.owner_a, "300", "100")),
+    ];
+    want.sort_by_key(|(id, _)| *id);
+    let want = Value::Array(want.into_iter().map(|(_, d)| d).collect());
+    for period in ["daily", "monthly"] {
+        let found = lease_drift_on(&db, "tenancy_reconcile_leases", w.org_a, period, None)
+            .await
+            .unwrap();
+        assert_eq!(found, want, "{period}");
+        // The Rust type reads it.
+        let typed: Vec<tenancy::limits::lease::LeaseDrift> = serde_json::from_value(found).unwrap();
+        assert_eq!(typed.len(), 2);
+    }
+    let tokens = lease_drift_on(
+        &db,
+        "tenancy_reconcile_leases",
+        w.org_a,
+        "daily",
+        Some("tokens"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tokens, want);
+    let cost = lease_drift_on(
+        &db,
+        "tenancy_reconcile_leases",
+        w.org_a,
+        "daily",
+        Some("cost_usd"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cost, json!([]));
+    // Another day: these leases are not of it.
+    let tomorrow: Value = db
+        .query_one(
+            "select tenancy_reconcile_leases(org_id => $1, period => 'daily', \
+             period_start => $2)",
+            &[&w.org_a, &(day() + Duration::days(1))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tomorrow, json!([]));
+
+    let repaired = lease_drift_on(&db, "tenancy_repair_leases", w.org_a, "daily", None)
+        .await
+        .unwrap();
+    assert_eq!(repaired, want);
+    assert_eq!(consumed(&db, low).await, "200");
+    assert_eq!(consumed(&db, high).await, "100");
+    assert_eq!(held().await, Decimal::from(400 + 800 + 400));
+    for period in ["daily", "monthly"] {
+        for rpc in ["tenancy_reconcile_leases", "tenancy_repair_leases"] {
+            let none = lease_drift_on(&db, rpc, w.org_a, period, None)
+                .await
+                .unwrap();
+            assert_eq!(none, json!([]), "{rpc} {period} after the repair");
+        }
+    }
+    // A renewal starts from the repaired value.
+    let renewed = lease_on(&db, w.org_a, high, w.owner_a, 30, "0", "0", "1")
+        .await
+        .unwrap();
+    assert_eq!(renewed["consumed"], "100");
+    // The other organization's drift is its own, still there.
+    let other = lease_drift_on(&db, "tenancy_reconcile_leases", w.org_b, "daily", None)
+        .await
+        .unwrap();
+    assert_eq!(other, json!([drift(theirs, w.owner_b, "0", "40")]));
+}
+
+/// Bad arguments are 22023 by name, repairing an unknown organization is
+/// P0002 (reconciling it finds nothing); a user JWT of the organization
+/// (owner included), of another one, and anon get 42501 from both
+/// functions and the drift query, and change nothing.
+#[tokio::test]
+async fn only_the_service_role_reconciles_leases() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let lease = Uuid::now_v7();
+    lease_on(&db, w.org_a, lease, w.owner_a, 30, "0", "100", "1")
+        .await
+        .unwrap();
+    record(
+        &db,
+        &json!([on_lease(w.org_a, w.owner_a, &lease.to_string(), 10)]),
+    )
+    .await;
+    db.execute(
+        "update public.usage_leases set consumed = 3 where id = $1",
+        &[&lease],
+    )
+    .await
+    .unwrap();
+    for rpc in ["tenancy_reconcile_leases", "tenancy_repair_leases"] {
+        for (period, metric, starts) in [
+            (Some("weekly"), None, "period"),
+            (None, None, "period"),
+            (Some("daily"), Some("Bad Metric"), "metric"),
+        ] {
+            let sql = format!(
+                "select {rpc}(org_id => $1, period => $2, period_start => $3, metric => $4)"
+            );
+            let result = db
+                .query_one(&sql, &[&w.org_a, &period, &day(), &metric])
+                .await;
+            let message = crate::support::message(&result).unwrap_or_default();
+            crate::support::assert_code(
+                result,
+                tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE,
+                &format!("{rpc}: {starts}"),
+            );
+            assert!(message.starts_with(starts), "{message}");
+        }
+    }
+    let ghost = Uuid::now_v7();
+    let nothing = lease_drift_on(&db, "tenancy_reconcile_leases", ghost, "daily", None)
+        .await
+        .unwrap();
+    assert_eq!(nothing, json!([]));
+    crate::support::assert_code(
+        lease_drift_on(&db, "tenancy_repair_leases", ghost, "daily", None).await,
+        tokio_postgres::error::SqlState::NO_DATA_FOUND,
+        "repairing an unknown organization",
+    );
+
+    let mut conn = pg.authenticator().await;
+    let calls = [
+        "select tenancy_reconcile_leases(org_id => $1, period => 'daily', period_start => $2)",
+        "select tenancy_repair_leases(org_id => $1, period => 'daily', period_start => $2)",
+        "select to_jsonb(array_agg(d)) from tenancy.lease_drift($1, 'daily', $2, null) d",
+    ];
+    for actor in [
+        Actor::User(w.owner_a),
+        Actor::User(w.member_a),
+        Actor::User(w.owner_b),
+        Actor::Anon,
+    ] {
+        for sql in calls {
+            crate::support::assert_code(
+                call_as(&mut conn, actor, sql, &[&w.org_a, &day()]).await,
+                tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE,
+                &format!("{actor:?}: {sql}"),
+            );
+        }
+    }
+    assert_eq!(consumed(&db, lease).await, "3", "no user repaired it");
+    // The service role reconciles and repairs.
+    let found = call_as(&mut conn, Actor::Service, calls[0], &[&w.org_a, &day()])
+        .await
+        .unwrap();
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    let repaired = call_as(&mut conn, Actor::Service, calls[1], &[&w.org_a, &day()])
+        .await
+        .unwrap();
+    assert_eq!(repaired, found);
+    assert_eq!(consumed(&db, lease).await, "10");
+}
+
+/// A lease repair waits for a record in progress and then counts its
+/// event; a record that starts during a repair waits for it and then adds
+/// to the repaired value. No consumption is lost or counted twice.
+#[tokio::test]
+async fn a_lease_repair_and_a_record_wait_for_each_other() {
+    use crate::support::{RACE_LIMIT, assert_waits_for, backend_pid};
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w = world(&db).await;
+    let lease = Uuid::now_v7();
+    lease_on(&db, w.org_a, lease, w.owner_a, 30, "0", "1000", "1")
+        .await
+        .unwrap();
+    record(
+        &db,
+        &json!([on_lease(w.org_a, w.owner_a, &lease.to_string(), 40)]),
+    )
+    .await;
+    let inject = "update public.usage_leases set consumed = 0 where id = $1";
+    db.execute(inject, &[&lease]).await.unwrap();
+    let (a, b) = (pg.superuser().await, pg.superuser().await);
+    let (a_pid, b_pid) = (backend_pid(&a).await, backend_pid(&b).await);
+    let sql = "select tenancy_repair_leases(org_id => $1, period => 'daily', period_start => $2)";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&w.org_a, &day()];
+    let drift = |consumed: &str, recomputed: &str| {
+        json!([{
+            "lease": lease,
+            "user": w.owner_a,
+            "metric": "tokens",
+            "consumed": consumed,
+            "recomputed": recomputed,
+        }])
+    };
+
+    // A record in progress: the repair waits, then sees its 7 tokens.
+    a.batch_execute("begin").await.unwrap();
+    record(
+        &a,
+        &json!([on_lease(w.org_a, w.owner_a, &lease.to_string(), 7)]),
+    )
+    .await;
+    let mut repairing = std::pin::pin!(b.query_one(sql, &params));
+    assert_waits_for(&mut repairing, &db, b_pid, a_pid, "the repair").await;
+    a.batch_execute("commit").await.unwrap();
+    let repaired: Value = tokio::time::timeout(RACE_LIMIT, repairing)
+        .await
+        .expect("the repair finishes once the record commits")
+        .unwrap()
+        .get(0);
+    // The record added 7 to the drifted 0; the events sum to 47.
+    assert_eq!(repaired, drift("7", "47"));
+    assert_eq!(consumed(&db, lease).await, "47");
+
+    // A repair in progress: the record waits, then adds to the repaired value.
+    db.execute(inject, &[&lease]).await.unwrap();
+    a.batch_execute("begin").await.unwrap();
+    let repaired: Value = a.query_one(sql, &params).await.unwrap().get(0);
+    assert_eq!(repaired, drift("0", "47"));
+    let events = json!([on_lease(w.org_a, w.owner_a, &lease.to_string(), 1)]);
+    let record_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&events];
+    let mut recording =
+        std::pin::pin!(b.query_one("select tenancy_record_usage($1)", &record_params));
+    assert_waits_for(&mut recording, &db, b_pid, a_pid, "the record").await;
+    a.batch_execute("commit").await.unwrap();
+    tokio::time::timeout(RACE_LIMIT, recording)
+        .await
+        .expect("the record finishes once the repair commits")
+        .unwrap();
+    assert_eq!(consumed(&db, lease).await, "48");
+    let none = lease_drift_on(&db, "tenancy_reconcile_leases", w.org_a, "daily", None)
+        .await
+        .unwrap();
+    assert_eq!(none, json!([]));
+}
