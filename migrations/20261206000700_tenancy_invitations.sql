@@ -150,10 +150,11 @@ $$;
 -- The work, for an authorized caller (service_role, or a member_* definer
 -- after its checks). Executable by service_role only.
 
--- Stores `invitation` (an Invitation as JSON) with `token_hash`. P0002
--- without the organization; 23505 when the id or hash is taken; 22023 for
--- a lifetime over tenancy.max_invitation_lifetime(); 23514 for a field out
--- of range.
+-- Stores `invitation` (an Invitation as JSON) with `token_hash`, its
+-- email trimmed and lowercased. P0002 without the organization; 23505
+-- when the id or hash is taken; 22023 for an expiry not after the
+-- creation or a lifetime over tenancy.max_invitation_lifetime(); 23514
+-- for another field out of range.
 create or replace function tenancy.create_invitation_for(invitation jsonb, token_hash text)
 returns jsonb
 language plpgsql volatile
@@ -168,11 +169,16 @@ begin
       or invalid_datetime_format then
     raise exception 'invitation: a field has the wrong type' using errcode = '22023';
   end;
+  -- Stored normalized, as the Rust side writes it: trimmed, lowercase.
+  v_row.email := pg_catalog.lower(pg_catalog.btrim(v_row.email));
   if not tenancy.org_exists(v_row.organization_id) then
     raise exception 'organization % not found', v_row.organization_id using errcode = 'P0002';
   end if;
   -- Measured from the time the row will carry: now() when none is given.
   v_row.created_at := coalesce(v_row.created_at, pg_catalog.now());
+  if v_row.expires_at is null or v_row.expires_at <= v_row.created_at then
+    raise exception 'expires_at: must be after created_at' using errcode = '22023';
+  end if;
   if v_row.expires_at - v_row.created_at > tenancy.max_invitation_lifetime() then
     raise exception 'expires_at: an invitation lasts at most %', tenancy.max_invitation_lifetime()
       using errcode = '22023';
@@ -230,6 +236,8 @@ begin
     raise exception 'expires_at: must be after now and at most % later', tenancy.max_invitation_lifetime()
       using errcode = '22023';
   end if;
+  -- Checked whether or not an invitation matches.
+  perform tenancy.checked_token_hash(rotate_invitation_for.token_hash);
   update public.org_invitations i
   set token_hash = tenancy.checked_token_hash(rotate_invitation_for.token_hash),
       expires_at = rotate_invitation_for.expires_at

@@ -384,6 +384,16 @@ alter table public.audit_events enable row level security;
 
 revoke all on table public.audit_events from public, anon, authenticated, service_role;
 grant select on table public.audit_events to authenticated, service_role;
+-- Supabase grants every new sequence in public to the API roles: a role
+-- that could setval the id sequence back would make every later audit
+-- row collide (23505) and so block every audited change. Inserts into an
+-- identity column need no privilege on its sequence.
+do $$
+begin
+  execute pg_catalog.format('revoke all on sequence %s from public, anon, authenticated, service_role',
+    pg_catalog.pg_get_serial_sequence('public.audit_events', 'id'));
+end
+$$;
 
 drop policy if exists audit_events_select on public.audit_events;
 create policy audit_events_select on public.audit_events

@@ -265,18 +265,14 @@ begin
      or v_monthly is null or v_now is null or v_expires is null or v_purge is null then
     raise exception 'every argument of tenancy_lease_budget is required' using errcode = '22023';
   end if;
-  -- NaN sorts above Infinity, so these refuse both, and negatives.
-  if v_spoken is null or v_spoken < 0 or v_spoken >= 'Infinity'::numeric then
-    raise exception 'spoken_for must be a finite number, zero or more' using errcode = '22023';
-  end if;
-  if v_want is null or v_want < 0 or v_want >= 'Infinity'::numeric then
-    raise exception 'want must be a finite number, zero or more' using errcode = '22023';
-  end if;
-  if v_min is null or v_min < 0 or v_min >= 'Infinity'::numeric then
-    raise exception 'min_grant must be a finite number, zero or more' using errcode = '22023';
-  end if;
+  -- As the Rust LeaseRequest checks them: a metric key, amounts finite,
+  -- zero or more and at most 10^18 (22023 naming the argument).
+  v_metric := tenancy.checked_metric('metric', v_metric);
+  v_spoken := tenancy.checked_amount('spoken_for', v_spoken);
+  v_want := tenancy.checked_amount('want', v_want);
+  v_min := tenancy.checked_amount('min_grant', v_min);
   if v_share is null or v_share <= 0 or v_share > 1 then
-    raise exception 'share must be in (0, 1]' using errcode = '22023';
+    raise exception 'share: must be in (0, 1]' using errcode = '22023';
   end if;
   if not exists (select 1 from public.organizations o where o.id = v_org) then
     raise exception 'organization % does not exist', v_org using errcode = 'P0002';

@@ -2091,6 +2091,33 @@ grant execute on function
   tenancy.export_batch_json(public.usage_export_batches)
 to service_role;
 
+-- ---------------------------------------------------------------------------
+-- No API role truncates a tenancy table. TRUNCATE fires no row trigger, so
+-- neither the audit log nor the last-owner rule would see it, and RLS does
+-- not apply to it; Supabase's default privileges (and the earlier `grant
+-- all`) gave it to service_role. The tables of `tenancy` (this crate's
+-- schema) and the crate's tables in `public`, by name.
+do $$
+declare
+  v_table regclass;
+begin
+  for v_table in
+    select c.oid::regclass from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p') and (n.nspname = 'tenancy' or (n.nspname = 'public' and c.relname in (
+      'organizations', 'user_organizations', 'org_features', 'usage_limits', 'usage_events',
+      'usage_counters', 'usage_reservations', 'usage_alerts', 'org_invitations', 'org_domains',
+      'audit_events', 'usage_rate_limits', 'usage_leases', 'plans', 'plan_versions',
+      'plan_features', 'plan_limits', 'plan_rate_limits', 'org_plans', 'usage_rollups',
+      'usage_token_rollups', 'usage_rollups_periods', 'billing_customers', 'usage_export_meters',
+      'usage_export_marks', 'usage_export_remainders', 'usage_export_batches')))
+  loop
+    execute pg_catalog.format('revoke truncate on table %s from public, anon, authenticated, service_role',
+      v_table);
+  end loop;
+end
+$$;
+
 insert into tenancy.schema_migrations (version, name)
 values (14, '20261206001300_tenancy_usage_history')
 on conflict do nothing;

@@ -438,18 +438,39 @@ async fn assert_no_anon_table_privilege(db: &Client) {
         .map(|t| format!("public.{t}"))
         .chain(later.map(str::to_owned));
     for table in tables {
-        let (anon, service): (bool, bool) = db
+        let (anon, service, truncate): (bool, bool, bool) = db
             .query_one(
                 "select has_table_privilege('anon', $1, \
                  'select, insert, update, delete, truncate, references, trigger'), \
-                 has_table_privilege('service_role', $1, 'select')",
+                 has_table_privilege('service_role', $1, 'select'), \
+                 has_table_privilege('authenticated', $1, 'truncate') \
+                 or has_table_privilege('service_role', $1, 'truncate')",
                 &[&table],
             )
             .await
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .unwrap();
         assert!(!anon, "anon holds a privilege on {table}");
         assert!(service, "positive control: service_role reads {table}");
+        // TRUNCATE fires no row trigger: no audit row, no last-owner rule.
+        assert!(!truncate, "an API role may truncate {table}");
+    }
+    // Whoever could setval the audit log's id sequence back would make
+    // every later audit row collide, blocking every audited change.
+    for role in ["anon", "authenticated", "service_role"] {
+        let held: bool = db
+            .query_one(
+                "select has_sequence_privilege($1, \
+                 pg_get_serial_sequence('public.audit_events', 'id'), 'usage, select, update')",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            !held,
+            "{role} holds a privilege on the audit log's id sequence"
+        );
     }
 }
 

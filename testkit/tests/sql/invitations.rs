@@ -549,3 +549,69 @@ fn expiring_in(invitation: &mut serde_json::Value, days: i64) {
     invitation["expires_at"] =
         json!((chrono::Utc::now() + chrono::TimeDelta::days(days)).to_rfc3339());
 }
+
+/// An invitation's email is stored trimmed and lowercase whoever creates
+/// it (the service role, or an owner's JWT), and its invitee accepts
+/// whatever the case of their confirmed email; an expiry not after the
+/// creation is `22023` naming `expires_at`; a malformed hash on rotate is
+/// `22023` naming `token_hash` whether or not an invitation matches.
+#[tokio::test]
+async fn emails_are_stored_normalized_and_bad_arguments_named() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let mut conn = pg.superuser().await;
+    let [owner, bob] = [create_user(&db).await, create_user(&db).await];
+    let org = create_org(&db, owner).await;
+    let local = format!("bob-{}", Uuid::new_v4().simple());
+    let given = format!("  {}@Example.COM ", local.to_uppercase());
+    let (created, token) = create_as(
+        &mut conn,
+        Actor::Service,
+        &invitation(org, Some(&given), "member", 1),
+    )
+    .await;
+    assert_eq!(
+        created.unwrap()["email"],
+        format!("{local}@example.com"),
+        "trimmed and lowercase"
+    );
+    let (by_owner, _) = create_as(
+        &mut conn,
+        Actor::User(owner),
+        &invitation(org, Some("Carol@Example.com"), "viewer", 1),
+    )
+    .await;
+    assert_eq!(by_owner.unwrap()["email"], "carol@example.com");
+    set_email(&db, bob, &format!("{local}@EXAMPLE.com"), true).await;
+    let accepted = accept_as(&mut conn, Actor::User(bob), token.expose())
+        .await
+        .unwrap();
+    assert_eq!(accepted["joined"], true, "{accepted}");
+
+    let mut at_creation = invitation(org, None, "member", 1);
+    at_creation["expires_at"] = at_creation["created_at"].clone();
+    let (refused, _) = create_as(&mut conn, Actor::Service, &at_creation).await;
+    let said = message(&refused).unwrap_or_default();
+    assert_code(
+        refused,
+        SqlState::INVALID_PARAMETER_VALUE,
+        "expires at creation",
+    );
+    assert!(said.starts_with("expires_at:"), "{said}");
+
+    let rotated = call_as(
+        &mut conn,
+        Actor::Service,
+        "select tenancy_rotate_invitation(org_id => $1, invitation_id => $2, \
+         token_hash => 'not hex', expires_at => now() + interval '1 day')",
+        &[&org, &Uuid::new_v4()],
+    )
+    .await;
+    let said = message(&rotated).unwrap_or_default();
+    assert_code(
+        rotated,
+        SqlState::INVALID_PARAMETER_VALUE,
+        "a malformed hash",
+    );
+    assert!(said.starts_with("token_hash:"), "{said}");
+}

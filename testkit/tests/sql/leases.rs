@@ -338,6 +338,8 @@ async fn bad_lease_requests_are_refused() {
         ("0", "1", "0", "share"),
         ("0", "1", "1.5", "share"),
         ("0", "NaN", "1", "want"),
+        ("0", "1000000000000000001", "1", "want"),
+        ("1e19", "1", "1", "spoken_for"),
     ] {
         let result = lease_on(
             &db,
@@ -357,6 +359,38 @@ async fn bad_lease_requests_are_refused() {
             starts,
         );
         assert!(message.starts_with(starts), "{message}");
+    }
+    // A metric that is not a metric key, for a new lease id and a used one.
+    let used = Uuid::now_v7();
+    lease_on(&db, w.org_a, used, w.owner_a, 30, "0", "1", "1")
+        .await
+        .unwrap();
+    for id in [Uuid::now_v7(), used] {
+        let result = db
+            .query_one(
+                &LEASE.replace("'tokens'", "'Not A Metric'"),
+                &[
+                    &w.org_a,
+                    &id,
+                    &w.owner_a,
+                    &day(),
+                    &month(),
+                    &noon(),
+                    &(noon() + Duration::seconds(30)),
+                    &"0",
+                    &"1",
+                    &"1",
+                    &(noon() - Duration::days(1)),
+                ],
+            )
+            .await;
+        let message = crate::support::message(&result).unwrap_or_default();
+        crate::support::assert_code(
+            result,
+            tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE,
+            "metric",
+        );
+        assert!(message.starts_with("metric:"), "{message}");
     }
     crate::support::assert_code(
         lease_on(
