@@ -1161,6 +1161,10 @@ begin
     raise exception 'to_version: % version % not found', tenancy_migrate_plan.plan_key,
       tenancy_migrate_plan.to_version using errcode = 'P0002';
   end if;
+  -- A migration to the version itself changes nothing.
+  if tenancy_migrate_plan.to_version = tenancy_migrate_plan.from_version then
+    return pg_catalog.jsonb_build_object('migrated', 0);
+  end if;
   update public.org_plans a
   set version = case when a.plan_key = tenancy_migrate_plan.plan_key
         and a.version = tenancy_migrate_plan.from_version

@@ -396,11 +396,11 @@ impl LeaseConfig {
                 ));
             }
         }
-        if self.ttl <= TimeDelta::zero() || self.margin < TimeDelta::zero() {
-            return Err(Error::invalid_input(
-                "ttl",
-                "the TTL must be positive and the margin zero or more",
-            ));
+        if self.ttl <= TimeDelta::zero() {
+            return Err(Error::invalid_input("ttl", "must be positive"));
+        }
+        if self.margin < TimeDelta::zero() {
+            return Err(Error::invalid_input("margin", "must be zero or more"));
         }
         if self.margin >= self.ttl {
             return Err(Error::invalid_input(
@@ -635,6 +635,14 @@ mod tests {
                 "ttl",
             ),
             (
+                LeaseConfig::default().with_ttl(TimeDelta::zero(), TimeDelta::zero()),
+                "ttl",
+            ),
+            (
+                LeaseConfig::default().with_ttl(TimeDelta::seconds(30), TimeDelta::seconds(-1)),
+                "margin",
+            ),
+            (
                 LeaseConfig::default().with_backoff(TimeDelta::MAX),
                 "backoff",
             ),
@@ -642,7 +650,7 @@ mod tests {
         for (config, field) in bad {
             let err = config.validate().unwrap_err();
             assert_eq!(err.kind(), crate::error::ErrorKind::InvalidInput);
-            assert!(err.message().starts_with(field), "{field}: {err}");
+            assert_eq!(err.field(), Some(field), "{err}");
         }
         LeaseConfig::default().validate().unwrap();
     }

@@ -458,8 +458,11 @@ fn log_hours(history: &OrgHistory, tz: Tz, q: &RollupReconcileQuery) -> HourSums
             .unwrap_or(q.from),
         EventId::from(uuid::Uuid::nil()),
     );
+    let end =
+        q.to.checked_add_signed(TimeDelta::hours(1))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
     for (_, event) in history.events.range(start..) {
-        if event.occurred_at >= q.to + TimeDelta::hours(1) {
+        if event.occurred_at >= end {
             break;
         }
         let hour = hour_of(event.occurred_at, tz);

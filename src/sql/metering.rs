@@ -32,6 +32,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
             &events,
         )
         .await
+        .map_err(super::named_field(&[("occurred_at", "occurred_at")]))
     }
 
     pub(crate) async fn usage_snapshot(&self, query: &UsageQuery) -> Result<UsageSnapshot> {

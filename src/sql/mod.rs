@@ -164,6 +164,31 @@ pub(crate) fn org_missing(org: OrgId) -> impl FnOnce(Error) -> Error {
     }
 }
 
+/// A value the database refused (`22023`) whose message starts with one
+/// of `fields`' SQL names (`"since: …"`), as [`Error::invalid_input`]
+/// naming the Rust field it stands for, as the other stores name it. The
+/// database's error stays the source.
+pub(crate) fn named_field(
+    fields: &'static [(&'static str, &'static str)],
+) -> impl FnOnce(Error) -> Error {
+    move |error| {
+        if error.kind() != ErrorKind::InvalidInput {
+            return error;
+        }
+        let Some(sql) = SqlError::find(&error) else {
+            return error;
+        };
+        let named = fields.iter().find_map(|(name, field)| {
+            let rest = sql.message().strip_prefix(name)?.strip_prefix(':')?;
+            Some(Error::invalid_input(field, rest.trim_start()))
+        });
+        match named {
+            Some(named) => named.with_source(error),
+            None => error,
+        }
+    }
+}
+
 /// `error` in the caller's terms where its call site knows them:
 /// `explain` gets the kind and the database's error, when there is one,
 /// and returns the message (`None` keeps it). The database's own text

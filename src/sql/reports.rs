@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Idempotent, Sql, SqlTransport, org_missing};
+use super::{Idempotent, Sql, SqlTransport, named_field, org_missing};
 use crate::error::{Error, Result};
 use crate::ids::{EventId, MetricKey, OrgId, UserId};
 use crate::model::report::{
@@ -20,6 +20,9 @@ use crate::model::report::{
     validate_cost_query, validate_customer_id,
 };
 use crate::model::usage::{CostSource, TokenCounts};
+
+/// The reconciliation SQL's argument names, and the query fields they are.
+const ROLLUP_FIELDS: &[(&str, &str)] = &[("since", "from"), ("until", "to")];
 
 /// The users a filter keeps, as the SQL takes them: `None` for all; the
 /// nil uuid stands for usage without a user (the rollups' key for it).
@@ -587,7 +590,8 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 Idempotent::Yes,
                 &RollupArgs::from(query),
             )
-            .await?;
+            .await
+            .map_err(named_field(ROLLUP_FIELDS))?;
         Ok(drift.into_iter().map(RollupDrift::from).collect())
     }
 
@@ -604,6 +608,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
                 &RollupArgs::from(query),
             )
             .await
+            .map_err(named_field(ROLLUP_FIELDS))
             .map_err(org_missing(query.org))?;
         Ok(drift.into_iter().map(RollupDrift::from).collect())
     }

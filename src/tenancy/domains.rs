@@ -89,9 +89,11 @@ impl Tenancy {
 
     /// Joins `user` to `org` through the domain of their confirmed email,
     /// in one atomic store step, by the rules of
-    /// [`orgs_joinable_by`](Self::orgs_joinable_by). A user who is a member
-    /// already changes nothing and gets their membership back (`joined:
-    /// false`). Refused with `PermissionDenied`: a user without a confirmed
+    /// [`orgs_joinable_by`](Self::orgs_joinable_by). The confirmed email is
+    /// checked first; then a user who is a member already changes nothing
+    /// and gets their membership back (`joined: false`), whatever their
+    /// role and whether or not a domain matches. Refused with
+    /// `PermissionDenied`: a user without a confirmed
     /// email (unknown to the directory, unconfirmed, no directory), and one
     /// whose email no enabled domain of `org` with joining turned on
     /// matches, which is also the answer for an organization that does not

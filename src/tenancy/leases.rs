@@ -18,10 +18,12 @@
 //! Leases carry budgets, not rates: a request that a rate limit applies
 //! to (its user and metric, or `requests`) is decided per call, by
 //! [`Tenancy::reserve`], whenever it reaches the store. A rate limit set
-//! while a lease is live applies once that lease is spent or lapses, and
-//! after the organization's cached entitlements are dropped (at once for a
-//! change through the same `Tenancy`, when propagated for one made
-//! elsewhere, at `feature_cache_ttl` at the latest).
+//! while a lease is live applies from the lease's next top-up or renewal,
+//! which returns the lease (so once at most half of its last grant is
+//! decided locally after the change, or when it lapses), and after the
+//! organization's cached entitlements are dropped (at once for a change
+//! through the same `Tenancy`, when propagated for one made elsewhere, at
+//! `feature_cache_ttl` at the latest).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +96,9 @@ impl Tenancy {
 }
 
 /// Reservations decided in process on budget leases, with the same
-/// guarantees as [`Tenancy::reserve`] for every hard limit: `used + held +
-/// leased ≤ limit` at every instant, whichever instance decides.
+/// guarantees as [`Tenancy::reserve`] for every hard budget limit: `used +
+/// held + leased ≤ limit` at every instant, whichever instance decides.
+/// Rate limits are decided per call (see the [module docs](self)).
 ///
 /// # How it decides
 ///
@@ -686,6 +689,25 @@ async fn top_up_lease(meter: LeasedMeter, lane: Arc<Lane>) {
             return;
         }
     };
+    // A rate limit set meanwhile: the lease goes back and the meter decides
+    // per call, where the rate limit is decided.
+    let rate_limited = inner
+        .tenancy
+        .store()
+        .cached_rate_limits(lane.org)
+        .await
+        .is_ok_and(|limits| {
+            limits.iter().any(|limit| {
+                limit.applies_to(lane.user)
+                    && (limit.metric == crate::limits::rate::REQUESTS
+                        || limit.metric == lane.metric)
+            })
+        });
+    if rate_limited {
+        lock(&lane.state).topping_up = false;
+        let _ = meter.give_back_lease(&lane, false).await;
+        return;
+    }
     let covered = lock(&lane.state).local.granted;
     let request = LeaseRequest::new(
         lane.id,

@@ -24,6 +24,7 @@ mod stripe;
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::{Operator, Tenancy};
@@ -159,6 +160,10 @@ impl Tenancy {
             ..query.clone()
         };
         let mut lines: BTreeMap<(String, String), RepriceLine> = BTreeMap::new();
+        // An hour of a model comes in one row per cost provenance: it is
+        // priced once, as a whole.
+        let mut hours: BTreeMap<(String, String, DateTime<Utc>), (TokenCounts, u64)> =
+            BTreeMap::new();
         loop {
             let page = store.usage_costs(&cost_query).await?;
             for row in &page.rows {
@@ -178,17 +183,27 @@ impl Tenancy {
                 line.events += row.events;
                 line.tokens.add(&row.tokens);
                 line.recorded_usd += row.cost_usd;
-                if row.tokens.is_zero() {
-                    continue;
-                }
-                match table.quote(&provider, &model, row.bucket_start, &row.tokens)? {
-                    Ok(priced) => line.repriced_usd += priced.cost,
-                    Err(_) => line.unpriced_events += row.events,
-                }
+                let hour = hours
+                    .entry((provider, model, row.bucket_start))
+                    .or_default();
+                hour.0.add(&row.tokens);
+                hour.1 += row.events;
             }
             match page.next {
                 Some(next) => cost_query.after = Some(next),
                 None => break,
+            }
+        }
+        for ((provider, model, start), (tokens, events)) in hours {
+            if tokens.is_zero() {
+                continue;
+            }
+            let Some(line) = lines.get_mut(&(provider, model)) else {
+                continue;
+            };
+            match table.quote(&line.provider, &line.model, start, &tokens)? {
+                Ok(priced) => line.repriced_usd += priced.cost,
+                Err(_) => line.unpriced_events += events,
             }
         }
         let lines: Vec<RepriceLine> = lines.into_values().collect();

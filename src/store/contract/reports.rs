@@ -1166,9 +1166,22 @@ pub async fn retention_drops_events_and_keeps_reports(store: Arc<DynStore>) {
         .await
         .expect_err("an event before the retention cutoff");
     assert_eq!(refused.kind(), ErrorKind::InvalidInput, "{refused}");
-    assert!(refused.to_string().contains("occurred_at"), "{refused}");
+    assert_eq!(refused.field(), Some("occurred_at"), "{refused}");
     for id in [late.id, fresh.id] {
         assert_eq!(store.usage_event(org.id, id).await.ok(), Some(None));
+    }
+    // Rollups before the cutoff cannot be recomputed: naming `from`.
+    let before_cut = RollupReconcileQuery {
+        org: org.id,
+        from: at("2001-01-01T00:00:00Z"),
+        to: at("2001-03-01T00:00:00Z"),
+    };
+    for result in [
+        store.reconcile_rollups(&before_cut).await,
+        store.repair_rollups(&before_cut).await,
+    ] {
+        let err = result.expect_err("a range before the retention cutoff");
+        assert_eq!(err.field(), Some("from"), "{err}");
     }
     record(&store, std::slice::from_ref(&fresh)).await;
     assert!(

@@ -497,3 +497,64 @@ async fn a_rate_limited_request_is_decided_per_call_with_its_rate_limit() {
     s.clock.advance(std::time::Duration::from_secs(60));
     assert_eq!(daily(&s, &s.owner_ctx).await, (dec!(20), dec!(0)));
 }
+
+/// A rate limit set while a lease is live applies from the lease's next
+/// top-up: the top-up returns the lease instead of growing it, and the
+/// meter then decides per call, rate limit included.
+#[tokio::test]
+async fn a_rate_limit_set_during_a_lease_applies_from_its_next_top_up() {
+    let s = with_daily_limit(1000).await;
+    let meter = s
+        .tenancy
+        .leased(
+            recorder(&s.tenancy),
+            LeaseConfig::default().with_share(dec!(0.5)),
+        )
+        .unwrap();
+    let mut held = vec![
+        meter
+            .reserve(&s.owner_ctx, "tokens", d(1))
+            .await
+            .unwrap()
+            .into_granted()
+            .unwrap(),
+    ];
+    assert_eq!(daily(&s, &s.owner_ctx).await.1, d(500));
+    let rpm = tenancy::NewRateLimit::from_limit_type("minute_requests", d(1)).unwrap();
+    s.op().set_rate_limit(s.org, rpm).await.unwrap();
+    // Still local until the lease runs under half of its grant.
+    for _ in 0..250 {
+        held.push(
+            meter
+                .reserve_local(&s.owner_ctx, "tokens", d(1))
+                .unwrap()
+                .expect("decided locally"),
+        );
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if daily(&s, &s.owner_ctx).await.1 < d(500) {
+            break;
+        }
+    }
+    // The unused 249 went back; the 251 decided stay covered.
+    assert_eq!(daily(&s, &s.owner_ctx).await.1, d(251));
+    assert!(
+        meter
+            .reserve_local(&s.owner_ctx, "tokens", d(1))
+            .unwrap()
+            .is_none()
+    );
+    let first = meter.reserve(&s.owner_ctx, "tokens", d(1)).await.unwrap();
+    let second = meter.reserve(&s.owner_ctx, "tokens", d(1)).await.unwrap();
+    assert!(
+        matches!(&first, tenancy::LeasedOutcome::Granted(r) if !r.is_local()),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, tenancy::LeasedOutcome::Denied(_)),
+        "the rate limit's burst is 1: {second:?}"
+    );
+    drop((held, first));
+    meter.shutdown().await.unwrap();
+}

@@ -341,6 +341,64 @@ async fn a_months_invoice_breakdown_by_model() {
     recorder.shutdown(Duration::from_secs(1)).await;
 }
 
+/// An hour of a model is repriced as a whole, whatever priced its events:
+/// one event with a token class the table has no rate for (audio, here,
+/// with a provider-reported cost) leaves the hour unpriced, its text-only
+/// event (priced by the shipped table) included.
+#[tokio::test]
+async fn reprice_prices_an_hour_as_a_whole() {
+    let s = scene().await;
+    let recorder = UsageRecorder::builder(s.tenancy.clone())
+        .prices(PriceTable::shipped())
+        .start()
+        .expect("recorder");
+    recorder
+        .record(
+            UsageEvent::new(s.org)
+                .ai_call("openai", "gpt-4o", "chat")
+                .tokens(1_000_000, 0, 0)
+                .at(utc("2026-03-02T09:10:00Z")),
+        )
+        .expect("record");
+    recorder
+        .record(
+            UsageEvent::new(s.org)
+                .ai_call("openai", "gpt-4o", "voice")
+                .audio_tokens(1_000, 0)
+                .cost_usd(dec!(0.5))
+                .at(utc("2026-03-02T09:20:00Z")),
+        )
+        .expect("record");
+    // And a text-only hour, which the table prices.
+    recorder
+        .record(
+            UsageEvent::new(s.org)
+                .ai_call("openai", "gpt-4o", "chat")
+                .tokens(1_000_000, 0, 0)
+                .at(utc("2026-03-02T11:00:00Z")),
+        )
+        .expect("record");
+    recorder.flush().await.expect("flush");
+    let text_only = PriceTable::from_json(
+        r#"{"name": "text-only", "as_of": "2026-03-01", "prices": [
+          {"provider": "openai", "model": "gpt-4o", "effective_from": "2026-03-01",
+           "input_per_million": "1.00", "cached_input_per_million": "0.50", "output_per_million": "4"}
+        ]}"#,
+    )
+    .expect("table");
+    let report = s
+        .tenancy
+        .reprice(&s.owner_ctx, &march(&s), &text_only)
+        .await
+        .expect("reprice");
+    assert_eq!(report.lines.len(), 1, "{report:?}");
+    let line = &report.lines[0];
+    assert_eq!(line.events, 3);
+    assert_eq!(line.unpriced_events, 2, "the 09:00 hour, both events");
+    assert_eq!(line.repriced_usd, dec!(1.00), "the 11:00 hour alone");
+    recorder.shutdown(Duration::from_secs(1)).await;
+}
+
 /// Repricing a range under another table is a dry run per model: the
 /// recorded cost beside the new one, models the table cannot price
 /// counted, nothing written.
