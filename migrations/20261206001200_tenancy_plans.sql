@@ -1238,7 +1238,24 @@ begin
         order by r.created_at, r.id)
       from tenancy.effective_rate_limits(org, at) r
       where v_all or r.user_id is null or r.user_id = viewer), '[]'::jsonb),
-    'valid_until', tenancy.entitlements_valid_until(org, at));
+    -- Over the rows this viewer is shown: another member's per-user
+    -- expiry is not its business.
+    'valid_until', case when v_all then tenancy.entitlements_valid_until(org, at) else (
+      select min(t.at) from (
+        select f.expires_at as at from public.org_features f
+        where f.organization_id = org and f.expires_at > entitlements_for.at
+        union all
+        select l.expires_at from public.usage_limits l
+        where l.organization_id = org and l.expires_at > entitlements_for.at
+          and (l.user_id is null or l.user_id = viewer)
+        union all
+        select r.expires_at from public.usage_rate_limits r
+        where r.organization_id = org and r.expires_at > entitlements_for.at
+          and (r.user_id is null or r.user_id = viewer)
+        union all
+        select a.trial_ends_at from public.org_plans a
+        where a.organization_id = org and a.trial_ends_at > entitlements_for.at
+      ) t) end);
 end
 $$;
 

@@ -575,6 +575,20 @@ begin
     raise exception 'organization % does not exist', v_missing using errcode = 'P0002';
   end if;
 
+  -- Every amount a number (or a string holding one), zero or more, before
+  -- anything is written: a negative one must not reach a counter's check.
+  if exists (
+    select 1 from jsonb_array_elements(events) e
+    cross join lateral jsonb_each(case when jsonb_typeof(e -> 'amounts') = 'object'
+      then e -> 'amounts' else '{}'::jsonb end) a
+    where tenancy.json_numeric(a.value) is null or tenancy.json_numeric(a.value) < 0
+  ) or exists (
+    select 1 from jsonb_array_elements(events) e
+    where jsonb_typeof(e -> 'amounts') not in ('object', 'null')
+  ) then
+    raise exception 'amounts must be zero or more' using errcode = '22023';
+  end if;
+
   -- A new event older than what retention dropped would bring a dropped
   -- month back: refused. One already recorded is a duplicate, as ever.
   select r.kept_from into v_kept from tenancy.usage_retention r;
@@ -1891,7 +1905,7 @@ declare
   v_id bigint;
 begin
   if v_meter is null or char_length(v_meter) not between 1 and 100 then
-    raise exception 'event_name: must have 1 to 100 characters' using errcode = '22023';
+    raise exception 'meter: must have 1 to 100 characters' using errcode = '22023';
   end if;
   if v_scale is null or v_scale <= 0 or v_scale >= 'Infinity'::numeric then
     raise exception 'unit_scale: % is not more than 0', coalesce(v_scale::text, 'null')
@@ -1977,14 +1991,14 @@ declare
   v_batch public.usage_export_batches;
 begin
   if meter is null or batch_id is null or at is null then
-    raise exception 'batch: meter, batch_id and at are required' using errcode = '22023';
+    raise exception 'batch_id: meter, batch_id and at are required' using errcode = '22023';
   end if;
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tenancy export ' || meter));
   select b.* into v_batch from public.usage_export_batches b
   where b.meter = tenancy_export_ack.meter and b.id = tenancy_export_ack.batch_id
   for update;
   if not found then
-    raise exception 'batch: meter % has no batch %', meter, batch_id using errcode = 'P0002';
+    raise exception 'batch_id: meter % has no batch %', meter, batch_id using errcode = 'P0002';
   end if;
   if v_batch.acked_at is not null then
     return pg_catalog.jsonb_build_object('acked', false);
@@ -2090,6 +2104,52 @@ grant execute on function
   tenancy.drop_usage_events_for(timestamptz),
   tenancy.export_batch_json(public.usage_export_batches)
 to service_role;
+
+-- ---------------------------------------------------------------------------
+-- The user-JWT path of tenancy_record_event(s) again: each id field
+-- refused by its own name (`organization_id: …`), as the service path
+-- refuses them, before the membership check.
+create or replace function tenancy.member_record_events(events jsonb) returns jsonb
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_events jsonb[] := '{}';
+  v_event jsonb;
+  v_org uuid;
+  v_user uuid;
+  v_id uuid;
+  v_field text;
+begin
+  perform tenancy.checked_events(events);
+  for v_event in select e from pg_catalog.jsonb_array_elements(events) e loop
+    if pg_catalog.jsonb_typeof(v_event) <> 'object' then
+      raise exception 'an event must be a JSON object' using errcode = '22023';
+    end if;
+    begin
+      v_field := 'organization_id';
+      v_org := (v_event ->> 'organization_id')::uuid;
+      v_field := 'user_id';
+      v_user := (v_event ->> 'user_id')::uuid;
+      v_field := 'id';
+      v_id := (v_event ->> 'id')::uuid;
+    exception when invalid_text_representation then
+      raise exception '%: % is not a UUID', v_field, v_event -> v_field using errcode = '22023';
+    end;
+    if v_org is null then
+      raise exception 'organization_id: every event needs one' using errcode = '22023';
+    end if;
+    v_user := tenancy.require_role(v_org, v_user, 'member');
+    -- The caller's own ids stand for ids of its own: it cannot record
+    -- under an id the server uses (a hold's, whose commit would then
+    -- find its event recorded and record nothing).
+    v_events := v_events || (v_event || pg_catalog.jsonb_build_object(
+      'user_id', v_user,
+      'id', case when v_id is not null then tenancy.derived_id('event', v_org, v_user, v_id) end));
+  end loop;
+  return tenancy.record_events_for(pg_catalog.to_jsonb(v_events));
+end
+$$;
 
 -- ---------------------------------------------------------------------------
 -- No API role truncates a tenancy table. TRUNCATE fires no row trigger, so

@@ -426,6 +426,423 @@ mod tests {
             version["version"],
             serde_json::json!(crate::migrations::SCHEMA_VERSION)
         );
+        // The later migrations' answers read into rows private to their
+        // modules (`sql::audit`, `sql::reports`, ...) or into flags: their
+        // keys, all the way down where they are objects.
+        for (name, example) in [
+            (
+                "tenancy_delete_rate_limit",
+                include_str!("../../migrations/examples/tenancy_delete_rate_limit.json"),
+            ),
+            (
+                "tenancy_unassign_plan",
+                include_str!("../../migrations/examples/tenancy_unassign_plan.json"),
+            ),
+        ] {
+            let _: Deleted = reads(name, example);
+        }
+        fn keys(value: &serde_json::Value) -> Vec<&str> {
+            let mut keys: Vec<&str> = value
+                .as_object()
+                .unwrap_or_else(|| panic!("an object: {value}"))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            keys.sort_unstable();
+            keys
+        }
+        let event_keys = [
+            "amounts",
+            "audio_input_tokens",
+            "audio_output_tokens",
+            "cache_write_tokens",
+            "cached_input_tokens",
+            "cost_source",
+            "cost_usd",
+            "daily_start",
+            "id",
+            "image_input_tokens",
+            "image_output_tokens",
+            "input_tokens",
+            "metadata",
+            "model",
+            "monthly_start",
+            "occurred_at",
+            "operation",
+            "organization_id",
+            "output_tokens",
+            "price_effective_from",
+            "price_model",
+            "price_provider",
+            "price_table",
+            "provider",
+            "quantities",
+            "reasoning_tokens",
+            "recorded_at",
+            "user_id",
+        ];
+        let drift_keys = [
+            "bucket_start",
+            "counted",
+            "counted_events",
+            "metric",
+            "model",
+            "operation",
+            "provider",
+            "recomputed",
+            "recomputed_events",
+            "user_id",
+        ];
+        let objects: [(&str, &str, &[&str]); 14] = [
+            (
+                "tenancy_revoke_invitation",
+                include_str!("../../migrations/examples/tenancy_revoke_invitation.json"),
+                &["revoked"],
+            ),
+            (
+                "tenancy_remove_domain",
+                include_str!("../../migrations/examples/tenancy_remove_domain.json"),
+                &["removed"],
+            ),
+            (
+                "tenancy_migrate_plan",
+                include_str!("../../migrations/examples/tenancy_migrate_plan.json"),
+                &["migrated"],
+            ),
+            (
+                "tenancy_export_ack",
+                include_str!("../../migrations/examples/tenancy_export_ack.json"),
+                &["acked"],
+            ),
+            (
+                "tenancy_set_billing_customer",
+                include_str!("../../migrations/examples/tenancy_set_billing_customer.json"),
+                &["organization_id", "stripe_customer_id"],
+            ),
+            (
+                "tenancy_drop_usage_events",
+                include_str!("../../migrations/examples/tenancy_drop_usage_events.json"),
+                &["dropped_before", "events", "partitions"],
+            ),
+            (
+                "tenancy_create_usage_partitions",
+                include_str!("../../migrations/examples/tenancy_create_usage_partitions.json"),
+                &["created"],
+            ),
+            (
+                "tenancy_prune_audit_log",
+                include_str!("../../migrations/examples/tenancy_prune_audit_log.json"),
+                &["cutoff", "deleted"],
+            ),
+            (
+                "tenancy_audit_log",
+                include_str!("../../migrations/examples/tenancy_audit_log.json"),
+                &[
+                    "action",
+                    "actor_kind",
+                    "actor_name",
+                    "actor_user_id",
+                    "after",
+                    "at",
+                    "before",
+                    "id",
+                    "organization_id",
+                    "request_id",
+                    "target",
+                ],
+            ),
+            (
+                "tenancy_usage_report",
+                include_str!("../../migrations/examples/tenancy_usage_report.json"),
+                &[
+                    "amounts",
+                    "bucket_start",
+                    "events",
+                    "metric",
+                    "model",
+                    "operation",
+                    "provider",
+                    "user_id",
+                ],
+            ),
+            (
+                "tenancy_usage_events",
+                include_str!("../../migrations/examples/tenancy_usage_events.json"),
+                &event_keys,
+            ),
+            (
+                "tenancy_usage_event",
+                include_str!("../../migrations/examples/tenancy_usage_event.json"),
+                &event_keys,
+            ),
+            (
+                "tenancy_reconcile_rollups",
+                include_str!("../../migrations/examples/tenancy_reconcile_rollups.json"),
+                &drift_keys,
+            ),
+            (
+                "tenancy_repair_rollups",
+                include_str!("../../migrations/examples/tenancy_repair_rollups.json"),
+                &drift_keys,
+            ),
+        ];
+        for (name, example, want) in objects {
+            let value: serde_json::Value = reads(name, example);
+            // A list of rows: each row's keys.
+            let rows = match value.as_array() {
+                Some(rows) => rows.clone(),
+                None => vec![value],
+            };
+            assert!(!rows.is_empty(), "{name}: no rows");
+            for row in &rows {
+                assert_eq!(keys(row), want, "{name}");
+            }
+        }
+        let costs: serde_json::Value = reads(
+            "tenancy_usage_costs",
+            include_str!("../../migrations/examples/tenancy_usage_costs.json"),
+        );
+        assert_eq!(keys(&costs), ["more", "rows"]);
+        assert_eq!(
+            keys(&costs["rows"][0]),
+            [
+                "audio_input_tokens",
+                "audio_output_tokens",
+                "bucket_start",
+                "cache_write_tokens",
+                "cached_input_tokens",
+                "cost_source",
+                "cost_usd",
+                "events",
+                "image_input_tokens",
+                "image_output_tokens",
+                "input_tokens",
+                "model",
+                "operation",
+                "output_tokens",
+                "price_effective_from",
+                "price_model",
+                "price_provider",
+                "price_table",
+                "provider",
+                "reasoning_tokens",
+                "user_id",
+            ]
+        );
+        let claimed: serde_json::Value = reads(
+            "tenancy_export_claim",
+            include_str!("../../migrations/examples/tenancy_export_claim.json"),
+        );
+        assert_eq!(
+            keys(&claimed[0]),
+            ["claimed_at", "event_name", "id", "items"]
+        );
+        assert_eq!(
+            keys(&claimed[0]["items"][0]),
+            [
+                "amount",
+                "bucket_start",
+                "carried",
+                "org",
+                "seq",
+                "stripe_customer_id",
+                "timestamp",
+                "value",
+            ]
+        );
+
+        // And through the store itself: each private row type reads its
+        // example and becomes the store's answer (a transport that answers
+        // every call with the example of its function), its optional fields
+        // filled where the example's are.
+        use crate::ids::{EventId, LimitId, MetricKey, PlanKey};
+        use crate::model::domain::DomainName;
+        use crate::model::invitation::InvitationId;
+        use crate::model::plan::{MigratePlan, PlanRef};
+        use crate::model::report::{
+            EventQuery, ExportAck, ExportClaim, Granularity, Meter, ReportDimension, ReportQuery,
+            RollupReconcileQuery,
+        };
+        use crate::store::{LeaseStore, Principal, RateLimitStore, ReportStore};
+
+        #[derive(Debug)]
+        struct Replay;
+
+        impl crate::store::Backend for Replay {
+            fn principal(&self) -> Principal {
+                Principal::Service
+            }
+            fn rate_limits(&self) -> Option<&dyn RateLimitStore> {
+                None
+            }
+            fn leases(&self) -> Option<&dyn LeaseStore> {
+                None
+            }
+            fn reports(&self) -> Option<&dyn ReportStore> {
+                None
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::super::SqlTransport for Replay {
+            async fn call(&self, call: super::super::SqlCall<'_>) -> crate::error::Result<Vec<u8>> {
+                let example = match call.function {
+                    "tenancy_audit_log" => {
+                        include_str!("../../migrations/examples/tenancy_audit_log.json")
+                    }
+                    "tenancy_usage_report" => {
+                        include_str!("../../migrations/examples/tenancy_usage_report.json")
+                    }
+                    "tenancy_usage_costs" => {
+                        include_str!("../../migrations/examples/tenancy_usage_costs.json")
+                    }
+                    "tenancy_usage_events" => {
+                        include_str!("../../migrations/examples/tenancy_usage_events.json")
+                    }
+                    "tenancy_usage_event" => {
+                        include_str!("../../migrations/examples/tenancy_usage_event.json")
+                    }
+                    "tenancy_reconcile_rollups" => {
+                        include_str!("../../migrations/examples/tenancy_reconcile_rollups.json")
+                    }
+                    "tenancy_repair_rollups" => {
+                        include_str!("../../migrations/examples/tenancy_repair_rollups.json")
+                    }
+                    "tenancy_export_claim" => {
+                        include_str!("../../migrations/examples/tenancy_export_claim.json")
+                    }
+                    "tenancy_export_ack" => {
+                        include_str!("../../migrations/examples/tenancy_export_ack.json")
+                    }
+                    "tenancy_drop_usage_events" => {
+                        include_str!("../../migrations/examples/tenancy_drop_usage_events.json")
+                    }
+                    "tenancy_billing_customer" => {
+                        include_str!("../../migrations/examples/tenancy_billing_customer.json")
+                    }
+                    "tenancy_remove_domain" => {
+                        include_str!("../../migrations/examples/tenancy_remove_domain.json")
+                    }
+                    "tenancy_revoke_invitation" => {
+                        include_str!("../../migrations/examples/tenancy_revoke_invitation.json")
+                    }
+                    "tenancy_migrate_plan" => {
+                        include_str!("../../migrations/examples/tenancy_migrate_plan.json")
+                    }
+                    "tenancy_delete_rate_limit" => {
+                        include_str!("../../migrations/examples/tenancy_delete_rate_limit.json")
+                    }
+                    "tenancy_unassign_plan" => {
+                        include_str!("../../migrations/examples/tenancy_unassign_plan.json")
+                    }
+                    other => panic!("no example of {other} here"),
+                };
+                Ok(example.as_bytes().to_vec())
+            }
+
+            fn undecodable(
+                &self,
+                function: &str,
+                _what: &str,
+                _body: &[u8],
+                source: serde_json::Error,
+            ) -> crate::error::Error {
+                panic!("{function} does not read its example: {source}")
+            }
+
+            async fn watch_entitlements(
+                &self,
+            ) -> crate::error::Result<Option<crate::store::EntitlementWatch>> {
+                Ok(None)
+            }
+        }
+
+        let sql = super::super::Sql(&Replay);
+        let org = OrgId::new_v7();
+        let (from, to) = (
+            "2001-02-03T00:00:00Z".parse::<DateTime<Utc>>().unwrap(),
+            "2001-02-04T00:00:00Z".parse::<DateTime<Utc>>().unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let audit = crate::model::audit::AuditQuery::new(2).unwrap().org(org);
+            let events = sql.audit_log(&audit).await.unwrap();
+            assert_eq!(events.len(), 2);
+            assert!(events[0].target.is_some() && events[0].before.is_some());
+            assert!(events[0].after.is_some());
+
+            let report = ReportQuery::new(org, from, to)
+                .granularity(Granularity::Hour)
+                .group_by([ReportDimension::User, ReportDimension::Metric])
+                .limit(2);
+            let page = sql.usage_report(&report).await.unwrap();
+            assert_eq!(page.rows.len(), 2);
+            assert!(page.rows[0].key.metric.is_some() && page.rows[0].key.user.is_some());
+            assert!(!page.rows[0].amounts.is_empty());
+
+            let costs = ReportQuery::new(org, from, to)
+                .granularity(Granularity::Hour)
+                .group_by([ReportDimension::User, ReportDimension::Operation])
+                .limit(1);
+            let page = sql.usage_costs(&costs).await.unwrap();
+            let row = &page.rows[0];
+            assert!(row.key.user.is_some() && row.key.operation.is_some());
+            assert!(row.cost_source.is_some() && page.next.is_some());
+
+            let listed = sql
+                .usage_events(&EventQuery::new(org, from, to).limit(2))
+                .await
+                .unwrap();
+            let event = &listed.events[0];
+            assert!(event.user.is_some() && event.cost_usd.is_some());
+            assert!(event.cost_source.is_some() && !event.metadata.is_null());
+            let one = sql.usage_event(org, EventId::new_v7()).await.unwrap();
+            assert_eq!(one.as_ref(), Some(event));
+
+            let range = RollupReconcileQuery { org, from, to };
+            for drift in [
+                sql.reconcile_rollups(&range).await.unwrap(),
+                sql.repair_rollups(&range).await.unwrap(),
+            ] {
+                assert!(drift[0].user.is_some() && drift[0].counted != drift[0].recomputed);
+            }
+
+            let claim = ExportClaim {
+                meter: Meter::new("cost_cents", MetricKey::COST_USD, Decimal::ONE_HUNDRED).unwrap(),
+                up_to: from,
+                max_items: 1000,
+                now: to,
+            };
+            let batch = sql.claim_export(&claim).await.unwrap().unwrap();
+            assert_eq!(batch.items.len(), 1);
+            let ack = ExportAck {
+                event_name: batch.event_name.clone(),
+                batch: batch.id,
+                now: to,
+            };
+            assert!(sql.ack_export(&ack).await.unwrap());
+            let dropped = sql.drop_usage_events(to).await.unwrap();
+            assert!(dropped.events.is_some());
+            assert!(sql.billing_customer(org).await.unwrap().is_some());
+
+            let domain = DomainName::parse("example.com").unwrap();
+            assert!(sql.remove_domain(org, &domain).await.unwrap());
+            assert!(
+                sql.revoke_invitation(org, InvitationId::new_v7(), to)
+                    .await
+                    .unwrap()
+            );
+            let plan = PlanRef {
+                key: PlanKey::parse("pro").unwrap(),
+                version: 1,
+            };
+            let migrate = MigratePlan::new(plan, 2).org(org);
+            assert_eq!(sql.migrate_plan(&migrate).await.unwrap(), 1);
+            assert!(sql.delete_rate_limit(org, LimitId::new_v7()).await.unwrap());
+            assert!(sql.unassign_plan(org).await.unwrap());
+        });
     }
 
     /// Every example is read by a test: here or in `store::types`.

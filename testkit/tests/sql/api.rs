@@ -354,6 +354,24 @@ async fn refusals_name_what_was_wrong() {
             "organization_id: every event needs one",
         ),
         (
+            "an event without an organization (a user)",
+            call_as(&mut conn, member, RECORD, &[&json!({"input_tokens": 5})]).await,
+            SqlState::INVALID_PARAMETER_VALUE,
+            "organization_id: every event needs one",
+        ),
+        (
+            "an organization that is not a UUID (a user)",
+            call_as(&mut conn, member, RECORD, &[&json!({"organization_id": "nope"})]).await,
+            SqlState::INVALID_PARAMETER_VALUE,
+            "organization_id: \"nope\" is not a UUID",
+        ),
+        (
+            "an event id that is not a UUID (a user)",
+            call_as(&mut conn, member, RECORD, &[&json!({"organization_id": org, "id": 7})]).await,
+            SqlState::INVALID_PARAMETER_VALUE,
+            "id: 7 is not a UUID",
+        ),
+        (
             "both an amount and an event to commit",
             call_as(
                 &mut conn,

@@ -17,6 +17,7 @@ mod audit;
 mod catalog;
 mod directory;
 mod domains;
+mod examples;
 mod invitations;
 mod leases;
 mod members;

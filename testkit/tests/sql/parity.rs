@@ -666,7 +666,8 @@ async fn limit_type_aliases_agree_in_rust_and_sql() {
 /// One real response of each jsonb RPC, by name: an org with an org-wide
 /// and a per-user limit, usage of both scopes, and holds, so each array
 /// holds every variant of its elements. The history is the org-wide and a
-/// user's history together (one call returns one scope).
+/// user's history together (one call returns one scope). The RPCs of the
+/// later migrations answer in [`crate::examples::responses`].
 async fn live_responses(db: &Client) -> BTreeMap<String, Value> {
     let (owner, member) = (create_user(db).await, create_user(db).await);
     let org = create_org(db, owner).await;
@@ -716,6 +717,11 @@ async fn live_responses(db: &Client) -> BTreeMap<String, Value> {
         out.insert(rpc, response);
     }
     for (rpc, response) in store_function_responses(db, org, member).await {
+        out.insert(rpc, response);
+    }
+    // Invitations, domains, the audit log, rate limits, leases, plans and
+    // usage history, each on an organization of its own.
+    for (rpc, response) in crate::examples::responses(db).await {
         out.insert(rpc, response);
     }
     // Drift in both scopes of one day: the check and the repair report it.

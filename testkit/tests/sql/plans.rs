@@ -1124,3 +1124,37 @@ async fn state_follows_its_owner_and_changes_are_audited() {
         0
     );
 }
+
+/// A member's view lapses only when something it is shown lapses: another
+/// member's per-user override expiry stays out of its `valid_until`, while
+/// an admin's view (which shows that row) carries it.
+#[tokio::test]
+async fn valid_until_covers_only_the_rows_a_member_is_shown() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let w: World = world(&db).await;
+    let hidden = at("2027-03-03T00:00:00Z");
+    put_override_limit(&db, w.org_a, Some(w.member_a), 3, Some(hidden)).await;
+    let mut conn = pg.authenticator().await;
+    let sql = "select tenancy_entitlements(org_id => $1, at => '2026-03-02T12:00:00Z')";
+    let mut views = Vec::new();
+    for user in [w.viewer_a, w.admin_a, w.member_a] {
+        views.push(
+            call_as(&mut conn, Actor::User(user), sql, &[&w.org_a])
+                .await
+                .unwrap(),
+        );
+    }
+    let [viewer, admin, member] = <[Value; 3]>::try_from(views).unwrap();
+    assert_eq!(viewer["valid_until"], Value::Null, "{viewer}");
+    assert_eq!(
+        admin["valid_until"].as_str().map(|t| at(t)),
+        Some(hidden),
+        "{admin}"
+    );
+    assert_eq!(
+        member["valid_until"].as_str().map(|t| at(t)),
+        Some(hidden),
+        "its own override: {member}"
+    );
+}

@@ -1493,3 +1493,43 @@ async fn rollup_repair_restores_metric_and_token_rollups_in_its_range_only() {
     );
     assert_eq!(rows_at(&others, "2026-03-14T12:00:00Z").len(), 1);
 }
+
+/// A negative, null or non-numeric amount refuses the whole batch with
+/// `22023`, on an organization whose counters it would take below zero
+/// too, before anything is written.
+#[tokio::test]
+async fn a_bad_amount_is_22023_before_anything_is_written() {
+    let Some(pg) = Cluster::shared() else { return };
+    let db = pg.superuser().await;
+    let owner = create_user(&db).await;
+    let org = create_org(&db, owner).await;
+    for bad in [
+        json!("-1"),
+        json!(-1),
+        Value::Null,
+        json!("NaN"),
+        json!("ten"),
+        json!(true),
+    ] {
+        let good = crate::support::event(org, Some(owner), json!({"tokens": "5"}));
+        let event = crate::support::event(org, None, json!({"tokens": bad}));
+        let result = db
+            .query_one("select tenancy_record_usage($1)", &[&json!([good, event])])
+            .await;
+        let said = crate::support::message(&result).unwrap_or_default();
+        assert_code(result, SqlState::INVALID_PARAMETER_VALUE, &format!("{bad}"));
+        assert!(
+            said.contains("amounts must be zero or more"),
+            "{bad}: {said}"
+        );
+    }
+    let counted: i64 = db
+        .query_one(
+            "select count(*) from usage_counters where organization_id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 0, "nothing was written");
+}
