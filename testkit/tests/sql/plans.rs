@@ -1148,12 +1148,12 @@ async fn valid_until_covers_only_the_rows_a_member_is_shown() {
     let [viewer, admin, member] = <[Value; 3]>::try_from(views).unwrap();
     assert_eq!(viewer["valid_until"], Value::Null, "{viewer}");
     assert_eq!(
-        admin["valid_until"].as_str().map(|t| at(t)),
+        admin["valid_until"].as_str().map(at),
         Some(hidden),
         "{admin}"
     );
     assert_eq!(
-        member["valid_until"].as_str().map(|t| at(t)),
+        member["valid_until"].as_str().map(at),
         Some(hidden),
         "its own override: {member}"
     );
