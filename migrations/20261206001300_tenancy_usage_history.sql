@@ -577,11 +577,19 @@ begin
 
   -- Every amount a number (or a string holding one), zero or more, before
   -- anything is written: a negative one must not reach a counter's check.
+  -- (A CASE, so no cast meets a value it cannot read; no function call,
+  -- since this runs for every amount of every event.)
   if exists (
     select 1 from jsonb_array_elements(events) e
     cross join lateral jsonb_each(case when jsonb_typeof(e -> 'amounts') = 'object'
       then e -> 'amounts' else '{}'::jsonb end) a
-    where tenancy.json_numeric(a.value) is null or tenancy.json_numeric(a.value) < 0
+    where case jsonb_typeof(a.value)
+      when 'number' then (a.value #>> '{}')::numeric < 0
+      when 'string' then case
+        when (a.value #>> '{}') ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?\s*$'
+        then (a.value #>> '{}')::numeric < 0
+        else true end
+      else true end
   ) or exists (
     select 1 from jsonb_array_elements(events) e
     where jsonb_typeof(e -> 'amounts') not in ('object', 'null')
