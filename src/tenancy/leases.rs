@@ -98,7 +98,9 @@ impl Tenancy {
 /// Reservations decided in process on budget leases, with the same
 /// guarantees as [`Tenancy::reserve`] for every hard budget limit: `used +
 /// held + leased ≤ limit` at every instant, whichever instance decides.
-/// Rate limits are decided per call (see the [module docs](self)).
+/// A request a rate limit applies to is decided per call, rate limit
+/// included; a lease taken before the rate limit was set goes back at its
+/// next top-up or renewal, or when it lapses.
 ///
 /// # How it decides
 ///
