@@ -239,7 +239,7 @@ begin
   -- Checked whether or not an invitation matches.
   perform tenancy.checked_token_hash(rotate_invitation_for.token_hash);
   update public.org_invitations i
-  set token_hash = tenancy.checked_token_hash(rotate_invitation_for.token_hash),
+  set token_hash = rotate_invitation_for.token_hash,
       expires_at = rotate_invitation_for.expires_at
   where i.organization_id = rotate_invitation_for.org and i.id = rotate_invitation_for.id
     and i.revoked_at is null and i.uses < i.max_uses and i.expires_at > rotate_invitation_for.at

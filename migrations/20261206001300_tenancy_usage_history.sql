@@ -547,7 +547,6 @@ declare
   v_locked integer;
   v_missing uuid;
   v_inserted integer;
-  v_bad_amount boolean;
   v_month timestamptz;
   v_kept timestamptz;
   v_old timestamptz;
@@ -581,18 +580,17 @@ begin
   -- since this runs for every amount of every event.)
   if exists (
     select 1 from jsonb_array_elements(events) e
-    cross join lateral jsonb_each(case when jsonb_typeof(e -> 'amounts') = 'object'
-      then e -> 'amounts' else '{}'::jsonb end) a
-    where case jsonb_typeof(a.value)
-      when 'number' then (a.value #>> '{}')::numeric < 0
-      when 'string' then case
+    left join lateral jsonb_each(case when jsonb_typeof(e -> 'amounts') = 'object'
+      then e -> 'amounts' end) a on true
+    where case
+      when jsonb_typeof(e -> 'amounts') not in ('object', 'null') then true
+      when a.value is null then false
+      when jsonb_typeof(a.value) = 'number' then (a.value #>> '{}')::numeric < 0
+      when jsonb_typeof(a.value) = 'string' then case
         when (a.value #>> '{}') ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?\s*$'
         then (a.value #>> '{}')::numeric < 0
         else true end
       else true end
-  ) or exists (
-    select 1 from jsonb_array_elements(events) e
-    where jsonb_typeof(e -> 'amounts') not in ('object', 'null')
   ) then
     raise exception 'amounts must be zero or more' using errcode = '22023';
   end if;
@@ -679,9 +677,7 @@ begin
   ),
   per_user as (
     select a.organization_id, a.user_id, a.daily_start, a.monthly_start, a.metric,
-      sum(a.amount) as amount,
-      -- NaN sorts above Infinity, so this refuses both, and negatives.
-      bool_or(a.amount is null or a.amount < 0 or a.amount >= 'Infinity'::numeric) as bad_amount
+      sum(a.amount) as amount
     from amounts a
     group by 1, 2, 3, 4, 5
   ),
@@ -704,12 +700,7 @@ begin
     do update set used = c.used + excluded.used, updated_at = pg_catalog.now()
     returning 1
   )
-  select (select count(*) from inserted),
-    coalesce((select bool_or(u.bad_amount) from per_user u), false)
-  into v_inserted, v_bad_amount;
-  if v_bad_amount then
-    raise exception 'amounts must be zero or more' using errcode = '22023';
-  end if;
+  select count(*) into v_inserted from inserted;
   return jsonb_build_object(
     'inserted', v_inserted,
     'duplicates', jsonb_array_length(events) - v_inserted
@@ -1744,7 +1735,7 @@ $$;
 -- holding `before` (never after it): no event before it is left. The
 -- dedupe keys stay (an event recorded again still counts once), and so do
 -- rollups and counters: reports over those months still answer;
--- reconciliation refuses them (22023 naming `from`).
+-- reconciliation refuses them (22023 naming `since`).
 create or replace function public.tenancy_drop_usage_events(before timestamptz)
 returns jsonb
 language sql volatile
