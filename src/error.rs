@@ -194,6 +194,16 @@ impl Error {
         self
     }
 
+    /// The same error naming `field` as the one that failed validation,
+    /// its message prefixed `"<field>: "` as [`invalid_input`](Self::invalid_input)
+    /// writes it; kind, retryability and source kept.
+    #[cfg(any(feature = "supabase", feature = "postgres"))]
+    pub(crate) fn with_field(mut self, field: &'static str, message: impl fmt::Display) -> Self {
+        self.field = Some(field);
+        self.message = format!("{field}: {message}");
+        self
+    }
+
     /// For [`ErrorKind::InvalidInput`], the name of the field that failed
     /// validation.
     pub fn field(&self) -> Option<&'static str> {

@@ -26,11 +26,11 @@ pub(super) struct LeaseRow {
     pub(super) granted: Decimal,
     pub(super) consumed: Decimal,
     pub(super) expires_at: DateTime<Utc>,
-    /// The amount of the lease's metric of each event recorded under it
-    /// (its organization's and user's, by id the first time), in order:
-    /// the part of the event log that names it, which reconciliation sums
-    /// independently of `consumed`.
-    pub(super) recorded: Vec<Decimal>,
+    /// The sum of the lease's metric over the events recorded under it
+    /// (its organization's and user's, by id the first time): what the
+    /// event log says it consumed, kept apart from `consumed`, which
+    /// reconciliation compares with it.
+    pub(super) recorded: Decimal,
 }
 
 impl LeaseRow {
@@ -127,7 +127,7 @@ impl LeaseState {
         for (org, lease, amount) in consumption {
             if let Some(row) = self.by_org.get_mut(&org).and_then(|l| l.get_mut(&lease)) {
                 row.consumed = row.consumed.saturating_add(amount);
-                row.recorded.push(amount);
+                row.recorded = row.recorded.saturating_add(amount);
             }
         }
     }
@@ -143,10 +143,7 @@ impl LeaseState {
             .filter(|(_, l)| l.periods.key(query.period.period) == query.period)
             .filter(|(_, l)| query.metric.as_ref().is_none_or(|m| m == &l.metric))
             .filter_map(|(id, l)| {
-                let recomputed = l
-                    .recorded
-                    .iter()
-                    .fold(Decimal::ZERO, |sum, a| sum.saturating_add(*a));
+                let recomputed = l.recorded;
                 (recomputed != l.consumed).then(|| LeaseDrift {
                     lease: *id,
                     user: l.user,
@@ -202,8 +199,8 @@ impl LeaseStore for MemoryStore {
                     ),
                 ));
             }
-            Some(row) => (row.consumed, std::mem::take(&mut row.recorded)),
-            None => (Decimal::ZERO, Vec::new()),
+            Some(row) => (row.consumed, row.recorded),
+            None => (Decimal::ZERO, Decimal::ZERO),
         };
         let base = request.spoken_for.max(consumed);
         let own = base - consumed;

@@ -166,8 +166,8 @@ pub(crate) fn org_missing(org: OrgId) -> impl FnOnce(Error) -> Error {
 
 /// A value the database refused (`22023`) whose message starts with one
 /// of `fields`' SQL names (`"since: …"`), as [`Error::invalid_input`]
-/// naming the Rust field it stands for, as the other stores name it. The
-/// database's error stays the source.
+/// names it: the Rust field it stands for, as the other stores name it.
+/// The database's error stays the source.
 pub(crate) fn named_field(
     fields: &'static [(&'static str, &'static str)],
 ) -> impl FnOnce(Error) -> Error {
@@ -175,15 +175,14 @@ pub(crate) fn named_field(
         if error.kind() != ErrorKind::InvalidInput {
             return error;
         }
-        let Some(sql) = SqlError::find(&error) else {
-            return error;
-        };
-        let named = fields.iter().find_map(|(name, field)| {
-            let rest = sql.message().strip_prefix(name)?.strip_prefix(':')?;
-            Some(Error::invalid_input(field, rest.trim_start()))
+        let named = SqlError::find(&error).and_then(|sql| {
+            fields.iter().find_map(|(name, field)| {
+                let rest = sql.message().strip_prefix(name)?.strip_prefix(':')?;
+                Some((*field, rest.trim_start().to_owned()))
+            })
         });
         match named {
-            Some(named) => named.with_source(error),
+            Some((field, rest)) => error.with_field(field, rest),
             None => error,
         }
     }

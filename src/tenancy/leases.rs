@@ -18,9 +18,10 @@
 //! Leases carry budgets, not rates: a request that a rate limit applies
 //! to (its user and metric, or `requests`) is decided per call, by
 //! [`Tenancy::reserve`], whenever it reaches the store. A rate limit set
-//! while a lease is live applies from the lease's next top-up or renewal,
-//! which returns the lease (so once at most half of its last grant is
-//! decided locally after the change, or when it lapses), and after the
+//! while a lease is live applies from the lease's next top-up (which
+//! starts once less than half of its last grant is free) or renewal, which
+//! returns the lease, or when it lapses; local decisions made before that
+//! return completes still use the lease. It applies after the
 //! organization's cached entitlements are dropped (at once for a change
 //! through the same `Tenancy`, when propagated for one made elsewhere, at
 //! `feature_cache_ttl` at the latest).
@@ -319,7 +320,7 @@ impl LeasedMeter {
         // such requests go to the store call by call, rate limit included.
         let rate_limited = inner
             .tenancy
-            .applying_rate_limit(ctx, &metric_key)
+            .applying_rate_limit(ctx.org(), ctx.user(), &metric_key)
             .await?
             .is_some();
         if !rate_limited && !inner.closed.load(Ordering::Acquire) {
@@ -695,16 +696,9 @@ async fn top_up_lease(meter: LeasedMeter, lane: Arc<Lane>) {
     // per call, where the rate limit is decided.
     let rate_limited = inner
         .tenancy
-        .store()
-        .cached_rate_limits(lane.org)
+        .applying_rate_limit(lane.org, lane.user, &lane.metric)
         .await
-        .is_ok_and(|limits| {
-            limits.iter().any(|limit| {
-                limit.applies_to(lane.user)
-                    && (limit.metric == crate::limits::rate::REQUESTS
-                        || limit.metric == lane.metric)
-            })
-        });
+        .is_ok_and(|limit| limit.is_some());
     if rate_limited {
         lock(&lane.state).topping_up = false;
         let _ = meter.give_back_lease(&lane, false).await;
@@ -785,7 +779,7 @@ impl super::Operator<'_> {
         period: crate::limits::PeriodKey,
         metric: Option<&str>,
     ) -> Result<Vec<crate::limits::lease::LeaseDrift>> {
-        let query = self.lease_reconcile_query(org, period, metric).await?;
+        let query = self.reconcile_query(org, period, metric).await?;
         let drift = match self.tenancy.inner.store.leases() {
             Some(leases) => leases.reconcile_leases(&query).await,
             None => Err(crate::limits::lease::unsupported()),
@@ -810,7 +804,7 @@ impl super::Operator<'_> {
         period: crate::limits::PeriodKey,
         metric: Option<&str>,
     ) -> Result<Vec<crate::limits::lease::LeaseDrift>> {
-        let query = self.lease_reconcile_query(org, period, metric).await?;
+        let query = self.reconcile_query(org, period, metric).await?;
         let repaired = match self.tenancy.inner.store.leases() {
             Some(leases) => leases.repair_leases(&query).await,
             None => Err(crate::limits::lease::unsupported()),
@@ -830,16 +824,5 @@ impl super::Operator<'_> {
                 error = %e, "lease repair failed"),
         }
         repaired
-    }
-
-    async fn lease_reconcile_query(
-        &self,
-        org: OrgId,
-        period: crate::limits::PeriodKey,
-        metric: Option<&str>,
-    ) -> Result<crate::store::ReconcileQuery> {
-        let metric = metric.map(MetricKey::parse).transpose()?;
-        self.tenancy.cached_org(org).await?;
-        Ok(crate::store::ReconcileQuery::new(org, period).with_metric(metric))
     }
 }

@@ -413,7 +413,7 @@ impl<'a> Operator<'a> {
         repaired
     }
 
-    async fn reconcile_query(
+    pub(super) async fn reconcile_query(
         &self,
         org: OrgId,
         period: PeriodKey,

@@ -33,7 +33,7 @@ use rust_decimal::Decimal;
 
 use super::{Operator, Tenancy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids::{LimitId, MetricKey, OrgId};
+use crate::ids::{LimitId, MetricKey, OrgId, UserId};
 use crate::limits::rate::{
     NewRateLimit, REQUESTS, RateAction, RateDecision, RateDenial, RateLimit, RateRequest, RateState,
 };
@@ -104,7 +104,10 @@ impl Tenancy {
         let Some(store) = self.inner.store.rate_limits() else {
             return Ok(None);
         };
-        let Some(applying) = self.applying_rate_limit(ctx, metric).await? else {
+        let Some(applying) = self
+            .applying_rate_limit(ctx.org(), ctx.user(), metric)
+            .await?
+        else {
             return Ok(None);
         };
         if store.principal() == Principal::User {
@@ -130,21 +133,21 @@ impl Tenancy {
     }
 
     /// An effective rate limit (plan or override) a request of `metric` by
-    /// the context's user would be charged against (a request charges one
+    /// `user` in `org` would be charged against (a request charges one
     /// request and its own metric), from the organization's cached
     /// entitlements: no store call, no allocation, for an organization
     /// without one. `None` on a store without rate limits.
     pub(super) async fn applying_rate_limit(
         &self,
-        ctx: &TenantContext,
+        org: OrgId,
+        user: UserId,
         metric: &MetricKey,
     ) -> Result<Option<RateLimit>> {
-        let configured = self.store().cached_rate_limits(ctx.org()).await?;
+        let configured = self.store().cached_rate_limits(org).await?;
         Ok(configured
             .iter()
             .find(|limit| {
-                limit.applies_to(ctx.user())
-                    && (limit.metric == REQUESTS || &limit.metric == metric)
+                limit.applies_to(user) && (limit.metric == REQUESTS || &limit.metric == metric)
             })
             .cloned())
     }
