@@ -104,7 +104,10 @@ pub async fn reads_own_and_nothing_of_another(
         "another org's history",
     );
     // Usage history: its own report and events, nothing of the other's.
-    if let Some(reports) = as_user.reports() {
+    {
+        let reports = as_user
+            .reports()
+            .expect("a user client of a SQL store has usage history");
         let (from, to) = (now - chrono::TimeDelta::days(2), now);
         let own_report = reports
             .usage_report(&ReportQuery::new(own.id, from, to))
@@ -339,7 +342,10 @@ async fn another_orgs_people_and_trail_are_out_of_reach(
     );
     // Usage history: reconciliation, retention and the billing export are
     // the operator's and the service's, for its own organization too.
-    if let Some(reports) = as_user.reports() {
+    {
+        let reports = as_user
+            .reports()
+            .expect("a user client of a SQL store has usage history");
         let hours = RollupReconcileQuery {
             org: own.id,
             from: now - chrono::TimeDelta::days(1),
@@ -365,7 +371,10 @@ async fn another_orgs_people_and_trail_are_out_of_reach(
         );
     }
     // Rate limits and leases are the service's to decide.
-    if let Some(rates) = as_user.rate_limits() {
+    {
+        let rates = as_user
+            .rate_limits()
+            .expect("a user client of a SQL store has rate limits");
         let request = RateRequest {
             org: own.id,
             user,
@@ -375,7 +384,10 @@ async fn another_orgs_people_and_trail_are_out_of_reach(
         };
         denied(rates.acquire_rate(&request).await, "refund a rate charge");
     }
-    if let Some(leases) = as_user.leases() {
+    {
+        let leases = as_user
+            .leases()
+            .expect("a user client of a SQL store has leases");
         let periods = CurrentPeriods::at(now, chrono_tz::UTC);
         let request = LeaseRequest::new(
             LeaseId::new_v7(),
