@@ -28,6 +28,17 @@ async fn with_daily_limit(value: i64) -> Scene {
     s
 }
 
+/// Lets the meter's background work run (up to 100 yields) until what the
+/// store holds satisfies `done`; the caller asserts the exact value after.
+async fn held_settles(s: &Scene, done: impl Fn(Decimal) -> bool) {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if done(daily(s, &s.owner_ctx).await.1) {
+            return;
+        }
+    }
+}
+
 fn recorder(tenancy: &Tenancy) -> UsageRecorder {
     UsageRecorder::builder(tenancy.clone())
         .start()
@@ -199,12 +210,7 @@ async fn near_the_limit_the_unused_lease_goes_back() {
                 .expect("decided locally"),
         );
     }
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-        if daily(&s, &s.owner_ctx).await.1 < d(360) {
-            break;
-        }
-    }
+    held_settles(&s, |held| held < d(360)).await;
     // The 24 unused went back; the 26 decided stay covered.
     assert_eq!(daily(&s, &s.owner_ctx).await.1, d(310 + 26));
     let late = s
@@ -445,12 +451,7 @@ async fn a_lease_grows_in_the_background_before_it_runs_dry() {
         );
     }
     // 249 free, under half of 500: a top-up is on its way.
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-        if daily(&s, &s.owner_ctx).await.1 > d(500) {
-            break;
-        }
-    }
+    held_settles(&s, |held| held > d(500)).await;
     // Half of the 500 left beside the 500 it keeps covering.
     assert_eq!(daily(&s, &s.owner_ctx).await.1, d(750));
     for _ in 0..400 {
@@ -531,12 +532,7 @@ async fn a_rate_limit_set_during_a_lease_applies_from_its_next_top_up() {
                 .expect("decided locally"),
         );
     }
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-        if daily(&s, &s.owner_ctx).await.1 < d(500) {
-            break;
-        }
-    }
+    held_settles(&s, |held| held < d(500)).await;
     // The unused 249 went back; the 251 decided stay covered.
     assert_eq!(daily(&s, &s.owner_ctx).await.1, d(251));
     assert!(
