@@ -1462,6 +1462,27 @@ $$;
 -- ---------------------------------------------------------------------------
 -- 9. Reconciliation of rollups: recomputed from the event log.
 
+-- The hourly metric rollups of `org` (zone `tz`) whose bucket starts in
+-- [since, until), recomputed from its event log: what reconciliation
+-- compares with usage_rollups and what its repair writes back.
+create or replace function tenancy.hourly_rollups_from_events(
+  org uuid, tz text, since timestamptz, until timestamptz
+) returns table (b timestamptz, u uuid, p text, m text, o text, k text, amount numeric, events bigint)
+language sql stable
+set search_path = ''
+as $$
+  select x.* from (
+    select tenancy.hour_start(e.occurred_at, tz) as b,
+      coalesce(e.user_id, '00000000-0000-0000-0000-000000000000'::uuid) as u,
+      e.provider as p, e.model as m, e.operation as o, a.key as k,
+      sum((a.value #>> '{}')::numeric) as amount, count(*) as events
+    from public.usage_events e cross join lateral pg_catalog.jsonb_each(e.amounts) a
+    where e.organization_id = org and e.occurred_at >= since and e.occurred_at < until + interval '1 hour'
+    group by 1, 2, 3, 4, 5, 6
+  ) x
+  where x.b >= since and x.b < until
+$$;
+
 -- Every metric rollup of `org` whose bucket starts in [since, until) and
 -- whose amount or event count differs from what the organization's events
 -- sum to (a missing rollup counts 0; a rollup without events recomputes to
@@ -1493,16 +1514,7 @@ begin
     return;
   end if;
   return query
-  with recomputed as (
-    select tenancy.hour_start(e.occurred_at, v_tz) as b,
-      coalesce(e.user_id, '00000000-0000-0000-0000-000000000000'::uuid) as u,
-      e.provider as p, e.model as m, e.operation as o, a.key as k,
-      sum((a.value #>> '{}')::numeric) as amount, count(*) as events
-    from public.usage_events e cross join lateral pg_catalog.jsonb_each(e.amounts) a
-    where e.organization_id = org and e.occurred_at >= since and e.occurred_at < until + interval '1 hour'
-    group by 1, 2, 3, 4, 5, 6
-  ),
-  counted as (
+  with counted as (
     select r.bucket_start as b, r.user_id as u, r.provider as p, r.model as m, r.operation as o,
       r.metric::text as k, r.amount, r.events
     from public.usage_rollups r
@@ -1512,7 +1524,7 @@ begin
     coalesce(c.p, x.p), coalesce(c.m, x.m), coalesce(c.o, x.o), coalesce(c.k, x.k),
     coalesce(c.amount, 0), coalesce(x.amount, 0), coalesce(c.events, 0), coalesce(x.events, 0)
   from counted c
-  full join (select * from recomputed r where r.b >= since and r.b < until) x
+  full join tenancy.hourly_rollups_from_events(org, v_tz, since, until) x
     on x.b = c.b and x.u = c.u and x.p = c.p and x.m = c.m and x.o = c.o and x.k = c.k
   where coalesce(c.amount, 0) <> coalesce(x.amount, 0) or coalesce(c.events, 0) <> coalesce(x.events, 0);
 end
@@ -1580,16 +1592,7 @@ begin
   insert into public.usage_rollups
     (organization_id, bucket_start, user_id, provider, model, operation, metric, amount, events)
   select v_org, x.b, x.u, x.p, x.m, x.o, x.k, x.amount, x.events
-  from (
-    select tenancy.hour_start(e.occurred_at, v_tz) as b,
-      coalesce(e.user_id, '00000000-0000-0000-0000-000000000000'::uuid) as u,
-      e.provider as p, e.model as m, e.operation as o, a.key as k,
-      sum((a.value #>> '{}')::numeric) as amount, count(*) as events
-    from public.usage_events e cross join lateral pg_catalog.jsonb_each(e.amounts) a
-    where e.organization_id = v_org and e.occurred_at >= since and e.occurred_at < until + interval '1 hour'
-    group by 1, 2, 3, 4, 5, 6
-  ) x
-  where x.b >= since and x.b < until;
+  from tenancy.hourly_rollups_from_events(v_org, v_tz, since, until) x;
   insert into public.usage_token_rollups
     (organization_id, bucket_start, user_id, provider, model, operation, cost_source,
      price_provider, price_model, price_effective_from, price_table, input_tokens,
@@ -2051,6 +2054,7 @@ revoke all on function
   tenancy.usage_costs_for(uuid, timestamptz, timestamptz, text, text[], text[], text[], text[], uuid[], jsonb, integer),
   tenancy.member_usage_costs(uuid, timestamptz, timestamptz, text, text[], text[], text[], text[], uuid[], jsonb, integer),
   tenancy.rollup_drift(uuid, timestamptz, timestamptz),
+  tenancy.hourly_rollups_from_events(uuid, text, timestamptz, timestamptz),
   tenancy.rollup_drift_json(uuid, timestamptz, timestamptz),
   tenancy.usage_partitions(),
   tenancy.drop_usage_events_for(timestamptz),
@@ -2098,6 +2102,7 @@ grant execute on function
   tenancy.usage_report_for(uuid, timestamptz, timestamptz, text, text[], text[], text[], text[], text[], uuid[], jsonb, integer),
   tenancy.usage_costs_for(uuid, timestamptz, timestamptz, text, text[], text[], text[], text[], uuid[], jsonb, integer),
   tenancy.rollup_drift(uuid, timestamptz, timestamptz),
+  tenancy.hourly_rollups_from_events(uuid, text, timestamptz, timestamptz),
   tenancy.rollup_drift_json(uuid, timestamptz, timestamptz),
   tenancy.usage_partitions(),
   tenancy.drop_usage_events_for(timestamptz),
