@@ -335,6 +335,21 @@ $$;
 -- metric. Runs as whoever inserts (the service role, or a security
 -- definer entry point).
 
+-- The lease an event's metadata names under 'tenancy_lease': a uuid in
+-- the hyphenated form (either case), else null. Plain SQL with no SET
+-- clause, so the planner inlines it (the trigger runs it per event); the
+-- CASE keeps the cast from text that is not a uuid.
+create or replace function tenancy.lease_named(metadata jsonb) returns uuid
+language sql immutable
+as $$
+  select case
+    when pg_catalog.jsonb_typeof(metadata) = 'object'
+     and (metadata ->> 'tenancy_lease')
+         ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+    then (metadata ->> 'tenancy_lease')::uuid
+  end
+$$;
+
 create or replace function tenancy.consume_leases() returns trigger
 language plpgsql
 set search_path = ''
@@ -350,13 +365,7 @@ begin
     from new_events e
     join public.usage_leases s
       on s.organization_id = e.organization_id
-     -- The cast only where the text is a uuid (a CASE is evaluated in order).
-     and s.id = case
-           when e.metadata ? 'tenancy_lease'
-            and pg_catalog.jsonb_typeof(e.metadata) = 'object'
-            and (e.metadata ->> 'tenancy_lease')
-                ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-           then (e.metadata ->> 'tenancy_lease')::uuid end
+     and s.id = tenancy.lease_named(e.metadata)
      and s.user_id = e.user_id
     group by s.organization_id, s.id
     order by s.organization_id, s.id
@@ -414,14 +423,7 @@ as $$
       and (lease_drift.metric is null or s.metric = lease_drift.metric)
   ),
   named as (
-    select e.user_id, e.amounts,
-      -- The cast only where the text is a uuid (a CASE is evaluated in order).
-      case
-        when pg_catalog.jsonb_typeof(e.metadata) = 'object'
-         and (e.metadata ->> 'tenancy_lease')
-             ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-        then (e.metadata ->> 'tenancy_lease')::uuid
-      end as lease_id
+    select e.user_id, e.amounts, tenancy.lease_named(e.metadata) as lease_id
     from public.usage_events e
     where e.organization_id = lease_drift.org_id
       and e.metadata ? 'tenancy_lease'
@@ -540,6 +542,7 @@ revoke all on function
     numeric, numeric, numeric, numeric, timestamptz),
   tenancy.lease_grant(numeric, numeric, numeric, numeric),
   tenancy.consume_leases(),
+  tenancy.lease_named(jsonb),
   tenancy.lease_drift(uuid, text, date, text),
   tenancy.lease_drift_json(uuid, text, date, text),
   public.tenancy_reconcile_leases(uuid, text, date, text),
@@ -549,6 +552,7 @@ grant execute on function
   public.tenancy_lease_budget(uuid, uuid, uuid, text, date, date, timestamptz, timestamptz,
     numeric, numeric, numeric, numeric, timestamptz),
   tenancy.lease_grant(numeric, numeric, numeric, numeric),
+  tenancy.lease_named(jsonb),
   tenancy.lease_drift(uuid, text, date, text),
   tenancy.lease_drift_json(uuid, text, date, text),
   public.tenancy_reconcile_leases(uuid, text, date, text),
