@@ -107,6 +107,11 @@ pub trait LeaseStore: Backend {
 
 forward_capability!(LeaseStore, lease_store_methods);
 
+/// `store`'s leases, or `Unsupported` (never a per-process lease).
+pub(crate) fn capability<B: Backend + ?Sized>(store: &B) -> Result<&dyn LeaseStore> {
+    store.leases().ok_or_else(crate::limits::lease::unsupported)
+}
+
 /// Any [`Store`](super::Store) answers lease calls through its
 /// [`Backend::leases`]: the capability when it has one, `Unsupported`
 /// otherwise (never a per-process lease). Wrappers that hold a
@@ -114,24 +119,15 @@ forward_capability!(LeaseStore, lease_store_methods);
 #[async_trait]
 impl LeaseStore for super::DynStore {
     async fn lease_budget(&self, request: &LeaseRequest) -> Result<LeaseGrant> {
-        match self.leases() {
-            Some(leases) => leases.lease_budget(request).await,
-            None => Err(crate::limits::lease::unsupported()),
-        }
+        capability(self)?.lease_budget(request).await
     }
 
     async fn reconcile_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>> {
-        match self.leases() {
-            Some(leases) => leases.reconcile_leases(query).await,
-            None => Err(crate::limits::lease::unsupported()),
-        }
+        capability(self)?.reconcile_leases(query).await
     }
 
     async fn repair_leases(&self, query: &ReconcileQuery) -> Result<Vec<LeaseDrift>> {
-        match self.leases() {
-            Some(leases) => leases.repair_leases(query).await,
-            None => Err(crate::limits::lease::unsupported()),
-        }
+        capability(self)?.repair_leases(query).await
     }
 }
 

@@ -88,6 +88,8 @@ pub use plans::{EntitlementWatch, PlanStore};
 pub use rate_limits::RateLimitStore;
 pub(crate) use rate_limits::rate_limit_store_methods;
 pub use reports::ReportStore;
+pub(crate) use leases::capability as lease_capability;
+pub(crate) use reports::unsupported as reports_unsupported;
 // Expanded by the wrappers that forward it: the fault injector and the SQL
 // store (the facade reaches reports through `Backend::reports`).
 #[cfg(any(feature = "test-util", feature = "supabase", feature = "postgres"))]

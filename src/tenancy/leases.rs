@@ -42,7 +42,7 @@ use crate::limits::{
 };
 use crate::model::{Action, TenantContext, UsageEvent};
 use crate::recorder::UsageRecorder;
-use crate::store::Backend;
+use crate::store::lease_capability;
 use crate::sync::lock;
 
 type Lanes = HashMap<(OrgId, UserId), Vec<Arc<Lane>>, foldhash::fast::RandomState>;
@@ -81,9 +81,7 @@ impl Tenancy {
     /// ```
     pub fn leased(&self, recorder: UsageRecorder, config: LeaseConfig) -> Result<LeasedMeter> {
         config.validate()?;
-        if self.inner.store.leases().is_none() {
-            return Err(crate::limits::lease::unsupported());
-        }
+        lease_capability(&*self.inner.store)?;
         Ok(LeasedMeter {
             inner: Arc::new(MeterInner {
                 tenancy: self.clone(),
@@ -622,11 +620,9 @@ impl LeasedMeter {
         &self,
         request: &LeaseRequest,
     ) -> Result<crate::limits::lease::LeaseGrant> {
-        let store = &self.inner.tenancy.inner.store;
-        match store.leases() {
-            Some(leases) => leases.lease_budget(request).await,
-            None => Err(crate::limits::lease::unsupported()),
-        }
+        lease_capability(&*self.inner.tenancy.inner.store)?
+            .lease_budget(request)
+            .await
     }
 }
 
@@ -780,9 +776,9 @@ impl super::Operator<'_> {
         metric: Option<&str>,
     ) -> Result<Vec<crate::limits::lease::LeaseDrift>> {
         let query = self.reconcile_query(org, period, metric).await?;
-        let drift = match self.tenancy.inner.store.leases() {
-            Some(leases) => leases.reconcile_leases(&query).await,
-            None => Err(crate::limits::lease::unsupported()),
+        let drift = match lease_capability(&*self.tenancy.inner.store) {
+            Ok(leases) => leases.reconcile_leases(&query).await,
+            Err(e) => Err(e),
         };
         tracing::info!(operator = self.operator.name(), %org, %period, ?metric,
             drifting = ?drift.as_ref().ok().map(Vec::len), "leases reconciled");
@@ -805,9 +801,9 @@ impl super::Operator<'_> {
         metric: Option<&str>,
     ) -> Result<Vec<crate::limits::lease::LeaseDrift>> {
         let query = self.reconcile_query(org, period, metric).await?;
-        let repaired = match self.tenancy.inner.store.leases() {
-            Some(leases) => leases.repair_leases(&query).await,
-            None => Err(crate::limits::lease::unsupported()),
+        let repaired = match lease_capability(&*self.tenancy.inner.store) {
+            Ok(leases) => leases.repair_leases(&query).await,
+            Err(e) => Err(e),
         };
         match &repaired {
             Ok(drift) => {
