@@ -124,11 +124,14 @@ fn message(user: UserId, expires: i64) -> Vec<u8> {
     format!("tenancy-console-csrf:{user}:{expires}").into_bytes()
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex, two digits a byte.
+pub(in crate::console) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_hex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of [`to_hex`]'s text (either case); `None` for an odd length,
+/// non-ASCII text or a pair that is not hex.
+pub(in crate::console) fn from_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }

@@ -118,18 +118,7 @@ impl Unit {
     fn tick(&self, value: f64) -> String {
         let value = Decimal::from_f64(value).unwrap_or_default();
         match self {
-            Unit::Usd => {
-                let mut dollars = value.abs().round_dp(6).normalize();
-                if dollars.scale() < 2 {
-                    dollars.rescale(2);
-                }
-                let sign = if value.is_sign_negative() && !value.is_zero() {
-                    "-"
-                } else {
-                    ""
-                };
-                format!("{sign}${}", grouped(dollars))
-            }
+            Unit::Usd => self.format(value),
             _ => number(value.round_dp(6)),
         }
     }

@@ -261,14 +261,10 @@ fn report(state: &State, query: &ReportQuery) -> Result<ReportPage> {
                 bucket_start: bucket,
                 key,
                 amounts: BTreeMap::new(),
-                cost_usd: Decimal::ZERO,
                 events: 0,
             });
         let total = row.amounts.entry(metric.clone()).or_default();
         *total = total.saturating_add(*amount);
-        if metric == &MetricKey::COST_USD {
-            row.cost_usd = row.cost_usd.saturating_add(*amount);
-        }
         if by_metric {
             row.events += events;
         }
@@ -481,9 +477,7 @@ fn log_hours(history: &OrgHistory, tz: Tz, q: &RollupReconcileQuery) -> HourSums
 }
 
 fn drift(state: &State, query: &RollupReconcileQuery) -> Result<Vec<RollupDrift>> {
-    if query.from >= query.to {
-        return Err(Error::invalid_input("to", "is not after from"));
-    }
+    query.validate()?;
     if let Some(cut) = state.reports.dropped_before
         && query.from < cut
     {

@@ -363,6 +363,17 @@ impl ReportQuery {
         self.group_by.contains(&dim)
     }
 
+    /// Whether this query shows usage per member to `user`: it groups by
+    /// user or filters on users, and its filter is not exactly `user`
+    /// alone (`users == [user]` without [`UsageFilter::no_user`]).
+    /// Reading such a query takes
+    /// [`ViewMemberUsage`](crate::model::Action::ViewMemberUsage).
+    pub fn reads_other_members(&self, user: UserId) -> bool {
+        let per_user = self.groups_by(ReportDimension::User) || !self.filter.users.is_empty();
+        let only_self = self.filter.users == [user] && !self.filter.no_user;
+        per_user && !only_self
+    }
+
     /// Checks the query: `from` before `to` (`InvalidInput` naming `to`),
     /// a limit of 1 to [`MAX_PAGE_SIZE`] (naming `limit`), the filter
     /// ([`UsageFilter::validate`]).
@@ -424,8 +435,6 @@ pub struct ReportRow {
     /// The sum of each metric (only those the filter keeps, never zero
     /// entries for metrics without usage).
     pub amounts: BTreeMap<MetricKey, Decimal>,
-    /// The `cost_usd` amount (0 when none, or filtered out).
-    pub cost_usd: Decimal,
     /// Grouped by metric: the events that counted towards the row's metric.
     /// Otherwise: the events of the bucket and group (the metric filter does
     /// not narrow this count).
@@ -433,6 +442,15 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
+    /// The `cost_usd` amount: its entry in [`amounts`](ReportRow::amounts),
+    /// 0 when there is none (no cost, or the filter leaves it out).
+    pub fn cost_usd(&self) -> Decimal {
+        self.amounts
+            .get(&MetricKey::COST_USD)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// This row's cursor.
     pub fn cursor(&self) -> ReportCursor {
         ReportCursor {
@@ -681,6 +699,13 @@ pub struct RollupReconcileQuery {
     pub from: DateTime<Utc>,
     /// Hours starting before this.
     pub to: DateTime<Utc>,
+}
+
+impl RollupReconcileQuery {
+    /// Checks the query: `from` before `to` (`InvalidInput` naming `to`).
+    pub fn validate(&self) -> Result<()> {
+        check_range(self.from, self.to)
+    }
 }
 
 /// One rollup (hour, user, provider, model, operation, metric) whose
@@ -1031,6 +1056,28 @@ pub enum ExportFormat {
     Ndjson,
 }
 
+/// A text field of an [`ExportFormat::Csv`] file: with a leading `'` when
+/// a spreadsheet would run it as a formula (it starts with `=`, `+`, `-`,
+/// `@`, tab or carriage return), then [`csv_quote`]d. The console's report
+/// CSV writes its fields with it too.
+pub(crate) fn csv_field(value: &str) -> String {
+    let guarded = match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
+        _ => value.to_owned(),
+    };
+    csv_quote(&guarded)
+}
+
+/// A CSV field as is, quoted when it holds a comma, quote or line break
+/// (quotes doubled), as RFC 4180 says.
+pub(crate) fn csv_quote(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
 /// Where the billing exporter delivers Stripe meter events: the host's
 /// Stripe client (`POST /v1/billing/meter_events`). The crate never calls
 /// Stripe itself.
@@ -1270,5 +1317,97 @@ mod tests {
         );
         assert!(validate_customer_id("cus_123").is_ok());
         assert!(validate_customer_id("cus 1").is_err());
+        let backwards = RollupReconcileQuery {
+            org: OrgId::new_v7(),
+            from: now,
+            to: now - chrono::TimeDelta::hours(1),
+        };
+        assert_eq!(backwards.validate().unwrap_err().field(), Some("to"));
+        let empty = RollupReconcileQuery {
+            to: now,
+            ..backwards.clone()
+        };
+        assert_eq!(empty.validate().unwrap_err().field(), Some("to"));
+        let hour = RollupReconcileQuery {
+            to: now + chrono::TimeDelta::hours(1),
+            ..backwards
+        };
+        assert!(hour.validate().is_ok());
+    }
+
+    #[test]
+    fn only_a_filter_on_oneself_alone_keeps_a_breakdown_by_user_ones_own() {
+        let now = Utc::now();
+        let (me, other) = (UserId::new_v7(), UserId::new_v7());
+        let q = ReportQuery::new(OrgId::new_v7(), now, now + chrono::TimeDelta::hours(1));
+        let only = |users: Vec<UserId>, no_user: bool| UsageFilter {
+            users,
+            no_user,
+            ..UsageFilter::default()
+        };
+        // Not per user at all: by model, or usage without a user.
+        assert!(!q.reads_other_members(me));
+        let by_model = q.clone().group_by([ReportDimension::Model]);
+        assert!(!by_model.reads_other_members(me));
+        assert!(!q.clone().filter(only(vec![], true)).reads_other_members(me));
+        // Per user: grouped, or filtered on anyone but exactly oneself.
+        let by_user = q.clone().group_by([ReportDimension::User]);
+        assert!(by_user.reads_other_members(me));
+        assert!(
+            q.clone()
+                .filter(only(vec![other], false))
+                .reads_other_members(me)
+        );
+        assert!(
+            q.clone()
+                .filter(only(vec![me, other], false))
+                .reads_other_members(me)
+        );
+        assert!(
+            q.clone()
+                .filter(only(vec![me], true))
+                .reads_other_members(me)
+        );
+        // Exactly oneself: one's own, grouped by user or not.
+        assert!(
+            !q.clone()
+                .filter(only(vec![me], false))
+                .reads_other_members(me)
+        );
+        assert!(
+            !by_user
+                .clone()
+                .filter(only(vec![me], false))
+                .reads_other_members(me)
+        );
+        assert!(
+            by_user
+                .filter(only(vec![me], false))
+                .reads_other_members(other)
+        );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("gpt-4o"), "gpt-4o");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("-1"), "'-1");
+        assert_eq!(csv_field("-1,2"), "\"'-1,2\"");
+        assert_eq!(csv_quote("-1,2"), "\"-1,2\"");
+    }
+
+    #[test]
+    fn a_rows_cost_is_its_cost_usd_amount() {
+        let mut row = ReportRow {
+            bucket_start: Utc::now(),
+            key: GroupKey::default(),
+            amounts: BTreeMap::from([(MetricKey::TOKENS, dec!(12))]),
+            events: 1,
+        };
+        assert_eq!(row.cost_usd(), Decimal::ZERO);
+        row.amounts.insert(MetricKey::COST_USD, dec!(0.25));
+        assert_eq!(row.cost_usd(), dec!(0.25));
     }
 }

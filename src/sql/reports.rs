@@ -120,11 +120,6 @@ struct ReportRowJson {
 
 impl ReportRowJson {
     fn into_row(self) -> ReportRow {
-        let cost_usd = self
-            .amounts
-            .get(&MetricKey::COST_USD)
-            .copied()
-            .unwrap_or(Decimal::ZERO);
         ReportRow {
             bucket_start: self.bucket_start,
             key: GroupKey {
@@ -135,7 +130,6 @@ impl ReportRowJson {
                 user: self.user_id,
             },
             amounts: self.amounts,
-            cost_usd,
             events: self.events,
         }
     }
@@ -583,6 +577,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
         &self,
         query: &RollupReconcileQuery,
     ) -> Result<Vec<RollupDrift>> {
+        query.validate()?;
         let drift: Vec<DriftJson> = self
             .rpc(
                 "tenancy_reconcile_rollups",
@@ -599,6 +594,7 @@ impl<T: SqlTransport + ?Sized> Sql<'_, T> {
         &self,
         query: &RollupReconcileQuery,
     ) -> Result<Vec<RollupDrift>> {
+        query.validate()?;
         // Idempotent: a retry after a repair that landed finds no drift.
         let drift: Vec<DriftJson> = self
             .rpc(

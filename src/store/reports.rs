@@ -96,6 +96,8 @@ pub trait ReportStore: Backend {
     /// `[from, to)` with the event log, and returns those that differ in
     /// amount or event count, ordered by hour, user (`None` first),
     /// provider, model, operation, metric. Reads only. `InvalidInput`
+    /// naming `to` unless `from` is before `to`
+    /// ([`RollupReconcileQuery::validate`](crate::model::report::RollupReconcileQuery::validate)),
     /// naming `from` if the range starts before what retention dropped (the
     /// log no longer holds those events); empty for an unknown
     /// organization.

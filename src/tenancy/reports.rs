@@ -28,24 +28,16 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::{Operator, Tenancy};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::ids::{EventId, OrgId};
 use crate::model::price::PriceTable;
 use crate::model::report::{
-    CostQuery, EventPage, EventQuery, Granularity, RecordedEvent, ReportDimension, ReportPage,
-    ReportQuery, RepriceLine, RepriceReport, RetentionOutcome, RollupDrift, RollupReconcileQuery,
+    CostQuery, EventPage, EventQuery, Granularity, RecordedEvent, ReportPage, ReportQuery,
+    RepriceLine, RepriceReport, RetentionOutcome, RollupDrift, RollupReconcileQuery,
 };
 use crate::model::usage::TokenCounts;
 use crate::model::{Action, TenantContext};
 use crate::store::{Backend, ReportStore};
-
-/// `Unsupported` where the store keeps no usage history.
-fn no_history() -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        "this store has no usage history (Backend::reports is None)",
-    )
-}
 
 /// `PermissionDenied` for a query about another organization.
 fn other_org(ctx: &TenantContext, org: OrgId) -> Error {
@@ -55,16 +47,15 @@ fn other_org(ctx: &TenantContext, org: OrgId) -> Error {
     ))
 }
 
-/// The per-user rule of reports: grouping by user or filtering on users
-/// needs `ViewMemberUsage`, unless the filter names exactly the caller.
+/// The per-user rule of reports ([`ReportQuery::reads_other_members`]):
+/// grouping by user or filtering on users needs `ViewMemberUsage`, unless
+/// the filter names exactly the caller.
 fn check_user_breakdown(ctx: &TenantContext, query: &ReportQuery) -> Result<()> {
     if query.org != ctx.org() {
         return Err(other_org(ctx, query.org));
     }
     ctx.require(Action::ViewUsage)?;
-    let only_self = query.filter.users == [ctx.user()] && !query.filter.no_user;
-    let per_user = query.groups_by(ReportDimension::User) || !query.filter.users.is_empty();
-    if per_user && !only_self {
+    if query.reads_other_members(ctx.user()) {
         ctx.require(Action::ViewMemberUsage)?;
     }
     Ok(())
@@ -94,7 +85,10 @@ fn scope_event_query(ctx: &TenantContext, query: &EventQuery) -> Result<EventQue
 
 impl Tenancy {
     fn history_store(&self) -> Result<&dyn ReportStore> {
-        self.inner.store.reports().ok_or_else(no_history)
+        self.inner
+            .store
+            .reports()
+            .ok_or_else(crate::store::reports_unsupported)
     }
 
     /// One page of a report of the context's organization
@@ -138,16 +132,25 @@ impl Tenancy {
     /// `query`'s range: per provider and model, the recorded cost beside
     /// the cost under `table` (each hour's token classes at the price in
     /// effect at the hour's start, by [`PriceTable::quote`]). Reads token
-    /// rollups; writes nothing. The query's filters apply (its granularity,
-    /// grouping and page are ignored); the per-user rule is the report's.
+    /// rollups; writes nothing. The query's range and filters apply; its
+    /// granularity, grouping and page are ignored (a grouping by user is
+    /// dropped before the per-user rule reads the query, so it refuses no
+    /// one). A metric filter is `InvalidInput` naming `filter` (token rows
+    /// have no metric). The per-user rule is the report's: a filter on
+    /// users other than exactly the caller needs
+    /// [`ViewMemberUsage`](Action::ViewMemberUsage).
     pub async fn reprice(
         &self,
         ctx: &TenantContext,
         query: &ReportQuery,
         table: &PriceTable,
     ) -> Result<RepriceReport> {
-        check_user_breakdown(ctx, query)?;
-        self.reprice_org(query, table).await
+        let query = ReportQuery {
+            group_by: Default::default(),
+            ..query.clone()
+        };
+        check_user_breakdown(ctx, &query)?;
+        self.reprice_org(&query, table).await
     }
 
     async fn reprice_org(&self, query: &ReportQuery, table: &PriceTable) -> Result<RepriceReport> {

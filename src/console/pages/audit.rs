@@ -20,17 +20,18 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Chrome, chrome, context, path_id, short_id};
+use super::{Chrome, Person, chrome, context, encode, path_id, short_id};
 use crate::console::auth::Viewer;
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, UserId};
+use crate::limits::local_start_of_day;
 use crate::model::audit::{AuditActor, AuditCursor, AuditEvent, AuditPage, AuditQuery};
 use crate::model::{Action, UserProfile};
 
@@ -86,14 +87,16 @@ impl Filters {
         if let Some(actor) = parse_actor(&self.actor)? {
             query = query.actor(actor);
         }
-        let since = parse_day(&self.since, "since", tz)?;
-        let until = match parse_day(&self.until, "until", tz)? {
+        let since = parse_day(&self.since, "since")?.map(|day| local_start_of_day(day, tz));
+        // `until` is inclusive: up to the start of the next day (a day of
+        // a clock change is 23 or 25 hours long).
+        let until = match parse_day(&self.until, "until")? {
             None => None,
-            Some(start_of_day) => Some(
-                start_of_day
-                    .checked_add_signed(TimeDelta::days(1))
+            Some(day) => Some(local_start_of_day(
+                day.succ_opt()
                     .ok_or_else(|| Error::invalid_input("until", "is too far ahead"))?,
-            ),
+                tz,
+            )),
         };
         query = query.between(since, until)?;
         let after = self.after.trim();
@@ -143,50 +146,17 @@ fn parse_actor(raw: &str) -> Result<Option<AuditActor>> {
     }
 }
 
-/// A `YYYY-MM-DD` day's start in `tz` (blank: none).
-fn parse_day(raw: &str, field: &'static str, tz: Tz) -> Result<Option<DateTime<Utc>>> {
+/// A `YYYY-MM-DD` day (blank: none); its start in a zone is
+/// [`local_start_of_day`], which every day has, whatever the clock does at
+/// midnight.
+fn parse_day(raw: &str, field: &'static str) -> Result<Option<NaiveDate>> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);
     }
-    let day = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .map_err(|_| Error::invalid_input(field, "must be a date, YYYY-MM-DD"))?;
-    let start = day
-        .and_hms_opt(0, 0, 0)
-        .and_then(|t| t.and_local_timezone(tz).earliest())
-        .ok_or_else(|| Error::invalid_input(field, "is not a day in this time zone"))?;
-    Ok(Some(start.with_timezone(&Utc)))
-}
-
-/// `s` percent-encoded for a query string value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// A person as a cell shows them: the name (and email), else the email,
-/// else a short id.
-struct Person {
-    name: Option<String>,
-    email: Option<String>,
-    short: String,
-}
-
-impl Person {
-    fn of(profile: Option<&UserProfile>, user: UserId) -> Self {
-        Person {
-            name: profile.and_then(|p| p.name.clone()),
-            email: profile.and_then(|p| p.email.clone()),
-            short: short_id(user),
-        }
-    }
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| Error::invalid_input(field, "must be a date, YYYY-MM-DD"))
 }
 
 /// Who acted, as a cell shows it, with the filter link for them.
@@ -305,7 +275,7 @@ fn rows(
                 AuditActor::Service { .. } => "service".to_owned(),
             };
             let actor = ActorCell {
-                person: e.actor.user_id().map(|u| Person::of(profiles.get(&u), u)),
+                person: e.actor.user_id().map(|u| Person::of(u, profiles.get(&u))),
                 label: match &e.actor {
                     AuditActor::User { user_id } => short_id(*user_id),
                     other => other.to_string(),
@@ -315,7 +285,7 @@ fn rows(
             let target_person = (e.entity() == "member")
                 .then(|| e.target.as_deref().and_then(|t| UserId::parse(t).ok()))
                 .flatten()
-                .map(|u| Person::of(profiles.get(&u), u));
+                .map(|u| Person::of(u, profiles.get(&u)));
             EventRow {
                 at: format!(
                     "{} {}",
@@ -496,6 +466,42 @@ mod tests {
             .query(Tz::UTC)
             .unwrap();
         assert_eq!(ok.actor, Some(AuditActor::operator("Zoë support")));
+    }
+
+    #[test]
+    fn days_start_where_the_zone_starts_them() {
+        let santiago = |since: &str, until: &str| {
+            let q = Filters {
+                since: since.into(),
+                until: until.into(),
+                ..Filters::default()
+            }
+            .query(Tz::America__Santiago)
+            .unwrap();
+            (
+                q.since.map(|t| t.to_rfc3339()),
+                q.until.map(|t| t.to_rfc3339()),
+            )
+        };
+        // 2026-09-06 00:00 does not exist there (04:00Z: 23:59:59 -04 →
+        // 01:00 -03): the day starts at the end of the gap.
+        assert_eq!(
+            santiago("2026-09-06", "2026-09-06"),
+            (
+                Some("2026-09-06T04:00:00+00:00".to_owned()),
+                Some("2026-09-07T03:00:00+00:00".to_owned())
+            )
+        );
+        // 2026-04-04 is 25 hours long (23:00 comes twice): `until` covers
+        // all of it.
+        assert_eq!(
+            santiago("2026-04-04", "2026-04-04"),
+            (
+                Some("2026-04-04T03:00:00+00:00".to_owned()),
+                Some("2026-04-05T04:00:00+00:00".to_owned())
+            )
+        );
+        assert_eq!(santiago("", ""), (None, None));
     }
 
     #[test]

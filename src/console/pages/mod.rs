@@ -19,7 +19,7 @@ use super::config::ConsoleConfig;
 use super::render::{Base, ConsoleError};
 use crate::error::{Error, ErrorKind};
 use crate::ids::{OrgId, UserId};
-use crate::model::{Action, OrgMembership, TenantContext};
+use crate::model::{Action, OrgMembership, TenantContext, UserProfile};
 use crate::tenancy::Tenancy;
 
 /// What every page around its content shows: the org selector, the
@@ -231,6 +231,49 @@ fn not_a_member(error: Error) -> ConsoleError {
 pub(super) fn short_id(user: UserId) -> String {
     let simple = user.as_uuid().simple().to_string();
     simple[simple.len() - 8..].to_owned()
+}
+
+/// `s` percent-encoded for a query string value (`:` kept as is).
+pub(super) fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A person as a cell shows them: the name (and email), else the email,
+/// else a short id ([`short_id`]).
+pub(super) struct Person {
+    pub(super) name: Option<String>,
+    pub(super) email: Option<String>,
+    pub(super) short: String,
+}
+
+impl Person {
+    /// `user` with what the user directory says of them, if anything.
+    pub(super) fn of(user: UserId, profile: Option<&UserProfile>) -> Person {
+        Person {
+            name: profile.and_then(|p| p.name.clone()),
+            email: profile.and_then(|p| p.email.clone()),
+            short: short_id(user),
+        }
+    }
+
+    /// One line of text: `Name email`, the name, the email, or the short
+    /// id.
+    pub(super) fn text(&self) -> String {
+        match (&self.name, &self.email) {
+            (Some(name), Some(email)) => format!("{name} {email}"),
+            (Some(name), None) => name.clone(),
+            (None, Some(email)) => email.clone(),
+            (None, None) => self.short.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,15 +34,17 @@ use chrono_tz::Tz;
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
 
-use super::{Chrome, chrome, context, short_id};
-use crate::console::auth::Viewer;
+use super::{Chrome, Person, chrome, context, encode};
+use crate::console::auth::{Viewer, from_hex, to_hex};
 use crate::console::chart::{Bars, Series, Unit, bars, colour, number};
 use crate::console::config::ConsoleConfig;
 use crate::console::render::{Base, ConsoleError, page};
 use crate::error::{Error, Result};
 use crate::ids::{MetricKey, UserId};
+use crate::limits::local_start_of_day;
 use crate::model::report::{
     Granularity, GroupKey, ReportCursor, ReportDimension, ReportQuery, ReportRow, UsageFilter,
+    csv_field,
 };
 use crate::model::{Action, TenantContext, UserProfile};
 use crate::tenancy::Tenancy;
@@ -141,11 +143,11 @@ impl ReportForm {
         for g in &self.group {
             group_by.insert(ReportDimension::parse(g)?);
         }
-        let from = local_midnight(from_day, tz, "from")?;
+        let from = local_start_of_day(from_day, tz);
         let end = to_day
             .succ_opt()
             .ok_or_else(|| Error::invalid_input("to", "is too far ahead"))?;
-        let to = local_midnight(end, tz, "to")?;
+        let to = local_start_of_day(end, tz);
         let buckets = buckets(from, to, granularity, tz)?;
         let label = |raw: &str| -> Vec<String> {
             if raw.is_empty() {
@@ -241,11 +243,6 @@ struct Resolved {
 }
 
 impl Resolved {
-    /// Whether it reads usage per member: grouped or filtered by user.
-    fn per_user(&self) -> bool {
-        self.group_by.contains(&ReportDimension::User) || !self.filter.users.is_empty()
-    }
-
     /// The report query of `ctx`'s organization, `limit` rows after `after`.
     fn query(&self, ctx: &TenantContext, after: Option<ReportCursor>, limit: u32) -> ReportQuery {
         ReportQuery::new(ctx.org(), self.from, self.to)
@@ -257,17 +254,11 @@ impl Resolved {
     }
 }
 
-/// Midnight starting `day` in `tz`, as an instant.
-fn local_midnight(day: NaiveDate, tz: Tz, field: &'static str) -> Result<DateTime<Utc>> {
-    day.and_hms_opt(0, 0, 0)
-        .and_then(|t| t.and_local_timezone(tz).earliest())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| Error::invalid_input(field, "is not a day in this time zone"))
-}
-
 /// The start of every bucket of `[from, to)` at `granularity` in `tz`: the
-/// hours starting in it, or the days or months (local) it touches. More
-/// than [`MAX_BUCKETS`] is `InvalidInput` naming `granularity`.
+/// hours starting in it, or the days or months (local) it touches, each
+/// starting where the stores start it ([`local_start_of_day`]: local
+/// midnight, or the end of a clock change that skips it). More than
+/// [`MAX_BUCKETS`] is `InvalidInput` naming `granularity`.
 fn buckets(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -303,14 +294,18 @@ fn buckets(
                 _ => local,
             };
             loop {
-                let start = local_midnight(day, tz, "from")?;
+                let start = local_start_of_day(day, tz);
                 if start >= to {
                     break;
                 }
-                if out.len() == MAX_BUCKETS {
-                    return Err(too_many(MAX_BUCKETS + 1));
+                // A day a zone skips whole starts where the next one does:
+                // one bucket for both, as the stores have.
+                if out.last() != Some(&start) {
+                    if out.len() == MAX_BUCKETS {
+                        return Err(too_many(MAX_BUCKETS + 1));
+                    }
+                    out.push(start);
                 }
-                out.push(start);
                 let next = match granularity {
                     Granularity::Month => day.checked_add_months(Months::new(1)),
                     _ => day.succ_opt(),
@@ -327,36 +322,17 @@ fn buckets(
 
 /// A cursor as the next-page link carries it: its JSON, hex-encoded.
 fn cursor_text(cursor: &ReportCursor) -> String {
-    let json = serde_json::to_vec(cursor).unwrap_or_default();
-    json.iter().map(|b| format!("{b:02x}")).collect()
+    to_hex(&serde_json::to_vec(cursor).unwrap_or_default())
 }
 
-/// The cursor of [`cursor_text`]; anything else is `InvalidInput` naming
-/// `after`.
+/// The cursor of [`cursor_text`] (at most 4,096 characters); anything else
+/// is `InvalidInput` naming `after`.
 fn parse_cursor(raw: &str) -> Result<ReportCursor> {
-    let bad = || Error::invalid_input("after", "is not a page of this report");
-    if !raw.len().is_multiple_of(2) || raw.len() > 4_096 {
-        return Err(bad());
-    }
-    let bytes = (0..raw.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(raw.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<std::result::Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    serde_json::from_slice(&bytes).map_err(|_| bad())
-}
-
-/// `s` percent-encoded for a query string value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    (raw.len() <= 4_096)
+        .then(|| from_hex(raw))
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| Error::invalid_input("after", "is not a page of this report"))
 }
 
 // --- Reading ---------------------------------------------------------------
@@ -368,9 +344,10 @@ fn check_per_user(
     ctx: &TenantContext,
     resolved: &Resolved,
 ) -> std::result::Result<(), ConsoleError> {
-    // As the API: a member may narrow the report to themselves alone.
-    let only_self = resolved.filter.users == [ctx.user()] && !resolved.filter.no_user;
-    if resolved.per_user() && !only_self && !ctx.can(Action::ViewMemberUsage) {
+    // The API's rule: a member may narrow the report to themselves alone.
+    if resolved.query(ctx, None, 1).reads_other_members(ctx.user())
+        && !ctx.can(Action::ViewMemberUsage)
+    {
         return Err(ConsoleError::forbidden(
             "Usage per member is for the organization's owners and admins: \
              group and filter by something other than user.",
@@ -402,35 +379,6 @@ fn users_of<'a>(rows: impl IntoIterator<Item = &'a ReportRow>) -> Vec<UserId> {
     rows.into_iter().filter_map(|r| r.key.user).collect()
 }
 
-/// A person as a cell shows them: name, email, else a short id.
-#[derive(Debug, Clone)]
-pub(in crate::console) struct Person {
-    name: Option<String>,
-    email: Option<String>,
-    short: String,
-}
-
-impl Person {
-    fn of(user: UserId, profiles: &HashMap<UserId, UserProfile>) -> Person {
-        let profile = profiles.get(&user);
-        Person {
-            name: profile.and_then(|p| p.name.clone()),
-            email: profile.and_then(|p| p.email.clone()),
-            short: short_id(user),
-        }
-    }
-
-    /// One line of text: `Name <email>`, the email, or the short id.
-    fn text(&self) -> String {
-        match (&self.name, &self.email) {
-            (Some(name), Some(email)) => format!("{name} {email}"),
-            (Some(name), None) => name.clone(),
-            (None, Some(email)) => email.clone(),
-            (None, None) => self.short.clone(),
-        }
-    }
-}
-
 /// A group's label in the legend: its values joined, people by name.
 fn group_label(
     key: &GroupKey,
@@ -455,7 +403,7 @@ fn group_label(
             ReportDimension::Model => blank(key.model.as_deref().unwrap_or("")),
             ReportDimension::Operation => blank(key.operation.as_deref().unwrap_or("")),
             ReportDimension::User => match key.user {
-                Some(user) => Person::of(user, people).text(),
+                Some(user) => Person::of(user, people.get(&user)).text(),
                 None => "no member".to_owned(),
             },
         });
@@ -849,7 +797,7 @@ async fn reports(
                 .iter()
                 .map(|m| Choice {
                     value: m.user_id.to_string(),
-                    label: Person::of(m.user_id, &people).text(),
+                    label: Person::of(m.user_id, people.get(&m.user_id)).text(),
                     selected: resolved.filter.users.contains(&m.user_id),
                 })
                 .collect()
@@ -900,7 +848,7 @@ fn cell(key: &GroupKey, dim: ReportDimension, people: &HashMap<UserId, UserProfi
         ReportDimension::User => match key.user {
             Some(user) => Cell {
                 text: String::new(),
-                person: Some(Person::of(user, people)),
+                person: Some(Person::of(user, people.get(&user))),
             },
             None => Cell {
                 text: "no member".to_owned(),
@@ -918,24 +866,9 @@ fn cell(key: &GroupKey, dim: ReportDimension, people: &HashMap<UserId, UserProfi
 /// user's name and email.
 const CSV_HEADER: &str = "bucket_start,metric,provider,model,operation,user,amount,events,bucket,user_name,user_email\r\n";
 
-/// A CSV field: quoted when it holds a comma, quote or line break, and
-/// with a leading `'` when it starts like a spreadsheet formula.
-fn csv_field(value: &str) -> String {
-    let guarded = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
-
 /// `rows` as CSV lines ([`CSV_HEADER`]): one per row and metric, the
 /// grouped values filled in (others empty), people with their name and
-/// email.
+/// email; every field written as the API's CSV writes text ([`csv_field`]).
 fn csv_lines(
     rows: &[ReportRow],
     granularity: Granularity,
@@ -1062,7 +995,7 @@ mod tests {
         assert_eq!(r.from.to_rfc3339(), "2026-10-31T15:00:00+00:00");
         assert_eq!(r.to.to_rfc3339(), "2026-11-24T15:00:00+00:00");
         assert_eq!(r.buckets.len(), 24);
-        assert!(r.group_by.is_empty() && r.filter.is_empty() && !r.per_user());
+        assert!(r.group_by.is_empty() && r.filter.is_empty());
     }
 
     #[test]
@@ -1121,6 +1054,77 @@ mod tests {
     }
 
     #[test]
+    fn a_day_whose_midnight_a_clock_change_skips_starts_at_the_end_of_the_gap() {
+        // Santiago skips 2026-09-06 00:00 (04:00Z: 23:59:59 -04 → 01:00 -03);
+        // the stores start that day's bucket at the end of the gap.
+        let september = form(&[("from", "2026-09-01"), ("to", "2026-09-30")])
+            .resolve(Tz::America__Santiago, today())
+            .unwrap();
+        let starts: Vec<String> = september.buckets.iter().map(|b| b.to_rfc3339()).collect();
+        assert_eq!(starts.len(), 30);
+        assert_eq!(
+            starts[4..7],
+            [
+                "2026-09-05T04:00:00+00:00",
+                "2026-09-06T04:00:00+00:00",
+                "2026-09-07T03:00:00+00:00"
+            ]
+        );
+        assert_eq!(september.to.to_rfc3339(), "2026-10-01T03:00:00+00:00");
+        // The range may start or end on that day, and the default month
+        // holds it.
+        let sixth = form(&[("from", "2026-09-06"), ("to", "2026-09-06")])
+            .resolve(Tz::America__Santiago, today())
+            .unwrap();
+        assert_eq!(sixth.from.to_rfc3339(), "2026-09-06T04:00:00+00:00");
+        assert_eq!(sixth.to.to_rfc3339(), "2026-09-07T03:00:00+00:00");
+        assert_eq!(sixth.buckets, [sixth.from]);
+        // On 5 September the default range ends where the 6th starts.
+        let fifth = form(&[])
+            .resolve(
+                Tz::America__Santiago,
+                NaiveDate::from_ymd_opt(2026, 9, 5).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(fifth.to.to_rfc3339(), "2026-09-06T04:00:00+00:00");
+        let so_far = form(&[])
+            .resolve(
+                Tz::America__Santiago,
+                NaiveDate::from_ymd_opt(2026, 9, 10).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(so_far.buckets.len(), 10);
+        let months = form(&[
+            ("granularity", "month"),
+            ("from", "2026-08-01"),
+            ("to", "2026-09-30"),
+        ])
+        .resolve(Tz::America__Santiago, today())
+        .unwrap();
+        assert_eq!(months.buckets.len(), 2);
+    }
+
+    #[test]
+    fn a_day_a_zone_skips_whole_is_no_bucket_of_its_own() {
+        // Apia went from 2011-12-29 to 2011-12-31: the 30th starts and
+        // ends at the same instant.
+        let r = form(&[("from", "2011-12-29"), ("to", "2011-12-31")])
+            .resolve(Tz::Pacific__Apia, today())
+            .unwrap();
+        assert_eq!(r.buckets.len(), 2);
+        assert!(r.buckets[0] < r.buckets[1]);
+    }
+
+    #[test]
+    fn a_cursor_that_is_not_one_is_refused_naming_after() {
+        let field = |after: &str| parse_cursor(after).unwrap_err().field();
+        assert_eq!(field("abc"), Some("after"));
+        assert_eq!(field("7b7d"), Some("after")); // `{}`: no cursor
+        assert_eq!(field("éé"), Some("after"));
+        assert_eq!(field(&"7b".repeat(2_049)), Some("after"));
+    }
+
+    #[test]
     fn grouping_repeats_and_the_next_link_keeps_the_form() {
         let f = form(&[
             ("group", "model"),
@@ -1129,7 +1133,7 @@ mod tests {
             ("granularity", "day"),
         ]);
         let r = f.resolve(Tz::UTC, today()).unwrap();
-        assert!(r.per_user());
+        assert!(r.group_by.contains(&ReportDimension::User));
         assert_eq!(r.filter.providers, ["open ai&co"]);
         let cursor = ReportCursor {
             bucket_start: r.from,
@@ -1144,14 +1148,5 @@ mod tests {
             f.query_string(Some(&text)),
             format!("granularity=day&group=model&group=user&provider=open%20ai%26co&after={text}")
         );
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_field("gpt-4o"), "gpt-4o");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
-        assert_eq!(csv_field("-1"), "'-1");
     }
 }

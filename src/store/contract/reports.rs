@@ -173,7 +173,7 @@ pub async fn reports_bucket_in_the_org_zone(store: Arc<DynStore>) {
             (
                 r.bucket_start,
                 r.amounts[&MetricKey::TOKENS],
-                r.cost_usd,
+                r.cost_usd(),
                 r.events,
             )
         })
@@ -309,7 +309,7 @@ pub async fn reports_group_and_filter(store: Arc<DynStore>) {
         .map(|r| {
             (
                 (r.key.model.clone().unwrap_or_default(), r.key.user),
-                (r.amounts[&MetricKey::TOKENS], r.cost_usd, r.events),
+                (r.amounts[&MetricKey::TOKENS], r.cost_usd(), r.events),
             )
         })
         .collect();
@@ -344,7 +344,7 @@ pub async fn reports_group_and_filter(store: Arc<DynStore>) {
         rows[0].amounts,
         BTreeMap::from([(MetricKey::TOKENS, dec!(70))])
     );
-    assert_eq!(rows[0].cost_usd, dec!(0), "cost_usd is filtered out");
+    assert_eq!(rows[0].cost_usd(), dec!(0), "cost_usd is filtered out");
     assert_eq!(rows[0].events, 3);
 
     let no_user = day.clone().filter(UsageFilter {
@@ -635,8 +635,8 @@ pub async fn cost_rows_keep_token_classes_and_provenance(store: Arc<DynStore>) {
     assert_eq!(kind(store.usage_costs(&bad).await), ErrorKind::InvalidInput);
 }
 
-/// Bad queries are `InvalidInput`; an unknown organization's report is
-/// `NotFound`.
+/// Bad queries are `InvalidInput` (a backwards reconciliation range too,
+/// naming `to`); an unknown organization's report is `NotFound`.
 pub async fn report_queries_are_checked(store: Arc<DynStore>) {
     let (org, _) = new_org(&store).await;
     let day = ReportQuery::new(
@@ -675,6 +675,21 @@ pub async fn report_queries_are_checked(store: Arc<DynStore>) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(empty.rows.is_empty() && empty.next.is_none());
+    // Reconciling a backwards range is refused naming `to`, as reports are.
+    let backwards_hours = RollupReconcileQuery {
+        org: org.id,
+        from: day.to,
+        to: day.from,
+    };
+    for refused in [
+        store.reconcile_rollups(&backwards_hours).await,
+        store.repair_rollups(&backwards_hours).await,
+    ] {
+        match refused {
+            Err(e) => assert_eq!((e.kind(), e.field()), (ErrorKind::InvalidInput, Some("to"))),
+            Ok(drift) => panic!("a backwards range was reconciled: {drift:?}"),
+        }
+    }
 }
 
 /// After records, duplicates and a repair, rollups agree with the log; a

@@ -17,7 +17,9 @@ use std::io::Write;
 use super::{check_user_breakdown, scope_event_query};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::TenantContext;
-use crate::model::report::{EventQuery, ExportFormat, RecordedEvent, ReportQuery, ReportRow};
+use crate::model::report::{
+    EventQuery, ExportFormat, RecordedEvent, ReportQuery, ReportRow, csv_field, csv_quote,
+};
 use crate::model::usage::CostSource;
 use crate::store::ReportStore;
 use crate::tenancy::{Operator, Tenancy};
@@ -35,24 +37,6 @@ fn io_error(e: std::io::Error) -> Error {
     Error::new(ErrorKind::Unavailable, "writing the export failed").with_source(e)
 }
 
-/// A CSV field: quoted when it holds a comma, quote or line break; a text
-/// field a spreadsheet would run as a formula gets a leading `'`.
-fn text(value: &str) -> String {
-    let guarded = match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
-        _ => value.to_owned(),
-    };
-    quote(&guarded)
-}
-
-fn quote(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
 fn opt<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -65,9 +49,9 @@ fn report_lines(row: &ReportRow, out: &mut impl Write) -> std::io::Result<()> {
             row.bucket_start
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             metric,
-            opt(row.key.provider.as_deref().map(text)),
-            opt(row.key.model.as_deref().map(text)),
-            opt(row.key.operation.as_deref().map(text)),
+            opt(row.key.provider.as_deref().map(csv_field)),
+            opt(row.key.model.as_deref().map(csv_field)),
+            opt(row.key.operation.as_deref().map(csv_field)),
             opt(row.key.user),
             amount.normalize(),
             row.events
@@ -99,14 +83,14 @@ fn event_line(e: &RecordedEvent, out: &mut impl Write) -> std::io::Result<()> {
             table,
         }) => (
             "price_table",
-            text(provider),
-            text(model),
+            csv_field(provider),
+            csv_field(model),
             effective_from.to_string(),
-            text(table),
+            csv_field(table),
         ),
     };
     let t = &e.tokens;
-    let json = |v: &serde_json::Value| quote(&v.to_string());
+    let json = |v: &serde_json::Value| csv_quote(&v.to_string());
     let quantities = serde_json::to_value(&e.quantities).unwrap_or_default();
     writeln!(
         out,
@@ -115,9 +99,9 @@ fn event_line(e: &RecordedEvent, out: &mut impl Write) -> std::io::Result<()> {
         e.occurred_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         opt(e.user),
-        text(&e.provider),
-        text(&e.model),
-        text(&e.operation),
+        csv_field(&e.provider),
+        csv_field(&e.model),
+        csv_field(&e.operation),
         t.input,
         t.cached_input,
         t.cache_write,
@@ -262,19 +246,5 @@ impl Operator<'_> {
     ) -> Result<u64> {
         query.validate()?;
         events_to(self.history_store()?, query, format, out).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(text("gpt-4o"), "gpt-4o");
-        assert_eq!(text("a,b"), "\"a,b\"");
-        assert_eq!(text("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(text("=HYPERLINK(1)"), "'=HYPERLINK(1)");
-        assert_eq!(text("-1,2"), "\"'-1,2\"");
     }
 }

@@ -288,7 +288,7 @@ async fn a_months_invoice_breakdown_by_model() {
                 r.bucket_start,
                 r.key.model.clone().unwrap_or_default(),
                 r.amounts[&MetricKey::TOKENS],
-                r.cost_usd,
+                r.cost_usd(),
                 r.events,
             )
         })
@@ -1068,5 +1068,148 @@ async fn a_stale_batch_waits_for_the_operator() {
             meter.identifier(s.org, utc("2026-03-05T12:00:00Z"), 0),
             "4".to_owned()
         )
+    );
+}
+
+/// The exports refuse what the reads refuse, and a refusal writes nothing
+/// (not even the CSV header): another organization's context naming this
+/// organization, a member's or viewer's report grouped by user, their
+/// events filtered to another user.
+#[tokio::test]
+async fn exports_refuse_other_orgs_and_members_and_write_nothing() {
+    let s = scene().await;
+    let member = s.member(Role::Member).await;
+    let viewer = s.member(Role::Viewer).await;
+    record(&s, call(&s, s.owner, "gpt-4o", 100, "2026-03-04T09:00:00Z")).await;
+    record(
+        &s,
+        call(&s, member.user(), "gpt-4o", 10, "2026-03-04T09:10:00Z"),
+    )
+    .await;
+    let report = march(&s);
+    let events = EventQuery::new(report.org, report.from, report.to);
+    let stranger = UserId::new_v7();
+    let other = s
+        .tenancy
+        .create_organization(
+            stranger,
+            NewOrganization::new("Other", &unique_slug("other")).expect("org"),
+        )
+        .await
+        .expect("other org");
+    let stranger_ctx = s.tenancy.context(stranger, other.id).await.expect("ctx");
+    let by_user = report.clone().group_by([ReportDimension::User]);
+    let owners_events = events.clone().filter(UsageFilter {
+        users: vec![s.owner],
+        ..UsageFilter::default()
+    });
+    let mut refusals: Vec<(
+        &str,
+        &TenantContext,
+        Option<&ReportQuery>,
+        Option<&EventQuery>,
+    )> = vec![
+        ("another org's report", &stranger_ctx, Some(&report), None),
+        ("another org's events", &stranger_ctx, None, Some(&events)),
+    ];
+    for ctx in [&member, &viewer] {
+        refusals.push(("a report by user", ctx, Some(&by_user), None));
+        refusals.push(("another user's events", ctx, None, Some(&owners_events)));
+    }
+    for (what, ctx, report, events) in refusals {
+        for format in [ExportFormat::Csv, ExportFormat::Ndjson] {
+            let mut out = Vec::new();
+            let refused = match (report, events) {
+                (Some(q), _) => s.tenancy.write_report(ctx, q, format, &mut out).await,
+                (_, Some(q)) => s.tenancy.write_events(ctx, q, format, &mut out).await,
+                (None, None) => unreachable!("each refusal names a query"),
+            };
+            assert_eq!(
+                kind(refused),
+                ErrorKind::PermissionDenied,
+                "{what} ({format:?}, {:?})",
+                ctx.role()
+            );
+            assert!(
+                out.is_empty(),
+                "{what} ({format:?}) wrote {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    // The same member exports their own events, and the org-wide report.
+    let mut out = Vec::new();
+    let n = s
+        .tenancy
+        .write_events(&member, &events, ExportFormat::Csv, &mut out)
+        .await
+        .expect("own events");
+    assert_eq!(n, 1);
+    let mut out = Vec::new();
+    let n = s
+        .tenancy
+        .write_report(&member, &report, ExportFormat::Csv, &mut out)
+        .await
+        .expect("org-wide report");
+    assert_eq!(n, 1);
+}
+
+/// Repricing ignores the query's grouping: a member's reprice grouped by
+/// user is the org-wide one (not refused), while a filter on another user
+/// still takes an admin, and a metric filter is refused naming `filter`.
+#[tokio::test]
+async fn reprice_ignores_grouping_and_keeps_the_per_user_rule() {
+    let s = scene().await;
+    let member = s.member(Role::Member).await;
+    record(&s, call(&s, s.owner, "gpt-4o", 100, "2026-03-04T09:00:00Z")).await;
+    record(
+        &s,
+        call(&s, member.user(), "gpt-4o", 10, "2026-03-04T09:10:00Z"),
+    )
+    .await;
+    let table = PriceTable::shipped();
+    let whole = s
+        .tenancy
+        .reprice(&s.owner_ctx, &march(&s), &table)
+        .await
+        .expect("owner's reprice");
+    assert_eq!(whole.recorded_usd, dec!(0.11));
+    let by_user = march(&s).group_by([ReportDimension::User]);
+    let grouped = s
+        .tenancy
+        .reprice(&member, &by_user, &table)
+        .await
+        .expect("a member's reprice grouped by user");
+    assert_eq!(grouped, whole, "grouping is ignored");
+    let others = march(&s).filter(UsageFilter {
+        users: vec![s.owner],
+        ..UsageFilter::default()
+    });
+    assert_eq!(
+        kind(s.tenancy.reprice(&member, &others, &table).await),
+        ErrorKind::PermissionDenied
+    );
+    let own = march(&s).filter(UsageFilter {
+        users: vec![member.user()],
+        ..UsageFilter::default()
+    });
+    let mine = s
+        .tenancy
+        .reprice(&member, &own, &table)
+        .await
+        .expect("own reprice");
+    assert_eq!(mine.recorded_usd, dec!(0.01));
+    let by_metric = march(&s).filter(UsageFilter {
+        metrics: vec![MetricKey::TOKENS],
+        ..UsageFilter::default()
+    });
+    let refused = s
+        .tenancy
+        .reprice(&s.owner_ctx, &by_metric, &table)
+        .await
+        .expect_err("a metric filter");
+    assert_eq!(
+        (refused.kind(), refused.field()),
+        (ErrorKind::InvalidInput, Some("filter"))
     );
 }
