@@ -31,9 +31,12 @@
 --    (members read their own organization's, read-only) and
 --    tenancy_entitlements_version.
 -- 7. Propagation: tenancy.entitlements_version, one row, bumped in the
---    changing transaction by statement triggers on the catalog,
---    org_plans, org_features, usage_limits and usage_rate_limits, which
---    also pg_notify('tenancy_entitlements', <organization id> | '*').
+--    changing transaction by statement triggers on org_plans,
+--    org_features, usage_limits and usage_rate_limits, which also
+--    pg_notify('tenancy_entitlements', <organization id> | '*'). A new
+--    catalog version changes no organization's view (each names its
+--    version, and versions are immutable): only a truncate of a catalog
+--    table bumps it.
 -- 8. Audit: the row trigger on org_plans (entity `plan`); a new catalog
 --    version is one event `plan_version.created` under the nil
 --    organization id (audit_events.organization_id is NOT NULL and part
@@ -1304,9 +1307,10 @@ revoke all on table tenancy.entitlements_version from public, anon, authenticate
 insert into tenancy.entitlements_version (id, version) values (true, 0) on conflict do nothing;
 
 -- Bumps the version and notifies `tenancy_entitlements` with the changed
--- organization's id, or '*' for the catalog (first argument 'catalog'),
--- a statement touching more than one organization, or a truncate. A
--- statement that changed no row does nothing.
+-- organization's id, or '*' for a statement touching more than one
+-- organization, or a truncate (the only trigger on the catalog tables:
+-- writing a version changes no view). A statement that changed no row
+-- does nothing.
 create or replace function tenancy.entitlements_changed() returns trigger
 language plpgsql security definer
 set search_path = ''
@@ -1316,17 +1320,7 @@ declare
   v_org uuid;
   v_payload text;
 begin
-  if tg_op = 'TRUNCATE' or tg_argv[0] = 'catalog' then
-    if tg_op <> 'TRUNCATE' then
-      if tg_op = 'DELETE' then
-        perform 1 from old_rows limit 1;
-      else
-        perform 1 from new_rows limit 1;
-      end if;
-      if not found then
-        return null;
-      end if;
-    end if;
+  if tg_op = 'TRUNCATE' then
     v_payload := '*';
   else
     if tg_op = 'INSERT' then
@@ -1369,6 +1363,10 @@ begin
     execute pg_catalog.format('drop trigger if exists entitlements_deleted on public.%I', v.name);
     execute pg_catalog.format('drop trigger if exists entitlements_truncated on public.%I', v.name);
     execute pg_catalog.format(
+      'create trigger entitlements_truncated after truncate on public.%I '
+      'for each statement execute function tenancy.entitlements_changed(%L)', v.name, v.kind);
+    continue when v.kind = 'catalog';
+    execute pg_catalog.format(
       'create trigger entitlements_inserted after insert on public.%I '
       'referencing new table as new_rows for each statement '
       'execute function tenancy.entitlements_changed(%L)', v.name, v.kind);
@@ -1380,9 +1378,6 @@ begin
       'create trigger entitlements_deleted after delete on public.%I '
       'referencing old table as old_rows for each statement '
       'execute function tenancy.entitlements_changed(%L)', v.name, v.kind);
-    execute pg_catalog.format(
-      'create trigger entitlements_truncated after truncate on public.%I '
-      'for each statement execute function tenancy.entitlements_changed(%L)', v.name, v.kind);
   end loop;
 end
 $$;

@@ -33,7 +33,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::ids::{MetricKey, OrgId};
+use crate::ids::{MetricKey, OrgId, UserId};
 use crate::limits::rate::RateLimit;
 use crate::limits::{Limit, LimitScope};
 use crate::model::Feature;
@@ -231,23 +231,47 @@ pub fn effective(
     rows: Overrides<'_>,
     now: DateTime<Utc>,
 ) -> Entitlements {
-    let expiries = rows
-        .features
-        .iter()
-        .map(|f| f.expires_at)
-        .chain(rows.limits.iter().map(|l| l.expires_at))
-        .chain(rows.rate_limits.iter().map(|l| l.expires_at))
-        .chain(assignment.map(|a| a.trial_ends_at));
-    let valid_until = expiries.flatten().filter(|at| *at > now).min();
-    Entitlements {
+    let mut entitlements = Entitlements {
         org,
         assignment: assignment.cloned(),
         plan: plan.map(|p| p.plan.clone()),
         features: effective_features(plan, rows.features, now),
         limits: effective_limits(org, plan, rows.limits, now),
         rate_limits: effective_rate_limits(org, plan, rows.rate_limits, now),
-        valid_until,
-    }
+        valid_until: None,
+    };
+    entitlements.valid_until = valid_until(&entitlements, now);
+    entitlements
+}
+
+/// The first instant `entitlements` (computed at `now`) changes by itself:
+/// the earliest expiry, after `now`, of a row it shows, or its trial's end.
+/// Every unexpired row shows (only plan entries are ever replaced), so this
+/// is the same over the view as over the rows it came from.
+fn valid_until(entitlements: &Entitlements, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let expiries = entitlements
+        .features
+        .iter()
+        .map(|(f, _)| f.expires_at)
+        .chain(entitlements.limits.iter().map(|(l, _)| l.expires_at))
+        .chain(entitlements.rate_limits.iter().map(|(l, _)| l.expires_at))
+        .chain(entitlements.assignment.as_ref().map(|a| a.trial_ends_at));
+    expiries.flatten().filter(|at| *at > now).min()
+}
+
+/// `entitlements` (computed at `now`) as `user` is shown them: the
+/// per-user limits and rate limits of other users dropped, and
+/// `valid_until` taken over the rows that remain, so it is the first
+/// instant this view changes, never another user's override's expiry.
+pub fn for_user(mut entitlements: Entitlements, user: UserId, now: DateTime<Utc>) -> Entitlements {
+    entitlements
+        .limits
+        .retain(|(l, _)| l.scope.applies_to(user));
+    entitlements
+        .rate_limits
+        .retain(|(l, _)| l.scope.applies_to(user));
+    entitlements.valid_until = valid_until(&entitlements, now);
+    entitlements
 }
 
 /// Where `what` comes from in `entitlements` (computed at `now`): its
@@ -624,5 +648,37 @@ mod tests {
         assert_eq!(during.rate_limits[0].0.mode, LimitMode::Soft);
         let after = effective(org, Some(&a), Some(&pro), rows, at(150));
         assert_eq!(after.rate_limits[0].0.id, pro.rate_limits[0].id);
+    }
+
+    #[test]
+    fn a_user_is_shown_their_own_rows_and_their_expiries_only() {
+        let org = OrgId::new_v7();
+        let (mine, theirs) = (UserId::new_v7(), UserId::new_v7());
+        let pro = version("pro", 1, dec!(1000));
+        let a = PlanAssignment {
+            trial_ends_at: None,
+            ..trial(org, 0, None)
+        };
+        let limits = [
+            row(org, LimitScope::User(mine), dec!(5), Some(20)),
+            row(org, LimitScope::User(theirs), dec!(6), Some(10)),
+        ];
+        let rows = Overrides {
+            features: &[],
+            limits: &limits,
+            rate_limits: &[],
+        };
+        let all = effective(org, Some(&a), Some(&pro), rows, at(5));
+        assert_eq!(all.valid_until, Some(at(10)));
+        let shown = |user| for_user(all.clone(), user, at(5));
+        let own = shown(mine);
+        assert_eq!(own.valid_until, Some(at(20)));
+        assert_eq!(own.limits.len(), 2, "the plan's and their own");
+        assert!(own.limits.iter().all(|(l, _)| l.scope.applies_to(mine)));
+        let other = shown(UserId::new_v7());
+        assert_eq!(other.valid_until, None);
+        assert_eq!(other.limits.len(), 1);
+        assert_eq!(other.limits[0].0.id, pro.limits[0].id);
+        assert_eq!(other.rate_limits.len(), 1, "org-wide rows stay");
     }
 }

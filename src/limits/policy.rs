@@ -71,6 +71,12 @@ impl LimitScope {
             LimitScope::User(user) => Some(*user),
         }
     }
+
+    /// Whether a row with this scope applies to `user`: an org-wide row to
+    /// every user, a per-user row to its user only.
+    pub fn applies_to(&self, user: UserId) -> bool {
+        self.user().is_none_or(|u| u == user)
+    }
 }
 
 impl From<Option<UserId>> for LimitScope {

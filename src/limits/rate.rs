@@ -222,7 +222,7 @@ impl RateLimit {
 
     /// Whether it applies to `user`'s requests: org-wide, or theirs.
     pub fn applies_to(&self, user: UserId) -> bool {
-        self.scope.user().is_none_or(|u| u == user)
+        self.scope.applies_to(user)
     }
 
     /// The GCRA cost of `amount`, in µs; `None` when it can never conform

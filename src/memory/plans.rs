@@ -219,7 +219,8 @@ impl PlanStore for MemoryStore {
             Some(after),
             Some(now),
         );
-        state.entitlements_changed(EntitlementChange::All);
+        // No change notice: a new version changes no organization's view
+        // (each names its version, and versions never change).
         Ok(version)
     }
 
@@ -324,9 +325,11 @@ impl PlanStore for MemoryStore {
         for (before, after) in &moved {
             audit_assignment(&mut state, Some(before), Some(after), None);
         }
-        match (moved.as_slice(), request.org) {
-            ([], _) => {}
-            ([(only, _)], Some(_)) => state.entitlements_changed(EntitlementChange::Org(only.org)),
+        // As the SQL trigger: one organization moved is announced as it,
+        // whichever request moved it.
+        match moved.as_slice() {
+            [] => {}
+            [(only, _)] => state.entitlements_changed(EntitlementChange::Org(only.org)),
             _ => state.entitlements_changed(EntitlementChange::All),
         }
         Ok(moved.len() as u64)

@@ -85,8 +85,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::{FeatureKey, LimitId, MetricKey, OrgId, PlanKey};
-use crate::limits::rate::{NewRateLimit, RateLimit, RateWindow};
-use crate::limits::{Limit, LimitMode, LimitScope, NewLimit, Period};
+use crate::limits::rate::{NewRateLimit, RateLimit, RateLimitType, RateWindow};
+use crate::limits::{Limit, LimitMode, LimitScope, LimitType, NewLimit, Period};
 use crate::model::Feature;
 use crate::model::feature::FeatureChange;
 
@@ -144,6 +144,26 @@ pub struct PlanRateLimit {
     pub burst: Decimal,
     /// Hard or soft.
     pub mode: LimitMode,
+}
+
+impl PlanLimit {
+    /// Its `limit_type` (`monthly_tokens`).
+    pub fn limit_type(&self) -> LimitType {
+        LimitType {
+            metric: self.metric.clone(),
+            period: self.period,
+        }
+    }
+}
+
+impl PlanRateLimit {
+    /// Its `limit_type` (`minute_requests`).
+    pub fn limit_type(&self) -> RateLimitType {
+        RateLimitType {
+            metric: self.metric.clone(),
+            window: self.window,
+        }
+    }
 }
 
 /// One immutable version of a plan, as the catalog stores it.
@@ -225,14 +245,18 @@ pub struct PlanAssignment {
 pub enum EntitlementChange {
     /// One organization's assignment or overrides changed.
     Org(OrgId),
-    /// The catalog changed, or more than one organization did: forget all.
+    /// More than one organization changed, or changes may have been
+    /// missed: forget all. (A new catalog version changes no organization's
+    /// view, so it is no change.)
     All,
 }
 
 /// A new version of a plan, as the operator writes it: the store gives it
 /// the next version number of its key (1 for a new plan) and never changes
-/// it afterwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// it afterwards. It serializes as the SQL function
+/// `tenancy_put_plan_version` takes it (`key`, `name`, `features`,
+/// `limits`, `rate_limits`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewPlanVersion {
     pub(crate) key: PlanKey,
     pub(crate) name: String,
@@ -370,23 +394,21 @@ impl NewPlanVersion {
     /// naming `limit_type`.
     pub fn limit(mut self, limit: NewLimit) -> Result<Self> {
         check_plan_entry(limit.scope, limit.expires_at)?;
-        if self
-            .limits
-            .iter()
-            .any(|l| l.metric == limit.metric && l.period == limit.period)
-        {
-            return Err(Error::invalid_input(
-                "limit_type",
-                format_args!("{}_{} is already in the plan", limit.period, limit.metric),
-            ));
-        }
-        self.limits.push(PlanLimit {
+        let entry = PlanLimit {
             id: LimitId::new_v7(),
             metric: limit.metric,
             period: limit.period,
             value: limit.value,
             mode: limit.mode,
-        });
+        };
+        let kind = entry.limit_type();
+        if self.limits.iter().any(|l| l.limit_type() == kind) {
+            return Err(Error::invalid_input(
+                "limit_type",
+                format_args!("{kind} is already in the plan"),
+            ));
+        }
+        self.limits.push(entry);
         Ok(self)
     }
 
@@ -395,30 +417,24 @@ impl NewPlanVersion {
     /// `InvalidInput` naming `limit_type`).
     pub fn rate_limit(mut self, limit: NewRateLimit) -> Result<Self> {
         check_plan_entry(limit.scope, limit.expires_at)?;
-        if self
-            .rate_limits
-            .iter()
-            .any(|l| l.metric == limit.metric && l.window == limit.window)
-        {
-            return Err(Error::invalid_input(
-                "limit_type",
-                format_args!(
-                    "{}_{} is already in the plan",
-                    limit.window.as_str(),
-                    limit.metric
-                ),
-            ));
-        }
         let id = LimitId::new_v7();
         let full = limit.into_limit(id, OrgId::from(uuid::Uuid::nil()), DateTime::UNIX_EPOCH);
-        self.rate_limits.push(PlanRateLimit {
+        let entry = PlanRateLimit {
             id,
             metric: full.metric,
             window: full.window,
             value: full.value,
             burst: full.burst,
             mode: full.mode,
-        });
+        };
+        let kind = entry.limit_type();
+        if self.rate_limits.iter().any(|l| l.limit_type() == kind) {
+            return Err(Error::invalid_input(
+                "limit_type",
+                format_args!("{kind} is already in the plan"),
+            ));
+        }
+        self.rate_limits.push(entry);
         Ok(self)
     }
 }

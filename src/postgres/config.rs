@@ -178,16 +178,15 @@ impl PgStoreBuilder {
     }
 
     /// The store. No connection is opened yet. `Config` naming what is
-    /// wrong: a missing or malformed URL (or listen URL), a pool size, timeout or retry
+    /// wrong: a missing or malformed URL (or listen URL), or one naming no
+    /// host, a pool size, timeout or retry
     /// count out of range, or a certificate that is not PEM.
     pub fn build(self) -> Result<PgStore> {
         let name = self.source.unwrap_or("url");
         let url = self
             .url
             .ok_or_else(|| Error::config("PgStore needs a connection URL (`url`)"))?;
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            Error::config(format!("{name} is not a valid PostgreSQL connection URL")).with_source(e)
-        })?;
+        let config = parse_url(name, &url)?;
         let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         check_count("pool_size", pool_size, 1, MAX_POOL_SIZE)?;
         // Bounded: a deadline is now + the timeout, which must not overflow.
@@ -205,15 +204,7 @@ impl PgStoreBuilder {
             None => None,
             Some(url) => {
                 let name = self.listen_source.unwrap_or("listen_url");
-                let listen: tokio_postgres::Config = url.parse().map_err(|e| {
-                    Error::config(format!("{name} is not a valid PostgreSQL connection URL"))
-                        .with_source(e)
-                })?;
-                if url.trim().is_empty() || listen.get_hosts().is_empty() {
-                    return Err(Error::config(format!(
-                        "{name} names no host: it needs postgres://user:password@host:port/db"
-                    )));
-                }
+                let listen = parse_url(name, url)?;
                 let tls = self::connector(listen.get_ssl_mode(), &self.root_certificates)?;
                 Some(Listener::new(listen, tls, call_timeout))
             }
@@ -245,6 +236,20 @@ impl PgStoreBuilder {
             user: None,
         })
     }
+}
+
+/// `url` (the builder's `name` for it) as a connection configuration.
+/// `Config` naming it when it does not parse, or names no host.
+fn parse_url(name: &str, url: &str) -> Result<tokio_postgres::Config> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        Error::config(format!("{name} is not a valid PostgreSQL connection URL")).with_source(e)
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(Error::config(format!(
+            "{name} names no host: it needs postgres://user:password@host:port/db"
+        )));
+    }
+    Ok(config)
 }
 
 /// Plain connections unless TLS is required by the URL or configured with

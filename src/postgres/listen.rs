@@ -2,9 +2,10 @@
 //! they commit, on one direct (or session-mode) connection per store.
 //!
 //! The SQL side (`migrations/20261206001200_tenancy_plans.sql`) notifies
-//! [`CHANNEL`] in the transaction of every change to the plan catalog, an
-//! assignment or an override, with the organization's id as the payload,
-//! or `*` when more than one organization (or the catalog) changed.
+//! [`CHANNEL`] in the transaction of every change to an assignment or an
+//! override, with the organization's id as the payload, or `*` when more
+//! than one organization changed (or a table was truncated). A new catalog
+//! version changes no organization's view and notifies nothing.
 //! Notifications are delivered at commit, so a change is announced only
 //! once it is visible.
 //!

@@ -6,29 +6,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::args::{Deleted, OrgArg};
+use super::schema::NoArgs;
 use super::{Idempotent, Sql, SqlTransport};
 use crate::error::Result;
 use crate::ids::{OrgId, PlanKey};
 use crate::model::plan::{
-    AssignPlan, Entitlements, MigratePlan, NewPlanVersion, PlanAssignment, PlanFeature, PlanLimit,
-    PlanRateLimit, PlanRef, PlanVersion,
+    AssignPlan, Entitlements, MigratePlan, NewPlanVersion, PlanAssignment, PlanRef, PlanVersion,
 };
 use crate::store::EntitlementWatch;
-
-/// The `plan` argument of `tenancy_put_plan_version`: a [`NewPlanVersion`].
-#[derive(Debug, Serialize)]
-struct PlanArg<'a> {
-    key: &'a PlanKey,
-    name: &'a str,
-    features: &'a [PlanFeature],
-    limits: &'a [PlanLimit],
-    rate_limits: &'a [PlanRateLimit],
-}
 
 /// Arguments of `tenancy_put_plan_version`.
 #[derive(Debug, Serialize)]
 struct PutPlanVersionArgs<'a> {
-    plan: PlanArg<'a>,
+    plan: &'a NewPlanVersion,
     now: DateTime<Utc>,
 }
 
@@ -85,26 +75,13 @@ struct EntitlementsArgs {
     at: DateTime<Utc>,
 }
 
-/// No arguments: `tenancy_entitlements_version()`.
-#[derive(Debug, Serialize)]
-struct NoArgs {}
-
 impl<T: SqlTransport + ?Sized> Sql<'_, T> {
     pub(crate) async fn put_plan_version(
         &self,
         plan: &NewPlanVersion,
         now: DateTime<Utc>,
     ) -> Result<PlanVersion> {
-        let args = PutPlanVersionArgs {
-            plan: PlanArg {
-                key: plan.key(),
-                name: plan.name(),
-                features: plan.features(),
-                limits: plan.limits(),
-                rate_limits: plan.rate_limits(),
-            },
-            now,
-        };
+        let args = PutPlanVersionArgs { plan, now };
         // Not repeatable: a put that landed would be followed by another
         // version.
         self.rpc(
@@ -305,13 +282,7 @@ mod tests {
     fn put_arguments_are_named_as_in_sql() {
         let plan = NewPlanVersion::new(PlanKey::from_static("pro"), "Pro").unwrap();
         let args = PutPlanVersionArgs {
-            plan: PlanArg {
-                key: plan.key(),
-                name: plan.name(),
-                features: plan.features(),
-                limits: plan.limits(),
-                rate_limits: plan.rate_limits(),
-            },
+            plan: &plan,
             now: DateTime::UNIX_EPOCH,
         };
         let json = serde_json::to_value(&args).unwrap();

@@ -11,9 +11,9 @@ struct SchemaVersion {
     version: Option<u32>,
 }
 
-/// `{}`: no arguments.
+/// `{}`: no arguments (every SQL function that takes none).
 #[derive(Debug, Serialize)]
-struct NoArgs {}
+pub(super) struct NoArgs {}
 
 impl<T: SqlTransport + ?Sized> Sql<'_, T> {
     /// Refuses a database whose schema version is not the crate's

@@ -28,7 +28,7 @@ method_list!($ plan_store_methods {
 /// assignment, and its effective entitlements.
 ///
 /// Part of the [`Store`](super::Store) bundle. Each method is atomic on its
-/// own and touches only the organization it names.
+/// own; those that name an organization touch only it.
 #[async_trait]
 pub trait PlanStore: Backend {
     /// Writes the next version of `plan.key` (1 for a new key), stamped
@@ -89,8 +89,10 @@ pub trait PlanStore: Backend {
     ) -> crate::error::Result<crate::model::plan::Entitlements>;
 
     /// A counter that grows with every change to any organization's
-    /// entitlements (catalog, assignments, overrides), in the change's own
-    /// step: a cheap read a cache polls.
+    /// entitlements (assignments, migrations, overrides), in the change's
+    /// own step: a cheap read a cache polls. A new catalog version is no
+    /// such change (each organization names its version, and versions
+    /// never change), so it need not grow with one.
     async fn entitlements_version(&self) -> crate::error::Result<i64>;
 
     /// A stream of entitlement changes as they commit, where the backend

@@ -23,8 +23,8 @@ use crate::limits::{
 };
 use crate::model::{Action, TenantContext, UsageEvent, UsageRecord};
 use crate::store::{
-    CommitOutcome, CommitRequest, MeteringStore, RecordOutcome, ReleaseRequest, ReserveRequest,
-    UsageQuery,
+    CommitOutcome, CommitRequest, MeteringStore, PlanStore, RecordOutcome, ReleaseRequest,
+    ReserveRequest, UsageQuery,
 };
 
 /// How long after it expired a hold is still recognised by a commit: 7
@@ -75,13 +75,10 @@ impl Tenancy {
     /// carries the plan entry's id and no expiry.
     pub async fn limits(&self, ctx: &TenantContext) -> Result<Vec<Limit>> {
         ctx.require(Action::ViewUsage)?;
-        let entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
-        Ok(entitlements
-            .limits
-            .into_iter()
-            .map(|(l, _)| l)
-            .filter(|l| l.scope.user().is_none_or(|u| u == ctx.user()))
-            .collect())
+        let now = self.now();
+        let entitlements = self.inner.store.entitlements(ctx.org(), now).await?;
+        let shown = crate::limits::entitlements::for_user(entitlements, ctx.user(), now);
+        Ok(shown.limits.into_iter().map(|(l, _)| l).collect())
     }
 
     // ---- recording (workers) ---------------------------------------------

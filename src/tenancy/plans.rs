@@ -14,7 +14,7 @@ use super::{Operator, Tenancy};
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, PlanKey};
 use crate::limits::CurrentPeriods;
-use crate::limits::entitlements::explain;
+use crate::limits::entitlements::{explain, for_user};
 use crate::model::plan::{
     AssignPlan, Entitlement, Entitlements, Explanation, MigratePlan, NewPlanVersion,
     PlanAssignment, PlanRef, PlanVersion,
@@ -35,19 +35,14 @@ impl Tenancy {
     /// The active organization's effective entitlements now, read fresh
     /// from the store: its plan version's features and limits with its
     /// unexpired overrides on top, each with its source. Per-user limits
-    /// and rate limits are those of the context's user only. Any role may
-    /// read them.
+    /// and rate limits are those of the context's user only, and
+    /// `valid_until` is taken over the rows shown, never another user's
+    /// override's expiry. Any role may read them.
     pub async fn entitlements(&self, ctx: &TenantContext) -> Result<Entitlements> {
         ctx.require(Action::ViewOrganization)?;
-        let mut entitlements = self.inner.store.fresh_entitlements(ctx.org()).await?;
-        let user = ctx.user();
-        entitlements
-            .limits
-            .retain(|(l, _)| l.scope.user().is_none_or(|u| u == user));
-        entitlements
-            .rate_limits
-            .retain(|(l, _)| l.scope.user().is_none_or(|u| u == user));
-        Ok(entitlements)
+        let now = self.now();
+        let entitlements = self.inner.store.entitlements(ctx.org(), now).await?;
+        Ok(for_user(entitlements, ctx.user(), now))
     }
 
     /// Where the active organization's `what` comes from now: its effective

@@ -412,7 +412,7 @@ fn expiry_value(expires_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 /// The plan's `limit_type` string of a metric and period (`monthly_tokens`).
-fn limit_type(metric: MetricKey, period: Period) -> String {
+pub(super) fn limit_type(metric: MetricKey, period: Period) -> String {
     LimitType { metric, period }.to_string()
 }
 
@@ -552,8 +552,9 @@ pub(in crate::console) struct NewFeatureForm {
     expires: String,
 }
 
-/// The organization's time zone and the facade's now, for an expiry.
-async fn zone_and_now(
+/// The organization's time zone and the facade's now, for an expiry or a
+/// trial's end.
+pub(super) async fn zone_and_now(
     config: &ConsoleConfig,
     org: OrgId,
 ) -> crate::error::Result<(chrono_tz::Tz, chrono::DateTime<chrono::Utc>)> {
@@ -670,7 +671,7 @@ pub(in crate::console) struct RateLimitForm {
 }
 
 /// A number from a form field, or `InvalidInput` naming `field`.
-fn number(field: &'static str, input: &str) -> crate::error::Result<Decimal> {
+pub(super) fn number(field: &'static str, input: &str) -> crate::error::Result<Decimal> {
     Decimal::from_str(input.trim())
         .map_err(|_| Error::invalid_input(field, format_args!("{} is not a number", quoted(input))))
 }

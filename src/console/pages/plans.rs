@@ -23,7 +23,6 @@
 //! checks the operator handle and the role matrix again on every call.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use askama::Template;
@@ -35,7 +34,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::operator::{answer, operator_post};
+use super::operator::{answer, limit_type, number, operator_post, zone_and_now};
 use super::usage::local_time;
 use super::{Chrome, Done, chrome, context, path_id};
 use crate::console::auth::Viewer;
@@ -44,8 +43,8 @@ use crate::console::form::CsrfForm;
 use crate::console::render::{Base, ConsoleError, form_refusal, page, see_other};
 use crate::error::{Error, ErrorKind, Result, quoted};
 use crate::ids::{FeatureKey, OrgId, PlanKey};
-use crate::limits::rate::{NewRateLimit, RateLimit};
-use crate::limits::{Limit, LimitMode, LimitScope, LimitType, NewLimit};
+use crate::limits::rate::{NewRateLimit, RateLimit, RateWindow};
+use crate::limits::{Limit, LimitMode, LimitScope, NewLimit};
 use crate::model::plan::{
     EntitlementSource, Entitlements, MigratePlan, NewPlanVersion, PlanRef, PlanVersion,
 };
@@ -179,12 +178,6 @@ fn split_mode(line: &str) -> Result<(&str, LimitMode)> {
     }
 }
 
-/// A number, or `InvalidInput` naming `field`.
-fn number(field: &'static str, input: &str) -> Result<Decimal> {
-    Decimal::from_str(input.trim())
-        .map_err(|_| Error::invalid_input(field, format_args!("{} is not a number", quoted(input))))
-}
-
 /// Usage limits as the form writes them, one a line: `monthly_tokens
 /// 100000`, optionally followed by `hard` (the default) or `soft`. A bad
 /// line is `InvalidInput` naming `limits` and the line.
@@ -273,11 +266,12 @@ impl PlanText {
             .limits
             .iter()
             .map(|l| {
-                let kind = LimitType {
-                    metric: l.metric.clone(),
-                    period: l.period,
-                };
-                format!("{kind} {} {}\n", l.value.normalize(), l.mode.as_str())
+                format!(
+                    "{} {} {}\n",
+                    l.limit_type(),
+                    l.value.normalize(),
+                    l.mode.as_str()
+                )
             })
             .collect();
         let rate_limits = version
@@ -285,9 +279,8 @@ impl PlanText {
             .iter()
             .map(|r| {
                 format!(
-                    "{}_{} {} burst {} {}\n",
-                    r.window.as_str(),
-                    r.metric,
+                    "{} {} burst {} {}\n",
+                    r.limit_type(),
                     r.value.normalize(),
                     r.burst.normalize(),
                     r.mode.as_str()
@@ -325,25 +318,27 @@ fn version_rows(version: &PlanVersion) -> Vec<EntryRow> {
     });
     let limits = version.limits.iter().map(|l| EntryRow {
         kind: "limit",
-        entry: LimitType {
-            metric: l.metric.clone(),
-            period: l.period,
-        }
-        .to_string(),
+        entry: l.limit_type().to_string(),
         value: format!("{} {}", l.value.normalize(), l.mode.as_str()),
     });
     let rates = version.rate_limits.iter().map(|r| EntryRow {
         kind: "rate limit",
-        entry: format!("{}_{}", r.window.as_str(), r.metric),
-        value: format!(
-            "{} per {}, burst {}, {}",
-            r.value.normalize(),
-            r.window.as_str(),
-            r.burst.normalize(),
-            r.mode.as_str()
-        ),
+        entry: r.limit_type().to_string(),
+        value: rate_value(r.value, r.window, r.burst, r.mode),
     });
     features.chain(limits).chain(rates).collect()
+}
+
+/// A rate limit's value as the pages show it: `60 per minute, burst 60,
+/// hard`.
+fn rate_value(value: Decimal, window: RateWindow, burst: Decimal, mode: LimitMode) -> String {
+    format!(
+        "{} per {}, burst {}, {}",
+        value.normalize(),
+        window.as_str(),
+        burst.normalize(),
+        mode.as_str()
+    )
 }
 
 fn feature_value(enabled: bool, config: &serde_json::Value) -> String {
@@ -502,11 +497,7 @@ fn effective_rows(
         .iter()
         .map(|(l, source): &(Limit, EntitlementSource)| EffectiveRow {
             kind: "limit",
-            entry: LimitType {
-                metric: l.metric.clone(),
-                period: l.period,
-            }
-            .to_string(),
+            entry: limit_type(l.metric.clone(), l.period),
             scope: user(l.scope),
             value: format!("{} {}", l.value.normalize(), l.mode.as_str()),
             source: source_text(source, tz),
@@ -517,13 +508,7 @@ fn effective_rows(
                 kind: "rate limit",
                 entry: r.limit_type().to_string(),
                 scope: user(r.scope),
-                value: format!(
-                    "{} per {}, burst {}, {}",
-                    r.value.normalize(),
-                    r.window.as_str(),
-                    r.burst.normalize(),
-                    r.mode.as_str()
-                ),
+                value: rate_value(r.value, r.window, r.burst, r.mode),
                 source: source_text(source, tz),
             },
         );
@@ -642,19 +627,13 @@ async fn catalog_page(
                 limits: latest
                     .limits
                     .iter()
-                    .map(|l| {
-                        format!(
-                            "{} {}",
-                            LimitType {
-                                metric: l.metric.clone(),
-                                period: l.period
-                            },
-                            l.value.normalize()
-                        )
-                    })
-                    .chain(latest.rate_limits.iter().map(|r| {
-                        format!("{}_{} {}", r.window.as_str(), r.metric, r.value.normalize())
-                    }))
+                    .map(|l| format!("{} {}", l.limit_type(), l.value.normalize()))
+                    .chain(
+                        latest
+                            .rate_limits
+                            .iter()
+                            .map(|r| format!("{} {}", r.limit_type(), r.value.normalize())),
+                    )
                     .collect::<Vec<_>>()
                     .join(", "),
             })
@@ -1113,21 +1092,11 @@ async fn start_trial(
 ) -> std::result::Result<Response, ConsoleError> {
     let (org, operator) = operator_post(&config, &viewer, &org)?;
     let started = async {
-        let organization = config
-            .tenancy
-            .service()
-            .organization(org)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such organization"))?;
+        let (tz, now) = zone_and_now(&config, org).await?;
         let plan = parse_plan("plan", &form.plan)?
             .ok_or_else(|| Error::invalid_input("plan", "choose the plan of the trial"))?;
-        let ends = parse_instant(
-            "trial_ends_at",
-            &form.ends,
-            organization.timezone,
-            config.tenancy.now(),
-        )?
-        .ok_or_else(|| Error::invalid_input("trial_ends_at", "choose when the trial ends"))?;
+        let ends = parse_instant("trial_ends_at", &form.ends, tz, now)?
+            .ok_or_else(|| Error::invalid_input("trial_ends_at", "choose when the trial ends"))?;
         let fallback = parse_plan("fallback", &form.fallback)?;
         operator.start_trial(org, plan, ends, fallback).await
     }
@@ -1176,16 +1145,13 @@ async fn org_plan(
     let ctx: TenantContext = context(&config, &viewer, &org).await?;
     let view = config.tenancy.entitlements(&ctx).await?;
     let tz = ctx.organization().timezone;
-    let me = viewer.user;
-    let user = |scope: LimitScope| match scope.user() {
-        Some(u) if u == me => "you".to_owned(),
-        Some(_) => "one member".to_owned(),
-        None => "organization".to_owned(),
+    // The view holds the viewer's own per-user rows only.
+    let user = |scope: LimitScope| scope.user().map_or("organization", |_| "you").to_owned();
+    let summary = if view.assignment.is_none() {
+        vec!["No plan: the platform operator set what the organization gets.".to_owned()]
+    } else {
+        plan_summary(&view, tz, config.tenancy.now())
     };
-    let mut summary = plan_summary(&view, tz, config.tenancy.now());
-    if view.assignment.is_none() {
-        summary = vec!["No plan: the platform operator set what the organization gets.".to_owned()];
-    }
     let chrome = chrome(&config, &viewer, &base, "Plan", Some(&ctx), "plan", None).await?;
     Ok(page(&OrgPlan {
         chrome,

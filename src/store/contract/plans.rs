@@ -754,20 +754,19 @@ pub async fn plan_rate_limits_are_enforced_by_acquire(store: Arc<DynStore>) {
     assert_eq!(e.rate_limits[0].0.id, wide.id);
 }
 
-/// Every kind of change to entitlements makes the version grow: a catalog
-/// put, an assignment, a migration, a feature, a limit, a rate limit, and
-/// their removal.
+/// Every kind of change to entitlements makes the version grow: an
+/// assignment, a migration, a feature, a limit, a rate limit, and their
+/// removal. (A new catalog version is no change to any organization's
+/// entitlements: each names its version, and versions never change.)
 pub async fn the_entitlements_version_grows_with_every_kind_of_change(store: Arc<DynStore>) {
     let key = unique_key("version");
+    let v1 = put(&store, &plan(&key, 1)).await;
+    put(&store, &plan(&key, 2)).await;
     let mut last = store.entitlements_version().await.unwrap();
     let mut grew = |now: i64, what: &str| {
         assert!(now > last, "{what}: {now} after {last}");
         last = now;
     };
-    let v1 = put(&store, &plan(&key, 1)).await;
-    grew(store.entitlements_version().await.unwrap(), "put a version");
-    put(&store, &plan(&key, 2)).await;
-    grew(store.entitlements_version().await.unwrap(), "put another");
     let (org, _) = new_org(&store).await;
     assign(&store, &AssignPlan::new(org.id, v1.plan.clone(), noon())).await;
     grew(store.entitlements_version().await.unwrap(), "assign");
@@ -935,22 +934,29 @@ const PUSHED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where a store pushes changes, a watcher hears of a change to one
 /// organization as that organization's own change, `Org(org)`, within a few
-/// seconds: an assignment, and then an override. `All` (which a catalog
-/// write sends) does not count, and other organizations' changes (other
-/// tests share the database) are skipped. Before each change, whatever
-/// earlier steps pushed is drained: a marker organization's change commits
-/// after them, so once the marker's is heard, theirs were too.
+/// seconds: an assignment, and then an override. `All` does not count, and
+/// other organizations' changes (other tests share the database) are
+/// skipped. Before each change, whatever earlier steps pushed is drained: a
+/// marker organization's change commits after them, so once the marker's
+/// is heard, theirs were too.
 pub async fn watchers_hear_of_changes(store: Arc<DynStore>) {
     let Some(mut watch) = store.watch_entitlements().await.unwrap() else {
         return;
     };
     let pro = put(&store, &plan(&unique_key("watch"), 100)).await;
-    // The catalog write (or, on `PgStore`, the connection's own `All` once
-    // it listens) is heard: from here on, nothing committed goes unheard.
+    let (warm_up, _) = new_org(&store).await;
+    assign(
+        &store,
+        &AssignPlan::new(warm_up.id, pro.plan.clone(), noon()),
+    )
+    .await;
+    // A first organization's change (or, on `PgStore`, the connection's
+    // own `All` once it listens) is heard: from here on, nothing committed
+    // goes unheard.
     let first = tokio::time::timeout(PUSHED_WITHIN, watch.next()).await;
     assert!(
         matches!(first, Ok(Some(_))),
-        "a streaming store pushes a catalog change: {first:?}"
+        "a streaming store pushes an organization's change: {first:?}"
     );
     let (org, _) = new_org(&store).await;
     let (marker, _) = new_org(&store).await;

@@ -76,7 +76,7 @@ pub(super) struct CacheConfig {
 
 /// An organization's effective entitlements as the cache keeps them: one
 /// [`PlanStore::entitlements`] load, shaped for the readers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct CachedEntitlements {
     /// Its effective features, by key (the hot path of `has_feature`).
     pub(super) features: OrgFeatures,
@@ -84,7 +84,6 @@ pub(super) struct CachedEntitlements {
     pub(super) limits: Arc<OrgLimits>,
     /// Its effective rate limits (configuration, not state): an
     /// organization without any skips the rate decision's store call.
-    /// Empty on a store without rate limits.
     pub(super) rate_limits: Arc<Vec<RateLimit>>,
 }
 
@@ -156,7 +155,7 @@ impl CachingStore {
                 at.timestamp_micros()
                     .saturating_sub(COARSE_CLOCK_LAG_MICROS)
             });
-            Ok((Arc::new(self.shape(entitlements)), until))
+            Ok((Arc::new(Self::shape(entitlements)), until))
         };
         self.entitlements
             .get_or_load_until(org, self.cache_now(), load)
@@ -197,15 +196,12 @@ impl CachingStore {
     }
 
     /// `entitlements` shaped for the cache's readers.
-    fn shape(&self, entitlements: Entitlements) -> CachedEntitlements {
-        let rate_limits = match self.inner.rate_limits() {
-            Some(_) => entitlements
-                .rate_limits
-                .into_iter()
-                .map(|(l, _)| l)
-                .collect(),
-            None => Vec::new(),
-        };
+    fn shape(entitlements: Entitlements) -> CachedEntitlements {
+        let rate_limits = entitlements
+            .rate_limits
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
         CachedEntitlements {
             features: OrgFeatures::new(entitlements.features.into_iter().map(|(f, _)| f).collect()),
             limits: Arc::new(OrgLimits::new(
@@ -356,20 +352,11 @@ alert_store_methods!(pass_through_impl! { $ AlertStore for CachingStore [] {} })
 invitation_store_methods!(pass_through_impl! { $ InvitationStore for CachingStore [] {} });
 domain_store_methods!(pass_through_impl! { $ DomainStore for CachingStore [] {} });
 audit_store_methods!(pass_through_impl! { $ AuditStore for CachingStore [] {} });
+// A new catalog version passes through: it changes no organization's view
+// (each names its version, and versions never change), so nothing is
+// forgotten.
 plan_store_methods!(pass_through_impl! { $ PlanStore for CachingStore
-    [put_plan_version, assign_plan, unassign_plan, migrate_plan] {
-    async fn put_plan_version(
-        &self,
-        plan: &crate::model::plan::NewPlanVersion,
-        now: DateTime<Utc>,
-    ) -> Result<crate::model::plan::PlanVersion> {
-        let stored = self.inner.put_plan_version(plan, now).await;
-        // A new version changes no organization's view today (each stays
-        // on its version), but a store may treat it as a catalog change.
-        self.forget_entitlements(EntitlementChange::All);
-        stored
-    }
-
+    [assign_plan, unassign_plan, migrate_plan] {
     async fn assign_plan(
         &self,
         request: &crate::model::plan::AssignPlan,
@@ -645,10 +632,11 @@ mod entitlement_tests {
         assert!(!cached(&store, acme));
     }
 
-    /// Plan writes through the wrapper drop what they change: a new
-    /// version and a migration of a whole version drop every
-    /// organization's entry; an assignment, an unassignment and a
-    /// migration of one organization drop that one's.
+    /// Plan writes through the wrapper drop what they change: a migration
+    /// of a whole version drops every organization's entry; an assignment,
+    /// an unassignment and a migration of one organization drop that
+    /// one's; a new version, which changes no organization's view, drops
+    /// none.
     #[tokio::test]
     async fn plan_writes_drop_what_they_change() {
         let clock = FakeClock::at("2026-03-04T10:00:00Z");
@@ -678,7 +666,7 @@ mod entitlement_tests {
         warm().await;
         let v2 = free().feature(exports.clone(), true).unwrap();
         let v2 = store.put_plan_version(&v2, now).await.unwrap();
-        assert!(!cached(&store, a) && !cached(&store, b));
+        assert!(cached(&store, a) && cached(&store, b));
 
         warm().await;
         let one = MigratePlan::new(v1.plan.clone(), v2.plan.version).org(a);

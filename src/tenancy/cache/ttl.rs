@@ -86,13 +86,8 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         now: i64,
         load: impl Future<Output = crate::error::Result<V>>,
     ) -> crate::error::Result<V> {
-        if let Some(hit) = self.get(&key, now) {
-            return Ok(hit);
-        }
-        let generation = self.generation();
-        let value = load.await?;
-        self.insert(key, value.clone(), now, generation);
-        Ok(value)
+        self.get_or_load_until(key, now, async { Ok((load.await?, None)) })
+            .await
     }
 
     /// As [`get_or_load`](Self::get_or_load), for a load that also says

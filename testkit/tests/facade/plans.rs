@@ -548,3 +548,50 @@ async fn members_lists_are_the_effective_ones() {
     assert_eq!(everything.limits.len(), 2);
     assert_eq!(everything.valid_until, None);
 }
+
+/// `valid_until` is the first instant the view a user is shown changes: a
+/// member's per-user override's expiry is in their own view's
+/// `valid_until`, and in nobody else's, whatever their role (a viewer's
+/// and an admin's views hold no other user's per-user rows, so that
+/// expiry changes nothing they see). The operator's view, which holds
+/// every scope, carries it. The SQL member path keeps the same rule
+/// (`testkit/tests/sql/plans.rs`
+/// `valid_until_covers_only_the_rows_a_member_is_shown`).
+#[tokio::test]
+async fn valid_until_covers_only_the_rows_a_user_is_shown() {
+    let s = scene().await;
+    let (_, pro) = catalog(&s).await;
+    s.op().assign_plan(s.org, pro.plan.clone()).await.unwrap();
+    let viewer = s.member(Role::Viewer).await;
+    let admin = s.member(Role::Admin).await;
+    let member = s.member(Role::Member).await;
+    let hidden = s.clock.now() + chrono::TimeDelta::days(3);
+    s.op()
+        .set_limit(
+            s.org,
+            monthly("tokens", 10).for_user(member.user()).until(hidden),
+        )
+        .await
+        .unwrap();
+
+    let own = s.tenancy.entitlements(&member).await.unwrap();
+    assert_eq!(own.valid_until, Some(hidden), "its own override");
+    assert!(
+        own.limits
+            .iter()
+            .any(|(l, _)| l.scope.user() == Some(member.user()))
+    );
+    for other in [&viewer, &admin] {
+        let seen = s.tenancy.entitlements(other).await.unwrap();
+        assert_eq!(seen.valid_until, None, "{:?}", other.role());
+        assert!(seen.limits.iter().all(|(l, _)| l.scope.user().is_none()));
+    }
+    assert_eq!(
+        s.op().entitlements(s.org).await.unwrap().valid_until,
+        Some(hidden),
+        "every scope"
+    );
+    // The member's limits, through `limits`, are the same rows.
+    let limits = s.tenancy.limits(&member).await.unwrap();
+    assert!(limits.iter().any(|l| l.expires_at == Some(hidden)));
+}

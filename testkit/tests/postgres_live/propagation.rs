@@ -167,6 +167,20 @@ fn a_bad_listen_url_is_a_config_error_naming_it() {
     }
 }
 
+/// The main URL is checked the same way at build: one naming no host is
+/// `Config` naming it, not a failure at the first connect.
+#[test]
+fn a_main_url_without_a_host_is_a_config_error_naming_it() {
+    for url in ["", "port=5432", "postgres:///db"] {
+        let err = PgStore::builder().url(url).build().unwrap_err();
+        assert_eq!(err.kind(), tenancy::ErrorKind::Config, "{url:?}");
+        assert!(
+            err.message().starts_with("url names no host"),
+            "{url:?}: {err}"
+        );
+    }
+}
+
 /// `from_env` reads the listen URL from `DATABASE_LISTEN_URL` when it is
 /// set and not blank, and names that variable when it is malformed.
 #[test]
