@@ -343,8 +343,12 @@ as $$
 $$;
 
 -- The first instant after `p_at` at which the view changes by itself: the
--- earliest unexpired row's expires_at, or the trial's end.
-create or replace function tenancy.entitlements_valid_until(p_org uuid, p_at timestamptz)
+-- earliest unexpired row's expires_at, or the trial's end. With a
+-- `p_viewer`, over the rows that viewer is shown: org-wide ones and its
+-- own per-user ones.
+create or replace function tenancy.entitlements_valid_until(
+  p_org uuid, p_at timestamptz, p_viewer uuid default null
+)
 returns timestamptz
 language sql stable
 as $$
@@ -354,9 +358,11 @@ as $$
     union all
     select l.expires_at from public.usage_limits l
     where l.organization_id = p_org and l.expires_at > p_at
+      and (p_viewer is null or l.user_id is null or l.user_id = p_viewer)
     union all
     select r.expires_at from public.usage_rate_limits r
     where r.organization_id = p_org and r.expires_at > p_at
+      and (p_viewer is null or r.user_id is null or r.user_id = p_viewer)
     union all
     select a.trial_ends_at from public.org_plans a
     where a.organization_id = p_org and a.trial_ends_at > p_at
@@ -527,17 +533,8 @@ begin
 end
 $$;
 
--- tenancy_features(org_id) -> [Feature], the organization's own rows (its
--- overrides, lapsed ones included), by key (byte order), with expires_at.
-create or replace function public.tenancy_features(org_id uuid) returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select coalesce(pg_catalog.jsonb_agg(tenancy.feature_json(f) order by f.feature_key collate "C"),
-                  '[]'::jsonb)
-  from public.org_features f
-  where f.organization_id = tenancy_features.org_id
-$$;
+-- tenancy_features(org_id) (version 2) is unchanged: the organization's
+-- own rows through tenancy.feature_json, which now carries expires_at.
 
 -- tenancy_limits(org_id) -> [Limit], the organization's own rows, every
 -- scope, by created_at then id, with expires_at.
@@ -1243,22 +1240,8 @@ begin
       where v_all or r.user_id is null or r.user_id = viewer), '[]'::jsonb),
     -- Over the rows this viewer is shown: another member's per-user
     -- expiry is not its business.
-    'valid_until', case when v_all then tenancy.entitlements_valid_until(org, at) else (
-      select min(t.at) from (
-        select f.expires_at as at from public.org_features f
-        where f.organization_id = org and f.expires_at > entitlements_for.at
-        union all
-        select l.expires_at from public.usage_limits l
-        where l.organization_id = org and l.expires_at > entitlements_for.at
-          and (l.user_id is null or l.user_id = viewer)
-        union all
-        select r.expires_at from public.usage_rate_limits r
-        where r.organization_id = org and r.expires_at > entitlements_for.at
-          and (r.user_id is null or r.user_id = viewer)
-        union all
-        select a.trial_ends_at from public.org_plans a
-        where a.organization_id = org and a.trial_ends_at > entitlements_for.at
-      ) t) end);
+    'valid_until', tenancy.entitlements_valid_until(org, at,
+      case when v_all then null else viewer end));
 end
 $$;
 
@@ -1450,7 +1433,7 @@ revoke all on function
   tenancy.effective_features(uuid, timestamptz),
   tenancy.effective_limits(uuid, timestamptz),
   tenancy.effective_rate_limits(uuid, timestamptz),
-  tenancy.entitlements_valid_until(uuid, timestamptz),
+  tenancy.entitlements_valid_until(uuid, timestamptz, uuid),
   tenancy.rate_limit_entry_json(uuid, uuid, uuid, text, text, numeric, numeric, text,
     timestamptz, timestamptz),
   tenancy.entitlement_source_json(text, integer, timestamptz),
@@ -1489,7 +1472,7 @@ grant execute on function
   tenancy.effective_features(uuid, timestamptz),
   tenancy.effective_limits(uuid, timestamptz),
   tenancy.effective_rate_limits(uuid, timestamptz),
-  tenancy.entitlements_valid_until(uuid, timestamptz),
+  tenancy.entitlements_valid_until(uuid, timestamptz, uuid),
   tenancy.rate_limit_entry_json(uuid, uuid, uuid, text, text, numeric, numeric, text,
     timestamptz, timestamptz),
   tenancy.entitlement_source_json(text, integer, timestamptz),

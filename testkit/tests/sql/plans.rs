@@ -640,6 +640,7 @@ async fn members_read_their_plan_only_and_only_the_service_writes() {
             .unwrap();
         assert_eq!(other, json!([]));
         for table in [
+            "plans",
             "plan_versions",
             "plan_features",
             "plan_limits",
