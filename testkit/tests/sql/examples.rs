@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use tenancy::model::invitation::InvitationToken;
-use tenancy_testkit::pg::{self, Cluster, create_user};
+use tenancy_testkit::pg::{Cluster, create_user};
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -69,11 +69,7 @@ pub async fn responses(db: &Client) -> Vec<(&'static str, Value)> {
 /// dropping partitions), so that no other test sees them.
 async fn private_db() -> Client {
     let pg = Cluster::shared().expect("called by a live test");
-    let db = pg
-        .create_database(&format!("examples_{}", Uuid::new_v4().simple()))
-        .await;
-    pg::apply_all(&db).await.expect("migrations");
-    db
+    crate::support::private_db(pg, "examples").await
 }
 
 // ---- invitations --------------------------------------------------------------------------

@@ -809,8 +809,10 @@ async fn members_read_their_plan_only_and_only_the_service_writes() {
 #[tokio::test]
 async fn changes_bump_the_version_and_notify() {
     let Some(pg) = Cluster::shared() else { return };
-    let db = pg.superuser().await;
-    let (listener, mut connection) = tokio_postgres::connect(&pg.url(pg::DATABASE), NoTls)
+    // A database of its own: the counter and the channel are database-wide,
+    // so only here are exact counts and silences meaningful.
+    let (db, name) = crate::support::private_db_named(pg, "bumps").await;
+    let (listener, mut connection) = tokio_postgres::connect(&pg.url(&name), NoTls)
         .await
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -838,68 +840,56 @@ async fn changes_bump_the_version_and_notify() {
             .unwrap()
             .get(0)
     };
-    // Another test's changes may arrive too: wait for the one expected.
-    let mut expect = async |payload: &str| {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let got = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no notification {payload}"))
-                .unwrap();
-            if got == payload {
-                return;
-            }
-        }
+    let mut next = async || -> String {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("the listener runs")
     };
 
+    // A new catalog version changes no organization's view.
+    let v0 = version().await;
     put_plan(&db, &key, 10, at("2026-03-01T00:00:00Z")).await;
-    let v1 = version().await;
+    assert_eq!(version().await, v0, "a catalog write bumps nothing");
     let org_text = org.to_string();
     assign(&db, org, &key, 1, None).await;
-    expect(&org_text).await;
-    let v2 = version().await;
-    assert!(v2 > v1);
+    assert_eq!(next().await, org_text, "the catalog write notified nothing");
+    assert_eq!(version().await, v0 + 1);
     put_override_feature(&db, org, "veo", true, None).await;
-    expect(&org_text).await;
+    assert_eq!(next().await, org_text);
     put_override_limit(&db, org, None, 1, None).await;
-    expect(&org_text).await;
+    assert_eq!(next().await, org_text);
     put_override_rate(&db, org, 1, None).await;
-    expect(&org_text).await;
-    let v3 = version().await;
-    assert!(v3 >= v2 + 3, "each override write bumps it: {v2} -> {v3}");
-    db.execute(
-        "update org_features set enabled = false where organization_id = any($1)",
-        &[&vec![org, other]],
-    )
-    .await
-    .unwrap();
+    assert_eq!(next().await, org_text);
+    assert_eq!(version().await, v0 + 4, "each override write bumps it once");
+    // A statement over two organizations: one bump, `*`.
     db.execute(
         "insert into org_features (organization_id, feature_key, enabled) values ($1, 'a', true), ($2, 'a', true)",
         &[&org, &other],
     )
     .await
     .unwrap();
-    expect("*").await;
-    // Rolled back: no bump (the version is only read after commit).
+    assert_eq!(next().await, "*");
     let before = version().await;
+    assert_eq!(before, v0 + 5);
+    // Rolled back, and a statement that changed nothing: no bump, no
+    // notification (the next one heard is the unassignment's).
     db.batch_execute(&format!(
         "begin; delete from org_plans where organization_id = '{org}'; rollback;"
     ))
     .await
     .unwrap();
-    // Nothing changed: no bump either.
     db.execute(
         "delete from org_plans where organization_id = $1",
         &[&Uuid::new_v4()],
     )
     .await
     .unwrap();
-    // Only this test's own organizations: other tests run meanwhile, so
-    // compare with the org's own notification absent.
+    assert_eq!(version().await, before, "rolled back or no row: no bump");
     let unassigned = one(&db, "select tenancy_unassign_plan($1)", &[&org]).await;
     assert_eq!(unassigned["deleted"], true);
-    expect(&org_text).await;
-    assert!(version().await > before);
+    assert_eq!(next().await, org_text, "nothing was notified in between");
+    assert_eq!(version().await, before + 1);
 }
 
 /// check_limit, reserve_usage, usage_summary, feature, within_limit,

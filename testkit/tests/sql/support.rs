@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{Value, json};
 use tenancy::UsageEvent;
-use tenancy_testkit::pg::{self, Actor, act, create_user};
+use tenancy_testkit::pg::{self, Actor, Cluster, act, create_user};
 use tenancy_testkit::unique_slug;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Error, GenericClient};
@@ -647,4 +647,19 @@ fn shape_keeps_keys_and_types_and_sets_of_element_shapes() {
     assert_ne!(shape(&a), shape(&retyped), "a number sent as a string does");
     let extra = json!({"n": 1, "s": "x", "l": [{"scope": org, "x": true}]});
     assert_ne!(shape(&a), shape(&extra), "an extra key in an element does");
+}
+
+/// A database of its own on the shared cluster, every migration applied,
+/// and its name: for a test that must not see other tests' changes (or
+/// let them see its own), e.g. of database-wide state.
+pub async fn private_db_named(pg: &Cluster, what: &str) -> (Client, String) {
+    let name = format!("{what}_{}", Uuid::new_v4().simple());
+    let db = pg.create_database(&name).await;
+    pg::apply_all(&db).await.expect("migrations");
+    (db, name)
+}
+
+/// [`private_db_named`], without the name.
+pub async fn private_db(pg: &Cluster, what: &str) -> Client {
+    private_db_named(pg, what).await.0
 }

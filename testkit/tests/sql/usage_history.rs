@@ -15,7 +15,7 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::support::{
-    add_member, assert_code, assert_denied, at, call_as, create_org, visible, world,
+    add_member, assert_code, assert_denied, at, call_as, create_org, private_db, visible, world,
 };
 
 const NIL: Uuid = Uuid::nil();
@@ -906,15 +906,6 @@ async fn the_export_claim_is_exactly_once_across_a_crash() {
         exported.parse::<Decimal>().unwrap(),
         "0.041".parse().unwrap()
     );
-}
-
-/// A database of its own with every migration applied.
-async fn private_db(pg: &Cluster, what: &str) -> Client {
-    let db = pg
-        .create_database(&format!("{what}_{}", Uuid::new_v4().simple()))
-        .await;
-    pg::apply_all(&db).await.expect("migrations");
-    db
 }
 
 #[tokio::test]
