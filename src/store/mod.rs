@@ -75,6 +75,7 @@ pub(crate) use forward::{
 pub use invitations::InvitationStore;
 pub(crate) use invitations::invitation_store_methods;
 pub use leases::LeaseStore;
+pub(crate) use leases::capability as lease_capability;
 // Expanded by the wrappers that forward it: the fault injector and the SQL
 // store (the facade reaches leases through `Backend::leases`).
 #[cfg(any(feature = "test-util", feature = "supabase", feature = "postgres"))]
@@ -88,7 +89,6 @@ pub use plans::{EntitlementWatch, PlanStore};
 pub use rate_limits::RateLimitStore;
 pub(crate) use rate_limits::rate_limit_store_methods;
 pub use reports::ReportStore;
-pub(crate) use leases::capability as lease_capability;
 pub(crate) use reports::unsupported as reports_unsupported;
 // Expanded by the wrappers that forward it: the fault injector and the SQL
 // store (the facade reaches reports through `Backend::reports`).
