@@ -56,7 +56,7 @@ impl Tenancy {
     /// Leasing is opt-in, per handle: nothing else changes for the rest of
     /// the facade, whose per-call decisions count live leases as held.
     /// `Unsupported` when the store has no leases
-    /// ([`Backend::leases`] is `None`): never a per-process limit;
+    /// ([`Backend::leases`](crate::store::Backend::leases) is `None`): never a per-process limit;
     /// `InvalidInput` for bad settings.
     ///
     /// ```
@@ -747,7 +747,7 @@ impl super::Operator<'_> {
     /// drifting lease holds too much or too little. Reads only; empty when
     /// all agree. `NotFound` if the organization does not exist,
     /// `InvalidInput` for a bad metric key, `Unsupported` when the store
-    /// has no leases ([`Backend::leases`] is `None`).
+    /// has no leases ([`Backend::leases`](crate::store::Backend::leases) is `None`).
     ///
     /// ```
     /// use chrono::{TimeZone, Utc};
